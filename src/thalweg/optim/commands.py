@@ -1,0 +1,30 @@
+"""CLI: `thalweg optimizers` lists the registry with each optimizer's hyperparameters."""
+
+from __future__ import annotations
+
+import json
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("optimizers")
+    def optimizers(as_json: bool = typer.Option(False, "--json", help="Print the schema as JSON.")) -> None:
+        """List every optimizer thalweg knows, with its hyperparameters and defaults."""
+        from rich.console import Console
+        from rich.table import Table
+
+        from thalweg.optim import registry
+
+        if as_json:
+            out = {i.name: [h.to_dict() for h in i.hyperparameters] for i in registry.infos()}
+            typer.echo(json.dumps(out, indent=2, default=str))
+            return
+        table = Table(title="thalweg optimizers")
+        table.add_column("name")
+        table.add_column("order")
+        table.add_column("hyperparameters (default)")
+        for info in registry.infos():
+            hp = ", ".join(f"{h.name}={h.default!r}" for h in info.hyperparameters)
+            table.add_row(info.name, info.order, hp)
+        Console().print(table)
