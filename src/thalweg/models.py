@@ -1,0 +1,226 @@
+"""Small reference models (linear, MLP, 1-D CNN) used by the trainer, the bench and the tests.
+
+Every model has the same switches, so the seeds' pipeline parts can be turned on and off:
+``norm`` ∈ {none, batch, layer, weight} (batch norm, layer norm, weight normalization),
+``dropout`` (probability) and ``activation`` ∈ {relu, tanh, sigmoid, gelu}.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from collections.abc import Callable
+
+import torch
+from torch import nn
+from torch.nn.utils.parametrizations import weight_norm
+
+__all__ = ["ACTIVATIONS", "MLP", "MODELS", "NORMS", "CNN1d", "Linear", "build_model"]
+
+ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
+    "relu": nn.ReLU,
+    "tanh": nn.Tanh,
+    "sigmoid": nn.Sigmoid,
+    "gelu": nn.GELU,
+}
+NORMS: tuple[str, ...] = ("none", "batch", "layer", "weight")
+MODELS: tuple[str, ...] = ("linear", "mlp", "cnn1d")
+
+
+def _check_choice(arg: str, value: object, choices: tuple[str, ...] | list[str]) -> str:
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(f"{arg} must be one of {sorted(choices)}, got {value!r}")
+    return value
+
+
+def _check_int(arg: str, value: object, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{arg} must be an int, got {type(value).__name__} {value!r}")
+    if value < minimum:
+        raise ValueError(f"{arg} must be >= {minimum}, got {value}")
+    return value
+
+
+def _check_dropout(value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"dropout must be a float, got {type(value).__name__} {value!r}")
+    if not 0.0 <= float(value) < 1.0:
+        raise ValueError(f"dropout must be in [0, 1), got {value}")
+    return float(value)
+
+
+def _activation(name: str) -> nn.Module:
+    return ACTIVATIONS[_check_choice("activation", name, list(ACTIVATIONS))]()
+
+
+def _dense(n_in: int, n_out: int, norm: str) -> nn.Module:
+    layer = nn.Linear(n_in, n_out)
+    return weight_norm(layer) if norm == "weight" else layer
+
+
+class Linear(nn.Module):
+    """A linear (affine) model on flattened inputs: the seeds' linear regression / softmax
+    regression; ``norm`` batch/layer normalizes the inputs, weight reparametrizes the weight."""
+
+    def __init__(
+        self, in_features: int, out_features: int, norm: str = "none", dropout: float = 0.0
+    ) -> None:
+        super().__init__()
+        _check_int("in_features", in_features, 1)
+        _check_int("out_features", out_features, 1)
+        _check_choice("norm", norm, NORMS)
+        p = _check_dropout(dropout)
+        layers: list[nn.Module] = [nn.Flatten()]
+        if norm == "batch":
+            layers.append(nn.BatchNorm1d(in_features))
+        elif norm == "layer":
+            layers.append(nn.LayerNorm(in_features))
+        if p > 0:
+            layers.append(nn.Dropout(p))
+        layers.append(_dense(in_features, out_features, norm))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Map ``x`` of shape (N, *) to (N, out_features)."""
+        return self.net(x)
+
+
+class MLP(nn.Module):
+    """A fully connected network: ``depth`` hidden layers of ``width`` units, each
+    Linear → norm → activation → dropout, then a Linear output layer."""
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        width: int = 128,
+        depth: int = 2,
+        activation: str = "relu",
+        norm: str = "none",
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        _check_int("in_features", in_features, 1)
+        _check_int("out_features", out_features, 1)
+        _check_int("width", width, 1)
+        _check_int("depth", depth, 0)
+        _check_choice("norm", norm, NORMS)
+        _check_choice("activation", activation, list(ACTIVATIONS))
+        p = _check_dropout(dropout)
+        layers: list[nn.Module] = [nn.Flatten()]
+        n_in = in_features
+        for _ in range(depth):
+            layers.append(_dense(n_in, width, norm))
+            if norm == "batch":
+                layers.append(nn.BatchNorm1d(width))
+            elif norm == "layer":
+                layers.append(nn.LayerNorm(width))
+            layers.append(_activation(activation))
+            if p > 0:
+                layers.append(nn.Dropout(p))
+            n_in = width
+        layers.append(_dense(n_in, out_features, norm))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Map ``x`` of shape (N, *) to (N, out_features)."""
+        return self.net(x)
+
+
+def _conv_out_length(length: int, kernel_size: int, stride: int) -> int:
+    pad = kernel_size // 2
+    return (length + 2 * pad - kernel_size) // stride + 1
+
+
+class CNN1d(nn.Module):
+    """A 1-D convolutional network (for MNIST-1D): ``depth`` blocks of
+    Conv1d(stride 2) → norm → activation → dropout, then a Linear classifier.
+
+    Inputs are (N, length) or (N, in_channels, length). Layer norm on feature maps is
+    GroupNorm with one group (normalizes over channels and positions per example)."""
+
+    def __init__(
+        self,
+        length: int,
+        out_features: int,
+        in_channels: int = 1,
+        channels: int = 32,
+        depth: int = 2,
+        kernel_size: int = 5,
+        activation: str = "relu",
+        norm: str = "none",
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        _check_int("length", length, 1)
+        _check_int("out_features", out_features, 1)
+        _check_int("in_channels", in_channels, 1)
+        _check_int("channels", channels, 1)
+        _check_int("depth", depth, 1)
+        _check_int("kernel_size", kernel_size, 1)
+        _check_choice("norm", norm, NORMS)
+        _check_choice("activation", activation, list(ACTIVATIONS))
+        p = _check_dropout(dropout)
+        self.length = length
+        self.in_channels = in_channels
+        layers: list[nn.Module] = []
+        c_in, n = in_channels, length
+        for _ in range(depth):
+            conv = nn.Conv1d(c_in, channels, kernel_size, stride=2, padding=kernel_size // 2)
+            layers.append(weight_norm(conv) if norm == "weight" else conv)
+            if norm == "batch":
+                layers.append(nn.BatchNorm1d(channels))
+            elif norm == "layer":
+                layers.append(nn.GroupNorm(1, channels))
+            layers.append(_activation(activation))
+            if p > 0:
+                layers.append(nn.Dropout(p))
+            c_in, n = channels, _conv_out_length(n, kernel_size, 2)
+        self.features = nn.Sequential(*layers)
+        self.head = nn.Sequential(nn.Flatten(), _dense(channels * n, out_features, norm))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Map ``x`` of shape (N, length) or (N, in_channels, length) to (N, out_features)."""
+        if x.dim() == 2 and self.in_channels == 1:
+            x = x.unsqueeze(1)
+        if x.dim() != 3 or x.shape[1] != self.in_channels or x.shape[2] != self.length:
+            raise ValueError(
+                f"CNN1d expects input (N, {self.in_channels}, {self.length})"
+                f"{' or (N, ' + str(self.length) + ')' if self.in_channels == 1 else ''}, "
+                f"got {tuple(x.shape)}"
+            )
+        return self.head(self.features(x))
+
+
+def build_model(
+    name: str, in_shape: tuple[int, ...], out_features: int, **kwargs: object
+) -> nn.Module:
+    """Construct a reference model by name ("linear", "mlp", "cnn1d") for inputs of shape
+    ``in_shape`` (without the batch dimension); ``kwargs`` go to the model's constructor."""
+    _check_choice("name", name, MODELS)
+    shape = tuple(in_shape)
+    if not shape or not all(isinstance(s, int) and s >= 1 for s in shape):
+        raise ValueError(f"in_shape must be a non-empty tuple of positive ints, got {in_shape!r}")
+    factory: Callable[..., nn.Module]
+    if name == "cnn1d":
+        if len(shape) == 1:
+            args: dict[str, object] = {"length": shape[0], "in_channels": 1}
+        elif len(shape) == 2:
+            args = {"length": shape[1], "in_channels": shape[0]}
+        else:
+            raise ValueError(f"cnn1d needs in_shape (length,) or (channels, length), got {shape}")
+        factory = CNN1d
+    else:
+        args = {"in_features": math.prod(shape)}
+        factory = Linear if name == "linear" else MLP
+    clash = set(kwargs) & set(args)
+    if clash:
+        raise TypeError(f"build_model: {sorted(clash)} are set from in_shape; do not pass them")
+    accepted = set(inspect.signature(factory).parameters) - {"in_features", "length"}
+    unknown = set(kwargs) - accepted
+    if unknown:
+        raise TypeError(
+            f"model {name!r} got unknown argument(s) {sorted(unknown)}; "
+            f"it accepts {sorted(accepted - {'out_features', 'in_channels'})}"
+        )
+    return factory(**args, out_features=out_features, **kwargs)
