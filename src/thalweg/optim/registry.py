@@ -32,6 +32,7 @@ __all__ = [
 # Modules that register optimizers when imported. Append yours here.
 _PROVIDERS: list[str] = [
     "thalweg.optim.rules",
+    "thalweg.optim.second_order",
 ]
 
 _REGISTRY: dict[str, OptimizerInfo] = {}

@@ -1,0 +1,177 @@
+"""AdaHessian (Yao et al. 2020): Adam whose second moment is the squared Hutchinson diagonal
+of the Hessian instead of the squared gradient.
+
+The diagonal is estimated as z ⊙ (H z) with Rademacher probes z (±1 with equal probability),
+computed with ``torch.autograd.grad`` — never ``backward(create_graph=True)``, which leaves a
+reference cycle through ``p.grad``. Conv kernels average |diag| over their spatial positions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from thalweg.optim.newton import _check_float, _check_int
+
+__all__ = ["AdaHessian", "hutchinson_diagonal", "rademacher"]
+
+
+def rademacher(shape: Sequence[int], *, generator: torch.Generator | None = None,
+               dtype: torch.dtype = torch.float32, device: torch.device | str | None = None
+               ) -> Tensor:
+    """A tensor of independent ±1 entries, each sign with probability ½."""
+    bits = torch.randint(0, 2, tuple(shape), generator=generator, device=device)
+    return (bits * 2 - 1).to(dtype)
+
+
+def hutchinson_diagonal(grads: Sequence[Tensor], params: Sequence[Tensor], *,
+                        n_samples: int = 1, generator: torch.Generator | None = None
+                        ) -> list[Tensor]:
+    """Unbiased estimate of diag(H) per parameter: the mean over probes of z ⊙ (H z).
+
+    ``grads`` must carry their graph (``torch.autograd.grad(..., create_graph=True)``).
+    Costs ``n_samples`` Hessian-vector products; the graph is kept until the last one.
+    """
+    n_samples = _check_int("n_samples", n_samples, 1)
+    live = [i for i, g in enumerate(grads) if g.requires_grad]
+    est = [torch.zeros_like(p) for p in params]
+    if not live:
+        return est
+    for s in range(n_samples):
+        zs = [rademacher(p.shape, generator=generator, dtype=p.dtype, device=p.device)
+              for p in params]
+        hz = torch.autograd.grad(
+            [grads[i] for i in live], list(params), grad_outputs=[zs[i] for i in live],
+            retain_graph=s < n_samples - 1, allow_unused=True,
+        )
+        for e, z, h in zip(est, zs, hz, strict=True):
+            if h is not None:
+                e.add_(z * h.detach())
+    return [e / n_samples for e in est]
+
+
+def _spatial_average(d: Tensor) -> Tensor:
+    """|diag| averaged over a conv kernel's spatial dims (dims ≥ 2), as in the paper."""
+    if d.dim() <= 2:
+        return d.abs()
+    return d.abs().mean(dim=tuple(range(2, d.dim())), keepdim=True).expand_as(d)
+
+
+class AdaHessian(torch.optim.Optimizer):
+    """Adam with the Hutchinson Hessian diagonal (to the power ``hessian_power``) as its
+    denominator; decoupled weight decay; the diagonal refreshed every ``update_every`` steps.
+
+    Cost per step: one closure evaluation and one gradient with its graph (create_graph),
+    plus ``n_samples`` Hessian-vector products on steps where the diagonal is refreshed
+    (≈ 2× an Adam step in compute then, 1× otherwise); memory: three buffers per parameter
+    (first moment, second moment of the diagonal, the last diagonal). The closure returns the
+    loss *without* calling ``backward()``; AdaHessian writes ``p.grad`` itself.
+    """
+
+    def __init__(
+        self,
+        params: Iterable[Tensor] | Iterable[dict[str, Any]],
+        lr: float = 0.15,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-4,
+        weight_decay: float = 0.0,
+        hessian_power: float = 1.0,
+        update_every: int = 1,
+        n_samples: int = 1,
+        seed: int = 0,
+    ) -> None:
+        lr = _check_float("lr", lr, 0.0, strict=True)
+        if not isinstance(betas, (tuple, list)) or len(betas) != 2:
+            raise ValueError(f"betas must be a pair (beta1, beta2); got {betas!r}")
+        b1 = _check_float("betas[0]", betas[0], 0.0, high=1.0, high_strict=True)
+        b2 = _check_float("betas[1]", betas[1], 0.0, high=1.0, high_strict=True)
+        eps = _check_float("eps", eps, 0.0, strict=True)
+        weight_decay = _check_float("weight_decay", weight_decay, 0.0)
+        hessian_power = _check_float("hessian_power", hessian_power, 0.0, high=1.0)
+        update_every = _check_int("update_every", update_every, 1)
+        n_samples = _check_int("n_samples", n_samples, 1)
+        seed = _check_int("seed", seed, 0)
+        defaults = dict(lr=lr, betas=(b1, b2), eps=eps, weight_decay=weight_decay,
+                        hessian_power=hessian_power)
+        super().__init__(params, defaults)
+        self.update_every = update_every
+        self.n_samples = n_samples
+        self.generator = torch.Generator().manual_seed(seed)
+        self._step = 0
+
+    def state_dict(self) -> dict[str, Any]:
+        """torch's per-parameter state plus the step counter and the probe generator."""
+        sd = super().state_dict()
+        sd["adahessian"] = {"step": self._step, "rng_state": self.generator.get_state(),
+                            "update_every": self.update_every, "n_samples": self.n_samples}
+        return sd
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restore moments, step counter and probe generator (bitwise resume)."""
+        state_dict = dict(state_dict)
+        extra = state_dict.pop("adahessian", None)
+        super().load_state_dict(state_dict)
+        if extra is not None:
+            self._step = int(extra["step"])
+            self.generator.set_state(extra["rng_state"])
+            self.update_every = int(extra["update_every"])
+            self.n_samples = int(extra["n_samples"])
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], Tensor] | None = None) -> Tensor:  # type: ignore[override]
+        """One AdaHessian step; returns the loss the closure computed."""
+        if closure is None:
+            raise ValueError("AdaHessian.step needs a closure that evaluates and returns the loss")
+        params = [p for g in self.param_groups for p in g["params"] if p.requires_grad]
+        for p in params:
+            p.grad = None
+        refresh = self._step % self.update_every == 0
+        with torch.enable_grad():
+            loss = closure()
+            if not isinstance(loss, Tensor) or loss.numel() != 1:
+                raise TypeError(f"closure must return a scalar loss tensor, got {loss!r}")
+            if any(p.grad is not None for p in params):
+                raise RuntimeError(
+                    "the closure called backward(); AdaHessian differentiates the loss itself: "
+                    "return the loss without calling backward()"
+                )
+            grads = torch.autograd.grad(loss, params, create_graph=refresh, allow_unused=True)
+            grads = [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads, strict=True)]
+            diags = (hutchinson_diagonal(grads, params, n_samples=self.n_samples,
+                                         generator=self.generator) if refresh else None)
+        grad_of = {id(p): g.detach() for p, g in zip(params, grads, strict=True)}
+        diag_of = {id(p): d for p, d in zip(params, diags or [], strict=False)}
+        del grads
+        self._step += 1
+        for group in self.param_groups:
+            b1, b2 = group["betas"]
+            for p in group["params"]:
+                if id(p) not in grad_of:
+                    continue
+                g = grad_of[id(p)]
+                p.grad = g.clone()
+                st = self.state[p]
+                if not st:
+                    st["step"] = torch.zeros((), dtype=torch.float64)
+                    st["hessian_step"] = torch.zeros((), dtype=torch.float64)
+                    st["exp_avg"] = torch.zeros_like(p)
+                    st["exp_hessian_diag_sq"] = torch.zeros_like(p)
+                st["step"] += 1
+                st["exp_avg"].mul_(b1).add_(g, alpha=1 - b1)
+                if id(p) in diag_of:
+                    d = _spatial_average(diag_of[id(p)])
+                    st["hessian_step"] += 1
+                    st["exp_hessian_diag_sq"].mul_(b2).addcmul_(d, d, value=1 - b2)
+                if st["hessian_step"] == 0:
+                    continue
+                bc1 = 1 - b1 ** float(st["step"])
+                bc2 = 1 - b2 ** float(st["hessian_step"])
+                k = group["hessian_power"]
+                denom = (st["exp_hessian_diag_sq"] / bc2).sqrt_().pow_(k).add_(group["eps"])
+                if group["weight_decay"]:
+                    p.mul_(1 - group["lr"] * group["weight_decay"])
+                p.addcdiv_(st["exp_avg"], denom, value=-group["lr"] / bc1)
+        return loss.detach()

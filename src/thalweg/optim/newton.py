@@ -1,0 +1,294 @@
+"""Newton's method for small and medium problems: damped (H + λI) and saddle-free (|H| + λI).
+
+The seeds' story in one class: a pure Newton step lands on the minimum of a quadratic in one
+step, walks *to* a saddle when H is indefinite, and is repaired by |H| (``saddle_free``) or
+by damping, a learning rate and an Armijo line search. The Hessian is exact (dense, via
+batched Hessian-vector products) up to ``max_exact`` parameters and is touched only through
+Hessian-vector products above that (conjugate gradient for ``damped``, a Lanczos low-rank
+|H| for ``saddle_free``). The small HVP/Lanczos helpers here are private and could later be
+replaced by :mod:`thalweg.curvature`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, Literal
+
+import torch
+from torch import Tensor
+
+__all__ = ["Newton"]
+
+Closure = Callable[[], Tensor]
+
+
+def _check_float(name: str, value: Any, low: float, *, strict: bool = False,
+                 high: float | None = None, high_strict: bool = False) -> float:
+    """Return `value` as float or raise a ValueError/TypeError naming the argument."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__} {value!r}")
+    v = float(value)
+    bad = not math.isfinite(v) or (v <= low if strict else v < low)
+    if high is not None:
+        bad = bad or (v >= high if high_strict else v > high)
+    if bad:
+        lo = f"> {low}" if strict else f">= {low}"
+        hi = "" if high is None else f" and {'<' if high_strict else '<='} {high}"
+        raise ValueError(f"{name} must be finite, {lo}{hi}; got {value!r}")
+    return v
+
+
+def _check_int(name: str, value: Any, low: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
+    if value < low:
+        raise ValueError(f"{name} must be >= {low}; got {value!r}")
+    return value
+
+
+def _flat(tensors: Sequence[Tensor]) -> Tensor:
+    return torch.cat([t.reshape(-1) for t in tensors])
+
+
+def _split(vec: Tensor, like: Sequence[Tensor]) -> list[Tensor]:
+    out, i = [], 0
+    for p in like:
+        n = p.numel()
+        out.append(vec[..., i : i + n].reshape(*vec.shape[:-1], *p.shape))
+        i += n
+    return out
+
+
+def _grads_with_graph(loss: Tensor, params: list[Tensor]) -> list[Tensor]:
+    """∇loss with its graph kept (create_graph) so Hessian-vector products can follow."""
+    grads = torch.autograd.grad(loss, params, create_graph=True, allow_unused=True)
+    return [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads, strict=True)]
+
+
+def _hvp(grads: list[Tensor], params: list[Tensor], v: Tensor, *, batched: bool = False) -> Tensor:
+    """H·v (or H·V row-wise when `batched`, V of shape (k, n)) by differentiating ∇loss·v."""
+    live = [i for i, g in enumerate(grads) if g.requires_grad]
+    out_shape = (v.shape[0], v.shape[-1]) if batched else (v.shape[-1],)
+    if not live:
+        return torch.zeros(out_shape, dtype=v.dtype, device=v.device)
+    vs = _split(v, params)
+    hv = torch.autograd.grad(
+        [grads[i] for i in live], params, grad_outputs=[vs[i] for i in live],
+        retain_graph=True, allow_unused=True, is_grads_batched=batched,
+    )
+    parts = [
+        torch.zeros((*v.shape[:-1], p.numel()), dtype=v.dtype, device=v.device) if h is None
+        else h.reshape(*v.shape[:-1], -1)
+        for p, h in zip(params, hv, strict=True)
+    ]
+    return torch.cat(parts, dim=-1)
+
+
+def dense_hessian(grads: list[Tensor], params: list[Tensor], chunk: int = 256) -> Tensor:
+    """The exact n×n Hessian, `chunk` rows at a time with batched HVPs (loop if vmap fails)."""
+    n = sum(p.numel() for p in params)
+    ref = grads[0]
+    eye = torch.eye(n, dtype=ref.dtype, device=ref.device)
+    rows: list[Tensor] = []
+    for s in range(0, n, chunk):
+        block = eye[s : s + chunk]
+        try:
+            rows.append(_hvp(grads, params, block, batched=True))
+        except RuntimeError:  # an op without a batching rule: one HVP per row
+            rows.append(torch.stack([_hvp(grads, params, e) for e in block]))
+    h = torch.cat(rows).detach()
+    return 0.5 * (h + h.T)
+
+
+def _solve_exact(h: Tensor, g: Tensor, damping: float, mode: str) -> tuple[Tensor, Tensor]:
+    """-(H + λI)⁻¹g or -(|H| + λI)⁻¹g through one eigendecomposition (pseudo-inverse on 0)."""
+    evals, evecs = torch.linalg.eigh(h)
+    denom = (evals.abs() if mode == "saddle_free" else evals) + damping
+    tiny = denom.abs() <= 1e-12 * max(float(denom.abs().max()), 1e-30)
+    inv = torch.where(tiny, torch.zeros_like(denom), 1.0 / torch.where(tiny, 1.0, denom))
+    return -(evecs @ (inv * (evecs.T @ g))), evals
+
+
+def _cg(matvec: Callable[[Tensor], Tensor], g: Tensor, max_iter: int, tol: float) -> Tensor:
+    """Truncated CG for (H + λI)d = -g; stops at negative curvature (Steihaug) and then
+    returns the last iterate (or -g when the very first direction has negative curvature)."""
+    d = torch.zeros_like(g)
+    r = -g.clone()
+    p = r.clone()
+    rr = r @ r
+    stop = tol * math.sqrt(float(rr))
+    for _ in range(max_iter):
+        if math.sqrt(float(rr)) <= stop:
+            break
+        hp = matvec(p)
+        curv = p @ hp
+        if curv <= 0:
+            return -g.clone() if not d.any() else d
+        alpha = rr / curv
+        d = d + alpha * p
+        r = r - alpha * hp
+        rr_new = r @ r
+        p = r + (rr_new / rr) * p
+        rr = rr_new
+    return d
+
+
+def _lanczos(matvec: Callable[[Tensor], Tensor], v0: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """k Lanczos steps from v0 with full reorthogonalization: basis Q (m×n) and T (m×m)."""
+    q = v0 / v0.norm()
+    basis = [q]
+    alphas: list[Tensor] = []
+    betas: list[Tensor] = []
+    for j in range(k):
+        w = matvec(basis[j])
+        alphas.append(basis[j] @ w)
+        qm = torch.stack(basis)
+        w = w - qm.T @ (qm @ w)
+        w = w - qm.T @ (qm @ w)  # twice is enough (Kahan–Parlett)
+        beta = w.norm()
+        if j == k - 1 or beta <= 1e-10 * (alphas[-1].abs() + 1e-30):
+            break
+        betas.append(beta)
+        basis.append(w / beta)
+    m = len(alphas)
+    t = torch.diag(torch.stack(alphas))
+    if m > 1:
+        b = torch.stack(betas[: m - 1])
+        t = t + torch.diag(b, 1) + torch.diag(b, -1)
+    return torch.stack(basis[:m]), t
+
+
+class Newton(torch.optim.Optimizer):
+    """Newton's method x ← x + t·d with d = -(H + λI)⁻¹g (``damped``) or -(|H| + λI)⁻¹g
+    (``saddle_free``), and t from Armijo backtracking starting at ``lr``.
+
+    Cost per step: one closure evaluation with its graph and one gradient; then either the
+    dense Hessian (n HVPs, batched, plus an O(n³) eigendecomposition; O(n²) memory) when
+    n ≤ ``max_exact`` or ``solver="exact"``, or at most ``krylov_iters`` HVPs (O(n) memory
+    for CG, O(k·n) for Lanczos); plus up to ``max_backtracks`` forward-only evaluations for
+    the line search. The closure re-evaluates the model and returns the loss *without*
+    calling ``backward()`` (Newton differentiates it itself and writes ``p.grad``).
+    """
+
+    def __init__(
+        self,
+        params: Iterable[Tensor] | Iterable[dict[str, Any]],
+        lr: float = 1.0,
+        damping: float = 0.0,
+        mode: Literal["damped", "saddle_free"] = "damped",
+        solver: Literal["auto", "exact", "krylov"] = "auto",
+        max_exact: int = 2048,
+        krylov_iters: int = 50,
+        cg_tol: float = 1e-8,
+        line_search: bool = True,
+        armijo_c: float = 1e-4,
+        backtrack: float = 0.5,
+        max_backtracks: int = 30,
+    ) -> None:
+        lr = _check_float("lr", lr, 0.0, strict=True)
+        damping = _check_float("damping", damping, 0.0)
+        if mode not in ("damped", "saddle_free"):
+            raise ValueError(f"mode must be 'damped' or 'saddle_free'; got {mode!r}")
+        if solver not in ("auto", "exact", "krylov"):
+            raise ValueError(f"solver must be 'auto', 'exact' or 'krylov'; got {solver!r}")
+        max_exact = _check_int("max_exact", max_exact, 1)
+        krylov_iters = _check_int("krylov_iters", krylov_iters, 1)
+        cg_tol = _check_float("cg_tol", cg_tol, 0.0, strict=True, high=1.0, high_strict=True)
+        if not isinstance(line_search, bool):
+            raise TypeError(f"line_search must be a bool, got {line_search!r}")
+        armijo_c = _check_float("armijo_c", armijo_c, 0.0, strict=True, high=1.0, high_strict=True)
+        backtrack = _check_float("backtrack", backtrack, 0.0, strict=True, high=1.0, high_strict=True)
+        max_backtracks = _check_int("max_backtracks", max_backtracks, 0)
+        defaults = dict(
+            lr=lr, damping=damping, mode=mode, solver=solver, max_exact=max_exact,
+            krylov_iters=krylov_iters, cg_tol=cg_tol, line_search=line_search,
+            armijo_c=armijo_c, backtrack=backtrack, max_backtracks=max_backtracks,
+        )
+        super().__init__(params, defaults)
+        if len(self.param_groups) != 1:
+            raise ValueError(
+                f"Newton couples all parameters through H and takes one parameter group; "
+                f"got {len(self.param_groups)}"
+            )
+
+    def _params(self) -> list[Tensor]:
+        return [p for p in self.param_groups[0]["params"] if p.requires_grad]
+
+    def _set(self, params: list[Tensor], vec: Tensor) -> None:
+        for p, v in zip(params, _split(vec, params), strict=True):
+            p.copy_(v)
+
+    @torch.no_grad()
+    def step(self, closure: Closure | None = None) -> Tensor:  # type: ignore[override]
+        """One Newton step; returns the loss before the step."""
+        if closure is None:
+            raise ValueError("Newton.step needs a closure that re-evaluates and returns the loss")
+        group = self.param_groups[0]
+        params = self._params()
+        for p in params:
+            p.grad = None
+        with torch.enable_grad():
+            loss = closure()
+            if not isinstance(loss, Tensor) or loss.numel() != 1:
+                raise TypeError(f"closure must return a scalar loss tensor, got {loss!r}")
+            if any(p.grad is not None for p in params):
+                raise RuntimeError(
+                    "the closure called backward(); Newton differentiates the loss itself: "
+                    "return the loss without calling backward()"
+                )
+            grads = _grads_with_graph(loss, params)
+            g = _flat(grads).detach()
+            n = g.numel()
+            mode, lam = group["mode"], group["damping"]
+            exact = group["solver"] == "exact" or (
+                group["solver"] == "auto" and n <= group["max_exact"]
+            )
+            state = self.state[params[0]]
+            if exact:
+                h = dense_hessian(grads, params)
+                d, evals = _solve_exact(h, g, lam, mode)
+                state["min_eigenvalue"] = float(evals[0])
+                state["max_eigenvalue"] = float(evals[-1])
+            else:
+                def matvec(v: Tensor) -> Tensor:
+                    return _hvp(grads, params, v).detach()
+
+                k = min(group["krylov_iters"], n)
+                if mode == "damped":
+                    d = _cg(lambda v: matvec(v) + lam * v, g, k, group["cg_tol"])
+                elif g.norm() == 0:
+                    d = torch.zeros_like(g)
+                else:
+                    q, t = _lanczos(matvec, g, k)
+                    d, evals = _solve_exact(t, q @ g, lam, mode)
+                    d = q.T @ d
+                    state["min_eigenvalue"] = float(evals[0])
+                    state["max_eigenvalue"] = float(evals[-1])
+            del grads
+        for p, gp in zip(params, _split(g, params), strict=True):
+            p.grad = gp.clone()
+        x0 = _flat(params).clone()
+        f0 = float(loss)
+        t = group["lr"]
+        if group["line_search"]:
+            slope = float(g @ d)
+            if slope >= 0 and g.norm() > 0:  # not a descent direction: steepest descent
+                d, slope = -g, -float(g @ g)
+                state["fallback_steps"] = state.get("fallback_steps", 0) + 1
+            for _ in range(group["max_backtracks"] + 1):
+                self._set(params, x0 + t * d)
+                f_new = float(closure())  # forward only: we are under no_grad
+                if f_new <= f0 + group["armijo_c"] * t * slope:
+                    break
+                t *= group["backtrack"]
+            else:
+                if not f_new <= f0:  # no decrease at all: stay put
+                    self._set(params, x0)
+                    t = 0.0
+        else:
+            self._set(params, x0 + t * d)
+        state["step"] = state.get("step", 0) + 1
+        state["step_size"] = t
+        state["direction_norm"] = float(d.norm())
+        return loss.detach()
