@@ -1,0 +1,230 @@
+"""The user's own data: CSV files (columns chosen by name) and NPZ archives (arrays chosen by
+key). Every problem is reported as an error naming the file and, where it applies, the line,
+column or array."""
+
+from __future__ import annotations
+
+import csv
+import math
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .splits import Splits, random_split_indices
+
+__all__ = ["load_csv", "load_npz"]
+
+_MAX_AUTO_CLASSES = 20
+
+
+def _as_path(path: object) -> Path:
+    if not isinstance(path, str | Path):
+        raise TypeError(f"path must be a str or Path, got {path!r}")
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"{p}: no such file")
+    return p
+
+
+def _resolve_task(task: str, y: np.ndarray, where: str) -> str:
+    if task not in ("auto", "classification", "regression"):
+        raise ValueError(f"task must be 'auto', 'classification' or 'regression', got {task!r}")
+    numeric = y.dtype.kind in "biuf"
+    if task == "regression" and not numeric:
+        raise ValueError(f"{where}: task='regression' needs a numeric target, found text labels")
+    if task != "auto":
+        return task
+    if not numeric:
+        return "classification"
+    if y.ndim == 1 and np.all(np.mod(y, 1) == 0):
+        n_distinct = len(np.unique(y))
+        if n_distinct <= _MAX_AUTO_CLASSES and n_distinct <= len(y) / 2:
+            return "classification"
+    return "regression"
+
+
+def _finish(
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    task: str,
+    where: str,
+    name: str,
+    seed: int,
+    val_fraction: float,
+    test_fraction: float,
+    feature_names: tuple[str, ...] | None = None,
+) -> Splits:
+    task = _resolve_task(task, y, where)
+    class_names: tuple[str, ...] | None = None
+    if task == "classification":
+        if y.ndim != 1:
+            raise ValueError(f"{where}: a classification target must be 1-D, got shape {y.shape}")
+        classes, codes = np.unique(y, return_inverse=True)
+        y_t = torch.as_tensor(codes.reshape(-1), dtype=torch.int64)
+        class_names = tuple(str(c) for c in classes.tolist())
+        num_classes: int | None = len(classes)
+    else:
+        y_t = torch.as_tensor(y.reshape(len(y), -1), dtype=torch.float32)
+        num_classes = None
+    x_t = torch.as_tensor(x, dtype=torch.float32)
+    tr, va, te = random_split_indices(len(x_t), (val_fraction, test_fraction), seed, where)
+    return Splits(
+        x_t[tr], y_t[tr], x_t[va], y_t[va], x_t[te], y_t[te],
+        task=task, num_classes=num_classes, name=name,  # type: ignore[arg-type]
+        feature_names=feature_names, class_names=class_names,
+    )  # fmt: skip
+
+
+def load_csv(
+    *,
+    path: str | Path,
+    target: str | None = None,
+    features: list[str] | tuple[str, ...] | None = None,
+    task: str = "auto",
+    seed: int = 0,
+    val_fraction: float = 0.15,
+    test_fraction: float = 0.15,
+    delimiter: str = ",",
+) -> Splits:
+    """A CSV file with a header row: ``target`` (default: the last column) is the label,
+    ``features`` (default: every other column) the inputs. ``task="auto"`` picks
+    classification for text labels or ≤ 20 distinct integer values, else regression."""
+    p = _as_path(path)
+    with p.open(newline="", encoding="utf-8-sig") as fh:
+        reader = csv.reader(fh, delimiter=delimiter)
+        header = next(reader, None)
+        if header is None or not any(h.strip() for h in header):
+            raise ValueError(f"{p}: empty file, expected a header row of column names")
+        header = [h.strip() for h in header]
+        dupes = sorted({h for h in header if header.count(h) > 1})
+        if dupes:
+            raise ValueError(f"{p}: duplicate column name(s) {dupes}")
+        target = header[-1] if target is None else target
+        features = [h for h in header if h != target] if features is None else list(features)
+        if not features:
+            raise ValueError(f"{p}: no feature columns (features={features!r})")
+        missing = [c for c in [*features, target] if c not in header]
+        if missing:
+            raise ValueError(f"{p}: column(s) {missing} not found; the columns are {header}")
+        if target in features:
+            raise ValueError(f"{p}: column {target!r} is both the target and a feature")
+        f_idx = [header.index(c) for c in features]
+        t_idx = header.index(target)
+        rows_x: list[list[float]] = []
+        rows_y: list[str] = []
+        for row in reader:
+            line = reader.line_num
+            if not row or all(not c.strip() for c in row):
+                continue
+            if len(row) != len(header):
+                raise ValueError(f"{p}, line {line}: expected {len(header)} fields, got {len(row)}")
+            vals = []
+            for j in f_idx:
+                vals.append(_number(row[j], p, line, header[j]))
+            rows_x.append(vals)
+            rows_y.append(row[t_idx].strip())
+    if not rows_x:
+        raise ValueError(f"{p}: no data rows after the header")
+    y = _target_array(rows_y, p, target, task)
+    return _finish(
+        np.asarray(rows_x, dtype=np.float64), y, task=task, where=str(p), name=p.stem,
+        seed=seed, val_fraction=val_fraction, test_fraction=test_fraction,
+        feature_names=tuple(features),
+    )  # fmt: skip
+
+
+def _number(cell: str, p: Path, line: int, column: str) -> float:
+    s = cell.strip()
+    if not s:
+        raise ValueError(f"{p}, line {line}, column {column!r}: missing value")
+    try:
+        v = float(s)
+    except ValueError:
+        raise ValueError(f"{p}, line {line}, column {column!r}: non-numeric value {s!r}") from None
+    if not math.isfinite(v):
+        raise ValueError(f"{p}, line {line}, column {column!r}: non-finite value {s!r}")
+    return v
+
+
+def _target_array(cells: list[str], p: Path, target: str, task: str) -> np.ndarray:
+    for i, c in enumerate(cells):
+        if not c:
+            raise ValueError(f"{p}, data row {i + 1}, column {target!r}: missing value")
+    try:
+        y = np.asarray([float(c) for c in cells])
+    except ValueError:
+        if task == "regression":
+            bad = next(c for c in cells if not _is_float(c))
+            raise ValueError(
+                f"{p}, column {target!r}: non-numeric target {bad!r} for task='regression'"
+            ) from None
+        return np.asarray(cells)
+    if not np.all(np.isfinite(y)):
+        i = int(np.flatnonzero(~np.isfinite(y))[0])
+        raise ValueError(f"{p}, data row {i + 1}, column {target!r}: non-finite value {cells[i]!r}")
+    return y
+
+
+def _is_float(s: str) -> bool:
+    try:
+        float(s)
+    except ValueError:
+        return False
+    return True
+
+
+def _check_array(a: np.ndarray, p: Path, key: str) -> None:
+    if a.dtype.kind not in "biuf":
+        raise ValueError(f"{p}: array {key!r} must be numeric, got dtype {a.dtype}")
+    if a.ndim == 0 or a.shape[0] == 0:
+        raise ValueError(f"{p}: array {key!r} is empty (shape {a.shape})")
+    if a.dtype.kind == "f" and not np.all(np.isfinite(a)):
+        idx = np.unravel_index(int(np.flatnonzero(~np.isfinite(a))[0]), a.shape)
+        raise ValueError(f"{p}: array {key!r} has a non-finite value at index {tuple(map(int, idx))}")
+
+
+def load_npz(
+    *,
+    path: str | Path,
+    features: str = "x",
+    target: str = "y",
+    task: str = "auto",
+    seed: int = 0,
+    val_fraction: float = 0.15,
+    test_fraction: float = 0.15,
+) -> Splits:
+    """An ``.npz`` archive: inputs in array ``features`` (shape (N, …)) and labels/targets in
+    array ``target`` (shape (N,) or (N, k)), split with a seeded permutation."""
+    p = _as_path(path)
+    try:
+        with np.load(p, allow_pickle=False) as f:
+            keys = list(f.keys())
+            missing = [k for k in (features, target) if k not in keys]
+            if missing:
+                raise ValueError(f"{p}: array(s) {missing} not found; the arrays are {keys}")
+            x, y = f[features], f[target]
+    except (zipfile.BadZipFile, EOFError, OSError) as e:
+        if isinstance(e, FileNotFoundError):
+            raise
+        raise ValueError(f"{p}: not a readable .npz archive ({e})") from None
+    except ValueError as e:
+        if str(p) in str(e):
+            raise
+        raise ValueError(f"{p}: cannot read arrays ({e}); object arrays are not supported") from None
+    _check_array(x, p, features)
+    _check_array(y, p, target)
+    if x.shape[0] != y.shape[0]:
+        raise ValueError(
+            f"{p}: {features!r} has {x.shape[0]} rows but {target!r} has {y.shape[0]}"
+        )
+    if x.ndim == 1:
+        x = x[:, None]
+    if y.ndim > 2:
+        raise ValueError(f"{p}: array {target!r} must have shape (N,) or (N, k), got {y.shape}")
+    return _finish(
+        x, y, task=task, where=str(p), name=p.stem, seed=seed,
+        val_fraction=val_fraction, test_fraction=test_fraction,
+    )  # fmt: skip
