@@ -21,6 +21,7 @@ app = typer.Typer(
 # Each module here defines `register(app: typer.Typer) -> None`.
 COMMAND_MODULES: list[str] = [
     "thalweg.optim.commands",
+    "thalweg.train.commands",
 ]
 
 

@@ -1,0 +1,53 @@
+"""CLI: `thalweg train [CONFIG.toml]`, `--resume runs/<name>`, `--print-config`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("train")
+    def train(
+        config: Path | None = typer.Argument(None, help="TOML config; omit for the embedded default."),
+        resume: Path | None = typer.Option(None, "--resume", help="Continue runs/<name> from its newest good checkpoint."),
+        print_config: bool = typer.Option(False, "--print-config", help="Print the default config (TOML) and exit."),
+        name: str | None = typer.Option(None, "--name", help="Override the run name (runs/<name>)."),
+        out_dir: str | None = typer.Option(None, "--out-dir", help="Override the directory that holds runs."),
+        epochs: int | None = typer.Option(None, "--epochs", help="Override [train] epochs."),
+        quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or messages."),
+    ) -> None:
+        """Train a model from a config (MNIST-1D MLP by default); writes runs/<name>/."""
+        from thalweg.train import ConfigError, NonFiniteError, fit, load_config
+        from thalweg.train.config import DEFAULT_TOML
+
+        if print_config:
+            typer.echo(DEFAULT_TOML, nl=False)
+            return
+        overrides = {k: v for k, v in
+                     {"name": name, "out_dir": out_dir, "train.epochs": epochs}.items() if v is not None}
+        try:
+            if resume is not None:
+                if config is not None or overrides:
+                    raise typer.BadParameter("--resume takes the config from the run directory")
+                result = fit(resume=resume, quiet=quiet)
+            else:
+                result = fit(load_config(config, overrides), quiet=quiet)
+        except (ConfigError, FileNotFoundError) as e:
+            typer.echo(str(e), err=True)
+            raise typer.Exit(2) from None
+        except NonFiniteError as e:
+            typer.echo(f"error: {e}", err=True)
+            raise typer.Exit(3) from None
+        import torch.distributed as dist
+
+        if dist.is_initialized() and dist.get_rank() != 0:
+            return
+        best = f"best {result.best_metric} {result.best_value:.4f} at step {result.best_step}"
+        typer.echo(f"run: {result.run_dir}  ({result.stopped} after {result.steps} steps, "
+                   f"{result.seconds:.1f} s; {best}; report: {result.run_dir / 'report.html'})")
+        if result.test_accuracy is not None:
+            typer.echo(f"test accuracy: {result.test_accuracy:.4f}")
+        elif result.test_loss is not None:
+            typer.echo(f"test loss: {result.test_loss:.6g}")

@@ -1,0 +1,156 @@
+"""Config sections → the objects a run needs: data, model, initialization, optimizer,
+schedule and loss. Shared by :func:`thalweg.train.fit` and :func:`thalweg.train.load_run`, so a
+loaded run rebuilds exactly what was trained.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from thalweg.train.config import ConfigError, RunConfig
+
+__all__ = [
+    "LossFn",
+    "build_model",
+    "build_optimizer",
+    "build_schedule",
+    "initialize",
+    "loss_function",
+    "prepare_data",
+]
+
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def prepare_data(cfg: RunConfig) -> Any:
+    """Load the dataset named in [data] and standardize it with train-split statistics."""
+    from thalweg.data import load_dataset, standardize
+
+    d = cfg.data
+    try:
+        splits = load_dataset(d.name, seed=d.seed, **d.options)
+    except (TypeError, ValueError, FileNotFoundError, KeyError) as e:
+        bad_name = isinstance(e, ValueError | KeyError) and d.name.lower() in str(e).lower()
+        if bad_name and not d.options:
+            raise ConfigError("data", "name", d.name, str(e)) from None
+        raise ConfigError("data", "options", d.options, f"{type(e).__name__}: {e}") from None
+    if d.standardize:
+        splits, _ = standardize(splits)
+    return splits
+
+
+def build_model(cfg: RunConfig, splits: Any) -> nn.Module:
+    """The [model] section as a module sized for the data."""
+    from thalweg import models
+
+    m = cfg.model
+    try:
+        return models.build_model(m.name, tuple(splits.in_shape), splits.out_features, **m.kwargs())
+    except (TypeError, ValueError) as e:
+        field = next((k for k in m.kwargs() if k in str(e)), "name")
+        value = getattr(m, field)
+        raise ConfigError("model", field, value, str(e)) from None
+
+
+_INITS: dict[str, Callable[[torch.Tensor], Any]] = {
+    "xavier_uniform": nn.init.xavier_uniform_,
+    "xavier_normal": nn.init.xavier_normal_,
+    "kaiming_uniform": lambda w: nn.init.kaiming_uniform_(w, nonlinearity="relu"),
+    "kaiming_normal": lambda w: nn.init.kaiming_normal_(w, nonlinearity="relu"),
+    "orthogonal": nn.init.orthogonal_,
+}
+
+
+@torch.no_grad()
+def initialize(model: nn.Module, rule: str) -> None:
+    """Re-initialize every Linear/Conv weight with `rule` and zero its bias ("default": keep)."""
+    if rule == "default":
+        return
+    init = _INITS[rule]
+    for mod in model.modules():
+        if isinstance(mod, nn.Linear | nn.Conv1d | nn.Conv2d):
+            weight = getattr(mod, "weight", None)
+            if isinstance(weight, nn.Parameter) and weight.dim() >= 2:
+                init(weight)
+            if mod.bias is not None:
+                mod.bias.zero_()
+
+
+def build_optimizer(cfg: RunConfig, model: nn.Module) -> tuple[torch.optim.Optimizer, Any]:
+    """The [optimizer] section through the registry; returns (optimizer, its registry info)."""
+    from thalweg.optim import registry
+
+    o = cfg.optimizer
+    info = registry.get(o.name)
+    hp = o.hyperparameters()
+    if "betas" in hp:
+        hp["betas"] = tuple(hp["betas"])
+    try:
+        opt = registry.create(o.name, model if info.needs_model else model.parameters(), **hp)
+    except (TypeError, ValueError) as e:
+        field = next((k for k in hp if k in str(e)), "name")
+        raise ConfigError("optimizer", field, hp.get(field, o.name), str(e)) from None
+    return opt, info
+
+
+def _base_lr(cfg: RunConfig) -> float:
+    from thalweg.optim import registry
+
+    hp = cfg.optimizer.hyperparameters()
+    if "lr" in hp:
+        return float(hp["lr"])
+    return float(registry.get(cfg.optimizer.name).defaults().get("lr", 1.0))
+
+
+def build_schedule(cfg: RunConfig, total_steps: int, steps_per_epoch: int) -> Callable[[int], float]:
+    """The [schedule] section as a pure function step -> lr, peaking at the optimizer's lr."""
+    from thalweg import schedules as S
+
+    s, lr = cfg.schedule, _base_lr(cfg)
+    end = lr * s.final_factor
+    total = max(1, total_steps)
+    if s.name == "constant":
+        return S.constant(lr)
+    if s.name == "cosine":
+        return S.cosine(lr, total, end)
+    if s.name == "warmup_cosine":
+        warm = round(s.warmup_fraction * total)
+        if warm == 0:
+            return S.cosine(lr, total, end)
+        return S.join([S.linear(0.0, lr, warm), S.cosine(lr, total - warm, end)], [warm])
+    if s.name == "step":
+        return S.step_decay(lr, s.step_epochs * steps_per_epoch, s.gamma)
+    if s.name == "exponential":
+        # reach `end` at the last step: lr * exp(-k * total) = end
+        k = math.log(1.0 / max(s.final_factor, 1e-12)) / total
+        return S.exponential(lr, k)
+    return S.polynomial_decay(lr, total, end, s.power)
+
+
+def loss_function(cfg: RunConfig, splits: Any) -> tuple[LossFn, LossFn]:
+    """(training loss, evaluation loss), each `(output, target) -> per-sample losses`.
+
+    Classification trains with label smoothing (if set) and is evaluated with plain
+    cross-entropy; regression uses squared error for both.
+    """
+    if splits.task == "classification":
+        eps = cfg.regularization.label_smoothing
+
+        def train_loss(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            return F.cross_entropy(out, y, reduction="none", label_smoothing=eps)
+
+        def eval_loss(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            return F.cross_entropy(out, y, reduction="none")
+
+        return train_loss, eval_loss
+
+    def mse(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return (out.reshape(y.shape) - y).pow(2).reshape(len(y), -1).mean(dim=1)
+
+    return mse, mse

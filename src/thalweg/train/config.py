@@ -1,0 +1,343 @@
+"""The run configuration: one TOML file, validated by pydantic before anything runs.
+
+Every section forbids unknown keys; any error becomes one :class:`ConfigError` that names the
+section, the field and the offending value.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+import tomli_w
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+__all__ = [
+    "DEFAULT_TOML",
+    "ConfigError",
+    "DataConfig",
+    "DiagnosticsConfig",
+    "EarlyStoppingConfig",
+    "InitConfig",
+    "ModelConfig",
+    "OptimizerConfig",
+    "RegularizationConfig",
+    "RunConfig",
+    "ScheduleConfig",
+    "TrainConfig",
+    "dump_config",
+    "load_config",
+    "parse_config",
+]
+
+
+class ConfigError(ValueError):
+    """A bad configuration: `section`, `field` and `value` say exactly what is wrong."""
+
+    def __init__(self, section: str, field: str, value: Any, problem: str) -> None:
+        self.section, self.field, self.value, self.problem = section, field, value, problem
+        where = f"[{section}] {field}" if section else field
+        super().__init__(f"config error: {where} = {value!r}: {problem}")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(_Section):
+    """Which dataset, split seed and input normalization (statistics from the train split)."""
+
+    name: str = "mnist1d"
+    seed: int = 0
+    standardize: bool = True
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class ModelConfig(_Section):
+    """A reference model from `thalweg.models`; unset fields keep the model's own defaults."""
+
+    name: Literal["linear", "mlp", "cnn1d"] = "mlp"
+    width: int | None = Field(default=None, ge=1)
+    depth: int | None = Field(default=None, ge=0)
+    activation: str | None = None
+    norm: str | None = None
+    dropout: float | None = Field(default=None, ge=0.0, lt=1.0)
+    channels: int | None = Field(default=None, ge=1)
+    kernel_size: int | None = Field(default=None, ge=1)
+
+    def kwargs(self) -> dict[str, Any]:
+        return {k: v for k, v in self.model_dump().items() if k != "name" and v is not None}
+
+
+class InitConfig(_Section):
+    """Weight initialization rule applied before training ("default" keeps torch's)."""
+
+    rule: Literal[
+        "default", "xavier_uniform", "xavier_normal", "kaiming_uniform", "kaiming_normal",
+        "orthogonal",
+    ] = "default"
+
+
+class OptimizerConfig(BaseModel):
+    """Any registry optimizer by name; the other keys are its hyperparameters."""
+
+    model_config = ConfigDict(extra="allow")
+    name: str = "adamw"
+
+    def hyperparameters(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class ScheduleConfig(_Section):
+    """Learning-rate schedule over optimizer steps; its peak is the optimizer's `lr`."""
+
+    name: Literal["constant", "cosine", "warmup_cosine", "step", "exponential", "polynomial"] = (
+        "warmup_cosine"
+    )
+    warmup_fraction: float = Field(default=0.05, ge=0.0, lt=1.0)
+    final_factor: float = Field(default=0.01, ge=0.0, le=1.0)
+    step_epochs: int = Field(default=10, ge=1)
+    gamma: float = Field(default=0.5, gt=0.0, le=1.0)
+    power: float = Field(default=1.0, gt=0.0)
+
+
+class EarlyStoppingConfig(_Section):
+    """Stop when the best-metric has not improved for `patience` evaluations."""
+
+    enabled: bool = True
+    patience: int = Field(default=5, ge=1)
+    min_delta: float = Field(default=0.0, ge=0.0)
+
+
+class RegularizationConfig(_Section):
+    """Explicit penalties, label smoothing, mixup, gradient clipping and early stopping."""
+
+    label_smoothing: float = Field(default=0.0, ge=0.0, lt=1.0)
+    l1: float = Field(default=0.0, ge=0.0)
+    l2: float = Field(default=0.0, ge=0.0)
+    mixup_alpha: float = Field(default=0.0, ge=0.0)
+    clip_norm: float | None = Field(default=None, gt=0.0)
+    clip_value: float | None = Field(default=None, gt=0.0)
+    early_stopping: EarlyStoppingConfig = Field(default_factory=EarlyStoppingConfig)
+
+
+class TrainConfig(_Section):
+    """Epochs, batching, seeds, evaluation/checkpoint intervals and the non-finite guard."""
+
+    epochs: int = Field(default=20, ge=1)
+    batch_size: int = Field(default=128, ge=1)
+    eval_batch_size: int = Field(default=1024, ge=1)
+    seed: int = 0
+    eval_every: int = Field(default=0, ge=0, description="steps; 0 = once per epoch")
+    log_every: int = Field(default=50, ge=1)
+    checkpoint_every: int = Field(default=0, ge=0, description="steps; 0 = once per epoch")
+    keep_checkpoints: int = Field(default=3, ge=1)
+    best_metric: Literal["auto", "val_loss", "val_accuracy"] = "auto"
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    num_threads: int | None = Field(default=None, ge=1)
+    nonfinite_patience: int = Field(default=3, ge=1)
+    rollback_lr_factor: float = Field(default=0.1, gt=0.0, le=1.0)
+    max_rollbacks: int = Field(default=1, ge=0)
+
+
+class DiagnosticsConfig(_Section):
+    """What to record beyond losses: per-layer monitors (if available), figures, report."""
+
+    monitors: bool = False
+    figures: bool = True
+    report: bool = True
+
+
+class RunConfig(_Section):
+    """The whole run: `runs/<name>/` under `out_dir`, and one section per pipeline stage."""
+
+    name: str = "default"
+    out_dir: str = "runs"
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    init: InitConfig = Field(default_factory=InitConfig)
+    optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
+    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
+    regularization: RegularizationConfig = Field(default_factory=RegularizationConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    diagnostics: DiagnosticsConfig = Field(default_factory=DiagnosticsConfig)
+
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, v: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}", v):
+            raise ValueError("use letters, digits, '.', '_' or '-' (it names a directory)")
+        return v
+
+    def run_dir(self) -> Path:
+        return Path(self.out_dir) / self.name
+
+
+DEFAULT_TOML = """\
+# thalweg train — the embedded default: an MLP on MNIST-1D with AdamW, linear warm-up +
+# cosine decay, label smoothing and early stopping (about a minute on 2 CPU cores).
+name = "default"
+out_dir = "runs"
+
+[data]
+name = "mnist1d"          # mnist1d | digits | linreg_toy | ill_conditioned | csv | npz
+seed = 0
+standardize = true        # input normalization with train-split statistics
+options = { num_samples = 12000 }
+
+[model]
+name = "mlp"              # linear | mlp | cnn1d
+width = 256
+depth = 2
+activation = "relu"
+norm = "none"
+dropout = 0.1
+
+[init]
+rule = "kaiming_uniform"
+
+[optimizer]               # any name from `thalweg optimizers`, plus its hyperparameters
+name = "adamw"
+lr = 0.003
+weight_decay = 0.05
+
+[schedule]
+name = "warmup_cosine"    # constant | cosine | warmup_cosine | step | exponential | polynomial
+warmup_fraction = 0.05
+final_factor = 0.01
+
+[regularization]
+label_smoothing = 0.1
+clip_norm = 5.0
+
+[regularization.early_stopping]
+enabled = true
+patience = 5
+
+[train]
+epochs = 30
+batch_size = 128
+seed = 0
+eval_every = 0            # steps between validations; 0 = once per epoch
+checkpoint_every = 0      # steps between checkpoints; 0 = once per epoch
+keep_checkpoints = 3
+best_metric = "auto"      # val_accuracy for classification, val_loss for regression
+nonfinite_patience = 3
+rollback_lr_factor = 0.1
+
+[diagnostics]
+figures = true
+report = true
+"""
+
+
+def _validate_optimizer(cfg: RunConfig) -> None:
+    """Check optimizer name and hyperparameters against the registry schema."""
+    from thalweg.optim import registry
+
+    opt = cfg.optimizer
+    try:
+        info = registry.get(opt.name)
+    except ValueError as e:
+        raise ConfigError("optimizer", "name", opt.name, str(e)) from None
+    for key, value in opt.hyperparameters().items():
+        try:
+            hp = info.hyperparameter(key)
+        except KeyError:
+            known = ", ".join(h.name for h in info.hyperparameters)
+            raise ConfigError(
+                "optimizer", key, value, f"{info.name} has no such hyperparameter; it takes: {known}"
+            ) from None
+        problem = _check_hparam(hp, value)
+        if problem:
+            raise ConfigError("optimizer", key, value, problem)
+
+
+def _check_hparam(hp: Any, value: Any) -> str | None:
+    kind = hp.kind
+    if kind == "bool":
+        return None if isinstance(value, bool) else "expected true or false"
+    if kind == "str":
+        return None if isinstance(value, str) else "expected a string"
+    if kind == "choice":
+        return None if value in hp.choices else f"expected one of {list(hp.choices)}"
+    if kind == "betas":
+        ok = (
+            isinstance(value, list | tuple)
+            and len(value) == 2
+            and all(isinstance(b, int | float) and not isinstance(b, bool) for b in value)
+            and all(0.0 <= b < 1.0 for b in value)
+        )
+        return None if ok else "expected two numbers in [0, 1), e.g. [0.9, 0.999]"
+    if kind == "int" and (not isinstance(value, int) or isinstance(value, bool)):
+        return "expected an integer"
+    if kind == "float" and (not isinstance(value, int | float) or isinstance(value, bool)):
+        return "expected a number"
+    if not math.isfinite(value):
+        return "expected a finite number"
+    if hp.low is not None and (value < hp.low or (value == hp.low and not hp.low_inclusive)):
+        return f"must be {'>=' if hp.low_inclusive else '>'} {hp.low}"
+    if hp.high is not None and (value > hp.high or (value == hp.high and not hp.high_inclusive)):
+        return f"must be {'<=' if hp.high_inclusive else '<'} {hp.high}"
+    return None
+
+
+def _from_validation_error(err: ValidationError, raw: dict[str, Any]) -> ConfigError:
+    first = err.errors()[0]
+    loc = [str(p) for p in first["loc"]]
+    section = ".".join(loc[:-1])
+    field = loc[-1] if loc else "?"
+    value = first.get("input")
+    problem = first["msg"]
+    if first["type"] == "extra_forbidden":
+        problem = "unknown key"
+    elif first["type"] == "missing":
+        value = None
+    more = len(err.errors()) - 1
+    if more:
+        problem += f" (and {more} more error{'s' if more > 1 else ''})"
+    return ConfigError(section, field, value, problem)
+
+
+def parse_config(data: dict[str, Any], *, check_optimizer: bool = True) -> RunConfig:
+    """Validate a config dict (as read from TOML) into a :class:`RunConfig`."""
+    try:
+        cfg = RunConfig.model_validate(data)
+    except ValidationError as e:
+        raise _from_validation_error(e, data) from None
+    if check_optimizer:
+        _validate_optimizer(cfg)
+    return cfg
+
+
+def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> RunConfig:
+    """Read a TOML config (or the embedded default when `path` is None) and validate it."""
+    if path is None:
+        data = tomllib.loads(DEFAULT_TOML)
+    else:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError("", "config", str(p), "no such file")
+        try:
+            data = tomllib.loads(p.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError("", "config", str(p), f"not valid TOML: {e}") from None
+    for key, value in (overrides or {}).items():
+        *parents, leaf = key.split(".")
+        node = data
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return parse_config(data)
+
+
+def dump_config(cfg: RunConfig) -> str:
+    """The resolved config as TOML (unset model fields are left out)."""
+    d = cfg.model_dump(mode="json")
+    d["model"] = {k: v for k, v in d["model"].items() if v is not None}
+    d["regularization"] = {k: v for k, v in d["regularization"].items() if v is not None}
+    d["train"] = {k: v for k, v in d["train"].items() if v is not None}
+    return tomli_w.dumps(d)

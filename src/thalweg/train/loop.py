@@ -1,0 +1,463 @@
+"""The training loop of seed 002 as a product: `fit(config) -> RunResult`.
+
+Per step: set lr from the schedule → zero grad → forward → loss (+ penalties) → backward →
+clip → non-finite guard → step. Per eval: validate, keep the best weights, early stopping.
+Per checkpoint: everything needed to continue bitwise identically (weights, optimizer, loader
+position, every RNG, counters). Non-finite steps are skipped; K in a row roll back to the last
+good checkpoint with a lower lr; if that fails too, the run stops naming what blew up.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from thalweg.train import distributed
+from thalweg.train.checkpoint import CheckpointManager, load_checkpoint, save_checkpoint
+from thalweg.train.components import (
+    build_model,
+    build_optimizer,
+    build_schedule,
+    initialize,
+    loss_function,
+    prepare_data,
+)
+from thalweg.train.config import ConfigError, RunConfig, dump_config, load_config, parse_config
+from thalweg.train.guard import NonFiniteError, first_nonfinite_grad
+from thalweg.train.progress import ProgressView
+from thalweg.train.runs import MetricsLog, RunPaths, RunResult
+from thalweg.train.state import capture_rng, restore_rng, seed_everything
+
+__all__ = ["NonFiniteError", "fit"]
+
+
+def _kill_point(step: int) -> None:
+    """Test hook: `THALWEG_KILL_AT=step:N` SIGKILLs the process right after step N."""
+    spec = os.environ.get("THALWEG_KILL_AT", "")
+    if spec == f"step:{step}":
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+class _Restart(Exception):
+    """Raised inside an epoch after a rollback: iterate again from the restored position."""
+
+
+class Trainer:
+    """One run: builds everything from the config, then trains, checkpoints and reports."""
+
+    def __init__(self, cfg: RunConfig, *, resume: bool = False, quiet: bool = False) -> None:
+        self.cfg, t = cfg, cfg.train
+        self.ctx = distributed.setup(t.device)
+        self.paths = RunPaths(cfg.run_dir())
+        self.main = self.ctx.is_main
+        self.view = ProgressView(enabled=self.main and not quiet)
+        self.warnings: list[str] = []
+        if t.batch_size % self.ctx.world_size:
+            raise ConfigError("train", "batch_size", t.batch_size,
+                              f"must be divisible by the {self.ctx.world_size} data-parallel processes")
+        seed_everything(t.seed)
+        self.splits = prepare_data(cfg).to(self.ctx.device)
+        self.model = build_model(cfg, self.splits).to(self.ctx.device)
+        initialize(self.model, cfg.init.rule)
+        self.net: nn.Module = self.model
+        if self.ctx.enabled:
+            ids = [self.ctx.device.index] if self.ctx.device.type == "cuda" else None
+            self.net = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+        self.opt, self.info = build_optimizer(cfg, self.model)
+        self.groups_lr = [g.get("lr", 1.0) for g in self.opt.param_groups]
+        from thalweg.data import Loader
+
+        self.loader = Loader(self.splits.x_train, self.splits.y_train,
+                             t.batch_size // self.ctx.world_size, shuffle=True, seed=t.seed,
+                             rank=self.ctx.rank, world_size=self.ctx.world_size)
+        self.steps_per_epoch = len(self.loader)
+        self.total_steps = t.epochs * self.steps_per_epoch
+        self.schedule = build_schedule(cfg, self.total_steps, self.steps_per_epoch)
+        self.train_loss, self.eval_loss = loss_function(cfg, self.splits)
+        self.classify = self.splits.task == "classification"
+        bm = t.best_metric
+        self.best_metric = bm if bm != "auto" else ("val_accuracy" if self.classify else "val_loss")
+        if self.best_metric == "val_accuracy" and not self.classify:
+            raise ConfigError("train", "best_metric", bm, "val_accuracy needs a classification task")
+        self.mixup_gen = torch.Generator().manual_seed(t.seed + 7919)
+        self.ckpts = CheckpointManager(self.paths.checkpoints, keep=t.keep_checkpoints)
+        self.log = MetricsLog(self.paths.metrics, enabled=self.main)
+        self.names = [n for n, _ in self.model.named_parameters()]
+        self.params = [p for _, p in self.model.named_parameters()]
+        torch.manual_seed(t.seed + 1 + self.ctx.rank)  # dropout masks differ per rank
+        self.s: dict[str, Any] = {
+            "step": 0, "lr_scale": 1.0, "rollbacks": 0, "streak": 0, "skipped": 0,
+            "best_value": None, "best_step": -1, "bad_evals": 0, "stopped": None,
+            "elapsed": 0.0, "last_eval_step": -1,
+        }
+        self._zero_window()
+        self._start = time.perf_counter()
+        if resume:
+            self._resume()
+        elif self.main:
+            self.paths.root.mkdir(parents=True, exist_ok=True)
+            for p in self.ckpts.paths():
+                p.unlink()
+            self.paths.best.unlink(missing_ok=True)
+            self.paths.config.write_text(dump_config(cfg))
+            self.log.open()
+        self.ctx.barrier()
+
+    # ----- state -------------------------------------------------------------------------
+    def _zero_window(self) -> None:
+        z = torch.zeros((), dtype=torch.float64, device=self.ctx.device)
+        self.w = {"loss": z.clone(), "correct": z.clone(), "count": z.clone(),
+                  "gnorm": z.clone(), "steps": z.clone()}
+
+    def _state(self) -> dict[str, Any]:
+        s = dict(self.s)
+        s["elapsed"] = self.s["elapsed"] + time.perf_counter() - self._start
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.opt.state_dict(),
+            "loader": self.loader.state_dict(),
+            "rng": self.ctx.gather(capture_rng({"mixup": self.mixup_gen})),
+            "window": {k: float(v.item()) for k, v in self.w.items()},
+            "trainer": s,
+            "metrics_lines": self.log.lines,
+            "world_size": self.ctx.world_size,
+            "config": self.cfg.model_dump(mode="json"),
+        }
+
+    def _restore(self, st: dict[str, Any]) -> None:
+        self.model.load_state_dict(st["model"])
+        self.opt.load_state_dict(st["optimizer"])
+        self.loader.load_state_dict(st["loader"])
+        rng = st["rng"]
+        if len(rng) == self.ctx.world_size:
+            restore_rng(rng[self.ctx.rank], {"mixup": self.mixup_gen})
+        else:
+            self._warn(f"checkpoint was written by {len(rng)} processes, now {self.ctx.world_size}: "
+                       "random streams are re-seeded, so the run is no longer bitwise reproducible")
+            restore_rng(rng[0], {"mixup": self.mixup_gen})
+            torch.manual_seed(self.cfg.train.seed + 1 + self.ctx.rank)
+        self.w = {k: torch.tensor(v, dtype=torch.float64, device=self.ctx.device)
+                  for k, v in st["window"].items()}
+        self.s = dict(st["trainer"])
+        self._start = time.perf_counter()
+
+    def _save(self) -> None:
+        state = self._state()  # every rank joins the RNG gather
+        if self.main:
+            self.log.sync()
+            self.ckpts.save(state, self.s["step"])
+        self.ctx.barrier()
+
+    def _resume(self) -> None:
+        latest = self.ckpts.load_latest(self.ctx.device)
+        for path, why in self.ckpts.skipped:
+            self._warn(f"skipped damaged checkpoint {path.name}: {why}")
+        if latest is None:
+            self._warn(f"no usable checkpoint in {self.paths.checkpoints}; starting from scratch")
+            if self.main:
+                self.log.open()
+            return
+        path, st = latest
+        self._restore(st)
+        self.view.print(f"resumed {self.paths.root} from {path.name} (step {self.s['step']})")
+        if self.main:
+            self.log.open(keep_lines=st["metrics_lines"])
+
+    def _warn(self, msg: str) -> None:
+        self.warnings.append(msg)
+        self.view.print(f"[yellow]warning:[/] {msg}")
+
+    # ----- one step ----------------------------------------------------------------------
+    def _loss(self, xb: torch.Tensor, yb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, Any]:
+        r = self.cfg.regularization
+        if r.mixup_alpha > 0:
+            from thalweg.train.guard import mixup_batch
+
+            xb, y2, lam = mixup_batch(xb, yb, r.mixup_alpha, self.mixup_gen)
+            out = self.net(xb)
+            per = lam * self.train_loss(out, yb) + (1 - lam) * self.train_loss(out, y2)
+        else:
+            out = self.net(xb)
+            per = self.train_loss(out, yb)
+        loss = per.mean()
+        if r.l1 or r.l2:
+            from thalweg.train.guard import penalty
+
+            loss = loss + penalty(self.params, r.l1, r.l2)
+        return loss, per.detach(), out.detach()
+
+    def _step(self, xb: torch.Tensor, yb: torch.Tensor) -> bool:
+        r, step = self.cfg.regularization, self.s["step"]
+        lr = self.schedule(step) * self.s["lr_scale"]
+        for g in self.opt.param_groups:
+            g["lr"] = lr
+        if self.info.needs_closure:
+            box: dict[str, Any] = {}
+
+            def closure() -> torch.Tensor:
+                self.opt.zero_grad()
+                loss, box["per"], box["out"] = self._loss(xb, yb)
+                loss.backward()
+                return loss
+
+            loss = self.opt.step(closure)
+            per, out = box["per"], box["out"]
+            gnorm = torch.nn.utils.get_total_norm([p.grad for p in self.params if p.grad is not None])
+            ok = bool(torch.isfinite(loss.detach() + gnorm))
+        else:
+            self.opt.zero_grad()
+            loss, per, out = self._loss(xb, yb)
+            loss.backward()
+            if r.clip_value is not None:
+                torch.nn.utils.clip_grad_value_(self.params, r.clip_value)
+            if r.clip_norm is not None:
+                gnorm = torch.nn.utils.clip_grad_norm_(self.params, r.clip_norm, foreach=True)
+            else:
+                gnorm = torch.nn.utils.get_total_norm(
+                    [p.grad for p in self.params if p.grad is not None], foreach=True)
+            flag = torch.isfinite(loss.detach() + gnorm)
+            if self.ctx.enabled:
+                flag = self.ctx.all_reduce_sum(flag.to(torch.float32)) == self.ctx.world_size
+            ok = bool(flag)
+            if ok:
+                self.opt.step()
+        self.s["step"] = step + 1
+        if not ok:
+            return self._nonfinite(loss.detach(), lr)
+        self.s["streak"] = 0
+        with torch.no_grad():
+            w = self.w
+            w["loss"] += per.sum()
+            w["count"] += per.numel()
+            w["gnorm"] += gnorm
+            w["steps"] += 1
+            if self.classify:
+                w["correct"] += (out.argmax(dim=1) == yb).sum()
+        return True
+
+    def _nonfinite(self, loss: torch.Tensor, lr: float) -> bool:
+        t = self.cfg.train
+        what = "loss" if not torch.isfinite(loss) else first_nonfinite_grad(self.names, self.params)
+        self.opt.zero_grad()
+        self.s["streak"] += 1
+        self.s["skipped"] += 1
+        self.log.write({"event": "nonfinite", "step": self.s["step"], "what": what,
+                        "loss": float(loss), "lr": lr, "streak": self.s["streak"]})
+        self.view.print(f"[yellow]step {self.s['step']}: non-finite {what}; step skipped[/]")
+        if self.s["streak"] < t.nonfinite_patience:
+            return False
+        if self.s["rollbacks"] >= t.max_rollbacks:
+            msg = (f"training stopped at step {self.s['step']}: {self.s['streak']} non-finite steps in "
+                   f"a row (last: {what}) after {self.s['rollbacks']} rollback(s) with lr x"
+                   f"{t.rollback_lr_factor}; lower [optimizer] lr or set [regularization] clip_norm")
+            self.log.write({"event": "stopped", "step": self.s["step"], "reason": msg})
+            raise NonFiniteError(msg, what=what, step=self.s["step"])
+        latest = self.ckpts.load_latest(self.ctx.device)
+        st = latest[1] if latest else None
+        if st is None:
+            raise NonFiniteError(f"non-finite {what} at step {self.s['step']} and no checkpoint to "
+                                 "roll back to", what=what, step=self.s["step"])
+        rollbacks, scale, skipped = self.s["rollbacks"], self.s["lr_scale"], self.s["skipped"]
+        self._restore(st)
+        self.s.update(rollbacks=rollbacks + 1, lr_scale=scale * t.rollback_lr_factor,
+                      skipped=skipped, streak=0)
+        self.log.write({"event": "rollback", "step": self.s["step"], "what": what,
+                        "lr_scale": self.s["lr_scale"]})
+        self._warn(f"{t.nonfinite_patience} non-finite steps in a row ({what}): rolled back to step "
+                   f"{self.s['step']} with lr x{self.s['lr_scale']:g}")
+        self._save()
+        raise _Restart
+
+    # ----- evaluation --------------------------------------------------------------------
+    @torch.no_grad()
+    def evaluate(self, x: torch.Tensor, y: torch.Tensor, model: nn.Module | None = None) -> dict[str, float]:
+        m = model or self.model
+        was = m.training
+        m.eval()
+        loss = torch.zeros((), dtype=torch.float64, device=x.device)
+        correct = torch.zeros((), dtype=torch.float64, device=x.device)
+        bs = self.cfg.train.eval_batch_size
+        for i in range(0, len(x), bs):
+            out = m(x[i : i + bs])
+            loss += self.eval_loss(out, y[i : i + bs]).sum()
+            if self.classify:
+                correct += (out.argmax(dim=1) == y[i : i + bs]).sum()
+        m.train(was)
+        res = {"loss": loss.item() / len(x)}
+        if self.classify:
+            res["accuracy"] = correct.item() / len(x)
+        return res
+
+    def _log_train(self, lr: float) -> dict[str, Any]:
+        w = {k: v.item() for k, v in self.w.items()}
+        rec: dict[str, Any] = {"step": self.s["step"],
+                               "epoch": round(self.s["step"] / self.steps_per_epoch, 4), "lr": lr}
+        if w["steps"]:
+            if self.ctx.enabled:
+                t = torch.tensor([w["loss"], w["correct"], w["count"]], dtype=torch.float64)
+                w["loss"], w["correct"], w["count"] = self.ctx.all_reduce_sum(t).tolist()
+            rec["train_loss"] = w["loss"] / w["count"]
+            if self.classify:
+                rec["train_accuracy"] = w["correct"] / w["count"]
+            rec["grad_norm"] = w["gnorm"] / w["steps"]
+        self._zero_window()
+        return rec
+
+    def _eval_and_keep_best(self, rec: dict[str, Any]) -> None:
+        res = self.evaluate(self.splits.x_val, self.splits.y_val)
+        res = self.ctx.broadcast(res)
+        rec["val_loss"] = res["loss"]
+        if "accuracy" in res:
+            rec["val_accuracy"] = res["accuracy"]
+        self.s["last_eval_step"] = self.s["step"]
+        value, best = rec[self.best_metric], self.s["best_value"]
+        sign = 1.0 if self.best_metric == "val_accuracy" else -1.0
+        es = self.cfg.regularization.early_stopping
+        if best is None or sign * (value - best) > 0:
+            if best is None or sign * (value - best) > es.min_delta:
+                self.s["bad_evals"] = 0
+            else:
+                self.s["bad_evals"] += 1
+            self.s["best_value"], self.s["best_step"] = value, self.s["step"]
+            if self.main:
+                save_checkpoint({"model": self.model.state_dict(), "step": self.s["step"],
+                                 "metric": self.best_metric, "value": value,
+                                 "config": self.cfg.model_dump(mode="json")}, self.paths.best)
+        else:
+            self.s["bad_evals"] += 1
+        if es.enabled and self.s["bad_evals"] >= es.patience:
+            self.s["stopped"] = "early_stopping"
+
+    def _record(self, evaluate: bool) -> None:
+        lr = self.opt.param_groups[0]["lr"]
+        rec = self._log_train(lr)
+        if evaluate:
+            self._eval_and_keep_best(rec)
+        rec["seconds"] = round(self.s["elapsed"] + time.perf_counter() - self._start, 3)
+        self.log.write(rec)
+        self.view.update(rec)
+
+    # ----- the loop ----------------------------------------------------------------------
+    def train(self) -> None:
+        t = self.cfg.train
+        if self.s["step"] == 0 and not self.ckpts.paths():
+            self._save()  # step 0: the last good state to roll back to
+        self.view.start(self.total_steps, self.s["step"], t.epochs)
+        try:
+            while self.s["stopped"] is None and self.loader.epoch < t.epochs:
+                try:
+                    self._epoch()
+                except _Restart:
+                    continue
+            if self.s["stopped"] is None:
+                self.s["stopped"] = "completed"
+            if self.s["last_eval_step"] != self.s["step"]:
+                self._record(evaluate=True)
+            self._save()
+        finally:
+            self.view.stop()
+
+    def _epoch(self) -> None:
+        t = self.cfg.train
+        for xb, yb in self.loader:
+            self._step(xb, yb)
+            step = self.s["step"]
+            end = self.loader.position == self.steps_per_epoch
+            ev = (step % t.eval_every == 0) if t.eval_every else end
+            if ev or step % t.log_every == 0:
+                self._record(evaluate=ev)
+            else:
+                self.view.advance()
+            if self.s["stopped"] is not None:
+                return
+            if end:
+                break  # the epoch's checkpoint holds the start of the next epoch
+            if t.checkpoint_every and step % t.checkpoint_every == 0:
+                self._save()
+            _kill_point(step)
+        self.loader.set_epoch(self.loader.epoch + 1)
+        step = self.s["step"]
+        if not t.checkpoint_every or step % t.checkpoint_every == 0:
+            self._save()
+        _kill_point(step)
+
+    def finish(self) -> RunResult:
+        """Test metrics with the best weights, summary, figures and report (rank 0 writes)."""
+        test: dict[str, float] = {}
+        if self.paths.best.is_file():
+            best = load_checkpoint(self.paths.best, self.ctx.device)
+            model = build_model(self.cfg, self.splits).to(self.ctx.device)
+            model.load_state_dict(best["model"])
+            test = self.evaluate(self.splits.x_test, self.splits.y_test, model)
+        s = self.s
+        summary = {
+            "event": "final", "step": s["step"], "stopped": s["stopped"],
+            "best_metric": self.best_metric, "best_value": s["best_value"], "best_step": s["best_step"],
+            "test_loss": test.get("loss"), "test_accuracy": test.get("accuracy"),
+            "skipped_steps": s["skipped"], "rollbacks": s["rollbacks"],
+            "seconds": round(s["elapsed"] + time.perf_counter() - self._start, 3),
+        }
+        if self.main:
+            import json
+
+            self.log.write(summary)
+            self.log.close()
+            self.paths.summary.write_text(json.dumps(summary, indent=2) + "\n")
+            d = self.cfg.diagnostics
+            if d.figures or d.report:
+                from thalweg.train.report import write_report
+
+                write_report(self.paths, self.cfg, summary, figures=d.figures, html=d.report)
+        self.ctx.barrier()
+        return RunResult(
+            run_dir=self.paths.root, config=self.cfg, model=self.model, steps=s["step"],
+            epochs=s["step"] / self.steps_per_epoch, stopped=s["stopped"],
+            best_metric=self.best_metric, best_value=s["best_value"], best_step=s["best_step"],
+            test_loss=test.get("loss"), test_accuracy=test.get("accuracy"),
+            seconds=summary["seconds"], skipped_steps=s["skipped"], rollbacks=s["rollbacks"],
+            warnings=self.warnings,
+        )
+
+
+def _as_config(config: RunConfig | dict[str, Any] | str | Path | None) -> RunConfig:
+    if isinstance(config, RunConfig):
+        return config
+    if isinstance(config, dict):
+        return parse_config(config)
+    return load_config(config)
+
+
+def fit(config: RunConfig | dict[str, Any] | str | Path | None = None, *,
+        resume: str | Path | None = None, quiet: bool = False) -> RunResult:
+    """Train from a config (object, dict, TOML path, or None for the embedded default), or
+    continue the run directory `resume` from its newest good checkpoint."""
+    if resume is not None:
+        run_dir = Path(resume)
+        cfg_path = RunPaths(run_dir).config
+        if not cfg_path.is_file():
+            raise FileNotFoundError(f"cannot resume {run_dir}: no config.toml there")
+        cfg = parse_config(tomllib.loads(cfg_path.read_text()))
+        cfg = cfg.model_copy(update={"out_dir": str(run_dir.parent), "name": run_dir.name})
+    else:
+        cfg = _as_config(config)
+    threads = torch.get_num_threads()
+    if cfg.train.num_threads:
+        torch.set_num_threads(cfg.train.num_threads)
+    trainer = None
+    try:
+        trainer = Trainer(cfg, resume=resume is not None, quiet=quiet)
+        if trainer.s["stopped"] is None or trainer.s["last_eval_step"] != trainer.s["step"]:
+            trainer.train()
+        return trainer.finish()
+    finally:
+        if trainer is not None:
+            trainer.log.close()
+            distributed.teardown(trainer.ctx)
+        torch.set_num_threads(threads)

@@ -1,0 +1,104 @@
+"""Figures (loss/accuracy, learning rate, gradient norm) and `report.html` for a run."""
+
+from __future__ import annotations
+
+import html
+import json
+from pathlib import Path
+from typing import Any
+
+from thalweg.train.config import RunConfig, dump_config
+from thalweg.train.runs import RunPaths, read_metrics
+
+__all__ = ["plot_curves", "write_report"]
+
+
+def _series(records: list[dict[str, Any]], key: str) -> tuple[list[float], list[float]]:
+    pts = [(r["epoch"], r[key]) for r in records if "event" not in r and r.get(key) is not None]
+    return [p[0] for p in pts], [p[1] for p in pts]
+
+
+def plot_curves(records: list[dict[str, Any]], out_dir: Path, title: str = "") -> list[Path]:
+    """Write losses.png, accuracy.png (classification), lr.png and grad_norm.png."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    bad = [r["step"] for r in records if r.get("event") in ("nonfinite", "rollback")]
+
+    def figure(name: str, panels: list[tuple[str, str, bool]], ylabel: str, logy: bool = False) -> None:
+        if not any(_series(records, k)[0] for k, _, _ in panels):
+            return
+        fig, ax = plt.subplots(figsize=(6.4, 3.6), dpi=100)
+        for key, label, marker in panels:
+            x, y = _series(records, key)
+            if x:
+                ax.plot(x, y, marker="o" if marker else None, markersize=3, label=label)
+        if logy:
+            ax.set_yscale("log")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(ylabel)
+        ax.set_title(f"{title}: {ylabel}" if title else ylabel, fontsize=10)
+        ax.grid(alpha=0.3)
+        if len(panels) > 1:
+            ax.legend(fontsize=8)
+        if bad and records:
+            spe = next((r["step"] / r["epoch"] for r in records if r.get("epoch")), None)
+            for s in bad[:20]:
+                if spe:
+                    ax.axvline(s / spe, color="red", alpha=0.3, lw=0.8)
+        fig.tight_layout()
+        path = out_dir / f"{name}.png"
+        fig.savefig(path)
+        plt.close(fig)
+        written.append(path)
+
+    figure("losses", [("train_loss", "train (training objective)", False),
+                      ("val_loss", "validation", True)], "loss")
+    figure("accuracy", [("train_accuracy", "train", False), ("val_accuracy", "validation", True)],
+           "accuracy")
+    figure("lr", [("lr", "learning rate", False)], "learning rate")
+    figure("grad_norm", [("grad_norm", "mean ‖g‖ per log window", False)], "gradient norm",
+           logy=True)
+    return written
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return html.escape(str(v))
+
+
+def write_report(paths: RunPaths, cfg: RunConfig, summary: dict[str, Any], *, figures: bool = True,
+                 html: bool = True) -> Path | None:
+    """Draw the figures and a self-contained-enough report.html that links them."""
+    records = read_metrics(paths.metrics) if paths.metrics.is_file() else []
+    pngs = plot_curves(records, paths.figures, cfg.name) if figures else []
+    if not html:
+        return None
+    import html as _html
+
+    rows = "".join(f"<tr><th>{_html.escape(k)}</th><td>{_fmt(v)}</td></tr>"
+                   for k, v in summary.items() if k != "event")
+    events = [r for r in records if r.get("event") in ("nonfinite", "rollback", "stopped")]
+    ev_html = "".join(f"<li>{_html.escape(json.dumps(e))}</li>" for e in events[:50])
+    imgs = "".join(f'<figure><img src="figures/{p.name}" alt="{p.stem}"><figcaption>{p.stem}'
+                   "</figcaption></figure>" for p in pngs)
+    doc = f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>thalweg run {_html.escape(cfg.name)}</title>
+<style>body{{font-family:sans-serif;max-width:960px;margin:2em auto;color:#222}}
+table{{border-collapse:collapse}}th,td{{border-bottom:1px solid #ddd;padding:4px 10px;text-align:left}}
+figure{{display:inline-block;margin:6px}}img{{max-width:460px}}pre{{background:#f6f6f6;padding:1em}}</style>
+</head><body>
+<h1>thalweg run <code>{_html.escape(cfg.name)}</code></h1>
+<h2>Final numbers</h2><table>{rows}</table>
+<h2>Curves</h2>{imgs or "<p>(figures disabled)</p>"}
+<h2>Non-finite events</h2>{f"<ul>{ev_html}</ul>" if events else "<p>none</p>"}
+<h2>Resolved config</h2><pre>{_html.escape(dump_config(cfg))}</pre>
+</body></html>
+"""
+    paths.report.write_text(doc, encoding="utf-8")
+    return paths.report
