@@ -265,7 +265,7 @@ class Newton(torch.optim.Optimizer):
                     d = q.T @ d
                     state["min_eigenvalue"] = float(evals[0])
                     state["max_eigenvalue"] = float(evals[-1])
-            del grads
+            grads.clear()  # free the double-backward graph before the line search
         for p, gp in zip(params, _split(g, params), strict=True):
             p.grad = gp.clone()
         x0 = _flat(params).clone()
