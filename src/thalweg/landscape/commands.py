@@ -1,0 +1,216 @@
+"""CLI: `thalweg trajectories` (optimizer paths on test surfaces), `thalweg landscape` (loss
+slices of a trained model) and `thalweg lr-find` (the learning-rate range test)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+
+def _fail(msg: str) -> None:
+    typer.echo(f"error: {msg}", err=True)
+    raise typer.Exit(2)
+
+
+def _parse_start(text: str | None) -> list[float] | None:
+    if text is None:
+        return None
+    try:
+        return [float(v) for v in text.replace(" ", "").split(",") if v]
+    except ValueError:
+        _fail(f"--start must be comma-separated numbers like '-1.5,2', got {text!r}")
+    return None
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("trajectories")
+    def trajectories_cmd(
+        function: str = typer.Argument("rosenbrock", help="Test surface (see --list)."),
+        optimizer: list[str] = typer.Option(
+            [], "--optimizer", "-O",
+            help="Optimizer as name[:key=value,...], e.g. 'sgd:lr=0.01,momentum=0.9'. Repeatable.",
+        ),
+        lr: list[float] = typer.Option(
+            [], "--lr", help="Learning rates for an LR panel of the first optimizer (repeatable)."),
+        start: str | None = typer.Option(None, help="Start point, e.g. '-1.5,2'."),
+        steps: int = typer.Option(100, min=0, help="Steps per optimizer."),
+        out: Path = typer.Option(Path("trajectories.png"), "--out", "-o", help="PNG to write."),
+        animate: bool = typer.Option(False, help="Also write an animated GIF next to the PNG."),
+        surface: bool = typer.Option(False, help="Also write a 3-D surface plot (2-D functions)."),
+        list_functions: bool = typer.Option(False, "--list", help="List the test surfaces."),
+        gallery: Path | None = typer.Option(
+            None, help="Write the seeds' gallery (LR effects, ravine, saddle, …) into this folder."),
+    ) -> None:
+        """Draw optimizer paths on a test surface, side by side with loss against step."""
+        from thalweg.landscape import functions as F
+
+        if list_functions:
+            for name in F.names():
+                fn = F.get(name)
+                typer.echo(f"{name:16s} {fn.dim}-D  {fn.description}")
+            return
+        from thalweg.landscape import plots as P
+        from thalweg.landscape.trajectories import default_optimizers, parse_spec, trajectories
+
+        if gallery is not None:
+            from thalweg.landscape.gallery import write_gallery
+
+            for p in write_gallery(gallery):
+                typer.echo(f"wrote {p}")
+            return
+        try:
+            fn = F.get(function)
+            x0 = _parse_start(start)
+            specs = list(optimizer) or default_optimizers(fn, x0)
+            if lr:
+                name, hp = parse_spec(specs[0])
+                specs = [(name, {**hp, "lr": v}) for v in lr]
+            trajs = trajectories(fn, specs, start=x0, steps=steps)
+        except (ValueError, TypeError) as err:
+            _fail(str(err))
+            return
+        fig = P.figure_lr_panel([(fn, trajs)]) if lr else P.figure_trajectories(fn, trajs)
+        typer.echo(f"wrote {P.save(fig, out)}")
+        for t in trajs:
+            state = f"diverged at step {t.diverged_at}" if t.diverged else \
+                f"f = {t.losses[-1]:.4g} at {[round(float(v), 4) for v in t.final]}"
+            typer.echo(f"  {t.label}: {state}")
+        if animate:
+            gif = P.animate_trajectories(fn, trajs, out.with_suffix(".gif"))
+            typer.echo(f"wrote {gif}")
+        if surface:
+            if fn.dim != 2:
+                _fail(f"--surface needs a 2-D function; {fn.name!r} is {fn.dim}-D")
+            typer.echo(f"wrote {P.save(P.figure_surface(fn, trajs), out.with_name(out.stem + '_surface.png'))}")
+
+    @app.command("landscape")
+    def landscape_cmd(
+        path: Path | None = typer.Argument(None, help="Run directory or checkpoint file."),
+        dim: int = typer.Option(2, min=1, max=2, help="1-D line or 2-D plane."),
+        span: float = typer.Option(1.0, help="Coordinates run over [-span, span]."),
+        resolution: int = typer.Option(21, min=3, help="Points per axis."),
+        norm: str = typer.Option("filter", help="Direction normalization: filter, layer or none."),
+        include_bias_norm: bool = typer.Option(
+            False, help="Also perturb biases and normalization parameters."),
+        mode: str = typer.Option("eval", help="Evaluate in 'eval' (default) or 'train' mode."),
+        split: str = typer.Option("train", help="Data split to evaluate: train, val or test."),
+        samples: int = typer.Option(1024, min=1, help="At most this many examples per point."),
+        seed: int = typer.Option(0, help="Seed of the random directions."),
+        log: bool = typer.Option(False, help="Plot log10 of the loss."),
+        out: Path = typer.Option(Path("landscape"), "--out", "-o", help="Output folder."),
+        dataset: str = typer.Option("digits", help="Without PATH: dataset to train on briefly."),
+        model: str = typer.Option("mlp", help="Without PATH: model to train briefly."),
+        epochs: int = typer.Option(30, min=1, help="Without PATH: full-batch Adam epochs."),
+    ) -> None:
+        """Slice the loss landscape around a trained model (filter-normalized directions)."""
+        from thalweg.landscape import plots as P
+        from thalweg.landscape import slices as S
+        from thalweg.landscape.gallery import train_briefly
+
+        try:
+            if path is not None:
+                from thalweg.train import load_run
+
+                run = load_run(path)
+                net, splits, loss_fn, title = run.model, run.splits, run.loss_fn, str(run.checkpoint)
+            else:
+                net, splits, loss_fn = train_briefly(dataset, model, epochs=epochs)
+                title = f"{model} on {dataset} ({epochs} epochs of Adam)"
+            if split not in ("train", "val", "test"):
+                raise ValueError(f"split must be train, val or test, got {split!r}")
+            x, y = getattr(splits, f"x_{split}")[:samples], getattr(splits, f"y_{split}")[:samples]
+            kw = dict(span=span, resolution=resolution, norm=norm, seed=seed, mode=mode,
+                      ignore_bias_and_norm=not include_bias_norm)
+            s = (S.slice_1d if dim == 1 else S.slice_2d)(net, loss_fn, (x, y), **kw)  # type: ignore[arg-type]
+        except (ValueError, TypeError, FileNotFoundError) as err:
+            _fail(str(err))
+            return
+        stem = out / f"landscape_{dim}d"
+        typer.echo(f"wrote {s.save(stem.with_suffix('.npz'))}")
+        fig = S.figure_slice(s, f"loss landscape ({split} split): {title}", log=log)
+        typer.echo(f"wrote {P.save(fig, stem.with_suffix('.png'))}")
+        typer.echo(f"  loss at the trained weights: {s.center_loss:.4g}; {s.describe()}")
+
+    @app.command("lr-find")
+    def lr_find_cmd(
+        config: Path | None = typer.Argument(None, help="Training config (TOML), optional."),
+        dataset: str = typer.Option("mnist1d", help="Without CONFIG: dataset."),
+        model: str = typer.Option("mlp", help="Without CONFIG: model (linear, mlp, cnn1d)."),
+        optimizer: str = typer.Option("adam", help="Without CONFIG: optimizer name[:key=value]."),
+        batch_size: int = typer.Option(64, min=1, help="Minibatch size (CONFIG: its own)."),
+        start_lr: float = typer.Option(1e-6, help="First learning rate."),
+        end_lr: float = typer.Option(10.0, help="Last learning rate."),
+        steps: int = typer.Option(100, min=3, help="Number of minibatches in the sweep."),
+        rule: str = typer.Option("steepest", help="Suggestion rule: steepest or min/10."),
+        diverge_factor: float = typer.Option(4.0, help="Stop when loss > this × best."),
+        seed: int = typer.Option(0, help="Seed for the model and the batches."),
+        out: Path = typer.Option(Path("lr_find"), "--out", "-o", help="Output folder."),
+    ) -> None:
+        """The learning-rate range test: sweep the LR up exponentially and suggest one."""
+        from thalweg.landscape import lr_finder as L
+        from thalweg.landscape import plots as P
+
+        try:
+            net, opt, loss_fn, data, bs, what = _lr_setup(
+                config, dataset, model, optimizer, batch_size, seed)
+            res = L.lr_find(net, opt, loss_fn, data, start_lr=start_lr, end_lr=end_lr,
+                            num_steps=steps, batch_size=bs, rule=rule,
+                            diverge_factor=diverge_factor, seed=seed)
+        except (ValueError, TypeError, FileNotFoundError) as err:
+            _fail(str(err))
+            return
+        typer.echo(f"wrote {res.save(out / 'lr_find.npz')}")
+        fig = L.figure_lr_find(res, f"learning-rate range test: {what}")
+        typer.echo(f"wrote {P.save(fig, out / 'lr_find.png')}")
+        sug = "none (sweep too short)" if res.suggestion is None else f"{res.suggestion:.3g}"
+        typer.echo(f"suggested lr: {sug}  (rule: {L.RULES[rule]})")
+        if res.diverged:
+            typer.echo(f"  stopped at lr {res.lrs[-1]:.3g}: smoothed loss > {diverge_factor:g}× best")
+
+
+def _lr_setup(config: Path | None, dataset: str, model: str, optimizer: str, batch_size: int,
+              seed: int) -> tuple:
+    """Model, optimizer, loss and data for lr-find, from a training config or from options."""
+    import torch
+    import torch.nn.functional as F
+
+    torch.manual_seed(seed)
+    if config is not None:
+        from thalweg.train.components import (
+            build_model,
+            build_optimizer,
+            loss_function,
+            prepare_data,
+        )
+        from thalweg.train.config import load_config
+
+        cfg = load_config(config)
+        splits = prepare_data(cfg)
+        torch.manual_seed(cfg.train.seed)
+        net = build_model(cfg, splits)
+        opt, _ = build_optimizer(cfg, net)
+        train_loss, _ = loss_function(cfg, splits)
+
+        def loss_fn(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            return train_loss(out, y).mean()
+
+        return (net, opt, loss_fn, (splits.x_train, splits.y_train), cfg.train.batch_size,
+                f"{cfg.model.name} on {cfg.data.name}, {cfg.optimizer.name}")
+    from thalweg.data import load_dataset, standardize
+    from thalweg.landscape.trajectories import resolve
+    from thalweg.models import build_model as build
+
+    splits, _ = standardize(load_dataset(dataset, seed=seed))
+    net = build(model, tuple(splits.in_shape), splits.out_features)
+    spec = resolve(optimizer)
+    opt = spec.factory(list(net.parameters()))
+    if spec.needs_closure:
+        raise ValueError(f"lr-find needs a first-order optimizer, {optimizer!r} needs a closure")
+    def loss_fn(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        if splits.task == "classification":
+            return F.cross_entropy(out, y)
+        return F.mse_loss(out.reshape(y.shape), y)
+
+    return net, opt, loss_fn, (splits.x_train, splits.y_train), batch_size, \
+        f"{model} on {dataset}, {spec.label}"

@@ -1,0 +1,75 @@
+"""The seeds' pictures in one call (LR effects, the ravine, saddles, Rosenbrock), and a briefly
+trained model for landscape slices when no run is at hand."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+__all__ = ["train_briefly", "write_gallery"]
+
+
+def write_gallery(folder: str | Path, *, animate: bool = True) -> list[Path]:
+    """Write the trajectory figures of the seeds into ``folder``; return the paths written."""
+    from thalweg.landscape import plots as P
+    from thalweg.landscape.trajectories import trajectories
+
+    folder = Path(folder)
+    out: list[Path] = []
+    r1 = trajectories("x2", ["sgd:lr=0.05", "sgd:lr=0.4", "sgd:lr=1.05"], start=[-1.8], steps=40)
+    r2 = trajectories("xcos", ["sgd:lr=0.02", "sgd:lr=0.15", "sgd:lr=0.5"], start=[-0.9], steps=15)
+    fig = P.figure_lr_panel(
+        [("x2", r1), ("xcos", r2)],
+        verdicts=[["too small: slow", "good", f"too large: diverged at step {r1[2].diverged_at}"],
+                  ["too small: slow", "good (but a local minimum)", "too large: bounces around"]])
+    out.append(P.save(fig, folder / "traj_lr_panel.png"))
+
+    rav = trajectories("ravine", ["sgd:lr=0.4", "sgd:lr=0.6", "sgd:lr=0.6,momentum=0.5"],
+                       start=[-5.0, -2.0], steps=20)
+    out.append(P.save(P.figure_trajectories(
+        "ravine", rav, "the ravine 0.1x² + 2y²: GD zig-zags across (and diverges at η=0.6); "
+        "momentum damps the oscillation"), folder / "traj_ravine.png"))
+
+    ros = trajectories("rosenbrock", ["sgd:lr=0.001", "sgd:lr=0.001,momentum=0.9", "adam:lr=0.05",
+                                      "newton"], start=[-1.2, 1.0], steps=600)
+    out.append(P.save(P.figure_trajectories("rosenbrock", ros), folder / "traj_rosenbrock.png"))
+    if animate:
+        out.append(P.animate_trajectories("rosenbrock", ros[:3], folder / "traj_rosenbrock.gif",
+                                          max_frames=30, dpi=60))
+
+    sad = trajectories("saddle", ["sgd:lr=0.05", "newton", "newton:mode='saddle_free'",
+                                  "adam:lr=0.05"], start=[-1.5, 0.05], steps=60)
+    out.append(P.save(P.figure_trajectories(
+        "saddle", sad, "the saddle x² − y²: GD lingers near it, Newton walks into it, "
+        "saddle-free Newton (|H|) escapes"), folder / "traj_saddle.png"))
+    out.append(P.save(P.figure_surface("saddle", sad[:1] + sad[3:]),
+                      folder / "traj_saddle_surface.png"))
+    return out
+
+
+def train_briefly(dataset: str = "digits", model: str = "mlp", *, epochs: int = 30,
+                  seed: int = 0, **model_kwargs: Any) -> tuple[torch.nn.Module, Any, Any]:
+    """Full-batch Adam for a few epochs on a small dataset: (model, splits, loss_fn)."""
+    import torch.nn.functional as F
+
+    from thalweg.data import load_dataset, standardize
+    from thalweg.models import build_model
+
+    splits, _ = standardize(load_dataset(dataset, seed=seed))
+    torch.manual_seed(seed)
+    net = build_model(model, tuple(splits.in_shape), splits.out_features, **model_kwargs)
+    classify = splits.task == "classification"
+
+    def loss_fn(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(out, y) if classify else F.mse_loss(out.reshape(y.shape), y)
+
+    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
+    net.train()
+    for _ in range(epochs):
+        opt.zero_grad()
+        loss_fn(net(splits.x_train), splits.y_train).backward()
+        opt.step()
+    net.eval()
+    return net, splits, loss_fn
