@@ -81,7 +81,9 @@ def test_linreg_toy_is_the_seeds_example() -> None:
 def test_ill_conditioned_hessian_condition_number(kappa: float) -> None:
     s = load_dataset("ill_conditioned", condition_number=kappa, dim=8, n_train=200)
     x = s.x_train.double()
-    for design in (x, torch.cat([x, torch.ones(len(x), 1, dtype=x.dtype)], 1)):  # ± bias
+    xs = standardize(s)[0].x_train.double()  # equal feature variances: standardizing keeps κ
+    ones = torch.ones(len(x), 1, dtype=x.dtype)
+    for design in (x, torch.cat([x, ones], 1), xs, torch.cat([xs, ones], 1)):  # ± bias
         hessian = 2.0 * design.T @ design / len(x)  # of mean squared error
         ev = torch.linalg.eigvalsh(hessian)
         assert float(ev[-1] / ev[0]) == pytest.approx(kappa, rel=1e-4)

@@ -3,6 +3,7 @@ synthetic ill-conditioned regression, and (in :mod:`.files`) the user's CSV/NPZ 
 
 from __future__ import annotations
 
+import math
 import os
 import random
 import tempfile
@@ -150,7 +151,8 @@ def ill_conditioned(
     """Linear regression whose training design has a prescribed conditioning: the columns of
     ``x_train`` are centred and ``x_trainᵀ x_train / n_train`` has eigenvalues log-spaced on
     [1, condition_number], so the mean-squared-error Hessian (with or without a bias term) has
-    exactly that condition number — the seeds' ravine. Targets: y = x·w* + noise·ε.
+    exactly that condition number — the seeds' ravine. Every feature has the same variance, so
+    :func:`standardize` keeps the condition number. Targets: y = x·w* + noise·ε.
 
     Validation and test inputs are drawn from the same (population) covariance."""
     if isinstance(condition_number, bool) or not isinstance(condition_number, int | float):
@@ -169,6 +171,7 @@ def ill_conditioned(
     f64 = torch.float64
     eig = torch.logspace(0.0, float(np.log10(condition_number)), dim, dtype=f64)
     v, _ = torch.linalg.qr(torch.randn(dim, dim, generator=g, dtype=f64))
+    v = _equal_diagonal_rotation(v, eig)
     z = torch.randn(n_train, dim, generator=g, dtype=f64)
     q, _ = torch.linalg.qr(z - z.mean(dim=0))  # orthonormal, zero-mean columns
     mix = torch.diag(eig.sqrt()) @ v.T  # x = z · diag(√λ) · Vᵀ  ⇒  cov = V diag(λ) Vᵀ
@@ -187,6 +190,29 @@ def ill_conditioned(
         x_test.to(f32), target(x_test).to(f32),
         task="regression", num_classes=None, name=f"ill_conditioned(k={condition_number:g})",
     )  # fmt: skip
+
+
+def _equal_diagonal_rotation(v: torch.Tensor, eig: torch.Tensor) -> torch.Tensor:
+    """Rotate ``v`` with Givens rotations until V·diag(eig)·Vᵀ has a constant diagonal
+    (Davies & Higham 2000): every feature then has the same variance, so standardizing scales
+    the design uniformly and keeps its condition number."""
+    tau = float(eig.mean())
+    w = v.clone()
+    for _ in range(len(eig)):
+        a = w @ torch.diag(eig) @ w.T
+        d = a.diagonal()
+        i, j = int(d.argmin()), int(d.argmax())
+        if float(d[j] - d[i]) <= 1e-12 * tau:
+            break
+        aij = float(a[i, j])
+        root = math.sqrt(max(aij**2 - float(d[j] - tau) * float(d[i] - tau), 0.0))
+        t = (aij + root) / float(d[j] - tau)
+        c = 1.0 / math.sqrt(1.0 + t * t)
+        rot = torch.eye(len(eig), dtype=w.dtype)
+        rot[i, i] = rot[j, j] = c
+        rot[i, j], rot[j, i] = c * t, -c * t
+        w = rot.T @ w
+    return w
 
 
 def _files(kind: str) -> Callable[..., Splits]:
