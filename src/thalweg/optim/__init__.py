@@ -1,2 +1,58 @@
 """Update rules: first-order optimizers over flat, compiled buffers, composable transforms,
-second-order methods, and the registry that lists them all."""
+second-order methods, and the registry that lists them all.
+
+>>> opt = thalweg.optim.Adam(model.parameters(), lr=1e-3)          # drop-in for torch.optim.Adam
+>>> opt = thalweg.optim.FlatOptimizer(model.parameters(),
+...     chain(clip_by_global_norm(1.0), scale_by_adam(), add_decayed_weights(1e-2), scale_by_lr(1e-3)))
+"""
+
+from . import registry
+from .core import AUTO_COMPILE_MIN_NUMEL, FlatOptimizer, Rule
+from .rules import SGD, Adadelta, Adagrad, Adam, AdamW, RMSprop
+from .transforms import (
+    Chain,
+    Hyper,
+    Transform,
+    add_decayed_weights,
+    chain,
+    clip,
+    clip_by_global_norm,
+    decay_weights,
+    flip_sign,
+    scale,
+    scale_by_adadelta,
+    scale_by_adagrad,
+    scale_by_adam,
+    scale_by_lr,
+    scale_by_rms,
+    trace,
+)
+
+__all__ = [
+    "AUTO_COMPILE_MIN_NUMEL",
+    "SGD",
+    "Adadelta",
+    "Adagrad",
+    "Adam",
+    "AdamW",
+    "Chain",
+    "FlatOptimizer",
+    "Hyper",
+    "RMSprop",
+    "Rule",
+    "Transform",
+    "add_decayed_weights",
+    "chain",
+    "clip",
+    "clip_by_global_norm",
+    "decay_weights",
+    "flip_sign",
+    "registry",
+    "scale",
+    "scale_by_adadelta",
+    "scale_by_adagrad",
+    "scale_by_adam",
+    "scale_by_lr",
+    "scale_by_rms",
+    "trace",
+]

@@ -89,8 +89,10 @@ class OptimizerInfo:
     needs_model: bool = False
     #: option values whose every combination the agreement tests run.
     option_grid: Mapping[str, tuple[Any, ...]] = field(default_factory=dict)
-    #: the same update written with peer libraries, for benchmarks: label → factory(params).
+    #: other names that find this optimizer.
     aliases: tuple[str, ...] = ()
+    #: keyword arguments accepted besides the hyperparameters (e.g. `compile`).
+    options: tuple[str, ...] = ()
 
     def defaults(self) -> dict[str, Any]:
         return {h.name: h.default for h in self.hyperparameters}
@@ -156,7 +158,7 @@ def validate_hparams(name: str, hparams: Mapping[str, Any]) -> None:
     """Reject unknown hyperparameter names before construction (constructors check ranges)."""
     info = get(name)
     known = {h.name for h in info.hyperparameters}
-    unknown = sorted(set(hparams) - known)
+    unknown = sorted(set(hparams) - known - set(info.options))
     if unknown:
         raise ValueError(
             f"optimizer {info.name!r} has no hyperparameter {unknown[0]!r}; "
