@@ -28,28 +28,45 @@ def rademacher(shape: Sequence[int], *, generator: torch.Generator | None = None
 
 
 def hutchinson_diagonal(grads: Sequence[Tensor], params: Sequence[Tensor], *,
-                        n_samples: int = 1, generator: torch.Generator | None = None
-                        ) -> list[Tensor]:
+                        n_samples: int = 1, generator: torch.Generator | None = None,
+                        batch: int = 64) -> list[Tensor]:
     """Unbiased estimate of diag(H) per parameter: the mean over probes of z ⊙ (H z).
 
     ``grads`` must carry their graph (``torch.autograd.grad(..., create_graph=True)``).
-    Costs ``n_samples`` Hessian-vector products; the graph is kept until the last one.
+    Costs ``n_samples`` Hessian-vector products, ``batch`` of them per vmapped backward; the
+    graph is kept until the last one.
     """
     n_samples = _check_int("n_samples", n_samples, 1)
+    batch = _check_int("batch", batch, 1)
     live = [i for i, g in enumerate(grads) if g.requires_grad]
     est = [torch.zeros_like(p) for p in params]
     if not live:
         return est
-    for s in range(n_samples):
-        zs = [rademacher(p.shape, generator=generator, dtype=p.dtype, device=p.device)
+    done = 0
+    while done < n_samples:
+        b = min(batch, n_samples - done)
+        done += b
+        zs = [rademacher((b, *p.shape), generator=generator, dtype=p.dtype, device=p.device)
               for p in params]
-        hz = torch.autograd.grad(
-            [grads[i] for i in live], list(params), grad_outputs=[zs[i] for i in live],
-            retain_graph=s < n_samples - 1, allow_unused=True,
-        )
+        outs, keep = [grads[i] for i in live], done < n_samples
+        if b == 1:
+            hz = torch.autograd.grad(outs, list(params), grad_outputs=[zs[i][0] for i in live],
+                                     retain_graph=keep, allow_unused=True)
+            hz = tuple(None if h is None else h.unsqueeze(0) for h in hz)
+        else:
+            try:
+                hz = torch.autograd.grad(outs, list(params), grad_outputs=[zs[i] for i in live],
+                                         retain_graph=keep, allow_unused=True,
+                                         is_grads_batched=True)
+            except RuntimeError:  # an op without a batching rule: one probe at a time
+                rows = [torch.autograd.grad(outs, list(params),
+                                            grad_outputs=[zs[i][j] for i in live],
+                                            retain_graph=keep or j < b - 1, allow_unused=True)
+                        for j in range(b)]
+                hz = tuple(None if r[0] is None else torch.stack(r) for r in zip(*rows, strict=True))
         for e, z, h in zip(est, zs, hz, strict=True):
             if h is not None:
-                e.add_(z * h.detach())
+                e.add_((z * h.detach()).sum(0))
     return [e / n_samples for e in est]
 
 
