@@ -40,11 +40,11 @@ def write_gallery(folder: str | Path, *, animate: bool = True) -> list[Path]:
                                           max_frames=30, dpi=60))
 
     sad = trajectories("saddle", ["sgd:lr=0.05", "newton", "newton:mode='saddle_free'",
-                                  "adam:lr=0.05"], start=[-1.5, 0.05], steps=60)
+                                  "adam:lr=0.05"], start=[-1.5, 0.01], steps=40)
     out.append(P.save(P.figure_trajectories(
         "saddle", sad, "the saddle x² − y²: GD lingers near it, Newton walks into it, "
         "saddle-free Newton (|H|) escapes"), folder / "traj_saddle.png"))
-    out.append(P.save(P.figure_surface("saddle", sad[:1] + sad[3:]),
+    out.append(P.save(P.figure_surface("saddle", sad),
                       folder / "traj_saddle_surface.png"))
     return out
 

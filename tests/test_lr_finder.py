@@ -1,0 +1,144 @@
+"""The learning-rate range test: restores everything exactly, stops on divergence, suggests."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from thalweg.landscape import lr_finder as L
+
+
+def _problem(seed: int = 0) -> tuple[nn.Module, tuple[torch.Tensor, torch.Tensor]]:
+    torch.manual_seed(seed)
+    net = nn.Sequential(nn.Linear(8, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Dropout(0.1),
+                        nn.Linear(16, 3))
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(256, 8, generator=g)
+    y = (x[:, 0] > 0).long() + (x[:, 1] > 1).long()
+    return net, (x, y)
+
+
+def _snapshot(opt: torch.optim.Optimizer) -> dict:
+    sd = opt.state_dict()
+    return {"state": {k: {n: (v.clone() if torch.is_tensor(v) else v) for n, v in s.items()}
+                      for k, s in sd["state"].items()},
+            "groups": [dict(g) for g in sd["param_groups"]]}
+
+
+def _same(a: dict, b: dict) -> bool:
+    if a["groups"] != b["groups"] or a["state"].keys() != b["state"].keys():
+        return False
+    for k in a["state"]:
+        for n, v in a["state"][k].items():
+            w = b["state"][k][n]
+            if not (torch.equal(v, w) if torch.is_tensor(v) else v == w):
+                return False
+    return True
+
+
+def _make_opt(kind: str, net: nn.Module) -> torch.optim.Optimizer:
+    if kind == "torch":
+        return torch.optim.Adam(net.parameters(), lr=1e-3)
+    from thalweg.optim import registry
+
+    return registry.create("adam", net, lr=1e-3)
+
+
+@pytest.mark.parametrize("kind", ["torch", "thalweg"])
+def test_model_optimizer_and_rng_restored_bitwise(kind: str) -> None:
+    net, data = _problem()
+    opt = _make_opt(kind, net)
+    # warm the optimizer up so there is state to restore
+    for _ in range(3):
+        opt.zero_grad()
+        nn.functional.cross_entropy(net(data[0]), data[1]).backward()
+        opt.step()
+    before_model = {k: v.clone() for k, v in net.state_dict().items()}
+    before_opt = _snapshot(opt)
+    net.eval()
+    rng = torch.get_rng_state()
+    res = L.lr_find(net, opt, nn.functional.cross_entropy, data, num_steps=30, batch_size=32)
+    assert len(res.lrs) > 3
+    for k, v in net.state_dict().items():
+        assert torch.equal(v, before_model[k]), k
+    assert _same(before_opt, _snapshot(opt))
+    assert not net.training
+    assert torch.equal(torch.get_rng_state(), rng)
+    # and the restored optimizer continues exactly like an untouched copy would
+    net2, _ = _problem()
+    net2.load_state_dict(before_model)
+    opt2 = _make_opt(kind, net2)
+    opt2.load_state_dict(copy.deepcopy(opt.state_dict()))  # load_state_dict may share tensors
+    for m, o in ((net, opt), (net2, opt2)):
+        m.train()
+        torch.manual_seed(5)
+        o.zero_grad()
+        nn.functional.cross_entropy(m(data[0]), data[1]).backward()
+        o.step()
+    for a, b in zip(net.parameters(), net2.parameters(), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_sweep_is_geometric_smoothed_and_stops_on_divergence() -> None:
+    net, data = _problem()
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    res = L.lr_find(net, opt, nn.functional.cross_entropy, data, start_lr=1e-4, end_lr=1e4,
+                    num_steps=80, beta=0.9)
+    ratios = res.lrs[1:] / res.lrs[:-1]
+    np.testing.assert_allclose(ratios, (1e8) ** (1 / 79), rtol=1e-9)
+    assert res.diverged and len(res.lrs) < 80
+    finite = np.isfinite(res.smoothed)
+    assert not finite[-1] or res.smoothed[-1] > 4 * res.smoothed[finite].min()
+    # bias-corrected EMA: the first smoothed value is the first loss itself
+    assert res.smoothed[0] == pytest.approx(res.losses[0])
+    manual, avg = [], 0.0
+    for i, v in enumerate(res.losses[:5]):
+        avg = 0.9 * avg + 0.1 * v
+        manual.append(avg / (1 - 0.9 ** (i + 1)))
+    np.testing.assert_allclose(res.smoothed[:5], manual)
+    assert res.suggestion is not None and res.lrs[0] <= res.suggestion <= res.best_lr
+
+
+def test_suggestion_rules_on_a_known_curve() -> None:
+    lrs = np.logspace(-5, 0, 51)
+    u = np.log10(lrs)
+    smoothed = 1.0 / (1.0 + np.exp(3 * (u + 2.5))) + np.where(u > -1, (u + 1) ** 2, 0.0)
+    assert L.suggest(lrs, smoothed, "steepest") == pytest.approx(10**-2.5, rel=0.15)
+    assert L.suggest(lrs, smoothed, "min/10") == pytest.approx(lrs[np.argmin(smoothed)] / 10)
+    assert L.suggest(lrs[:2], smoothed[:2]) is None
+    with pytest.raises(ValueError, match="rule"):
+        L.suggest(lrs, smoothed, "valley")
+
+
+def test_figure_shows_rule(tmp_path) -> None:
+    net, data = _problem()
+    res = L.lr_find(net, torch.optim.SGD(net.parameters(), lr=0.1), nn.functional.cross_entropy,
+                    data, start_lr=1e-3, end_lr=1e3, num_steps=40)
+    fig = L.figure_lr_find(res)
+    texts = " ".join(t.get_text() for t in fig.axes[0].texts)
+    assert "rule: steepest descent" in texts
+    labels = fig.axes[0].get_legend_handles_labels()[1]
+    assert any(lab.startswith("suggested lr") for lab in labels)
+    assert any("stopped" in lab for lab in labels)
+    fig.savefig(tmp_path / "lr.png", dpi=40)
+    res.save(tmp_path / "lr.npz")
+    with np.load(tmp_path / "lr.npz") as z:
+        np.testing.assert_array_equal(z["lrs"], res.lrs)
+
+
+def test_bad_arguments_are_named() -> None:
+    net, data = _problem()
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    f = nn.functional.cross_entropy
+    with pytest.raises(ValueError, match="start_lr"):
+        L.lr_find(net, opt, f, data, start_lr=1.0, end_lr=0.1)
+    with pytest.raises(ValueError, match="num_steps"):
+        L.lr_find(net, opt, f, data, num_steps=2)
+    with pytest.raises(ValueError, match="beta"):
+        L.lr_find(net, opt, f, data, beta=1.0)
+    with pytest.raises(TypeError, match="optimizer"):
+        L.lr_find(net, "adam", f, data)  # type: ignore[arg-type]
