@@ -2,8 +2,9 @@
 a plain function f(x) at a point, wrapped as a `HessianOperator` that Lanczos, trace and SLQ use.
 
 Two autodiff backends compute the same product: double-backward (grad of ⟨∇L, v⟩) and
-forward-over-reverse (`torch.func.jvp` of `torch.func.grad`); `backend="auto"` times both once
-and caches the faster per model shape.
+forward-over-reverse (`torch.func.jvp` of `torch.func.grad`). `backend="auto"` uses double-backward
+when the gradient graph is cached (one batch), else times both once and caches the faster per
+model shape for the process.
 """
 
 from __future__ import annotations
@@ -128,7 +129,7 @@ class HessianOperator:
                 raise TypeError(f"function must be callable, got {type(function).__name__}")
             if point is None:
                 raise ValueError("point is required with function")
-            x = torch.as_tensor(point)
+            x = point if isinstance(point, Tensor) else torch.as_tensor(point, dtype=torch.float64)
             x = x.to(torch.float64) if not x.is_floating_point() else x
             if x.ndim != 1:
                 raise ValueError(f"point must be a 1-D vector, got shape {tuple(x.shape)}")
@@ -213,9 +214,33 @@ class HessianOperator:
         if self.function is not None:
             return torch.autograd.functional.hessian(self.function, self.point).reshape(self.dim, self.dim)
         eye = torch.eye(self.dim, dtype=self.dtype, device=self.device)
-        cols = [self._matvec(eye[j], self.backend) for j in range(self.dim)]
         self.num_matvecs += self.dim
-        return torch.stack(cols, dim=1)
+        try:  # all columns at once: batched double-backward (vmap over grad_outputs)
+            return self._dense_batched(eye)
+        except RuntimeError:
+            return torch.stack([self._matvec(eye[j], "double_backward") for j in range(self.dim)], dim=1)
+
+    def _dense_batched(self, eye: Tensor, chunk: int = 512) -> Tensor:
+        out = torch.zeros(self.dim, self.dim, dtype=self.dtype, device=self.device)
+        with self._context():
+            for i, (x, y) in enumerate(self.batches):
+                with self._rng(i), torch.enable_grad():
+                    loss = self.loss_fn(self.model(x), y)
+                    grads = torch.autograd.grad(loss, self.params, create_graph=True, allow_unused=True)
+                live = [k for k, g in enumerate(grads) if g is not None and g.requires_grad]
+                offsets = [sum(self.numels[:k]) for k in range(len(self.numels))]
+                for s in range(0, self.dim, chunk):
+                    rows = eye[s : s + chunk]
+                    outs = [rows[:, offsets[k] : offsets[k] + self.numels[k]].reshape(len(rows), *self.shapes[k])
+                            for k in live]
+                    hv = torch.autograd.grad([grads[k] for k in live], self.params, grad_outputs=outs,
+                                             retain_graph=True, is_grads_batched=True, allow_unused=True)
+                    flat = torch.cat([
+                        (t if t is not None else torch.zeros(len(rows), *sh, dtype=self.dtype, device=self.device))
+                        .reshape(len(rows), -1) for t, sh in zip(hv, self.shapes, strict=True)
+                    ], dim=1)
+                    out[s : s + len(rows)] += self.weights[i] * flat.detach()
+        return out.T.contiguous()
 
     def to_scipy(self) -> Any:
         """This operator as a `scipy.sparse.linalg.LinearOperator` (float64, symmetric)."""
@@ -340,7 +365,9 @@ class HessianOperator:
         return [None if t is None else t.detach() for t in hv]
 
     def _select_backend(self) -> str:
-        if self.function is not None:
+        if self.function is not None or self.cache_graph:
+            # A cached gradient graph makes double-backward one reverse pass per product, which
+            # forward-over-reverse (forward + reverse + tangents every time) cannot beat.
             return "double_backward"
         key = (type(self.model).__qualname__, self.dim, tuple(tuple(x.shape) for x, _ in self.batches), self.mode,
                self.cache_graph, self.device.type)
