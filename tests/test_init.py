@@ -116,7 +116,7 @@ def test_initialize_handles_conv_weight_norm_and_biases() -> None:
     conv = cnn.features[2]
     assert isinstance(conv, nn.Conv1d)
     assert float(conv.weight.detach().var()) == pytest.approx(2 / (64 * 5), rel=0.05)
-    assert all(float(m.bias.abs().max()) == 0 for m in cnn.modules() if isinstance(m, nn.Conv1d))
+    assert all(float(m.bias.detach().abs().max()) == 0 for m in cnn.modules() if isinstance(m, nn.Conv1d))
     wn = MLP(200, 10, width=300, depth=1, norm="weight")
     initialize(wn, "xavier_uniform")
     w = wn.net[1].weight.detach()  # computed from weight norm's (g, v)
