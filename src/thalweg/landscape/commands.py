@@ -160,6 +160,7 @@ def register(app: typer.Typer) -> None:
         except (ValueError, TypeError, FileNotFoundError) as err:
             _fail(str(err))
             return
+        typer.echo(f"range test: {what}, lr {start_lr:g} → {end_lr:g} over {len(res.lrs)} batches")
         typer.echo(f"wrote {res.save(out / 'lr_find.npz')}")
         fig = L.figure_lr_find(res, f"learning-rate range test: {what}")
         typer.echo(f"wrote {P.save(fig, out / 'lr_find.png')}")
