@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from thalweg.init import (
+    activation_variance,
     gain,
     initialize,
     kaiming_normal,
@@ -134,6 +135,9 @@ def test_lsuv_reaches_unit_variance_per_layer(norm: str) -> None:
     x = 4.0 * torch.randn(512, 30)
     lsuv(net, x, tol=0.02)
     assert net.training  # mode restored
+    variances = activation_variance(net, x)
+    assert net.training and len(variances) == 9  # 8 hidden + output, mode kept
+    assert all(abs(v - 1.0) < 0.02 for _, v in variances), variances
     net.eval()
     h = x
     with torch.no_grad():

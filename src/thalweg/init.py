@@ -19,6 +19,7 @@ from torch.nn.utils import parametrize
 
 __all__ = [
     "SCHEMES",
+    "activation_variance",
     "gain",
     "initialize",
     "kaiming_normal",
@@ -165,6 +166,26 @@ def lsuv(model: nn.Module, x_batch: torch.Tensor, tol: float = 0.05, max_iters: 
     finally:
         model.train(was_training)
     return model
+
+
+@torch.no_grad()
+def activation_variance(model: nn.Module, x: torch.Tensor) -> list[tuple[str, float]]:
+    """(layer name, variance of its output on ``x``) for every Linear/Conv layer in order of
+    execution: the vanishing/exploding signal made visible. Runs in eval mode."""
+    seen: list[tuple[str, float]] = []
+    handles = [
+        layer.register_forward_hook(lambda m, i, o, n=name: seen.append((n, float(o.var()))))
+        for name, layer in _layers(model)
+    ]
+    was_training = model.training
+    model.eval()
+    try:
+        model(x)
+    finally:
+        model.train(was_training)
+        for h in handles:
+            h.remove()
+    return seen
 
 
 def _scale_weight(layer: nn.Module, factor: float) -> None:
