@@ -110,7 +110,7 @@ class _Segment:
             p.data = pv
             if had_grad is not None:
                 gv.copy_(had_grad)
-            p.grad = gv if had_grad is not None else None
+            p.grad = gv  # zeros until the first backward, which accumulates into it
         self.ptrs = [p.data_ptr() for p in params]
         self.state: dict[str, Tensor] = {}
         self.steps = [0] * len(params)  # updates taken per parameter
@@ -161,6 +161,10 @@ class FlatOptimizer(torch.optim.Optimizer):
     the named optimizers (:class:`thalweg.optim.Adam`, …) are subclasses with torch's
     signatures. `compile`: True, False, or "auto" (compile segments of at least
     :data:`AUTO_COMPILE_MIN_NUMEL` elements); `compile_options` go to `torch.compile`.
+
+    Differences from torch.optim, by design: `p.grad` is a zero view from construction on and
+    `zero_grad()` zeroes in place (torch's `set_to_none=False`); create the optimizer after
+    moving the model to its device.
     """
 
     def __init__(
@@ -237,7 +241,10 @@ class FlatOptimizer(torch.optim.Optimizer):
             st["step"] = seg.step_t[i]
         for k in chain.state_keys:
             st[k] = seg._view(seg.state[k], i)
-        self.state[seg.params[i]] = st
+        if st:
+            self.state[seg.params[i]] = st
+        else:  # a stateless rule (plain SGD) has no entry, as in torch
+            self.state.pop(seg.params[i], None)
 
     # ------------------------------------------------------------------ compilation
     def _want_compile(self, seg: _Segment) -> bool:

@@ -116,7 +116,10 @@ def validate(values: Mapping[str, Any], schema: Iterable[H]) -> None:
             if not isinstance(v, (tuple, list)) or len(v) != 2:
                 raise ValueError(f"{spec.name} must be a pair (beta1, beta2), got {v!r}")
             for j, b in enumerate(v):
-                _check_number(f"{spec.name}[{j}]", float(b) if isinstance(b, Tensor) else b, spec)
+                try:
+                    _check_number(f"{spec.name}[{j}]", float(b) if isinstance(b, Tensor) else b, spec)
+                except ValueError as e:
+                    raise ValueError(f"{e} ({spec.name}={tuple(v)!r})") from None
         elif spec.schedulable and callable(v) and not isinstance(v, Tensor):
             continue  # a schedule; its values are the user's responsibility
         else:

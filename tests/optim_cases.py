@@ -1,0 +1,73 @@
+"""Shared fixtures for the optimizer tests: the registry's first-order table, a small
+multi-shape problem, and a helper that runs two optimizers side by side."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import torch
+
+from thalweg.optim import registry
+
+FIRST_ORDER = [i for i in registry.infos() if i.order == "first" and i.torch_reference is not None]
+
+#: a learning rate per rule at which 100 steps move the parameters well away from the start
+LR = {"sgd": 0.05, "adagrad": 0.1, "rmsprop": 0.01, "adadelta": 1.0, "adam": 0.02, "adamw": 0.02}
+
+SHAPES = [(6, 5), (7,), (2, 3, 4), (1,), (4, 1, 3)]
+
+
+def valid(info: registry.OptimizerInfo, hp: dict[str, Any]) -> bool:
+    """Option combinations torch itself accepts."""
+    return not (hp.get("nesterov") and (hp.get("momentum", 0) == 0 or hp.get("dampening", 0) != 0))
+
+
+def combos(info: registry.OptimizerInfo) -> Iterator[dict[str, Any]]:
+    keys = list(info.option_grid)
+    for values in itertools.product(*info.option_grid.values()):
+        hp = dict(zip(keys, values, strict=True))
+        if valid(info, hp):
+            yield hp
+
+
+def make_params(dtype: torch.dtype = torch.float32, seed: int = 0) -> list[torch.nn.Parameter]:
+    g = torch.Generator().manual_seed(seed)
+    return [torch.nn.Parameter(torch.randn(s, generator=g, dtype=dtype)) for s in SHAPES]
+
+
+def loss_fn(params: list[torch.Tensor]) -> torch.Tensor:
+    """A smooth, well-conditioned non-quadratic loss with different curvature per tensor."""
+    total = params[0].new_zeros(())
+    for k, p in enumerate(params):
+        total = total + 0.5 * (1.0 + 0.3 * k) * (p * p).sum() + 0.5 * torch.sin(p).sum()
+    return total
+
+
+def groups(params: list[torch.nn.Parameter], lr: float) -> list[dict[str, Any]]:
+    """Three parameter groups with different learning rates."""
+    return [
+        {"params": params[:2]},
+        {"params": params[2:4], "lr": lr * 0.5},
+        {"params": params[4:], "lr": lr * 2.0},
+    ]
+
+
+def run_pair(
+    make_a: Callable[[list[dict[str, Any]]], torch.optim.Optimizer],
+    make_b: Callable[[list[dict[str, Any]]], torch.optim.Optimizer],
+    lr: float,
+    steps: int = 100,
+    dtype: torch.dtype = torch.float32,
+    maximize: bool = False,
+) -> tuple[list[torch.Tensor], list[torch.Tensor], torch.optim.Optimizer, torch.optim.Optimizer]:
+    a, b = make_params(dtype), make_params(dtype)
+    oa, ob = make_a(groups(a, lr)), make_b(groups(b, lr))
+    for _ in range(steps):
+        for opt, ps in ((oa, a), (ob, b)):
+            opt.zero_grad()
+            # maximizing −loss is the same well-posed problem as minimizing loss
+            (-loss_fn(ps) if maximize else loss_fn(ps)).backward()
+            opt.step()
+    return [p.detach() for p in a], [p.detach() for p in b], oa, ob
