@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from thalweg.optim.newton import _check_float, _check_int
+from thalweg.optim.newton import _check_float, _check_int, evaluate_closure
 
 __all__ = ["AdaHessian", "hutchinson_diagonal", "rademacher"]
 
@@ -83,9 +83,9 @@ class AdaHessian(torch.optim.Optimizer):
 
     Cost per step: one closure evaluation and one gradient with its graph (create_graph),
     plus ``n_samples`` Hessian-vector products on steps where the diagonal is refreshed
-    (≈ 2× an Adam step in compute then, 1× otherwise); memory: three buffers per parameter
-    (first moment, second moment of the diagonal, the last diagonal). The closure returns the
-    loss *without* calling ``backward()``; AdaHessian writes ``p.grad`` itself.
+    (≈ 2× an Adam step in compute then, 1× otherwise); memory: two buffers per parameter
+    (first moment, second moment of the diagonal). The closure returns the loss; a
+    ``loss.backward()`` inside it is intercepted and AdaHessian writes ``p.grad`` itself.
     """
 
     def __init__(
@@ -143,18 +143,9 @@ class AdaHessian(torch.optim.Optimizer):
         if closure is None:
             raise ValueError("AdaHessian.step needs a closure that evaluates and returns the loss")
         params = [p for g in self.param_groups for p in g["params"] if p.requires_grad]
-        for p in params:
-            p.grad = None
         refresh = self._step % self.update_every == 0
         with torch.enable_grad():
-            loss = closure()
-            if not isinstance(loss, Tensor) or loss.numel() != 1:
-                raise TypeError(f"closure must return a scalar loss tensor, got {loss!r}")
-            if any(p.grad is not None for p in params):
-                raise RuntimeError(
-                    "the closure called backward(); AdaHessian differentiates the loss itself: "
-                    "return the loss without calling backward()"
-                )
+            loss = evaluate_closure(closure, params, "AdaHessian")
             grads = torch.autograd.grad(loss, params, create_graph=refresh, allow_unused=True)
             grads = [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads, strict=True)]
             diags = (hutchinson_diagonal(grads, params, n_samples=self.n_samples,

@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 import torch
 from torch import Tensor
+from torch.overrides import TorchFunctionMode
 
 __all__ = ["Newton"]
 
@@ -45,6 +46,34 @@ def _check_int(name: str, value: Any, low: int) -> int:
     if value < low:
         raise ValueError(f"{name} must be >= {low}; got {value!r}")
     return value
+
+
+class _DeferBackward(TorchFunctionMode):
+    """Makes ``loss.backward()`` inside a closure a no-op, so a torch-style closure leaves its
+    graph intact for double backward; the optimizer then differentiates the loss itself."""
+
+    def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        if func is Tensor.backward:
+            return None
+        return func(*args, **(kwargs or {}))
+
+
+def evaluate_closure(closure: Closure, params: Sequence[Tensor], who: str) -> Tensor:
+    """Run a closure (with or without its own ``loss.backward()``) and return its scalar loss
+    with the graph kept; ``p.grad`` is left unset for the caller to fill."""
+    for p in params:
+        p.grad = None
+    with _DeferBackward():
+        loss = closure()
+    if not isinstance(loss, Tensor) or loss.numel() != 1:
+        raise TypeError(f"closure must return a scalar loss tensor, got {loss!r}")
+    if any(p.grad is not None for p in params):
+        raise RuntimeError(
+            f"the closure computed gradients itself (torch.autograd.backward?); {who} "
+            f"differentiates the loss with torch.autograd.grad: return the loss, or call "
+            f"loss.backward() (which {who} intercepts)"
+        )
+    return loss
 
 
 def _flat(tensors: Sequence[Tensor]) -> Tensor:
@@ -167,8 +196,9 @@ class Newton(torch.optim.Optimizer):
     dense Hessian (n HVPs, batched, plus an O(n³) eigendecomposition; O(n²) memory) when
     n ≤ ``max_exact`` or ``solver="exact"``, or at most ``krylov_iters`` HVPs (O(n) memory
     for CG, O(k·n) for Lanczos); plus up to ``max_backtracks`` forward-only evaluations for
-    the line search. The closure re-evaluates the model and returns the loss *without*
-    calling ``backward()`` (Newton differentiates it itself and writes ``p.grad``).
+    the line search. The closure re-evaluates the model and returns the loss; a
+    ``loss.backward()`` inside it is intercepted (Newton differentiates the loss itself with
+    ``torch.autograd.grad`` and writes ``p.grad``), so torch.optim.LBFGS closures work as is.
     """
 
     def __init__(
@@ -226,17 +256,8 @@ class Newton(torch.optim.Optimizer):
             raise ValueError("Newton.step needs a closure that re-evaluates and returns the loss")
         group = self.param_groups[0]
         params = self._params()
-        for p in params:
-            p.grad = None
         with torch.enable_grad():
-            loss = closure()
-            if not isinstance(loss, Tensor) or loss.numel() != 1:
-                raise TypeError(f"closure must return a scalar loss tensor, got {loss!r}")
-            if any(p.grad is not None for p in params):
-                raise RuntimeError(
-                    "the closure called backward(); Newton differentiates the loss itself: "
-                    "return the loss without calling backward()"
-                )
+            loss = evaluate_closure(closure, params, "Newton")
             grads = _grads_with_graph(loss, params)
             g = _flat(grads).detach()
             n = g.numel()
@@ -266,8 +287,6 @@ class Newton(torch.optim.Optimizer):
                     state["min_eigenvalue"] = float(evals[0])
                     state["max_eigenvalue"] = float(evals[-1])
             grads.clear()  # free the double-backward graph before the line search
-        for p, gp in zip(params, _split(g, params), strict=True):
-            p.grad = gp.clone()
         x0 = _flat(params).clone()
         f0 = float(loss)
         t = group["lr"]
@@ -278,7 +297,8 @@ class Newton(torch.optim.Optimizer):
                 state["fallback_steps"] = state.get("fallback_steps", 0) + 1
             for _ in range(group["max_backtracks"] + 1):
                 self._set(params, x0 + t * d)
-                f_new = float(closure())  # forward only: we are under no_grad
+                with _DeferBackward():
+                    f_new = float(closure())  # forward only: we are under no_grad
                 if f_new <= f0 + group["armijo_c"] * t * slope:
                     break
                 t *= group["backtrack"]
@@ -288,6 +308,8 @@ class Newton(torch.optim.Optimizer):
                     t = 0.0
         else:
             self._set(params, x0 + t * d)
+        for p, gp in zip(params, _split(g, params), strict=True):  # after the closure's zero_grad
+            p.grad = gp.clone()
         state["step"] = state.get("step", 0) + 1
         state["step_size"] = t
         state["direction_norm"] = float(d.norm())
