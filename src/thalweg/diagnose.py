@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-__all__ = ["Finding", "Thresholds", "diagnose", "format_findings", "to_json"]
+__all__ = ["Finding", "Thresholds", "diagnose", "format_findings", "to_html", "to_json", "write_html_section"]
 
 Severity = Literal["info", "warning", "critical"]
 _ORDER = {"critical": 0, "warning": 1, "info": 2}
@@ -234,3 +234,44 @@ def to_json(findings: Sequence[Finding]) -> str:
             return [clean(x) for x in v]
         return v
     return json.dumps([clean(f.to_dict()) for f in findings], indent=2)
+
+
+_START, _END = "<!-- thalweg-doctor:start -->", "<!-- thalweg-doctor:end -->"
+
+
+def to_html(findings: Sequence[Finding], *, title: str = "Diagnosis (thalweg doctor)", extra: str = "") -> str:
+    """An HTML section listing the findings (for a run's report.html)."""
+    import html
+
+    colors = {"critical": "#b00020", "warning": "#b26a00", "info": "#2f6f3e"}
+    items = "".join(
+        f'<li><b style="color:{colors[f.severity]}">{f.severity.upper()}</b> <code>{html.escape(f.code)}</code> '
+        f"{html.escape(f.title)}<br><small>evidence: "
+        f"{html.escape(', '.join(f'{k}={_fmt(v)}' for k, v in f.evidence.items()))}</small><br>"
+        f"→ {html.escape(f.action)}</li>" for f in findings)
+    body = f"<ul>{items}</ul>" if findings else "<p>No findings: gradients, activations and curvature look healthy.</p>"
+    return f'{_START}\n<section id="thalweg-doctor"><h2>{html.escape(title)}</h2>{body}{extra}</section>\n{_END}'
+
+
+def write_html_section(path: Any, section: str) -> Any:
+    """Put `section` into the HTML file at `path`: replace an earlier doctor section, else insert it
+    before ``</body>``; create a minimal page when the file does not exist."""
+    from pathlib import Path
+
+    p = Path(path)
+    if p.is_file():
+        doc = p.read_text(encoding="utf-8")
+        if _START in doc and _END in doc:
+            a, b = doc.index(_START), doc.index(_END) + len(_END)
+            doc = doc[:a] + section + doc[b:]
+        elif "</body>" in doc:
+            i = doc.rindex("</body>")
+            doc = doc[:i] + section + "\n" + doc[i:]
+        else:
+            doc = doc + "\n" + section + "\n"
+    else:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        doc = ('<!doctype html>\n<html><head><meta charset="utf-8"><title>thalweg doctor</title></head>'
+               f"<body style=\"font-family:sans-serif;max-width:960px;margin:2em auto\">\n{section}\n</body></html>\n")
+    p.write_text(doc, encoding="utf-8")
+    return p

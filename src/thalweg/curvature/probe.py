@@ -125,8 +125,11 @@ def load_target(path: str | Path, *, max_samples: int = 2048) -> Probe:
         raise ValueError(f"{path} is not a probe file and thalweg.train.load_run is unavailable ({e})") from e
     run = load_run(path)
     s = run.splits
-    lr = _find(run.config, ("lr", "learning_rate"))
-    opt = _find(run.config, ("optimizer", "name"))
+    opt_cfg = getattr(run.config, "optimizer", None)
+    lr = _find(opt_cfg, ("lr", "learning_rate")) if opt_cfg is not None else None
+    momentum = _find(opt_cfg, ("momentum",)) if opt_cfg is not None else None
+    opt = getattr(opt_cfg, "name", None)
     return Probe(run.model, s.x_train[:max_samples], s.y_train[:max_samples], run.loss_fn, "run", path,
                  run_dir=Path(run.run_dir), lr=float(lr) if isinstance(lr, int | float) else None,
-                 optimizer=opt if isinstance(opt, str) else None)
+                 optimizer=opt if isinstance(opt, str) else None,
+                 extras={"momentum": float(momentum) if isinstance(momentum, int | float) else None})
