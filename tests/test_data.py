@@ -9,6 +9,8 @@ import socket
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch import nn
 
 import thalweg.data.datasets as datasets_mod
@@ -306,3 +308,31 @@ def test_gradient_noise_scale_bad_args() -> None:
         gradient_noise_scale(model, nn.MSELoss(), (x, y), small_batch=64, big_batch=64)
     with pytest.raises(TypeError, match="data"):
         gradient_noise_scale(model, nn.MSELoss(), x)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    n=st.integers(1, 40), batch=st.integers(1, 9), world=st.integers(1, 3),
+    stop=st.integers(0, 12), drop_last=st.booleans(), seed=st.integers(0, 2**31),
+)  # fmt: skip
+def test_loader_properties(n, batch, world, stop, drop_last, seed) -> None:
+    x, y = _data(n)
+    n_local = -(-n // world)
+    if drop_last and n_local < batch:
+        return
+    shards = []
+    for rank in range(world):
+        ref = Loader(x, y, batch, seed=seed, drop_last=drop_last, rank=rank, world_size=world)
+        batches = [b.clone() for _, b in ref]
+        assert len(batches) == len(ref)
+        shards.append(torch.cat(batches) if batches else torch.empty(0, dtype=torch.long))
+        again = Loader(x, y, batch, seed=seed, drop_last=drop_last, rank=rank, world_size=world)
+        it = iter(again)
+        seen = [next(it)[1].clone() for _ in range(min(stop, len(batches)))]
+        resumed = Loader(x, y, batch, drop_last=drop_last, rank=rank, world_size=world)
+        resumed.load_state_dict(again.state_dict())
+        seen += [b.clone() for _, b in resumed]
+        assert len(seen) == len(batches)
+        assert all(torch.equal(a, b) for a, b in zip(seen, batches, strict=True))
+    if not drop_last:  # every example is seen by some worker every epoch
+        assert set(torch.cat(shards).tolist()) == set(range(n))
