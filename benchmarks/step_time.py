@@ -1,0 +1,201 @@
+"""Time one optimizer `step()` on 3.3 M parameters in 60 tensors, thalweg against its peers.
+
+Every implementation of a rule (thalweg compiled and eager; torch.optim fused, foreach and
+for-loop; pytorch_optimizer and HeavyBall where they implement the rule) runs in this one
+process, interleaved round by round, so machine noise hits all of them alike. Prints the
+median step time of each, the ratio ours/theirs, thalweg's first-step (compile) time, and the
+optimizer-state memory; `--memory` also measures each one's peak RSS in a fresh process.
+
+    python benchmarks/step_time.py [--rounds 30] [--rules adam,sgd] [--memory] [--warm-cache]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from collections.abc import Callable
+
+SHAPES = [(256, 256)] * 40 + [(1024, 64)] * 10 + [(4096,)] * 10
+
+# rule → keyword arguments shared by every implementation of it
+RULES: dict[str, tuple[str, dict]] = {
+    "sgd": ("SGD", {"lr": 1e-3}),
+    "momentum": ("SGD", {"lr": 1e-3, "momentum": 0.9}),
+    "nesterov": ("SGD", {"lr": 1e-3, "momentum": 0.9, "nesterov": True}),
+    "adagrad": ("Adagrad", {"lr": 1e-2}),
+    "rmsprop": ("RMSprop", {"lr": 1e-3}),
+    "adadelta": ("Adadelta", {"lr": 1.0}),
+    "adam": ("Adam", {"lr": 1e-3}),
+    "adamw": ("AdamW", {"lr": 1e-3, "weight_decay": 1e-2}),
+}
+
+Factory = Callable[[list], object]
+
+
+def implementations(rule: str) -> dict[str, Factory]:
+    """label → factory(params) for every implementation of `rule` that exists here."""
+    import torch
+
+    import thalweg.optim as to
+
+    cls_name, kw = RULES[rule]
+    ref = getattr(torch.optim, cls_name)
+    impls: dict[str, Factory] = {
+        "thalweg": lambda ps: getattr(to, cls_name)(ps, compile=True, **kw),
+        "thalweg-eager": lambda ps: getattr(to, cls_name)(ps, compile=False, **kw),
+    }
+    try:
+        ref([torch.nn.Parameter(torch.zeros(1))], fused=True, **kw)
+        impls["torch-fused"] = lambda ps: ref(ps, fused=True, **kw)
+    except (RuntimeError, TypeError, ValueError):
+        pass
+    impls["torch-foreach"] = lambda ps: ref(ps, foreach=True, **kw)
+    impls["torch-forloop"] = lambda ps: ref(ps, foreach=False, **kw)
+    impls.update(_peers(rule, kw))
+    return impls
+
+
+def _peers(rule: str, kw: dict) -> dict[str, Factory]:
+    """Peer libraries' own implementations (re-exports of torch.optim are left out)."""
+    out: dict[str, Factory] = {}
+    try:
+        import pytorch_optimizer as po
+
+        if rule == "adadelta":
+            out["pytorch_optimizer"] = lambda ps: po.AdaDelta(ps, **kw)
+    except ImportError:
+        pass
+    try:
+        import heavyball
+
+        if rule in ("adam", "adamw"):
+            wd = kw.get("weight_decay", 0.0)
+            out["heavyball"] = lambda ps: heavyball.AdamW(ps, lr=kw["lr"], betas=(0.9, 0.999), weight_decay=wd)
+        elif rule == "momentum":
+            out["heavyball"] = lambda ps: heavyball.SGD(ps, lr=kw["lr"], beta=0.9)
+        elif rule == "rmsprop":
+            out["heavyball"] = lambda ps: heavyball.RMSprop(ps, lr=kw["lr"], betas=(0.0, 0.99), eps=1e-8)
+    except ImportError:
+        pass
+    return out
+
+
+def make_params(seed: int = 0) -> list:
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    ps = [torch.nn.Parameter(torch.randn(s, generator=g) * 0.02) for s in SHAPES]
+    for p in ps:
+        p.grad = torch.randn(p.shape, generator=g) * 1e-3
+    return ps
+
+
+def restore_grads(pairs: list) -> None:
+    for p, g in pairs:
+        if p.grad is not g:
+            p.grad = g
+
+
+def state_bytes(opt) -> int:
+    import torch
+
+    return sum(
+        t.numel() * t.element_size()
+        for st in opt.state.values()
+        for t in st.values()
+        if isinstance(t, torch.Tensor) and t.dim() > 0
+    )
+
+
+def peak_rss_mb(rule: str, label: str) -> float:
+    """Peak resident memory of params + grads + 5 steps, measured in a fresh process."""
+    code = (
+        "import resource,sys; sys.path.insert(0, %r); import step_time as b, torch;"
+        "ps=b.make_params(); base=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss;"
+        "opt=b.implementations(%r)[%r](ps); gs=[(p, p.grad) for p in ps];"
+        "[(b.restore_grads(gs), opt.step()) for _ in range(5)];"
+        "print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss-base)/1024)"
+    ) % (os.path.dirname(os.path.abspath(__file__)), rule, label)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rounds", type=int, default=30)
+    ap.add_argument("--rules", default=",".join(RULES))
+    ap.add_argument("--memory", action="store_true", help="also measure peak RSS per implementation")
+    ap.add_argument("--warm-cache", action="store_true",
+                    help="reuse the inductor cache (default: a fresh one, so compile times are cold)")
+    args = ap.parse_args()
+    if not args.warm_cache:
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="thalweg-bench-inductor-")
+    warnings.filterwarnings("ignore")
+    import torch
+
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
+          f"{sum(torch.Size(s).numel() for s in SHAPES) / 1e6:.2f} M params in {len(SHAPES)} tensors")
+    rules = [r for r in args.rules.split(",") if r]
+    opts: dict[tuple[str, str], object] = {}
+    grads: dict[tuple[str, str], list] = {}
+    first_step: dict[tuple[str, str], float] = {}
+    for rule in rules:
+        for label, factory in implementations(rule).items():
+            ps = make_params()
+            opt = factory(ps)
+            grads[(rule, label)] = [(p, p.grad) for p in ps]
+            t0 = time.perf_counter()
+            opt.step()  # first step: compilation happens here for compiled implementations
+            first_step[(rule, label)] = time.perf_counter() - t0
+            opts[(rule, label)] = opt
+            for _ in range(3):
+                restore_grads(grads[(rule, label)])
+                opt.step()
+    times: dict[tuple[str, str], list[float]] = {k: [] for k in opts}
+    keys = list(opts)
+    for _ in range(args.rounds):
+        random.shuffle(keys)
+        for k in keys:
+            opt = opts[k]
+            restore_grads(grads[k])  # HeavyBall frees p.grad after each step
+            t0 = time.perf_counter()
+            opt.step()
+            times[k].append(time.perf_counter() - t0)
+
+    med = {k: statistics.median(v) * 1e3 for k, v in times.items()}
+    print(f"\nmedian step time (ms) over {args.rounds} interleaved rounds; ratio = thalweg / theirs\n")
+    header = f"{'rule':<10}{'implementation':<20}{'ms':>9}{'ratio':>9}{'1st step s':>12}{'state MB':>10}"
+    if args.memory:
+        header += f"{'peak MB':>10}"
+    print(header)
+    print("-" * len(header))
+    summary = []
+    for rule in rules:
+        ours = med[(rule, "thalweg")]
+        torch_best = min(v for (r, lab), v in med.items() if r == rule and lab.startswith("torch"))
+        for (r, label), ms in sorted(((k, v) for k, v in med.items() if k[0] == rule), key=lambda kv: kv[1]):
+            line = (f"{rule:<10}{label:<20}{ms:>9.3f}{ours / ms:>9.2f}{first_step[(r, label)]:>12.2f}"
+                    f"{state_bytes(opts[(r, label)]) / 2**20:>10.1f}")
+            if args.memory:
+                line += f"{peak_rss_mb(r, label):>10.1f}"
+            print(line)
+        peers = {lab: v for (r, lab), v in med.items() if r == rule and lab in ("heavyball", "pytorch_optimizer")}
+        summary.append((rule, ours / torch_best, {k: ours / v for k, v in peers.items()}))
+        print()
+    print("summary: thalweg / fastest torch.optim   (target ≤ 0.70);  thalweg / peer (target ≤ 0.50)")
+    for rule, r_torch, r_peers in summary:
+        peers = ", ".join(f"{k} {v:.2f}" for k, v in r_peers.items()) or "no peer implements it"
+        print(f"  {rule:<10} {r_torch:5.2f}   {peers}")
+    print(f"\npeak RSS of this process: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
+
+
+if __name__ == "__main__":
+    main()
