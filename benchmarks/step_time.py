@@ -117,13 +117,14 @@ def state_bytes(opt) -> int:
 
 def peak_rss_mb(rule: str, label: str) -> float:
     """Peak resident memory of params + grads + 5 steps, measured in a fresh process."""
+    here = os.path.dirname(os.path.abspath(__file__))
     code = (
-        "import resource,sys; sys.path.insert(0, %r); import step_time as b, torch;"
+        f"import resource,sys; sys.path.insert(0, {here!r}); import step_time as b, torch;"
         "ps=b.make_params(); base=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss;"
-        "opt=b.implementations(%r)[%r](ps); gs=[(p, p.grad) for p in ps];"
+        f"opt=b.implementations({rule!r})[{label!r}](ps); gs=[(p, p.grad) for p in ps];"
         "[(b.restore_grads(gs), opt.step()) for _ in range(5)];"
         "print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss-base)/1024)"
-    ) % (os.path.dirname(os.path.abspath(__file__)), rule, label)
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return float(out.stdout.strip().splitlines()[-1])
 
