@@ -164,7 +164,7 @@ class Monitor:
                 entry["saturation"] = st.saturated / st.total
             n_act_bad += st.nonfinite
             acts.append(entry)
-        loss_v = None if loss is None else float(loss)
+        loss_v = None if loss is None else float(loss.detach() if isinstance(loss, Tensor) else loss)
         out = {
             "step": step, "loss": loss_v, "grad_norm": math.sqrt(total_sq),
             "layers": layers, "activations": acts,
