@@ -53,6 +53,18 @@ def test_mnist1d_offline_seeded_and_cached(fresh_cache, monkeypatch) -> None:
     assert not torch.equal(a.x_test, c.x_test)
 
 
+def test_mnist1d_fast_resampling_matches_the_package() -> None:
+    import sys
+
+    fast = datasets_mod._generate_mnist1d(1, 100, fast=True)
+    module = sys.modules["mnist1d.transform"]
+    original = module.interpolate
+    slow = datasets_mod._generate_mnist1d(1, 100, fast=False)
+    assert module.interpolate is original  # the speed-up is undone afterwards
+    for key in ("x", "y", "x_test", "y_test"):
+        np.testing.assert_allclose(fast[key], slow[key], rtol=0, atol=1e-12)
+
+
 @pytest.mark.slow
 def test_mnist1d_default_size(fresh_cache) -> None:
     s = load_dataset("mnist1d")

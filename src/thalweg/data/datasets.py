@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import os
 import random
+import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -38,17 +39,36 @@ def _cache_dir() -> Path:
     return Path(root)
 
 
-def _generate_mnist1d(seed: int, num_samples: int) -> dict[str, np.ndarray]:
+def _fast_interpolate(original: Callable[..., np.ndarray]) -> Callable[..., np.ndarray]:
+    """mnist1d's linear resampling via ``np.interp`` instead of building a scipy ``interp1d``
+    per call (70 % of generation time); same values to rounding, no RNG involved."""
+
+    def interpolate(x: np.ndarray, n: int) -> np.ndarray:
+        if np.ndim(x) != 1:
+            return original(x, n)
+        return np.interp(np.linspace(0, 1, n), np.linspace(0, 1, len(x)), x)
+
+    return interpolate
+
+
+def _generate_mnist1d(seed: int, num_samples: int, fast: bool = True) -> dict[str, np.ndarray]:
     """Run the mnist1d generator (never its downloader), leaving global RNG states untouched."""
     from mnist1d.data import get_dataset_args, make_dataset
+
+    tf = sys.modules["mnist1d.transform"]  # the module (the package re-exports a function by that name)
 
     args = get_dataset_args()
     args.seed = seed
     args.num_samples = num_samples
     np_state, py_state = np.random.get_state(), random.getstate()
+    original = getattr(tf, "interpolate", None)
+    if fast and callable(original):
+        tf.interpolate = _fast_interpolate(original)
     try:
         d = make_dataset(args)
     finally:
+        if fast and callable(original):
+            tf.interpolate = original
         np.random.set_state(np_state)
         random.setstate(py_state)
     return {k: np.asarray(d[k]) for k in ("x", "y", "x_test", "y_test")}
