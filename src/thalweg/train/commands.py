@@ -15,7 +15,7 @@ def register(app: typer.Typer) -> None:
         print_config: bool = typer.Option(False, "--print-config", help="Print the default config (TOML) and exit."),
         name: str | None = typer.Option(None, "--name", help="Override the run name (runs/<name>)."),
         out_dir: str | None = typer.Option(None, "--out-dir", help="Override the directory that holds runs."),
-        epochs: int | None = typer.Option(None, "--epochs", help="Override [train] epochs."),
+        epochs: int | None = typer.Option(None, "--epochs", help="Override train.epochs."),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or messages."),
     ) -> None:
         """Train a model from a config (MNIST-1D MLP by default); writes runs/<name>/."""

@@ -121,16 +121,17 @@ def build_schedule(cfg: RunConfig, total_steps: int, steps_per_epoch: int) -> Ca
         return S.cosine(lr, total, end)
     if s.name == "warmup_cosine":
         warm = round(s.warmup_fraction * total)
-        if warm == 0:
-            return S.cosine(lr, total, end)
-        return S.join([S.linear(0.0, lr, warm), S.cosine(lr, total - warm, end)], [warm])
+        decay = S.cosine(lr, max(1, total - warm), end)
+        return S.warmup(decay, warm) if warm else decay
     if s.name == "step":
         return S.step_decay(lr, s.step_epochs * steps_per_epoch, s.gamma)
-    if s.name == "exponential":
-        # reach `end` at the last step: lr * exp(-k * total) = end
-        k = math.log(1.0 / max(s.final_factor, 1e-12)) / total
-        return S.exponential(lr, k)
-    return S.polynomial_decay(lr, total, end, s.power)
+    if s.final_factor <= 0.0:
+        raise ConfigError("schedule", "final_factor", s.final_factor,
+                          f"the {s.name} schedule never reaches 0; use a value in (0, 1]")
+    if s.name == "exponential":  # lr·e^(−kt) reaches lr·final_factor at the last step
+        return S.exponential(lr, -math.log(s.final_factor) / total)
+    # polynomial lr·(βt + 1)^(−α), α = power, β chosen to reach lr·final_factor at the end
+    return S.polynomial(lr, (s.final_factor ** (-1.0 / s.power) - 1.0) / total, s.power)
 
 
 def loss_function(cfg: RunConfig, splits: Any) -> tuple[LossFn, LossFn]:

@@ -178,7 +178,8 @@ class RunConfig(_Section):
 
 DEFAULT_TOML = """\
 # thalweg train — the embedded default: an MLP on MNIST-1D with AdamW, linear warm-up +
-# cosine decay, label smoothing and early stopping (about a minute on 2 CPU cores).
+# cosine decay, label smoothing and early stopping (about a minute on 2 CPU cores;
+# ~88 % test accuracy).
 name = "default"
 out_dir = "runs"
 
@@ -186,7 +187,7 @@ out_dir = "runs"
 name = "mnist1d"          # mnist1d | digits | linreg_toy | ill_conditioned | csv | npz
 seed = 0
 standardize = true        # input normalization with train-split statistics
-options = { num_samples = 12000 }
+options = { num_samples = 20000 }
 
 [model]
 name = "mlp"              # linear | mlp | cnn1d
@@ -201,7 +202,7 @@ rule = "kaiming_uniform"
 
 [optimizer]               # any name from `thalweg optimizers`, plus its hyperparameters
 name = "adamw"
-lr = 0.003
+lr = 0.005
 weight_decay = 0.05
 
 [schedule]
@@ -215,12 +216,13 @@ clip_norm = 5.0
 
 [regularization.early_stopping]
 enabled = true
-patience = 5
+patience = 8
 
 [train]
-epochs = 30
-batch_size = 128
+epochs = 40
+batch_size = 256
 seed = 0
+num_threads = 1           # small models train fastest single-threaded
 eval_every = 0            # steps between validations; 0 = once per epoch
 checkpoint_every = 0      # steps between checkpoints; 0 = once per epoch
 keep_checkpoints = 3
