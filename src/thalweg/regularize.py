@@ -132,13 +132,13 @@ def cutout(x: torch.Tensor, size: int, generator: torch.Generator | None = None,
         raise ValueError(f"cutout needs (N, L), (N, C, L), (N, H, W) or (N, C, H, W) input, "
                          f"got shape {tuple(x.shape)} with spatial_dims={spatial_dims}")  # fmt: skip
     n, spatial = x.shape[0], x.shape[x.dim() - spatial_dims :]
-    mask = torch.ones(n, *spatial, dtype=x.dtype)
-    for i in range(n):
-        sl: list[slice] = []
-        for extent in spatial:
-            c = int(torch.randint(extent, (), generator=generator))
-            sl.append(slice(max(0, c - size // 2), min(extent, c - size // 2 + size)))
-        mask[(i, *sl)] = 0.0
+    inside = []  # per spatial dim: (N, extent) True inside the window
+    for extent in spatial:
+        start = torch.randint(extent, (n, 1), generator=generator) - size // 2
+        pos = torch.arange(extent).unsqueeze(0)
+        inside.append((pos >= start) & (pos < start + size))
+    cut = inside[0] if spatial_dims == 1 else inside[0].unsqueeze(2) & inside[1].unsqueeze(1)
+    mask = (~cut).to(x.dtype)
     shape = (n,) + (1,) * (x.dim() - 1 - spatial_dims) + tuple(spatial)
     return x * mask.reshape(shape).to(x.device)
 
