@@ -56,7 +56,7 @@ def register(app: typer.Typer) -> None:
         if gallery is not None:
             from thalweg.landscape.gallery import write_gallery
 
-            for p in write_gallery(gallery):
+            for p in write_gallery(gallery, animate=animate):
                 typer.echo(f"wrote {p}")
             return
         try:

@@ -11,7 +11,7 @@ import torch
 __all__ = ["train_briefly", "write_gallery"]
 
 
-def write_gallery(folder: str | Path, *, animate: bool = True) -> list[Path]:
+def write_gallery(folder: str | Path, *, animate: bool = False) -> list[Path]:
     """Write the trajectory figures of the seeds into ``folder``; return the paths written."""
     from thalweg.landscape import plots as P
     from thalweg.landscape.trajectories import trajectories
@@ -26,6 +26,19 @@ def write_gallery(folder: str | Path, *, animate: bool = True) -> list[Path]:
                   ["too small: slow", "good (but a local minimum)", "too large: bounces around"]])
     out.append(P.save(fig, folder / "traj_lr_panel.png"))
 
+    loc = trajectories("xcos", ["sgd:lr=0.1"], start=[-0.9], steps=20)
+    glob = trajectories("xcos", [("sgd", {"lr": 0.1})], start=[0.6], steps=20)
+    glob[0].label = "sgd (lr=0.1) from x=0.6"
+    cube = trajectories("x3", ["sgd:lr=0.05"], start=[1.5], steps=40)
+    unb = trajectories("neg_x3_plus_3x", ["sgd:lr=0.05"], start=[0.9], steps=40)
+    run = trajectories("neg_x3_plus_3x", ["sgd:lr=0.05"], start=[1.2], steps=40)
+    run[0].label = "sgd (lr=0.05) from x=1.2"
+    out.append(P.save(P.figure_panels(
+        [("xcos", loc + glob, "local minima: where GD ends depends on the start"),
+         ("x3", cube, f"x³: GD crawls to the flat saddle (x={cube[0].final[0]:.2f} after 40)"),
+         ("neg_x3_plus_3x", unb + run, "−x³ + 3x is unbounded: GD can run off")],
+        "hazards in one dimension"), folder / "traj_1d_hazards.png"))
+
     rav = trajectories("ravine", ["sgd:lr=0.4", "sgd:lr=0.6", "sgd:lr=0.6,momentum=0.5"],
                        start=[-5.0, -2.0], steps=20)
     out.append(P.save(P.figure_trajectories(
@@ -37,7 +50,8 @@ def write_gallery(folder: str | Path, *, animate: bool = True) -> list[Path]:
     out.append(P.save(P.figure_trajectories("rosenbrock", ros), folder / "traj_rosenbrock.png"))
     if animate:
         out.append(P.animate_trajectories("rosenbrock", ros[:3], folder / "traj_rosenbrock.gif",
-                                          max_frames=30, dpi=60))
+                                          max_frames=16, dpi=64, fps=4,
+                                          loss_panel=False))
 
     sad = trajectories("saddle", ["sgd:lr=0.05", "newton", "newton:mode='saddle_free'",
                                   "adam:lr=0.05"], start=[-1.5, 0.01], steps=40)

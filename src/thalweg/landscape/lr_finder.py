@@ -200,7 +200,7 @@ def figure_lr_find(res: LRFinderResult, title: str | None = None) -> Any:
                    label=f"stopped: loss > {res.diverge_factor:g}× best")
     ax.set_xlabel("learning rate (log)")
     ax.set_ylabel("training loss")
-    ax.grid(alpha=0.3, which="both")
+    ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="upper left")
     ax.set_title(title or "learning-rate range test", fontsize=11)
     fig.tight_layout()

@@ -21,6 +21,7 @@ from thalweg.landscape.trajectories import Trajectory
 __all__ = [
     "animate_trajectories",
     "figure_lr_panel",
+    "figure_panels",
     "figure_surface",
     "figure_trajectories",
     "plot_losses",
@@ -128,11 +129,11 @@ def plot_paths(fn: str | TestFunction, trajs: Sequence[Trajectory], ax: Axes | N
             ax.annotate("diverges", (xs[last_in], ys[last_in]), textcoords="offset points",
                         xytext=(6, 6), fontsize=8, color="black",
                         bbox=dict(boxstyle="round,pad=0.2", fc="white", alpha=0.8))
-    if trajs:
-        p0 = trajs[0].points[0]
-        y0 = trajs[0].losses[0] if f.dim == 1 else p0[1]
+    starts = {tuple(t.points[0]): t for t in trajs}  # every distinct start, labelled once
+    for j, (p0, t) in enumerate(starts.items()):
+        y0 = t.losses[0] if f.dim == 1 else p0[1]
         ax.scatter([p0[0]], [y0], marker="o", s=90, facecolors="white", edgecolors="black",
-                   linewidths=1.6, zorder=7, label="start")
+                   linewidths=1.6, zorder=7, label="start" if j == 0 else None)
     _mark_critical(ax, f, win)
     ax.set_xlim(*win[0])
     if f.dim == 2:
@@ -239,6 +240,26 @@ def figure_lr_panel(rows: Sequence[tuple[str | TestFunction, Sequence[Trajectory
     return fig
 
 
+def figure_panels(panels: Sequence[tuple[str | TestFunction, Sequence[Trajectory], str]],
+                  title: str, *, ncols: int = 3) -> Figure:
+    """A grid of small path plots, one ``(function, trajectories, panel title)`` per panel."""
+    if not panels:
+        raise ValueError("panels is empty; give (function, trajectories, title) triples")
+    nrows = -(-len(panels) // ncols)
+    fig, axs = plt.subplots(nrows, ncols, figsize=(3.9 * ncols, 3.4 * nrows), squeeze=False)
+    for k, ax in enumerate(axs.flat):
+        if k >= len(panels):
+            ax.axis("off")
+            continue
+        fn, trajs, sub = panels[k]
+        plot_paths(fn, trajs, ax)
+        ax.legend(fontsize=6.5, loc="best", framealpha=0.85)
+        ax.set_title(sub, fontsize=9)
+    fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    return fig
+
+
 def figure_surface(fn: str | TestFunction, trajs: Sequence[Trajectory] = (), *,
                    resolution: int = 60, title: str | None = None) -> Figure:
     """A 3-D surface plot of a 2-D function with its critical points (and paths, if given)."""
@@ -276,7 +297,8 @@ def figure_surface(fn: str | TestFunction, trajs: Sequence[Trajectory] = (), *,
 
 
 def animate_trajectories(fn: str | TestFunction, trajs: Sequence[Trajectory], path: str | Path,
-                         *, fps: int = 8, max_frames: int = 40, dpi: int = 70) -> Path:
+                         *, fps: int = 8, max_frames: int = 40, dpi: int = 70,
+                         loss_panel: bool = True) -> Path:
     """Write an animated GIF of the paths growing step by step (PillowWriter, no ffmpeg)."""
     from matplotlib.animation import FuncAnimation, PillowWriter
 
@@ -284,17 +306,23 @@ def animate_trajectories(fn: str | TestFunction, trajs: Sequence[Trajectory], pa
     path = Path(path)
     n = max((t.steps for t in trajs), default=0)
     frames = sorted(set(np.linspace(0, n, min(max_frames, n + 1)).round().astype(int).tolist()))
-    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.8))
+    if loss_panel:
+        fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.8))
+    else:
+        fig, a = plt.subplots(figsize=(5, 4.4))
+        b = None
     win = _window(f, trajs)
 
     def draw(k: int) -> None:
         a.clear()
-        b.clear()
         plot_paths(f, trajs, a, window=win, upto=k, resolution=120)
-        cut = [Trajectory(t.label, t.points[: k + 1], t.losses[: k + 1],
-                          t.diverged and k >= t.steps, t.diverged_at, t.hparams) for t in trajs]
-        plot_losses(f, cut, b)
-        b.set_xlim(0, max(n, 1))
+        if b is not None:
+            b.clear()
+            cut = [Trajectory(t.label, t.points[: k + 1], t.losses[: k + 1],
+                              t.diverged and k >= t.steps, t.diverged_at, t.hparams)
+                   for t in trajs]
+            plot_losses(f, cut, b)
+            b.set_xlim(0, max(n, 1))
         a.set_title(f"{f.latex} — step {k}", fontsize=9)
         fig.tight_layout()
 

@@ -261,8 +261,8 @@ def figure_slice(s: LandscapeSlice, title: str | None = None, *, log: bool = Fal
     else:
         fig = plt.figure(figsize=(11, 4.6))
         a = fig.add_subplot(1, 2, 1)
-        cs = a.contourf(s.coords[0], s.coords[1], z, levels=30, cmap="viridis")
-        a.contour(s.coords[0], s.coords[1], z, levels=30, colors="k", linewidths=0.3, alpha=0.5)
+        cs = a.contourf(s.coords[0], s.coords[1], z, levels=20, cmap="viridis")
+        a.contour(s.coords[0], s.coords[1], z, levels=20, colors="k", linewidths=0.3, alpha=0.5)
         fig.colorbar(cs, ax=a, label=zlabel)
         a.scatter([0], [0], marker="*", s=240, c="gold", edgecolors="black", zorder=5,
                   label="trained weights")
@@ -272,7 +272,7 @@ def figure_slice(s: LandscapeSlice, title: str | None = None, *, log: bool = Fal
         a.legend(fontsize=8, loc="upper right")
         b = fig.add_subplot(1, 2, 2, projection="3d")
         xx, yy = np.meshgrid(s.coords[0], s.coords[1])
-        b.plot_surface(xx, yy, z, cmap="viridis", linewidth=0, antialiased=True, alpha=0.9)
+        b.plot_surface(xx, yy, z, cmap="viridis", linewidth=0, antialiased=False, alpha=0.85)
         iy, ix = int(np.argmin(np.abs(s.coords[1]))), int(np.argmin(np.abs(s.coords[0])))
         b.scatter([0], [0], [z[iy, ix]], marker="*", s=160, c="gold", edgecolors="black",
                   depthshade=False)
@@ -281,5 +281,5 @@ def figure_slice(s: LandscapeSlice, title: str | None = None, *, log: bool = Fal
         b.set_zlabel(zlabel)
     fig.suptitle(title or "loss landscape around the trained weights", fontsize=11)
     fig.text(0.5, 0.01, s.describe(), ha="center", fontsize=8, color="0.3")
-    fig.tight_layout(rect=(0, 0.04, 1, 1))
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
     return fig
