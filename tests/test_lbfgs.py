@@ -37,8 +37,8 @@ def _rosen_run(opt_cls, steps: int, backward: bool, **kw) -> tuple[torch.Tensor,
 
 
 def test_trajectory_equals_torch_lbfgs_with_strong_wolfe() -> None:
-    ours, ours_losses = _rosen_run(LBFGS, 4, backward=True, max_iter=5)
-    ref, ref_losses = _rosen_run(torch.optim.LBFGS, 4, backward=True, max_iter=5,
+    ours, ours_losses = _rosen_run(LBFGS, 4, backward=True, max_iter=5, max_eval=8)
+    ref, ref_losses = _rosen_run(torch.optim.LBFGS, 4, backward=True, max_iter=5, max_eval=8,
                                  line_search_fn="strong_wolfe")
     assert torch.equal(ours, ref)
     assert ours_losses == ref_losses
@@ -51,6 +51,15 @@ def test_defaults_turn_strong_wolfe_on() -> None:
     assert opt.defaults["line_search_fn"] == "strong_wolfe"
     none = LBFGS([torch.zeros(2, requires_grad=True)], line_search_fn=None)
     assert none.defaults["line_search_fn"] is None
+
+
+def test_default_max_eval_is_torchs_from_20_iterations_and_lets_one_iteration_move() -> None:
+    assert LBFGS([torch.zeros(1, requires_grad=True)]).defaults["max_eval"] == 25  # = torch
+    stuck, _ = _rosen_run(torch.optim.LBFGS, 20, backward=True, max_iter=1,
+                          line_search_fn="strong_wolfe")
+    assert torch.equal(stuck, torch.tensor([-1.5, 2.0], dtype=D))  # torch: max_eval=1, no search
+    _, losses = _rosen_run(LBFGS, 60, backward=True, max_iter=1)
+    assert losses[-1] < 1e-3 * losses[0]
 
 
 def test_a_closure_that_only_returns_the_loss_gives_the_same_trajectory() -> None:

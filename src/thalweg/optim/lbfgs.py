@@ -25,7 +25,9 @@ class LBFGS(torch.optim.LBFGS):
     Cost per ``step``: up to ``max_iter`` iterations and ``max_eval`` closure evaluations
     (forward + one gradient each; no Hessian-vector products); memory 2·``history_size``
     vectors of the parameter size. Use it full-batch: the curvature pairs assume a
-    deterministic objective.
+    deterministic objective. ``max_eval=None`` means max(1.25·max_iter, max_iter + 5): torch's
+    default for max_iter ≥ 20, but torch's rule leaves ``max_iter=1`` no evaluation for the
+    line search, so the parameters never move.
     """
 
     def __init__(
@@ -41,8 +43,9 @@ class LBFGS(torch.optim.LBFGS):
     ) -> None:
         lr = _check_float("lr", lr, 0.0, strict=True)
         max_iter = _check_int("max_iter", max_iter, 1)
-        if max_eval is not None:
-            max_eval = _check_int("max_eval", max_eval, 1)
+        if max_eval is None:  # torch's 1.25·max_iter, but leave the line search a budget
+            max_eval = max(max_iter * 5 // 4, max_iter + 5)
+        max_eval = _check_int("max_eval", max_eval, 1)
         tolerance_grad = _check_float("tolerance_grad", tolerance_grad, 0.0)
         tolerance_change = _check_float("tolerance_change", tolerance_change, 0.0)
         history_size = _check_int("history_size", history_size, 1)

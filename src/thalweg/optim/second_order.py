@@ -60,7 +60,7 @@ LBFGS_INFO = OptimizerInfo(
     hyperparameters=(
         H("lr", 1.0, low=0.0, low_inclusive=False, help="step scale (1 with a line search)"),
         H("max_iter", 20, kind="int", low=1, help="iterations per step()"),
-        H("max_eval", None, kind="int", low=1, help="closure evaluations per step (None: 1.25·max_iter)"),
+        H("max_eval", None, kind="int", low=1, help="closure evaluations per step (None: max(1.25·max_iter, max_iter + 5))"),
         H("tolerance_grad", 1e-7, low=0.0, help="stop when max |g| falls below"),
         H("tolerance_change", 1e-9, low=0.0, help="stop when the step or loss change falls below"),
         H("history_size", 100, kind="int", low=1, help="curvature pairs kept"),
