@@ -1,0 +1,171 @@
+"""The training loop in-process: run directory, best weights, schedule, early stopping,
+the non-finite guard (skip, roll back, stop) and `load_run`."""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from thalweg.train import NonFiniteError, fit, load_run, parse_config, read_metrics
+from thalweg.train.components import build_schedule
+from thalweg.train.guard import first_nonfinite_grad
+
+
+def tiny(tmp_path: Path, **sections: dict[str, Any]) -> dict[str, Any]:
+    """A run on sklearn digits that takes about a second."""
+    cfg: dict[str, Any] = {
+        "name": "t", "out_dir": str(tmp_path / "runs"),
+        "data": {"name": "digits"},
+        "model": {"name": "mlp", "width": 32, "depth": 1},
+        "optimizer": {"name": "adamw", "lr": 0.01},
+        "schedule": {"name": "warmup_cosine", "warmup_fraction": 0.1},
+        "regularization": {"label_smoothing": 0.1, "clip_norm": 5.0},
+        "train": {"epochs": 3, "batch_size": 64, "num_threads": 1, "log_every": 7},
+        "diagnostics": {"figures": False, "report": False},
+    }
+    for name, values in sections.items():
+        cfg.setdefault(name, {}).update(values)
+    return cfg
+
+
+def test_run_directory_has_every_artefact(tmp_path: Path) -> None:
+    cfg = tiny(tmp_path, diagnostics={"figures": True, "report": True})
+    res = fit(cfg, quiet=True)
+    run = res.run_dir
+    assert res.stopped == "completed" and res.steps == 3 * 20
+    assert res.test_accuracy is not None and res.test_accuracy > 0.85
+    assert parse_config(tomllib.loads((run / "config.toml").read_text())) == parse_config(cfg)
+    recs = read_metrics(run)
+    train = [r for r in recs if "event" not in r]
+    assert [r["step"] for r in train if "val_loss" in r] == [20, 40, 60]
+    assert {"step", "epoch", "train_loss", "train_accuracy", "lr", "grad_norm", "seconds"} <= set(train[0])
+    assert recs[-1]["event"] == "final" and recs[-1]["test_accuracy"] == res.test_accuracy
+    assert json.loads((run / "summary.json").read_text())["test_accuracy"] == res.test_accuracy
+    best = torch.load(run / "best.pt", weights_only=True)["state"]
+    val = [r["val_accuracy"] for r in train if "val_accuracy" in r]
+    assert best["value"] == max(val) == res.best_value
+    assert sorted(p.name for p in (run / "figures").iterdir()) == [
+        "accuracy.png", "grad_norm.png", "losses.png", "lr.png"]
+    for png in (run / "figures").iterdir():
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    html = (run / "report.html").read_text()
+    assert f"{res.test_accuracy:.4g}" in html and 'src="figures/losses.png"' in html
+
+
+def test_lr_logged_is_the_schedule(tmp_path: Path) -> None:
+    cfg = parse_config(tiny(tmp_path))
+    res = fit(cfg, quiet=True)
+    sched = build_schedule(cfg, res.steps, 20)
+    for r in read_metrics(res.run_dir):
+        if "lr" in r and "event" not in r:  # lr used by the step that produced record `step`
+            assert r["lr"] == pytest.approx(sched(r["step"] - 1), rel=1e-12)
+    assert sched(0) == 0.0 and sched(6) == pytest.approx(0.01)
+
+
+def test_load_run_rebuilds_best_and_checkpoint_models(tmp_path: Path) -> None:
+    res = fit(tiny(tmp_path), quiet=True)
+    loaded = load_run(res.run_dir)
+    assert loaded.checkpoint.name == "best.pt" and not loaded.model.training
+    with torch.no_grad():
+        acc = (loaded.model(loaded.splits.x_test).argmax(1) == loaded.splits.y_test).double().mean()
+    assert acc.item() == pytest.approx(res.test_accuracy, abs=1e-9)
+    last = sorted((res.run_dir / "checkpoints").iterdir())[-1]
+    from_ckpt = load_run(last)
+    assert from_ckpt.run_dir == res.run_dir and from_ckpt.checkpoint == last
+    for a, b in zip(from_ckpt.model.parameters(), res.model.parameters(), strict=True):
+        assert torch.equal(a, b)
+    out = from_ckpt.model(from_ckpt.splits.x_train[:8])
+    loss = from_ckpt.loss_fn(out, from_ckpt.splits.y_train[:8])
+    assert loss.ndim == 0 and torch.isfinite(loss)
+    with pytest.raises(FileNotFoundError, match="not inside a thalweg run"):
+        load_run(tmp_path)
+
+
+def test_early_stopping_stops_after_patience(tmp_path: Path) -> None:
+    cfg = tiny(tmp_path, regularization={"early_stopping": {"patience": 2, "min_delta": 1.0}},
+               train={"epochs": 10})
+    res = fit(cfg, quiet=True)
+    assert res.stopped == "early_stopping" and res.steps == 3 * 20  # evals 2 and 3 "did not improve"
+
+
+def _digits_npz(tmp_path: Path, huge_rows: int) -> Path:
+    """Digits as an .npz in which `huge_rows` training rows hold 3e38 (finite, overflows)."""
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    x, y = d.data.astype(np.float64), d.target
+    marker = tmp_path / "marker.npz"
+    np.savez(marker, x=np.arange(len(x), dtype=np.float64)[:, None] + np.zeros((1, 2)), y=y)
+    from thalweg.data import load_dataset
+
+    rows = load_dataset("npz", path=str(marker)).x_train[:huge_rows, 0].long().tolist()
+    x[rows] = 3e38
+    path = tmp_path / "huge.npz"
+    np.savez(path, x=x, y=y)
+    return path
+
+
+def test_nonfinite_batches_are_skipped_and_logged(tmp_path: Path) -> None:
+    npz = _digits_npz(tmp_path, huge_rows=1)
+    cfg = tiny(tmp_path, data={"name": "npz", "options": {"path": str(npz)}, "standardize": False})
+    res = fit(cfg, quiet=True)
+    events = [r for r in read_metrics(res.run_dir) if r.get("event") == "nonfinite"]
+    assert res.skipped_steps == 3 == len(events)  # the bad row is in one batch per epoch
+    assert all(e["what"] == "loss" and e["streak"] == 1 for e in events)
+    assert res.stopped == "completed" and res.rollbacks == 0
+    assert all(torch.isfinite(p).all() for p in res.model.parameters())
+    assert res.test_accuracy > 0.8
+
+
+def test_divergence_rolls_back_with_lower_lr_and_recovers(tmp_path: Path) -> None:
+    cfg = tiny(tmp_path, optimizer={"name": "sgd", "lr": 1e30}, schedule={"name": "constant"},
+               train={"nonfinite_patience": 2, "rollback_lr_factor": 1e-31, "epochs": 2},
+               regularization={"clip_norm": None})
+    res = fit(cfg, quiet=True)
+    recs = read_metrics(res.run_dir)
+    rb = [r for r in recs if r.get("event") == "rollback"]
+    assert res.rollbacks == 1 and len(rb) == 1 and rb[0]["step"] == 0
+    assert rb[0]["lr_scale"] == pytest.approx(1e-31)
+    assert res.stopped == "completed" and res.test_accuracy > 0.8
+    assert [r["lr"] for r in recs if "event" not in r][-1] == pytest.approx(0.1)
+
+
+def test_divergence_that_persists_stops_with_a_message(tmp_path: Path) -> None:
+    cfg = tiny(tmp_path, optimizer={"name": "sgd", "lr": 1e30}, schedule={"name": "constant"},
+               train={"nonfinite_patience": 2, "max_rollbacks": 1},
+               regularization={"clip_norm": None})
+    with pytest.raises(NonFiniteError, match=r"2 non-finite steps in a row \(last: loss\) after 1 rollback") as e:
+        fit(cfg, quiet=True)
+    assert e.value.what == "loss"
+    recs = read_metrics(Path(cfg["out_dir"]) / "t")
+    assert [r["event"] for r in recs if "event" in r] == [
+        "nonfinite", "nonfinite", "rollback", "nonfinite", "nonfinite", "stopped"]
+
+
+def test_first_nonfinite_grad_names_the_layer() -> None:
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
+    model(torch.randn(5, 3)).sum().backward()
+    names, params = zip(*model.named_parameters(), strict=True)
+    assert first_nonfinite_grad(list(names), list(params)).startswith("gradient norm")
+    params[2].grad[1, 0] = float("inf")
+    assert first_nonfinite_grad(list(names), list(params)) == "gradient of layer '2.weight'"
+
+
+def test_cli_trains_and_reports_test_accuracy(tmp_path: Path) -> None:
+    import tomli_w
+
+    from thalweg.cli import app
+
+    path = tmp_path / "c.toml"
+    path.write_text(tomli_w.dumps(tiny(tmp_path, train={"epochs": 1})))
+    out = CliRunner().invoke(app, ["train", str(path), "--quiet"])
+    assert out.exit_code == 0, out.output
+    last = out.stdout.strip().splitlines()[-1]
+    assert last.startswith("test accuracy: ") and 0.5 < float(last.split(": ")[1]) <= 1.0
