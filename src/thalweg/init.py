@@ -39,7 +39,8 @@ _LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
 @cache
 def _gelu_gain() -> float:
-    # gain = 1/√E[gelu(z)²], z ~ N(0, 1) (the ReLU analogue gives √2), by Gauss–Hermite quadrature.
+    # gain = 1/√E[gelu(z)²], z ~ N(0, 1) (the ReLU analogue gives √2), by Gauss–Hermite
+    # quadrature.
     z, w = np.polynomial.hermite_e.hermegauss(80)
     g = torch.nn.functional.gelu(torch.as_tensor(z, dtype=torch.float64)).numpy()
     return float(1.0 / math.sqrt(np.sum(w * g * g) / math.sqrt(2.0 * math.pi)))
@@ -61,7 +62,9 @@ def _check_weight(tensor: object) -> torch.Tensor:
     if not isinstance(tensor, torch.Tensor):
         raise TypeError(f"tensor must be a torch.Tensor, got {type(tensor).__name__}")
     if tensor.dim() < 2:
-        raise ValueError(f"tensor must have at least 2 dimensions (out, in, …), got shape {tuple(tensor.shape)}")
+        raise ValueError(
+            f"tensor must have at least 2 dimensions (out, in, …), got shape {tuple(tensor.shape)}"
+        )
     return tensor
 
 

@@ -61,7 +61,8 @@ def l1_penalty(params: Params, weight: float = 1.0, weights_only: bool = False) 
 def l2_penalty(params: Params, weight: float = 1.0, weights_only: bool = False) -> torch.Tensor:
     """weight/2·Σθ², whose gradient weight·θ is torch's coupled ``weight_decay``."""
     w = _nonneg("weight", weight)
-    return 0.5 * w * sum(p.square().sum() for p in _params(params, weights_only))  # type: ignore[return-value]
+    total = sum(p.square().sum() for p in _params(params, weights_only))
+    return 0.5 * w * total  # type: ignore[return-value]
 
 
 def label_smoothing(logits: torch.Tensor, target: torch.Tensor, smoothing: float = 0.1,

@@ -35,7 +35,9 @@ class Splits:
         if self.task not in ("classification", "regression"):
             raise ValueError(f"task must be 'classification' or 'regression', got {self.task!r}")
         if self.task == "classification" and (self.num_classes is None or self.num_classes < 1):
-            raise ValueError(f"num_classes must be a positive int for classification, got {self.num_classes!r}")
+            raise ValueError(
+                f"num_classes must be a positive int for classification, got {self.num_classes!r}"
+            )
         for part in _PARTS:
             x, y = getattr(self, f"x_{part}"), getattr(self, f"y_{part}")
             if not isinstance(x, torch.Tensor) or not isinstance(y, torch.Tensor):
@@ -43,7 +45,9 @@ class Splits:
             if x.shape[0] != y.shape[0]:
                 raise ValueError(f"x_{part} has {x.shape[0]} rows but y_{part} has {y.shape[0]}")
             if x.shape[1:] != self.x_train.shape[1:]:
-                raise ValueError(f"x_{part} has shape {tuple(x.shape)}, x_train {tuple(self.x_train.shape)}")
+                raise ValueError(
+                    f"x_{part} has shape {tuple(x.shape)}, x_train {tuple(self.x_train.shape)}"
+                )
 
     @property
     def in_shape(self) -> tuple[int, ...]:
