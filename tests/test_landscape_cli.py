@@ -26,6 +26,7 @@ def test_trajectories_lr_panel_marks_divergence(tmp_path) -> None:
     assert mpimg.imread(out).ndim == 3
 
 
+@pytest.mark.slow
 def test_trajectories_png_gif_and_surface(tmp_path) -> None:
     out = tmp_path / "sub" / "saddle.png"
     _ok(["trajectories", "saddle", "-O", "sgd:lr=0.1", "-O", "adam:lr=0.1", "--start",

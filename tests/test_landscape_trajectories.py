@@ -105,6 +105,7 @@ def test_bad_input_is_named() -> None:
         trajectories("bowl", ["sgd:lr=0.1"], steps=-1)
 
 
+@pytest.mark.slow
 def test_figures_and_gif(tmp_path) -> None:
     ts = trajectories("saddle", ["sgd:lr=0.1", "adam:lr=0.1"], start=[-1.5, 0.01], steps=8)
     p1 = P.save(P.figure_trajectories("saddle", ts, resolution=40), tmp_path / "t.png", dpi=40)

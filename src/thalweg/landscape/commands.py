@@ -113,7 +113,8 @@ def register(app: typer.Typer) -> None:
                 from thalweg.train import load_run
 
                 run = load_run(path)
-                net, splits, loss_fn, title = run.model, run.splits, run.loss_fn, str(run.checkpoint)
+                net, splits, loss_fn = run.model, run.splits, run.loss_fn
+                title = f"{Path(run.run_dir).name} ({Path(run.checkpoint).name})"
             else:
                 net, splits, loss_fn = train_briefly(dataset, model, epochs=epochs)
                 title = f"{model} on {dataset} ({epochs} epochs of Adam)"
