@@ -220,8 +220,8 @@ class HessianOperator:
         except RuntimeError:
             return torch.stack([self._matvec(eye[j], "double_backward") for j in range(self.dim)], dim=1)
 
-    def _dense_batched(self, eye: Tensor, chunk: int = 512) -> Tensor:
-        out = torch.zeros(self.dim, self.dim, dtype=self.dtype, device=self.device)
+    def _dense_batched(self, eye: Tensor, chunk: int = 128) -> Tensor:
+        out = torch.zeros(len(eye), self.dim, dtype=self.dtype, device=self.device)
         with self._context():
             for i, (x, y) in enumerate(self.batches):
                 with self._rng(i), torch.enable_grad():
@@ -229,7 +229,7 @@ class HessianOperator:
                     grads = torch.autograd.grad(loss, self.params, create_graph=True, allow_unused=True)
                 live = [k for k, g in enumerate(grads) if g is not None and g.requires_grad]
                 offsets = [sum(self.numels[:k]) for k in range(len(self.numels))]
-                for s in range(0, self.dim, chunk):
+                for s in range(0, len(eye), chunk):
                     rows = eye[s : s + chunk]
                     outs = [rows[:, offsets[k] : offsets[k] + self.numels[k]].reshape(len(rows), *self.shapes[k])
                             for k in live]
