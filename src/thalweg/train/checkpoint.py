@@ -155,6 +155,13 @@ class CheckpointManager:
             old.unlink(missing_ok=True)
         return path
 
+    def remove_stale_temps(self) -> list[Path]:
+        """Delete temp files left by a save that was killed before its rename."""
+        stale = [p for p in self.directory.glob(".step_*.pt.tmp-*")] if self.directory.is_dir() else []
+        for p in stale:
+            p.unlink(missing_ok=True)
+        return stale
+
     def candidates(self) -> Iterator[Path]:
         yield from reversed(self.paths())
 

@@ -13,6 +13,7 @@ import os
 import signal
 import time
 import tomllib
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +58,7 @@ class Trainer:
         self.ctx = distributed.setup(t.device)
         self.paths = RunPaths(cfg.run_dir())
         self.main = self.ctx.is_main
-        self.view = ProgressView(enabled=self.main and not quiet)
+        self.view = ProgressView(enabled=self.main and not quiet, notices=self.main)
         self.warnings: list[str] = []
         if t.batch_size % self.ctx.world_size:
             raise ConfigError("train", "batch_size", t.batch_size,
@@ -156,7 +157,14 @@ class Trainer:
         self.ctx.barrier()
 
     def _resume(self) -> None:
-        latest = self.ckpts.load_latest(self.ctx.device)
+        self.ctx.barrier()
+        if self.main:
+            self.ckpts.remove_stale_temps()
+            for tmp in self.paths.root.glob(".best.pt.tmp-*"):
+                tmp.unlink(missing_ok=True)
+        with warnings.catch_warnings():  # reported below, once, by the trainer
+            warnings.simplefilter("ignore")
+            latest = self.ckpts.load_latest(self.ctx.device)
         for path, why in self.ckpts.skipped:
             self._warn(f"skipped damaged checkpoint {path.name}: {why}")
         if latest is None:
@@ -166,13 +174,13 @@ class Trainer:
             return
         path, st = latest
         self._restore(st)
-        self.view.print(f"resumed {self.paths.root} from {path.name} (step {self.s['step']})")
+        self.view.notice(f"resumed {self.paths.root} from {path.name} (step {self.s['step']})")
         if self.main:
             self.log.open(keep_lines=st["metrics_lines"])
 
     def _warn(self, msg: str) -> None:
         self.warnings.append(msg)
-        self.view.print(f"[yellow]warning:[/] {msg}")
+        self.view.notice(f"[yellow]warning:[/] {msg}")
 
     # ----- one step ----------------------------------------------------------------------
     def _loss(self, xb: torch.Tensor, yb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, Any]:

@@ -23,8 +23,9 @@ __all__ = ["ProgressView"]
 class ProgressView:
     """A rich progress bar that is silent off a TTY; `print` still reports events."""
 
-    def __init__(self, enabled: bool = True) -> None:
-        self.console = Console(stderr=True, quiet=not enabled)
+    def __init__(self, enabled: bool = True, notices: bool = True) -> None:
+        self.console = Console(stderr=True, quiet=not (enabled or notices))
+        self.enabled = enabled
         self.bar_on = enabled and self.console.is_terminal
         self.progress: Progress | None = None
         self.task: Any = None
@@ -73,6 +74,12 @@ class ProgressView:
         self.progress.update(self.task, advance=1, **fields)
 
     def print(self, msg: str) -> None:
+        """An informational line (silent when quiet)."""
+        if self.enabled:
+            self.notice(msg)
+
+    def notice(self, msg: str) -> None:
+        """A line that is shown even when quiet: warnings, resumes, rollbacks."""
         if self.progress is not None:
             self.progress.console.print(msg)
         else:
