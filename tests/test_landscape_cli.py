@@ -53,21 +53,31 @@ def test_landscape_trains_briefly_without_a_run(tmp_path) -> None:
 
 
 @pytest.mark.slow
-def test_landscape_of_a_run_directory(tmp_path) -> None:
+def test_landscape_of_run_directories_and_a_checkpoint(tmp_path) -> None:
     from thalweg.train import fit
 
-    cfg = {"name": "tiny", "out_dir": str(tmp_path), "data": {"name": "digits"},
-           "model": {"name": "mlp", "width": 16, "depth": 1, "norm": "batch"},
-           "optimizer": {"name": "adam", "lr": 0.01}, "schedule": {"name": "constant"},
-           "train": {"epochs": 1, "batch_size": 256},
-           "diagnostics": {"figures": False, "report": False}}
-    fit(cfg, quiet=True)
-    run = tmp_path / "tiny"
-    text = _ok(["landscape", str(run), "--resolution", "3", "--samples", "64", "-o",
-                str(tmp_path / "out")])
+    for name, bs in (("small", 32), ("large", 512)):
+        cfg = {"name": name, "out_dir": str(tmp_path), "data": {"name": "digits"},
+               "model": {"name": "mlp", "width": 16, "depth": 1, "norm": "batch"},
+               "optimizer": {"name": "adam", "lr": 0.01}, "schedule": {"name": "constant"},
+               "train": {"epochs": 1, "batch_size": bs},
+               "diagnostics": {"figures": False, "report": False}}
+        fit(cfg, quiet=True)
+    text = _ok(["landscape", str(tmp_path / "small"), "--resolution", "3", "--samples", "64",
+                "-o", str(tmp_path / "out")])
     assert "eval mode (BatchNorm uses running stats)" in text
     assert (tmp_path / "out" / "landscape_2d.npz").is_file()
     assert (tmp_path / "out" / "landscape_2d.png").is_file()
+    ckpt = next((tmp_path / "large" / "checkpoints").glob("*.pt"))
+    text = _ok(["landscape", str(tmp_path / "small"), str(ckpt), "--dim", "1", "--resolution",
+                "5", "--samples", "64", "-o", str(tmp_path / "cmp")])
+    assert ckpt.name in text
+    for k in (0, 1):
+        with np.load(tmp_path / "cmp" / f"landscape_1d_{k}.npz") as z:
+            assert z["loss"].shape == (5,)
+    assert mpimg.imread(tmp_path / "cmp" / "landscape_1d_compare.png").ndim == 3
+    res = runner.invoke(app, ["landscape", str(tmp_path / "nothing")])
+    assert res.exit_code == 2 and "nothing" in res.output
 
 
 def test_lr_find_with_options(tmp_path) -> None:

@@ -114,3 +114,6 @@ def test_bad_arguments_are_named() -> None:
         S.slice_1d(net, nn.functional.cross_entropy, (x, y), mode="test")
     with pytest.raises(ValueError, match="len"):
         S.slice_1d(net, nn.functional.cross_entropy, (x, y[:3]))
+    s = S.slice_1d(net, nn.functional.cross_entropy, (x, y), resolution=3)
+    with pytest.raises(ValueError, match="one label per slice"):
+        S.figure_compare([s, s], ["only one"])

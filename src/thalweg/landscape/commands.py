@@ -86,7 +86,8 @@ def register(app: typer.Typer) -> None:
 
     @app.command("landscape")
     def landscape_cmd(
-        path: Path | None = typer.Argument(None, help="Run directory or checkpoint file."),
+        paths: list[Path] | None = typer.Argument(
+            None, help="Run directories or checkpoint files (several: compared)."),
         dim: int = typer.Option(2, min=1, max=2, help="1-D line or 2-D plane."),
         span: float = typer.Option(1.0, help="Coordinates run over [-span, span]."),
         resolution: int = typer.Option(21, min=3, help="Points per axis."),
@@ -103,35 +104,34 @@ def register(app: typer.Typer) -> None:
         model: str = typer.Option("mlp", help="Without PATH: model to train briefly."),
         epochs: int = typer.Option(30, min=1, help="Without PATH: full-batch Adam epochs."),
     ) -> None:
-        """Slice the loss landscape around a trained model (filter-normalized directions)."""
+        """Slice the loss landscape around trained models (filter-normalized directions)."""
         from thalweg.landscape import plots as P
         from thalweg.landscape import slices as S
-        from thalweg.landscape.gallery import train_briefly
 
         try:
-            if path is not None:
-                from thalweg.train import load_run
-
-                run = load_run(path)
-                net, splits, loss_fn = run.model, run.splits, run.loss_fn
-                title = f"{Path(run.run_dir).name} ({Path(run.checkpoint).name})"
-            else:
-                net, splits, loss_fn = train_briefly(dataset, model, epochs=epochs)
-                title = f"{model} on {dataset} ({epochs} epochs of Adam)"
             if split not in ("train", "val", "test"):
                 raise ValueError(f"split must be train, val or test, got {split!r}")
-            x, y = getattr(splits, f"x_{split}")[:samples], getattr(splits, f"y_{split}")[:samples]
+            models = _landscape_models(paths or [], dataset, model, epochs)
             kw = dict(span=span, resolution=resolution, norm=norm, seed=seed, mode=mode,
                       ignore_bias_and_norm=not include_bias_norm)
-            s = (S.slice_1d if dim == 1 else S.slice_2d)(net, loss_fn, (x, y), **kw)  # type: ignore[arg-type]
+            found = []
+            for net, splits, loss_fn, title in models:
+                x = getattr(splits, f"x_{split}")[:samples]
+                y = getattr(splits, f"y_{split}")[:samples]
+                fn = S.slice_1d if dim == 1 else S.slice_2d
+                found.append((fn(net, loss_fn, (x, y), **kw), title))  # type: ignore[arg-type]
         except (ValueError, TypeError, FileNotFoundError) as err:
             _fail(str(err))
             return
-        stem = out / f"landscape_{dim}d"
-        typer.echo(f"wrote {s.save(stem.with_suffix('.npz'))}")
-        fig = S.figure_slice(s, f"loss landscape ({split} split): {title}", log=log)
-        typer.echo(f"wrote {P.save(fig, stem.with_suffix('.png'))}")
-        typer.echo(f"  loss at the trained weights: {s.center_loss:.4g}; {s.describe()}")
+        for k, (s, title) in enumerate(found):
+            stem = out / (f"landscape_{dim}d" + (f"_{k}" if len(found) > 1 else ""))
+            typer.echo(f"wrote {s.save(stem.with_suffix('.npz'))}")
+            fig = S.figure_slice(s, f"loss landscape ({split} split): {title}", log=log)
+            typer.echo(f"wrote {P.save(fig, stem.with_suffix('.png'))}")
+            typer.echo(f"  {title}: loss at the trained weights {s.center_loss:.4g}; {s.describe()}")
+        if len(found) > 1 and dim == 1:
+            fig = S.figure_compare([s for s, _ in found], [t for _, t in found], log=log)
+            typer.echo(f"wrote {P.save(fig, out / 'landscape_1d_compare.png')}")
 
     @app.command("lr-find")
     def lr_find_cmd(
@@ -169,6 +169,23 @@ def register(app: typer.Typer) -> None:
         typer.echo(f"suggested lr: {sug}  (rule: {L.RULES[rule]})")
         if res.diverged:
             typer.echo(f"  stopped at lr {res.lrs[-1]:.3g}: smoothed loss > {diverge_factor:g}× best")
+
+
+def _landscape_models(paths: list[Path], dataset: str, model: str, epochs: int) -> list[tuple]:
+    """(model, splits, loss_fn, title) for each run path, or one briefly trained model."""
+    if not paths:
+        from thalweg.landscape.gallery import train_briefly
+
+        net, splits, loss_fn = train_briefly(dataset, model, epochs=epochs)
+        return [(net, splits, loss_fn, f"{model} on {dataset} ({epochs} epochs of Adam)")]
+    from thalweg.train import load_run
+
+    out = []
+    for path in paths:
+        run = load_run(path)
+        out.append((run.model, run.splits, run.loss_fn,
+                    f"{Path(run.run_dir).name} ({Path(run.checkpoint).name})"))
+    return out
 
 
 def _lr_setup(config: Path | None, dataset: str, model: str, optimizer: str, batch_size: int,

@@ -18,6 +18,8 @@ __all__ = [
     "LandscapeSlice",
     "Norm",
     "evaluate",
+    "figure_compare",
+    "figure_slice",
     "has_batchnorm",
     "normalize_direction",
     "random_direction",
@@ -282,4 +284,32 @@ def figure_slice(s: LandscapeSlice, title: str | None = None, *, log: bool = Fal
     fig.suptitle(title or "loss landscape around the trained weights", fontsize=11)
     fig.text(0.5, 0.01, s.describe(), ha="center", fontsize=8, color="0.3")
     fig.tight_layout(rect=(0, 0.05, 1, 1))
+    return fig
+
+
+def figure_compare(slices: Sequence[LandscapeSlice], labels: Sequence[str], *, log: bool = False,
+                   title: str | None = None) -> Any:
+    """1-D slices of several models on one axis: with filter normalization, wider is flatter."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if len(slices) != len(labels) or not slices:
+        raise ValueError(f"need one label per slice, got {len(slices)} slices, {len(labels)} labels")
+    if any(s.dim != 1 for s in slices):
+        raise ValueError("figure_compare takes 1-D slices")
+    fig, ax = plt.subplots(figsize=(6.8, 4.3))
+    for i, (s, lab) in enumerate(zip(slices, labels, strict=True)):
+        z = np.log10(np.maximum(s.loss, 1e-12)) if log else s.loss
+        ax.plot(s.coords[0], z, lw=2, color=f"C{i}", label=lab)
+        ax.scatter([0], [z[int(np.argmin(np.abs(s.coords[0])))]], marker="*", s=160,
+                   color=f"C{i}", edgecolors="black", zorder=5)
+    ax.set_xlabel("α (step along a filter-normalized direction)")
+    ax.set_ylabel("log₁₀ loss" if log else "loss")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, title="★ trained weights", title_fontsize=8)
+    ax.set_title(title or "loss around each model's weights", fontsize=11)
+    fig.text(0.5, 0.01, slices[0].describe(), ha="center", fontsize=8, color="0.3")
+    fig.tight_layout(rect=(0, 0.04, 1, 1))
     return fig
