@@ -59,7 +59,7 @@ def assert_identical(run: Path, ref: Path) -> None:
     for pid, st in b["optimizer"]["state"].items():
         for k, v in st.items():
             assert torch.equal(torch.as_tensor(a["optimizer"]["state"][pid][k]), torch.as_tensor(v))
-    assert torch.equal(a["rng"][0]["torch"], b["rng"][0]["torch"])
+    assert torch.equal(a["ranks"][0]["rng"]["torch"], b["ranks"][0]["rng"]["torch"])
 
     def strip(recs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         return [{k: v for k, v in r.items() if k != "seconds"} for r in recs]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import typer
@@ -40,9 +41,7 @@ def register(app: typer.Typer) -> None:
         except NonFiniteError as e:
             typer.echo(f"error: {e}", err=True)
             raise typer.Exit(3) from None
-        import torch.distributed as dist
-
-        if dist.is_initialized() and dist.get_rank() != 0:
+        if int(os.environ.get("RANK", "0")) != 0:  # under torchrun, rank 0 reports
             return
         best = f"best {result.best_metric} {result.best_value:.4f} at step {result.best_step}"
         typer.echo(f"run: {result.run_dir}  ({result.stopped} after {result.steps} steps, "

@@ -124,8 +124,11 @@ class Trainer:
             "model": self.model.state_dict(),
             "optimizer": self.opt.state_dict(),
             "loader": self.loader.state_dict(),
-            "rng": self.ctx.gather(capture_rng({"mixup": self.mixup_gen})),
-            "window": {k: float(v.item()) for k, v in self.w.items()},
+            # per rank: its random streams and its share of the running train metrics
+            "ranks": self.ctx.gather({
+                "rng": capture_rng({"mixup": self.mixup_gen}),
+                "window": {k: float(v.item()) for k, v in self.w.items()},
+            }),
             "trainer": s,
             "metrics_lines": self.log.lines,
             "world_size": self.ctx.world_size,
@@ -136,16 +139,17 @@ class Trainer:
         self.model.load_state_dict(st["model"])
         self.opt.load_state_dict(st["optimizer"])
         self.loader.load_state_dict(st["loader"])
-        rng = st["rng"]
-        if len(rng) == self.ctx.world_size:
-            restore_rng(rng[self.ctx.rank], {"mixup": self.mixup_gen})
-        else:
-            self._warn(f"checkpoint was written by {len(rng)} processes, now {self.ctx.world_size}: "
-                       "random streams are re-seeded, so the run is no longer bitwise reproducible")
-            restore_rng(rng[0], {"mixup": self.mixup_gen})
-            torch.manual_seed(self.cfg.train.seed + 1 + self.ctx.rank)
+        ranks = st["ranks"]
+        mine = ranks[self.ctx.rank] if len(ranks) == self.ctx.world_size else ranks[0]
+        restore_rng(mine["rng"], {"mixup": self.mixup_gen})
         self.w = {k: torch.tensor(v, dtype=torch.float64, device=self.ctx.device)
-                  for k, v in st["window"].items()}
+                  for k, v in mine["window"].items()}
+        if len(ranks) != self.ctx.world_size:
+            self._warn(f"checkpoint was written by {len(ranks)} processes, now {self.ctx.world_size}: "
+                       "random streams are re-seeded, so the run is no longer bitwise reproducible")
+            torch.manual_seed(self.cfg.train.seed + 1 + self.ctx.rank)
+            if self.ctx.rank:
+                self._zero_window()
         self.s = dict(st["trainer"])
         self._start = time.perf_counter()
 

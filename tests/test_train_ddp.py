@@ -1,0 +1,79 @@
+"""`thalweg train` under `torchrun --nproc_per_node 2` (gloo on CPU) matches one process with
+the same global batch, writes from rank 0 only, and resumes after every rank was killed."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+import torch
+
+from thalweg.train import fit, read_metrics
+
+STEPS = 2 * 12  # 720 training rows of MNIST-1D, global batch 64 → 12 batches per epoch
+
+
+def config(out_dir: Path) -> dict[str, Any]:
+    return {
+        "name": "d", "out_dir": str(out_dir),
+        "data": {"name": "mnist1d", "options": {"num_samples": 1000}},
+        "model": {"name": "mlp", "width": 32, "depth": 1},
+        "optimizer": {"name": "sgd", "lr": 0.05, "momentum": 0.9},
+        "schedule": {"name": "cosine"},
+        "regularization": {"label_smoothing": 0.1, "clip_norm": 1.0},
+        "train": {"epochs": 2, "batch_size": 64, "num_threads": 1, "log_every": 4,
+                  "checkpoint_every": 5},
+        "diagnostics": {"figures": False, "report": False},
+    }
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def torchrun(args: list[str], kill_at: str | None = None) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo"}
+    env.pop("THALWEG_KILL_AT", None)
+    if kill_at:
+        env["THALWEG_KILL_AT"] = kill_at
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--nnodes", "1",
+           "--master_addr", "127.0.0.1", "--master_port", str(_free_port()), "--max_restarts", "0",
+           "-m", "thalweg.cli", "train", *args, "--quiet"]
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+
+
+def test_two_processes_match_one_and_resume(tmp_path: Path) -> None:
+    cfg = config(tmp_path / "runs")
+    cfg_path = tmp_path / "c.toml"
+    cfg_path.write_text(tomli_w.dumps(cfg))
+    run = tmp_path / "runs" / "d"
+    # every rank SIGKILLs itself after step 13 (checkpoints at 0, 5, 10 exist), torchrun fails
+    p = torchrun([str(cfg_path)], kill_at="step:13")
+    assert p.returncode != 0
+    assert (run / "checkpoints" / "step_00000010.pt").is_file()
+    assert not (run / "checkpoints" / "step_00000015.pt").exists()
+    p = torchrun(["--resume", str(run)])
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert p.stdout.count("test accuracy: ") == 1  # rank 0 alone reports
+    ddp = torch.load(run / "checkpoints" / f"step_{STEPS:08d}.pt", weights_only=True)["state"]
+    assert ddp["world_size"] == 2 and len(ddp["ranks"]) == 2
+
+    ref_cfg = config(tmp_path / "single")
+    one = fit(ref_cfg, quiet=True)
+    assert one.steps == STEPS
+    for name, p1 in one.model.state_dict().items():
+        torch.testing.assert_close(ddp["model"][name], p1, rtol=1e-4, atol=1e-5)
+    a = [r for r in read_metrics(run) if "event" not in r]
+    b = [r for r in read_metrics(one.run_dir) if "event" not in r]
+    assert [r["step"] for r in a] == [r["step"] for r in b]
+    for ra, rb in zip(a, b, strict=True):
+        assert abs(ra["train_loss"] - rb["train_loss"]) < 1e-4
+        assert ra["lr"] == rb["lr"]
+    assert not list(run.glob("**/*.tmp-*"))
