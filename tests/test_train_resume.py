@@ -82,28 +82,24 @@ def test_killed_at_several_points_then_resumed_is_bitwise_identical(reference: P
     cfg_path = tmp_path / "c.toml"
     cfg_path.write_text(tomli_w.dumps(config(tmp_path / "runs")))
     run = tmp_path / "runs" / "r"
-    # 1. dies at step 3, before the first mid-epoch checkpoint (only step 0 exists)
-    p = cli([str(cfg_path)], kill_at="step:3")
-    assert p.returncode == -signal.SIGKILL, p.stderr
-    assert [c.name for c in (run / "checkpoints").iterdir()] == ["step_00000000.pt"]
-    # 2. resumed, then dies inside its 2nd checkpoint write (temp file written, not renamed)
-    p = cli(["--resume", str(run)], kill_at="save:2")
+    # 1. dies inside its 2nd checkpoint write (step 7: temp file written, not yet renamed)
+    p = cli([str(cfg_path)], kill_at="save:2")
     assert p.returncode == -signal.SIGKILL, p.stderr
     names = sorted(c.name for c in (run / "checkpoints").iterdir())
-    assert names[0].startswith(".step_00000014.pt.tmp-") and names[-1] == "step_00000007.pt"
-    # 3. resumed (stale temp removed), dies mid-epoch 2 after the checkpoint at step 35
+    assert names[0].startswith(".step_00000007.pt.tmp-") and names[1:] == ["step_00000000.pt"]
+    # 2. resumed from step 0 (stale temp removed), dies mid-epoch 2 after the checkpoint at step 35
     p = cli(["--resume", str(run)], kill_at="step:37")
     assert p.returncode == -signal.SIGKILL, p.stderr
     names = sorted(c.name for c in (run / "checkpoints").iterdir())
     assert names == ["step_00000021.pt", "step_00000028.pt", "step_00000035.pt"]  # keep 3
     newest = run / "checkpoints" / "step_00000035.pt"
-    newest.write_bytes(newest.read_bytes()[:1000])  # 4. and the power cut truncated the newest
-    # 5. resumed: reports the damage, falls back to step 28, dies after the last epoch's checkpoint
+    newest.write_bytes(newest.read_bytes()[:1000])  # 3. and the power cut truncated the newest
+    # 4. resumed: reports the damage, falls back to step 28, dies after the last epoch's checkpoint
     p = cli(["--resume", str(run)], kill_at=f"step:{STEPS}")
     assert p.returncode == -signal.SIGKILL, p.stderr
     assert "skipped damaged checkpoint step_00000035.pt" in p.stderr
     assert "from step_00000028.pt (step 28)" in p.stderr
-    # 6. resumed to the end (in-process: the CLI's own resume path ran above)
+    # 5. resumed to the end (in-process: the CLI's own resume path ran above)
     res = fit(resume=run, quiet=True)
     assert res.steps == STEPS and res.stopped == "completed"
     assert_identical(run, reference)
