@@ -61,8 +61,8 @@ def test_inspect_reports_true_eigenvalues_and_a_density_png(tmp_path: Path) -> N
     assert (tmp_path / "fig" / "hessian_density.png").read_bytes()[:4] == b"\x89PNG"
     text = CliRunner().invoke(app, ["inspect", str(path), "--no-density"])
     assert text.exit_code == 0 and "λ1 =" in text.output and "Verdict:" in text.output
-    bad = CliRunner().invoke(app, ["inspect", str(tmp_path / "missing.pt")])
-    assert bad.exit_code != 0 and "missing.pt" in bad.output
+    bad = CliRunner().invoke(app, ["inspect", str(tmp_path / "missing.pt")], env={"COLUMNS": "400"})
+    assert bad.exit_code == 2 and "missing.pt" in bad.output
 
 
 def test_doctor_flags_an_unstable_learning_rate_and_writes_html(tmp_path: Path) -> None:
