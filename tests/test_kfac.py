@@ -17,6 +17,15 @@ from thalweg.optim.kfac import KFAC
 D = torch.float64
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """One intra-op thread: the suite runs two xdist workers on two shared cores."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def _step(model: nn.Module, opt: torch.optim.Optimizer, xb: torch.Tensor, yb: torch.Tensor,
           loss_fn=F.mse_loss) -> float:
     opt.zero_grad()
@@ -94,27 +103,47 @@ def test_conv_factors_equal_patch_closed_forms(dims: int) -> None:
     torch.testing.assert_close(st["G"], g_rows.T @ g_rows / 4)  # sum over positions, mean over n
 
 
+@pytest.mark.parametrize("bias", [True, False])
 @pytest.mark.parametrize("inverse", ["eigen", "cholesky"])
-def test_preconditioned_step_equals_a_dense_kronecker_solve(inverse: str) -> None:
+def test_preconditioned_step_equals_a_dense_kronecker_solve(inverse: str, bias: bool) -> None:
     torch.manual_seed(1)
-    model = nn.Sequential(nn.Linear(3, 4)).double()
+    model = nn.Sequential(nn.Linear(3, 4, bias=bias)).double()
     xb, yb = torch.randn(9, 3, dtype=D), torch.randn(9, 4, dtype=D)
     lam = 0.05
     opt = KFAC(model, lr=1.0, damping=lam, momentum=0.0, kl_clip=0.0, inverse=inverse)
-    w0 = torch.cat([model[0].weight.detach(), model[0].bias.detach()[:, None]], 1).clone()
+
+    def weights() -> torch.Tensor:
+        w = model[0].weight.detach()
+        return torch.cat([w, model[0].bias.detach()[:, None]], 1) if bias else w.clone()
+
+    w0 = weights().clone()
     _step(model, opt, xb, yb)
     st = opt.state[model[0].weight]
     a, g = st["A"], st["G"]
-    grad = torch.cat([model[0].weight.grad, model[0].bias.grad[:, None]], 1)
+    grad = model[0].weight.grad
+    if bias:
+        grad = torch.cat([grad, model[0].bias.grad[:, None]], 1)
+    n_a = a.shape[0]
+    assert n_a == (4 if bias else 3)
     if inverse == "eigen":
-        big = torch.kron(g, a) + lam * torch.eye(a.shape[0] * g.shape[0], dtype=D)
+        big = torch.kron(g, a) + lam * torch.eye(n_a * 4, dtype=D)
     else:
-        pi = ((a.trace() / a.shape[0]) / (g.trace() / g.shape[0])).sqrt()
+        pi = ((a.trace() / n_a) / (g.trace() / 4)).sqrt()
         big = torch.kron(g + lam**0.5 / pi * torch.eye(4, dtype=D),
-                         a + pi * lam**0.5 * torch.eye(4, dtype=D))
+                         a + pi * lam**0.5 * torch.eye(n_a, dtype=D))
     v = torch.linalg.solve(big, grad.reshape(-1)).reshape_as(grad)
-    w1 = torch.cat([model[0].weight.detach(), model[0].bias.detach()[:, None]], 1)
-    torch.testing.assert_close(w0 - w1, v)
+    torch.testing.assert_close(w0 - weights(), v)
+
+
+def test_valid_string_padding_is_preconditioned() -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv1d(1, 2, 3, padding="valid"), nn.Flatten(), nn.Linear(2 * 6, 1))
+    opt = KFAC(model)
+    assert opt.fallback_names == []
+    _step(model, opt, torch.randn(4, 1, 8), torch.randn(4, 1))
+    assert opt.state[model[0].weight]["A"].shape == (4, 4)
+    same = KFAC(nn.Sequential(nn.Conv1d(1, 2, 3, padding="same")))
+    assert same.fallback_names == ["0.weight", "0.bias"]
 
 
 def test_kl_clip_scales_the_step_by_the_closed_form_factor() -> None:

@@ -20,6 +20,15 @@ from thalweg.optim.newton import Newton
 D = torch.float64
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """One intra-op thread: the suite runs two xdist workers on two shared cores."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def _rosen_run(opt_cls, steps: int, backward: bool, **kw) -> tuple[torch.Tensor, list[float]]:
     rosen = functions.get("rosenbrock")
     x = torch.tensor([-1.5, 2.0], dtype=D, requires_grad=True)

@@ -57,7 +57,7 @@ def _input_rows(m: nn.Module, x: Tensor) -> Tensor:
         a = x.reshape(-1, x.shape[-1])
     else:
         two_d = isinstance(m, nn.Conv2d)
-        pad = (0, 0) if isinstance(m.padding, str) else tuple(m.padding)
+        pad = (0,) * len(m.kernel_size) if isinstance(m.padding, str) else tuple(m.padding)
         if two_d:
             k, s, p, d = m.kernel_size, m.stride, pad, m.dilation
         else:
