@@ -23,8 +23,9 @@ def rademacher(shape: Sequence[int], *, generator: torch.Generator | None = None
                dtype: torch.dtype = torch.float32, device: torch.device | str | None = None
                ) -> Tensor:
     """A tensor of independent ±1 entries, each sign with probability ½."""
-    bits = torch.randint(0, 2, tuple(shape), generator=generator, device=device)
-    return (bits * 2 - 1).to(dtype)
+    where = generator.device if generator is not None else device
+    bits = torch.randint(0, 2, tuple(shape), generator=generator, device=where)
+    return (bits * 2 - 1).to(device=device, dtype=dtype)
 
 
 def hutchinson_diagonal(grads: Sequence[Tensor], params: Sequence[Tensor], *,
@@ -116,7 +117,8 @@ class AdaHessian(torch.optim.Optimizer):
         super().__init__(params, defaults)
         self.update_every = update_every
         self.n_samples = n_samples
-        self.generator = torch.Generator().manual_seed(seed)
+        first = self.param_groups[0]["params"][0]
+        self.generator = torch.Generator(device=first.device).manual_seed(seed)
         self._step = 0
 
     def state_dict(self) -> dict[str, Any]:
