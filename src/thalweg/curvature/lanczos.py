@@ -40,7 +40,8 @@ class Lanczos:
         self.gen = torch.Generator(device="cpu").manual_seed(int(seed))
         dev = getattr(self.op, "device", torch.device("cpu"))
         self.device = torch.device(dev)
-        self.V = torch.zeros(self.max_iter, n, dtype=torch.float64, device=self.device)
+        cap = min(self.max_iter, 32)  # storage grows by doubling: memory follows the steps taken
+        self.V = torch.zeros(cap, n, dtype=torch.float64, device=self.device)
         self.W = torch.zeros_like(self.V) if store_products else None
         self.alpha: list[float] = []
         self.beta: list[float] = []  # beta[j] couples q_j and q_{j+1}
@@ -66,6 +67,11 @@ class Lanczos:
         if self.done:
             raise RuntimeError("Lanczos basis is complete (max_iter reached or invariant space of full dim)")
         j, q = self.m, self._next
+        if j == len(self.V):
+            cap = min(self.max_iter, 2 * len(self.V))
+            self.V = torch.cat([self.V, self.V.new_zeros(cap - len(self.V), self.n)])
+            if self.W is not None:
+                self.W = torch.cat([self.W, self.W.new_zeros(cap - len(self.W), self.n)])
         self.V[j] = q
         w = self.op.matvec(q.to(getattr(self.op, "dtype", torch.float64))).to(torch.float64).reshape(-1)
         self.num_hvps += 1
