@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import inspect
+import math
 
 import pytest
 import torch
@@ -138,3 +139,30 @@ def test_registry_entries_match_the_constructors(name: str, cls: type, closure: 
             registry.create(name, net.parameters())
     with pytest.raises(ValueError, match="no hyperparameter 'nope'"):
         registry.create(name, net if model else net.parameters(), nope=1)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("name", "hp"),
+    [("newton", {"mode": "saddle_free", "damping": 0.01, "krylov_iters": 8}),
+     ("lbfgs", {"max_iter": 4}), ("kfac", {}), ("adahessian", {"lr": 0.05})],
+)
+def test_trains_from_a_config_and_its_checkpoint_loads(name: str, hp: dict, tmp_path) -> None:
+    from thalweg.train import fit
+
+    cfg = {
+        "name": name, "out_dir": str(tmp_path),
+        "data": {"name": "digits"}, "model": {"name": "mlp", "width": 16, "depth": 1},
+        "optimizer": {"name": name, **hp}, "schedule": {"name": "constant"},
+        "train": {"epochs": 1, "batch_size": 512, "num_threads": 1, "checkpoint_every": 2},
+        "diagnostics": {"figures": False, "report": False},
+    }
+    res = fit(cfg, quiet=True)
+    assert res.stopped == "completed"
+    assert math.isfinite(res.test_loss) and res.test_loss < math.log(10)  # better than chance
+    last = sorted((res.run_dir / "checkpoints").glob("step_*.pt"))[-1]
+    state = torch.load(last, weights_only=True)["state"]
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 16), nn.ReLU(), nn.Linear(16, 10))
+    opt = registry.create(name, model if name == "kfac" else model.parameters(), **hp)
+    opt.load_state_dict(state["optimizer"])
+    assert opt.state_dict()["state"].keys() == state["optimizer"]["state"].keys()
