@@ -259,6 +259,7 @@ class Newton(torch.optim.Optimizer):
         with torch.enable_grad():
             loss = evaluate_closure(closure, params, "Newton")
             grads = _grads_with_graph(loss, params)
+            loss = loss.detach()
             g = _flat(grads).detach()
             n = g.numel()
             mode, lam = group["mode"], group["damping"]
@@ -313,4 +314,4 @@ class Newton(torch.optim.Optimizer):
         state["step"] = state.get("step", 0) + 1
         state["step_size"] = t
         state["direction_norm"] = float(d.norm())
-        return loss.detach()
+        return loss
