@@ -39,6 +39,33 @@ def rademacher(
     return (bits * 2 - 1).to(dtype)
 
 
+def _weight_norm_composite(v: Tensor, g: Tensor, dim: int = 0) -> Tensor:
+    """w = g·v/‖v‖ from differentiable primitives. torch's fused `_weight_norm` kernel has a
+    wrong (asymmetric) second derivative on CPU and no forward-mode AD; its gradient is fine."""
+    return v * (g / torch.norm_except_dim(v, 2, dim))
+
+
+@contextlib.contextmanager
+def _composite_weight_norm() -> Iterator[None]:
+    """Route weight-norm layers (both torch APIs) through `_weight_norm_composite` for a while."""
+    import importlib
+
+    wn_module = importlib.import_module("torch.nn.utils.weight_norm")  # the module, not the function
+    saved = (torch._weight_norm, wn_module._weight_norm)
+    torch._weight_norm = wn_module._weight_norm = _weight_norm_composite  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        torch._weight_norm, wn_module._weight_norm = saved  # type: ignore[assignment]
+
+
+def _uses_weight_norm(model: nn.Module) -> bool:
+    from torch.nn.utils.weight_norm import WeightNorm
+
+    return any(type(m).__name__ == "_WeightNorm" or any(isinstance(h, WeightNorm) for h in m._forward_pre_hooks.values())
+               for m in model.modules())
+
+
 class MatrixOperator:
     """A dense symmetric matrix behind the same `matvec` interface (tests, small problems)."""
 
@@ -156,6 +183,7 @@ class HessianOperator:
         self.num_samples = total
         self.weights = [len(x) / total if reduction == "mean" else 1.0 for x, _ in self.batches]
         self.cache_graph = len(self.batches) == 1 if cache_graph is None else bool(cache_graph)
+        self._weight_norm = _uses_weight_norm(model)
 
     # ------------------------------------------------------------------ public
     @property
@@ -300,7 +328,8 @@ class HessianOperator:
             if self.mode == "train":
                 for m in norms:
                     m.track_running_stats = False
-            yield
+            with _composite_weight_norm() if self._weight_norm else contextlib.nullcontext():
+                yield
         finally:
             for m, t in zip(norms, tracking, strict=True):
                 m.track_running_stats = t
