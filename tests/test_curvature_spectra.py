@@ -188,3 +188,16 @@ def test_condition_number_of_a_ravine() -> None:
     big = torch.diag(torch.logspace(0, 4, 200, dtype=torch.float64))
     c = condition_number(big, dense_max=0, tol=1e-10, max_hvps=200)
     assert c.value == pytest.approx(1e4, rel=1e-6) and "lanczos" in c.method
+
+
+def test_classify_agrees_with_every_known_critical_point_of_the_landscape_functions() -> None:
+    from thalweg.landscape import functions as lf
+
+    checked = 0
+    for name in lf.names():
+        tf = lf.get(name)
+        for cp in tf.critical_points:
+            c = classify(tf.f, torch.tensor(cp.point, dtype=torch.float64), grad_tol=1e-6)
+            assert c.kind == {"degenerate": "flat"}.get(cp.kind, cp.kind), (name, cp, c.explain())
+            checked += 1
+    assert checked >= 10
