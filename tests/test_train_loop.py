@@ -169,3 +169,21 @@ def test_cli_trains_and_reports_test_accuracy(tmp_path: Path) -> None:
     assert out.exit_code == 0, out.output
     last = out.stdout.strip().splitlines()[-1]
     assert last.startswith("test accuracy: ") and 0.5 < float(last.split(": ")[1]) <= 1.0
+
+
+def test_monitors_and_penalties_are_recorded(tmp_path: Path) -> None:
+    plain = fit(tiny(tmp_path, train={"epochs": 1}, init={"rule": "xavier_uniform"}), quiet=True)
+    cfg = tiny(tmp_path, diagnostics={"monitors": True}, train={"epochs": 1},
+               regularization={"l2": 0.5}, init={"rule": "xavier_uniform"})
+    cfg["name"] = "m"
+    res = fit(cfg, quiet=True)
+    mons = read_metrics(res.run_dir / "monitors.jsonl")
+    assert [m["step"] for m in mons] == [7, 14]  # every log_every steps
+    layers = {entry["name"]: entry for entry in mons[0]["layers"]}
+    assert len(layers) == 2  # the MLP's two Linear layers
+    assert all(e["grad_norm"] > 0 and e["update_ratio"] > 0 for e in layers.values())
+
+    def weight_norm(model: torch.nn.Module) -> float:
+        return sum(float(p.detach().norm() ** 2) for p in model.parameters() if p.dim() >= 2)
+
+    assert weight_norm(res.model) < weight_norm(plain.model)  # the L2 penalty shrinks weights

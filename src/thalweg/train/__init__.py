@@ -3,6 +3,7 @@
 `fit(config) -> RunResult` trains; `load_run(path) -> LoadedRun` rebuilds a run for analysis.
 """
 
+from thalweg.train.api import fit
 from thalweg.train.checkpoint import (
     CheckpointError,
     CheckpointManager,
@@ -11,7 +12,6 @@ from thalweg.train.checkpoint import (
 )
 from thalweg.train.config import DEFAULT_TOML, ConfigError, RunConfig, load_config, parse_config
 from thalweg.train.guard import NonFiniteError
-from thalweg.train.loop import fit
 from thalweg.train.runs import LoadedRun, RunResult, load_run, read_metrics
 
 __all__ = [

@@ -20,6 +20,7 @@ __all__ = [
     "build_model",
     "build_optimizer",
     "build_schedule",
+    "evaluate",
     "initialize",
     "loss_function",
     "prepare_data",
@@ -58,28 +59,18 @@ def build_model(cfg: RunConfig, splits: Any) -> nn.Module:
         raise ConfigError("model", field, value, str(e)) from None
 
 
-_INITS: dict[str, Callable[[torch.Tensor], Any]] = {
-    "xavier_uniform": nn.init.xavier_uniform_,
-    "xavier_normal": nn.init.xavier_normal_,
-    "kaiming_uniform": lambda w: nn.init.kaiming_uniform_(w, nonlinearity="relu"),
-    "kaiming_normal": lambda w: nn.init.kaiming_normal_(w, nonlinearity="relu"),
-    "orthogonal": nn.init.orthogonal_,
-}
+def initialize(model: nn.Module, cfg: RunConfig, splits: Any) -> None:
+    """The [init] rule via `thalweg.init` (gains follow the model's activation)."""
+    from thalweg.init import initialize as init_model
 
-
-@torch.no_grad()
-def initialize(model: nn.Module, rule: str) -> None:
-    """Re-initialize every Linear/Conv weight with `rule` and zero its bias ("default": keep)."""
-    if rule == "default":
-        return
-    init = _INITS[rule]
-    for mod in model.modules():
-        if isinstance(mod, nn.Linear | nn.Conv1d | nn.Conv2d):
-            weight = getattr(mod, "weight", None)
-            if isinstance(weight, nn.Parameter) and weight.dim() >= 2:
-                init(weight)
-            if mod.bias is not None:
-                mod.bias.zero_()
+    rule = cfg.init.rule
+    act = cfg.model.activation or "relu"
+    # Glorot's and orthogonal's classic forms have gain 1; Kaiming's follows the activation
+    nonlin = act if rule.startswith("kaiming") and act in ("relu", "tanh", "sigmoid") else None
+    try:
+        init_model(model, rule, nonlin, x_batch=splits.x_train[:512] if rule == "lsuv" else None)
+    except ValueError as e:
+        raise ConfigError("init", "rule", rule, str(e)) from None
 
 
 def build_optimizer(cfg: RunConfig, model: nn.Module) -> tuple[torch.optim.Optimizer, Any]:
@@ -141,10 +132,12 @@ def loss_function(cfg: RunConfig, splits: Any) -> tuple[LossFn, LossFn]:
     cross-entropy; regression uses squared error for both.
     """
     if splits.task == "classification":
+        from thalweg.regularize import label_smoothing
+
         eps = cfg.regularization.label_smoothing
 
         def train_loss(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-            return F.cross_entropy(out, y, reduction="none", label_smoothing=eps)
+            return label_smoothing(out, y, eps, reduction="none")
 
         def eval_loss(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
             return F.cross_entropy(out, y, reduction="none")
@@ -155,3 +148,23 @@ def loss_function(cfg: RunConfig, splits: Any) -> tuple[LossFn, LossFn]:
         return (out.reshape(y.shape) - y).pow(2).reshape(len(y), -1).mean(dim=1)
 
     return mse, mse
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: LossFn, classify: bool,
+             batch_size: int = 1024) -> dict[str, float]:
+    """Mean loss (and accuracy for classification) over (x, y) in eval mode, in batches."""
+    was = model.training
+    model.eval()
+    loss = torch.zeros((), dtype=torch.float64, device=x.device)
+    correct = torch.zeros((), dtype=torch.float64, device=x.device)
+    for i in range(0, len(x), batch_size):
+        out = model(x[i : i + batch_size])
+        loss += loss_fn(out, y[i : i + batch_size]).sum()
+        if classify:
+            correct += (out.argmax(dim=1) == y[i : i + batch_size]).sum()
+    model.train(was)
+    res = {"loss": loss.item() / len(x)}
+    if classify:
+        res["accuracy"] = correct.item() / len(x)
+    return res

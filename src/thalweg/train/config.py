@@ -77,7 +77,7 @@ class InitConfig(_Section):
 
     rule: Literal[
         "default", "xavier_uniform", "xavier_normal", "kaiming_uniform", "kaiming_normal",
-        "orthogonal",
+        "orthogonal", "lsuv", "normal",
     ] = "default"
 
 

@@ -9,34 +9,35 @@ good checkpoint with a lower lr; if that fails too, the run stops naming what bl
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 import time
-import tomllib
 import warnings
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from thalweg import regularize as R
 from thalweg.train import distributed
-from thalweg.train.checkpoint import CheckpointManager, load_checkpoint, save_checkpoint
+from thalweg.train.checkpoint import CheckpointManager, save_checkpoint
 from thalweg.train.components import (
     build_model,
     build_optimizer,
     build_schedule,
+    evaluate,
     initialize,
     loss_function,
     prepare_data,
 )
-from thalweg.train.config import ConfigError, RunConfig, dump_config, load_config, parse_config
+from thalweg.train.config import ConfigError, RunConfig, dump_config
 from thalweg.train.guard import NonFiniteError, first_nonfinite_grad
 from thalweg.train.progress import ProgressView
-from thalweg.train.runs import MetricsLog, RunPaths, RunResult
+from thalweg.train.runs import MetricsLog, RunPaths
 from thalweg.train.state import capture_rng, restore_rng, seed_everything
 
-__all__ = ["NonFiniteError", "fit"]
+__all__ = ["NonFiniteError", "Trainer"]
 
 
 def _kill_point(step: int) -> None:
@@ -66,7 +67,7 @@ class Trainer:
         seed_everything(t.seed)
         self.splits = prepare_data(cfg).to(self.ctx.device)
         self.model = build_model(cfg, self.splits).to(self.ctx.device)
-        initialize(self.model, cfg.init.rule)
+        initialize(self.model, cfg, self.splits)
         self.net: nn.Module = self.model
         if self.ctx.enabled:
             ids = [self.ctx.device.index] if self.ctx.device.type == "cuda" else None
@@ -88,14 +89,23 @@ class Trainer:
         if self.best_metric == "val_accuracy" and not self.classify:
             raise ConfigError("train", "best_metric", bm, "val_accuracy needs a classification task")
         self.mixup_gen = torch.Generator().manual_seed(t.seed + 7919)
+        es = cfg.regularization.early_stopping
+        self.early = R.EarlyStopping(es.patience, es.min_delta,
+                                     mode="max" if self.best_metric == "val_accuracy" else "min")
         self.ckpts = CheckpointManager(self.paths.checkpoints, keep=t.keep_checkpoints)
         self.log = MetricsLog(self.paths.metrics, enabled=self.main)
+        self.mon_log = MetricsLog(self.paths.monitors, enabled=self.main and cfg.diagnostics.monitors)
+        self.monitor: Any = None
+        if cfg.diagnostics.monitors:  # per-layer gradient norms, dead units, update ratios
+            from thalweg.monitors import Monitor
+
+            self.monitor = Monitor(self.model).attach()
         self.names = [n for n, _ in self.model.named_parameters()]
         self.params = [p for _, p in self.model.named_parameters()]
         torch.manual_seed(t.seed + 1 + self.ctx.rank)  # dropout masks differ per rank
         self.s: dict[str, Any] = {
             "step": 0, "lr_scale": 1.0, "rollbacks": 0, "streak": 0, "skipped": 0,
-            "best_value": None, "best_step": -1, "bad_evals": 0, "stopped": None,
+            "best_value": None, "best_step": -1, "stopped": None,
             "elapsed": 0.0, "last_eval_step": -1,
         }
         self._zero_window()
@@ -109,6 +119,7 @@ class Trainer:
             self.paths.best.unlink(missing_ok=True)
             self.paths.config.write_text(dump_config(cfg))
             self.log.open()
+            self.mon_log.open()
         self.ctx.barrier()
 
     # ----- state -------------------------------------------------------------------------
@@ -130,7 +141,9 @@ class Trainer:
                 "window": {k: float(v.item()) for k, v in self.w.items()},
             }),
             "trainer": s,
+            "early_stopping": self.early.state_dict(),
             "metrics_lines": self.log.lines,
+            "monitor_lines": self.mon_log.lines,
             "world_size": self.ctx.world_size,
             "config": self.cfg.model_dump(mode="json"),
         }
@@ -151,6 +164,7 @@ class Trainer:
             if self.ctx.rank:
                 self._zero_window()
         self.s = dict(st["trainer"])
+        self.early.load_state_dict(st["early_stopping"])
         self._start = time.perf_counter()
 
     def _save(self) -> None:
@@ -175,12 +189,14 @@ class Trainer:
             self._warn(f"no usable checkpoint in {self.paths.checkpoints}; starting from scratch")
             if self.main:
                 self.log.open()
+                self.mon_log.open()
             return
         path, st = latest
         self._restore(st)
         self.view.notice(f"resumed {self.paths.root} from {path.name} (step {self.s['step']})")
         if self.main:
             self.log.open(keep_lines=st["metrics_lines"])
+            self.mon_log.open(keep_lines=st.get("monitor_lines", 0))
 
     def _warn(self, msg: str) -> None:
         self.warnings.append(msg)
@@ -190,19 +206,17 @@ class Trainer:
     def _loss(self, xb: torch.Tensor, yb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, Any]:
         r = self.cfg.regularization
         if r.mixup_alpha > 0:
-            from thalweg.train.guard import mixup_batch
-
-            xb, y2, lam = mixup_batch(xb, yb, r.mixup_alpha, self.mixup_gen)
-            out = self.net(xb)
-            per = lam * self.train_loss(out, yb) + (1 - lam) * self.train_loss(out, y2)
+            mixed = R.mixup(xb, yb, r.mixup_alpha, self.mixup_gen)
+            out = self.net(mixed.x)
+            per = mixed.loss(self.train_loss, out)
         else:
             out = self.net(xb)
             per = self.train_loss(out, yb)
         loss = per.mean()
-        if r.l1 or r.l2:
-            from thalweg.train.guard import penalty
-
-            loss = loss + penalty(self.params, r.l1, r.l2)
+        if r.l1:
+            loss = loss + R.l1_penalty(self.params, r.l1, weights_only=True)
+        if r.l2:
+            loss = loss + R.l2_penalty(self.params, r.l2, weights_only=True)
         return loss, per.detach(), out.detach()
 
     def _step(self, xb: torch.Tensor, yb: torch.Tensor) -> bool:
@@ -228,9 +242,9 @@ class Trainer:
             loss, per, out = self._loss(xb, yb)
             loss.backward()
             if r.clip_value is not None:
-                torch.nn.utils.clip_grad_value_(self.params, r.clip_value)
+                R.clip_grad_value(self.params, r.clip_value)
             if r.clip_norm is not None:
-                gnorm = torch.nn.utils.clip_grad_norm_(self.params, r.clip_norm, foreach=True)
+                gnorm = R.clip_grad_norm(self.params, r.clip_norm)
             else:
                 gnorm = torch.nn.utils.get_total_norm(
                     [p.grad for p in self.params if p.grad is not None], foreach=True)
@@ -238,8 +252,13 @@ class Trainer:
             if self.ctx.enabled:
                 flag = self.ctx.all_reduce_sum(flag.to(torch.float32)) == self.ctx.world_size
             ok = bool(flag)
+            watch = ok and self.monitor is not None and (step + 1) % self.cfg.train.log_every == 0
+            if watch:
+                self.monitor.snapshot()
             if ok:
                 self.opt.step()
+            if watch:
+                self.mon_log.write(self.monitor.measure(loss=loss.detach(), step=step + 1))
         self.s["step"] = step + 1
         if not ok:
             return self._nonfinite(loss.detach(), lr)
@@ -288,24 +307,9 @@ class Trainer:
         raise _Restart
 
     # ----- evaluation --------------------------------------------------------------------
-    @torch.no_grad()
     def evaluate(self, x: torch.Tensor, y: torch.Tensor, model: nn.Module | None = None) -> dict[str, float]:
-        m = model or self.model
-        was = m.training
-        m.eval()
-        loss = torch.zeros((), dtype=torch.float64, device=x.device)
-        correct = torch.zeros((), dtype=torch.float64, device=x.device)
-        bs = self.cfg.train.eval_batch_size
-        for i in range(0, len(x), bs):
-            out = m(x[i : i + bs])
-            loss += self.eval_loss(out, y[i : i + bs]).sum()
-            if self.classify:
-                correct += (out.argmax(dim=1) == y[i : i + bs]).sum()
-        m.train(was)
-        res = {"loss": loss.item() / len(x)}
-        if self.classify:
-            res["accuracy"] = correct.item() / len(x)
-        return res
+        return evaluate(model or self.model, x, y, self.eval_loss, self.classify,
+                        self.cfg.train.eval_batch_size)
 
     def _log_train(self, lr: float) -> dict[str, Any]:
         w = {k: v.item() for k, v in self.w.items()}
@@ -331,20 +335,13 @@ class Trainer:
         self.s["last_eval_step"] = self.s["step"]
         value, best = rec[self.best_metric], self.s["best_value"]
         sign = 1.0 if self.best_metric == "val_accuracy" else -1.0
-        es = self.cfg.regularization.early_stopping
-        if best is None or sign * (value - best) > 0:
-            if best is None or sign * (value - best) > es.min_delta:
-                self.s["bad_evals"] = 0
-            else:
-                self.s["bad_evals"] += 1
+        if math.isfinite(value) and (best is None or sign * (value - best) > 0):
             self.s["best_value"], self.s["best_step"] = value, self.s["step"]
             if self.main:
                 save_checkpoint({"model": self.model.state_dict(), "step": self.s["step"],
                                  "metric": self.best_metric, "value": value,
                                  "config": self.cfg.model_dump(mode="json")}, self.paths.best)
-        else:
-            self.s["bad_evals"] += 1
-        if es.enabled and self.s["bad_evals"] >= es.patience:
+        if self.early.step(value) and self.cfg.regularization.early_stopping.enabled:
             self.s["stopped"] = "early_stopping"
 
     def _record(self, evaluate: bool) -> None:
@@ -399,77 +396,3 @@ class Trainer:
         if not t.checkpoint_every or step % t.checkpoint_every == 0:
             self._save()
         _kill_point(step)
-
-    def finish(self) -> RunResult:
-        """Test metrics with the best weights, summary, figures and report (rank 0 writes)."""
-        test: dict[str, float] = {}
-        if self.paths.best.is_file():
-            best = load_checkpoint(self.paths.best, self.ctx.device)
-            model = build_model(self.cfg, self.splits).to(self.ctx.device)
-            model.load_state_dict(best["model"])
-            test = self.evaluate(self.splits.x_test, self.splits.y_test, model)
-        s = self.s
-        summary = {
-            "event": "final", "step": s["step"], "stopped": s["stopped"],
-            "best_metric": self.best_metric, "best_value": s["best_value"], "best_step": s["best_step"],
-            "test_loss": test.get("loss"), "test_accuracy": test.get("accuracy"),
-            "skipped_steps": s["skipped"], "rollbacks": s["rollbacks"],
-            "seconds": round(s["elapsed"] + time.perf_counter() - self._start, 3),
-        }
-        if self.main:
-            import json
-
-            self.log.write(summary)
-            self.log.close()
-            self.paths.summary.write_text(json.dumps(summary, indent=2) + "\n")
-            d = self.cfg.diagnostics
-            if d.figures or d.report:
-                from thalweg.train.report import write_report
-
-                write_report(self.paths, self.cfg, summary, figures=d.figures, html=d.report)
-        self.ctx.barrier()
-        return RunResult(
-            run_dir=self.paths.root, config=self.cfg, model=self.model, steps=s["step"],
-            epochs=s["step"] / self.steps_per_epoch, stopped=s["stopped"],
-            best_metric=self.best_metric, best_value=s["best_value"], best_step=s["best_step"],
-            test_loss=test.get("loss"), test_accuracy=test.get("accuracy"),
-            seconds=summary["seconds"], skipped_steps=s["skipped"], rollbacks=s["rollbacks"],
-            warnings=self.warnings,
-        )
-
-
-def _as_config(config: RunConfig | dict[str, Any] | str | Path | None) -> RunConfig:
-    if isinstance(config, RunConfig):
-        return config
-    if isinstance(config, dict):
-        return parse_config(config)
-    return load_config(config)
-
-
-def fit(config: RunConfig | dict[str, Any] | str | Path | None = None, *,
-        resume: str | Path | None = None, quiet: bool = False) -> RunResult:
-    """Train from a config (object, dict, TOML path, or None for the embedded default), or
-    continue the run directory `resume` from its newest good checkpoint."""
-    if resume is not None:
-        run_dir = Path(resume)
-        cfg_path = RunPaths(run_dir).config
-        if not cfg_path.is_file():
-            raise FileNotFoundError(f"cannot resume {run_dir}: no config.toml there")
-        cfg = parse_config(tomllib.loads(cfg_path.read_text()))
-        cfg = cfg.model_copy(update={"out_dir": str(run_dir.parent), "name": run_dir.name})
-    else:
-        cfg = _as_config(config)
-    threads = torch.get_num_threads()
-    if cfg.train.num_threads:
-        torch.set_num_threads(cfg.train.num_threads)
-    trainer = None
-    try:
-        trainer = Trainer(cfg, resume=resume is not None, quiet=quiet)
-        if trainer.s["stopped"] is None or trainer.s["last_eval_step"] != trainer.s["step"]:
-            trainer.train()
-        return trainer.finish()
-    finally:
-        if trainer is not None:
-            trainer.log.close()
-            distributed.teardown(trainer.ctx)
-        torch.set_num_threads(threads)

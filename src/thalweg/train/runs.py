@@ -1,7 +1,8 @@
 """The run directory `runs/<name>/`: its layout, the metrics log, and loading a finished run.
 
 Layout: `config.toml` (resolved), `metrics.jsonl`, `checkpoints/step_*.pt`, `best.pt`,
-`figures/*.png`, `report.html`, `summary.json`.
+`figures/*.png`, `report.html`, `summary.json`, and `monitors.jsonl` when
+`[diagnostics] monitors = true`.
 """
 
 from __future__ import annotations
@@ -35,6 +36,10 @@ class RunPaths:
     @property
     def metrics(self) -> Path:
         return self.root / "metrics.jsonl"
+
+    @property
+    def monitors(self) -> Path:
+        return self.root / "monitors.jsonl"
 
     @property
     def checkpoints(self) -> Path:
