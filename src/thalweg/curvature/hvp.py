@@ -317,28 +317,31 @@ class HessianOperator:
 
     @contextlib.contextmanager
     def _context(self) -> Iterator[None]:
-        """Set train/eval mode; in train mode stop BatchNorm from updating its running stats."""
-        model = self.model
-        was_training = {m: m.training for m in model.modules()}
-        buffers = {n: b.detach().clone() for n, b in model.named_buffers()}
-        norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._NormBase)]
-        tracking = [m.track_running_stats for m in norms]
+        """Set train/eval mode; in train mode stop BatchNorm from updating its running stats
+        (and restore every buffer afterwards, in case a custom module updates its own)."""
+        if not hasattr(self, "_mods"):
+            self._mods = list(self.model.modules())
+            self._norms = [m for m in self._mods if isinstance(m, nn.modules.batchnorm._NormBase)]
+        train = self.mode == "train"
+        was_training = [m.training for m in self._mods]
+        buffers = [(b, b.detach().clone()) for b in self.model.buffers()] if train else []
+        tracking = [m.track_running_stats for m in self._norms]
         try:
-            model.train(self.mode == "train")
-            if self.mode == "train":
-                for m in norms:
+            for m in self._mods:
+                m.training = train
+            if train:
+                for m in self._norms:
                     m.track_running_stats = False
             with _composite_weight_norm() if self._weight_norm else contextlib.nullcontext():
                 yield
         finally:
-            for m, t in zip(norms, tracking, strict=True):
+            for m, t in zip(self._norms, tracking, strict=True):
                 m.track_running_stats = t
-            for m, t in was_training.items():
+            for m, t in zip(self._mods, was_training, strict=True):
                 m.training = t
             with torch.no_grad():
-                for n, b in model.named_buffers():
-                    if n in buffers:
-                        b.copy_(buffers[n])
+                for b, saved in buffers:
+                    b.copy_(saved)
 
     def _matvec(self, v: Tensor, backend: str) -> Tensor:
         if self.function is not None:

@@ -209,6 +209,10 @@ def eigs(
         theta, s = lz.ritz()
         idx = _wanted(theta, k, which)
         scale = float(np.max(np.abs(theta))) or 1.0
+        # cheap recurrence estimate |β_m s_{m,i}| first; honest residuals only when it says done
+        beta = lz.beta[lz.m - 1] if len(lz.beta) >= lz.m else 0.0
+        if not lz.done and not (np.abs(beta * s[-1, idx]) <= tol * scale).all():
+            continue
         res = lz.residuals(theta[idx], s[:, idx])
         ok = res <= tol * scale
         if ok.all() or lz.done:
