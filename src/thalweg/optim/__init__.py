@@ -7,7 +7,11 @@ second-order methods, and the registry that lists them all.
 """
 
 from . import registry
+from .adahessian import AdaHessian
 from .core import AUTO_COMPILE_MIN_NUMEL, FlatOptimizer, Rule
+from .kfac import KFAC
+from .lbfgs import LBFGS
+from .newton import Newton
 from .rules import SGD, Adadelta, Adagrad, Adam, AdamW, RMSprop
 from .transforms import (
     Chain,
@@ -30,7 +34,10 @@ from .transforms import (
 
 __all__ = [
     "AUTO_COMPILE_MIN_NUMEL",
+    "KFAC",
+    "LBFGS",
     "SGD",
+    "AdaHessian",
     "Adadelta",
     "Adagrad",
     "Adam",
@@ -38,6 +45,7 @@ __all__ = [
     "Chain",
     "FlatOptimizer",
     "Hyper",
+    "Newton",
     "RMSprop",
     "Rule",
     "Transform",

@@ -72,11 +72,14 @@ def _compiler_available(device: torch.device) -> bool:
 
 def _kernel(chain: Chain, p: Tensor, g: Tensor, state: list[Tensor], hp: Any, gnorm: Tensor | None) -> None:
     """One update over matching tensors, in place. Low-precision tensors compute in float32."""
-    cd = torch.float32 if p.dtype in _LOW_PRECISION else p.dtype
-    new_p, new_state = chain.update(p.to(cd), g.to(cd), [s.to(cd) for s in state], hp, gnorm)
-    p.copy_(new_p)
-    for buf, new in zip(state, new_state, strict=True):
-        buf.copy_(new)
+    if p.dtype in _LOW_PRECISION:
+        p32, st32 = p.float(), [s.float() for s in state]
+        chain.update(p32, g.float(), st32, hp, gnorm)
+        p.copy_(p32)
+        for buf, new in zip(state, st32, strict=True):
+            buf.copy_(new)
+    else:
+        chain.update(p, g, state, hp, gnorm)
 
 
 def _fresh_function(fn: Callable[..., Any]) -> Callable[..., Any]:

@@ -91,9 +91,10 @@ class Transform:
         return ()
 
     def apply(
-        self, u: Tensor, p: Tensor, state: Sequence[Tensor], s: Sequence[Tensor], gnorm: Tensor | None
-    ) -> tuple[Tensor, Tensor, tuple[Tensor, ...]]:
-        """Return the new update, the (possibly decayed) parameter and the new state buffers."""
+        self, u: Tensor, p: Tensor, state: Sequence[Tensor], s: Sequence[Any], gnorm: Tensor | None
+    ) -> Tensor:
+        """Return the new update. State buffers (and `p`, for decoupled decay) are updated in
+        place; `u` may be the gradient buffer itself, so it is never modified in place."""
         raise NotImplementedError
 
     def structure(self) -> tuple[Any, ...]:
@@ -132,21 +133,20 @@ class Chain:
         return tuple(t.structure() for t in self.transforms)
 
     def update(
-        self, p: Tensor, g: Tensor, state: Sequence[Tensor], hp: Tensor, gnorm: Tensor | None
-    ) -> tuple[Tensor, tuple[Tensor, ...]]:
-        """Pure function: new parameter and new state from the gradient. Traced by compile."""
+        self, p: Tensor, g: Tensor, state: Sequence[Tensor], hp: Any, gnorm: Tensor | None
+    ) -> None:
+        """One step in place: `p` and `state` change, `g` does not. `hp` holds the scalars
+        (floats when eager, a 1-D tensor when compiled so new values never recompile)."""
         u = g
-        new_state: list[Tensor] = []
         si = 0
         hi = 0
         for t in self.transforms:
             ns = len(t.state_keys)
             nh = t.n_scalars
-            u, p, st = t.apply(u, p, state[si : si + ns], [hp[hi + j] for j in range(nh)], gnorm)
-            new_state.extend(st)
+            u = t.apply(u, p, state[si : si + ns], [hp[hi + j] for j in range(nh)], gnorm)
             si += ns
             hi += nh
-        return p + u, tuple(new_state)
+        p.add_(u)
 
 
 def chain(*transforms: Transform) -> Chain:
@@ -171,7 +171,7 @@ class scale(Transform):
         return (resolve(self.factor, group, step - 1),)
 
     def apply(self, u, p, state, s, gnorm):
-        return u * s[0], p, ()
+        return u * s[0]
 
 
 class scale_by_lr(Transform):
@@ -186,7 +186,7 @@ class scale_by_lr(Transform):
         return (-resolve(self.lr, group, step - 1),)
 
     def apply(self, u, p, state, s, gnorm):
-        return u * s[0], p, ()
+        return u * s[0]
 
 
 class flip_sign(Transform):
@@ -201,7 +201,7 @@ class flip_sign(Transform):
         return (-1.0 if resolve(self.maximize, group, step - 1) else 1.0,)
 
     def apply(self, u, p, state, s, gnorm):
-        return u * s[0], p, ()
+        return u * s[0]
 
 
 class add_decayed_weights(Transform):
@@ -216,7 +216,7 @@ class add_decayed_weights(Transform):
         return (resolve(self.weight_decay, group, step - 1),)
 
     def apply(self, u, p, state, s, gnorm):
-        return u + p * s[0], p, ()
+        return u + p * s[0]
 
 
 class decay_weights(Transform):
@@ -233,7 +233,8 @@ class decay_weights(Transform):
         return (1.0 - lr * resolve(self.weight_decay, group, step - 1),)
 
     def apply(self, u, p, state, s, gnorm):
-        return u, p * s[0], ()
+        p.mul_(s[0])
+        return u
 
 
 class clip(Transform):
@@ -248,7 +249,7 @@ class clip(Transform):
         return (resolve(self.max_delta, group, step - 1),)
 
     def apply(self, u, p, state, s, gnorm):
-        return u.clamp(-s[0], s[0]), p, ()
+        return u.clamp(-s[0], s[0])
 
 
 class clip_by_global_norm(Transform):
@@ -269,7 +270,7 @@ class clip_by_global_norm(Transform):
     def apply(self, u, p, state, s, gnorm):
         assert gnorm is not None
         factor = torch.clamp(s[0] / (gnorm + 1e-6), max=1.0)
-        return u * factor, p, ()
+        return u * factor
 
 
 class trace(Transform):
@@ -294,9 +295,8 @@ class trace(Transform):
         return (mu, 1.0 - resolve(self.dampening, group, step - 1), mu)
 
     def apply(self, u, p, state, s, gnorm):
-        buf = state[0] * s[0] + u * s[1]
-        out = u + buf * s[2] if self.nesterov else buf
-        return out, p, (buf,)
+        buf = state[0].mul_(s[0]).add_(u * s[1])
+        return u + buf * s[2] if self.nesterov else buf
 
     def structure(self):
         return ("trace", self.nesterov)
@@ -332,14 +332,12 @@ class scale_by_adam(Transform):
         return (1 - b1, b2, 1 - b2, (1 - b2**step) ** 0.5, eps, sign_lr / (1 - b1**step))
 
     def apply(self, u, p, state, s, gnorm):
-        m = torch.lerp(state[0], u, s[0])
-        v = state[1] * s[1] + s[2] * u * u
+        m = state[0].lerp_(u, s[0])
+        v = state[1].mul_(s[1]).add_(s[2] * u * u)
         if self.amsgrad:
-            vmax = torch.maximum(state[2], v)
-            denom = vmax.sqrt() / s[3] + s[4]
-            return s[5] * (m / denom), p, (m, v, vmax)
-        denom = v.sqrt() / s[3] + s[4]
-        return s[5] * (m / denom), p, (m, v)
+            v = state[2].copy_(torch.maximum(state[2], v))
+        denom = v.sqrt().div_(s[3]).add_(s[4])
+        return m.div(denom).mul_(s[5])
 
     def structure(self):
         return ("adam", self.amsgrad)
@@ -370,23 +368,15 @@ class scale_by_rms(Transform):
         return (a, 1 - a, resolve(self.eps, group, step - 1), mu)
 
     def apply(self, u, p, state, s, gnorm):
-        sq = state[0] * s[0] + s[1] * u * u
-        out: list[Tensor] = [sq]
-        i = 1 + (self.momentum is not None)
+        sq = state[0].mul_(s[0]).add_(s[1] * u * u)
         if self.centered:
-            gavg = torch.lerp(state[i], u, s[1])
-            avg = (sq - gavg * gavg).sqrt() + s[2]
+            gavg = state[-1].lerp_(u, s[1])
+            avg = (sq - gavg * gavg).sqrt_().add_(s[2])
         else:
-            avg = sq.sqrt() + s[2]
+            avg = sq.sqrt().add_(s[2])
         if self.momentum is not None:
-            buf = state[1] * s[3] + u / avg
-            out.append(buf)
-            res = buf
-        else:
-            res = u / avg
-        if self.centered:
-            out.append(gavg)
-        return res, p, tuple(out)
+            return state[1].mul_(s[3]).add_(u / avg)
+        return u / avg
 
     def structure(self):
         return ("rms", self.centered, self.momentum is not None)
@@ -417,8 +407,8 @@ class scale_by_adagrad(Transform):
         return (resolve(self.eps, group, step - 1), clr)
 
     def apply(self, u, p, state, s, gnorm):
-        acc = state[0] + u * u
-        return s[1] * (u / (acc.sqrt() + s[0])), p, (acc,)
+        acc = state[0].add_(u * u)
+        return u.div(acc.sqrt().add_(s[0])).mul_(s[1])
 
 
 class scale_by_adadelta(Transform):
@@ -437,11 +427,11 @@ class scale_by_adadelta(Transform):
         return (rho, 1 - rho, resolve(self.eps, group, step - 1))
 
     def apply(self, u, p, state, s, gnorm):
-        sq = state[0] * s[0] + s[1] * u * u
-        std = (sq + s[2]).sqrt()
-        delta = (state[1] + s[2]).sqrt() / std * u
-        acc = state[1] * s[0] + s[1] * delta * delta
-        return delta, p, (sq, acc)
+        sq = state[0].mul_(s[0]).add_(s[1] * u * u)
+        std = (sq + s[2]).sqrt_()
+        delta = (state[1] + s[2]).sqrt_().div_(std).mul_(u)
+        state[1].mul_(s[0]).add_(s[1] * delta * delta)
+        return delta
 
 
 def global_norm(grads: Sequence[Tensor]) -> Tensor:
