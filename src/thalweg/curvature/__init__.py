@@ -11,7 +11,14 @@ from thalweg.curvature.critical import (
     find_critical_point,
 )
 from thalweg.curvature.density import DensityResult, density, plot_density
-from thalweg.curvature.hvp import HessianOperator, MatrixOperator, as_operator, hvp, rademacher
+from thalweg.curvature.hvp import (
+    HessianOperator,
+    MatrixOperator,
+    as_operator,
+    composite_weight_norm,
+    hvp,
+    rademacher,
+)
 from thalweg.curvature.lanczos import EigResult, Lanczos, eigs
 from thalweg.curvature.probe import Probe, load_probe, save_probe
 from thalweg.curvature.trace import TraceResult, trace
@@ -30,6 +37,7 @@ __all__ = [
     "as_operator",
     "certify_min_sign",
     "classify",
+    "composite_weight_norm",
     "condition_number",
     "density",
     "eigs",

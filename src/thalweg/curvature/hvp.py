@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, grad, jvp
 
-__all__ = ["HessianOperator", "MatrixOperator", "as_operator", "hvp", "rademacher"]
+__all__ = ["HessianOperator", "MatrixOperator", "as_operator", "composite_weight_norm", "hvp", "rademacher"]
 
 Backend = Literal["auto", "double_backward", "forward_over_reverse"]
 _BACKENDS = ("double_backward", "forward_over_reverse")
@@ -46,8 +46,9 @@ def _weight_norm_composite(v: Tensor, g: Tensor, dim: int = 0) -> Tensor:
 
 
 @contextlib.contextmanager
-def _composite_weight_norm() -> Iterator[None]:
-    """Route weight-norm layers (both torch APIs) through `_weight_norm_composite` for a while."""
+def composite_weight_norm() -> Iterator[None]:
+    """Route weight-norm layers (both torch APIs) through `_weight_norm_composite` while active:
+    wrap any double-backward / forward-over-reverse through a weight-normed model in this."""
     import importlib
 
     wn_module = importlib.import_module("torch.nn.utils.weight_norm")  # the module, not the function
@@ -332,7 +333,7 @@ class HessianOperator:
             if train:
                 for m in self._norms:
                     m.track_running_stats = False
-            with _composite_weight_norm() if self._weight_norm else contextlib.nullcontext():
+            with composite_weight_norm() if self._weight_norm else contextlib.nullcontext():
                 yield
         finally:
             for m, t in zip(self._norms, tracking, strict=True):
