@@ -173,7 +173,64 @@ def main() -> None:
           f"(ratio {ratio:.2f})")
     print(f"  smaller error than PyHessian: {'met' if smaller else 'NOT met'}")
     print(f"  sign of λ_min certified in ≤ 150 HVPs: {'met' if sign_ok else 'NOT met'}")
+    backends(model, x, y)
+    monitor_overhead(model, x, y)
     print(f"total {time.perf_counter() - t0:.0f}s")
+
+
+def backends(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> None:
+    """Seconds per full-data HVP for each backend, interleaved, and what `auto` picks."""
+    print("\nHVP backends (1,000 samples; ms per product, median of 15, interleaved):")
+    print(f"{'batches':>8} {'double_backward':>16} {'fwd_over_rev':>13} {'ratio':>6}  auto picks")
+    for nb in (1, 4):
+        batches = list(zip(x.chunk(nb), y.chunk(nb), strict=True))
+        ops = {b: HessianOperator(model, F.cross_entropy, batches, backend=b)
+               for b in ("double_backward", "forward_over_reverse")}
+        v = torch.randn(ops["double_backward"].dim)
+        times: dict[str, list[float]] = {b: [] for b in ops}
+        for op in ops.values():  # warm-up (and graph caching for one batch)
+            op.matvec(v)
+        for _ in range(15):
+            for b, op in ops.items():
+                t = time.perf_counter()
+                op.matvec(v)
+                times[b].append(time.perf_counter() - t)
+        med = {b: 1e3 * statistics.median(t) for b, t in times.items()}
+        auto = HessianOperator(model, F.cross_entropy, batches).backend
+        print(f"{nb:>8} {med['double_backward']:>16.2f} {med['forward_over_reverse']:>13.2f} "
+              f"{med['forward_over_reverse'] / med['double_backward']:>6.2f}  {auto}")
+
+
+def monitor_overhead(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> None:
+    """A training step (batch 128) bare, with hooks attached, and with hooks + measure()."""
+    from thalweg.monitors import Monitor
+
+    model = copy.deepcopy(model).train()
+    opt = torch.optim.SGD(model.parameters(), lr=1e-3)
+    xb, yb = x[:128], y[:128]
+    mon = Monitor(model)
+
+    def step(measure: bool) -> None:
+        opt.zero_grad()
+        loss = F.cross_entropy(model(xb), yb)
+        loss.backward()
+        if measure:
+            mon.snapshot()
+        opt.step()
+        if measure:
+            mon.measure(loss=loss)
+
+    times: dict[str, list[float]] = {"bare": [], "paused hooks": [], "hooks": [], "hooks+measure": []}
+    for _ in range(60):
+        for name in times:
+            mon.attach(record=name != "paused hooks") if name != "bare" else mon.detach()
+            t = time.perf_counter()
+            step(name == "hooks+measure")
+            times[name].append(time.perf_counter() - t)
+    mon.detach()
+    med = {k: 1e3 * statistics.median(v) for k, v in times.items()}
+    print("\nMonitor overhead per training step (MLP, batch 128; median ms of 60, interleaved):")
+    print("  " + "   ".join(f"{k} {v:.3f} ms ({v / med['bare']:.2f}×)" for k, v in med.items()))
 
 def figures(out_dir: Path) -> None:
     """docs/images/terrain_density.png and terrain_accuracy.png (error vs HVPs for both tools)."""

@@ -93,3 +93,15 @@ def test_bad_arguments() -> None:
         Monitor("net")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="saturation"):
         Monitor(_net(), saturation=1.5)
+
+
+def test_paused_hooks_record_nothing_until_resumed() -> None:
+    model = _net()
+    mon = Monitor(model).attach(record=False)
+    model(torch.randn(8, 5))
+    assert mon.measure()["activations"][0]["forward_calls"] == 0
+    mon.record = True
+    model(torch.randn(8, 5))
+    act = mon.measure()["activations"][0]
+    assert act["forward_calls"] == 1 and act["dead_fraction"] is not None
+    mon.detach()

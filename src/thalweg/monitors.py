@@ -3,9 +3,11 @@ dead ReLU units, tanh/sigmoid saturation and non-finite values.
 
 Usage inside a loop::
 
-    mon = Monitor(model).attach()          # forward hooks on activation modules
-    loss.backward(); mon.snapshot()        # weights before the step (for update ratios)
-    opt.step(); m = mon.measure(loss=loss.item(), step=t)   # a JSON-ready dict
+    mon = Monitor(model).attach(record=False)   # forward hooks on activation modules
+    mon.record = t % N == 0                     # gather activation stats on measured steps only
+    loss = ...; loss.backward(); mon.snapshot() # weights before the step (for update ratios)
+    opt.step()
+    if t % N == 0: m = mon.measure(loss=loss, step=t)   # a JSON-ready dict
 """
 
 from __future__ import annotations
@@ -53,12 +55,15 @@ class Monitor:
         self._handles: list[Any] = []
         self._stats: dict[str, _ActStats] = {}
         self._before: dict[str, Tensor] | None = None
+        self.record = True  # hooks gather activation statistics only while this is True
         self.layers = [(name, m) for name, m in model.named_modules()
                        if any(p.requires_grad for p in m.parameters(recurse=False))]
 
     # -------------------------------------------------------------- lifecycle
-    def attach(self) -> Monitor:
-        """Register forward hooks on activation modules (idempotent); returns self."""
+    def attach(self, record: bool = True) -> Monitor:
+        """Register forward hooks on activation modules (idempotent); returns self. Hooks gather
+        statistics only while `self.record` is True — set it for the steps you will measure."""
+        self.record = bool(record)
         if self._handles or not self.watch_activations:
             return self
         for name, m in self.model.named_modules():
@@ -87,7 +92,7 @@ class Monitor:
 
     def _hook(self, name: str) -> Any:
         def hook(module: nn.Module, inputs: Any, output: Any) -> None:
-            if not isinstance(output, Tensor) or output.ndim == 0:
+            if not self.record or not isinstance(output, Tensor) or output.ndim == 0:
                 return
             st = self._stats[name]
             with torch.no_grad():
