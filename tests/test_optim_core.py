@@ -158,14 +158,14 @@ def test_schedule_as_lr_equals_setting_lr_each_step():
 def test_low_precision_params_keep_their_dtype_and_descend():
     ps = make_params(torch.bfloat16)
     opt = to.AdamW(ps, lr=0.05, compile=False)
-    first = float(loss_fn(ps))
+    first = float(loss_fn(ps).detach())
     for _ in range(50):
         opt.zero_grad()
         loss_fn(ps).backward()
         opt.step()
     assert all(p.dtype == torch.bfloat16 for p in ps)
     assert all(s.dtype == torch.bfloat16 for s in opt.state[ps[0]].values() if s.dim() > 0)
-    assert float(loss_fn(ps)) < first - 1.0
+    assert float(loss_fn(ps).detach()) < first - 1.0
 
 
 def test_mixed_dtypes_make_one_segment_per_group_and_dtype():
@@ -240,4 +240,36 @@ def test_inductor_compiled_matches_torch(name, hp):
     for _ in range(100):
         _step_both(oa, a, ob, b)
     assert all(seg.compiled for seg in oa._segments)
+    _close(a, b)
+
+
+def test_deepcopy_gives_an_independent_optimizer_that_continues_identically():
+    import copy
+
+    ps = make_params()
+    opt = to.Adam(ps, lr=0.02, compile=False)
+    for _ in range(5):
+        opt.zero_grad()
+        loss_fn(ps).backward()
+        opt.step()
+    twin_params, twin = copy.deepcopy((ps, opt))
+    for _ in range(5):
+        for o, q in ((opt, ps), (twin, twin_params)):
+            o.zero_grad()
+            loss_fn(q).backward()
+            o.step()
+    _close(twin_params, ps, rtol=0, atol=0)
+    assert twin_params[0].data_ptr() != ps[0].data_ptr()
+
+
+def test_torch_lr_scheduler_drives_a_thalweg_optimizer():
+    a, b = make_params(), make_params()
+    oa, ob = to.SGD(a, lr=0.05, momentum=0.9, compile=False), torch.optim.SGD(b, lr=0.05, momentum=0.9)
+    sa = torch.optim.lr_scheduler.StepLR(oa, step_size=5, gamma=0.5)
+    sb = torch.optim.lr_scheduler.StepLR(ob, step_size=5, gamma=0.5)
+    for _ in range(20):
+        _step_both(oa, a, ob, b)
+        sa.step()
+        sb.step()
+    assert oa.param_groups[0]["lr"] == ob.param_groups[0]["lr"] == 0.05 * 0.5**4
     _close(a, b)

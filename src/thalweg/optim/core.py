@@ -125,6 +125,10 @@ class _Segment:
         self.compiled = False
         self.hp: Tensor | None = None
 
+    def __getstate__(self) -> dict[str, Any]:
+        # compiled functions are rebuilt on demand (they do not pickle or deep-copy)
+        return {**self.__dict__, "fn": None, "compiled": False, "hp": None}
+
     def _view(self, flat: Tensor, i: int) -> Tensor:
         return flat[self.offsets[i] : self.offsets[i] + self.numels[i]].view_as(self.params[i])
 
@@ -424,6 +428,10 @@ class FlatOptimizer(torch.optim.Optimizer):
                 seg.steps[i] = int(n)
                 seg.step_t[i] = n
                 self._start(seg, i)
+
+    def __getstate__(self) -> dict[str, Any]:
+        # torch.optim keeps only defaults/state/param_groups; the flat buffers are needed too
+        return dict(self.__dict__)
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
