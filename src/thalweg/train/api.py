@@ -88,6 +88,7 @@ def fit(config: RunConfig | dict[str, Any] | str | Path | None = None, *,
         return finish(trainer)
     finally:
         if trainer is not None:
+            trainer.writer.close()
             trainer.log.close()
             trainer.mon_log.close()
             distributed.teardown(trainer.ctx)

@@ -15,7 +15,8 @@ import os
 import re
 import signal
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ import torch
 
 __all__ = [
     "FORMAT",
+    "BackgroundWriter",
     "CheckpointError",
     "CheckpointManager",
     "content_digest",
@@ -42,8 +44,8 @@ def _walk(obj: Any, h: Any) -> None:
     if isinstance(obj, torch.Tensor):
         t = obj.detach().cpu().contiguous()
         h.update(f"T{t.dtype}{tuple(t.shape)}".encode())
-        if t.numel():
-            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+        if t.numel():  # hashlib reads the buffer in place (no copy, GIL released)
+            h.update(t.reshape(-1).view(torch.uint8).numpy())
     elif isinstance(obj, dict):
         h.update(b"{")
         for k in sorted(obj, key=repr):
@@ -86,6 +88,15 @@ def _debug_kill(point: str) -> None:
         return
     _debug_kill.count = getattr(_debug_kill, "count", 0) + (point == "temp-written")
     if point == "temp-written" and _debug_kill.count == int(spec.split(":", 1)[1]):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def kill_point(step: int, writer: BackgroundWriter) -> None:
+    """Test hook: `THALWEG_KILL_AT=step:N` SIGKILLs the process right after step N (once the
+    checkpoints already submitted are on disk)."""
+    spec = os.environ.get("THALWEG_KILL_AT", "")
+    if spec == f"step:{step}":
+        writer.wait()
         os.kill(os.getpid(), signal.SIGKILL)
 
 
@@ -174,3 +185,45 @@ class CheckpointManager:
                 self.skipped.append((path, str(e)))
                 warnings.warn(f"{e}; falling back to the previous checkpoint", stacklevel=2)
         return None
+
+
+def snapshot(state: Any) -> Any:
+    """A deep copy of every tensor in a nested state, so it can be written while training goes on."""
+    if isinstance(state, torch.Tensor):
+        return state.detach().clone()
+    if isinstance(state, dict):
+        return {k: snapshot(v) for k, v in state.items()}
+    if isinstance(state, list | tuple):
+        return type(state)(snapshot(v) for v in state)
+    return state
+
+
+class BackgroundWriter:
+    """Runs checkpoint writes on one worker thread, in submission order, so the fsyncs overlap
+    with training; `wait()` blocks until everything submitted is on disk (and re-raises)."""
+
+    def __init__(self) -> None:
+        self._pool: ThreadPoolExecutor | None = None
+        self._pending: list[Future[Any]] = []
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> None:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="thalweg-ckpt")
+        done = [f for f in self._pending if f.done()]
+        for f in done:
+            f.result()
+        self._pending = [f for f in self._pending if not f.done()]
+        self._pending.append(self._pool.submit(fn, *args))
+
+    def wait(self) -> None:
+        pending, self._pending = self._pending, []
+        for f in pending:
+            f.result()
+
+    def close(self) -> None:
+        try:
+            self.wait()
+        finally:
+            if self._pool is not None:
+                self._pool.shutdown(wait=True)
+                self._pool = None

@@ -9,9 +9,8 @@ good checkpoint with a lower lr; if that fails too, the run stops naming what bl
 
 from __future__ import annotations
 
+import contextlib
 import math
-import os
-import signal
 import time
 import warnings
 from typing import Any
@@ -20,8 +19,15 @@ import torch
 from torch import nn
 
 from thalweg import regularize as R
+from thalweg.data import Loader
 from thalweg.train import distributed
-from thalweg.train.checkpoint import CheckpointManager, save_checkpoint
+from thalweg.train.checkpoint import (
+    BackgroundWriter,
+    CheckpointManager,
+    kill_point,
+    save_checkpoint,
+    snapshot,
+)
 from thalweg.train.components import (
     build_model,
     build_optimizer,
@@ -38,13 +44,6 @@ from thalweg.train.runs import MetricsLog, RunPaths
 from thalweg.train.state import capture_rng, restore_rng, seed_everything
 
 __all__ = ["NonFiniteError", "Trainer"]
-
-
-def _kill_point(step: int) -> None:
-    """Test hook: `THALWEG_KILL_AT=step:N` SIGKILLs the process right after step N."""
-    spec = os.environ.get("THALWEG_KILL_AT", "")
-    if spec == f"step:{step}":
-        os.kill(os.getpid(), signal.SIGKILL)
 
 
 class _Restart(Exception):
@@ -73,9 +72,6 @@ class Trainer:
             ids = [self.ctx.device.index] if self.ctx.device.type == "cuda" else None
             self.net = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
         self.opt, self.info = build_optimizer(cfg, self.model)
-        self.groups_lr = [g.get("lr", 1.0) for g in self.opt.param_groups]
-        from thalweg.data import Loader
-
         self.loader = Loader(self.splits.x_train, self.splits.y_train,
                              t.batch_size // self.ctx.world_size, shuffle=True, seed=t.seed,
                              rank=self.ctx.rank, world_size=self.ctx.world_size)
@@ -93,6 +89,7 @@ class Trainer:
         self.early = R.EarlyStopping(es.patience, es.min_delta,
                                      mode="max" if self.best_metric == "val_accuracy" else "min")
         self.ckpts = CheckpointManager(self.paths.checkpoints, keep=t.keep_checkpoints)
+        self.writer = BackgroundWriter()  # checkpoints are fsynced while training goes on
         self.log = MetricsLog(self.paths.metrics, enabled=self.main)
         self.mon_log = MetricsLog(self.paths.monitors, enabled=self.main and cfg.diagnostics.monitors)
         self.monitor: Any = None
@@ -100,8 +97,7 @@ class Trainer:
             from thalweg.monitors import Monitor
 
             self.monitor = Monitor(self.model).attach()
-        self.names = [n for n, _ in self.model.named_parameters()]
-        self.params = [p for _, p in self.model.named_parameters()]
+        self.names, self.params = map(list, zip(*self.model.named_parameters(), strict=True))
         torch.manual_seed(t.seed + 1 + self.ctx.rank)  # dropout masks differ per rank
         self.s: dict[str, Any] = {
             "step": 0, "lr_scale": 1.0, "rollbacks": 0, "streak": 0, "skipped": 0,
@@ -124,11 +120,13 @@ class Trainer:
 
     # ----- state -------------------------------------------------------------------------
     def _zero_window(self) -> None:
+        self._buf: list[tuple[Any, ...]] = []
         z = torch.zeros((), dtype=torch.float64, device=self.ctx.device)
         self.w = {"loss": z.clone(), "correct": z.clone(), "count": z.clone(),
                   "gnorm": z.clone(), "steps": z.clone()}
 
     def _state(self) -> dict[str, Any]:
+        self._fold()
         s = dict(self.s)
         s["elapsed"] = self.s["elapsed"] + time.perf_counter() - self._start
         return {
@@ -170,8 +168,16 @@ class Trainer:
     def _save(self) -> None:
         state = self._state()  # every rank joins the RNG gather
         if self.main:
+            self.writer.submit(self._write, snapshot(state), self.s["step"])
+
+    def _write(self, state: dict[str, Any], step: int) -> None:
+        with contextlib.suppress(OSError, ValueError):  # closed meanwhile: nothing to sync
             self.log.sync()
-            self.ckpts.save(state, self.s["step"])
+        self.ckpts.save(state, step)
+
+    def _sync_writes(self) -> None:
+        """Every rank may read checkpoints after this: rank 0's writes are on disk."""
+        self.writer.wait()
         self.ctx.barrier()
 
     def _resume(self) -> None:
@@ -236,7 +242,7 @@ class Trainer:
             loss = self.opt.step(closure)
             per, out = box["per"], box["out"]
             gnorm = torch.nn.utils.get_total_norm([p.grad for p in self.params if p.grad is not None])
-            ok = bool(torch.isfinite(loss.detach() + gnorm))
+            ok = math.isfinite(loss.detach().item()) and math.isfinite(gnorm.item())
         else:
             self.opt.zero_grad()
             loss, per, out = self._loss(xb, yb)
@@ -248,10 +254,10 @@ class Trainer:
             else:
                 gnorm = torch.nn.utils.get_total_norm(
                     [p.grad for p in self.params if p.grad is not None], foreach=True)
-            flag = torch.isfinite(loss.detach() + gnorm)
-            if self.ctx.enabled:
-                flag = self.ctx.all_reduce_sum(flag.to(torch.float32)) == self.ctx.world_size
-            ok = bool(flag)
+            ok = math.isfinite(loss.detach().item()) and math.isfinite(gnorm.item())
+            if self.ctx.enabled:  # every rank must agree to step or skip
+                flag = self.ctx.all_reduce_sum(torch.tensor([float(ok)], device=self.ctx.device))
+                ok = int(flag.item()) == self.ctx.world_size
             watch = ok and self.monitor is not None and (step + 1) % self.cfg.train.log_every == 0
             if watch:
                 self.monitor.snapshot()
@@ -263,15 +269,24 @@ class Trainer:
         if not ok:
             return self._nonfinite(loss.detach(), lr)
         self.s["streak"] = 0
-        with torch.no_grad():
-            w = self.w
-            w["loss"] += per.sum()
-            w["count"] += per.numel()
-            w["gnorm"] += gnorm
-            w["steps"] += 1
-            if self.classify:
-                w["correct"] += (out.argmax(dim=1) == yb).sum()
+        self._buf.append((per, gnorm.detach(), out if self.classify else None, yb))
         return True
+
+    @torch.no_grad()
+    def _fold(self) -> None:
+        """Reduce the buffered per-step values into the window sums (a few ops per log, not per
+        step; folding happens at the same steps in a resumed run, so the sums are identical)."""
+        if not self._buf:
+            return
+        pers, gnorms, outs, ys = zip(*self._buf, strict=True)
+        w, per = self.w, torch.cat(pers)
+        w["loss"] += per.double().sum()
+        w["count"] += per.numel()
+        w["gnorm"] += torch.stack(gnorms).double().sum()
+        w["steps"] += len(gnorms)
+        if self.classify:
+            w["correct"] += (torch.cat(outs).argmax(dim=1) == torch.cat(ys)).sum()
+        self._buf = []
 
     def _nonfinite(self, loss: torch.Tensor, lr: float) -> bool:
         t = self.cfg.train
@@ -290,6 +305,7 @@ class Trainer:
                    f"{t.rollback_lr_factor}; lower [optimizer] lr or set [regularization] clip_norm")
             self.log.write({"event": "stopped", "step": self.s["step"], "reason": msg})
             raise NonFiniteError(msg, what=what, step=self.s["step"])
+        self._sync_writes()
         latest = self.ckpts.load_latest(self.ctx.device)
         st = latest[1] if latest else None
         if st is None:
@@ -312,6 +328,7 @@ class Trainer:
                         self.cfg.train.eval_batch_size)
 
     def _log_train(self, lr: float) -> dict[str, Any]:
+        self._fold()
         w = {k: v.item() for k, v in self.w.items()}
         rec: dict[str, Any] = {"step": self.s["step"],
                                "epoch": round(self.s["step"] / self.steps_per_epoch, 4), "lr": lr}
@@ -338,9 +355,10 @@ class Trainer:
         if math.isfinite(value) and (best is None or sign * (value - best) > 0):
             self.s["best_value"], self.s["best_step"] = value, self.s["step"]
             if self.main:
-                save_checkpoint({"model": self.model.state_dict(), "step": self.s["step"],
+                best = snapshot({"model": self.model.state_dict(), "step": self.s["step"],
                                  "metric": self.best_metric, "value": value,
-                                 "config": self.cfg.model_dump(mode="json")}, self.paths.best)
+                                 "config": self.cfg.model_dump(mode="json")})
+                self.writer.submit(save_checkpoint, best, self.paths.best)
         if self.early.step(value) and self.cfg.regularization.early_stopping.enabled:
             self.s["stopped"] = "early_stopping"
 
@@ -370,6 +388,7 @@ class Trainer:
             if self.s["last_eval_step"] != self.s["step"]:
                 self._record(evaluate=True)
             self._save()
+            self._sync_writes()
         finally:
             self.view.stop()
 
@@ -390,9 +409,9 @@ class Trainer:
                 break  # the epoch's checkpoint holds the start of the next epoch
             if t.checkpoint_every and step % t.checkpoint_every == 0:
                 self._save()
-            _kill_point(step)
+            kill_point(step, self.writer)
         self.loader.set_epoch(self.loader.epoch + 1)
         step = self.s["step"]
         if not t.checkpoint_every or step % t.checkpoint_every == 0:
             self._save()
-        _kill_point(step)
+        kill_point(step, self.writer)
