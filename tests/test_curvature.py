@@ -219,3 +219,19 @@ def test_weight_norm_models_get_the_true_symmetric_hessian(backend: str) -> None
     fd = (grad_at(flat0 + eps * v) - grad_at(flat0 - eps * v)) / (2 * eps)
     grad_at(flat0)  # restore
     torch.testing.assert_close(Hv, fd, rtol=1e-6, atol=1e-8)
+
+
+def test_lanczos_finds_repeated_eigenvalues_after_an_invariant_subspace() -> None:
+    """A 2-output linear model under MSE has every Hessian eigenvalue twice; one Krylov space
+    sees each once, so eigs must restart after the breakdown to report both copies."""
+    torch.manual_seed(0)
+    model = nn.Linear(3, 2)  # float32: breakdown is detected at the operator's rounding level
+    x, y = torch.randn(20, 3), torch.randn(20, 2)
+    op = HessianOperator(model, F.mse_loss, (x, y))
+    ev = torch.linalg.eigvalsh(op.dense().double())
+    r = eigs(op, k=2, which="both", tol=1e-5)
+    expect = torch.cat([ev[-2:].flip(0), ev[:2]])
+    torch.testing.assert_close(r.eigenvalues, expect, rtol=1e-5, atol=1e-6)
+    assert r.eigenvalues[0] == pytest.approx(float(r.eigenvalues[1]), rel=1e-5)  # the pair
+    I3 = torch.eye(3, dtype=torch.float64)
+    torch.testing.assert_close(eigs(I3, k=3).eigenvalues, torch.ones(3, dtype=torch.float64))

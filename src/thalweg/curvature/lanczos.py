@@ -46,6 +46,10 @@ class Lanczos:
         self.alpha: list[float] = []
         self.beta: list[float] = []  # beta[j] couples q_j and q_{j+1}
         self.num_hvps = 0
+        self.block_starts = [0]  # a new block begins after each breakdown (β = 0)
+        # β below this (relative to ‖T‖) means the space is invariant up to the operator's rounding
+        op_dtype = getattr(self.op, "dtype", torch.float64)
+        self.break_tol = max(1e-10, 100 * torch.finfo(op_dtype).eps)
         q = rademacher(n, self.gen).to(self.device) if v0 is None else v0.detach().reshape(-1).to(self.device, torch.float64)
         if q.numel() != n:
             raise ValueError(f"v0 has {q.numel()} entries but the operator has dim={n}")
@@ -89,11 +93,18 @@ class Lanczos:
         if j + 1 >= self.n:
             self._next = None
             return
-        if b <= 1e-10 * max(scale, 1e-300):  # invariant subspace: continue from a fresh direction
-            r = rademacher(self.n, self.gen).to(self.device)
-            for _ in range(2):
-                r = r - basis.T @ (basis @ r)
+        if b <= self.break_tol * max(scale, 1e-300):
+            # (numerically) invariant subspace: a single Krylov space cannot see the other copies
+            # of a repeated eigenvalue, so continue from a fresh Gaussian direction (a new block)
+            for _ in range(8):
+                r = torch.randn(self.n, generator=self.gen, dtype=torch.float64).to(self.device)
+                r0 = float(r.norm())
+                for _ in range(2):
+                    r = r - basis.T @ (basis @ r)
+                if float(r.norm()) > 1e-6 * r0:
+                    break
             self.beta.append(0.0)
+            self.block_starts.append(j + 1)
             self._next = r / r.norm()
         else:
             self.beta.append(b)
@@ -176,6 +187,22 @@ def _wanted(theta: np.ndarray, k: int, which: str) -> np.ndarray:
     return np.concatenate([top, bottom])
 
 
+def _latest_block_settled(lz: Lanczos, which: str, bound: float) -> bool:
+    """After a breakdown the newest block explores the rest of the space: wait until its
+    extreme Ritz pair(s) on the wanted side have converged too (they may be repeated eigenvalues)."""
+    b0 = lz.block_starts[-1]
+    if b0 == 0:
+        return True
+    d = np.asarray(lz.alpha[b0:])
+    if len(d) == 0:  # the new block has not started yet
+        return False
+    e = np.asarray(lz.beta[b0 : lz.m - 1])
+    s = np.ones((1, 1)) if len(d) == 1 else eigh_tridiagonal(d, e)[1]
+    beta = lz.beta[lz.m - 1] if len(lz.beta) >= lz.m else 0.0
+    ends = {"largest": [-1], "smallest": [0], "both": [0, -1]}[which]
+    return all(abs(beta * s[-1, i]) <= bound for i in ends)
+
+
 def eigs(
     op: Any,
     k: int = 1,
@@ -215,7 +242,7 @@ def eigs(
             continue
         res = lz.residuals(theta[idx], s[:, idx])
         ok = res <= tol * scale
-        if ok.all() or lz.done:
+        if lz.done or (ok.all() and _latest_block_settled(lz, which, tol * scale)):
             break
     vecs = lz.vectors(s[:, idx]) if return_eigenvectors else None
     return EigResult(
