@@ -94,10 +94,21 @@ def test_doctor_and_inspect_on_a_trainer_run(tmp_path: Path) -> None:
            "diagnostics": {"figures": False}}
     run = fit(cfg, quiet=True).run_dir
     before = (run / "report.html").read_text()
+    # a training-time monitor record with overflow (as the trainer logs Monitor.measure() output)
+    from thalweg.curvature import load_target
+    from thalweg.monitors import Monitor
+
+    probe = load_target(run, max_samples=64)
+    with Monitor(probe.model.train()) as mon:
+        probe.loss_fn(probe.model(probe.x), probe.y).backward()
+        rec = mon.measure(step=123)
+    rec["nonfinite"]["grads"] = 5
+    (run / "monitors.jsonl").write_text(json.dumps(rec) + "\n")
     res = CliRunner().invoke(app, ["doctor", str(run), "--max-samples", "256"])
     assert res.exit_code == 0, res.output
     after = (run / "report.html").read_text()
     assert "thalweg-doctor:start" in after and after.startswith(before[: before.index("</body>")])
+    assert "NONFINITE" in res.output and "monitors.jsonl (step 123" in res.output
     res = CliRunner().invoke(app, ["inspect", str(run), "--k", "2", "--max-samples", "256", "--json"])
     assert res.exit_code == 0, res.output
     assert (run / "figures" / "hessian_density.png").is_file()

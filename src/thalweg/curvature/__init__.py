@@ -20,7 +20,7 @@ from thalweg.curvature.hvp import (
     rademacher,
 )
 from thalweg.curvature.lanczos import EigResult, Lanczos, eigs
-from thalweg.curvature.probe import Probe, load_probe, save_probe
+from thalweg.curvature.probe import Probe, load_probe, load_target, save_probe
 from thalweg.curvature.trace import TraceResult, trace
 
 __all__ = [
@@ -44,6 +44,7 @@ __all__ = [
     "find_critical_point",
     "hvp",
     "load_probe",
+    "load_target",
     "plot_density",
     "rademacher",
     "save_probe",

@@ -129,12 +129,40 @@ def doctor_target(path: Path, *, mode: str = "eval", max_samples: int = 2048, gr
             if events:
                 meas["nonfinite"]["training_events"] = events
     findings = diagnose(meas, Thresholds(grad_tol=grad_tol))
+    if probe.run_dir is not None:
+        findings += _training_history_findings(Path(probe.run_dir) / "monitors.jsonl", {f.code for f in findings})
+        findings.sort(key=lambda f: {"critical": 0, "warning": 1, "info": 2}[f.severity])
     if report is None:
         report = (Path(probe.run_dir) / "report.html") if probe.run_dir is not None else \
             Path(probe.source).with_suffix(".report.html")
     extra = f"<pre>{_html_escape(cls.explain())}</pre>"
     write_html_section(report, to_html(findings, extra=extra))
     return findings, meas, report
+
+
+def _training_history_findings(path: Path, seen: set[str]) -> list[Any]:
+    """Findings from the trainer's last `Monitor.measure()` record (monitors.jsonl), for codes the
+    fresh measurement did not already raise; non-finite counts are summed over the whole run."""
+    from thalweg.diagnose import diagnose
+
+    if not path.is_file():
+        return []
+    recs = [json.loads(ln) for ln in path.read_text().splitlines() if ln.strip()]
+    recs = [r for r in recs if isinstance(r, dict) and "layers" in r]
+    if not recs:
+        return []
+    last = dict(recs[-1])
+    totals: dict[str, int] = {}
+    for r in recs:
+        for k, v in (r.get("nonfinite") or {}).items():
+            totals[k] = totals.get(k, 0) + int(bool(v) if isinstance(v, bool) else v)
+    last["nonfinite"] = totals
+    out = []
+    for f in diagnose(last):
+        if f.code not in seen and f.code not in ("AT_MINIMUM", "FLAT_REGION", "NOT_CRITICAL"):
+            f.evidence = {"from": f"monitors.jsonl (step {last.get('step')}, {len(recs)} records)", **f.evidence}
+            out.append(f)
+    return out
 
 
 def _html_escape(s: str) -> str:
