@@ -201,3 +201,15 @@ def test_classify_agrees_with_every_known_critical_point_of_the_landscape_functi
             assert c.kind == {"degenerate": "flat"}.get(cp.kind, cp.kind), (name, cp, c.explain())
             checked += 1
     assert checked >= 10
+
+
+def test_minimum_odds_saddles_dominate_in_high_dimension() -> None:
+    from thalweg.curvature import minimum_odds
+
+    assert minimum_odds(3)["independent"] == 0.125 and minimum_odds(3)["goe"] is None
+    one = minimum_odds(1, trials=20000)
+    assert abs(one["goe"] - 0.5) < 4 * one["goe_stderr"]  # a 1×1 GOE "matrix" is a fair coin
+    four = minimum_odds(4, trials=20000)
+    assert four["goe"] < four["independent"] / 10  # eigenvalue repulsion: far rarer than 0.5**k
+    with pytest.raises(ValueError, match="k must"):
+        minimum_odds(0)

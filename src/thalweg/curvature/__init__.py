@@ -9,6 +9,7 @@ from thalweg.curvature.critical import (
     classify,
     condition_number,
     find_critical_point,
+    minimum_odds,
 )
 from thalweg.curvature.density import DensityResult, density, plot_density
 from thalweg.curvature.hvp import (
@@ -45,6 +46,7 @@ __all__ = [
     "hvp",
     "load_probe",
     "load_target",
+    "minimum_odds",
     "plot_density",
     "rademacher",
     "save_probe",

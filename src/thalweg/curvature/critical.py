@@ -26,6 +26,7 @@ __all__ = [
     "classify",
     "condition_number",
     "find_critical_point",
+    "minimum_odds",
 ]
 
 Kind = Literal["minimum", "maximum", "saddle", "flat", "not_critical"]
@@ -268,3 +269,25 @@ def find_critical_point(
         x = x - step
     raise ValueError(f"find_critical_point did not converge from x0={list(map(float, torch.as_tensor(x0).reshape(-1)))} "
                      f"in {max_iter} iterations (last ‖∇f‖ = {float(g.norm()):.3g})")
+
+
+def minimum_odds(k: int, *, trials: int = 0, seed: int = 0) -> dict[str, float | None]:
+    """How likely a random critical point in k dimensions is a minimum: 0.5**k if each
+    eigenvalue's sign were a fair coin (seed 003), and with `trials` > 0 the Monte-Carlo fraction
+    of positive definite Wigner (GOE) Hessians, where eigenvalue repulsion makes it far smaller.
+    Either way saddles dominate in high dimension."""
+    if not isinstance(k, int) or isinstance(k, bool) or k < 1:
+        raise ValueError(f"k must be a positive int, got {k!r}")
+    if not isinstance(trials, int) or trials < 0:
+        raise ValueError(f"trials must be a non-negative int, got {trials!r}")
+    out: dict[str, float | None] = {"independent": 0.5**k, "goe": None, "goe_stderr": None}
+    if trials:
+        g = torch.Generator().manual_seed(int(seed))
+        hits = 0
+        for start in range(0, trials, 4096):
+            n = min(4096, trials - start)
+            A = torch.randn(n, k, k, generator=g, dtype=torch.float64)
+            hits += int((torch.linalg.eigvalsh((A + A.transpose(1, 2)) / 2)[:, 0] > 0).sum())
+        p = hits / trials
+        out["goe"], out["goe_stderr"] = p, math.sqrt(max(p * (1 - p), 1.0 / trials) / trials)
+    return out
