@@ -235,3 +235,16 @@ def test_lanczos_finds_repeated_eigenvalues_after_an_invariant_subspace() -> Non
     assert r.eigenvalues[0] == pytest.approx(float(r.eigenvalues[1]), rel=1e-5)  # the pair
     I3 = torch.eye(3, dtype=torch.float64)
     torch.testing.assert_close(eigs(I3, k=3).eigenvalues, torch.ones(3, dtype=torch.float64))
+
+
+def test_cached_graph_is_rebuilt_after_the_weights_change() -> None:
+    model, (x, y) = _mlp(), _data()
+    op = HessianOperator(model, F.cross_entropy, (x, y))
+    v = torch.randn(op.dim, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    before = op.matvec(v)
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    F.cross_entropy(model(x), y).backward()
+    opt.step()  # in-place update of every parameter
+    after = op.matvec(v)
+    torch.testing.assert_close(after, HessianOperator(model, F.cross_entropy, (x, y)).matvec(v))
+    assert not torch.allclose(after, before)

@@ -58,7 +58,8 @@ class HessianOperator:
     `matvec(v)` takes and returns a flat vector of length `dim`; `num_matvecs` counts full-data
     Hessian-vector products. In ``mode="train"`` dropout masks are fixed by reseeding the RNG for
     every product (so H is one fixed symmetric matrix) and BatchNorm uses batch statistics
-    without touching its running buffers.
+    without touching its running buffers. With one batch the gradient graph is cached, and
+    rebuilt when the weights change in place (tracked by their version counters).
     """
 
     def __init__(
@@ -85,6 +86,7 @@ class HessianOperator:
         self.selection_hvps = 0  # products spent timing the backends (not in num_matvecs)
         self._backend_choice: str | None = None if backend == "auto" else backend
         self._graph_cache: dict[int, tuple[Tensor, ...]] = {}
+        self._cache_versions: tuple[int, ...] = ()
         if function is not None:
             if model is not None:
                 raise ValueError("give either model (+ loss_fn, data) or function (+ point), not both")
@@ -315,6 +317,10 @@ class HessianOperator:
             with self._rng(i):
                 _, hv = jvp(grad(loss_of, argnums=tuple(range(len(primals)))), primals, tuple(parts))
             return [t.detach() for t in hv]
+        versions = tuple(p._version for p in self.params)  # bumped by any in-place weight update
+        if self._graph_cache and self._cache_versions != versions:
+            self._graph_cache.clear()  # the weights changed since the graph was built
+        self._cache_versions = versions
         grads = self._graph_cache.get(i) if self.cache_graph else None
         if grads is None:
             with self._rng(i), torch.enable_grad():
