@@ -34,6 +34,7 @@ def finish(tr: Trainer) -> RunResult:
         "best_metric": tr.best_metric, "best_value": s["best_value"], "best_step": s["best_step"],
         "test_loss": test.get("loss"), "test_accuracy": test.get("accuracy"),
         "skipped_steps": s["skipped"], "rollbacks": s["rollbacks"],
+        "steps_per_epoch": tr.steps_per_epoch, "total_steps": tr.total_steps,
         "seconds": round(s["elapsed"] + time.perf_counter() - tr._start, 3),
     }
     if tr.main:

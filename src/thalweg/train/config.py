@@ -179,7 +179,7 @@ class RunConfig(_Section):
 DEFAULT_TOML = """\
 # thalweg train — the embedded default: an MLP on MNIST-1D with AdamW, linear warm-up +
 # cosine decay, label smoothing and early stopping (about a minute on 2 CPU cores;
-# ~88 % test accuracy).
+# ~90 % test accuracy).
 name = "default"
 out_dir = "runs"
 
@@ -191,11 +191,11 @@ options = { num_samples = 20000 }
 
 [model]
 name = "mlp"              # linear | mlp | cnn1d
-width = 256
+width = 512
 depth = 2
 activation = "relu"
 norm = "none"
-dropout = 0.1
+dropout = 0.2
 
 [init]
 rule = "kaiming_uniform"

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
-__all__ = ["NonFiniteError", "first_nonfinite_grad"]
+__all__ = ["NonFiniteError", "Restart", "first_nonfinite_grad", "on_nonfinite"]
+
+
+class Restart(Exception):
+    """Raised inside an epoch after a rollback: iterate again from the restored position."""
 
 
 class NonFiniteError(RuntimeError):
@@ -21,3 +27,40 @@ def first_nonfinite_grad(names: list[str], params: list[torch.Tensor]) -> str:
         if p.grad is not None and not bool(torch.isfinite(p.grad).all()):
             return f"gradient of layer {name!r}"
     return "gradient norm (overflow in the norm itself)"
+
+
+def on_nonfinite(tr: Any, loss: torch.Tensor, lr: float) -> bool:
+    """Skip and log a NaN/inf step; K in a row: roll back to the newest good checkpoint with a
+    lower lr (raising :class:`Restart`), or stop with :class:`NonFiniteError` naming the culprit."""
+    t = tr.cfg.train
+    what = "loss" if not torch.isfinite(loss) else first_nonfinite_grad(tr.names, tr.params)
+    tr.opt.zero_grad()
+    tr.s["streak"] += 1
+    tr.s["skipped"] += 1
+    tr.log.write({"event": "nonfinite", "step": tr.s["step"], "what": what,
+                  "loss": float(loss), "lr": lr, "streak": tr.s["streak"]})
+    tr.view.print(f"[yellow]step {tr.s['step']}: non-finite {what}; step skipped[/]")
+    if tr.s["streak"] < t.nonfinite_patience:
+        return False
+    if tr.s["rollbacks"] >= t.max_rollbacks:
+        msg = (f"training stopped at step {tr.s['step']}: {tr.s['streak']} non-finite steps in "
+               f"a row (last: {what}) after {tr.s['rollbacks']} rollback(s) with lr x"
+               f"{t.rollback_lr_factor}; lower [optimizer] lr or set [regularization] clip_norm")
+        tr.log.write({"event": "stopped", "step": tr.s["step"], "reason": msg})
+        raise NonFiniteError(msg, what=what, step=tr.s["step"])
+    tr._sync_writes()
+    latest = tr.ckpts.load_latest(tr.ctx.device)
+    st = latest[1] if latest else None
+    if st is None:
+        raise NonFiniteError(f"non-finite {what} at step {tr.s['step']} and no checkpoint to "
+                             "roll back to", what=what, step=tr.s["step"])
+    rollbacks, scale, skipped = tr.s["rollbacks"], tr.s["lr_scale"], tr.s["skipped"]
+    tr._restore(st)
+    tr.s.update(rollbacks=rollbacks + 1, lr_scale=scale * t.rollback_lr_factor,
+                skipped=skipped, streak=0)
+    tr.log.write({"event": "rollback", "step": tr.s["step"], "what": what,
+                  "lr_scale": tr.s["lr_scale"]})
+    tr._warn(f"{t.nonfinite_patience} non-finite steps in a row ({what}): rolled back to step "
+             f"{tr.s['step']} with lr x{tr.s['lr_scale']:g}")
+    tr._save()
+    raise Restart

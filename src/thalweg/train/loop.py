@@ -38,16 +38,12 @@ from thalweg.train.components import (
     prepare_data,
 )
 from thalweg.train.config import ConfigError, RunConfig, dump_config
-from thalweg.train.guard import NonFiniteError, first_nonfinite_grad
+from thalweg.train.guard import NonFiniteError, Restart, on_nonfinite
 from thalweg.train.progress import ProgressView
 from thalweg.train.runs import MetricsLog, RunPaths
 from thalweg.train.state import capture_rng, restore_rng, seed_everything
 
 __all__ = ["NonFiniteError", "Trainer"]
-
-
-class _Restart(Exception):
-    """Raised inside an epoch after a rollback: iterate again from the restored position."""
 
 
 class Trainer:
@@ -155,6 +151,7 @@ class Trainer:
         restore_rng(mine["rng"], {"mixup": self.mixup_gen})
         self.w = {k: torch.tensor(v, dtype=torch.float64, device=self.ctx.device)
                   for k, v in mine["window"].items()}
+        self._buf = []
         if len(ranks) != self.ctx.world_size:
             self._warn(f"checkpoint was written by {len(ranks)} processes, now {self.ctx.world_size}: "
                        "random streams are re-seeded, so the run is no longer bitwise reproducible")
@@ -267,7 +264,7 @@ class Trainer:
                 self.mon_log.write(self.monitor.measure(loss=loss.detach(), step=step + 1))
         self.s["step"] = step + 1
         if not ok:
-            return self._nonfinite(loss.detach(), lr)
+            return on_nonfinite(self, loss.detach(), lr)
         self.s["streak"] = 0
         self._buf.append((per, gnorm.detach(), out if self.classify else None, yb))
         return True
@@ -287,40 +284,6 @@ class Trainer:
         if self.classify:
             w["correct"] += (torch.cat(outs).argmax(dim=1) == torch.cat(ys)).sum()
         self._buf = []
-
-    def _nonfinite(self, loss: torch.Tensor, lr: float) -> bool:
-        t = self.cfg.train
-        what = "loss" if not torch.isfinite(loss) else first_nonfinite_grad(self.names, self.params)
-        self.opt.zero_grad()
-        self.s["streak"] += 1
-        self.s["skipped"] += 1
-        self.log.write({"event": "nonfinite", "step": self.s["step"], "what": what,
-                        "loss": float(loss), "lr": lr, "streak": self.s["streak"]})
-        self.view.print(f"[yellow]step {self.s['step']}: non-finite {what}; step skipped[/]")
-        if self.s["streak"] < t.nonfinite_patience:
-            return False
-        if self.s["rollbacks"] >= t.max_rollbacks:
-            msg = (f"training stopped at step {self.s['step']}: {self.s['streak']} non-finite steps in "
-                   f"a row (last: {what}) after {self.s['rollbacks']} rollback(s) with lr x"
-                   f"{t.rollback_lr_factor}; lower [optimizer] lr or set [regularization] clip_norm")
-            self.log.write({"event": "stopped", "step": self.s["step"], "reason": msg})
-            raise NonFiniteError(msg, what=what, step=self.s["step"])
-        self._sync_writes()
-        latest = self.ckpts.load_latest(self.ctx.device)
-        st = latest[1] if latest else None
-        if st is None:
-            raise NonFiniteError(f"non-finite {what} at step {self.s['step']} and no checkpoint to "
-                                 "roll back to", what=what, step=self.s["step"])
-        rollbacks, scale, skipped = self.s["rollbacks"], self.s["lr_scale"], self.s["skipped"]
-        self._restore(st)
-        self.s.update(rollbacks=rollbacks + 1, lr_scale=scale * t.rollback_lr_factor,
-                      skipped=skipped, streak=0)
-        self.log.write({"event": "rollback", "step": self.s["step"], "what": what,
-                        "lr_scale": self.s["lr_scale"]})
-        self._warn(f"{t.nonfinite_patience} non-finite steps in a row ({what}): rolled back to step "
-                   f"{self.s['step']} with lr x{self.s['lr_scale']:g}")
-        self._save()
-        raise _Restart
 
     # ----- evaluation --------------------------------------------------------------------
     def evaluate(self, x: torch.Tensor, y: torch.Tensor, model: nn.Module | None = None) -> dict[str, float]:
@@ -381,7 +344,7 @@ class Trainer:
             while self.s["stopped"] is None and self.loader.epoch < t.epochs:
                 try:
                     self._epoch()
-                except _Restart:
+                except Restart:
                     continue
             if self.s["stopped"] is None:
                 self.s["stopped"] = "completed"

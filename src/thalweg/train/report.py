@@ -18,8 +18,11 @@ def _series(records: list[dict[str, Any]], key: str) -> tuple[list[float], list[
     return [p[0] for p in pts], [p[1] for p in pts]
 
 
-def plot_curves(records: list[dict[str, Any]], out_dir: Path, title: str = "") -> list[Path]:
-    """Write losses.png, accuracy.png (classification), lr.png and grad_norm.png."""
+def plot_curves(records: list[dict[str, Any]], out_dir: Path, title: str = "",
+                best_epoch: float | None = None,
+                schedule: tuple[list[float], list[float]] | None = None) -> list[Path]:
+    """Write losses.png, accuracy.png (classification), lr.png and grad_norm.png; mark the
+    epoch whose weights are in best.pt, and draw the lr schedule at every step if given."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -29,21 +32,27 @@ def plot_curves(records: list[dict[str, Any]], out_dir: Path, title: str = "") -
     written: list[Path] = []
     bad = [r["step"] for r in records if r.get("event") in ("nonfinite", "rollback")]
 
-    def figure(name: str, panels: list[tuple[str, str, bool]], ylabel: str, logy: bool = False) -> None:
+    def figure(name: str, panels: list[tuple[str, str, bool]], ylabel: str, logy: bool = False,
+               best: bool = False, curve: tuple[list[float], list[float]] | None = None) -> None:
         if not any(_series(records, k)[0] for k, _, _ in panels):
             return
         fig, ax = plt.subplots(figsize=(6.4, 3.6), dpi=100)
+        if curve is not None:
+            ax.plot(*curve, color="0.6", lw=1.2, label="schedule (every step)")
         for key, label, marker in panels:
             x, y = _series(records, key)
             if x:
-                ax.plot(x, y, marker="o" if marker else None, markersize=3, label=label)
+                ax.plot(x, y, marker="o" if marker or curve else None, markersize=3,
+                        lw=0 if curve else 1.5, label=label)
+        if best and best_epoch is not None:
+            ax.axvline(best_epoch, color="green", ls=":", lw=1.2, label="best.pt")
         if logy:
             ax.set_yscale("log")
         ax.set_xlabel("epoch")
         ax.set_ylabel(ylabel)
         ax.set_title(f"{title}: {ylabel}" if title else ylabel, fontsize=10)
         ax.grid(alpha=0.3)
-        if len(panels) > 1:
+        if len(ax.get_legend_handles_labels()[0]) > 1:
             ax.legend(fontsize=8)
         if bad and records:
             spe = next((r["step"] / r["epoch"] for r in records if r.get("epoch")), None)
@@ -57,12 +66,12 @@ def plot_curves(records: list[dict[str, Any]], out_dir: Path, title: str = "") -
         written.append(path)
 
     figure("losses", [("train_loss", "train (training objective)", False),
-                      ("val_loss", "validation", True)], "loss")
+                      ("val_loss", "validation (cross-entropy)", True)], "loss", best=True)
     figure("accuracy", [("train_accuracy", "train", False), ("val_accuracy", "validation", True)],
-           "accuracy")
-    figure("lr", [("lr", "learning rate", False)], "learning rate")
-    figure("grad_norm", [("grad_norm", "mean ‖g‖ per log window", False)], "gradient norm",
-           logy=True)
+           "accuracy", best=True)
+    figure("lr", [("lr", "logged", False)], "learning rate", curve=schedule)
+    figure("grad_norm", [("grad_norm", "mean ‖g‖ per log window, before clipping", False)],
+           "gradient norm", logy=True)
     return written
 
 
@@ -76,7 +85,16 @@ def write_report(paths: RunPaths, cfg: RunConfig, summary: dict[str, Any], *, fi
                  html: bool = True) -> Path | None:
     """Draw the figures and a self-contained-enough report.html that links them."""
     records = read_metrics(paths.metrics) if paths.metrics.is_file() else []
-    pngs = plot_curves(records, paths.figures, cfg.name) if figures else []
+    spe, total = summary.get("steps_per_epoch"), summary.get("total_steps")
+    best_epoch = summary["best_step"] / spe if spe and summary.get("best_step", -1) >= 0 else None
+    curve = None
+    if spe and total:
+        from thalweg.train.components import build_schedule
+
+        sched = build_schedule(cfg, total, spe)
+        steps = range(0, total, max(1, total // 2000))
+        curve = ([(t + 1) / spe for t in steps], [sched(t) for t in steps])
+    pngs = plot_curves(records, paths.figures, cfg.name, best_epoch, curve) if figures else []
     if not html:
         return None
     import html as _html
