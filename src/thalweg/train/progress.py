@@ -24,7 +24,7 @@ class ProgressView:
     """A rich progress bar that is silent off a TTY; `print` still reports events."""
 
     def __init__(self, enabled: bool = True, notices: bool = True) -> None:
-        self.console = Console(stderr=True, quiet=not (enabled or notices))
+        self.console = Console(stderr=True, quiet=not (enabled or notices), soft_wrap=True)
         self.enabled = enabled
         self.bar_on = enabled and self.console.is_terminal
         self.progress: Progress | None = None

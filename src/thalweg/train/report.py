@@ -13,8 +13,20 @@ from thalweg.train.runs import RunPaths, read_metrics
 __all__ = ["plot_curves", "write_report"]
 
 
+def _kept(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Metric records of the surviving history: a rollback to step s abandons the records
+    written before it with step > s (that branch was undone)."""
+    kept: list[dict[str, Any]] = []
+    for r in records:
+        if r.get("event") == "rollback":
+            kept = [k for k in kept if k["step"] <= r["step"]]
+        elif "event" not in r:
+            kept.append(r)
+    return kept
+
+
 def _series(records: list[dict[str, Any]], key: str) -> tuple[list[float], list[float]]:
-    pts = [(r["epoch"], r[key]) for r in records if "event" not in r and r.get(key) is not None]
+    pts = [(r["epoch"], r[key]) for r in records if r.get(key) is not None]
     return [p[0] for p in pts], [p[1] for p in pts]
 
 
@@ -31,6 +43,7 @@ def plot_curves(records: list[dict[str, Any]], out_dir: Path, title: str = "",
     out_dir.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
     bad = [r["step"] for r in records if r.get("event") in ("nonfinite", "rollback")]
+    records = _kept(records)
 
     def figure(name: str, panels: list[tuple[str, str, bool]], ylabel: str, logy: bool = False,
                best: bool = False, curve: tuple[list[float], list[float]] | None = None) -> None:
@@ -52,13 +65,12 @@ def plot_curves(records: list[dict[str, Any]], out_dir: Path, title: str = "",
         ax.set_ylabel(ylabel)
         ax.set_title(f"{title}: {ylabel}" if title else ylabel, fontsize=10)
         ax.grid(alpha=0.3)
+        spe = next((r["step"] / r["epoch"] for r in records if r.get("epoch")), None)
+        for i, s in enumerate(bad[:20] if spe else []):
+            ax.axvline(s / spe, color="red", alpha=0.3, lw=0.8,
+                       label="non-finite step / rollback" if i == 0 else None)
         if len(ax.get_legend_handles_labels()[0]) > 1:
             ax.legend(fontsize=8)
-        if bad and records:
-            spe = next((r["step"] / r["epoch"] for r in records if r.get("epoch")), None)
-            for s in bad[:20]:
-                if spe:
-                    ax.axvline(s / spe, color="red", alpha=0.3, lw=0.8)
         fig.tight_layout()
         path = out_dir / f"{name}.png"
         fig.savefig(path)
