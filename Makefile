@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(PY) examples/seeds.py
+	$(VENV)/bin/thalweg train
 
 test: $(STAMP)
 	$(PY) -m pytest -n 2 --dist loadgroup
