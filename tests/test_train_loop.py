@@ -165,10 +165,21 @@ def test_cli_trains_and_reports_test_accuracy(tmp_path: Path) -> None:
 
     path = tmp_path / "c.toml"
     path.write_text(tomli_w.dumps(tiny(tmp_path, train={"epochs": 1})))
-    out = CliRunner().invoke(app, ["train", str(path), "--quiet"])
+    out = CliRunner().invoke(app, ["train", str(path)])  # not a TTY: no progress bar
     assert out.exit_code == 0, out.output
-    last = out.stdout.strip().splitlines()[-1]
-    assert last.startswith("test accuracy: ") and 0.5 < float(last.split(": ")[1]) <= 1.0
+    lines = out.stdout.strip().splitlines()
+    assert len(lines) == 2 and lines[0].startswith("run: ") and "epoch" not in out.output
+    assert lines[1].startswith("test accuracy: ") and 0.5 < float(lines[1].split(": ")[1]) <= 1.0
+
+
+def test_regression_runs_keep_the_lowest_val_loss(tmp_path: Path) -> None:
+    cfg = tiny(tmp_path, data={"name": "linreg_toy"}, model={"name": "linear", "width": None,
+               "depth": None}, optimizer={"name": "sgd", "lr": 0.01}, schedule={"name": "constant"},
+               regularization={"label_smoothing": 0.0}, train={"epochs": 30, "batch_size": 2})
+    res = fit(cfg, quiet=True)
+    assert res.best_metric == "val_loss" and res.test_accuracy is None and res.test_loss is not None
+    vals = [r["val_loss"] for r in read_metrics(res.run_dir) if "val_loss" in r and "event" not in r]
+    assert res.best_value == min(vals) and vals[-1] < vals[0] / 2
 
 
 def test_monitors_and_penalties_are_recorded(tmp_path: Path) -> None:

@@ -106,6 +106,9 @@ class Trainer:
             self._resume()
         elif self.main:
             self.paths.root.mkdir(parents=True, exist_ok=True)
+            if self.ckpts.paths():
+                self.view.notice(f"starting over in {self.paths.root} (its old checkpoints are "
+                                 "removed; `--resume` continues a run instead)")
             for p in self.ckpts.paths():
                 p.unlink()
             self.paths.best.unlink(missing_ok=True)

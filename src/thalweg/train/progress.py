@@ -38,7 +38,7 @@ class ProgressView:
         self.epochs = epochs
         self.progress = Progress(
             TextColumn("[bold]epoch {task.fields[epoch]}"),
-            BarColumn(),
+            BarColumn(bar_width=24),
             MofNCompleteColumn(),
             TextColumn("loss {task.fields[loss]}  lr {task.fields[lr]}  {task.fields[speed]}"),
             TimeElapsedColumn(),
