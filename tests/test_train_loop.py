@@ -172,6 +172,19 @@ def test_cli_trains_and_reports_test_accuracy(tmp_path: Path) -> None:
     assert lines[1].startswith("test accuracy: ") and 0.5 < float(lines[1].split(": ")[1]) <= 1.0
 
 
+def test_resume_command_on_a_finished_run_only_reports(tmp_path: Path) -> None:
+    from thalweg.cli import app
+
+    res = fit(tiny(tmp_path, train={"epochs": 1}), quiet=True)
+    before = (res.run_dir / "checkpoints" / "step_00000020.pt").read_bytes()
+    out = CliRunner().invoke(app, ["resume", str(res.run_dir), "--quiet"])
+    assert out.exit_code == 0, out.output
+    assert out.stdout.strip().splitlines()[-1] == f"test accuracy: {res.test_accuracy:.4f}"
+    assert (res.run_dir / "checkpoints" / "step_00000020.pt").read_bytes() == before  # no training
+    out = CliRunner().invoke(app, ["resume", str(tmp_path / "nope")])
+    assert out.exit_code == 2 and "no config.toml" in out.output
+
+
 def test_regression_runs_keep_the_lowest_val_loss(tmp_path: Path) -> None:
     cfg = tiny(tmp_path, data={"name": "linreg_toy"}, model={"name": "linear", "width": None,
                "depth": None}, optimizer={"name": "sgd", "lr": 0.01}, schedule={"name": "constant"},

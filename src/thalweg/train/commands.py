@@ -50,3 +50,12 @@ def register(app: typer.Typer) -> None:
             typer.echo(f"test accuracy: {result.test_accuracy:.4f}")
         elif result.test_loss is not None:
             typer.echo(f"test loss: {result.test_loss:.6g}")
+
+    @app.command("resume")
+    def resume_cmd(
+        run_dir: Path = typer.Argument(..., help="The run directory, e.g. runs/default."),
+        quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or messages."),
+    ) -> None:
+        """Continue an interrupted run from its newest good checkpoint (= train --resume)."""
+        train(config=None, resume=run_dir, print_config=False, name=None, out_dir=None,
+              epochs=None, quiet=quiet)

@@ -66,7 +66,9 @@ class DistContext:
 def _pick_device(preference: str, local_rank: int) -> torch.device:
     if preference == "cuda" or (preference == "auto" and torch.cuda.is_available()):
         if not torch.cuda.is_available():
-            raise RuntimeError("[train] device = 'cuda' but CUDA is not available")
+            from thalweg.train.config import ConfigError
+
+            raise ConfigError("train", "device", preference, "CUDA is not available here")
         return torch.device("cuda", local_rank % torch.cuda.device_count())
     return torch.device("cpu")
 
