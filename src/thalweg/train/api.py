@@ -15,7 +15,7 @@ from thalweg.train.checkpoint import load_checkpoint
 from thalweg.train.components import build_model
 from thalweg.train.config import RunConfig, load_config, parse_config
 from thalweg.train.loop import Trainer
-from thalweg.train.runs import RunPaths, RunResult
+from thalweg.train.runs import RunPaths, RunResult, write_atomic
 
 __all__ = ["finish", "fit"]
 
@@ -40,7 +40,7 @@ def finish(tr: Trainer) -> RunResult:
     if tr.main:
         tr.log.write(summary)
         tr.log.close()
-        tr.paths.summary.write_text(json.dumps(summary, indent=2) + "\n")
+        write_atomic(tr.paths.summary, json.dumps(summary, indent=2) + "\n")
         d = tr.cfg.diagnostics
         if d.figures or d.report:
             from thalweg.train.report import write_report

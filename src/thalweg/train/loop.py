@@ -40,7 +40,7 @@ from thalweg.train.components import (
 from thalweg.train.config import ConfigError, RunConfig, dump_config
 from thalweg.train.guard import NonFiniteError, Restart, on_nonfinite
 from thalweg.train.progress import ProgressView
-from thalweg.train.runs import MetricsLog, RunPaths
+from thalweg.train.runs import MetricsLog, RunPaths, write_atomic
 from thalweg.train.state import capture_rng, restore_rng, seed_everything
 
 __all__ = ["NonFiniteError", "Trainer"]
@@ -112,7 +112,7 @@ class Trainer:
             for p in self.ckpts.paths():
                 p.unlink()
             self.paths.best.unlink(missing_ok=True)
-            self.paths.config.write_text(dump_config(cfg))
+            write_atomic(self.paths.config, dump_config(cfg))
             self.log.open()
             self.mon_log.open()
         self.ctx.barrier()

@@ -20,7 +20,19 @@ from torch import nn
 from thalweg.train.checkpoint import CheckpointManager, load_checkpoint
 from thalweg.train.config import RunConfig, parse_config
 
-__all__ = ["LoadedRun", "MetricsLog", "RunPaths", "RunResult", "load_run", "read_metrics"]
+__all__ = [
+    "LoadedRun", "MetricsLog", "RunPaths", "RunResult", "load_run", "read_metrics", "write_atomic",
+]
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Replace `path` with `text` all at once (temp file, fsync, rename): never half a file."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
 
 
 @dataclass(frozen=True)
@@ -79,7 +91,7 @@ class MetricsLog:
         else:
             kept = self.path.read_text().splitlines(keepends=True)[:keep_lines] if self.path.exists() else []
             kept = [ln for ln in kept if ln.endswith("\n")]  # a line cut by a crash is dropped
-            self.path.write_text("".join(kept))
+            write_atomic(self.path, "".join(kept))
             self.lines = len(kept)
         self._fh = open(self.path, "a", encoding="utf-8")  # noqa: SIM115
 
