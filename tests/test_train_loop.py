@@ -95,8 +95,8 @@ def test_early_stopping_stops_after_patience(tmp_path: Path) -> None:
     assert res.stopped == "early_stopping" and res.steps == 3 * 20  # evals 2 and 3 "did not improve"
 
 
-def _digits_npz(tmp_path: Path, huge_rows: int) -> Path:
-    """Digits as an .npz in which `huge_rows` training rows hold 3e38 (finite, overflows)."""
+def _digits_npz(tmp_path: Path, huge_rows: int, value: float = 3e38) -> Path:
+    """Digits as an .npz in which `huge_rows` training rows hold `value` (finite, overflows)."""
     from sklearn.datasets import load_digits
 
     d = load_digits()
@@ -106,7 +106,7 @@ def _digits_npz(tmp_path: Path, huge_rows: int) -> Path:
     from thalweg.data import load_dataset
 
     rows = load_dataset("npz", path=str(marker)).x_train[:huge_rows, 0].long().tolist()
-    x[rows] = 3e38
+    x[rows] = value
     path = tmp_path / "huge.npz"
     np.savez(path, x=x, y=y)
     return path
@@ -122,6 +122,20 @@ def test_nonfinite_batches_are_skipped_and_logged(tmp_path: Path) -> None:
     assert res.stopped == "completed" and res.rollbacks == 0
     assert all(torch.isfinite(p).all() for p in res.model.parameters())
     assert res.test_accuracy > 0.8
+
+
+def test_an_overflowing_gradient_is_named_by_layer(tmp_path: Path) -> None:
+    npz = _digits_npz(tmp_path, huge_rows=1, value=1e30)  # loss stays finite, ‖g‖² overflows
+    cfg = tiny(tmp_path, data={"name": "npz", "options": {"path": str(npz)}, "standardize": False},
+               train={"epochs": 1})
+    res = fit(cfg, quiet=True)
+    events = [r for r in read_metrics(res.run_dir) if r.get("event") == "nonfinite"]
+    assert res.skipped_steps == 1 and len(events) == 1
+    assert np.isfinite(events[0]["loss"])
+    what = events[0]["what"]  # e.g. "gradient norm (overflow; largest entry 2.17e+28 in layer 'net.3.weight')"
+    assert what.startswith("gradient norm (overflow; largest entry ")
+    assert float(what.split("entry ")[1].split(" ")[0]) > 1e19  # squared, it overflows float32
+    assert what.endswith(".weight')") and "in layer 'net." in what
 
 
 def test_divergence_rolls_back_with_lower_lr_and_recovers(tmp_path: Path) -> None:
@@ -153,7 +167,7 @@ def test_first_nonfinite_grad_names_the_layer() -> None:
     model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
     model(torch.randn(5, 3)).sum().backward()
     names, params = zip(*model.named_parameters(), strict=True)
-    assert first_nonfinite_grad(list(names), list(params)).startswith("gradient norm")
+    assert first_nonfinite_grad(list(names), list(params)).startswith("gradient norm (overflow")
     params[2].grad[1, 0] = float("inf")
     assert first_nonfinite_grad(list(names), list(params)) == "gradient of layer '2.weight'"
 

@@ -22,11 +22,18 @@ class NonFiniteError(RuntimeError):
 
 
 def first_nonfinite_grad(names: list[str], params: list[torch.Tensor]) -> str:
-    """'gradient of <name>' for the first parameter (in model order) with a NaN/inf gradient."""
+    """'gradient of layer <name>' for the first parameter (in model order) with a NaN/inf
+    gradient; if every entry is finite the norm itself overflowed: name the largest one."""
+    largest, where = -1.0, "?"
     for name, p in zip(names, params, strict=True):
-        if p.grad is not None and not bool(torch.isfinite(p.grad).all()):
+        if p.grad is None:
+            continue
+        if not bool(torch.isfinite(p.grad).all()):
             return f"gradient of layer {name!r}"
-    return "gradient norm (overflow in the norm itself)"
+        m = float(p.grad.abs().max()) if p.grad.numel() else 0.0
+        if m > largest:
+            largest, where = m, name
+    return f"gradient norm (overflow; largest entry {largest:.3g} in layer {where!r})"
 
 
 def on_nonfinite(tr: Any, loss: torch.Tensor, lr: float) -> bool:

@@ -249,12 +249,13 @@ class Trainer:
             loss.backward()
             if r.clip_value is not None:
                 R.clip_grad_value(self.params, r.clip_value)
-            if r.clip_norm is not None:
-                gnorm = R.clip_grad_norm(self.params, r.clip_norm)
-            else:
-                gnorm = torch.nn.utils.get_total_norm(
-                    [p.grad for p in self.params if p.grad is not None], foreach=True)
+            # torch's clip_grad_norm_ in its two halves: check the norm before clipping, which
+            # would otherwise scale an overflowing gradient to zeros and hide the culprit
+            grads = [p.grad for p in self.params if p.grad is not None]
+            gnorm = torch.nn.utils.get_total_norm(grads, foreach=True)
             ok = math.isfinite(loss.detach().item()) and math.isfinite(gnorm.item())
+            if ok and r.clip_norm is not None:
+                torch.nn.utils.clip_grads_with_norm_(self.params, r.clip_norm, gnorm, foreach=True)
             if self.ctx.enabled:  # every rank must agree to step or skip
                 flag = self.ctx.all_reduce_sum(torch.tensor([float(ok)], device=self.ctx.device))
                 ok = int(flag.item()) == self.ctx.world_size
