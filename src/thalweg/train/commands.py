@@ -43,7 +43,8 @@ def register(app: typer.Typer) -> None:
             raise typer.Exit(3) from None
         if int(os.environ.get("RANK", "0")) != 0:  # under torchrun, rank 0 reports
             return
-        best = f"best {result.best_metric} {result.best_value:.4f} at step {result.best_step}"
+        best = (f"best {result.best_metric} {result.best_value:.4f} at step {result.best_step}"
+                if result.best_value is not None else f"no finite {result.best_metric}")
         typer.echo(f"run: {result.run_dir}  ({result.stopped} after {result.steps} steps, "
                    f"{result.seconds:.1f} s; {best}; report: {result.run_dir / 'report.html'})")
         if result.test_accuracy is not None:
