@@ -77,7 +77,9 @@ def fit(config: RunConfig | dict[str, Any] | str | Path | None = None, *,
         cfg = parse_config(tomllib.loads(cfg_path.read_text()))
         cfg = cfg.model_copy(update={"out_dir": str(run_dir.parent), "name": run_dir.name})
     else:
-        cfg = _as_config(config)
+        cfg = _as_config(config).model_copy(deep=True)
+        if isinstance(cfg.data.options.get("path"), str):  # config.toml must work from anywhere
+            cfg.data.options["path"] = str(Path(cfg.data.options["path"]).resolve())
     threads = torch.get_num_threads()
     if cfg.train.num_threads:
         torch.set_num_threads(cfg.train.num_threads)
