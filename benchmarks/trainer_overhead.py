@@ -5,7 +5,7 @@ interleaved (ABBA), single-threaded. The trainer additionally computes the gradi
 the non-finite check every step, logs metrics, keeps best.pt and writes a checkpoint per
 epoch. Target: trainer / hand-written ≤ 1.05.
 
-    .venv/bin/python benchmarks/trainer_overhead.py [--rounds 12] [--samples 20000]
+    .venv/bin/python benchmarks/trainer_overhead.py [--rounds 20] [--samples 20000]
 """
 
 from __future__ import annotations
@@ -71,7 +71,7 @@ def hand_written(tr: Any, steps0: int = 0) -> Callable[[], None]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--rounds", type=int, default=12)
+    ap.add_argument("--rounds", type=int, default=20)
     ap.add_argument("--samples", type=int, default=20000)
     args = ap.parse_args()
     torch.set_num_threads(1)
