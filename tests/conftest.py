@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-import os
+from collections.abc import Iterator
 
+import pytest
 import torch
 
 
-def pytest_configure(config) -> None:
-    # Under pytest-xdist each worker gets one core's worth of threads, so `-n 2` on two cores
-    # does not oversubscribe the CPU.
-    if os.environ.get("PYTEST_XDIST_WORKER"):
-        torch.set_num_threads(1)
+@pytest.fixture(autouse=True)
+def _one_thread() -> Iterator[None]:
+    """One intra-op thread per test: the suite's tensors are tiny and `make test` runs two
+    xdist workers on two cores, where more threads only contend."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -14,14 +14,6 @@ from thalweg.optim.adahessian import AdaHessian, hutchinson_diagonal, rademacher
 D = torch.float64
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: the suite runs two xdist workers on two shared cores."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def test_rademacher_is_plus_minus_one_with_equal_probability() -> None:
     n = 200_000

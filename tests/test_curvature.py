@@ -11,8 +11,6 @@ from torch import nn
 
 from thalweg.curvature import HessianOperator, eigs, hvp, rademacher
 
-torch.set_num_threads(1)  # tiny ops: one thread per xdist worker is much faster on 2 shared cores
-
 
 def _mlp(dropout: float = 0.0, bn: bool = False, seed: int = 0) -> nn.Module:
     torch.manual_seed(seed)

@@ -14,7 +14,6 @@ from thalweg.cli import app
 from thalweg.curvature import HessianOperator, load_probe, save_probe
 from thalweg.models import build_model
 
-torch.set_num_threads(1)
 SPEC = {"name": "mlp", "in_shape": (6,), "out_features": 3, "width": 8, "depth": 1}
 
 

@@ -21,8 +21,6 @@ from thalweg.curvature import (
     trace,
 )
 
-torch.set_num_threads(1)
-
 
 def _spd_with_outliers(n: int = 120, seed: int = 0) -> torch.Tensor:
     """A Hessian-like spectrum: a few large outliers over a bulk near zero (both signs)."""

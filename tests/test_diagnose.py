@@ -21,8 +21,6 @@ from thalweg.diagnose import (
 )
 from thalweg.monitors import Monitor
 
-torch.set_num_threads(1)
-
 
 def _codes(findings: list[Finding]) -> set[str]:
     return {f.code for f in findings}

@@ -21,14 +21,6 @@ from thalweg.optim.newton import Newton
 D = torch.float64
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: the suite runs two xdist workers on two shared cores."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def _rosen_run(opt_cls, steps: int, backward: bool, **kw) -> tuple[torch.Tensor, list[float]]:
     rosen = functions.get("rosenbrock")

@@ -12,8 +12,6 @@ from torch import nn
 
 from thalweg.monitors import Monitor
 
-torch.set_num_threads(1)
-
 
 def _net(act: type[nn.Module] = nn.ReLU) -> nn.Sequential:
     torch.manual_seed(0)
