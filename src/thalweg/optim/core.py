@@ -22,7 +22,8 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-from .transforms import Chain, global_norm
+from .chain import Chain, global_norm
+from .segment import Segment, scalar_dtype
 
 __all__ = ["AUTO_COMPILE_MIN_NUMEL", "FlatOptimizer", "Rule"]
 
@@ -60,10 +61,6 @@ class _FixedRule(Rule):
         return self.chain
 
 
-def _scalar_dtype() -> torch.dtype:
-    return torch.float64 if torch.get_default_dtype() == torch.float64 else torch.float32
-
-
 def _compiler_available(device: torch.device) -> bool:
     if device.type == "cuda":
         return True
@@ -86,79 +83,6 @@ def _fresh_function(fn: Callable[..., Any]) -> Callable[..., Any]:
     """A copy of `fn` with its own code object, so dynamo keeps a separate cache for it and
     many optimizers never exhaust one function's recompile limit."""
     return types.FunctionType(fn.__code__.replace(), fn.__globals__, fn.__name__, fn.__defaults__, fn.__closure__)
-
-
-class _Segment:
-    """The parameters of one group on one (device, dtype), packed into flat buffers."""
-
-    def __init__(self, group_index: int, params: list[Tensor]) -> None:
-        self.group_index = group_index
-        self.params = params
-        self.numels = [p.numel() for p in params]
-        self.offsets: list[int] = []
-        off = 0
-        for n in self.numels:
-            self.offsets.append(off)
-            off += n
-        self.numel = off
-        p0 = params[0]
-        self.device, self.dtype = p0.device, p0.dtype
-        self.flat_p = torch.empty(off, dtype=p0.dtype, device=p0.device)
-        self.flat_g = torch.zeros(off, dtype=p0.dtype, device=p0.device)
-        self.p_views = [self._view(self.flat_p, i) for i in range(len(params))]
-        self.g_views = [self._view(self.flat_g, i) for i in range(len(params))]
-        for p, pv, gv in zip(params, self.p_views, self.g_views, strict=True):
-            pv.copy_(p.detach())
-            had_grad = p.grad
-            p.data = pv
-            if had_grad is not None:
-                gv.copy_(had_grad)
-            p.grad = gv  # zeros until the first backward, which accumulates into it
-        self.ptrs = [p.data_ptr() for p in params]
-        self.state: dict[str, Tensor] = {}
-        self.steps = [0] * len(params)  # updates taken per parameter
-        self.started = [False] * len(params)
-        self.step_t = torch.zeros(len(params), dtype=_scalar_dtype())  # torch's per-param 'step'
-        self.chain: Chain | None = None
-        self.chain_key: tuple[Any, ...] | None = None
-        self.fn: Callable[..., None] | None = None
-        self.compiled = False
-        self.hp: Tensor | None = None
-
-    def __getstate__(self) -> dict[str, Any]:
-        # compiled functions are rebuilt on demand (they do not pickle or deep-copy)
-        return {**self.__dict__, "fn": None, "compiled": False, "hp": None}
-
-    def _view(self, flat: Tensor, i: int) -> Tensor:
-        return flat[self.offsets[i] : self.offsets[i] + self.numels[i]].view_as(self.params[i])
-
-    def sync(self) -> list[bool]:
-        """Bring user-replaced grads / rebound params back into the flat buffers.
-
-        Returns which parameters have a gradient (torch skips the others).
-        """
-        active = []
-        for i, p in enumerate(self.params):
-            if p.data_ptr() != self.ptrs[i]:  # `p.data = ...` or load_state_dict(assign=True)
-                if p.shape != self.p_views[i].shape:
-                    raise ValueError(f"parameter {i} changed shape from {tuple(self.p_views[i].shape)} to {tuple(p.shape)}")
-                self.p_views[i].copy_(p.detach())
-                p.data = self.p_views[i]
-                self.ptrs[i] = p.data_ptr()
-            g = p.grad
-            if g is self.g_views[i]:
-                active.append(True)
-            elif g is None:
-                active.append(False)
-            else:
-                if g.is_sparse:
-                    raise RuntimeError("thalweg optimizers do not support sparse gradients")
-                if g.shape != p.shape:
-                    raise ValueError(f"gradient of parameter {i} has shape {tuple(g.shape)}, expected {tuple(p.shape)}")
-                self.g_views[i].copy_(g)
-                p.grad = self.g_views[i]
-                active.append(True)
-        return active
 
 
 class FlatOptimizer(torch.optim.Optimizer):
@@ -188,7 +112,7 @@ class FlatOptimizer(torch.optim.Optimizer):
         self.rule = rule if isinstance(rule, Rule) else _FixedRule(rule)
         self.compile_mode: CompileMode = compile
         self.compile_options = dict(compile_options or {})
-        self._segments: list[_Segment] = []
+        self._segments: list[Segment] = []
         self._loose: list[tuple[int, Tensor]] = []  # params with requires_grad=False
         self._built = False
         super().__init__(params, dict(defaults or {"lr": 1.0}))
@@ -212,14 +136,14 @@ class FlatOptimizer(torch.optim.Optimizer):
                     continue
                 buckets.setdefault((p.device, p.dtype), []).append(p)
             for plist in buckets.values():
-                seg = _Segment(gi, plist)
+                seg = Segment(gi, plist)
                 self._segments.append(seg)
                 if self.rule.eager_state:
                     self._ensure_chain(seg)
                     for i in range(len(plist)):
                         self._start(seg, i)
 
-    def _ensure_chain(self, seg: _Segment) -> Chain:
+    def _ensure_chain(self, seg: Segment) -> Chain:
         group = self.param_groups[seg.group_index]
         key = self.rule.key(group)
         if seg.chain is None or key != seg.chain_key:
@@ -236,12 +160,12 @@ class FlatOptimizer(torch.optim.Optimizer):
             seg.state = chain_init(seg.chain, seg.flat_p)
         return seg.chain
 
-    def _start(self, seg: _Segment, i: int) -> None:
+    def _start(self, seg: Segment, i: int) -> None:
         seg.started[i] = True
         assert seg.chain is not None
         self._expose(seg, i, seg.chain)
 
-    def _expose(self, seg: _Segment, i: int, chain: Chain) -> None:
+    def _expose(self, seg: Segment, i: int, chain: Chain) -> None:
         """Per-parameter state dict entries as views of the flat buffers (torch's layout)."""
         st: dict[str, Tensor] = {}
         if chain.counts_steps:
@@ -254,12 +178,12 @@ class FlatOptimizer(torch.optim.Optimizer):
             self.state.pop(seg.params[i], None)
 
     # ------------------------------------------------------------------ compilation
-    def _want_compile(self, seg: _Segment) -> bool:
+    def _want_compile(self, seg: Segment) -> bool:
         if self.compile_mode == "auto":
             return seg.numel >= AUTO_COMPILE_MIN_NUMEL and _compiler_available(seg.device)
         return bool(self.compile_mode)
 
-    def _function(self, seg: _Segment) -> Callable[..., None]:
+    def _function(self, seg: Segment) -> Callable[..., None]:
         if seg.fn is None:
             chain = seg.chain
             eager = _fresh_function(_kernel)
@@ -278,7 +202,7 @@ class FlatOptimizer(torch.optim.Optimizer):
         return seg.fn
 
     # ------------------------------------------------------------------ stepping
-    def _schedule_step(self, seg: _Segment) -> int:
+    def _schedule_step(self, seg: Segment) -> int:
         return max(seg.steps) if seg.steps else 0
 
     @torch.no_grad()
@@ -305,7 +229,7 @@ class FlatOptimizer(torch.optim.Optimizer):
                 self._step_loose(gi, p, gnorm)
         return loss
 
-    def _step_segment(self, seg: _Segment, active: list[bool], gnorm: Tensor | None) -> None:
+    def _step_segment(self, seg: Segment, active: list[bool], gnorm: Tensor | None) -> None:
         chain = self._ensure_chain(seg)
         group = self.param_groups[seg.group_index]
         s0 = seg.steps[0]
@@ -351,7 +275,7 @@ class FlatOptimizer(torch.optim.Optimizer):
         chain = self.rule.build(group)
         st = self.state[p]
         if not st:
-            st.update({"step": torch.zeros((), dtype=_scalar_dtype())} if chain.counts_steps else {})
+            st.update({"step": torch.zeros((), dtype=scalar_dtype())} if chain.counts_steps else {})
             st.update(chain.init(p.detach()))
             st["_thalweg_steps"] = torch.zeros((), dtype=torch.int64)
         t = int(st["_thalweg_steps"]) + 1

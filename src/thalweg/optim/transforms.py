@@ -13,13 +13,9 @@ references to a key of the parameter group (how the named optimizers in :mod:`ru
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any
-
 import torch
-from torch import Tensor
+
+from .chain import Chain, Hyper, HyperValue, Transform, chain, global_norm, resolve
 
 __all__ = [
     "Chain",
@@ -31,6 +27,7 @@ __all__ = [
     "clip_by_global_norm",
     "decay_weights",
     "flip_sign",
+    "global_norm",
     "scale",
     "scale_by_adadelta",
     "scale_by_adagrad",
@@ -39,120 +36,6 @@ __all__ = [
     "scale_by_rms",
     "trace",
 ]
-
-@dataclass(frozen=True)
-class Hyper:
-    """A hyperparameter read from the parameter group at every step (`group[key][index]`)."""
-
-    key: str
-    index: int | None = None
-
-    def value(self, group: Mapping[str, Any]) -> Any:
-        v = group[self.key]
-        return v if self.index is None else v[self.index]
-
-
-HyperValue = float | int | bool | Callable[[int], float] | Hyper
-
-
-def resolve(value: Any, group: Mapping[str, Any], step: int) -> float:
-    """Turn a hyperparameter (number, 0-d tensor, schedule, or group reference) into a float.
-
-    `step` is the number of updates already taken (0 for the first), the argument schedules get.
-    """
-    if isinstance(value, Hyper):
-        value = value.value(group)
-    if isinstance(value, Tensor):
-        return float(value.item())
-    if callable(value):
-        return float(value(step))
-    return float(value)
-
-
-class Transform:
-    """One stage of an update rule.
-
-    Subclasses set `state_keys` (buffers created by :meth:`init`), `counts_steps` (the rule
-    keeps torch's per-parameter `step`), `needs_global_norm`, implement :meth:`scalars`
-    (host-side floats for this step) and :meth:`apply` (elementwise math on tensors).
-    """
-
-    state_keys: tuple[str, ...] = ()
-    counts_steps: bool = False
-    needs_global_norm: bool = False
-    n_scalars: int = 0
-
-    def init(self, p: Tensor) -> dict[str, Tensor]:
-        """Fresh state buffers shaped like `p` (default: zeros)."""
-        return {k: torch.zeros_like(p, memory_format=torch.contiguous_format) for k in self.state_keys}
-
-    def scalars(self, group: Mapping[str, Any], step: int) -> tuple[float, ...]:
-        """Per-step scalars, in the order :meth:`apply` reads them; `step` counts from 1."""
-        return ()
-
-    def apply(
-        self, u: Tensor, p: Tensor, state: Sequence[Tensor], s: Sequence[Any], gnorm: Tensor | None
-    ) -> Tensor:
-        """Return the new update. State buffers (and `p`, for decoupled decay) are updated in
-        place; `u` may be the gradient buffer itself, so it is never modified in place."""
-        raise NotImplementedError
-
-    def structure(self) -> tuple[Any, ...]:
-        """Whatever changes the traced graph (not the scalar values)."""
-        return (type(self).__name__,)
-
-
-class Chain:
-    """Transforms applied in order; the result `u` is added to the parameter."""
-
-    def __init__(self, transforms: Sequence[Transform]) -> None:
-        for t in transforms:
-            if not isinstance(t, Transform):
-                raise TypeError(f"chain() takes Transform objects, got {type(t).__name__}")
-        self.transforms = tuple(transforms)
-        keys = [k for t in self.transforms for k in t.state_keys]
-        if len(set(keys)) != len(keys):
-            raise ValueError(f"two transforms in the chain use the same state name: {keys}")
-        self.state_keys = tuple(keys)
-        self.counts_steps = any(t.counts_steps for t in self.transforms)
-        self.needs_global_norm = any(t.needs_global_norm for t in self.transforms)
-
-    def init(self, p: Tensor) -> dict[str, Tensor]:
-        out: dict[str, Tensor] = {}
-        for t in self.transforms:
-            out.update(t.init(p))
-        return out
-
-    def scalars(self, group: Mapping[str, Any], step: int) -> list[float]:
-        vals: list[float] = []
-        for t in self.transforms:
-            vals.extend(t.scalars(group, step))
-        return vals
-
-    def structure(self) -> tuple[Any, ...]:
-        return tuple(t.structure() for t in self.transforms)
-
-    def update(
-        self, p: Tensor, g: Tensor, state: Sequence[Tensor], hp: Any, gnorm: Tensor | None
-    ) -> None:
-        """One step in place: `p` and `state` change, `g` does not. `hp` holds the scalars
-        (floats when eager, a 1-D tensor when compiled so new values never recompile)."""
-        u = g
-        si = 0
-        hi = 0
-        for t in self.transforms:
-            ns = len(t.state_keys)
-            nh = t.n_scalars
-            u = t.apply(u, p, state[si : si + ns], [hp[hi + j] for j in range(nh)], gnorm)
-            si += ns
-            hi += nh
-        p.add_(u)
-
-
-def chain(*transforms: Transform) -> Chain:
-    """Compose transforms into one update rule (pass the result to `FlatOptimizer`)."""
-    return Chain(transforms)
-
 
 # --------------------------------------------------------------------------------------
 # The transforms. Each mirrors the operation order of torch.optim's for-loop implementation
@@ -434,14 +317,3 @@ class scale_by_adadelta(Transform):
         delta = (state[1] + s[2]).sqrt_().div_(std).mul_(u)
         state[1].mul_(s[0]).add_(s[1] * delta * delta)
         return delta
-
-
-def global_norm(grads: Sequence[Tensor]) -> Tensor:
-    """Euclidean norm over several flat gradient buffers, as a 0-d float32+ tensor."""
-    sq = [g.float().pow(2).sum() if g.dtype in (torch.float16, torch.bfloat16) else g.pow(2).sum() for g in grads]
-    return torch.stack([x.to(sq[0].device) for x in sq]).sum().sqrt()
-
-
-def is_finite_number(x: Any) -> bool:
-    """True for real finite numbers (bools excluded)."""
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
