@@ -273,3 +273,12 @@ def test_torch_lr_scheduler_drives_a_thalweg_optimizer():
         sb.step()
     assert oa.param_groups[0]["lr"] == ob.param_groups[0]["lr"] == 0.05 * 0.5**4
     _close(a, b)
+
+
+def test_moving_the_model_after_construction_is_a_clear_error():
+    model = torch.nn.Linear(3, 2)
+    opt = to.SGD(model.parameters(), lr=0.1, compile=False)
+    model.double()
+    model(torch.ones(1, 3, dtype=torch.float64)).sum().backward()
+    with pytest.raises(ValueError, match="create the optimizer after moving the model"):
+        opt.step()

@@ -74,8 +74,14 @@ class Segment:
         active = []
         for i, p in enumerate(self.params):
             if p.data_ptr() != self.ptrs[i]:  # `p.data = ...` or load_state_dict(assign=True)
-                if p.shape != self.p_views[i].shape:
-                    raise ValueError(f"parameter {i} changed shape from {tuple(self.p_views[i].shape)} to {tuple(p.shape)}")
+                old = self.p_views[i]
+                if p.shape != old.shape:
+                    raise ValueError(f"parameter {i} changed shape from {tuple(old.shape)} to {tuple(p.shape)}")
+                if (p.dtype, p.device) != (old.dtype, old.device):
+                    raise ValueError(
+                        f"parameter {i} moved from {old.dtype} on {old.device} to {p.dtype} on {p.device} "
+                        "after the optimizer was created; create the optimizer after moving the model"
+                    )
                 self.p_views[i].copy_(p.detach())
                 p.data = self.p_views[i]
                 self.ptrs[i] = p.data_ptr()
