@@ -55,6 +55,8 @@ class Transform:
     counts_steps: bool = False
     needs_global_norm: bool = False
     n_scalars: int = 0
+    #: the transform only multiplies u by its one scalar (eager chains fold it into the add)
+    final_scale: bool = False
 
     def init(self, p: Tensor) -> dict[str, Tensor]:
         """Fresh state buffers shaped like `p` (default: zeros)."""
@@ -114,10 +116,17 @@ class Chain:
         u = g
         si = 0
         hi = 0
-        for t in self.transforms:
+        eager = not isinstance(hp, Tensor)
+        last = len(self.transforms) - 1
+        for k, t in enumerate(self.transforms):
             ns = len(t.state_keys)
             nh = t.n_scalars
-            u = t.apply(u, p, state[si : si + ns], [hp[hi + j] for j in range(nh)], gnorm)
+            s = [hp[hi + j] for j in range(nh)]
+            if k == last and eager and t.final_scale:
+                # p ← p + s·u as one pass (torch's `add_(u, alpha=−lr)`), not a product then a sum
+                p.add_(u, alpha=s[0])
+                return
+            u = t.apply(u, p, state[si : si + ns], s, gnorm)
             si += ns
             hi += nh
         p.add_(u)

@@ -46,6 +46,7 @@ class scale(Transform):
     """u ← factor · u."""
 
     n_scalars = 1
+    final_scale = True
 
     def __init__(self, factor: HyperValue) -> None:
         self.factor = factor
@@ -61,6 +62,7 @@ class scale_by_lr(Transform):
     """u ← −lr · u (the final descent step; `lr` may be a schedule)."""
 
     n_scalars = 1
+    final_scale = True
 
     def __init__(self, lr: HyperValue) -> None:
         self.lr = lr
