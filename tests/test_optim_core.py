@@ -282,3 +282,17 @@ def test_moving_the_model_after_construction_is_a_clear_error():
     model(torch.ones(1, 3, dtype=torch.float64)).sum().backward()
     with pytest.raises(ValueError, match="create the optimizer after moving the model"):
         opt.step()
+
+
+def test_auto_compiles_large_multi_pass_rules_only(monkeypatch):
+    import thalweg.optim.core as core
+
+    monkeypatch.setattr(core, "AUTO_COMPILE_MIN_NUMEL", 10)
+    ps = make_params()
+    adam, sgd = to.Adam(ps, lr=0.01), to.SGD(make_params(), lr=0.01)
+    adam._ensure_chain(adam._segments[0])
+    sgd._ensure_chain(sgd._segments[0])
+    assert adam._want_compile(adam._segments[0]) == core._compiler_available(torch.device("cpu"))
+    assert not sgd._want_compile(sgd._segments[0])  # one eager add_ already
+    monkeypatch.setattr(core, "AUTO_COMPILE_MIN_NUMEL", 10**9)
+    assert not adam._want_compile(adam._segments[0])

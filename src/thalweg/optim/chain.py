@@ -92,6 +92,9 @@ class Chain:
         self.state_keys = tuple(keys)
         self.counts_steps = any(t.counts_steps for t in self.transforms)
         self.needs_global_norm = any(t.needs_global_norm for t in self.transforms)
+        #: eagerly this chain is already one pass over memory (plain SGD: p.add_(g, alpha=−lr)),
+        #: so compiling it buys nothing
+        self.single_pass = len(self.transforms) == 1 and self.transforms[0].final_scale
 
     def init(self, p: Tensor) -> dict[str, Tensor]:
         out: dict[str, Tensor] = {}

@@ -32,7 +32,8 @@ log = logging.getLogger("thalweg.optim")
 CompileMode = bool | Literal["auto"]
 
 #: `compile="auto"` compiles a segment when it holds at least this many elements (below it,
-#: the seconds spent compiling are not repaid) and a C++ compiler / CUDA is present.
+#: the seconds spent compiling are not repaid), a C++ compiler / CUDA is present, and the
+#: chain is more than one pass eagerly (plain SGD is one `add_` already).
 AUTO_COMPILE_MIN_NUMEL = 1_000_000
 
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
@@ -180,7 +181,9 @@ class FlatOptimizer(torch.optim.Optimizer):
     # ------------------------------------------------------------------ compilation
     def _want_compile(self, seg: Segment) -> bool:
         if self.compile_mode == "auto":
-            return seg.numel >= AUTO_COMPILE_MIN_NUMEL and _compiler_available(seg.device)
+            assert seg.chain is not None
+            return (seg.numel >= AUTO_COMPILE_MIN_NUMEL and not seg.chain.single_pass
+                    and _compiler_available(seg.device))
         return bool(self.compile_mode)
 
     def _function(self, seg: Segment) -> Callable[..., None]:
