@@ -188,22 +188,3 @@ def test_bad_types_and_closures_are_reported() -> None:
 
     with pytest.raises(RuntimeError, match=r"torch\.autograd\.backward"):
         opt.step(autograd_backward)
-
-
-def test_a_torch_style_closure_that_calls_backward_gives_the_same_step() -> None:
-    out = []
-    for style in ("returns", "backward"):
-        x = torch.tensor([1.0, -2.0, 0.5], dtype=D, requires_grad=True)
-        opt = Newton([x], lr=0.5)
-
-        def closure(x=x, opt=opt, style=style) -> torch.Tensor:
-            opt.zero_grad()
-            loss = (x**4).sum() + x[0] * x[1]
-            if style == "backward":
-                loss.backward()
-            return loss
-
-        for _ in range(3):
-            opt.step(closure)
-        out.append((x.detach().clone(), x.grad.clone()))
-    assert torch.equal(out[0][0], out[1][0]) and torch.equal(out[0][1], out[1][1])
