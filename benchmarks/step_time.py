@@ -4,7 +4,8 @@ Every implementation of a rule (thalweg as it comes, compile="auto", and forced 
 and eager; torch.optim fused, foreach and for-loop; pytorch_optimizer and HeavyBall where
 they implement the rule) runs in this one process, interleaved round by round, so machine noise hits all of them alike. Prints the
 median step time of each, the ratio ours/theirs, thalweg's first-step (compile) time, and the
-optimizer-state memory; `--memory` also measures each one's peak RSS in a fresh process.
+optimizer-state memory; `--memory` also measures, in a fresh process per implementation,
+the peak memory growth of creating it and its first step, and that of later steps.
 
     python benchmarks/step_time.py [--rounds 30] [--rules adam,sgd] [--memory] [--warm-cache]
 """
@@ -116,18 +117,45 @@ def state_bytes(opt) -> int:
     )
 
 
-def peak_rss_mb(rule: str, label: str) -> float:
-    """Peak resident memory of params + grads + 5 steps, measured in a fresh process."""
-    here = os.path.dirname(os.path.abspath(__file__))
-    code = (
-        f"import resource,sys; sys.path.insert(0, {here!r}); import step_time as b, torch;"
-        "ps=b.make_params(); base=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss;"
-        f"opt=b.implementations({rule!r})[{label!r}](ps); gs=[(p, p.grad) for p in ps];"
-        "[(b.restore_grads(gs), opt.step()) for _ in range(5)];"
-        "print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss-base)/1024)"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    return float(out.stdout.strip().splitlines()[-1])
+def _vm_kb(field: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
+def _reset_peak() -> int:
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # reset VmHWM (the peak) to the current RSS
+    return _vm_kb("VmRSS")
+
+
+def measure_peak() -> tuple[float, float]:
+    """In this (fresh) process, in MB: peak growth from creating the optimizer and taking its
+    first step (state, packing, compilation), then the peak growth of 5 further steps
+    (temporaries per step)."""
+    rule, label = sys.argv[2], sys.argv[3]
+    ps = make_params()
+    factory = implementations(rule)[label]
+    base = _reset_peak()
+    opt = factory(ps)
+    pairs = [(p, p.grad) for p in ps]
+    opt.step()
+    first = (_vm_kb("VmHWM") - base) / 1024
+    base = _reset_peak()
+    for _ in range(5):
+        restore_grads(pairs)
+        opt.step()
+    return first, (_vm_kb("VmHWM") - base) / 1024
+
+
+def peak_rss_mb(rule: str, label: str) -> tuple[float, float]:
+    """(first-step, per-step) peak memory growth of an implementation, in a fresh process."""
+    out = subprocess.run([sys.executable, os.path.abspath(__file__), "--peak-child", rule, label],
+                         capture_output=True, text=True, check=True)
+    first, steady = out.stdout.strip().splitlines()[-1].split()
+    return float(first), float(steady)
 
 
 def main() -> None:
@@ -176,7 +204,7 @@ def main() -> None:
     print(f"\nmedian step time (ms) over {args.rounds} interleaved rounds; ratio = thalweg / theirs\n")
     header = f"{'rule':<10}{'implementation':<20}{'ms':>9}{'ratio':>9}{'1st step s':>12}{'state MB':>10}"
     if args.memory:
-        header += f"{'peak MB':>10}"
+        header += f"{'1st-step MB':>13}{'per-step MB':>13}"
     print(header)
     print("-" * len(header))
     summary = []
@@ -187,7 +215,8 @@ def main() -> None:
             line = (f"{rule:<10}{label:<20}{ms:>9.3f}{ours / ms:>9.2f}{first_step[(r, label)]:>12.2f}"
                     f"{state_bytes(opts[(r, label)]) / 2**20:>10.1f}")
             if args.memory:
-                line += f"{peak_rss_mb(r, label):>10.1f}"
+                first, steady = peak_rss_mb(r, label)
+                line += f"{first:>13.1f}{steady:>13.1f}"
             print(line)
         peers = {lab: v for (r, lab), v in med.items() if r == rule and lab in ("heavyball", "pytorch_optimizer")}
         summary.append((rule, ours / torch_best, {k: ours / v for k, v in peers.items()}))
@@ -200,4 +229,8 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    if len(sys.argv) == 4 and sys.argv[1] == "--peak-child":
+        warnings.filterwarnings("ignore")
+        print(*measure_peak())
+    else:
+        main()
