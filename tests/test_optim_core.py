@@ -296,3 +296,22 @@ def test_auto_compiles_large_multi_pass_rules_only(monkeypatch):
     assert not sgd._want_compile(sgd._segments[0])  # one eager add_ already
     monkeypatch.setattr(core, "AUTO_COMPILE_MIN_NUMEL", 10**9)
     assert not adam._want_compile(adam._segments[0])
+
+
+def test_chunked_eager_update_equals_one_pass(monkeypatch):
+    """Eager updates walk big buffers in chunks; every transform is elementwise, so the
+    result is the same to the bit."""
+    import thalweg.optim.core as core
+
+    runs = []
+    for chunk in (core.EAGER_CHUNK, 7):  # one pass, then many uneven chunks over ~50 elements
+        monkeypatch.setattr(core, "EAGER_CHUNK", chunk)
+        ps = make_params()
+        opt = to.RMSprop(ps, lr=0.01, centered=True, momentum=0.9, compile=False)
+        for _ in range(10):
+            opt.zero_grad()
+            loss_fn(ps).backward()
+            opt.step()
+        runs.append(ps)
+    assert sum(p.numel() for p in runs[0]) > 7
+    _close(runs[0], runs[1], rtol=0, atol=0)

@@ -80,6 +80,23 @@ def _kernel(chain: Chain, p: Tensor, g: Tensor, state: list[Tensor], hp: Any, gn
         chain.update(p, g, state, hp, gnorm)
 
 
+#: eager updates walk the flat buffer in chunks of this many elements, so each chunk stays in
+#: cache across the chain's several elementwise ops (one pass over memory, not one per op)
+EAGER_CHUNK = 1 << 18
+
+
+def _chunked(kernel: Callable[..., None], chain: Chain, p: Tensor, g: Tensor, state: list[Tensor],
+             hp: Any, gnorm: Tensor | None) -> None:
+    """Run an elementwise kernel chunk by chunk (exact: every transform is elementwise)."""
+    n = p.numel()
+    if n <= EAGER_CHUNK:
+        kernel(chain, p, g, state, hp, gnorm)
+        return
+    for a in range(0, n, EAGER_CHUNK):
+        b = min(a + EAGER_CHUNK, n)
+        kernel(chain, p[a:b], g[a:b], [s[a:b] for s in state], hp, gnorm)
+
+
 def _fresh_function(fn: Callable[..., Any]) -> Callable[..., Any]:
     """A copy of `fn` with its own code object, so dynamo keeps a separate cache for it and
     many optimizers never exhaust one function's recompile limit."""
@@ -200,7 +217,10 @@ class FlatOptimizer(torch.optim.Optimizer):
                 seg.fn = lambda p, g, st, hp, gn: compiled(chain, p, g, st, hp, gn)
                 seg.compiled = True
             else:
-                seg.fn = lambda p, g, st, hp, gn: eager(chain, p, g, st, hp, gn)
+                if chain.single_pass:  # already one pass; chunks would only add overhead
+                    seg.fn = lambda p, g, st, hp, gn: eager(chain, p, g, st, hp, gn)
+                else:
+                    seg.fn = lambda p, g, st, hp, gn: _chunked(eager, chain, p, g, st, hp, gn)
                 seg.compiled = False
         return seg.fn
 
