@@ -11,11 +11,15 @@ Run: .venv/bin/python benchmarks/curvature.py   (about a minute, one thread)
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import importlib
 import statistics
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -59,11 +63,10 @@ class Counter:
         self.n = 0
 
 
-def pyhessian_runs(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, seed: int) -> dict[str, tuple]:
-    import importlib
-
+@contextlib.contextmanager
+def counting_pyhessian_hvps() -> Iterator[tuple[Any, Counter]]:
+    """PyHessian's module with its Hessian-vector product wrapped to count calls."""
     ph = importlib.import_module("pyhessian.hessian")  # the module (the package re-exports a class)
-
     counter = Counter()
     original = ph.hessian_vector_product
 
@@ -72,8 +75,15 @@ def pyhessian_runs(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, see
         return original(gradsH, params, v)
 
     ph.hessian_vector_product = counted
-    out = {}
     try:
+        yield ph, counter
+    finally:
+        ph.hessian_vector_product = original
+
+
+def pyhessian_runs(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, seed: int) -> dict[str, tuple]:
+    out = {}
+    with counting_pyhessian_hvps() as (ph, counter):
         for task in ("top-1", "top-5", "trace", "top-5 tight"):
             torch.manual_seed(seed)
             model.zero_grad()
@@ -87,8 +97,6 @@ def pyhessian_runs(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, see
             else:
                 val = h.eigenvalues(maxIter=100, tol=TOL, top_n=1 if task == "top-1" else 5)[0]
             out[task] = (val, counter.n, time.perf_counter() - t0)
-    finally:
-        ph.hessian_vector_product = original
         model.zero_grad(set_to_none=True)
     return out
 
@@ -234,7 +242,6 @@ def monitor_overhead(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -
 
 def figures(out_dir: Path) -> None:
     """docs/images/terrain_density.png and terrain_accuracy.png (error vs HVPs for both tools)."""
-    import importlib
 
     import matplotlib
 
@@ -250,19 +257,10 @@ def figures(out_dir: Path) -> None:
     dens = density(op, steps=90, num_probes=3, sigma=0.05)
     plot_density(dens, out_dir / "terrain_density.png",
                  title="MLP on MNIST-1D: Hessian spectrum (SLQ, 3 probes × 90 HVPs)")
-    ph = importlib.import_module("pyhessian.hessian")
-    counter = Counter()
-    original = ph.hessian_vector_product
-
-    def counted(gradsH, params, v):  # type: ignore[no-untyped-def]
-        counter.n += 1
-        return original(gradsH, params, v)
-
-    ph.hessian_vector_product = counted
     tols = (3e-1, 1e-1, 3e-2, 1e-2, 3e-3, 1e-3, 3e-4, 1e-4, 3e-5, 1e-5)
     pts: dict[str, list[tuple[int, float]]] = {"PyHessian (power iteration + deflation)": [],
                                                 "thalweg (Lanczos, full reorthogonalization)": []}
-    try:
+    with counting_pyhessian_hvps() as (ph, counter):
         for t in tols:
             torch.manual_seed(0)
             model.zero_grad()
@@ -273,9 +271,7 @@ def figures(out_dir: Path) -> None:
             op = HessianOperator(model, F.cross_entropy, (x, y))
             r = eigs(op, k=5, tol=t, seed=0)
             pts["thalweg (Lanczos, full reorthogonalization)"].append((r.num_hvps, rel_err(r.eigenvalues.tolist(), ev, tr, "top-5")))
-    finally:
-        ph.hessian_vector_product = original
-        model.zero_grad(set_to_none=True)
+    model.zero_grad(set_to_none=True)
     fig, ax = plt.subplots(figsize=(6.4, 3.8), dpi=100)
     for (name, p), style in zip(pts.items(), ("o--", "s-"), strict=True):
         hv, err = zip(*sorted(p), strict=True)
