@@ -175,7 +175,7 @@ class FlatOptimizer(torch.optim.Optimizer):
                         self._expose(seg, i, chain)
             seg.chain, seg.chain_key, seg.fn = chain, key, None
         if not seg.state:
-            seg.state = chain_init(seg.chain, seg.flat_p)
+            seg.state = seg.chain.init(seg.flat_p.detach())
         return seg.chain
 
     def _start(self, seg: Segment, i: int) -> None:
@@ -391,8 +391,3 @@ class FlatOptimizer(torch.optim.Optimizer):
     def num_segments(self) -> int:
         """How many flat buffers (one per group × device × dtype) this optimizer runs over."""
         return len(self._segments)
-
-
-def chain_init(chain: Chain, flat_p: Tensor) -> dict[str, Tensor]:
-    """Fresh flat state for a chain over a flat parameter buffer."""
-    return chain.init(flat_p.detach())

@@ -11,7 +11,6 @@ use so that `import thalweg.optim.registry` stays cheap.
 from __future__ import annotations
 
 import importlib
-import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -177,7 +176,3 @@ def create(name: str, params: Iterable[Any] | torch.nn.Module, **hparams: Any) -
     if isinstance(params, torch.nn.Module):
         params = params.parameters()
     return info.factory(params, **hparams)
-
-
-def finite(x: float) -> bool:
-    return isinstance(x, (int, float)) and math.isfinite(x)
