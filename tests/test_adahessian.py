@@ -185,18 +185,3 @@ def test_trains_a_classifier_and_resumes_bitwise() -> None:
 def test_bad_hyperparameters_name_the_argument(kwargs: dict, name: str) -> None:
     with pytest.raises(ValueError, match=name):
         AdaHessian([torch.zeros(2, requires_grad=True)], **kwargs)
-
-
-def test_closure_is_required_and_must_not_call_backward() -> None:
-    x = torch.ones(2, requires_grad=True)
-    opt = AdaHessian([x])
-    with pytest.raises(ValueError, match="closure"):
-        opt.step()
-
-    def autograd_backward() -> torch.Tensor:
-        loss = (x**2).sum()
-        torch.autograd.backward(loss)
-        return loss
-
-    with pytest.raises(RuntimeError, match=r"torch\.autograd\.backward"):
-        opt.step(autograd_backward)

@@ -34,3 +34,21 @@ def test_a_torch_style_closure_that_calls_backward_gives_the_same_step(info) -> 
         out.append((x.detach().clone(), x.grad.clone()))
     assert not torch.equal(out[0][0], torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64))
     assert torch.equal(out[0][0], out[1][0]) and torch.equal(out[0][1], out[1][1])
+
+
+@pytest.mark.parametrize("name", ["newton", "adahessian"])
+def test_closure_is_required_and_must_not_call_autograd_backward(name) -> None:
+    """Newton and AdaHessian differentiate the returned loss themselves (with its graph), so a
+    closure that already spent the graph through torch.autograd.backward is a clear error."""
+    x = torch.ones(2, requires_grad=True)
+    opt = registry.create(name, [x])
+    with pytest.raises(ValueError, match="closure"):
+        opt.step()
+
+    def autograd_backward() -> torch.Tensor:
+        loss = (x**2).sum()
+        torch.autograd.backward(loss)
+        return loss
+
+    with pytest.raises(RuntimeError, match=r"torch\.autograd\.backward"):
+        opt.step(autograd_backward)

@@ -171,20 +171,8 @@ def test_bad_hyperparameters_name_the_argument(kwargs: dict, name: str) -> None:
         Newton([_point(1.0)], **kwargs)
 
 
-def test_bad_types_and_closures_are_reported() -> None:
+def test_bad_types_and_param_groups_are_reported() -> None:
     with pytest.raises(TypeError, match="max_exact"):
         Newton([_point(1.0)], max_exact=2.5)
     with pytest.raises(ValueError, match="one parameter group"):
         Newton([{"params": [_point(1.0)]}, {"params": [_point(2.0)]}])
-    x = _point(1.0)
-    opt = Newton([x])
-    with pytest.raises(ValueError, match="closure"):
-        opt.step()
-
-    def autograd_backward() -> torch.Tensor:
-        loss = (x**2).sum()
-        torch.autograd.backward(loss)
-        return loss
-
-    with pytest.raises(RuntimeError, match=r"torch\.autograd\.backward"):
-        opt.step(autograd_backward)
