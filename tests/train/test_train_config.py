@@ -119,7 +119,7 @@ def test_cli_print_config_and_config_error(tmp_path: Path) -> None:
     assert "[train] epochs = -3" in out.output
 
 
-@pytest.mark.parametrize("path", sorted(Path(__file__).parent.parent.glob("examples/*.toml")),
+@pytest.mark.parametrize("path", sorted(Path(__file__).parents[2].glob("examples/*.toml")),
                          ids=lambda p: p.name)
 def test_every_example_config_is_valid(path: Path) -> None:
     cfg = load_config(path)
