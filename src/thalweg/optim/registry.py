@@ -20,6 +20,7 @@ import torch
 __all__ = [
     "Hyperparameter",
     "OptimizerInfo",
+    "SearchDim",
     "create",
     "get",
     "infos",
@@ -72,6 +73,39 @@ class Hyperparameter:
 
 
 @dataclass(frozen=True)
+class SearchDim:
+    """One dimension of an optimizer's default search space (the bench samples it).
+
+    `name` is a hyperparameter of the schema; `index` picks one entry of a tuple-valued one
+    (`betas`); with `one_minus` the sampled quantity is 1 − value (as AlgoPerf samples
+    1 − β₁ log-uniformly), so `low`/`high` bound 1 − value.
+    """
+
+    name: str
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    kind: Literal["float", "int", "choice"] = "float"
+    choices: tuple[Any, ...] = ()
+    index: int | None = None
+    one_minus: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able description (for `thalweg optimizers --json` and bench records)."""
+        d: dict[str, Any] = {"name": self.name, "kind": self.kind}
+        for key in ("low", "high", "index"):
+            if getattr(self, key) is not None:
+                d[key] = getattr(self, key)
+        if self.log:
+            d["log"] = True
+        if self.one_minus:
+            d["one_minus"] = True
+        if self.choices:
+            d["choices"] = list(self.choices)
+        return d
+
+
+@dataclass(frozen=True)
 class OptimizerInfo:
     """Everything the rest of thalweg needs to know about one optimizer."""
 
@@ -92,6 +126,8 @@ class OptimizerInfo:
     aliases: tuple[str, ...] = ()
     #: keyword arguments accepted besides the hyperparameters (e.g. `compile`).
     options: tuple[str, ...] = ()
+    #: the default search space of the bench (log-uniform lr and the rule's own knobs).
+    search_space: tuple[SearchDim, ...] = ()
 
     def defaults(self) -> dict[str, Any]:
         return {h.name: h.default for h in self.hyperparameters}
@@ -106,6 +142,12 @@ class OptimizerInfo:
 def register(info: OptimizerInfo) -> OptimizerInfo:
     """Add an optimizer to the table (names are case-insensitive and unique)."""
     key = info.name.lower()
+    known = {h.name for h in info.hyperparameters}
+    for dim in info.search_space:
+        if dim.name not in known:
+            raise ValueError(
+                f"optimizer {info.name!r}: search dimension {dim.name!r} is not a hyperparameter"
+            )
     if key in _REGISTRY and _REGISTRY[key].factory is not info.factory:
         raise ValueError(f"optimizer {info.name!r} is already registered")
     _REGISTRY[key] = info

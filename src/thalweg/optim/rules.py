@@ -338,6 +338,17 @@ class AdamW(Adam):
 
 # ---------------------------------------------------------------------------- registry
 _B = (False, True)
+S = registry.SearchDim
+_WD = S("weight_decay", 1e-6, 1e-1, log=True)
+_B1 = S("betas", 1e-2, 0.5, log=True, index=0, one_minus=True)
+_SPACES: dict[str, tuple[registry.SearchDim, ...]] = {
+    "sgd": (S("lr", 1e-3, 3.0, log=True), S("momentum", 1e-2, 0.5, log=True, one_minus=True), _WD),
+    "adagrad": (S("lr", 1e-3, 1.0, log=True), _WD),
+    "rmsprop": (S("lr", 1e-5, 1e-1, log=True), S("alpha", 1e-3, 0.1, log=True, one_minus=True), _WD),
+    "adadelta": (S("lr", 1e-2, 10.0, log=True), S("rho", 1e-3, 0.5, log=True, one_minus=True), _WD),
+    "adam": (S("lr", 1e-5, 1e-1, log=True), _B1, _WD),
+    "adamw": (S("lr", 1e-5, 1e-1, log=True), _B1, _WD),
+}
 for _name, _cls, _ref, _grid, _desc in (
     ("sgd", SGD, torch.optim.SGD,
      {"momentum": (0.0, 0.9), "dampening": (0.0, 0.1), "nesterov": _B, "weight_decay": (0.0, 0.1), "maximize": _B},
@@ -361,4 +372,5 @@ for _name, _cls, _ref, _grid, _desc in (
     registry.register(registry.OptimizerInfo(
         name=_name, factory=_cls, hyperparameters=_cls.schema, description=_desc,
         torch_reference=_ref, option_grid=_grid, options=("compile", "compile_options"),
+        search_space=_SPACES[_name],
     ))

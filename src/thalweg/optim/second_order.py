@@ -15,7 +15,7 @@ from thalweg.optim.kfac import KFAC
 from thalweg.optim.lbfgs import LBFGS
 from thalweg.optim.newton import Newton
 from thalweg.optim.registry import Hyperparameter as H
-from thalweg.optim.registry import OptimizerInfo, register
+from thalweg.optim.registry import OptimizerInfo, SearchDim, register
 
 __all__ = ["INFOS"]
 
@@ -48,6 +48,7 @@ NEWTON = OptimizerInfo(
           help="step shrink factor per backtrack"),
         H("max_backtracks", 30, kind="int", low=0, help="forward evaluations per line search"),
     ),
+    search_space=(SearchDim("damping", 1e-6, 1.0, log=True),),
 )
 
 LBFGS_INFO = OptimizerInfo(
@@ -67,6 +68,7 @@ LBFGS_INFO = OptimizerInfo(
         H("line_search_fn", "strong_wolfe", kind="choice", choices=("strong_wolfe", None),
           help="None: fixed step lr"),
     ),
+    search_space=(SearchDim("history_size", 5, 100, kind="int", log=True),),
 )
 
 KFAC_INFO = OptimizerInfo(
@@ -91,6 +93,7 @@ KFAC_INFO = OptimizerInfo(
         H("inverse", "eigen", kind="choice", choices=("eigen", "cholesky"),
           help="eigen: exact damping of A⊗G; cholesky: factored Tikhonov damping"),
     ),
+    search_space=(SearchDim("lr", 1e-3, 1.0, log=True), SearchDim("damping", 1e-5, 1e-1, log=True)),
 )
 
 ADAHESSIAN = OptimizerInfo(
@@ -110,6 +113,7 @@ ADAHESSIAN = OptimizerInfo(
         H("n_samples", 1, kind="int", low=1, help="Rademacher probes per refresh"),
         H("seed", 0, kind="int", low=0, help="seed of the probe generator"),
     ),
+    search_space=(SearchDim("lr", 1e-3, 1.0, log=True), SearchDim("betas", 1e-2, 0.5, log=True, index=0, one_minus=True)),
 )
 
 INFOS = tuple(register(i) for i in (NEWTON, LBFGS_INFO, KFAC_INFO, ADAHESSIAN))
