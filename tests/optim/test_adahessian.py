@@ -9,7 +9,8 @@ import pytest
 import torch
 from torch import nn
 
-from thalweg.optim.adahessian import AdaHessian, hutchinson_diagonal, rademacher
+from thalweg.linalg import rademacher
+from thalweg.optim.adahessian import AdaHessian, hutchinson_diagonal
 
 D = torch.float64
 

@@ -9,7 +9,8 @@ import torch
 from torch import nn
 
 from thalweg.landscape import functions
-from thalweg.optim.newton import Newton, dense_hessian
+from thalweg.linalg import dense_hessian
+from thalweg.optim.newton import Newton
 
 D = torch.float64
 

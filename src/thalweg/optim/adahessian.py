@@ -14,18 +14,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from thalweg.linalg import grad_graph, hvp_from_graph, rademacher, unflatten
 from thalweg.optim.newton import _check_float, _check_int, evaluate_closure
 
-__all__ = ["AdaHessian", "hutchinson_diagonal", "rademacher"]
-
-
-def rademacher(shape: Sequence[int], *, generator: torch.Generator | None = None,
-               dtype: torch.dtype = torch.float32, device: torch.device | str | None = None
-               ) -> Tensor:
-    """A tensor of independent ±1 entries, each sign with probability ½."""
-    where = generator.device if generator is not None else device
-    bits = torch.randint(0, 2, tuple(shape), generator=generator, device=where)
-    return (bits * 2 - 1).to(device=device, dtype=dtype)
+__all__ = ["AdaHessian", "hutchinson_diagonal"]
 
 
 def hutchinson_diagonal(grads: Sequence[Tensor], params: Sequence[Tensor], *,
@@ -39,35 +31,24 @@ def hutchinson_diagonal(grads: Sequence[Tensor], params: Sequence[Tensor], *,
     """
     n_samples = _check_int("n_samples", n_samples, 1)
     batch = _check_int("batch", batch, 1)
-    live = [i for i, g in enumerate(grads) if g.requires_grad]
+    params = list(params)
+    n = sum(p.numel() for p in params)
     est = [torch.zeros_like(p) for p in params]
-    if not live:
+    if not any(g is not None and g.requires_grad for g in grads):
         return est
     done = 0
     while done < n_samples:
         b = min(batch, n_samples - done)
         done += b
-        zs = [rademacher((b, *p.shape), generator=generator, dtype=p.dtype, device=p.device)
-              for p in params]
-        outs, keep = [grads[i] for i in live], done < n_samples
-        if b == 1:
-            hz = torch.autograd.grad(outs, list(params), grad_outputs=[zs[i][0] for i in live],
-                                     retain_graph=keep, allow_unused=True)
-            hz = tuple(None if h is None else h.unsqueeze(0) for h in hz)
-        else:
-            try:
-                hz = torch.autograd.grad(outs, list(params), grad_outputs=[zs[i] for i in live],
-                                         retain_graph=keep, allow_unused=True,
-                                         is_grads_batched=True)
-            except RuntimeError:  # an op without a batching rule: one probe at a time
-                rows = [torch.autograd.grad(outs, list(params),
-                                            grad_outputs=[zs[i][j] for i in live],
-                                            retain_graph=keep or j < b - 1, allow_unused=True)
-                        for j in range(b)]
-                hz = tuple(None if r[0] is None else torch.stack(r) for r in zip(*rows, strict=True))
-        for e, z, h in zip(est, zs, hz, strict=True):
-            if h is not None:
-                e.add_((z * h.detach()).sum(0))
+        z = torch.empty(b, n, dtype=params[0].dtype, device=params[0].device)
+        zs = unflatten(z, params)  # views: each parameter's probes, drawn in parameter order
+        for zp, p in zip(zs, params, strict=True):
+            zp.copy_(rademacher((b, *p.shape), generator=generator, dtype=p.dtype, device=p.device))
+        # one probe: a plain product; several: one vmapped backward (row by row without vmap)
+        hz = (hvp_from_graph(grads, params, z[0], retain_graph=done < n_samples).unsqueeze(0) if b == 1
+              else hvp_from_graph(grads, params, z))
+        for e, zp, h in zip(est, zs, unflatten(hz, params), strict=True):
+            e.add_((zp * h).sum(0))
     return [e / n_samples for e in est]
 
 
@@ -148,8 +129,7 @@ class AdaHessian(torch.optim.Optimizer):
         refresh = self._step % self.update_every == 0
         with torch.enable_grad():
             loss = evaluate_closure(closure, params, "AdaHessian")
-            grads = torch.autograd.grad(loss, params, create_graph=refresh, allow_unused=True)
-            grads = [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads, strict=True)]
+            grads = grad_graph(loss, params, create_graph=refresh)
             diags = (hutchinson_diagonal(grads, params, n_samples=self.n_samples,
                                          generator=self.generator) if refresh else None)
         grad_of = {id(p): g.detach() for p, g in zip(params, grads, strict=True)}

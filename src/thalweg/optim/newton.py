@@ -5,8 +5,8 @@ step, walks *to* a saddle when H is indefinite, and is repaired by |H| (``saddle
 by damping, a learning rate and an Armijo line search. The Hessian is exact (dense, via
 batched Hessian-vector products) up to ``max_exact`` parameters and is touched only through
 Hessian-vector products above that (conjugate gradient for ``damped``, a Lanczos low-rank
-|H| for ``saddle_free``). The small HVP/Lanczos helpers here are private and could later be
-replaced by :mod:`thalweg.curvature`.
+|H| for ``saddle_free``). The products, the dense Hessian, CG and Lanczos come from
+:mod:`thalweg.linalg`, shared with :mod:`thalweg.curvature`.
 """
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 from torch.overrides import TorchFunctionMode
+
+from thalweg.linalg import GraphHessian, cg, dense_hessian, flatten, grad_graph, lanczos, unflatten
 
 __all__ = ["Newton"]
 
@@ -76,60 +78,6 @@ def evaluate_closure(closure: Closure, params: Sequence[Tensor], who: str) -> Te
     return loss
 
 
-def _flat(tensors: Sequence[Tensor]) -> Tensor:
-    return torch.cat([t.reshape(-1) for t in tensors])
-
-
-def _split(vec: Tensor, like: Sequence[Tensor]) -> list[Tensor]:
-    out, i = [], 0
-    for p in like:
-        n = p.numel()
-        out.append(vec[..., i : i + n].reshape(*vec.shape[:-1], *p.shape))
-        i += n
-    return out
-
-
-def _grads_with_graph(loss: Tensor, params: list[Tensor]) -> list[Tensor]:
-    """∇loss with its graph kept (create_graph) so Hessian-vector products can follow."""
-    grads = torch.autograd.grad(loss, params, create_graph=True, allow_unused=True)
-    return [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads, strict=True)]
-
-
-def _hvp(grads: list[Tensor], params: list[Tensor], v: Tensor, *, batched: bool = False) -> Tensor:
-    """H·v (or H·V row-wise when `batched`, V of shape (k, n)) by differentiating ∇loss·v."""
-    live = [i for i, g in enumerate(grads) if g.requires_grad]
-    out_shape = (v.shape[0], v.shape[-1]) if batched else (v.shape[-1],)
-    if not live:
-        return torch.zeros(out_shape, dtype=v.dtype, device=v.device)
-    vs = _split(v, params)
-    hv = torch.autograd.grad(
-        [grads[i] for i in live], params, grad_outputs=[vs[i] for i in live],
-        retain_graph=True, allow_unused=True, is_grads_batched=batched,
-    )
-    parts = [
-        torch.zeros((*v.shape[:-1], p.numel()), dtype=v.dtype, device=v.device) if h is None
-        else h.reshape(*v.shape[:-1], -1)
-        for p, h in zip(params, hv, strict=True)
-    ]
-    return torch.cat(parts, dim=-1)
-
-
-def dense_hessian(grads: list[Tensor], params: list[Tensor], chunk: int = 256) -> Tensor:
-    """The exact n×n Hessian, `chunk` rows at a time with batched HVPs (loop if vmap fails)."""
-    n = sum(p.numel() for p in params)
-    ref = grads[0]
-    eye = torch.eye(n, dtype=ref.dtype, device=ref.device)
-    rows: list[Tensor] = []
-    for s in range(0, n, chunk):
-        block = eye[s : s + chunk]
-        try:
-            rows.append(_hvp(grads, params, block, batched=True))
-        except RuntimeError:  # an op without a batching rule: one HVP per row
-            rows.append(torch.stack([_hvp(grads, params, e) for e in block]))
-    h = torch.cat(rows).detach()
-    return 0.5 * (h + h.T)
-
-
 def _solve_exact(h: Tensor, g: Tensor, damping: float, mode: str) -> tuple[Tensor, Tensor]:
     """-(H + λI)⁻¹g or -(|H| + λI)⁻¹g through one eigendecomposition (pseudo-inverse on 0)."""
     evals, evecs = torch.linalg.eigh(h)
@@ -139,53 +87,23 @@ def _solve_exact(h: Tensor, g: Tensor, damping: float, mode: str) -> tuple[Tenso
     return -(evecs @ (inv * (evecs.T @ g))), evals
 
 
-def _cg(matvec: Callable[[Tensor], Tensor], g: Tensor, max_iter: int, tol: float) -> Tensor:
-    """Truncated CG for (H + λI)d = -g; stops at negative curvature (Steihaug) and then
-    returns the last iterate (or -g when the very first direction has negative curvature)."""
-    d = torch.zeros_like(g)
-    r = -g.clone()
-    p = r.clone()
-    rr = r @ r
-    stop = tol * math.sqrt(float(rr))
-    for _ in range(max_iter):
-        if math.sqrt(float(rr)) <= stop:
-            break
-        hp = matvec(p)
-        curv = p @ hp
-        if curv <= 0:
-            return -g.clone() if not d.any() else d
-        alpha = rr / curv
-        d = d + alpha * p
-        r = r - alpha * hp
-        rr_new = r @ r
-        p = r + (rr_new / rr) * p
-        rr = rr_new
-    return d
-
-
-def _lanczos(matvec: Callable[[Tensor], Tensor], v0: Tensor, k: int) -> tuple[Tensor, Tensor]:
-    """k Lanczos steps from v0 with full reorthogonalization: basis Q (m×n) and T (m×m)."""
-    q = v0 / v0.norm()
-    basis = [q]
-    alphas: list[Tensor] = []
-    betas: list[Tensor] = []
-    for j in range(k):
-        w = matvec(basis[j])
-        alphas.append(basis[j] @ w)
-        qm = torch.stack(basis)
-        w = w - qm.T @ (qm @ w)
-        w = w - qm.T @ (qm @ w)  # twice is enough (Kahan–Parlett)
-        beta = w.norm()
-        if j == k - 1 or beta <= 1e-10 * (alphas[-1].abs() + 1e-30):
-            break
-        betas.append(beta)
-        basis.append(w / beta)
-    m = len(alphas)
-    t = torch.diag(torch.stack(alphas))
-    if m > 1:
-        b = torch.stack(betas[: m - 1])
-        t = t + torch.diag(b, 1) + torch.diag(b, -1)
-    return torch.stack(basis[:m]), t
+def _krylov_direction(grads: list[Tensor], params: list[Tensor], g: Tensor, group: dict[str, Any],
+                      state: dict[str, Any]) -> Tensor:
+    """The step direction from Hessian-vector products only: truncated CG on (H + λI)d = −g
+    (``damped``) or the saddle-free solve on a Lanczos basis started at g (``saddle_free``)."""
+    hess = GraphHessian(grads, params)
+    mode, lam = group["mode"], group["damping"]
+    k = min(group["krylov_iters"], g.numel())
+    if mode == "damped":
+        return cg(lambda v: hess.matvec(v) + lam * v, -g, max_iter=k, rtol=group["cg_tol"]).x
+    if g.norm() == 0:
+        return torch.zeros_like(g)
+    lz = lanczos(hess, g, steps=k, restart=False, dtype=g.dtype)
+    q = lz.basis
+    d, evals = _solve_exact(lz.tridiagonal_matrix(), q @ g, lam, mode)
+    state["min_eigenvalue"] = float(evals[0])
+    state["max_eigenvalue"] = float(evals[-1])
+    return q.T @ d
 
 
 class Newton(torch.optim.Optimizer):
@@ -246,7 +164,7 @@ class Newton(torch.optim.Optimizer):
         return [p for p in self.param_groups[0]["params"] if p.requires_grad]
 
     def _set(self, params: list[Tensor], vec: Tensor) -> None:
-        for p, v in zip(params, _split(vec, params), strict=True):
+        for p, v in zip(params, unflatten(vec, params), strict=True):
             p.copy_(v)
 
     @torch.no_grad()
@@ -258,37 +176,23 @@ class Newton(torch.optim.Optimizer):
         params = self._params()
         with torch.enable_grad():
             loss = evaluate_closure(closure, params, "Newton")
-            grads = _grads_with_graph(loss, params)
+            grads = grad_graph(loss, params)
             loss = loss.detach()
-            g = _flat(grads).detach()
+            g = flatten(grads).detach()
             n = g.numel()
-            mode, lam = group["mode"], group["damping"]
             exact = group["solver"] == "exact" or (
                 group["solver"] == "auto" and n <= group["max_exact"]
             )
             state = self.state[params[0]]
             if exact:
                 h = dense_hessian(grads, params)
-                d, evals = _solve_exact(h, g, lam, mode)
+                d, evals = _solve_exact(h, g, group["damping"], group["mode"])
                 state["min_eigenvalue"] = float(evals[0])
                 state["max_eigenvalue"] = float(evals[-1])
             else:
-                def matvec(v: Tensor) -> Tensor:
-                    return _hvp(grads, params, v).detach()
-
-                k = min(group["krylov_iters"], n)
-                if mode == "damped":
-                    d = _cg(lambda v: matvec(v) + lam * v, g, k, group["cg_tol"])
-                elif g.norm() == 0:
-                    d = torch.zeros_like(g)
-                else:
-                    q, t = _lanczos(matvec, g, k)
-                    d, evals = _solve_exact(t, q @ g, lam, mode)
-                    d = q.T @ d
-                    state["min_eigenvalue"] = float(evals[0])
-                    state["max_eigenvalue"] = float(evals[-1])
+                d = _krylov_direction(grads, params, g, group, state)
             grads.clear()  # free the double-backward graph before the line search
-        x0 = _flat(params).clone()
+        x0 = flatten(params).clone()
         f0 = float(loss)
         t = group["lr"]
         if group["line_search"]:
@@ -309,7 +213,7 @@ class Newton(torch.optim.Optimizer):
                     t = 0.0
         else:
             self._set(params, x0 + t * d)
-        for p, gp in zip(params, _split(g, params), strict=True):  # after the closure's zero_grad
+        for p, gp in zip(params, unflatten(g, params), strict=True):  # after the closure's zero_grad
             p.grad = gp.clone()
         state["step"] = state.get("step", 0) + 1
         state["step_size"] = t
