@@ -15,8 +15,9 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
-from thalweg.curvature.hvp import HessianOperator, MatrixOperator, as_operator
-from thalweg.curvature.lanczos import Lanczos, eigs
+from thalweg.curvature.hvp import FunctionHessian, HessianOperator
+from thalweg.curvature.lanczos import eigs
+from thalweg.linalg import Lanczos, LinearOperator, as_operator
 
 __all__ = [
     "Classification",
@@ -33,7 +34,7 @@ Kind = Literal["minimum", "maximum", "saddle", "flat", "not_critical"]
 
 
 def _operator(target: Any, point: Any, loss_fn: Any, data: Any, mode: str) -> Any:
-    if isinstance(target, HessianOperator | MatrixOperator):
+    if isinstance(target, LinearOperator):  # HessianOperator, FunctionHessian, MatrixOperator, …
         return target
     if isinstance(target, nn.Module):
         return HessianOperator(target, loss_fn, data, mode=mode)  # type: ignore[arg-type]
@@ -42,7 +43,7 @@ def _operator(target: Any, point: Any, loss_fn: Any, data: Any, mode: str) -> An
     if callable(target):
         if point is None:
             raise ValueError("point is required when target is a function f(x)")
-        return HessianOperator(function=target, point=point)
+        return FunctionHessian(target, point)
     raise TypeError(f"target must be a HessianOperator, nn.Module, square tensor or callable; got {type(target).__name__}")
 
 
@@ -68,7 +69,7 @@ def _extremes(op: Any, max_hvps: int, tol: float, dense_max: int) -> _Extremes:
     r = eigs(op, k=1, which="both", tol=tol, max_iter=max_hvps, return_eigenvectors=True)
     lam, res = r.eigenvalues.tolist(), r.residuals.tolist()
     y = r.eigenvectors[:, -1]  # type: ignore[index]
-    rq = float(y @ op.matvec(y.to(getattr(op, "dtype", torch.float64))).to(torch.float64)) / float(y @ y)
+    rq = float(y @ op.matvec(y.to(op.dtype)).to(torch.float64)) / float(y @ y)
     return _Extremes(lam[-1], lam[0], res[-1], res[0], rq, r.num_hvps + 1, f"lanczos ({r.iterations} steps)")
 
 
@@ -260,7 +261,7 @@ def find_critical_point(
     point that Newton does not distinguish them); raises if it does not converge."""
     x = torch.as_tensor(x0, dtype=torch.float64).reshape(-1).clone()
     for _ in range(max_iter):
-        op = HessianOperator(function=f, point=x)
+        op = FunctionHessian(f, x)
         g = op.gradient()
         if float(g.norm()) <= tol:
             return x

@@ -10,8 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from thalweg.curvature.hvp import as_operator, rademacher
-from thalweg.curvature.lanczos import Lanczos
+from thalweg.linalg import as_operator, lanczos, rademacher
 
 __all__ = ["DensityResult", "density", "plot_density"]
 
@@ -64,9 +63,7 @@ def density(
     gen = torch.Generator(device="cpu").manual_seed(int(seed))
     nodes, weights, hvps = [], [], 0
     for _ in range(num_probes):
-        lz = Lanczos(op, rademacher(int(op.dim), gen), max_iter=steps, store_products=False)
-        while not lz.done:
-            lz.step()
+        lz = lanczos(op, rademacher(int(op.dim), gen), steps=steps)
         theta, s = lz.ritz()
         nodes.append(np.asarray(theta))
         weights.append(np.asarray(s[0, :]) ** 2)

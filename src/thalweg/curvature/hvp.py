@@ -1,10 +1,11 @@
-"""Hessian-vector products for a model + loss + data (many batches, train or eval mode) or for
-a plain function f(x) at a point, wrapped as a `HessianOperator` that Lanczos, trace and SLQ use.
+"""Hessian-vector products for a model + loss + data (many batches, train or eval mode) —
+`HessianOperator` — or for a plain function f(x) at a point — `FunctionHessian` — as the
+`thalweg.linalg.LinearOperator`s that Lanczos, trace and SLQ use.
 
-Two autodiff backends compute the same product: double-backward (grad of ⟨∇L, v⟩) and
-forward-over-reverse (`torch.func.jvp` of `torch.func.grad`). `backend="auto"` uses double-backward
-when the gradient graph is cached (one batch), else times both once and caches the faster per
-model shape for the process.
+Two autodiff backends compute the same product: double-backward (grad of ⟨∇L, v⟩, from
+`thalweg.linalg.hvp_from_graph`) and forward-over-reverse (`torch.func.jvp` of
+`torch.func.grad`). `backend="auto"` uses double-backward when the gradient graph is cached
+(one batch), else times both once and caches the faster per model shape for the process.
 """
 
 from __future__ import annotations
@@ -19,15 +20,10 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, grad, jvp
 
-from thalweg.curvature.linops import (
-    MatrixOperator,
-    as_operator,
-    composite_weight_norm,
-    rademacher,
-    uses_weight_norm,
-)
+from thalweg.curvature.weight_norm import composite_weight_norm, uses_weight_norm
+from thalweg.linalg import dense_hessian, flatten, grad_graph, hvp_from_graph, rademacher, unflatten
 
-__all__ = ["HessianOperator", "MatrixOperator", "as_operator", "composite_weight_norm", "hvp", "rademacher"]
+__all__ = ["FunctionHessian", "HessianOperator", "hvp"]
 
 Backend = Literal["auto", "double_backward", "forward_over_reverse"]
 _BACKENDS = ("double_backward", "forward_over_reverse")
@@ -52,61 +48,166 @@ def _as_batches(data: Any) -> list[tuple[Tensor, Tensor]]:
     return batches  # type: ignore[return-value]
 
 
-class HessianOperator:
-    """The Hessian of a dataset-mean loss w.r.t. a model's parameters (or of f at a point).
+class _HessianBase:
+    """What both Hessians share: the product counters, the backend choice, vector checks,
+    `matvec`/`matmat` and the SciPy view. Subclasses supply `_products(rows, backend)`."""
+
+    dim: int
+    dtype: torch.dtype
+    device: torch.device
+
+    def __init__(self, backend: Backend) -> None:
+        if backend not in ("auto", *_BACKENDS):
+            raise ValueError(f"backend must be 'auto', 'double_backward' or 'forward_over_reverse'; got {backend!r}")
+        self.num_matvecs = 0
+        self.selection_hvps = 0  # products spent timing the backends (not in num_matvecs)
+        self._backend_choice: str | None = None if backend == "auto" else backend
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self.dim, self.dim)
+
+    @property
+    def backend(self) -> str:
+        """The backend in use (measured on first use when constructed with ``backend="auto"``)."""
+        if self._backend_choice is None:
+            self._backend_choice = self._select_backend()
+        return self._backend_choice
+
+    @classmethod
+    def for_function(cls, function: Callable[[Tensor], Tensor], point: Tensor | Sequence[float],
+                     **kw: Any) -> FunctionHessian:
+        """The Hessian of a plain scalar function ``f(x)`` at ``point``."""
+        return FunctionHessian(function, point, **kw)
+
+    def matvec(self, v: Tensor) -> Tensor:
+        """H @ v for a flat vector v of length `dim` (returned in the operator's dtype)."""
+        v = self._check_vector(v)
+        self.num_matvecs += 1
+        return self._products(v, self.backend)
+
+    def matmat(self, V: Tensor) -> Tensor:
+        """H @ V for a (dim, k) block: one batched double-backward per batch, or k products."""
+        if not isinstance(V, Tensor) or V.ndim != 2 or V.shape[0] != self.dim:
+            raise ValueError(f"V must be a ({self.dim}, k) tensor, got {getattr(V, 'shape', type(V))}")
+        self.num_matvecs += int(V.shape[1])
+        return self._products(V.T.to(device=self.device, dtype=self.dtype), self.backend).T
+
+    def to_scipy(self) -> Any:
+        """This operator as a `scipy.sparse.linalg.LinearOperator` (float64, symmetric)."""
+        from scipy.sparse.linalg import LinearOperator
+
+        def mv(x: np.ndarray) -> np.ndarray:
+            v = torch.as_tensor(np.ascontiguousarray(x).reshape(-1), device=self.device)
+            return self.matvec(v).detach().to(torch.float64).cpu().numpy()
+
+        return LinearOperator((self.dim, self.dim), matvec=mv, rmatvec=mv, dtype=np.float64)
+
+    def _check_vector(self, v: Tensor) -> Tensor:
+        if not isinstance(v, Tensor):
+            raise TypeError(f"v must be a torch.Tensor, got {type(v).__name__}")
+        if v.numel() != self.dim:
+            raise ValueError(f"v has {v.numel()} entries but the operator has dim={self.dim}")
+        return v.reshape(-1).to(device=self.device, dtype=self.dtype)
+
+    def _check_dense(self, max_dim: int) -> None:
+        if self.dim > max_dim:
+            raise ValueError(f"dense Hessian of dim={self.dim} exceeds max_dim={max_dim}; use eigs/trace instead")
+
+    def _products(self, rows: Tensor, backend: str) -> Tensor:
+        raise NotImplementedError
+
+    def _select_backend(self) -> str:
+        raise NotImplementedError
+
+
+class FunctionHessian(_HessianBase):
+    """The Hessian of a scalar function f(x) of a 1-D point: `matvec`, `dense`, `gradient`."""
+
+    def __init__(self, function: Callable[[Tensor], Tensor], point: Tensor | Sequence[float] | None, *,
+                 backend: Backend = "auto") -> None:
+        super().__init__(backend)
+        if not callable(function):
+            raise TypeError(f"function must be callable, got {type(function).__name__}")
+        if point is None:
+            raise ValueError("point is required with function")
+        x = point if isinstance(point, Tensor) else torch.as_tensor(point, dtype=torch.float64)
+        x = x.to(torch.float64) if not x.is_floating_point() else x
+        if x.ndim != 1:
+            raise ValueError(f"point must be a 1-D vector, got shape {tuple(x.shape)}")
+        self.function, self.point = function, x.detach().clone()
+        self.dim, self.dtype, self.device = int(x.numel()), x.dtype, x.device
+
+    def gradient(self) -> Tensor:
+        """∇f at the point."""
+        x = self.point.clone().requires_grad_(True)
+        with torch.enable_grad():
+            return torch.autograd.grad(self.function(x), x)[0].detach()
+
+    def loss(self) -> float:
+        """f at the point."""
+        with torch.no_grad():
+            return float(self.function(self.point))
+
+    def dense(self, max_dim: int = 6000) -> Tensor:
+        """The full Hessian (`torch.autograd.functional.hessian`)."""
+        self._check_dense(max_dim)
+        return torch.autograd.functional.hessian(self.function, self.point).reshape(self.dim, self.dim)
+
+    def unflatten(self, v: Tensor) -> dict[str, Tensor]:
+        """The vector as {"x": v} shaped like the point."""
+        return {"x": v.reshape(self.point.shape)}
+
+    def _products(self, rows: Tensor, backend: str) -> Tensor:
+        if backend == "forward_over_reverse":
+            if rows.ndim == 2:
+                return torch.stack([self._products(r, backend) for r in rows]) if len(rows) else rows.clone()
+            return jvp(grad(self.function), (self.point,), (rows,))[1].detach()
+        x = self.point.clone().requires_grad_(True)
+        with torch.enable_grad():
+            (g,) = torch.autograd.grad(self.function(x), x, create_graph=True)
+        return hvp_from_graph([g], [x], rows, retain_graph=False)
+
+    def _select_backend(self) -> str:
+        return "double_backward"  # one tiny graph: nothing to measure
+
+
+class HessianOperator(_HessianBase):
+    """The Hessian of a dataset-mean loss w.r.t. a model's parameters.
 
     `matvec(v)` takes and returns a flat vector of length `dim`; `num_matvecs` counts full-data
     Hessian-vector products. In ``mode="train"`` dropout masks are fixed by reseeding the RNG for
     every product (so H is one fixed symmetric matrix) and BatchNorm uses batch statistics
     without touching its running buffers. With one batch the gradient graph is cached, and
-    rebuilt when the weights change in place (tracked by their version counters).
+    rebuilt when the weights change in place (tracked by their version counters). For a plain
+    function use `HessianOperator.for_function(f, point)` (a `FunctionHessian`).
     """
 
     def __init__(
         self,
-        model: nn.Module | None = None,
+        model: nn.Module,
         loss_fn: Callable[[Tensor, Tensor], Tensor] | None = None,
         data: Any = None,
         *,
-        function: Callable[[Tensor], Tensor] | None = None,
-        point: Tensor | Sequence[float] | None = None,
         mode: Literal["train", "eval"] = "eval",
         backend: Backend = "auto",
         reduction: Literal["mean", "sum"] = "mean",
         seed: int = 0,
         cache_graph: bool | None = None,
     ) -> None:
-        if backend not in ("auto", *_BACKENDS):
-            raise ValueError(f"backend must be 'auto', 'double_backward' or 'forward_over_reverse'; got {backend!r}")
+        super().__init__(backend)
         if mode not in ("train", "eval"):
             raise ValueError(f"mode must be 'train' or 'eval'; got {mode!r}")
         if reduction not in ("mean", "sum"):
             raise ValueError(f"reduction must be 'mean' or 'sum'; got {reduction!r}")
-        self.mode, self.reduction, self.seed, self.num_matvecs = mode, reduction, int(seed), 0
-        self.selection_hvps = 0  # products spent timing the backends (not in num_matvecs)
-        self._backend_choice: str | None = None if backend == "auto" else backend
-        self._graph_cache: dict[int, tuple[Tensor, ...]] = {}
-        self._cache_versions: tuple[int, ...] = ()
-        if function is not None:
-            if model is not None:
-                raise ValueError("give either model (+ loss_fn, data) or function (+ point), not both")
-            if not callable(function):
-                raise TypeError(f"function must be callable, got {type(function).__name__}")
-            if point is None:
-                raise ValueError("point is required with function")
-            x = point if isinstance(point, Tensor) else torch.as_tensor(point, dtype=torch.float64)
-            x = x.to(torch.float64) if not x.is_floating_point() else x
-            if x.ndim != 1:
-                raise ValueError(f"point must be a 1-D vector, got shape {tuple(x.shape)}")
-            self.function, self.point, self.model = function, x.detach().clone(), None
-            self.dim, self.dtype, self.device = int(x.numel()), x.dtype, x.device
-            self.cache_graph = False
-            return
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         if loss_fn is None or not callable(loss_fn):
             raise TypeError("loss_fn must be a callable (output, target) -> scalar loss")
-        self.function, self.model, self.loss_fn = None, model, loss_fn
+        self.mode, self.reduction, self.seed = mode, reduction, int(seed)
+        self.model, self.loss_fn = model, loss_fn
+        self._graph_cache: dict[int, list[Tensor]] = {}
+        self._cache_versions: tuple[int, ...] = ()
         named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
         if not named:
             raise ValueError("model has no parameters with requires_grad=True")
@@ -123,49 +224,18 @@ class HessianOperator:
         self.cache_graph = len(self.batches) == 1 if cache_graph is None else bool(cache_graph)
         self._weight_norm = uses_weight_norm(model)
 
-    # ------------------------------------------------------------------ public
-    @property
-    def shape(self) -> tuple[int, int]:
-        return (self.dim, self.dim)
-
-    @property
-    def backend(self) -> str:
-        """The backend in use (measured on first use when constructed with ``backend="auto"``)."""
-        if self._backend_choice is None:
-            self._backend_choice = self._select_backend()
-        return self._backend_choice
-
-    @classmethod
-    def for_function(cls, function: Callable[[Tensor], Tensor], point: Tensor | Sequence[float], **kw: Any) -> HessianOperator:
-        """The Hessian of a plain scalar function ``f(x)`` at ``point``."""
-        return cls(function=function, point=point, **kw)
-
-    def matvec(self, v: Tensor) -> Tensor:
-        """H @ v for a flat vector v of length `dim` (returned in the operator's dtype)."""
-        v = self._check_vector(v)
-        self.num_matvecs += 1
-        return self._matvec(v, self.backend)
-
     def gradient(self) -> Tensor:
-        """The full-data gradient ∇L as a flat vector (or ∇f at the point)."""
-        if self.function is not None:
-            x = self.point.clone().requires_grad_(True)
-            with torch.enable_grad():
-                return torch.autograd.grad(self.function(x), x)[0].detach()
+        """The full-data gradient ∇L as a flat vector."""
         out = torch.zeros(self.dim, dtype=self.dtype, device=self.device)
         with self._context():
             for i, (x, y) in enumerate(self.batches):
                 with self._rng(i), torch.enable_grad():
-                    loss = self.loss_fn(self.model(x), y)
-                    g = torch.autograd.grad(loss, self.params, allow_unused=True)
-                out += self.weights[i] * self._flat(g)
+                    g = grad_graph(self.loss_fn(self.model(x), y), self.params, create_graph=False)
+                out += self.weights[i] * flatten(g)
         return out
 
     def loss(self) -> float:
-        """The full-data loss (or f at the point) at the current parameters."""
-        if self.function is not None:
-            with torch.no_grad():
-                return float(self.function(self.point))
+        """The full-data loss at the current parameters."""
         total = 0.0
         with self._context(), torch.no_grad():
             for i, (x, y) in enumerate(self.batches):
@@ -175,70 +245,19 @@ class HessianOperator:
 
     def dense(self, max_dim: int = 6000) -> Tensor:
         """The full Hessian as a dim×dim matrix, one product per column (for checks on small models)."""
-        if self.dim > max_dim:
-            raise ValueError(f"dense Hessian of dim={self.dim} exceeds max_dim={max_dim}; use eigs/trace instead")
-        if self.function is not None:
-            return torch.autograd.functional.hessian(self.function, self.point).reshape(self.dim, self.dim)
-        eye = torch.eye(self.dim, dtype=self.dtype, device=self.device)
+        self._check_dense(max_dim)
         self.num_matvecs += self.dim
-        try:  # all columns at once: batched double-backward (vmap over grad_outputs)
-            return self._dense_batched(eye)
-        except RuntimeError:
-            return torch.stack([self._matvec(eye[j], "double_backward") for j in range(self.dim)], dim=1)
-
-    def _dense_batched(self, eye: Tensor, chunk: int = 128) -> Tensor:
-        out = torch.zeros(len(eye), self.dim, dtype=self.dtype, device=self.device)
+        out = torch.zeros(self.dim, self.dim, dtype=self.dtype, device=self.device)
         with self._context():
-            for i, (x, y) in enumerate(self.batches):
-                with self._rng(i), torch.enable_grad():
-                    loss = self.loss_fn(self.model(x), y)
-                    grads = torch.autograd.grad(loss, self.params, create_graph=True, allow_unused=True)
-                live = [k for k, g in enumerate(grads) if g is not None and g.requires_grad]
-                offsets = [sum(self.numels[:k]) for k in range(len(self.numels))]
-                for s in range(0, len(eye), chunk):
-                    rows = eye[s : s + chunk]
-                    outs = [rows[:, offsets[k] : offsets[k] + self.numels[k]].reshape(len(rows), *self.shapes[k])
-                            for k in live]
-                    hv = torch.autograd.grad([grads[k] for k in live], self.params, grad_outputs=outs,
-                                             retain_graph=True, is_grads_batched=True, allow_unused=True)
-                    flat = torch.cat([
-                        (t if t is not None else torch.zeros(len(rows), *sh, dtype=self.dtype, device=self.device))
-                        .reshape(len(rows), -1) for t, sh in zip(hv, self.shapes, strict=True)
-                    ], dim=1)
-                    out[s : s + len(rows)] += self.weights[i] * flat.detach()
-        return out.T.contiguous()
-
-    def to_scipy(self) -> Any:
-        """This operator as a `scipy.sparse.linalg.LinearOperator` (float64, symmetric)."""
-        from scipy.sparse.linalg import LinearOperator
-
-        def mv(x: np.ndarray) -> np.ndarray:
-            v = torch.as_tensor(np.ascontiguousarray(x).reshape(-1), device=self.device)
-            return self.matvec(v).detach().to(torch.float64).cpu().numpy()
-
-        return LinearOperator((self.dim, self.dim), matvec=mv, rmatvec=mv, dtype=np.float64)
+            for i in range(len(self.batches)):
+                out += self.weights[i] * dense_hessian(self._graph(i), self.params, chunk=128, symmetrize=False)
+        return out
 
     def unflatten(self, v: Tensor) -> dict[str, Tensor]:
         """Split a flat vector into a {parameter name: tensor} dict shaped like the parameters."""
-        if self.function is not None:
-            return {"x": v.reshape(self.point.shape)}
-        parts = torch.split(self._check_vector(v), self.numels)
-        return {n: t.reshape(s) for n, t, s in zip(self.names, parts, self.shapes, strict=True)}
+        return dict(zip(self.names, unflatten(self._check_vector(v), self.params), strict=True))
 
     # ---------------------------------------------------------------- internals
-    def _check_vector(self, v: Tensor) -> Tensor:
-        if not isinstance(v, Tensor):
-            raise TypeError(f"v must be a torch.Tensor, got {type(v).__name__}")
-        if v.numel() != self.dim:
-            raise ValueError(f"v has {v.numel()} entries but the operator has dim={self.dim}")
-        return v.reshape(-1).to(device=self.device, dtype=self.dtype)
-
-    def _flat(self, parts: Sequence[Tensor | None]) -> Tensor:
-        return torch.cat([
-            (t if t is not None else torch.zeros(s, dtype=self.dtype, device=self.device)).reshape(-1)
-            for t, s in zip(parts, self.shapes, strict=True)
-        ])
-
     def _rng(self, batch_index: int) -> contextlib.AbstractContextManager[Any]:
         """Fork the RNG and seed it per batch, so dropout draws the same mask for every product."""
         if self.mode != "train":
@@ -281,65 +300,50 @@ class HessianOperator:
                 for b, saved in buffers:
                     b.copy_(saved)
 
-    def _matvec(self, v: Tensor, backend: str) -> Tensor:
-        if self.function is not None:
-            return self._function_hvp(v, backend)
-        parts = [t.reshape(s) for t, s in zip(torch.split(v, self.numels), self.shapes, strict=True)]
-        out = torch.zeros(self.dim, dtype=self.dtype, device=self.device)
-        with self._context():
-            for i in range(len(self.batches)):
-                hv = self._batch_hvp(i, parts, backend)
-                out += self.weights[i] * self._flat(hv)
-        return out
-
-    def _function_hvp(self, v: Tensor, backend: str) -> Tensor:
-        f = self.function
-        if backend == "forward_over_reverse":
-            return jvp(grad(f), (self.point,), (v,))[1].detach()
-        x = self.point.clone().requires_grad_(True)
-        with torch.enable_grad():
-            (g,) = torch.autograd.grad(f(x), x, create_graph=True)
-            if not g.requires_grad:  # f is linear in x: H = 0
-                return torch.zeros_like(v)
-            (hv,) = torch.autograd.grad(g, x, grad_outputs=v, allow_unused=True)
-        return torch.zeros_like(v) if hv is None else hv.detach()
-
-    def _batch_hvp(self, i: int, parts: list[Tensor], backend: str) -> Sequence[Tensor | None]:
-        x, y = self.batches[i]
-        if backend == "forward_over_reverse":
-            names = self.names
-
-            def loss_of(*ps: Tensor) -> Tensor:
-                out = functional_call(self.model, dict(zip(names, ps, strict=True)), (x,))
-                return self.loss_fn(out, y)
-
-            primals = tuple(p.detach() for p in self.params)
-            with self._rng(i):
-                _, hv = jvp(grad(loss_of, argnums=tuple(range(len(primals)))), primals, tuple(parts))
-            return [t.detach() for t in hv]
+    def _graph(self, i: int) -> list[Tensor]:
+        """∇L of batch i with its graph; cached with `cache_graph` until the weights change."""
         versions = tuple(p._version for p in self.params)  # bumped by any in-place weight update
         if self._graph_cache and self._cache_versions != versions:
             self._graph_cache.clear()  # the weights changed since the graph was built
         self._cache_versions = versions
         grads = self._graph_cache.get(i) if self.cache_graph else None
         if grads is None:
+            x, y = self.batches[i]
             with self._rng(i), torch.enable_grad():
-                loss = self.loss_fn(self.model(x), y)
-                grads = torch.autograd.grad(loss, self.params, create_graph=True, allow_unused=True)
+                grads = grad_graph(self.loss_fn(self.model(x), y), self.params)
             if self.cache_graph:
                 self._graph_cache[i] = grads
-        live = [(g, p) for g, p in zip(grads, parts, strict=True) if g is not None and g.requires_grad]
-        if not live:
-            return [None] * len(self.params)
-        with torch.enable_grad():
-            hv = torch.autograd.grad(
-                [g for g, _ in live], self.params, grad_outputs=[p for _, p in live],
-                retain_graph=self.cache_graph, allow_unused=True,
-            )
-        return [None if t is None else t.detach() for t in hv]
+        return grads
+
+    def _products(self, rows: Tensor, backend: str) -> Tensor:
+        """Σ_batches weight · H_batch·v for a flat vector (or each row of a block)."""
+        out = torch.zeros(rows.shape, dtype=self.dtype, device=self.device)
+        with self._context():
+            for i in range(len(self.batches)):
+                if backend == "forward_over_reverse":
+                    hv = self._forward_over_reverse(i, rows)
+                else:
+                    hv = hvp_from_graph(self._graph(i), self.params, rows, retain_graph=self.cache_graph, chunk=128)
+                out += self.weights[i] * hv
+        return out
+
+    def _forward_over_reverse(self, i: int, v: Tensor) -> Tensor:
+        if v.ndim == 2:
+            return torch.stack([self._forward_over_reverse(i, r) for r in v]) if len(v) else v.clone()
+        x, y = self.batches[i]
+        names = self.names
+
+        def loss_of(*ps: Tensor) -> Tensor:
+            out = functional_call(self.model, dict(zip(names, ps, strict=True)), (x,))
+            return self.loss_fn(out, y)
+
+        primals = tuple(p.detach() for p in self.params)
+        with self._rng(i):
+            _, hv = jvp(grad(loss_of, argnums=tuple(range(len(primals)))), primals, tuple(unflatten(v, self.params)))
+        return flatten([t.detach() for t in hv])
 
     def _select_backend(self) -> str:
-        if self.function is not None or self.cache_graph:
+        if self.cache_graph:
             # A cached gradient graph makes double-backward one reverse pass per product, which
             # forward-over-reverse (forward + reverse + tangents every time) cannot beat.
             return "double_backward"
@@ -352,9 +356,9 @@ class HessianOperator:
         times: dict[str, float] = {}
         for name in _BACKENDS:
             try:
-                self._matvec(v, name)  # warm-up (and builds the cached graph)
+                self._products(v, name)  # warm-up (and builds the cached graph)
                 t0 = time.perf_counter()
-                self._matvec(v, name)
+                self._products(v, name)
                 times[name] = time.perf_counter() - t0
             except (RuntimeError, NotImplementedError):  # e.g. an op without forward-mode AD
                 times[name] = float("inf")
@@ -376,7 +380,7 @@ def hvp(
 ) -> Tensor:
     """One Hessian-vector product: of a model's mean loss over `data`, or of f at `point`."""
     if isinstance(target, nn.Module):
-        op = HessianOperator(target, loss_fn, data, mode=mode, backend=backend)
+        op: _HessianBase = HessianOperator(target, loss_fn, data, mode=mode, backend=backend)  # type: ignore[arg-type]
     else:
-        op = HessianOperator(function=target, point=point, backend=backend)
+        op = FunctionHessian(target, point, backend=backend)
     return op.matvec(v)

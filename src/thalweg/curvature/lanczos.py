@@ -1,5 +1,6 @@
-"""Lanczos with full reorthogonalization: extreme eigenvalues of a Hessian from a few dozen HVPs,
-with Ritz vectors, honest residual norms ‖Hy − θy‖, converged flags and the HVP count.
+"""Extreme eigenvalues of a Hessian from a few dozen HVPs: `eigs` drives the Lanczos process of
+`thalweg.linalg` (full reorthogonalization) and reports Ritz vectors, honest residual norms
+‖Hy − θy‖, converged flags and the HVP count.
 
 Residuals are computed from the stored products W = H·V (y = Vᵀs ⇒ Hy = Wᵀs), so they measure
 the operator itself, not the three-term recurrence — and cost no extra products.
@@ -12,134 +13,13 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from scipy.linalg import eigh_tridiagonal
 from torch import Tensor
 
-from thalweg.curvature.hvp import as_operator, rademacher
+from thalweg.linalg import Lanczos, tridiagonal_eigh
 
 __all__ = ["EigResult", "Lanczos", "eigs"]
 
 Which = Literal["largest", "smallest", "both"]
-
-
-class Lanczos:
-    """Incremental Lanczos process on a symmetric operator (float64 basis, reorthogonalized twice).
-
-    `step()` spends one HVP; `ritz()` gives Ritz values, the eigenvectors of T, and (optionally)
-    Ritz vectors and true residual norms for chosen indices.
-    """
-
-    def __init__(self, op: Any, v0: Tensor | None = None, *, max_iter: int | None = None, seed: int = 0,
-                 store_products: bool = True) -> None:
-        self.op = as_operator(op)
-        n = int(self.op.dim)
-        self.n = n
-        self.max_iter = min(n, 300 if max_iter is None else int(max_iter))
-        if self.max_iter < 1:
-            raise ValueError(f"max_iter must be >= 1, got {max_iter}")
-        self.gen = torch.Generator(device="cpu").manual_seed(int(seed))
-        dev = getattr(self.op, "device", torch.device("cpu"))
-        self.device = torch.device(dev)
-        cap = min(self.max_iter, 32)  # storage grows by doubling: memory follows the steps taken
-        self.V = torch.zeros(cap, n, dtype=torch.float64, device=self.device)
-        self.W = torch.zeros_like(self.V) if store_products else None
-        self.alpha: list[float] = []
-        self.beta: list[float] = []  # beta[j] couples q_j and q_{j+1}
-        self.num_hvps = 0
-        self.block_starts = [0]  # a new block begins after each breakdown (β = 0)
-        # β below this (relative to ‖T‖) means the space is invariant up to the operator's rounding
-        op_dtype = getattr(self.op, "dtype", torch.float64)
-        self.break_tol = max(1e-10, 100 * torch.finfo(op_dtype).eps)
-        q = rademacher(n, self.gen).to(self.device) if v0 is None else v0.detach().reshape(-1).to(self.device, torch.float64)
-        if q.numel() != n:
-            raise ValueError(f"v0 has {q.numel()} entries but the operator has dim={n}")
-        nrm = float(q.norm())
-        if not np.isfinite(nrm) or nrm == 0.0:
-            raise ValueError("v0 must be a nonzero finite vector")
-        self._next = q / nrm
-
-    @property
-    def m(self) -> int:
-        return len(self.alpha)
-
-    @property
-    def done(self) -> bool:
-        return self.m >= self.max_iter or self._next is None
-
-    def step(self) -> None:
-        """One Lanczos step: one HVP, then two passes of Gram–Schmidt against the whole basis."""
-        if self.done:
-            raise RuntimeError("Lanczos basis is complete (max_iter reached or invariant space of full dim)")
-        j, q = self.m, self._next
-        if j == len(self.V):
-            cap = min(self.max_iter, 2 * len(self.V))
-            self.V = torch.cat([self.V, self.V.new_zeros(cap - len(self.V), self.n)])
-            if self.W is not None:
-                self.W = torch.cat([self.W, self.W.new_zeros(cap - len(self.W), self.n)])
-        self.V[j] = q
-        w = self.op.matvec(q.to(getattr(self.op, "dtype", torch.float64))).to(torch.float64).reshape(-1)
-        self.num_hvps += 1
-        if not bool(torch.isfinite(w).all()):
-            raise FloatingPointError(f"Hessian-vector product returned non-finite values at Lanczos step {j}")
-        if self.W is not None:
-            self.W[j] = w
-        a = float(q @ w)
-        basis = self.V[: j + 1]
-        for _ in range(2):
-            w = w - basis.T @ (basis @ w)
-        self.alpha.append(a)
-        b = float(w.norm())
-        scale = max(abs(x) for x in self.alpha) + (max(self.beta) if self.beta else 0.0)
-        if j + 1 >= self.n:
-            self._next = None
-            return
-        if b <= self.break_tol * max(scale, 1e-300):
-            # (numerically) invariant subspace: a single Krylov space cannot see the other copies
-            # of a repeated eigenvalue, so continue from a fresh Gaussian direction (a new block)
-            for _ in range(8):
-                r = torch.randn(self.n, generator=self.gen, dtype=torch.float64).to(self.device)
-                r0 = float(r.norm())
-                for _ in range(2):
-                    r = r - basis.T @ (basis @ r)
-                if float(r.norm()) > 1e-6 * r0:
-                    break
-            self.beta.append(0.0)
-            self.block_starts.append(j + 1)
-            self._next = r / r.norm()
-        else:
-            self.beta.append(b)
-            self._next = w / b
-
-    def tridiagonal(self) -> tuple[np.ndarray, np.ndarray]:
-        return np.asarray(self.alpha), np.asarray(self.beta[: self.m - 1])
-
-    def ritz(self) -> tuple[np.ndarray, np.ndarray]:
-        """Ritz values (ascending) and the eigenvectors S of the tridiagonal T (columns)."""
-        d, e = self.tridiagonal()
-        if self.m == 1:
-            return d.copy(), np.ones((1, 1))
-        return eigh_tridiagonal(d, e)
-
-    def vectors(self, s: np.ndarray) -> Tensor:
-        """Ritz vectors Vᵀs for the columns of s, as an (n, k) float64 tensor."""
-        S = torch.as_tensor(s, dtype=torch.float64, device=self.device)
-        return self.V[: self.m].T @ S
-
-    def residuals(self, theta: np.ndarray, s: np.ndarray) -> np.ndarray:
-        """‖H y − θ y‖ for Ritz pairs (θ_i, y_i = Vᵀ s_i), from the stored products W = H V."""
-        if self.W is None:
-            raise RuntimeError("residuals need store_products=True")
-        S = torch.as_tensor(s, dtype=torch.float64, device=self.device)
-        Y = self.V[: self.m].T @ S
-        HY = self.W[: self.m].T @ S
-        th = torch.as_tensor(theta, dtype=torch.float64, device=self.device)
-        return (HY - Y * th).norm(dim=0).cpu().numpy()
-
-    def rayleigh(self, s: np.ndarray) -> np.ndarray:
-        """Rayleigh quotients yᵀHy/yᵀy of Ritz vectors, from the stored products."""
-        S = torch.as_tensor(s, dtype=torch.float64, device=self.device)
-        Y, HY = self.V[: self.m].T @ S, self.W[: self.m].T @ S  # type: ignore[index]
-        return ((Y * HY).sum(0) / (Y * Y).sum(0)).cpu().numpy()
 
 
 @dataclass
@@ -197,7 +77,7 @@ def _latest_block_settled(lz: Lanczos, which: str, bound: float) -> bool:
     if len(d) == 0:  # the new block has not started yet
         return False
     e = np.asarray(lz.beta[b0 : lz.m - 1])
-    s = np.ones((1, 1)) if len(d) == 1 else eigh_tridiagonal(d, e)[1]
+    s = tridiagonal_eigh(d, e)[1]
     beta = lz.beta[lz.m - 1] if len(lz.beta) >= lz.m else 0.0
     ends = {"largest": [-1], "smallest": [0], "both": [0, -1]}[which]
     return all(abs(beta * s[-1, i]) <= bound for i in ends)

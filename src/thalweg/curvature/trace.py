@@ -10,7 +10,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-from thalweg.curvature.hvp import as_operator, rademacher
+from thalweg.linalg import as_operator, rademacher
 
 __all__ = ["TraceResult", "trace"]
 
@@ -39,7 +39,7 @@ def _stderr(samples: list[float]) -> float:
 
 
 def _mv(op: Any, v: Tensor) -> Tensor:
-    return op.matvec(v.to(getattr(op, "dtype", torch.float64))).to(torch.float64).reshape(-1)
+    return op.matvec(v.to(op.dtype)).to(torch.float64).reshape(-1)
 
 
 def trace(
@@ -63,7 +63,7 @@ def trace(
         raise ValueError(f"rtol must be positive, got {rtol!r}")
     op = as_operator(op)
     n = int(op.dim)
-    dev = torch.device(getattr(op, "device", "cpu"))
+    dev = torch.device(op.device)
     gen = torch.Generator(device="cpu").manual_seed(int(seed))
     if method == "hutchinson":
         samples: list[float] = []
