@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from typer.testing import CliRunner
 
 from thalweg.cli import app
-from thalweg.curvature import HessianOperator, load_probe, save_probe
+from thalweg.curvature import HessianOperator, load_probe, load_target, save_probe
 from thalweg.models import build_model
 
 SPEC = {"name": "mlp", "in_shape": (6,), "out_features": 3, "width": 8, "depth": 1}
@@ -44,6 +44,29 @@ def test_probe_roundtrip_and_errors(tmp_path: Path) -> None:
     torch.save({"weights": torch.zeros(2)}, tmp_path / "other.pt")
     with pytest.raises(ValueError, match="not a thalweg probe"):
         load_probe(tmp_path / "other.pt")
+
+
+def test_load_target_reads_runs_only_through_an_injected_loader(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    path, model, x, y = _probe(tmp_path)
+    p = load_target(path, max_samples=10)  # a probe file needs no loader
+    assert torch.equal(p.x, x[:10]) and p.run_dir is None
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    with pytest.raises(ValueError, match="load_run"):  # the library never imports the trainer
+        load_target(run_dir)
+    splits = SimpleNamespace(x_train=x, y_train=y)
+    config = SimpleNamespace(optimizer={"name": "sgd", "lr": 0.3, "momentum": 0.9})
+    seen: list[Path] = []
+
+    def loader(where: Path) -> SimpleNamespace:
+        seen.append(where)
+        return SimpleNamespace(model=model, splits=splits, loss_fn=F.cross_entropy, config=config, run_dir=where)
+
+    q = load_target(run_dir, max_samples=5, load_run=loader)
+    assert seen == [run_dir] and q.run_dir == run_dir and q.lr == 0.3 and q.extras["momentum"] == 0.9
+    assert torch.equal(q.x, x[:5]) and q.model is model
 
 
 def test_inspect_reports_true_eigenvalues_and_a_density_png(tmp_path: Path) -> None:
@@ -85,7 +108,7 @@ def test_doctor_flags_an_unstable_learning_rate_and_writes_html(tmp_path: Path) 
 
 @pytest.mark.slow
 def test_doctor_and_inspect_on_a_trainer_run(tmp_path: Path) -> None:
-    from thalweg.train import fit
+    from thalweg.train import fit, load_run
 
     cfg = {"name": "tiny", "out_dir": str(tmp_path), "data": {"name": "digits"},
            "model": {"name": "mlp", "width": 8, "depth": 1}, "optimizer": {"name": "sgd", "lr": 0.2},
@@ -97,7 +120,7 @@ def test_doctor_and_inspect_on_a_trainer_run(tmp_path: Path) -> None:
     from thalweg.curvature import load_target
     from thalweg.monitors import Monitor
 
-    probe = load_target(run, max_samples=64)
+    probe = load_target(run, max_samples=64, load_run=load_run)
     with Monitor(probe.model.train()) as mon:
         probe.loss_fn(probe.model(probe.x), probe.y).backward()
         rec = mon.measure(step=123)

@@ -28,11 +28,12 @@ def _clean(v: Any) -> Any:
 def _operator(path: Path, mode: str, max_samples: int) -> tuple[Any, Any]:
     from thalweg.curvature.hvp import HessianOperator
     from thalweg.curvature.probe import load_target
+    from thalweg.train import load_run  # the CLI layer wires the trainer's loader in
 
     if mode not in ("train", "eval"):
         raise typer.BadParameter(f"--mode must be 'train' or 'eval', got {mode!r}")
     try:
-        probe = load_target(path, max_samples=max_samples)
+        probe = load_target(path, max_samples=max_samples, load_run=load_run)
     except (FileNotFoundError, ValueError) as e:
         raise typer.BadParameter(str(e), param_hint="PATH") from e
     return probe, HessianOperator(probe.model, probe.loss_fn, (probe.x, probe.y), mode=mode)  # type: ignore[arg-type]

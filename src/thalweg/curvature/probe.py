@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["LOSSES", "Probe", "load_probe", "load_target", "save_probe"]
+__all__ = ["LOSSES", "Probe", "load_probe", "load_target", "probe_from_run", "save_probe"]
 
 FORMAT = "thalweg-probe/1"
 LOSSES: dict[str, Callable[[Tensor, Tensor], Tensor]] = {"cross_entropy": F.cross_entropy, "mse": F.mse_loss}
@@ -102,10 +102,13 @@ def _find(obj: Any, keys: tuple[str, ...]) -> Any:
     return None
 
 
-def load_target(path: str | Path, *, max_samples: int = 2048) -> Probe:
-    """A run directory / checkpoint (via `thalweg.train.load_run`) or a probe file, as a `Probe`.
+def load_target(path: str | Path, *, max_samples: int = 2048,
+                load_run: Callable[[Path], Any] | None = None) -> Probe:
+    """A probe file, or a run directory / checkpoint read by `load_run`, as a `Probe`.
 
-    From a run, the training split is used (at most `max_samples` rows, the first ones).
+    `load_run` is the training layer's loader (``thalweg.train.load_run``; the CLI passes it):
+    this library area never imports the trainer itself. From a run, the training split is
+    used (at most `max_samples` rows, the first ones).
     """
     path = Path(path)
     if not path.exists():
@@ -113,23 +116,27 @@ def load_target(path: str | Path, *, max_samples: int = 2048) -> Probe:
     if path.is_file():
         try:
             d = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception:  # not loadable as a plain dict: let the trainer's loader try
+        except Exception:  # not loadable as a plain dict: let the run loader try
             d = None
         if isinstance(d, dict) and d.get("format") == FORMAT:
             p = load_probe(path)
             p.x, p.y = p.x[:max_samples], p.y[:max_samples]
             return p
-    try:
-        from thalweg.train import load_run
-    except ImportError as e:
-        raise ValueError(f"{path} is not a probe file and thalweg.train.load_run is unavailable ({e})") from e
-    run = load_run(path)
+    if load_run is None:
+        raise ValueError(f"{path} is not a probe file; to read a training run pass "
+                         f"load_run=thalweg.train.load_run (as `thalweg inspect` does)")
+    return probe_from_run(load_run(path), path, max_samples=max_samples)
+
+
+def probe_from_run(run: Any, source: str | Path, *, max_samples: int = 2048) -> Probe:
+    """A `Probe` from a loaded training run (anything with `model`, `splits`, `loss_fn`,
+    `config` and `run_dir`, as `thalweg.train.load_run` returns)."""
     s = run.splits
     opt_cfg = getattr(run.config, "optimizer", None)
     lr = _find(opt_cfg, ("lr", "learning_rate")) if opt_cfg is not None else None
     momentum = _find(opt_cfg, ("momentum",)) if opt_cfg is not None else None
     opt = getattr(opt_cfg, "name", None)
-    return Probe(run.model, s.x_train[:max_samples], s.y_train[:max_samples], run.loss_fn, "run", path,
+    return Probe(run.model, s.x_train[:max_samples], s.y_train[:max_samples], run.loss_fn, "run", Path(source),
                  run_dir=Path(run.run_dir), lr=float(lr) if isinstance(lr, int | float) else None,
                  optimizer=opt if isinstance(opt, str) else None,
                  extras={"momentum": float(momentum) if isinstance(momentum, int | float) else None})
