@@ -21,7 +21,15 @@ from torch import Tensor, nn
 from torch.func import functional_call, grad, jvp
 
 from thalweg.curvature.weight_norm import composite_weight_norm, uses_weight_norm
-from thalweg.linalg import dense_hessian, flatten, grad_graph, hvp_from_graph, rademacher, unflatten
+from thalweg.linalg import (
+    OperatorBase,
+    dense_hessian,
+    flatten,
+    grad_graph,
+    hvp_from_graph,
+    rademacher,
+    unflatten,
+)
 
 __all__ = ["FunctionHessian", "HessianOperator", "hvp"]
 
@@ -48,24 +56,15 @@ def _as_batches(data: Any) -> list[tuple[Tensor, Tensor]]:
     return batches  # type: ignore[return-value]
 
 
-class _HessianBase:
+class _HessianBase(OperatorBase):
     """What both Hessians share: the product counters, the backend choice, vector checks,
     `matvec`/`matmat` and the SciPy view. Subclasses supply `_products(rows, backend)`."""
-
-    dim: int
-    dtype: torch.dtype
-    device: torch.device
 
     def __init__(self, backend: Backend) -> None:
         if backend not in ("auto", *_BACKENDS):
             raise ValueError(f"backend must be 'auto', 'double_backward' or 'forward_over_reverse'; got {backend!r}")
-        self.num_matvecs = 0
         self.selection_hvps = 0  # products spent timing the backends (not in num_matvecs)
         self._backend_choice: str | None = None if backend == "auto" else backend
-
-    @property
-    def shape(self) -> tuple[int, int]:
-        return (self.dim, self.dim)
 
     @property
     def backend(self) -> str:
@@ -80,18 +79,11 @@ class _HessianBase:
         """The Hessian of a plain scalar function ``f(x)`` at ``point``."""
         return FunctionHessian(function, point, **kw)
 
-    def matvec(self, v: Tensor) -> Tensor:
-        """H @ v for a flat vector v of length `dim` (returned in the operator's dtype)."""
-        v = self._check_vector(v)
-        self.num_matvecs += 1
+    def _matvec(self, v: Tensor) -> Tensor:
         return self._products(v, self.backend)
 
-    def matmat(self, V: Tensor) -> Tensor:
-        """H @ V for a (dim, k) block: one batched double-backward per batch, or k products."""
-        if not isinstance(V, Tensor) or V.ndim != 2 or V.shape[0] != self.dim:
-            raise ValueError(f"V must be a ({self.dim}, k) tensor, got {getattr(V, 'shape', type(V))}")
-        self.num_matvecs += int(V.shape[1])
-        return self._products(V.T.to(device=self.device, dtype=self.dtype), self.backend).T
+    def _matmat(self, V: Tensor) -> Tensor:
+        return self._products(V.T, self.backend).T  # batched over the block where the backend can
 
     def to_scipy(self) -> Any:
         """This operator as a `scipy.sparse.linalg.LinearOperator` (float64, symmetric)."""
@@ -102,13 +94,6 @@ class _HessianBase:
             return self.matvec(v).detach().to(torch.float64).cpu().numpy()
 
         return LinearOperator((self.dim, self.dim), matvec=mv, rmatvec=mv, dtype=np.float64)
-
-    def _check_vector(self, v: Tensor) -> Tensor:
-        if not isinstance(v, Tensor):
-            raise TypeError(f"v must be a torch.Tensor, got {type(v).__name__}")
-        if v.numel() != self.dim:
-            raise ValueError(f"v has {v.numel()} entries but the operator has dim={self.dim}")
-        return v.reshape(-1).to(device=self.device, dtype=self.dtype)
 
     def _check_dense(self, max_dim: int) -> None:
         if self.dim > max_dim:
@@ -136,13 +121,13 @@ class FunctionHessian(_HessianBase):
         if x.ndim != 1:
             raise ValueError(f"point must be a 1-D vector, got shape {tuple(x.shape)}")
         self.function, self.point = function, x.detach().clone()
-        self.dim, self.dtype, self.device = int(x.numel()), x.dtype, x.device
+        OperatorBase.__init__(self, int(x.numel()), x.dtype, x.device)
 
     def gradient(self) -> Tensor:
         """∇f at the point."""
         x = self.point.clone().requires_grad_(True)
         with torch.enable_grad():
-            return torch.autograd.grad(self.function(x), x)[0].detach()
+            return grad_graph(self.function(x), [x], create_graph=False)[0].detach()
 
     def loss(self) -> float:
         """f at the point."""
@@ -165,8 +150,8 @@ class FunctionHessian(_HessianBase):
             return jvp(grad(self.function), (self.point,), (rows,))[1].detach()
         x = self.point.clone().requires_grad_(True)
         with torch.enable_grad():
-            (g,) = torch.autograd.grad(self.function(x), x, create_graph=True)
-        return hvp_from_graph([g], [x], rows, retain_graph=False)
+            grads = grad_graph(self.function(x), [x])
+        return hvp_from_graph(grads, [x], rows, retain_graph=False)
 
     def _select_backend(self) -> str:
         return "double_backward"  # one tiny graph: nothing to measure
@@ -215,8 +200,7 @@ class HessianOperator(_HessianBase):
         self.params = [p for _, p in named]
         self.shapes = [p.shape for p in self.params]
         self.numels = [p.numel() for p in self.params]
-        self.dim = sum(self.numels)
-        self.dtype, self.device = self.params[0].dtype, self.params[0].device
+        OperatorBase.__init__(self, sum(self.numels), self.params[0].dtype, self.params[0].device)
         self.batches = [(x.to(self.device), y.to(self.device)) for x, y in _as_batches(data)]
         total = sum(len(x) for x, _ in self.batches)
         self.num_samples = total

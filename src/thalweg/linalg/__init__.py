@@ -15,7 +15,13 @@ from thalweg.linalg.autodiff import (
 )
 from thalweg.linalg.cg import CGResult, cg
 from thalweg.linalg.lanczos import Lanczos, lanczos, tridiagonal_eigh
-from thalweg.linalg.operators import LinearOperator, MatrixOperator, as_operator, matvec_of
+from thalweg.linalg.operators import (
+    LinearOperator,
+    MatrixOperator,
+    OperatorBase,
+    as_operator,
+    matvec_of,
+)
 from thalweg.linalg.probes import rademacher
 
 __all__ = [
@@ -24,6 +30,7 @@ __all__ = [
     "Lanczos",
     "LinearOperator",
     "MatrixOperator",
+    "OperatorBase",
     "as_operator",
     "cg",
     "dense_hessian",

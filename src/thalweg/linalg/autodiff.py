@@ -14,6 +14,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from thalweg.linalg.operators import OperatorBase
+
 __all__ = ["GraphHessian", "dense_hessian", "flatten", "grad_graph", "hvp_from_graph", "unflatten"]
 
 
@@ -114,30 +116,20 @@ def dense_hessian(
     return 0.5 * (h + h.T) if symmetrize else h.contiguous()
 
 
-class GraphHessian:
+class GraphHessian(OperatorBase):
     """The Hessian behind a gradient graph as a `LinearOperator` (products keep the graph)."""
 
     def __init__(self, grads: Sequence[Tensor | None], params: Sequence[Tensor]) -> None:
         self.grads, self.params = list(grads), list(params)
         if not self.params or len(self.grads) != len(self.params):
             raise ValueError(f"need one gradient per parameter; got {len(self.grads)} for {len(self.params)}")
-        self.dim = sum(p.numel() for p in self.params)
-        self.dtype, self.device = self.params[0].dtype, self.params[0].device
-        self.num_matvecs = 0
+        super().__init__(sum(p.numel() for p in self.params), self.params[0].dtype, self.params[0].device)
 
-    @property
-    def shape(self) -> tuple[int, int]:
-        return (self.dim, self.dim)
-
-    def matvec(self, v: Tensor) -> Tensor:
-        """H·v for a flat vector v."""
-        self.num_matvecs += 1
+    def _matvec(self, v: Tensor) -> Tensor:
         return hvp_from_graph(self.grads, self.params, v)
 
-    def matmat(self, V: Tensor) -> Tensor:
-        """H·V for an (n, k) block, in one vmapped backward."""
-        self.num_matvecs += int(V.shape[1])
-        return hvp_from_graph(self.grads, self.params, V.T).T
+    def _matmat(self, V: Tensor) -> Tensor:
+        return hvp_from_graph(self.grads, self.params, V.T).T  # one vmapped backward
 
     def dense(self, *, chunk: int = 256) -> Tensor:
         """The symmetrized dense Hessian (n products)."""

@@ -9,7 +9,7 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 from torch import Tensor
 
-__all__ = ["LinearOperator", "MatrixOperator", "as_operator", "matvec_of"]
+__all__ = ["LinearOperator", "MatrixOperator", "OperatorBase", "as_operator", "matvec_of"]
 
 
 @runtime_checkable
@@ -37,16 +37,12 @@ class LinearOperator(Protocol):
     def matmat(self, V: Tensor) -> Tensor: ...
 
 
-class MatrixOperator:
-    """A dense square matrix behind the `LinearOperator` interface (tests, small problems)."""
+class OperatorBase:
+    """A square operator's bookkeeping: `shape` from `dim`, the product counter `num_matvecs`,
+    and `matvec`/`matmat` that check, count and hand over to `_matvec`/`_matmat`."""
 
-    def __init__(self, matrix: Tensor) -> None:
-        if not isinstance(matrix, Tensor) or matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1]:
-            raise ValueError(f"matrix must be a square 2-D tensor, got {getattr(matrix, 'shape', type(matrix))}")
-        self.matrix = matrix
-        self.dim = int(matrix.shape[0])
-        self.dtype = matrix.dtype
-        self.device = matrix.device
+    def __init__(self, dim: int, dtype: torch.dtype, device: torch.device | str) -> None:
+        self.dim, self.dtype, self.device = int(dim), dtype, torch.device(device)
         self.num_matvecs = 0
 
     @property
@@ -54,41 +50,69 @@ class MatrixOperator:
         return (self.dim, self.dim)
 
     def matvec(self, v: Tensor) -> Tensor:
-        """A @ v (one product counted)."""
+        """A·v for a flat vector of length `dim` (one product counted)."""
+        v = self._check_vector(v)
         self.num_matvecs += 1
-        return self.matrix @ v.to(self.dtype)
+        return self._matvec(v)
 
     def matmat(self, V: Tensor) -> Tensor:
-        """A @ V for an (dim, k) block (k products counted)."""
+        """A·V for a (dim, k) block (k products counted)."""
+        if not isinstance(V, Tensor) or V.ndim != 2 or V.shape[0] != self.dim:
+            raise ValueError(f"V must be a ({self.dim}, k) tensor, got {getattr(V, 'shape', type(V))}")
         self.num_matvecs += int(V.shape[1])
-        return self.matrix @ V.to(self.dtype)
+        return self._matmat(V.to(device=self.device, dtype=self.dtype))
+
+    def _check_vector(self, v: Tensor) -> Tensor:
+        if not isinstance(v, Tensor):
+            raise TypeError(f"v must be a torch.Tensor, got {type(v).__name__}")
+        if v.numel() != self.dim:
+            raise ValueError(f"v has {v.numel()} entries but the operator has dim={self.dim}")
+        return v.reshape(-1).to(device=self.device, dtype=self.dtype)
+
+    def _matvec(self, v: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def _matmat(self, V: Tensor) -> Tensor:
+        return torch.stack([self._matvec(V[:, j]) for j in range(V.shape[1])], dim=1)
+
+
+class MatrixOperator(OperatorBase):
+    """A dense square matrix behind the `LinearOperator` interface (tests, small problems)."""
+
+    def __init__(self, matrix: Tensor) -> None:
+        if not isinstance(matrix, Tensor) or matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1]:
+            raise ValueError(f"matrix must be a square 2-D tensor, got {getattr(matrix, 'shape', type(matrix))}")
+        super().__init__(int(matrix.shape[0]), matrix.dtype, matrix.device)
+        self.matrix = matrix
+
+    def _matvec(self, v: Tensor) -> Tensor:
+        return self.matrix @ v
+
+    def _matmat(self, V: Tensor) -> Tensor:
+        return self.matrix @ V
 
     def dense(self) -> Tensor:
         """A copy of the matrix."""
         return self.matrix.clone()
 
 
-class _Wrapped:
+class _Wrapped(OperatorBase):
     """Completes a duck-typed operator (`matvec` plus `dim` or `shape`) to the full protocol;
     products go through the wrapped object, so its own counters keep counting."""
 
     def __init__(self, obj: Any) -> None:
+        dim = int(obj.shape[0]) if hasattr(obj, "shape") else int(obj.dim)
+        super().__init__(dim, getattr(obj, "dtype", torch.float64), getattr(obj, "device", "cpu"))
         self.obj = obj
-        self.dim = int(obj.shape[0]) if hasattr(obj, "shape") else int(obj.dim)
-        self.dtype = getattr(obj, "dtype", torch.float64)
-        self.device = torch.device(getattr(obj, "device", "cpu"))
-
-    @property
-    def shape(self) -> tuple[int, int]:
-        return (self.dim, self.dim)
 
     def matvec(self, v: Tensor) -> Tensor:
         return self.obj.matvec(v)
 
-    def matmat(self, V: Tensor) -> Tensor:
-        if hasattr(self.obj, "matmat"):
-            return self.obj.matmat(V)
-        return torch.stack([self.obj.matvec(V[:, j]) for j in range(V.shape[1])], dim=1)
+    def _matvec(self, v: Tensor) -> Tensor:
+        return self.obj.matvec(v)
+
+    def _matmat(self, V: Tensor) -> Tensor:
+        return self.obj.matmat(V) if hasattr(self.obj, "matmat") else super()._matmat(V)
 
 
 def as_operator(obj: Any) -> LinearOperator:
