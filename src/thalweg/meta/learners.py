@@ -102,6 +102,7 @@ class MetaLearner:
             self.inner_lrs = nn.ParameterList(
                 [nn.Parameter(torch.full_like(named[n].detach(), float(inner_lr))) for n in self.names])
         self._vmap_failed: str | None = None
+        self._vmapping = False
 
     # ----- what the outer optimizer sees -----------------------------------------------
     def parameters(self) -> list[nn.Parameter]:
@@ -148,10 +149,20 @@ class MetaLearner:
             lrs = None if lrs is None else _detach(lrs)
         state = self.inner.init(params)
         for t in range(1, steps + 1):
-            at = params if mode == "second" else _detach(params)
-            g = grad(self.task_loss)(at, sx, sy)
+            g = self._grad(params if mode == "second" else _detach(params), sx, sy, mode == "second")
             params, state = self.inner.step(params, g, state, t, lrs)
         return params
+
+    def _grad(self, params: Params, x: Tensor, y: Tensor, create_graph: bool) -> Params:
+        """∇ of the task loss: `torch.func.grad` under vmap; in the loop, `torch.autograd.grad`
+        (which lets modules such as BatchNorm update their buffers in place)."""
+        if self._vmapping:
+            return grad(self.task_loss)(params, x, y)
+        leaves = {k: v if v.requires_grad else v.detach().requires_grad_() for k, v in params.items()}
+        with torch.enable_grad():
+            gs = torch.autograd.grad(self.task_loss(leaves, x, y), list(leaves.values()),
+                                     create_graph=create_graph)
+        return dict(zip(leaves, gs, strict=True))
 
     def _use_vmap(self) -> bool:
         if self.vectorize is False or self._vmap_failed:
@@ -161,6 +172,7 @@ class MetaLearner:
     def map_tasks(self, fn: Callable[..., Any], *batched: Tensor) -> Any:
         """`fn` applied to each task's slice of `batched` (vmap or loop), results stacked."""
         if self._use_vmap():
+            self._vmapping = True
             try:
                 return vmap(fn, randomness="different")(*batched)
             except RuntimeError as e:
@@ -169,6 +181,8 @@ class MetaLearner:
                 self._vmap_failed = str(e).splitlines()[0]
                 warnings.warn(f"vmap over tasks failed ({self._vmap_failed}); looping over tasks",
                               stacklevel=2)
+            finally:
+                self._vmapping = False
         return _stack([fn(*(b[i] for b in batched)) for i in range(batched[0].shape[0])])
 
     @property
@@ -201,7 +215,8 @@ class MetaLearner:
             for t in range(steps + 1):
                 out.append(measure(self.forward(p, qx), qy).detach())
                 if t < steps:
-                    p, state = self.inner.step(p, grad(self.task_loss)(p, sx, sy), state, t + 1, lrs)
+                    g = _detach(self._grad(p, sx, sy, False))
+                    p, state = self.inner.step(p, g, state, t + 1, lrs)
             return torch.stack(out)
 
         parts = [self.map_tasks(curve, e.support_x, e.support_y, e.query_x, e.query_y)

@@ -93,6 +93,7 @@ class MetaConfig(_Section):
     device: Literal["cpu", "cuda", "auto"] = "cpu"
     vectorize: Literal["auto", "vmap", "loop"] = "auto"
     fit_tasks: int = Field(default=3, ge=1, le=8)
+    figures: bool = True
 
     @field_validator("methods")
     @classmethod

@@ -78,6 +78,7 @@ class MetaRun:
         self.s: dict[str, Any] = {"phase": 0, "iteration": 0, "step": 0, "best": {}, "window": [0.0, 0],
                                   "skipped": 0, "streak": 0, "seconds": {}}
         self.best_weights: dict[str, Any] = {}
+        self.final_weights: dict[str, Any] = {}
         self.learner: M.MetaLearner | None = None
         self.opt: Any = None
         if resume:
@@ -113,6 +114,7 @@ class MetaRun:
             return
         path, st = latest
         self.s, self.best_weights = dict(st["meta"]), dict(st["best_weights"])
+        self.final_weights = dict(st["final_weights"])
         if st["learner"] is not None:
             self._begin(self.method(), quiet=True)
             assert self.learner is not None
@@ -126,7 +128,7 @@ class MetaRun:
         lr = self.learner
         return {"meta": self.s, "learner": lr.state_dict() if lr is not None else None,
                 "optimizer": self.opt.state_dict() if lr is not None else None,
-                "best_weights": self.best_weights, "rng": capture_rng(),
+                "best_weights": self.best_weights, "final_weights": self.final_weights, "rng": capture_rng(),
                 "metrics_lines": self.log.lines, "config": self.cfg.model_dump(mode="json")}
 
     def _save(self) -> None:
@@ -224,7 +226,8 @@ class MetaRun:
                               **({"val_accuracy": rec["val_accuracy"]} if "val_accuracy" in rec else {})})
         else:
             self.view.advance()
-        if it == n:  # the phase is over: its checkpoint starts the next method
+        if it == n:  # the phase is over: its checkpoint keeps the final weights, starts the next
+            self.final_weights = {**self.final_weights, method: snapshot(self.learner.state_dict())}
             s["phase"], s["iteration"] = s["phase"] + 1, 0
             self.learner = self.opt = None
             self._save()
@@ -284,20 +287,22 @@ class MetaRun:
                    "adaptation": table, "best": self.s["best"], "skipped_steps": self.s["skipped"],
                    "seconds": {k: round(v, 2) for k, v in self.s["seconds"].items()}}
         write_atomic(self.paths.summary, json.dumps(summary, indent=2) + "\n")
-        label = "query MSE (mean over test tasks)" if self.regression else "query accuracy"
-        figs = [plots.plot_adaptation(table, self.paths.figures / "adaptation.png", ylabel=label,
-                                      title=f"{self.cfg.task.name}: {m.test_tasks} meta-test tasks")]
-        key = "val_mse" if self.regression else "val_accuracy"
-        p = plots.plot_meta_training(read_metrics(self.paths.metrics), key,
-                                     self.paths.figures / "meta_training.png", ylabel=key,
-                                     logy=self.regression)
-        figs += [p] if p else []
-        if fits and fit_ep is not None and grid is not None:
-            few = test.select(slice(0, m.fit_tasks))
-            truth = M.Sinusoid.function(grid.view(1, -1, 1), few.info["amplitude"].cpu(),
-                                        few.info["phase"].cpu())[..., 0]
-            figs.append(plots.plot_fits(grid, truth, (few.support_x[..., 0].cpu(), few.support_y[..., 0].cpu()),
-                                        fits, fit_steps, self.paths.figures / "fits.png"))
+        figs: list[Path] = []
+        if m.figures:
+            label = "query MSE (mean over test tasks)" if self.regression else "query accuracy"
+            figs.append(plots.plot_adaptation(table, self.paths.figures / "adaptation.png", ylabel=label,
+                                              title=f"{self.cfg.task.name}: {m.test_tasks} meta-test tasks"))
+            key = "val_mse" if self.regression else "val_accuracy"
+            p = plots.plot_meta_training(read_metrics(self.paths.metrics), key,
+                                         self.paths.figures / "meta_training.png", ylabel=key,
+                                         logy=self.regression)
+            figs += [p] if p else []
+            if fits and fit_ep is not None and grid is not None:
+                few = test.select(slice(0, m.fit_tasks))
+                truth = M.Sinusoid.function(grid.view(1, -1, 1), few.info["amplitude"].cpu(),
+                                            few.info["phase"].cpu())[..., 0]
+                figs.append(plots.plot_fits(grid, truth, (few.support_x[..., 0].cpu(), few.support_y[..., 0].cpu()),
+                                            fits, fit_steps, self.paths.figures / "fits.png"))
         plots.write_report(self.paths.report, f"thalweg meta {self.cfg.name}", summary, figs,
                            dump_meta_config(self.cfg))
         return summary
