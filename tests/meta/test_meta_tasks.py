@@ -4,6 +4,7 @@ ranges and labels; few-shot classes stay disjoint; bad settings name their confi
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -122,3 +123,13 @@ def test_cli_reports_a_bad_config_without_a_traceback(tmp_path) -> None:
     res = CliRunner().invoke(app, ["meta", "--print-config"])
     assert res.exit_code == 0 and load_meta_config().meta.methods == ["maml", "fomaml", "reptile", "pretrained", "oracle"]
     assert "[overrides.reptile]" in res.output
+
+
+@pytest.mark.parametrize("path", sorted(Path(__file__).parents[2].glob("examples/meta_*.toml")),
+                         ids=lambda p: p.name)
+def test_every_meta_example_config_is_valid(path: Path) -> None:
+    cfg = load_meta_config(path)
+    assert cfg.name == path.stem.replace("_", "-")
+    tasks = build_tasks(cfg)
+    for m in cfg.meta.methods:
+        make_learner(cfg, m, tasks)

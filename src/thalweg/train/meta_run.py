@@ -291,6 +291,7 @@ class MetaRun:
         if m.figures:
             label = "query MSE (mean over test tasks)" if self.regression else "query accuracy"
             figs.append(plots.plot_adaptation(table, self.paths.figures / "adaptation.png", ylabel=label,
+                                              logy=self.regression,
                                               title=f"{self.cfg.task.name}: {m.test_tasks} meta-test tasks"))
             key = "val_mse" if self.regression else "val_accuracy"
             p = plots.plot_meta_training(read_metrics(self.paths.metrics), key,
