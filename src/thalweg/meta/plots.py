@@ -27,6 +27,14 @@ def _plt() -> Any:
     return plt
 
 
+def _save(fig: Any, path: Path, rect: tuple[float, float, float, float] = (0, 0, 1, 1)) -> Path:
+    fig.tight_layout(rect=rect)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    _plt().close(fig)
+    return path
+
+
 def _style(name: str, i: int) -> tuple[str, str]:
     return _STYLE.get(name, (f"C{(i + 4) % 10}", "-"))
 
@@ -48,11 +56,7 @@ def plot_adaptation(table: Mapping[str, Mapping[str, Sequence[float]]], path: Pa
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def plot_fits(grid_x: torch.Tensor, truth: torch.Tensor, support: tuple[torch.Tensor, torch.Tensor],
@@ -80,11 +84,7 @@ def plot_fits(grid_x: torch.Tensor, truth: torch.Tensor, support: tuple[torch.Te
             ax.grid(alpha=0.3)
     handles, labels = axes[0][0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=8, frameon=False)
-    fig.tight_layout(rect=(0, 0.04, 1, 1))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return _save(fig, path, rect=(0, 0.04, 1, 1))
 
 
 def plot_meta_training(records: Sequence[Mapping[str, Any]], key: str, path: Path, *,
@@ -109,11 +109,7 @@ def plot_meta_training(records: Sequence[Mapping[str, Any]], key: str, path: Pat
         ax.set_yscale("log")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def write_report(path: Path, title: str, summary: Mapping[str, Any], figures: Sequence[Path],

@@ -10,7 +10,6 @@ error is a :class:`~thalweg.train.config.ConfigError` naming the section and fie
 from __future__ import annotations
 
 import math
-import tomllib
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Literal
@@ -27,6 +26,7 @@ from thalweg.train.config import (
     _from_validation_error,
     _Section,
     _validate_optimizer,
+    read_toml,
 )
 
 __all__ = ["META_DEFAULT_TOML", "METHODS", "MetaRunConfig", "build_tasks", "dump_meta_config",
@@ -210,23 +210,7 @@ def parse_meta_config(data: dict[str, Any]) -> MetaRunConfig:
 def load_meta_config(path: str | Path | None = None,
                      overrides: dict[str, Any] | None = None) -> MetaRunConfig:
     """Read a TOML config (or the embedded default when `path` is None) and validate it."""
-    if path is None:
-        data = tomllib.loads(META_DEFAULT_TOML)
-    else:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError("", "config", str(p), "no such file")
-        try:
-            data = tomllib.loads(p.read_text(encoding="utf-8"))
-        except tomllib.TOMLDecodeError as e:
-            raise ConfigError("", "config", str(p), f"not valid TOML: {e}") from None
-    for key, value in (overrides or {}).items():
-        *parents, leaf = key.split(".")
-        node = data
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = value
-    return parse_meta_config(data)
+    return parse_meta_config(read_toml(path, META_DEFAULT_TOML, overrides))
 
 
 def dump_meta_config(cfg: MetaRunConfig) -> str:
