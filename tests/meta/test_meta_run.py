@@ -1,6 +1,6 @@
 """`thalweg meta` runs: the run directory, the adaptation table in summary.json, figures, the
-report, no silent overwrite — and a real process SIGKILLed mid-run (inside a checkpoint write,
-then mid-phase) resumes to a state bitwise identical to an uninterrupted run."""
+report, no silent overwrite — and a real process SIGKILLed mid-run (inside an atomic write, then
+mid-phase) resumes to a state bitwise identical to an uninterrupted run."""
 
 from __future__ import annotations
 
@@ -94,17 +94,19 @@ def test_killed_twice_then_resumed_is_bitwise_identical(tmp_path: Path) -> None:
     cfg = tmp_path / "c.toml"
     cfg.write_text(tomli_w.dumps(no_figures(tmp_path / "runs")))
     run = tmp_path / "runs" / "m"
-    # 1. dies inside its 2nd checkpoint write (step 4: temp written, not renamed)
-    p = cli([str(cfg)], kill_at="save:2")
+    # 1. dies inside its 3rd atomic write: best.pt after the evaluation at step 5 (temp written,
+    #    not renamed); the newest checkpoint is then step 4, in the middle of the MAML phase
+    p = cli([str(cfg)], kill_at="save:3")
     assert p.returncode == -signal.SIGKILL, p.stderr
-    names = sorted(c.name for c in (run / "checkpoints").iterdir())
-    assert names[0].startswith(".step_00000004.pt.tmp-") and names[1:] == ["step_00000000.pt"]
-    # 2. resumed from step 0; dies in the Reptile phase, 3 steps after the checkpoint at step 12
-    p = cli(["--resume", str(run)], kill_at="step:15")
+    assert sorted(c.name for c in (run / "checkpoints").iterdir()) == ["step_00000000.pt", "step_00000004.pt"]
+    assert list(run.glob(".best.pt.tmp-*")) and not (run / "best.pt").exists()
+    # 2. resumed mid-phase (RNG, Adam state, metrics window restored); dies in the Reptile
+    #    phase 3 steps after its checkpoint at step 16
+    p = cli(["--resume", str(run)], kill_at="step:19")
     assert p.returncode == -signal.SIGKILL, p.stderr
-    assert "resumed" in p.stderr and "from step_00000000.pt" in p.stderr
-    assert sorted(c.name for c in (run / "checkpoints").iterdir())[-1] == "step_00000012.pt"
-    # 3. resumed to the end
+    assert "from step_00000004.pt (step 4)" in p.stderr and not list(run.glob(".best.pt.tmp-*"))
+    assert sorted(c.name for c in (run / "checkpoints").iterdir())[-1] == "step_00000016.pt"
+    # 3. resumed mid-Reptile to the end
     run_meta(resume=run, quiet=True)
     a, b = final(run), final(ref)
     for key in ("best_weights", "final_weights", "meta"):

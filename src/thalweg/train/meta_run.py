@@ -104,6 +104,8 @@ class MetaRun:
 
     def _resume(self) -> None:
         self.ckpts.remove_stale_temps()
+        for tmp in self.paths.root.glob(".best.pt.tmp-*"):  # a best.pt write that was killed
+            tmp.unlink(missing_ok=True)
         latest = self.ckpts.load_latest()
         for path, why in self.ckpts.skipped:
             self.view.notice(f"[yellow]warning:[/] skipped damaged checkpoint {path.name}: {why}")
