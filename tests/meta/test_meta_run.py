@@ -37,11 +37,13 @@ def config(out_dir: Path) -> dict[str, Any]:
 
 
 def test_run_directory_summary_figures_and_no_silent_overwrite(tmp_path: Path) -> None:
-    res = run_meta(config(tmp_path), quiet=True)
+    cfg = config(tmp_path)
+    cfg["meta"]["methods"] = ["maml", "reptile", "scratch"]
+    res = run_meta(cfg, quiet=True)
     root = res.run_dir
     summary = json.loads((root / "summary.json").read_text())
     assert summary["metric"] == "query_mse" and summary["test_tasks"] == 10
-    assert list(summary["adaptation"]) == ["maml", "reptile"]
+    assert list(summary["adaptation"]) == ["maml", "reptile", "scratch"]
     for row in summary["adaptation"].values():
         assert list(row) == ["steps", "mean", "ci95"] and row["steps"] == [0, 1, 2, 3]
         assert len(row["mean"]) == len(row["ci95"]) == 4 and all(c > 0 for c in row["ci95"])
@@ -49,13 +51,12 @@ def test_run_directory_summary_figures_and_no_silent_overwrite(tmp_path: Path) -
         assert (root / "figures" / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "query_mse" in (root / "report.html").read_text()
     best = load_checkpoint(root / "best.pt")
-    assert set(best["methods"]) == {"maml", "reptile"}
+    assert set(best["methods"]) == {"maml", "reptile"}  # scratch is never trained, so never "best"
     assert best["best"]["maml"]["iteration"] in (5, 10, 12)
     recs = read_metrics(root)
     assert [r["iteration"] for r in recs if r["method"] == "maml" and "val_mse" in r] == [5, 10, 12]
     with pytest.raises(FileExistsError, match="already holds a run"):
-        run_meta(config(tmp_path), quiet=True)
-    cfg = config(tmp_path)
+        run_meta(cfg, quiet=True)
     cfg["meta"]["figures"] = False
     again = run_meta(cfg, quiet=True, overwrite=True)
     assert again.summary["adaptation"] == summary["adaptation"]  # same seed, same table

@@ -13,9 +13,10 @@ import torch
 __all__ = ["plot_adaptation", "plot_fits", "plot_meta_training", "write_report"]
 
 _STYLE = {"maml": ("C0", "-"), "fomaml": ("C1", "-"), "reptile": ("C2", "-"),
-          "pretrained": ("C3", "--"), "oracle": ("0.3", ":")}
+          "pretrained": ("C3", "--"), "oracle": ("0.3", ":"), "scratch": ("0.55", "-.")}
 _LABEL = {"maml": "MAML (second order)", "fomaml": "first-order MAML", "reptile": "Reptile",
-          "pretrained": "pretrained, fine-tuned", "oracle": "oracle (knows A, φ)"}
+          "pretrained": "pretrained, fine-tuned", "oracle": "oracle (knows A, φ)",
+          "scratch": "untrained init, fine-tuned"}
 
 
 def _plt() -> Any:

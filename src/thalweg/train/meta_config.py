@@ -32,8 +32,9 @@ from thalweg.train.config import (
 __all__ = ["META_DEFAULT_TOML", "METHODS", "MetaRunConfig", "build_tasks", "dump_meta_config",
            "load_meta_config", "make_learner", "parse_meta_config"]
 
-METHODS = ("maml", "fomaml", "reptile", "pretrained", "oracle")
-Method = Literal["maml", "fomaml", "reptile", "pretrained", "oracle"]
+METHODS = ("maml", "fomaml", "reptile", "pretrained", "oracle")  # the default list
+#: "scratch" is the untrained initialization, fine-tuned like the others (a floor to beat)
+Method = Literal["maml", "fomaml", "reptile", "pretrained", "oracle", "scratch"]
 
 
 class TaskConfig(_Section):

@@ -142,7 +142,7 @@ class MetaRun:
         return self.cfg.meta.methods[self.s["phase"]]
 
     def iterations(self, method: str) -> int:
-        return int(self.cfg.setting(method, "iterations"))
+        return 0 if method == "scratch" else int(self.cfg.setting(method, "iterations"))
 
     def _begin(self, method: str, quiet: bool = False) -> None:
         """Fresh learner and outer optimizer for `method`, from the run's one initialization."""
@@ -249,6 +249,13 @@ class MetaRun:
                 if self.learner is None:
                     self._begin(method)
                 n = self.iterations(method)
+                if n == 0:  # scratch: the initialization is its best and final weights
+                    assert self.learner is not None
+                    w = snapshot(self.learner.state_dict())
+                    self.best_weights = {**self.best_weights, method: w}
+                    self.final_weights = {**self.final_weights, method: w}
+                    self.s["phase"], self.learner, self.opt = self.s["phase"] + 1, None, None
+                    self._save()
                 while self.learner is not None:
                     self._iteration(method, n)
             self.writer.wait()
