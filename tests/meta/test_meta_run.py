@@ -121,3 +121,13 @@ def test_killed_twice_then_resumed_is_bitwise_identical(tmp_path: Path) -> None:
     assert strip(read_metrics(run)) == strip(read_metrics(ref))
     sa, sb = (json.loads((d / "summary.json").read_text()) for d in (run, ref))
     assert sa["adaptation"] == sb["adaptation"] and sa["best"] == sb["best"]
+
+
+def test_a_diverging_meta_loss_stops_with_a_message(tmp_path: Path) -> None:
+    cfg = config(tmp_path)
+    cfg["inner"] = {"lr": 1e6}  # the adapted weights overflow: every meta-loss is inf or nan
+    cfg["meta"]["methods"] = ["maml"]
+    with pytest.raises(FloatingPointError, match="maml: the meta-loss or meta-gradient was non-finite 10 times"):
+        run_meta(cfg, quiet=True)
+    events = [r for r in read_metrics(tmp_path / "m") if r.get("event") == "nonfinite"]
+    assert [e["iteration"] for e in events] == list(range(1, 11))

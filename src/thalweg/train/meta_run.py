@@ -263,6 +263,12 @@ class MetaRun:
             self.view.stop()
 
     # ----- the adaptation table ----------------------------------------------------------
+    def _title(self) -> str:
+        t = self.cfg.task
+        if t.name == "sinusoid":
+            return f"{t.k_shot}-shot sinusoid regression"
+        return f"{t.n_way}-way {t.k_shot}-shot {t.dataset}, held-out classes"
+
     def finish(self) -> dict[str, Any]:
         """Evaluate every method's best weights on the meta-test tasks; write the summary,
         figures and report."""
@@ -301,7 +307,7 @@ class MetaRun:
             label = "query MSE (mean over test tasks)" if self.regression else "query accuracy"
             figs.append(plots.plot_adaptation(table, self.paths.figures / "adaptation.png", ylabel=label,
                                               logy=self.regression,
-                                              title=f"{self.cfg.task.name}: {m.test_tasks} meta-test tasks"))
+                                              title=f"{self._title()}: {m.test_tasks} meta-test tasks"))
             key = "val_mse" if self.regression else "val_accuracy"
             p = plots.plot_meta_training(read_metrics(self.paths.metrics), key,
                                          self.paths.figures / "meta_training.png", ylabel=key,
