@@ -31,7 +31,6 @@ __all__ = [
     "dump_config",
     "load_config",
     "parse_config",
-    "read_toml",
 ]
 
 
@@ -318,16 +317,8 @@ def parse_config(data: dict[str, Any], *, check_optimizer: bool = True) -> RunCo
 
 def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> RunConfig:
     """Read a TOML config (or the embedded default when `path` is None) and validate it."""
-    return parse_config(read_toml(path, DEFAULT_TOML, overrides))
-
-
-def read_toml(path: str | Path | None, default: str,
-              overrides: dict[str, Any] | None = None) -> dict[str, Any]:
-    """A config file's TOML (or `default` when `path` is None) with dotted-key `overrides`
-    applied ("train.epochs" → data["train"]["epochs"]); a missing or malformed file is a
-    :class:`ConfigError`. Shared by `thalweg train` and `thalweg meta`."""
     if path is None:
-        data = tomllib.loads(default)
+        data = tomllib.loads(DEFAULT_TOML)
     else:
         p = Path(path)
         if not p.is_file():
@@ -342,7 +333,7 @@ def read_toml(path: str | Path | None, default: str,
         for part in parents:
             node = node.setdefault(part, {})
         node[leaf] = value
-    return data
+    return parse_config(data)
 
 
 def dump_config(cfg: RunConfig) -> str:

@@ -10,6 +10,7 @@ error is a :class:`~thalweg.train.config.ConfigError` naming the section and fie
 from __future__ import annotations
 
 import math
+import tomllib
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Literal
@@ -26,7 +27,6 @@ from thalweg.train.config import (
     _from_validation_error,
     _Section,
     _validate_optimizer,
-    read_toml,
 )
 
 __all__ = ["META_DEFAULT_TOML", "METHODS", "MetaRunConfig", "build_tasks", "dump_meta_config",
@@ -211,7 +211,32 @@ def parse_meta_config(data: dict[str, Any]) -> MetaRunConfig:
 def load_meta_config(path: str | Path | None = None,
                      overrides: dict[str, Any] | None = None) -> MetaRunConfig:
     """Read a TOML config (or the embedded default when `path` is None) and validate it."""
-    return parse_meta_config(read_toml(path, META_DEFAULT_TOML, overrides))
+    return parse_meta_config(_read_toml(path, META_DEFAULT_TOML, overrides))
+
+
+def _read_toml(path: str | Path | None, default: str,
+               overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The file's TOML (or `default`) with dotted-key overrides ("meta.iterations").
+
+    The same steps as `thalweg.train.config.load_config`; kept here (not in config.py, which the
+    trainer's owner is reworking) until the lead merges them into one helper there."""
+    if path is None:
+        data = tomllib.loads(default)
+    else:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError("", "config", str(p), "no such file")
+        try:
+            data = tomllib.loads(p.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError("", "config", str(p), f"not valid TOML: {e}") from None
+    for key, value in (overrides or {}).items():
+        *parents, leaf = key.split(".")
+        node = data
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return data
 
 
 def dump_meta_config(cfg: MetaRunConfig) -> str:
