@@ -1,12 +1,13 @@
 """Config sections → the objects a run needs: data, model, initialization, optimizer,
-schedule and loss. Shared by :func:`thalweg.train.fit` and :func:`thalweg.train.load_run`, so a
-loaded run rebuilds exactly what was trained.
+schedule and the loss for the task. :func:`thalweg.train.build_run` puts them together; it is
+the only caller, so the trainer, `load_run`, the LR finder and the bench build the same run.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -17,20 +18,22 @@ from thalweg.train.config import ConfigError, RunConfig
 
 __all__ = [
     "LossFn",
+    "TaskLoss",
     "build_model",
     "build_optimizer",
     "build_schedule",
     "evaluate",
     "initialize",
-    "loss_function",
     "prepare_data",
+    "task_losses",
 ]
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-def prepare_data(cfg: RunConfig) -> Any:
-    """Load the dataset named in [data] and standardize it with train-split statistics."""
+def prepare_data(cfg: RunConfig) -> tuple[Any, tuple[torch.Tensor, torch.Tensor] | None]:
+    """Load the dataset named in [data] and standardize it with train-split statistics;
+    returns (splits, (mean, std) or None)."""
     from thalweg.data import load_dataset, standardize
 
     d = cfg.data
@@ -41,9 +44,18 @@ def prepare_data(cfg: RunConfig) -> Any:
         if bad_name and not d.options:
             raise ConfigError("data", "name", d.name, str(e)) from None
         raise ConfigError("data", "options", d.options, f"{type(e).__name__}: {e}") from None
+    stats = None
     if d.standardize:
-        splits, _ = standardize(splits)
-    return splits
+        splits, stats = standardize(splits)
+        bad = ~torch.isfinite(splits.x_train).reshape(len(splits.x_train), -1).all(dim=0)
+        if bool(bad.any()):
+            col = int(bad.nonzero()[0])
+            name = splits.feature_names[col] if splits.feature_names else f"column {col}"
+            raise ConfigError("data", "standardize", True,
+                              f"standardizing {d.name!r} overflowed float32 in feature {name!r} "
+                              "(its values are too large to square); rescale the data or set "
+                              "standardize = false")
+    return splits, stats
 
 
 def build_model(cfg: RunConfig, splits: Any) -> nn.Module:
@@ -54,9 +66,10 @@ def build_model(cfg: RunConfig, splits: Any) -> nn.Module:
     try:
         return models.build_model(m.name, tuple(splits.in_shape), splits.out_features, **m.kwargs())
     except (TypeError, ValueError) as e:
-        field = next((k for k in m.kwargs() if k in str(e)), "name")
-        value = getattr(m, field)
-        raise ConfigError("model", field, value, str(e)) from None
+        named = str(e).split(";")[0]  # "model 'mlp' got unknown argument(s) ['kernel_size']; ..."
+        field = next((k for k in m.kwargs() if f"'{k}'" in named), None)
+        field = field or next((k for k in m.kwargs() if k in named), "name")
+        raise ConfigError("model", field, getattr(m, field), str(e)) from None
 
 
 def initialize(model: nn.Module, cfg: RunConfig, splits: Any) -> None:
@@ -125,29 +138,33 @@ def build_schedule(cfg: RunConfig, total_steps: int, steps_per_epoch: int) -> Ca
     return S.polynomial(lr, (s.final_factor ** (-1.0 / s.power) - 1.0) / total, s.power)
 
 
-def loss_function(cfg: RunConfig, splits: Any) -> tuple[LossFn, LossFn]:
-    """(training loss, evaluation loss), each `(output, target) -> per-sample losses`.
+@dataclass(frozen=True)
+class TaskLoss:
+    """The loss for a task, written once: `loss(out, y)` is the batch mean (what backward and
+    the instruments use), `loss.per_sample(out, y)` one value per row (what the loop logs).
+    Classification: cross-entropy, label-smoothed by `label_smoothing`; regression: squared
+    error averaged over the outputs."""
 
-    Classification trains with label smoothing (if set) and is evaluated with plain
-    cross-entropy; regression uses squared error for both.
-    """
-    if splits.task == "classification":
-        from thalweg.regularize import label_smoothing
+    task: str
+    label_smoothing: float = 0.0
 
-        eps = cfg.regularization.label_smoothing
+    def per_sample(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        if self.task == "classification":
+            if self.label_smoothing:
+                from thalweg.regularize import label_smoothing
 
-        def train_loss(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-            return label_smoothing(out, y, eps, reduction="none")
-
-        def eval_loss(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+                return label_smoothing(out, y, self.label_smoothing, reduction="none")
             return F.cross_entropy(out, y, reduction="none")
-
-        return train_loss, eval_loss
-
-    def mse(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return (out.reshape(y.shape) - y).pow(2).reshape(len(y), -1).mean(dim=1)
 
-    return mse, mse
+    def __call__(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return self.per_sample(out, y).mean()
+
+
+def task_losses(cfg: RunConfig, task: str) -> tuple[TaskLoss, TaskLoss]:
+    """(training objective, plain evaluation loss) for the task: label smoothing only trains."""
+    eps = cfg.regularization.label_smoothing if task == "classification" else 0.0
+    return TaskLoss(task, eps), TaskLoss(task)
 
 
 @torch.no_grad()
