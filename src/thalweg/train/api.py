@@ -44,12 +44,12 @@ def finish(tr: Trainer) -> RunResult:
     """Test metrics with the best weights, summary, figures and report (rank 0 writes)."""
     test: dict[str, float] = {}
     s = tr.state
-    if s.best_step >= 0:
-        model = _best_model(tr)
-        if model is None:
-            tr.warn("best.pt cannot be read; test metrics are of the final weights")
-            model = tr.model
-        test = tr.evaluate(tr.splits.x_test, tr.splits.y_test, model)
+    model = _best_model(tr) if s.best_step >= 0 else None
+    if model is None:
+        tr.warn("no best model (best.pt is missing or no validation result was finite): the "
+                "test metrics are of the final weights")
+        model = tr.model
+    test = tr.evaluate(tr.splits.x_test, tr.splits.y_test, model)
     summary = {
         "event": "final", "step": s.step, "stopped": s.stopped,
         "best_metric": tr.best_metric, "best_value": s.best_value, "best_step": s.best_step,

@@ -1,10 +1,10 @@
 """Before a run starts: its parameters, memory and least possible time — and a refusal that
 names the field when it cannot fit.
 
-The model is built on the `meta` device (no memory, no random numbers drawn) and one training
-batch goes forward and backward under torch's `FlopCounterMode`, with a saved-tensor hook
-summing what autograd keeps for backward. So `width = 10**7` is refused in milliseconds with
-the memory it would need, instead of an allocation traceback minutes later.
+First the model is built on the `meta` device (no memory used) to count its parameters, so
+`width = 10**7` is refused in milliseconds with the memory it would need instead of an
+allocation traceback; then, once built, one example goes forward (eval mode, no grad) with
+hooks that count the FLOPs of its Linear/Conv layers and the activations it makes.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from torch import nn
 
 from thalweg.train.config import ConfigError, RunConfig
 
@@ -83,40 +84,60 @@ def _available(device: torch.device) -> int | None:
         return None
 
 
-def estimate(cfg: RunConfig, splits: Any, device: torch.device, total_steps: int,
-             world_size: int = 1) -> Estimate:
-    """Parameters, memory and least time of the run `cfg` on `splits` (shapes only are used)."""
-    from torch.utils.flop_counter import FlopCounterMode
+def _forward_cost(model: nn.Module, x: torch.Tensor) -> tuple[float, int, int]:
+    """(FLOPs, activation bytes, largest activation bytes) of one example's forward pass, by
+    forward hooks on the leaf modules, in eval mode and without grad (nothing changes)."""
+    cost = [0.0, 0, 0]
 
+    def hook(mod: nn.Module, inp: Any, out: Any) -> None:
+        if not isinstance(out, torch.Tensor):
+            return
+        size = out.numel() * out.element_size()
+        cost[1] += size
+        cost[2] = max(cost[2], size)
+        if isinstance(mod, nn.Linear):
+            cost[0] += 2.0 * mod.in_features * out.numel()
+        elif isinstance(mod, nn.modules.conv._ConvNd):
+            cost[0] += 2.0 * (mod.weight.numel() // mod.out_channels) * out.numel()
+        else:
+            cost[0] += out.numel()
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if not any(m.children())]
+    was = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(x[:1])
+    finally:
+        model.train(was)
+        for h in handles:
+            h.remove()
+    return cost[0], int(cost[1]), int(cost[2])
+
+
+def estimate(cfg: RunConfig, splits: Any, device: torch.device, total_steps: int,
+             world_size: int = 1, model: nn.Module | None = None) -> Estimate:
+    """Parameters, memory and least time of the run `cfg` on `splits`. Without `model` only
+    the parameters are counted (the model is built on the meta device: no memory used);
+    with the built model, one example's forward pass adds FLOPs and activations."""
     from thalweg.train.components import build_model
 
     t = cfg.train
+    if model is None:
+        with torch.device("meta"):
+            counted = build_model(cfg, splits)
+    else:
+        counted = model
+    n_params = sum(p.numel() for p in counted.parameters())
+    p_bytes = sum(p.numel() * p.element_size() for p in counted.parameters())
     batch = max(1, t.batch_size // world_size)
-    with torch.random.fork_rng(devices=[]), torch.device("meta"):
-        model = build_model(cfg, splits)
-        params = {id(p) for p in model.parameters()}
-        n_params = sum(p.numel() for p in model.parameters())
-        p_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
-        x = torch.empty((batch, *splits.in_shape), dtype=splits.x_train.dtype)
-        saved = [0, 0]  # total, largest per row
-
-        def pack(tensor: torch.Tensor) -> torch.Tensor:
-            if id(tensor) not in params:
-                size = tensor.numel() * tensor.element_size()
-                saved[0] += size
-                saved[1] = max(saved[1], size // batch)
-            return tensor
-
-        try:
-            with FlopCounterMode(display=False) as fc, \
-                    torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
-                model(x).float().sum().backward()
-            step_flops = float(fc.get_total_flops())
-        except Exception:  # an op without a meta kernel: the estimate never blocks a run
-            step_flops, saved = 6.0 * n_params * batch, [0, 0]
-    n_val = len(splits.x_val)
-    evals = t.epochs if not t.eval_every else max(1, total_steps // t.eval_every)
-    flops = step_flops * total_steps + step_flops / 3 / batch * n_val * evals
+    flops, act = 0.0, 0
+    if model is not None:
+        fwd, act_row, largest_row = _forward_cost(model, splits.x_train)
+        n_val = len(splits.x_val)
+        evals = t.epochs if not t.eval_every else max(1, total_steps // t.eval_every)
+        flops = 3.0 * fwd * batch * total_steps + fwd * n_val * evals  # backward ≈ 2 forwards
+        act = act_row * batch + 2 * largest_row * min(t.eval_batch_size, max(n_val, 1))
     if device.type == "cuda":
         rate = _CUDA_FLOPS
     else:
@@ -126,8 +147,7 @@ def estimate(cfg: RunConfig, splits: Any, device: torch.device, total_steps: int
         data = sum(getattr(splits, k).numel() * getattr(splits, k).element_size()
                    for k in ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test"))
     return Estimate(
-        parameters=n_params, param_bytes=p_bytes * _PARAM_COPIES,
-        activation_bytes=saved[0] + 2 * saved[1] * min(t.eval_batch_size, max(n_val, 1)),
+        parameters=n_params, param_bytes=p_bytes * _PARAM_COPIES, activation_bytes=act,
         data_bytes=data, available_bytes=_available(device), flops=flops,
         min_seconds=max(flops / rate, total_steps * _STEP_FLOOR_S),
     )

@@ -95,12 +95,14 @@ def build_run(config: RunConfig | dict[str, Any] | str | Path | None, *,
     steps_per_epoch = len(Loader(splits.x_train, splits.y_train, per_rank, shuffle=False,
                                  rank=rank, world_size=world_size))
     total_steps = t.epochs * steps_per_epoch
-    est = estimate(cfg, splits, dev, total_steps, world_size)
-    if check_budget:
-        check_fits(est, cfg, dev)
+    if check_budget:  # the parameters alone, before anything is allocated
+        check_fits(estimate(cfg, splits, dev, total_steps, world_size), cfg, dev)
     splits = splits.to(dev)
     model = build_model(cfg, splits).to(dev)
     initialize(model, cfg, splits)
+    est = estimate(cfg, splits, dev, total_steps, world_size, model=model)
+    if check_budget:
+        check_fits(est, cfg, dev)
     if optimizer:
         opt, info = build_optimizer(cfg, model)
     else:

@@ -166,9 +166,33 @@ def _generations(tr: Trainer) -> list[tuple[Path, dict[str, Any]]]:
     return out
 
 
+def _rederive(tr: Trainer) -> list[tuple[Path, dict[str, Any]]]:
+    """best.pt rebuilt from the checkpoint written at the best step, if there is one (an
+    evaluation at an epoch's end and that epoch's checkpoint hold the same weights)."""
+    s = tr.state
+    path = tr.ckpts.path_for(s.best_step)
+    if s.best_step < 0 or s.best_value is None or not path.is_file():
+        return []
+    try:
+        st = load_checkpoint(path, "cpu")
+    except CheckpointError:
+        return []
+    if model_mismatch(st.get("model"), tr.model) is not None or st["trainer"]["best_step"] != s.best_step:
+        return []
+    best = {"model": st["model"], "step": s.best_step, "metric": tr.best_metric,
+            "value": s.best_value, "config": st["config"], "config_hash": st["config_hash"]}
+    if tr.main:
+        save_checkpoint(best, tr.paths.best)
+    tr.warn(f"rebuilt best.pt from {path.name}, which holds the same weights")
+    return [(tr.paths.best, best)]
+
+
 def _check_best(tr: Trainer) -> None:
     """Make best.pt the best valid model known and the trainer's best agree with it."""
     s, gens = tr.state, _generations(tr)
+    matched = any(b["step"] == s.best_step and b["value"] == s.best_value for _, b in gens)
+    if s.best_step >= 0 and not matched and not any(tr.better(b["value"], s.best_value) for _, b in gens):
+        gens = _rederive(tr) + gens
     if not gens:
         if s.best_step >= 0:
             tr.warn(f"best.pt (step {s.best_step}) is missing or damaged and best.prev.pt cannot "
