@@ -35,7 +35,8 @@ class Estimate:
 
     parameters: int
     param_bytes: int  # all copies of the parameters (see _PARAM_COPIES)
-    activation_bytes: int  # kept for backward by one training batch, plus one eval batch
+    activation_bytes: int  # kept for backward by one training batch
+    eval_bytes: int  # the largest activation of one evaluation batch, twice (in and out)
     data_bytes: int  # the splits, counted when they move to an accelerator
     available_bytes: int | None  # free memory on the device now (None: unknown)
     flops: float  # total training and evaluation FLOPs
@@ -43,7 +44,7 @@ class Estimate:
 
     @property
     def memory_bytes(self) -> int:
-        return self.param_bytes + self.activation_bytes + self.data_bytes
+        return self.param_bytes + self.activation_bytes + self.eval_bytes + self.data_bytes
 
     def describe(self) -> str:
         avail = f" of {_size(self.available_bytes)} free" if self.available_bytes else ""
@@ -131,13 +132,14 @@ def estimate(cfg: RunConfig, splits: Any, device: torch.device, total_steps: int
     n_params = sum(p.numel() for p in counted.parameters())
     p_bytes = sum(p.numel() * p.element_size() for p in counted.parameters())
     batch = max(1, t.batch_size // world_size)
-    flops, act = 0.0, 0
+    flops, act, ev = 0.0, 0, 0
     if model is not None:
         fwd, act_row, largest_row = _forward_cost(model, splits.x_train)
         n_val = len(splits.x_val)
         evals = t.epochs if not t.eval_every else max(1, total_steps // t.eval_every)
         flops = 3.0 * fwd * batch * total_steps + fwd * n_val * evals  # backward ≈ 2 forwards
-        act = act_row * batch + 2 * largest_row * min(t.eval_batch_size, max(n_val, 1))
+        act = act_row * batch
+        ev = 2 * largest_row * min(t.eval_batch_size, max(n_val, 1))
     if device.type == "cuda":
         rate = _CUDA_FLOPS
     else:
@@ -148,7 +150,7 @@ def estimate(cfg: RunConfig, splits: Any, device: torch.device, total_steps: int
                    for k in ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test"))
     return Estimate(
         parameters=n_params, param_bytes=p_bytes * _PARAM_COPIES, activation_bytes=act,
-        data_bytes=data, available_bytes=_available(device), flops=flops,
+        eval_bytes=ev, data_bytes=data, available_bytes=_available(device), flops=flops,
         min_seconds=max(flops / rate, total_steps * _STEP_FLOOR_S),
     )
 
@@ -156,20 +158,24 @@ def estimate(cfg: RunConfig, splits: Any, device: torch.device, total_steps: int
 def check_fits(est: Estimate, cfg: RunConfig, device: torch.device) -> None:
     """Refuse, naming the field to change, a run that cannot fit in memory or in a year."""
     if est.available_bytes is not None and est.memory_bytes > est.available_bytes:
-        m = cfg.model
-        if est.activation_bytes > est.param_bytes:
-            section, field, value = "train", "batch_size", cfg.train.batch_size
-        else:
+        m, t = cfg.model, cfg.train
+        biggest = max(est.param_bytes, est.activation_bytes, est.eval_bytes)
+        if biggest == est.param_bytes:
             section = "model"
             field = next((k for k in ("width", "channels", "depth", "kernel_size")
                           if getattr(m, k) is not None), "name")
             value = getattr(m, field)
+        elif biggest == est.activation_bytes:
+            section, field, value = "train", "batch_size", t.batch_size
+        else:
+            section, field, value = "train", "eval_batch_size", t.eval_batch_size
+        acts = (f"; {_size(est.activation_bytes)} of activations in training, "
+                f"{_size(est.eval_bytes)} in evaluation") if est.flops else ""
         raise ConfigError(section, field, value,
                           f"this run needs about {_size(est.memory_bytes)} of memory "
                           f"({est.parameters:,} parameters: {_size(est.param_bytes)} with "
-                          f"gradients, optimizer state and checkpoint copies; "
-                          f"{_size(est.activation_bytes)} of activations), but the {device.type} "
-                          f"device has {_size(est.available_bytes)} free")
+                          f"gradients, optimizer state and checkpoint copies{acts}), but the "
+                          f"{device.type} device has {_size(est.available_bytes)} free")
     if est.min_seconds > _MAX_SECONDS:
         raise ConfigError("train", "epochs", cfg.train.epochs,
                           f"this run would take at least {_duration(est.min_seconds)} "

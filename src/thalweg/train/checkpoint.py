@@ -278,27 +278,45 @@ def snapshot(state: Any) -> Any:
 
 class BackgroundWriter:
     """Runs checkpoint writes on one worker thread, in submission order, so the fsyncs overlap
-    with training. A failed write is raised in the training thread at the next `submit` or
-    `wait` (once); `wait()` blocks until everything submitted is on disk."""
+    with training. After a failed write the writes queued behind it are dropped (the newest
+    file on disk stays the last good one) and the error is raised in the training thread at
+    the next `submit` or `wait`; `wait()` blocks until everything submitted is on disk."""
 
     def __init__(self) -> None:
         self._pool: ThreadPoolExecutor | None = None
         self._pending: list[Future[Any]] = []
+        self._error: BaseException | None = None
+        self._raised = False
+
+    def _run(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        if self._error is not None:
+            return
+        try:
+            fn(*args, **kwargs)
+        except BaseException as e:
+            self._error = e
+            raise
+
+    def _raise(self) -> None:
+        if self._error is not None and not self._raised:
+            self._raised = True
+            raise self._error
 
     def submit(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
-        done = [f for f in self._pending if f.done()]
         self._pending = [f for f in self._pending if not f.done()]
-        _first_error(done)
+        self._raise()
         if self._pool is None:
             self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="thalweg-ckpt")
-        self._pending.append(self._pool.submit(fn, *args, **kwargs))
+        self._pending.append(self._pool.submit(self._run, fn, args, kwargs))
 
     def wait(self) -> None:
         pending, self._pending = self._pending, []
-        _first_error(pending)
+        for f in pending:
+            f.exception()
+        self._raise()
 
     def close(self) -> None:
-        """Finish the writes and stop the thread; errors not yet raised are dropped here (the
+        """Finish the writes and stop the thread; an error not raised yet is dropped here (the
         success path always calls `wait()` first, a failing one already has its error)."""
         pending, self._pending = self._pending, []
         for f in pending:
@@ -306,10 +324,3 @@ class BackgroundWriter:
         if self._pool is not None:
             self._pool.shutdown(wait=True)
             self._pool = None
-
-
-def _first_error(futures: list[Future[Any]]) -> None:
-    """Wait for every future, then raise the first one's exception, if any."""
-    errors = [e for e in (f.exception() for f in futures) if e is not None]
-    if errors:
-        raise errors[0]

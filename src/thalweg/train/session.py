@@ -80,11 +80,11 @@ def _resume(tr: Trainer, allow: bool) -> None:
             tmp.unlink(missing_ok=True)
     chosen, skipped = _choose(tr, allow)
     tr.ctx.barrier()  # every rank has read the checkpoints before rank 0 moves any
-    for path, why in skipped:
+    for path, why, kind in skipped:
         where = path.name
         if tr.main:
             where = str(tr.ckpts.set_aside(path).relative_to(tr.paths.root))
-        tr.warn(f"skipped damaged checkpoint {path.name}: {why} (moved to {where})")
+        tr.warn(f"skipped {kind} checkpoint {path.name}: {why} (moved to {where})")
     if chosen is None:
         tr.warn(f"no usable checkpoint in {tr.paths.checkpoints}; starting from scratch")
         if tr.main:
@@ -110,7 +110,7 @@ def _resume(tr: Trainer, allow: bool) -> None:
 
 def _choose(tr: Trainer, allow: bool) -> tuple[tuple[Path, dict[str, Any], dict] | None, list]:
     """The newest checkpoint that verifies and fits, restored into `tr`; and those skipped."""
-    skipped: list[tuple[Path, str]] = []
+    skipped: list[tuple[Path, str, str]] = []
     foreign: tuple[Path, dict] | None = None  # the newest skipped one written with another config
     dirty = False
     want = config_hash(tr.cfg)
@@ -118,7 +118,7 @@ def _choose(tr: Trainer, allow: bool) -> tuple[tuple[Path, dict[str, Any], dict]
         try:
             st = load_checkpoint(path, tr.ctx.device)
         except CheckpointError as e:
-            skipped.append((path, str(e)))
+            skipped.append((path, str(e), "damaged"))
             continue
         why = state_problem(st, tr.model, tr.opt)
         changes = config_diff(st["config"], tr.cfg) if "config" in st and st.get("config_hash") != want else {}
@@ -130,7 +130,7 @@ def _choose(tr: Trainer, allow: bool) -> tuple[tuple[Path, dict[str, Any], dict]
                 return (path, st, changes), skipped
             except (RuntimeError, ValueError, KeyError, TypeError, IndexError) as e:
                 why, dirty = f"it does not load ({str(e).splitlines()[0][:200]})", True
-        skipped.append((path, why))
+        skipped.append((path, why, "incompatible"))
         if changes and foreign is None:
             foreign = (path, changes)
     if foreign is not None:  # the config changed so that no checkpoint fits it any more
