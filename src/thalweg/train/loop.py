@@ -57,6 +57,7 @@ class Trainer:
         self.view = ProgressView(enabled=self.main and not quiet, notices=self.main)
         self.warnings: list[str] = []
         self.lock: Any = None
+        self.claim_note: str | None = None
         self.writer = BackgroundWriter()  # checkpoints are fsynced while training goes on
         self.log = MetricsLog(RunPaths(cfg.run_dir()).metrics, enabled=False)
         self.mon_log = self.log

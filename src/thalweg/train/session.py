@@ -51,13 +51,14 @@ def claim(tr: Trainer, *, overwrite: bool, resume: bool) -> Path:
         h = tr.lock.took_over
         tr.view.notice(f"took over the lock left in {tr.lock.root} by pid {h.get('pid')} on "
                        f"{h.get('host')} (started {h.get('started')}), which is no longer running")
-    if answer[2]:
-        tr.warn(answer[2])
+    tr.claim_note = answer[2]  # said once the run is built (a refused config takes no name)
     return Path(answer[1])
 
 
 def start(tr: Trainer, *, resume: bool, overwrite: bool, allow_config_change: bool) -> None:
     """A new run writes config.toml and empty logs; a resumed one restores its checkpoint."""
+    if tr.claim_note:
+        tr.warn(tr.claim_note)
     tr.view.print(f"estimate: {tr.parts.estimate.describe()}")
     if resume:
         _resume(tr, allow_config_change)
