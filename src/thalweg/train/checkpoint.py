@@ -183,7 +183,7 @@ def _unreadable(e: Exception) -> str:
     first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
     if "weights_only" in first or "pickle" in first.lower():
         return "it is not a valid thalweg checkpoint; it was not loaded"
-    return f"the file is truncated or not a torch checkpoint ({first[:200]})"
+    return f"the file is truncated or not a torch checkpoint ({first.split('. ')[0][:160]})"
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

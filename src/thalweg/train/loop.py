@@ -30,7 +30,7 @@ from thalweg.train.checkpoint import (
     snapshot,
 )
 from thalweg.train.components import evaluate
-from thalweg.train.config import ConfigError, RunConfig
+from thalweg.train.config import RunConfig
 from thalweg.train.guard import Action, NonFiniteError, first_nonfinite_grad, on_nonfinite
 from thalweg.train.progress import ProgressView
 from thalweg.train.resume import config_hash
@@ -63,7 +63,7 @@ class Trainer:
         self.mon_log = self.log
         self.monitor: Any = None
         try:
-            self._check_parallel()
+            session.check_parallel(self)
             self.paths = RunPaths(session.claim(self, overwrite=overwrite, resume=resume))
             self.cfg = cfg.model_copy(update={"name": self.paths.root.name})
             self._build()
@@ -73,16 +73,6 @@ class Trainer:
             self.close()
             distributed.teardown(self.ctx)
             raise
-
-    def _check_parallel(self) -> None:
-        from thalweg.optim import registry
-
-        info = registry.get(self.cfg.optimizer.name)
-        if self.ctx.enabled and info.needs_closure:
-            raise ConfigError("optimizer", "name", info.name,
-                              f"cannot train data-parallel ({self.ctx.world_size} processes): it "
-                              "differentiates with torch.autograd.grad inside step(closure), which "
-                              "DistributedDataParallel does not synchronize; run one process")
 
     def _build(self) -> None:
         """Everything from the config (again after a failed restore left things half-loaded)."""

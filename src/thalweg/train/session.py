@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from thalweg.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from thalweg.train.config import dump_config
+from thalweg.train.config import ConfigError, dump_config
 from thalweg.train.lock import claim_run_dir, clear_run, holds_run
 from thalweg.train.resume import (
     ConfigChangedError,
@@ -29,7 +29,19 @@ from thalweg.train.runs import write_atomic
 if TYPE_CHECKING:
     from thalweg.train.loop import Trainer
 
-__all__ = ["claim", "start"]
+__all__ = ["check_parallel", "claim", "start"]
+
+
+def check_parallel(tr: Trainer) -> None:
+    """A closure optimizer cannot run data-parallel: refuse it before anything is written."""
+    from thalweg.optim import registry
+
+    info = registry.get(tr.cfg.optimizer.name)
+    if tr.ctx.enabled and info.needs_closure:
+        raise ConfigError("optimizer", "name", info.name,
+                          f"cannot train data-parallel ({tr.ctx.world_size} processes): it "
+                          "differentiates with torch.autograd.grad inside step(closure), which "
+                          "DistributedDataParallel does not synchronize; run one process")
 
 
 def claim(tr: Trainer, *, overwrite: bool, resume: bool) -> Path:
