@@ -73,6 +73,18 @@ def test_a_number_in_quotes_is_refused_everywhere(section: str, key: str, value:
         parse_config(_with("optimizer", "lr", "1e-3"))
 
 
+@pytest.mark.parametrize(("value", "words"), [
+    ("64", "a number in quotes; write a number: num_samples = 64"),
+    (float("inf"), "expected an integer"), (10**12, "must be at most 100,000,000"),
+])
+def test_numeric_data_options_follow_the_same_rules(tmp_path: Path, value: Any, words: str) -> None:
+    """The loader's numeric options are checked by its signature, before any data is made."""
+    with pytest.raises(ConfigError) as e:
+        build_run(tiny(tmp_path, data={"name": "mnist1d", "options": {"num_samples": value}}))
+    assert (e.value.section, e.value.field, e.value.value) == ("data.options", "num_samples", value)
+    assert words in str(e.value)
+
+
 @pytest.mark.parametrize(("section", "key", "value", "words"), [
     ("train", "epochs", 10**12, "less than or equal to 1000000"),
     ("model", "depth", 10**6, "less than or equal to 1000"),

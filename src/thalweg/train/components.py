@@ -6,6 +6,7 @@ the only caller, so the trainer, `load_run`, the LR finder and the bench build t
 from __future__ import annotations
 
 import math
+import typing
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -14,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from thalweg.train.config import ConfigError, RunConfig
+from thalweg.train.config import ConfigError, RunConfig, quoted_number
 
 __all__ = [
     "LossFn",
@@ -31,11 +32,45 @@ __all__ = [
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
+_MAX_DATA_NUMBER = 10**8  # data is generated and held in memory: sizes beyond this cannot be
+
+
+def check_data_options(cfg: RunConfig) -> None:
+    """The numeric `[data] options` by the loader's own signature, with the config's rules:
+    a number, not a string; finite; at most 10**8 (so `num_samples = 10**12` is refused, not
+    generated)."""
+    from thalweg.data import files
+    from thalweg.data.datasets import DATASETS
+
+    d = cfg.data
+    loader = {"csv": files.load_csv, "npz": files.load_npz}.get(d.name) or DATASETS.get(d.name)
+    if loader is None:
+        return
+    hints = typing.get_type_hints(loader)
+    for key, value in d.options.items():
+        kinds = set(typing.get_args(hints.get(key))) or {hints.get(key)}
+        if not kinds & {int, float}:
+            continue
+        if quoted_number(value):
+            problem = f"a number in quotes; write a number: {key} = {value.strip()}"
+        elif isinstance(value, bool) or not isinstance(value, int | float) or \
+                (float not in kinds and isinstance(value, float)):
+            problem = "expected " + ("a number" if float in kinds else "an integer")
+        elif not math.isfinite(value):
+            problem = "expected a finite number"
+        elif abs(value) > _MAX_DATA_NUMBER:
+            problem = f"must be at most {_MAX_DATA_NUMBER:,} (the data is made and held in memory)"
+        else:
+            continue
+        raise ConfigError("data.options", key, value, problem)
+
+
 def prepare_data(cfg: RunConfig) -> tuple[Any, tuple[torch.Tensor, torch.Tensor] | None]:
     """Load the dataset named in [data] and standardize it with train-split statistics;
     returns (splits, (mean, std) or None)."""
     from thalweg.data import load_dataset, standardize
 
+    check_data_options(cfg)
     d = cfg.data
     try:
         splits = load_dataset(d.name, seed=d.seed, **d.options)
