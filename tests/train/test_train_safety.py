@@ -153,8 +153,12 @@ def test_load_run_falls_back_to_the_newest_good_checkpoint(tmp_path: Path) -> No
     res = fit(tiny(tmp_path, train={"epochs": 1}), quiet=True)
     run = res.run_dir
     (run / "best.pt").write_bytes(b"not a checkpoint")
+    torch.manual_seed(5)
+    expect = torch.rand(3)
+    torch.manual_seed(5)
     with pytest.warns(UserWarning, match=r"best.pt cannot be read.*; using step_00000020.pt instead"):
         loaded = load_run(run)
+    assert torch.equal(torch.rand(3), expect)  # the caller's random stream is untouched
     assert loaded.checkpoint.name == "step_00000020.pt" and loaded.warnings
     with pytest.raises(CheckpointError, match=r"best\.pt cannot be read") as e:
         load_run(run / "best.pt")  # asked for that file: never silently another one

@@ -212,6 +212,7 @@ def load_run(path: str | Path, map_location: str | torch.device = "cpu") -> Load
     """
     from thalweg.train.build import build_run
     from thalweg.train.resume import model_mismatch
+    from thalweg.train.state import capture_rng, restore_rng
 
     p = Path(path)
     if not p.exists():
@@ -219,7 +220,11 @@ def load_run(path: str | Path, map_location: str | torch.device = "cpu") -> Load
     run_dir = _find_run_dir(p if p.is_dir() else p.parent)
     paths = RunPaths(run_dir)
     cfg = parse_config(read_config_file(paths.config), check_optimizer=False)
-    parts = build_run(cfg, device=map_location, optimizer=False, check_budget=False)
+    rng = capture_rng()  # loading a run leaves the caller's random streams as they were
+    try:
+        parts = build_run(cfg, device=map_location, optimizer=False, check_budget=False)
+    finally:
+        restore_rng(rng)
     model = parts.model
     if p.is_file():
         order = [p]
