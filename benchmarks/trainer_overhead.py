@@ -93,8 +93,7 @@ def main() -> None:
                 if fn is trainer_epoch:
                     tr.writer.wait()  # ... but this epoch's is
                 sink.append(time.process_time() - t0)
-        tr.writer.close()
-        tr.log.close()
+        tr.close()
     steps = tr.steps_per_epoch
     med_tr, med_hw = statistics.median(t_tr), statistics.median(t_hw)
     ratios = [a / b for a, b in zip(t_tr, t_hw, strict=True)]

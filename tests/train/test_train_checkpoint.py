@@ -30,7 +30,7 @@ def test_round_trip_and_plain_torch_load(tmp_path: Path) -> None:
     back = load_checkpoint(path)
     assert torch.equal(back["model"]["w"], st["model"]["w"]) and back["step"] == 3
     raw = torch.load(path, weights_only=True)  # a plain torch file, readable without thalweg
-    assert raw["format"] == "thalweg-checkpoint-1" and raw["sha256"] == content_digest(st)
+    assert raw["format"] == "thalweg-checkpoint-2" and raw["sha256"] == content_digest(st)
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp left behind
 
 
@@ -60,7 +60,7 @@ def test_code_in_a_checkpoint_is_never_executed(tmp_path: Path) -> None:
             return (os.system, ("echo pwned > " + str(tmp_path / "pwned"),))
 
     path = tmp_path / "evil.pt"
-    torch.save({"format": "thalweg-checkpoint-1", "sha256": "", "state": Evil()}, path)
+    torch.save({"format": "thalweg-checkpoint-2", "sha256": "", "state": Evil()}, path)
     with pytest.raises(CheckpointError, match="cannot be read"):
         load_checkpoint(path)
     assert not (tmp_path / "pwned").exists()

@@ -17,6 +17,7 @@ from .splits import Splits, random_split_indices
 __all__ = ["load_csv", "load_npz"]
 
 _MAX_AUTO_CLASSES = 20
+_F32_MAX = float(np.finfo(np.float32).max)  # data becomes float32 tensors: larger is inf
 
 
 def _as_path(path: object) -> Path:
@@ -67,6 +68,7 @@ def _finish(
         class_names = tuple(str(c) for c in classes.tolist())
         num_classes: int | None = len(classes)
     else:
+        _check_float32(y, where, "the target", rows=None)
         y_t = torch.as_tensor(y.reshape(len(y), -1), dtype=torch.float32)
         num_classes = None
     x_t = torch.as_tensor(x, dtype=torch.float32)
@@ -146,7 +148,26 @@ def _number(cell: str, p: Path, line: int, column: str) -> float:
         raise ValueError(f"{p}, line {line}, column {column!r}: non-numeric value {s!r}") from None
     if not math.isfinite(v):
         raise ValueError(f"{p}, line {line}, column {column!r}: non-finite value {s!r}")
+    if abs(v) > _F32_MAX:
+        raise ValueError(f"{p}, line {line}, column {column!r}: value {s!r} overflows float32 "
+                         f"(largest {_F32_MAX:.4g}), the precision thalweg trains in; rescale it")
     return v
+
+
+def _check_float32(a: np.ndarray, where: str, what: str, rows: list[int] | None) -> None:
+    """A value beyond float32's range would become inf (and standardization NaN): name it."""
+    if a.dtype.kind != "f" or not a.size:
+        return
+    big = np.abs(a) > _F32_MAX
+    if not big.any():
+        return
+    idx = np.unravel_index(int(np.flatnonzero(big)[0]), a.shape)
+    row = int(idx[0])
+    at = f"line {rows[row]}" if rows is not None else f"row {row}"
+    if len(idx) > 1:
+        at += ", column " + ",".join(str(int(i)) for i in idx[1:])
+    raise ValueError(f"{where}: {what} at {at} is {float(a[idx]):.4g}, which overflows float32 "
+                     f"(largest {_F32_MAX:.4g}), the precision thalweg trains in; rescale it")
 
 
 def _target_array(cells: list[str], p: Path, target: str, task: str) -> np.ndarray:
@@ -165,6 +186,10 @@ def _target_array(cells: list[str], p: Path, target: str, task: str) -> np.ndarr
     if not np.all(np.isfinite(y)):
         i = int(np.flatnonzero(~np.isfinite(y))[0])
         raise ValueError(f"{p}, data row {i + 1}, column {target!r}: non-finite value {cells[i]!r}")
+    if task != "classification" and np.any(np.abs(y) > _F32_MAX):
+        i = int(np.flatnonzero(np.abs(y) > _F32_MAX)[0])
+        raise ValueError(f"{p}, data row {i + 1}, column {target!r}: value {cells[i]!r} overflows "
+                         f"float32 (largest {_F32_MAX:.4g}), the precision thalweg trains in; rescale it")
     return y
 
 
@@ -199,6 +224,10 @@ def load_npz(
     """An ``.npz`` archive: inputs in array ``features`` (shape (N, …)) and labels/targets in
     array ``target`` (shape (N,) or (N, k)), split with a seeded permutation."""
     p = _as_path(path)
+    with p.open("rb") as fh:
+        magic = fh.read(4)
+    if magic not in (b"PK\x03\x04", b"PK\x05\x06"):  # an .npz is a zip archive
+        raise ValueError(f"{p}: not an .npz archive (a zip of .npy arrays, as numpy.savez writes)")
     try:
         with np.load(p, allow_pickle=False) as f:
             keys = list(f.keys())
@@ -213,9 +242,11 @@ def load_npz(
     except ValueError as e:
         if str(p) in str(e):
             raise
-        raise ValueError(f"{p}: cannot read arrays ({e}); object arrays are not supported") from None
+        raise ValueError(f"{p}: not a valid array file: an array holds Python objects or is "
+                         "damaged; thalweg reads numeric arrays only") from None
     _check_array(x, p, features)
     _check_array(y, p, target)
+    _check_float32(x, str(p), f"array {features!r}", rows=None)
     if x.shape[0] != y.shape[0]:
         raise ValueError(
             f"{p}: {features!r} has {x.shape[0]} rows but {target!r} has {y.shape[0]}"

@@ -190,46 +190,25 @@ def _landscape_models(paths: list[Path], dataset: str, model: str, epochs: int) 
 
 def _lr_setup(config: Path | None, dataset: str, model: str, optimizer: str, batch_size: int,
               seed: int) -> tuple:
-    """Model, optimizer, loss and data for lr-find, from a training config or from options."""
-    import torch
-    import torch.nn.functional as F
+    """Model, optimizer, loss and data for lr-find through `thalweg.train.build_run` (so the
+    config's data, standardization, [init] rule and training loss apply), from a training
+    config or from the options."""
+    from thalweg.train import build_run, load_config, parse_config
 
-    torch.manual_seed(seed)
     if config is not None:
-        from thalweg.train.components import (
-            build_model,
-            build_optimizer,
-            loss_function,
-            prepare_data,
-        )
-        from thalweg.train.config import load_config
-
         cfg = load_config(config)
-        splits = prepare_data(cfg)
-        torch.manual_seed(cfg.train.seed)
-        net = build_model(cfg, splits)
-        opt, _ = build_optimizer(cfg, net)
-        train_loss, _ = loss_function(cfg, splits)
+        what = f"{cfg.model.name} on {cfg.data.name}, {cfg.optimizer.name}"
+        batch_size = cfg.train.batch_size
+    else:
+        from thalweg.landscape.trajectories import parse_spec, resolve
 
-        def loss_fn(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-            return train_loss(out, y).mean()
-
-        return (net, opt, loss_fn, (splits.x_train, splits.y_train), cfg.train.batch_size,
-                f"{cfg.model.name} on {cfg.data.name}, {cfg.optimizer.name}")
-    from thalweg.data import load_dataset, standardize
-    from thalweg.landscape.trajectories import resolve
-    from thalweg.models import build_model as build
-
-    splits, _ = standardize(load_dataset(dataset, seed=seed))
-    net = build(model, tuple(splits.in_shape), splits.out_features)
-    spec = resolve(optimizer)
-    opt = spec.factory(list(net.parameters()))
-    if spec.needs_closure:
-        raise ValueError(f"lr-find needs a first-order optimizer, {optimizer!r} needs a closure")
-    def loss_fn(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        if splits.task == "classification":
-            return F.cross_entropy(out, y)
-        return F.mse_loss(out.reshape(y.shape), y)
-
-    return net, opt, loss_fn, (splits.x_train, splits.y_train), batch_size, \
-        f"{model} on {dataset}, {spec.label}"
+        name, hp = parse_spec(optimizer)
+        what = f"{model} on {dataset}, {resolve(optimizer).label}"
+        cfg = parse_config({"data": {"name": dataset, "seed": seed}, "model": {"name": model},
+                            "optimizer": {"name": name, **hp},
+                            "train": {"seed": seed, "batch_size": batch_size}})
+    parts = build_run(cfg, device="cpu")
+    if parts.info.needs_closure:
+        raise ValueError(f"lr-find needs a first-order optimizer, {cfg.optimizer.name!r} needs a closure")
+    return (parts.model, parts.optimizer, parts.loss_fn, (parts.splits.x_train, parts.splits.y_train),
+            batch_size, what)

@@ -1,28 +1,40 @@
 """The trainer: a config-driven run that keeps the best weights and survives a power cut.
 
-`fit(config) -> RunResult` trains; `load_run(path) -> LoadedRun` rebuilds a run for analysis.
+`fit(config) -> RunResult` trains; `build_run(config) -> RunParts` assembles a run (model,
+data, losses, optimizer, schedule) for anyone who needs one; `load_run(path) -> LoadedRun`
+rebuilds a trained run for analysis.
 """
 
 from thalweg.train.api import fit
+from thalweg.train.build import RunParts, build_run
 from thalweg.train.checkpoint import (
     CheckpointError,
     CheckpointManager,
     load_checkpoint,
     save_checkpoint,
 )
+from thalweg.train.components import TaskLoss
 from thalweg.train.config import DEFAULT_TOML, ConfigError, RunConfig, load_config, parse_config
 from thalweg.train.guard import NonFiniteError
+from thalweg.train.lock import RunLock, RunLockedError
+from thalweg.train.resume import ConfigChangedError
 from thalweg.train.runs import LoadedRun, RunResult, load_run, read_metrics
 
 __all__ = [
     "DEFAULT_TOML",
     "CheckpointError",
     "CheckpointManager",
+    "ConfigChangedError",
     "ConfigError",
     "LoadedRun",
     "NonFiniteError",
     "RunConfig",
+    "RunLock",
+    "RunLockedError",
+    "RunParts",
     "RunResult",
+    "TaskLoss",
+    "build_run",
     "fit",
     "load_checkpoint",
     "load_config",

@@ -2,45 +2,66 @@
 
 from __future__ import annotations
 
-import json
 import time
-import tomllib
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from thalweg.train import distributed
-from thalweg.train.checkpoint import load_checkpoint
+from thalweg.train.build import as_config
+from thalweg.train.checkpoint import CheckpointError, load_checkpoint
 from thalweg.train.components import build_model
-from thalweg.train.config import RunConfig, load_config, parse_config
+from thalweg.train.config import RunConfig, parse_config, read_config_file
 from thalweg.train.loop import Trainer
-from thalweg.train.runs import RunPaths, RunResult, write_atomic
+from thalweg.train.resume import model_mismatch
+from thalweg.train.runs import RunPaths, RunResult, dumps, write_atomic
 
 __all__ = ["finish", "fit"]
+
+
+def _best_model(tr: Trainer) -> nn.Module | None:
+    """The model in best.pt (best.prev.pt if best.pt fails to verify, with a warning)."""
+    for path in (tr.paths.best, tr.paths.best_prev):
+        if not path.is_file():
+            continue
+        try:
+            best = load_checkpoint(path, tr.ctx.device)
+        except CheckpointError as e:
+            tr.warn(f"{e}; trying the previous generation")
+            continue
+        model = build_model(tr.cfg, tr.splits).to(tr.ctx.device)
+        if model_mismatch(best.get("model"), model) is None:
+            model.load_state_dict(best["model"])
+            if path != tr.paths.best:
+                tr.warn(f"test metrics are of {path.name} (step {best.get('step')})")
+            return model
+    return None
 
 
 def finish(tr: Trainer) -> RunResult:
     """Test metrics with the best weights, summary, figures and report (rank 0 writes)."""
     test: dict[str, float] = {}
-    if tr.paths.best.is_file():
-        best = load_checkpoint(tr.paths.best, tr.ctx.device)
-        model = build_model(tr.cfg, tr.splits).to(tr.ctx.device)
-        model.load_state_dict(best["model"])
-        test = tr.evaluate(tr.splits.x_test, tr.splits.y_test, model)
-    s = tr.s
+    s = tr.state
+    model = _best_model(tr) if s.best_step >= 0 else None
+    if model is None:
+        tr.warn("no best model (best.pt is missing or no validation result was finite): the "
+                "test metrics are of the final weights")
+        model = tr.model
+    test = tr.evaluate(tr.splits.x_test, tr.splits.y_test, model)
     summary = {
-        "event": "final", "step": s["step"], "stopped": s["stopped"],
-        "best_metric": tr.best_metric, "best_value": s["best_value"], "best_step": s["best_step"],
+        "event": "final", "step": s.step, "stopped": s.stopped,
+        "best_metric": tr.best_metric, "best_value": s.best_value, "best_step": s.best_step,
         "test_loss": test.get("loss"), "test_accuracy": test.get("accuracy"),
-        "skipped_steps": s["skipped"], "rollbacks": s["rollbacks"],
+        "skipped_steps": s.skipped, "rollbacks": s.rollbacks,
         "steps_per_epoch": tr.steps_per_epoch, "total_steps": tr.total_steps,
-        "seconds": round(s["elapsed"] + time.perf_counter() - tr._start, 3),
+        "seconds": round(s.elapsed + time.perf_counter() - tr._start, 3),
     }
     if tr.main:
         tr.log.write(summary)
         tr.log.close()
-        write_atomic(tr.paths.summary, json.dumps(summary, indent=2) + "\n")
+        write_atomic(tr.paths.summary, dumps(summary, indent=2) + "\n")
         d = tr.cfg.diagnostics
         if d.figures or d.report:
             from thalweg.train.report import write_report
@@ -48,36 +69,34 @@ def finish(tr: Trainer) -> RunResult:
             write_report(tr.paths, tr.cfg, summary, figures=d.figures, html=d.report)
     tr.ctx.barrier()
     return RunResult(
-        run_dir=tr.paths.root, config=tr.cfg, model=tr.model, steps=s["step"],
-        epochs=s["step"] / tr.steps_per_epoch, stopped=s["stopped"],
-        best_metric=tr.best_metric, best_value=s["best_value"], best_step=s["best_step"],
+        run_dir=tr.paths.root, config=tr.cfg, model=tr.model, steps=s.step,
+        epochs=s.step / tr.steps_per_epoch, stopped=s.stopped,
+        best_metric=tr.best_metric, best_value=s.best_value, best_step=s.best_step,
         test_loss=test.get("loss"), test_accuracy=test.get("accuracy"),
-        seconds=summary["seconds"], skipped_steps=s["skipped"], rollbacks=s["rollbacks"],
+        seconds=summary["seconds"], skipped_steps=s.skipped, rollbacks=s.rollbacks,
         warnings=tr.warnings,
     )
 
 
-def _as_config(config: RunConfig | dict[str, Any] | str | Path | None) -> RunConfig:
-    if isinstance(config, RunConfig):
-        return config
-    if isinstance(config, dict):
-        return parse_config(config)
-    return load_config(config)
-
-
 def fit(config: RunConfig | dict[str, Any] | str | Path | None = None, *,
-        resume: str | Path | None = None, quiet: bool = False) -> RunResult:
+        resume: str | Path | None = None, quiet: bool = False, overwrite: bool = False,
+        allow_config_change: bool = False) -> RunResult:
     """Train from a config (object, dict, TOML path, or None for the embedded default), or
-    continue the run directory `resume` from its newest good checkpoint."""
+    continue the run directory `resume` from its newest good checkpoint.
+
+    A new run never replaces a run directory that holds a run: it takes `<name>-2`, … and says
+    so, unless `overwrite`. A resumed run whose config.toml no longer matches its checkpoint
+    is refused with the fields listed, unless `allow_config_change`.
+    """
     if resume is not None:
         run_dir = Path(resume)
         cfg_path = RunPaths(run_dir).config
         if not cfg_path.is_file():
             raise FileNotFoundError(f"cannot resume {run_dir}: no config.toml there")
-        cfg = parse_config(tomllib.loads(cfg_path.read_text()))
+        cfg = parse_config(read_config_file(cfg_path))
         cfg = cfg.model_copy(update={"out_dir": str(run_dir.parent), "name": run_dir.name})
     else:
-        cfg = _as_config(config).model_copy(deep=True)
+        cfg = as_config(config).model_copy(deep=True)
         if isinstance(cfg.data.options.get("path"), str):  # config.toml must work from anywhere
             cfg.data.options["path"] = str(Path(cfg.data.options["path"]).resolve())
     threads = torch.get_num_threads()
@@ -85,14 +104,13 @@ def fit(config: RunConfig | dict[str, Any] | str | Path | None = None, *,
         torch.set_num_threads(cfg.train.num_threads)
     trainer = None
     try:
-        trainer = Trainer(cfg, resume=resume is not None, quiet=quiet)
-        if trainer.s["stopped"] is None or trainer.s["last_eval_step"] != trainer.s["step"]:
+        trainer = Trainer(cfg, resume=resume is not None, quiet=quiet, overwrite=overwrite,
+                          allow_config_change=allow_config_change)
+        if trainer.state.stopped is None or trainer.state.last_eval_step != trainer.state.step:
             trainer.train()
         return finish(trainer)
     finally:
         if trainer is not None:
-            trainer.writer.close()
-            trainer.log.close()
-            trainer.mon_log.close()
+            trainer.close()
             distributed.teardown(trainer.ctx)
         torch.set_num_threads(threads)

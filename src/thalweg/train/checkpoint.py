@@ -3,16 +3,18 @@
 A checkpoint is a plain `torch.save` file holding `{"format", "sha256", "state"}`. The SHA-256
 is taken over the *content* of `state` (every tensor's dtype, shape and bytes, every other
 value's repr, in key order), so it is independent of the zip layout. Writing goes to a temp
-file, is fsynced, renamed over the target and the directory is fsynced. Loading uses
-`torch.load(weights_only=True)` and recomputes the checksum; a truncated or corrupt newest
-checkpoint is reported and the previous one is used.
+file, is fsynced, renamed over the target and the directory is fsynced; a disk fault is one
+`OSError` naming the file. Loading uses `torch.load(weights_only=True)` and recomputes the
+checksum; a truncated or corrupt newest checkpoint is reported and the previous one is used.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import pickle
 import re
+import shutil
 import signal
 import warnings
 from collections.abc import Callable, Iterator
@@ -30,14 +32,15 @@ __all__ = [
     "content_digest",
     "load_checkpoint",
     "save_checkpoint",
+    "save_generation",
 ]
 
-FORMAT = "thalweg-checkpoint-1"
+FORMAT = "thalweg-checkpoint-2"  # 2: the state carries its config hash; best.pt two generations
 _STEP_RE = re.compile(r"^step_(\d+)\.pt$")
 
 
-class CheckpointError(RuntimeError):
-    """A checkpoint file is missing, truncated, or its checksum does not match."""
+class CheckpointError(ValueError):
+    """A checkpoint file is missing, truncated, not ours, or its checksum does not match."""
 
 
 def _walk(obj: Any, h: Any) -> None:
@@ -100,24 +103,87 @@ def kill_point(step: int, writer: BackgroundWriter) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
+class _Sink:
+    """The file `torch.save` writes to, keeping the OSError (EFBIG, ENOSPC, EIO) that torch's
+    zip writer would report only as 'unexpected pos'."""
+
+    def __init__(self, f: Any) -> None:
+        self.f, self.error = f, None
+
+    def write(self, b: Any) -> int:
+        try:
+            return self.f.write(b)
+        except OSError as e:
+            self.error = e
+            raise
+
+    def flush(self) -> None:
+        self.f.flush()
+
+
+def disk_error(e: OSError, path: Path, what: str) -> OSError:
+    """`e` restated as "cannot write <what>: <OS error>" naming `path` (same errno, so the same
+    OSError subclass)."""
+    return OSError(e.errno, f"cannot write {what}: {e.strerror or e}", str(path))
+
+
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
-    """Write `state` atomically to `path` (temp file, fsync, rename, directory fsync)."""
+    """Write `state` atomically to `path` (temp file, fsync, rename, directory fsync); a disk
+    fault raises OSError naming `path` and leaves any earlier file at `path` as it was."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"format": FORMAT, "sha256": content_digest(state), "state": state}
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         with open(tmp, "wb") as f:
-            torch.save(payload, f)
+            sink = _Sink(f)
+            try:
+                torch.save(payload, sink)
+            except RuntimeError:
+                if sink.error is None:
+                    raise
+                raise sink.error from None
             f.flush()
             os.fsync(f.fileno())
         _debug_kill("temp-written")
         os.replace(tmp, path)
+    except OSError as e:
+        raise disk_error(e, path, "checkpoint") from None
     finally:
         if tmp.exists():
             tmp.unlink()
     _fsync_dir(path.parent)
     return path
+
+
+def save_generation(state: dict[str, Any], path: Path, previous: Path, *, rotate: bool = True) -> Path:
+    """Write `state` to `path`, first keeping the file there as `previous` (a hard link renamed
+    into place, so a good file exists at every moment). `rotate=False` keeps `previous` as is
+    (when the file at `path` is not known to be good)."""
+    if rotate and path.is_file():
+        tmp = previous.with_name(f".{previous.name}.tmp-{os.getpid()}")
+        try:
+            tmp.unlink(missing_ok=True)
+            try:
+                os.link(path, tmp)
+            except OSError:  # no hard links here: a copy does the same
+                shutil.copyfile(path, tmp)
+            os.replace(tmp, previous)
+        except OSError as e:
+            tmp.unlink(missing_ok=True)
+            raise disk_error(e, previous, "checkpoint") from None
+    return save_checkpoint(state, path)
+
+
+def _unreadable(e: Exception) -> str:
+    """Why torch.load failed, in our words: never torch's advice to load with weights_only=False."""
+    if isinstance(e, pickle.UnpicklingError):
+        return ("it holds objects other than tensors and plain values, so it is not a thalweg "
+                "checkpoint; it was not loaded")
+    first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    if "weights_only" in first or "pickle" in first.lower():
+        return "it is not a valid thalweg checkpoint; it was not loaded"
+    return f"the file is truncated or not a torch checkpoint ({first.split('. ')[0][:160]})"
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -128,8 +194,12 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:
-        raise CheckpointError(f"checkpoint {path} cannot be read ({type(e).__name__}: {e})") from e
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise CheckpointError(f"checkpoint {path} cannot be read: {_unreadable(e)}") from None
+    fmt = payload.get("format") if isinstance(payload, dict) else None
+    if isinstance(fmt, str) and fmt.startswith("thalweg-checkpoint-") and fmt != FORMAT:
+        raise CheckpointError(f"checkpoint {path} has format {fmt}, written by another version of "
+                              f"thalweg; this one reads {FORMAT} only")
+    if fmt != FORMAT or not isinstance(payload.get("state"), dict):
         raise CheckpointError(f"checkpoint {path} is not a {FORMAT} file")
     digest = content_digest(payload["state"])
     if digest != payload.get("sha256"):
@@ -166,6 +236,14 @@ class CheckpointManager:
             old.unlink(missing_ok=True)
         return path
 
+    def set_aside(self, path: Path) -> Path:
+        """Move an unusable checkpoint into `unusable/` (kept for a look, out of the way of
+        pruning and of the next resume)."""
+        dest = self.directory / "unusable" / path.name
+        dest.parent.mkdir(exist_ok=True)
+        os.replace(path, dest)
+        return dest
+
     def remove_stale_temps(self) -> list[Path]:
         """Delete temp files left by a save that was killed before its rename."""
         stale = [p for p in self.directory.glob(".step_*.pt.tmp-*")] if self.directory.is_dir() else []
@@ -200,30 +278,49 @@ def snapshot(state: Any) -> Any:
 
 class BackgroundWriter:
     """Runs checkpoint writes on one worker thread, in submission order, so the fsyncs overlap
-    with training; `wait()` blocks until everything submitted is on disk (and re-raises)."""
+    with training. After a failed write the writes queued behind it are dropped (the newest
+    file on disk stays the last good one) and the error is raised in the training thread at
+    the next `submit` or `wait`; `wait()` blocks until everything submitted is on disk."""
 
     def __init__(self) -> None:
         self._pool: ThreadPoolExecutor | None = None
         self._pending: list[Future[Any]] = []
+        self._error: BaseException | None = None
+        self._raised = False
 
-    def submit(self, fn: Callable[..., Any], *args: Any) -> None:
+    def _run(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        if self._error is not None:
+            return
+        try:
+            fn(*args, **kwargs)
+        except BaseException as e:
+            self._error = e
+            raise
+
+    def _raise(self) -> None:
+        if self._error is not None and not self._raised:
+            self._raised = True
+            raise self._error
+
+    def submit(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+        self._pending = [f for f in self._pending if not f.done()]
+        self._raise()
         if self._pool is None:
             self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="thalweg-ckpt")
-        done = [f for f in self._pending if f.done()]
-        for f in done:
-            f.result()
-        self._pending = [f for f in self._pending if not f.done()]
-        self._pending.append(self._pool.submit(fn, *args))
+        self._pending.append(self._pool.submit(self._run, fn, args, kwargs))
 
     def wait(self) -> None:
         pending, self._pending = self._pending, []
         for f in pending:
-            f.result()
+            f.exception()
+        self._raise()
 
     def close(self) -> None:
-        try:
-            self.wait()
-        finally:
-            if self._pool is not None:
-                self._pool.shutdown(wait=True)
-                self._pool = None
+        """Finish the writes and stop the thread; an error not raised yet is dropped here (the
+        success path always calls `wait()` first, a failing one already has its error)."""
+        pending, self._pending = self._pending, []
+        for f in pending:
+            f.exception()
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None

@@ -1,4 +1,7 @@
-"""CLI: `thalweg train [CONFIG.toml]`, `--resume runs/<name>`, `--print-config`."""
+"""CLI: `thalweg train [CONFIG.toml]`, `--resume runs/<name>`, `--print-config`.
+
+Exit codes: 0 done, 2 a bad config or a run directory in use, 3 training blew up
+(non-finite), 4 the disk refused a write (fix it, then `thalweg resume`)."""
 
 from __future__ import annotations
 
@@ -18,9 +21,15 @@ def register(app: typer.Typer) -> None:
         out_dir: str | None = typer.Option(None, "--out-dir", help="Override the directory that holds runs."),
         epochs: int | None = typer.Option(None, "--epochs", help="Override train.epochs."),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or messages."),
+        overwrite: bool = typer.Option(
+            False, "--overwrite", help="Replace the run in runs/<name> (else a new name is picked)."),
+        allow_config_change: bool = typer.Option(
+            False, "--allow-config-change",
+            help="Resume although config.toml differs from the checkpoint's (recorded)."),
     ) -> None:
         """Train a model from a config (MNIST-1D MLP by default); writes runs/<name>/."""
-        from thalweg.train import ConfigError, NonFiniteError, fit, load_config
+        from thalweg.train import ConfigError, NonFiniteError, RunLockedError, fit, load_config
+        from thalweg.train.checkpoint import CheckpointError
         from thalweg.train.config import DEFAULT_TOML
 
         if print_config:
@@ -30,17 +39,24 @@ def register(app: typer.Typer) -> None:
                      {"name": name, "out_dir": out_dir, "train.epochs": epochs}.items() if v is not None}
         try:
             if resume is not None:
-                if config is not None or overrides:
+                if config is not None or overrides or overwrite:
                     raise typer.BadParameter("--resume takes the config from the run directory")
-                result = fit(resume=resume, quiet=quiet)
+                result = fit(resume=resume, quiet=quiet, allow_config_change=allow_config_change)
             else:
-                result = fit(load_config(config, overrides), quiet=quiet)
-        except (ConfigError, FileNotFoundError) as e:
+                result = fit(load_config(config, overrides), quiet=quiet, overwrite=overwrite)
+        except (ConfigError, FileNotFoundError, CheckpointError) as e:
             typer.echo(str(e), err=True)
+            raise typer.Exit(2) from None
+        except RunLockedError as e:
+            typer.echo(f"error: {e}", err=True)
             raise typer.Exit(2) from None
         except NonFiniteError as e:
             typer.echo(f"error: {e}", err=True)
             raise typer.Exit(3) from None
+        except OSError as e:  # the disk refused: the path and the OS error, nothing lost
+            typer.echo(f"error: {e}\nnothing written before this was lost; fix the disk, then "
+                       "`thalweg resume` continues the run", err=True)
+            raise typer.Exit(4) from None
         if int(os.environ.get("RANK", "0")) != 0:  # under torchrun, rank 0 reports
             return
         best = (f"best {result.best_metric} {result.best_value:.4f} at step {result.best_step}"
@@ -56,7 +72,10 @@ def register(app: typer.Typer) -> None:
     def resume_cmd(
         run_dir: Path = typer.Argument(..., help="The run directory, e.g. runs/default."),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or messages."),
+        allow_config_change: bool = typer.Option(
+            False, "--allow-config-change",
+            help="Resume although config.toml differs from the checkpoint's (recorded)."),
     ) -> None:
         """Continue an interrupted run from its newest good checkpoint (= train --resume)."""
         train(config=None, resume=run_dir, print_config=False, name=None, out_dir=None,
-              epochs=None, quiet=quiet)
+              epochs=None, quiet=quiet, overwrite=False, allow_config_change=allow_config_change)

@@ -1,38 +1,76 @@
 """Config sections → the objects a run needs: data, model, initialization, optimizer,
-schedule and loss. Shared by :func:`thalweg.train.fit` and :func:`thalweg.train.load_run`, so a
-loaded run rebuilds exactly what was trained.
+schedule and the loss for the task. :func:`thalweg.train.build_run` puts them together; it is
+the only caller, so the trainer, `load_run`, the LR finder and the bench build the same run.
 """
 
 from __future__ import annotations
 
 import math
+import typing
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from thalweg.train.config import ConfigError, RunConfig
+from thalweg.train.config import ConfigError, RunConfig, quoted_number
 
 __all__ = [
     "LossFn",
+    "TaskLoss",
     "build_model",
     "build_optimizer",
     "build_schedule",
     "evaluate",
     "initialize",
-    "loss_function",
     "prepare_data",
+    "task_losses",
 ]
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-def prepare_data(cfg: RunConfig) -> Any:
-    """Load the dataset named in [data] and standardize it with train-split statistics."""
+_MAX_DATA_NUMBER = 10**8  # data is generated and held in memory: sizes beyond this cannot be
+
+
+def check_data_options(cfg: RunConfig) -> None:
+    """The numeric `[data] options` by the loader's own signature, with the config's rules:
+    a number, not a string; finite; at most 10**8 (so `num_samples = 10**12` is refused, not
+    generated)."""
+    from thalweg.data import files
+    from thalweg.data.datasets import DATASETS
+
+    d = cfg.data
+    loader = {"csv": files.load_csv, "npz": files.load_npz}.get(d.name) or DATASETS.get(d.name)
+    if loader is None:
+        return
+    hints = typing.get_type_hints(loader)
+    for key, value in d.options.items():
+        kinds = set(typing.get_args(hints.get(key))) or {hints.get(key)}
+        if not kinds & {int, float}:
+            continue
+        if quoted_number(value):
+            problem = f"a number in quotes; write a number: {key} = {value.strip()}"
+        elif isinstance(value, bool) or not isinstance(value, int | float) or \
+                (float not in kinds and isinstance(value, float)):
+            problem = "expected " + ("a number" if float in kinds else "an integer")
+        elif not math.isfinite(value):
+            problem = "expected a finite number"
+        elif abs(value) > _MAX_DATA_NUMBER:
+            problem = f"must be at most {_MAX_DATA_NUMBER:,} (the data is made and held in memory)"
+        else:
+            continue
+        raise ConfigError("data.options", key, value, problem)
+
+
+def prepare_data(cfg: RunConfig) -> tuple[Any, tuple[torch.Tensor, torch.Tensor] | None]:
+    """Load the dataset named in [data] and standardize it with train-split statistics;
+    returns (splits, (mean, std) or None)."""
     from thalweg.data import load_dataset, standardize
 
+    check_data_options(cfg)
     d = cfg.data
     try:
         splits = load_dataset(d.name, seed=d.seed, **d.options)
@@ -41,9 +79,18 @@ def prepare_data(cfg: RunConfig) -> Any:
         if bad_name and not d.options:
             raise ConfigError("data", "name", d.name, str(e)) from None
         raise ConfigError("data", "options", d.options, f"{type(e).__name__}: {e}") from None
+    stats = None
     if d.standardize:
-        splits, _ = standardize(splits)
-    return splits
+        splits, stats = standardize(splits)
+        bad = ~torch.isfinite(splits.x_train).reshape(len(splits.x_train), -1).all(dim=0)
+        if bool(bad.any()):
+            col = int(bad.nonzero()[0])
+            name = splits.feature_names[col] if splits.feature_names else f"column {col}"
+            raise ConfigError("data", "standardize", True,
+                              f"standardizing {d.name!r} overflowed float32 in feature {name!r} "
+                              "(its values are too large to square); rescale the data or set "
+                              "standardize = false")
+    return splits, stats
 
 
 def build_model(cfg: RunConfig, splits: Any) -> nn.Module:
@@ -54,9 +101,10 @@ def build_model(cfg: RunConfig, splits: Any) -> nn.Module:
     try:
         return models.build_model(m.name, tuple(splits.in_shape), splits.out_features, **m.kwargs())
     except (TypeError, ValueError) as e:
-        field = next((k for k in m.kwargs() if k in str(e)), "name")
-        value = getattr(m, field)
-        raise ConfigError("model", field, value, str(e)) from None
+        named = str(e).split(";")[0]  # "model 'mlp' got unknown argument(s) ['kernel_size']; ..."
+        field = next((k for k in m.kwargs() if f"'{k}'" in named), None)
+        field = field or next((k for k in m.kwargs() if k in named), "name")
+        raise ConfigError("model", field, getattr(m, field), str(e)) from None
 
 
 def initialize(model: nn.Module, cfg: RunConfig, splits: Any) -> None:
@@ -125,29 +173,33 @@ def build_schedule(cfg: RunConfig, total_steps: int, steps_per_epoch: int) -> Ca
     return S.polynomial(lr, (s.final_factor ** (-1.0 / s.power) - 1.0) / total, s.power)
 
 
-def loss_function(cfg: RunConfig, splits: Any) -> tuple[LossFn, LossFn]:
-    """(training loss, evaluation loss), each `(output, target) -> per-sample losses`.
+@dataclass(frozen=True)
+class TaskLoss:
+    """The loss for a task, written once: `loss(out, y)` is the batch mean (what backward and
+    the instruments use), `loss.per_sample(out, y)` one value per row (what the loop logs).
+    Classification: cross-entropy, label-smoothed by `label_smoothing`; regression: squared
+    error averaged over the outputs."""
 
-    Classification trains with label smoothing (if set) and is evaluated with plain
-    cross-entropy; regression uses squared error for both.
-    """
-    if splits.task == "classification":
-        from thalweg.regularize import label_smoothing
+    task: str
+    label_smoothing: float = 0.0
 
-        eps = cfg.regularization.label_smoothing
+    def per_sample(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        if self.task == "classification":
+            if self.label_smoothing:
+                from thalweg.regularize import label_smoothing
 
-        def train_loss(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-            return label_smoothing(out, y, eps, reduction="none")
-
-        def eval_loss(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+                return label_smoothing(out, y, self.label_smoothing, reduction="none")
             return F.cross_entropy(out, y, reduction="none")
-
-        return train_loss, eval_loss
-
-    def mse(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return (out.reshape(y.shape) - y).pow(2).reshape(len(y), -1).mean(dim=1)
 
-    return mse, mse
+    def __call__(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return self.per_sample(out, y).mean()
+
+
+def task_losses(cfg: RunConfig, task: str) -> tuple[TaskLoss, TaskLoss]:
+    """(training objective, plain evaluation loss) for the task: label smoothing only trains."""
+    eps = cfg.regularization.label_smoothing if task == "classification" else 0.0
+    return TaskLoss(task, eps), TaskLoss(task)
 
 
 @torch.no_grad()

@@ -31,6 +31,8 @@ __all__ = [
     "dump_config",
     "load_config",
     "parse_config",
+    "quoted_number",
+    "read_config_file",
 ]
 
 
@@ -44,14 +46,20 @@ class ConfigError(ValueError):
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # strict: a number in quotes ("64", "1e-3") is refused, never coerced; no inf/nan anywhere
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, strict=True,
+                              allow_inf_nan=False)
+
+
+_SEED: dict[str, Any] = {"ge": 0, "lt": 2**63}  # torch.manual_seed's range, with room for offsets
+_COUNT = 10**9  # a cap on step counts and intervals: finite, and far above any real run
 
 
 class DataConfig(_Section):
     """Which dataset, split seed and input normalization (statistics from the train split)."""
 
     name: str = "mnist1d"
-    seed: int = 0
+    seed: int = Field(default=0, **_SEED)
     standardize: bool = True
     options: dict[str, Any] = Field(default_factory=dict)
 
@@ -60,13 +68,14 @@ class ModelConfig(_Section):
     """A reference model from `thalweg.models`; unset fields keep the model's own defaults."""
 
     name: Literal["linear", "mlp", "cnn1d"] = "mlp"
-    width: int | None = Field(default=None, ge=1)
-    depth: int | None = Field(default=None, ge=0)
+    # sizes are capped loosely here; what a size costs is estimated before a run starts
+    width: int | None = Field(default=None, ge=1, le=2**31)
+    depth: int | None = Field(default=None, ge=0, le=1000)
     activation: str | None = None
     norm: str | None = None
     dropout: float | None = Field(default=None, ge=0.0, lt=1.0)
-    channels: int | None = Field(default=None, ge=1)
-    kernel_size: int | None = Field(default=None, ge=1)
+    channels: int | None = Field(default=None, ge=1, le=2**31)
+    kernel_size: int | None = Field(default=None, ge=1, le=2**20)
 
     def kwargs(self) -> dict[str, Any]:
         return {k: v for k, v in self.model_dump().items() if k != "name" and v is not None}
@@ -99,16 +108,16 @@ class ScheduleConfig(_Section):
     )
     warmup_fraction: float = Field(default=0.05, ge=0.0, lt=1.0)
     final_factor: float = Field(default=0.01, ge=0.0, le=1.0)
-    step_epochs: int = Field(default=10, ge=1)
+    step_epochs: int = Field(default=10, ge=1, le=_COUNT)
     gamma: float = Field(default=0.5, gt=0.0, le=1.0)
-    power: float = Field(default=1.0, gt=0.0)
+    power: float = Field(default=1.0, gt=0.0, le=100.0)
 
 
 class EarlyStoppingConfig(_Section):
     """Stop when the best-metric has not improved for `patience` evaluations."""
 
     enabled: bool = True
-    patience: int = Field(default=5, ge=1)
+    patience: int = Field(default=5, ge=1, le=_COUNT)
     min_delta: float = Field(default=0.0, ge=0.0)
 
 
@@ -118,7 +127,7 @@ class RegularizationConfig(_Section):
     label_smoothing: float = Field(default=0.0, ge=0.0, lt=1.0)
     l1: float = Field(default=0.0, ge=0.0)
     l2: float = Field(default=0.0, ge=0.0)
-    mixup_alpha: float = Field(default=0.0, ge=0.0)
+    mixup_alpha: float = Field(default=0.0, ge=0.0, le=1000.0)
     clip_norm: float | None = Field(default=None, gt=0.0)
     clip_value: float | None = Field(default=None, gt=0.0)
     early_stopping: EarlyStoppingConfig = Field(default_factory=EarlyStoppingConfig)
@@ -127,20 +136,20 @@ class RegularizationConfig(_Section):
 class TrainConfig(_Section):
     """Epochs, batching, seeds, evaluation/checkpoint intervals and the non-finite guard."""
 
-    epochs: int = Field(default=20, ge=1)
-    batch_size: int = Field(default=128, ge=1)
-    eval_batch_size: int = Field(default=1024, ge=1)
-    seed: int = 0
-    eval_every: int = Field(default=0, ge=0, description="steps; 0 = once per epoch")
-    log_every: int = Field(default=50, ge=1)
-    checkpoint_every: int = Field(default=0, ge=0, description="steps; 0 = once per epoch")
-    keep_checkpoints: int = Field(default=3, ge=1)
+    epochs: int = Field(default=20, ge=1, le=10**6)
+    batch_size: int = Field(default=128, ge=1, le=2**31)
+    eval_batch_size: int = Field(default=1024, ge=1, le=2**31)
+    seed: int = Field(default=0, **_SEED)
+    eval_every: int = Field(default=0, ge=0, le=_COUNT, description="steps; 0 = once per epoch")
+    log_every: int = Field(default=50, ge=1, le=_COUNT)
+    checkpoint_every: int = Field(default=0, ge=0, le=_COUNT, description="steps; 0 = once per epoch")
+    keep_checkpoints: int = Field(default=3, ge=1, le=10**4)
     best_metric: Literal["auto", "val_loss", "val_accuracy"] = "auto"
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    num_threads: int | None = Field(default=None, ge=1)
-    nonfinite_patience: int = Field(default=3, ge=1)
+    num_threads: int | None = Field(default=None, ge=1, le=4096)
+    nonfinite_patience: int = Field(default=3, ge=1, le=_COUNT)
     rollback_lr_factor: float = Field(default=0.1, gt=0.0, le=1.0)
-    max_rollbacks: int = Field(default=1, ge=0)
+    max_rollbacks: int = Field(default=1, ge=0, le=10**4)
 
 
 class DiagnosticsConfig(_Section):
@@ -287,6 +296,18 @@ def _check_hparam(hp: Any, value: Any) -> str | None:
     return None
 
 
+def quoted_number(value: Any) -> bool:
+    """True for a string that spells a number ("64", "1e-3"): the config refuses those
+    everywhere rather than guessing whether the quotes were meant."""
+    if not isinstance(value, str):
+        return False
+    try:
+        float(value.strip())
+    except ValueError:
+        return False
+    return bool(value.strip())
+
+
 def _from_validation_error(err: ValidationError, raw: dict[str, Any]) -> ConfigError:
     first = err.errors()[0]
     loc = [str(p) for p in first["loc"]]
@@ -298,6 +319,10 @@ def _from_validation_error(err: ValidationError, raw: dict[str, Any]) -> ConfigE
         problem = "unknown key"
     elif first["type"] == "missing":
         value = None
+    elif quoted_number(value):
+        problem = f"a number in quotes; write a number: {field} = {value.strip()}"
+    elif isinstance(value, bool) and first["type"] in ("int_type", "float_type"):
+        problem = f"expected a number, not {str(value).lower()}"
     more = len(err.errors()) - 1
     if more:
         problem += f" (and {more} more error{'s' if more > 1 else ''})"
@@ -312,21 +337,46 @@ def parse_config(data: dict[str, Any], *, check_optimizer: bool = True) -> RunCo
         raise _from_validation_error(e, data) from None
     if check_optimizer:
         _validate_optimizer(cfg)
+        _validate_combinations(cfg)
     return cfg
+
+
+def _validate_combinations(cfg: RunConfig) -> None:
+    """Settings the loop could not honour together are refused, never silently ignored."""
+    from thalweg.optim import registry
+
+    info = registry.get(cfg.optimizer.name)
+    if info.needs_closure:
+        for key in ("clip_norm", "clip_value"):
+            value = getattr(cfg.regularization, key)
+            if value is not None:
+                raise ConfigError(
+                    "regularization", key, value,
+                    f"{info.name} computes its own gradients inside step(closure), so the loop "
+                    "cannot clip them; remove it (or use a first-order optimizer)")
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """A TOML file as a dict; a missing, non-UTF-8 or malformed file is one ConfigError."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError("", "config", str(p), "no such file" if not p.exists() else "not a file")
+    raw = p.read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        raise ConfigError("", "config", str(p), f"not UTF-8 text (byte 0x{raw[e.start]:02x} on "
+                          f"line {line}); save the file as UTF-8") from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError("", "config", str(p), f"not valid TOML: {e}") from None
 
 
 def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> RunConfig:
     """Read a TOML config (or the embedded default when `path` is None) and validate it."""
-    if path is None:
-        data = tomllib.loads(DEFAULT_TOML)
-    else:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError("", "config", str(p), "no such file")
-        try:
-            data = tomllib.loads(p.read_text(encoding="utf-8"))
-        except tomllib.TOMLDecodeError as e:
-            raise ConfigError("", "config", str(p), f"not valid TOML: {e}") from None
+    data = tomllib.loads(DEFAULT_TOML) if path is None else read_config_file(path)
     for key, value in (overrides or {}).items():
         *parents, leaf = key.split(".")
         node = data
@@ -343,3 +393,4 @@ def dump_config(cfg: RunConfig) -> str:
     d["regularization"] = {k: v for k, v in d["regularization"].items() if v is not None}
     d["train"] = {k: v for k, v in d["train"].items() if v is not None}
     return tomli_w.dumps(d)
+

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-__all__ = ["DistContext", "setup", "teardown"]
+__all__ = ["DistContext", "pick_device", "setup", "teardown"]
 
 
 @dataclass
@@ -63,7 +63,8 @@ class DistContext:
         return box[0]
 
 
-def _pick_device(preference: str, local_rank: int) -> torch.device:
+def pick_device(preference: str, local_rank: int = 0) -> torch.device:
+    """The device `[train] device` asks for ("auto": CUDA when there is one)."""
     if preference == "cuda" or (preference == "auto" and torch.cuda.is_available()):
         if not torch.cuda.is_available():
             from thalweg.train.config import ConfigError
@@ -77,7 +78,7 @@ def setup(device: str = "auto") -> DistContext:
     """Join the torchrun job if there is one (gloo on CPU, nccl on GPU), else a single process."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    dev = _pick_device(device, local_rank)
+    dev = pick_device(device, local_rank)
     if world <= 1:
         return DistContext(device=dev)
     if dev.type == "cuda":

@@ -1,16 +1,22 @@
-"""The non-finite guard's vocabulary: the error a run stops with, and which layer blew up."""
+"""The non-finite guard: what blew up, and what the loop should do about it.
+
+The guard decides; the loop acts. :func:`on_nonfinite` counts a NaN/inf step in the
+:class:`~thalweg.train.state.TrainState` and returns a :class:`Decision`: skip the step, roll
+back to the newest good checkpoint with a lower lr, or stop with a message that names the
+culprit and gives advice that fits the config.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import enum
+from dataclasses import dataclass
 
 import torch
 
-__all__ = ["NonFiniteError", "Restart", "first_nonfinite_grad", "on_nonfinite"]
+from thalweg.train.config import RunConfig
+from thalweg.train.state import TrainState
 
-
-class Restart(Exception):
-    """Raised inside an epoch after a rollback: iterate again from the restored position."""
+__all__ = ["Action", "Decision", "NonFiniteError", "first_nonfinite_grad", "on_nonfinite"]
 
 
 class NonFiniteError(RuntimeError):
@@ -19,6 +25,21 @@ class NonFiniteError(RuntimeError):
     def __init__(self, message: str, *, what: str, step: int) -> None:
         super().__init__(message)
         self.what, self.step = what, step
+
+
+class Action(enum.Enum):
+    """What the loop does after a non-finite step."""
+
+    SKIP = "skip"  # drop this step's gradient and go on
+    ROLLBACK = "rollback"  # restore the newest good checkpoint, lr × rollback_lr_factor
+    STOP = "stop"  # raise NonFiniteError(message)
+
+
+@dataclass(frozen=True)
+class Decision:
+    action: Action
+    what: str  # "loss", "gradient of layer 'net.3.weight'", ...
+    message: str = ""  # for STOP: the reason and the advice
 
 
 def first_nonfinite_grad(names: list[str], params: list[torch.Tensor]) -> str:
@@ -36,38 +57,24 @@ def first_nonfinite_grad(names: list[str], params: list[torch.Tensor]) -> str:
     return f"gradient norm (overflow; largest entry {largest:.3g} in layer {where!r})"
 
 
-def on_nonfinite(tr: Any, loss: torch.Tensor, lr: float) -> bool:
-    """Skip and log a NaN/inf step; K in a row: roll back to the newest good checkpoint with a
-    lower lr (raising :class:`Restart`), or stop with :class:`NonFiniteError` naming the culprit."""
-    t = tr.cfg.train
-    what = "loss" if not torch.isfinite(loss) else first_nonfinite_grad(tr.names, tr.params)
-    tr.opt.zero_grad()
-    tr.s["streak"] += 1
-    tr.s["skipped"] += 1
-    tr.log.write({"event": "nonfinite", "step": tr.s["step"], "what": what,
-                  "loss": float(loss), "lr": lr, "streak": tr.s["streak"]})
-    tr.view.print(f"[yellow]step {tr.s['step']}: non-finite {what}; step skipped[/]")
-    if tr.s["streak"] < t.nonfinite_patience:
-        return False
-    if tr.s["rollbacks"] >= t.max_rollbacks:
-        msg = (f"training stopped at step {tr.s['step']}: {tr.s['streak']} non-finite steps in "
-               f"a row (last: {what}) after {tr.s['rollbacks']} rollback(s) with lr x"
-               f"{t.rollback_lr_factor}; lower [optimizer] lr or set [regularization] clip_norm")
-        tr.log.write({"event": "stopped", "step": tr.s["step"], "reason": msg})
-        raise NonFiniteError(msg, what=what, step=tr.s["step"])
-    tr._sync_writes()
-    latest = tr.ckpts.load_latest(tr.ctx.device)
-    st = latest[1] if latest else None
-    if st is None:
-        raise NonFiniteError(f"non-finite {what} at step {tr.s['step']} and no checkpoint to "
-                             "roll back to", what=what, step=tr.s["step"])
-    rollbacks, scale, skipped = tr.s["rollbacks"], tr.s["lr_scale"], tr.s["skipped"]
-    tr._restore(st)
-    tr.s.update(rollbacks=rollbacks + 1, lr_scale=scale * t.rollback_lr_factor,
-                skipped=skipped, streak=0)
-    tr.log.write({"event": "rollback", "step": tr.s["step"], "what": what,
-                  "lr_scale": tr.s["lr_scale"]})
-    tr._warn(f"{t.nonfinite_patience} non-finite steps in a row ({what}): rolled back to step "
-             f"{tr.s['step']} with lr x{tr.s['lr_scale']:g}")
-    tr._save()
-    raise Restart
+def advice(cfg: RunConfig) -> str:
+    """What to change after a blow-up, without suggesting what is already set."""
+    clip = cfg.regularization.clip_norm
+    if clip is None:
+        return "lower [optimizer] lr or set [regularization] clip_norm"
+    return f"lower [optimizer] lr (gradients are already clipped at clip_norm = {clip:g})"
+
+
+def on_nonfinite(state: TrainState, cfg: RunConfig, what: str) -> Decision:
+    """Count a NaN/inf step; K in a row: roll back, unless `max_rollbacks` are spent: stop."""
+    t = cfg.train
+    state.streak += 1
+    state.skipped += 1
+    if state.streak < t.nonfinite_patience:
+        return Decision(Action.SKIP, what)
+    if state.rollbacks >= t.max_rollbacks:
+        msg = (f"training stopped at step {state.step}: {state.streak} non-finite steps in a row "
+               f"(last: {what}) after {state.rollbacks} rollback(s) with lr x"
+               f"{t.rollback_lr_factor}; {advice(cfg)}")
+        return Decision(Action.STOP, what, msg)
+    return Decision(Action.ROLLBACK, what)

@@ -4,7 +4,9 @@ Per step: set lr from the schedule → zero grad → forward → loss (+ penalti
 clip → non-finite guard → step. Per eval: validate, keep the best weights, early stopping.
 Per checkpoint: everything needed to continue bitwise identically (weights, optimizer, loader
 position, every RNG, counters). Non-finite steps are skipped; K in a row roll back to the last
-good checkpoint with a lower lr; if that fails too, the run stops naming what blew up.
+good checkpoint with a lower lr; if that fails too, the run stops naming what blew up. The
+run is assembled by :func:`~thalweg.train.build.build_run`; starting and resuming (locks,
+checkpoint choice, best.pt recovery) live in :mod:`thalweg.train.session`.
 """
 
 from __future__ import annotations
@@ -12,110 +14,109 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-import warnings
 from typing import Any
 
 import torch
 from torch import nn
 
 from thalweg import regularize as R
-from thalweg.data import Loader
 from thalweg.train import distributed
+from thalweg.train.build import build_run
 from thalweg.train.checkpoint import (
     BackgroundWriter,
     CheckpointManager,
     kill_point,
-    save_checkpoint,
+    save_generation,
     snapshot,
 )
-from thalweg.train.components import (
-    build_model,
-    build_optimizer,
-    build_schedule,
-    evaluate,
-    initialize,
-    loss_function,
-    prepare_data,
-)
-from thalweg.train.config import ConfigError, RunConfig, dump_config
-from thalweg.train.guard import NonFiniteError, Restart, on_nonfinite
+from thalweg.train.components import evaluate
+from thalweg.train.config import RunConfig
+from thalweg.train.guard import Action, NonFiniteError, first_nonfinite_grad, on_nonfinite
 from thalweg.train.progress import ProgressView
-from thalweg.train.runs import MetricsLog, RunPaths, write_atomic
-from thalweg.train.state import capture_rng, restore_rng, seed_everything
+from thalweg.train.resume import config_hash
+from thalweg.train.runs import MetricsLog, RunPaths
+from thalweg.train.state import TrainState, capture_rng, restore_rng
 
 __all__ = ["NonFiniteError", "Trainer"]
 
 
 class Trainer:
-    """One run: builds everything from the config, then trains, checkpoints and reports."""
+    """One run: builds everything from the config, then trains, checkpoints and reports.
 
-    def __init__(self, cfg: RunConfig, *, resume: bool = False, quiet: bool = False) -> None:
-        self.cfg, t = cfg, cfg.train
-        self.ctx = distributed.setup(t.device)
-        self.paths = RunPaths(cfg.run_dir())
+    `Trainer(cfg)` claims and locks the run directory (a new name if `cfg`'s holds a run and
+    not `overwrite`), builds the run and starts it or, with `resume`, continues it.
+    """
+
+    def __init__(self, cfg: RunConfig, *, resume: bool = False, quiet: bool = False,
+                 overwrite: bool = False, allow_config_change: bool = False) -> None:
+        from thalweg.train import session
+
+        self.cfg = cfg
+        self.ctx = distributed.setup(cfg.train.device)
         self.main = self.ctx.is_main
         self.view = ProgressView(enabled=self.main and not quiet, notices=self.main)
         self.warnings: list[str] = []
-        if t.batch_size % self.ctx.world_size:
-            raise ConfigError("train", "batch_size", t.batch_size,
-                              f"must be divisible by the {self.ctx.world_size} data-parallel processes")
-        seed_everything(t.seed)
-        self.splits = prepare_data(cfg).to(self.ctx.device)
-        self.model = build_model(cfg, self.splits).to(self.ctx.device)
-        initialize(self.model, cfg, self.splits)
+        self.lock: Any = None
+        self.claim_note: str | None = None
+        self.writer = BackgroundWriter()  # checkpoints are fsynced while training goes on
+        self.log = MetricsLog(RunPaths(cfg.run_dir()).metrics, enabled=False)
+        self.mon_log = self.log
+        self.monitor: Any = None
+        try:
+            session.check_parallel(self)
+            self.paths = RunPaths(session.claim(self, overwrite=overwrite, resume=resume))
+            self.cfg = cfg.model_copy(update={"name": self.paths.root.name})
+            self._build()
+            session.start(self, resume=resume, overwrite=overwrite,
+                          allow_config_change=allow_config_change)
+        except BaseException:
+            self.close()
+            distributed.teardown(self.ctx)
+            raise
+
+    def _build(self) -> None:
+        """Everything from the config (again after a failed restore left things half-loaded)."""
+        cfg, t = self.cfg, self.cfg.train
+        if self.monitor is not None:
+            self.monitor.detach()
+        parts = build_run(cfg, device=self.ctx.device, rank=self.ctx.rank,
+                          world_size=self.ctx.world_size)
+        self.parts, self.splits, self.model = parts, parts.splits, parts.model
+        self.opt, self.info, self.loader = parts.optimizer, parts.info, parts.loader
+        self.schedule, self.steps_per_epoch = parts.schedule, parts.steps_per_epoch
+        self.total_steps, self.best_metric = parts.total_steps, parts.best_metric
+        self.train_loss, self.eval_loss = parts.loss_fn, parts.eval_loss_fn
+        self.classify = parts.classify
         self.net: nn.Module = self.model
         if self.ctx.enabled:
             ids = [self.ctx.device.index] if self.ctx.device.type == "cuda" else None
             self.net = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
-        self.opt, self.info = build_optimizer(cfg, self.model)
-        self.loader = Loader(self.splits.x_train, self.splits.y_train,
-                             t.batch_size // self.ctx.world_size, shuffle=True, seed=t.seed,
-                             rank=self.ctx.rank, world_size=self.ctx.world_size)
-        self.steps_per_epoch = len(self.loader)
-        self.total_steps = t.epochs * self.steps_per_epoch
-        self.schedule = build_schedule(cfg, self.total_steps, self.steps_per_epoch)
-        self.train_loss, self.eval_loss = loss_function(cfg, self.splits)
-        self.classify = self.splits.task == "classification"
-        bm = t.best_metric
-        self.best_metric = bm if bm != "auto" else ("val_accuracy" if self.classify else "val_loss")
-        if self.best_metric == "val_accuracy" and not self.classify:
-            raise ConfigError("train", "best_metric", bm, "val_accuracy needs a classification task")
         self.mixup_gen = torch.Generator().manual_seed(t.seed + 7919)
         es = cfg.regularization.early_stopping
         self.early = R.EarlyStopping(es.patience, es.min_delta,
                                      mode="max" if self.best_metric == "val_accuracy" else "min")
         self.ckpts = CheckpointManager(self.paths.checkpoints, keep=t.keep_checkpoints)
-        self.writer = BackgroundWriter()  # checkpoints are fsynced while training goes on
         self.log = MetricsLog(self.paths.metrics, enabled=self.main)
         self.mon_log = MetricsLog(self.paths.monitors, enabled=self.main and cfg.diagnostics.monitors)
-        self.monitor: Any = None
+        self.monitor = None
         if cfg.diagnostics.monitors:  # per-layer gradient norms, dead units, update ratios
             from thalweg.monitors import Monitor
 
             self.monitor = Monitor(self.model).attach()
         self.names, self.params = map(list, zip(*self.model.named_parameters(), strict=True))
         torch.manual_seed(t.seed + 1 + self.ctx.rank)  # dropout masks differ per rank
-        self.s: dict[str, Any] = {
-            "step": 0, "lr_scale": 1.0, "rollbacks": 0, "streak": 0, "skipped": 0,
-            "best_value": None, "best_step": -1, "stopped": None,
-            "elapsed": 0.0, "last_eval_step": -1,
-        }
+        self.state = TrainState()
+        self.best_ok = False  # best.pt on disk is known good (so it may become best.prev.pt)
         self._zero_window()
         self._start = time.perf_counter()
-        if resume:
-            self._resume()
-        elif self.main:
-            self.paths.root.mkdir(parents=True, exist_ok=True)
-            if self.ckpts.paths():
-                self.view.notice(f"starting over in {self.paths.root} (its old checkpoints are "
-                                 "removed; `--resume` continues a run instead)")
-            for p in self.ckpts.paths():
-                p.unlink()
-            self.paths.best.unlink(missing_ok=True)
-            write_atomic(self.paths.config, dump_config(cfg))
-            self.log.open()
-            self.mon_log.open()
-        self.ctx.barrier()
+
+    def close(self) -> None:
+        """Finish the disk writes, close the logs, release the run directory."""
+        self.writer.close()
+        self.log.close()
+        self.mon_log.close()
+        if self.lock is not None:
+            self.lock.release()
 
     # ----- state -------------------------------------------------------------------------
     def _zero_window(self) -> None:
@@ -124,10 +125,11 @@ class Trainer:
         self.w = {"loss": z.clone(), "correct": z.clone(), "count": z.clone(),
                   "gnorm": z.clone(), "steps": z.clone()}
 
-    def _state(self) -> dict[str, Any]:
+    def state_dict(self) -> dict[str, Any]:
+        """The one resumable state: everything a checkpoint holds (every rank must call it)."""
         self._fold()
-        s = dict(self.s)
-        s["elapsed"] = self.s["elapsed"] + time.perf_counter() - self._start
+        counters = self.state.state_dict()
+        counters["elapsed"] = self.state.elapsed + time.perf_counter() - self._start
         return {
             "model": self.model.state_dict(),
             "optimizer": self.opt.state_dict(),
@@ -137,15 +139,17 @@ class Trainer:
                 "rng": capture_rng({"mixup": self.mixup_gen}),
                 "window": {k: float(v.item()) for k, v in self.w.items()},
             }),
-            "trainer": s,
+            "trainer": counters,
             "early_stopping": self.early.state_dict(),
             "metrics_lines": self.log.lines,
             "monitor_lines": self.mon_log.lines,
             "world_size": self.ctx.world_size,
             "config": self.cfg.model_dump(mode="json"),
+            "config_hash": config_hash(self.cfg),
         }
 
-    def _restore(self, st: dict[str, Any]) -> None:
+    def load_state_dict(self, st: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned (check it with `resume.state_problem` first)."""
         self.model.load_state_dict(st["model"])
         self.opt.load_state_dict(st["optimizer"])
         self.loader.load_state_dict(st["loader"])
@@ -156,55 +160,31 @@ class Trainer:
                   for k, v in mine["window"].items()}
         self._buf = []
         if len(ranks) != self.ctx.world_size:
-            self._warn(f"checkpoint was written by {len(ranks)} processes, now {self.ctx.world_size}: "
-                       "random streams are re-seeded, so the run is no longer bitwise reproducible")
+            self.warn(f"checkpoint was written by {len(ranks)} processes, now {self.ctx.world_size}: "
+                      "random streams are re-seeded, so the run is no longer bitwise reproducible")
             torch.manual_seed(self.cfg.train.seed + 1 + self.ctx.rank)
             if self.ctx.rank:
                 self._zero_window()
-        self.s = dict(st["trainer"])
+        self.state.load_state_dict(st["trainer"])
         self.early.load_state_dict(st["early_stopping"])
         self._start = time.perf_counter()
 
-    def _save(self) -> None:
-        state = self._state()  # every rank joins the RNG gather
+    def save(self) -> None:
+        state = self.state_dict()  # every rank joins the RNG gather
         if self.main:
-            self.writer.submit(self._write, snapshot(state), self.s["step"])
+            self.writer.submit(self._write, snapshot(state), self.state.step)
 
     def _write(self, state: dict[str, Any], step: int) -> None:
         with contextlib.suppress(OSError, ValueError):  # closed meanwhile: nothing to sync
             self.log.sync()
         self.ckpts.save(state, step)
 
-    def _sync_writes(self) -> None:
+    def sync_writes(self) -> None:
         """Every rank may read checkpoints after this: rank 0's writes are on disk."""
         self.writer.wait()
         self.ctx.barrier()
 
-    def _resume(self) -> None:
-        self.ctx.barrier()
-        if self.main:
-            self.ckpts.remove_stale_temps()
-            for tmp in self.paths.root.glob(".best.pt.tmp-*"):
-                tmp.unlink(missing_ok=True)
-        with warnings.catch_warnings():  # reported below, once, by the trainer
-            warnings.simplefilter("ignore")
-            latest = self.ckpts.load_latest(self.ctx.device)
-        for path, why in self.ckpts.skipped:
-            self._warn(f"skipped damaged checkpoint {path.name}: {why}")
-        if latest is None:
-            self._warn(f"no usable checkpoint in {self.paths.checkpoints}; starting from scratch")
-            if self.main:
-                self.log.open()
-                self.mon_log.open()
-            return
-        path, st = latest
-        self._restore(st)
-        self.view.notice(f"resumed {self.paths.root} from {path.name} (step {self.s['step']})")
-        if self.main:
-            self.log.open(keep_lines=st["metrics_lines"])
-            self.mon_log.open(keep_lines=st.get("monitor_lines", 0))
-
-    def _warn(self, msg: str) -> None:
+    def warn(self, msg: str) -> None:
         self.warnings.append(msg)
         self.view.notice(f"[yellow]warning:[/] {msg}")
 
@@ -214,10 +194,10 @@ class Trainer:
         if r.mixup_alpha > 0:
             mixed = R.mixup(xb, yb, r.mixup_alpha, self.mixup_gen)
             out = self.net(mixed.x)
-            per = mixed.loss(self.train_loss, out)
+            per = mixed.loss(self.train_loss.per_sample, out)
         else:
             out = self.net(xb)
-            per = self.train_loss(out, yb)
+            per = self.train_loss.per_sample(out, yb)
         loss = per.mean()
         if r.l1:
             loss = loss + R.l1_penalty(self.params, r.l1, weights_only=True)
@@ -225,12 +205,14 @@ class Trainer:
             loss = loss + R.l2_penalty(self.params, r.l2, weights_only=True)
         return loss, per.detach(), out.detach()
 
-    def _step(self, xb: torch.Tensor, yb: torch.Tensor) -> bool:
-        r, step = self.cfg.regularization, self.s["step"]
-        lr = self.schedule(step) * self.s["lr_scale"]
+    def _step(self, xb: torch.Tensor, yb: torch.Tensor) -> Action | None:
+        """One optimizer step; None when it was taken, else the guard's action."""
+        r, step = self.cfg.regularization, self.state.step
+        lr = self.schedule(step) * self.state.lr_scale
         for g in self.opt.param_groups:
             g["lr"] = lr
-        if self.info.needs_closure:
+        watch = self.monitor is not None and (step + 1) % self.cfg.train.log_every == 0
+        if self.info.needs_closure:  # clipping is refused by the config, DDP by the trainer
             box: dict[str, Any] = {}
 
             def closure() -> torch.Tensor:
@@ -239,6 +221,8 @@ class Trainer:
                 loss.backward()
                 return loss
 
+            if watch:
+                self.monitor.snapshot()
             loss = self.opt.step(closure)
             per, out = box["per"], box["out"]
             gnorm = torch.nn.utils.get_total_norm([p.grad for p in self.params if p.grad is not None])
@@ -259,19 +243,53 @@ class Trainer:
             if self.ctx.enabled:  # every rank must agree to step or skip
                 flag = self.ctx.all_reduce_sum(torch.tensor([float(ok)], device=self.ctx.device))
                 ok = int(flag.item()) == self.ctx.world_size
-            watch = ok and self.monitor is not None and (step + 1) % self.cfg.train.log_every == 0
-            if watch:
+            if ok and watch:
                 self.monitor.snapshot()
             if ok:
                 self.opt.step()
-            if watch:
-                self.mon_log.write(self.monitor.measure(loss=loss.detach(), step=step + 1))
-        self.s["step"] = step + 1
+        if ok and watch:
+            self.mon_log.write(self.monitor.measure(loss=loss.detach(), step=step + 1))
+        self.state.step = step + 1
         if not ok:
-            return on_nonfinite(self, loss.detach(), lr)
-        self.s["streak"] = 0
+            return self._on_nonfinite(loss.detach(), lr)
+        self.state.streak = 0
         self._buf.append((per, gnorm.detach(), out if self.classify else None, yb))
-        return True
+        return None
+
+    def _on_nonfinite(self, loss: torch.Tensor, lr: float) -> Action:
+        """Carry out the guard's decision: skip, roll back, or stop."""
+        s = self.state
+        what = "loss" if not torch.isfinite(loss) else first_nonfinite_grad(self.names, self.params)
+        self.opt.zero_grad()
+        d = on_nonfinite(s, self.cfg, what)
+        self.log.write({"event": "nonfinite", "step": s.step, "what": what, "loss": float(loss),
+                        "lr": lr, "streak": s.streak})
+        self.view.print(f"[yellow]step {s.step}: non-finite {what}; step skipped[/]")
+        if d.action is Action.STOP:
+            self.log.write({"event": "stopped", "step": s.step, "reason": d.message})
+            raise NonFiniteError(d.message, what=what, step=s.step)
+        if d.action is Action.ROLLBACK:
+            self._rollback(what)
+        return d.action
+
+    def _rollback(self, what: str) -> None:
+        """Back to the newest good checkpoint with lr × rollback_lr_factor; the guard's counts
+        and the best model so far survive it (best.pt is never replaced by a worse model)."""
+        t, s = self.cfg.train, self.state
+        keep = (s.rollbacks, s.lr_scale, s.skipped, s.best_value, s.best_step)
+        self.sync_writes()
+        latest = self.ckpts.load_latest(self.ctx.device)
+        if latest is None:
+            raise NonFiniteError(f"non-finite {what} at step {s.step} and no checkpoint to "
+                                 "roll back to", what=what, step=s.step)
+        self.load_state_dict(latest[1])
+        s = self.state
+        s.rollbacks, s.lr_scale, s.skipped = keep[0] + 1, keep[1] * t.rollback_lr_factor, keep[2]
+        s.best_value, s.best_step, s.streak = keep[3], keep[4], 0
+        self.log.write({"event": "rollback", "step": s.step, "what": what, "lr_scale": s.lr_scale})
+        self.warn(f"{t.nonfinite_patience} non-finite steps in a row ({what}): rolled back to "
+                  f"step {s.step} with lr x{s.lr_scale:g}")
+        self.save()
 
     @torch.no_grad()
     def _fold(self) -> None:
@@ -291,14 +309,14 @@ class Trainer:
 
     # ----- evaluation --------------------------------------------------------------------
     def evaluate(self, x: torch.Tensor, y: torch.Tensor, model: nn.Module | None = None) -> dict[str, float]:
-        return evaluate(model or self.model, x, y, self.eval_loss, self.classify,
+        return evaluate(model or self.model, x, y, self.eval_loss.per_sample, self.classify,
                         self.cfg.train.eval_batch_size)
 
     def _log_train(self, lr: float) -> dict[str, Any]:
         self._fold()
         w = {k: v.item() for k, v in self.w.items()}
-        rec: dict[str, Any] = {"step": self.s["step"],
-                               "epoch": round(self.s["step"] / self.steps_per_epoch, 4), "lr": lr}
+        rec: dict[str, Any] = {"step": self.state.step,
+                               "epoch": round(self.state.step / self.steps_per_epoch, 4), "lr": lr}
         if w["steps"]:
             if self.ctx.enabled:
                 t = torch.tensor([w["loss"], w["correct"], w["count"]], dtype=torch.float64)
@@ -310,75 +328,85 @@ class Trainer:
         self._zero_window()
         return rec
 
+    def better(self, value: float, than: float | None) -> bool:
+        sign = 1.0 if self.best_metric == "val_accuracy" else -1.0
+        return than is None or sign * (value - than) > 0
+
     def _eval_and_keep_best(self, rec: dict[str, Any]) -> None:
         res = self.evaluate(self.splits.x_val, self.splits.y_val)
         res = self.ctx.broadcast(res)
         rec["val_loss"] = res["loss"]
         if "accuracy" in res:
             rec["val_accuracy"] = res["accuracy"]
-        self.s["last_eval_step"] = self.s["step"]
-        value, best = rec[self.best_metric], self.s["best_value"]
-        sign = 1.0 if self.best_metric == "val_accuracy" else -1.0
-        if math.isfinite(value) and (best is None or sign * (value - best) > 0):
-            self.s["best_value"], self.s["best_step"] = value, self.s["step"]
+        s = self.state
+        s.last_eval_step = s.step
+        value = rec[self.best_metric]
+        # a model whose val loss or weights are not finite is never best, whatever its accuracy
+        finite = math.isfinite(value) and math.isfinite(res["loss"]) and \
+            all(bool(torch.isfinite(p).all()) for p in self.params)
+        if finite and self.better(value, s.best_value):
+            s.best_value, s.best_step = value, s.step
             if self.main:
-                best = snapshot({"model": self.model.state_dict(), "step": self.s["step"],
+                best = snapshot({"model": self.model.state_dict(), "step": s.step,
                                  "metric": self.best_metric, "value": value,
-                                 "config": self.cfg.model_dump(mode="json")})
-                self.writer.submit(save_checkpoint, best, self.paths.best)
+                                 "config": self.cfg.model_dump(mode="json"),
+                                 "config_hash": config_hash(self.cfg)})
+                self.writer.submit(save_generation, best, self.paths.best, self.paths.best_prev,
+                                   rotate=self.best_ok)
+                self.best_ok = True
         if self.early.step(value) and self.cfg.regularization.early_stopping.enabled:
-            self.s["stopped"] = "early_stopping"
+            s.stopped = "early_stopping"
 
     def _record(self, evaluate: bool) -> None:
         lr = self.opt.param_groups[0]["lr"]
         rec = self._log_train(lr)
         if evaluate:
             self._eval_and_keep_best(rec)
-        rec["seconds"] = round(self.s["elapsed"] + time.perf_counter() - self._start, 3)
+        rec["seconds"] = round(self.state.elapsed + time.perf_counter() - self._start, 3)
         self.log.write(rec)
         self.view.update(rec)
 
     # ----- the loop ----------------------------------------------------------------------
     def train(self) -> None:
-        t = self.cfg.train
-        if self.s["step"] == 0 and not self.ckpts.paths():
-            self._save()  # step 0: the last good state to roll back to
-        self.view.start(self.total_steps, self.s["step"], t.epochs)
+        t, s = self.cfg.train, self.state
+        if s.step == 0 and not self.ckpts.paths():
+            self.save()  # step 0: the last good state to roll back to
+        self.view.start(self.total_steps, s.step, t.epochs)
         try:
-            while self.s["stopped"] is None and self.loader.epoch < t.epochs:
-                try:
-                    self._epoch()
-                except Restart:
-                    continue
-            if self.s["stopped"] is None:
-                self.s["stopped"] = "completed"
-            if self.s["last_eval_step"] != self.s["step"]:
+            while self.state.stopped is None and self.loader.epoch < t.epochs:
+                self._epoch()  # False after a rollback: iterate again from the restored position
+            s = self.state
+            if s.stopped is None:
+                s.stopped = "completed"
+            if s.last_eval_step != s.step:
                 self._record(evaluate=True)
-            self._save()
-            self._sync_writes()
+            self.save()
+            self.sync_writes()
         finally:
             self.view.stop()
 
-    def _epoch(self) -> None:
+    def _epoch(self) -> bool:
         t = self.cfg.train
         for xb, yb in self.loader:
-            self._step(xb, yb)
-            step = self.s["step"]
+            if self._step(xb, yb) is Action.ROLLBACK:
+                return False
+            step = self.state.step
             end = self.loader.position == self.steps_per_epoch
             ev = (step % t.eval_every == 0) if t.eval_every else end
             if ev or step % t.log_every == 0:
                 self._record(evaluate=ev)
             else:
                 self.view.advance()
-            if self.s["stopped"] is not None:
-                return
+            if self.state.stopped is not None:
+                return True
             if end:
                 break  # the epoch's checkpoint holds the start of the next epoch
             if t.checkpoint_every and step % t.checkpoint_every == 0:
-                self._save()
+                self.save()
             kill_point(step, self.writer)
         self.loader.set_epoch(self.loader.epoch + 1)
-        step = self.s["step"]
+        step = self.state.step
         if not t.checkpoint_every or step % t.checkpoint_every == 0:
-            self._save()
+            self.save()
         kill_point(step, self.writer)
+        return True

@@ -1,15 +1,18 @@
-"""The run directory `runs/<name>/`: its layout, the metrics log, and loading a finished run.
+"""The run directory `runs/<name>/`: its layout, its lock, the metrics log, and loading a run.
 
-Layout: `config.toml` (resolved), `metrics.jsonl`, `checkpoints/step_*.pt`, `best.pt`,
-`figures/*.png`, `report.html`, `summary.json`, and `monitors.jsonl` when
-`[diagnostics] monitors = true`.
+Layout: `config.toml` (resolved), `metrics.jsonl` (strict JSON), `checkpoints/step_*.pt`,
+`best.pt` and `best.prev.pt` (the best weights and the generation before), `figures/*.png`,
+`report.html`, `summary.json`, `monitors.jsonl` when `[diagnostics] monitors = true`, and
+`.lock` while a process owns the run.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import math
 import os
-import tomllib
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,22 +20,47 @@ from typing import Any
 import torch
 from torch import nn
 
-from thalweg.train.checkpoint import CheckpointManager, load_checkpoint
-from thalweg.train.config import RunConfig, parse_config
+from thalweg.train.checkpoint import CheckpointError, CheckpointManager, disk_error, load_checkpoint
+from thalweg.train.config import RunConfig, parse_config, read_config_file
 
 __all__ = [
-    "LoadedRun", "MetricsLog", "RunPaths", "RunResult", "load_run", "read_metrics", "write_atomic",
+    "LoadedRun", "MetricsLog", "RunPaths", "RunResult", "dumps", "jsonable", "load_run",
+    "read_metrics", "write_atomic",
 ]
 
 
 def write_atomic(path: Path, text: str) -> None:
-    """Replace `path` with `text` all at once (temp file, fsync, rename): never half a file."""
+    """Replace `path` with `text` all at once (temp file, fsync, rename): never half a file.
+    A disk fault raises OSError naming `path`; the old file stays."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        raise disk_error(e, path, path.name) from None
+
+
+def jsonable(obj: Any) -> Any:
+    """`obj` with every NaN/inf float (and 0-d tensor) replaced by None, for strict JSON."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [jsonable(v) for v in obj]
+    if isinstance(obj, torch.Tensor) and obj.numel() == 1:
+        return jsonable(obj.item())
+    return obj
+
+
+def dumps(obj: Any, **kw: Any) -> str:
+    """Strict JSON (RFC 8259): non-finite numbers are written as null."""
+    return json.dumps(jsonable(obj), allow_nan=False, **kw)
 
 
 @dataclass(frozen=True)
@@ -62,6 +90,14 @@ class RunPaths:
         return self.root / "best.pt"
 
     @property
+    def best_prev(self) -> Path:
+        return self.root / "best.prev.pt"
+
+    @property
+    def lock(self) -> Path:
+        return self.root / ".lock"
+
+    @property
     def figures(self) -> Path:
         return self.root / "figures"
 
@@ -75,7 +111,8 @@ class RunPaths:
 
 
 class MetricsLog:
-    """Append-only `metrics.jsonl`; `truncate(n)` drops lines written after a checkpoint."""
+    """Append-only `metrics.jsonl` in strict JSON; `open(keep_lines=n)` drops the lines written
+    after a checkpoint. A disk fault raises OSError naming the file."""
 
     def __init__(self, path: Path, enabled: bool = True) -> None:
         self.path, self.enabled, self.lines = path, enabled, 0
@@ -84,22 +121,25 @@ class MetricsLog:
     def open(self, keep_lines: int | None = None) -> None:
         if not self.enabled:
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        if keep_lines is None:
-            self.path.write_text("")
-            self.lines = 0
-        else:
-            kept = self.path.read_text().splitlines(keepends=True)[:keep_lines] if self.path.exists() else []
+        kept: list[str] = []
+        if keep_lines is not None and self.path.exists():
+            kept = self.path.read_text().splitlines(keepends=True)[:keep_lines]
             kept = [ln for ln in kept if ln.endswith("\n")]  # a line cut by a crash is dropped
-            write_atomic(self.path, "".join(kept))
-            self.lines = len(kept)
-        self._fh = open(self.path, "a", encoding="utf-8")  # noqa: SIM115
+        write_atomic(self.path, "".join(kept))
+        self.lines = len(kept)
+        try:
+            self._fh = open(self.path, "a", encoding="utf-8")  # noqa: SIM115
+        except OSError as e:
+            raise disk_error(e, self.path, self.path.name) from None
 
     def write(self, record: dict[str, Any]) -> None:
         if self._fh is None:
             return
-        self._fh.write(json.dumps(record, allow_nan=True) + "\n")
-        self._fh.flush()
+        try:
+            self._fh.write(dumps(record) + "\n")
+            self._fh.flush()
+        except OSError as e:
+            raise disk_error(e, self.path, self.path.name) from None
         self.lines += 1
 
     def sync(self) -> None:
@@ -108,7 +148,8 @@ class MetricsLog:
 
     def close(self) -> None:
         if self._fh is not None:
-            self._fh.close()
+            with contextlib.suppress(OSError):  # a failed flush was reported by write()
+                self._fh.close()
             self._fh = None
 
 
@@ -150,7 +191,9 @@ class LoadedRun:
     loss_fn: Any  # (output, target) -> mean training loss (label smoothing included)
     config: RunConfig
     run_dir: Path
-    checkpoint: Path
+    checkpoint: Path  # the file the weights came from
+    eval_loss_fn: Any = None  # (output, target) -> mean plain loss for the task
+    warnings: list[str] = field(default_factory=list)  # damaged files skipped on the way
 
 
 def _find_run_dir(path: Path) -> Path:
@@ -161,32 +204,54 @@ def _find_run_dir(path: Path) -> Path:
 
 
 def load_run(path: str | Path, map_location: str | torch.device = "cpu") -> LoadedRun:
-    """Rebuild a run from its directory (best weights) or from a checkpoint file inside one."""
-    from thalweg.train.components import build_model, loss_function, prepare_data
+    """Rebuild a run from its directory (best weights) or from a checkpoint file inside one.
+
+    From a directory: best.pt, else (with a warning naming what was wrong) the newest good
+    checkpoint, else best.prev.pt. A damaged or foreign file is never loaded; if nothing
+    loads, one :class:`CheckpointError` lists every file and why.
+    """
+    from thalweg.train.build import build_run
+    from thalweg.train.resume import model_mismatch
+    from thalweg.train.state import capture_rng, restore_rng
 
     p = Path(path)
     if not p.exists():
         raise FileNotFoundError(f"no such run directory or checkpoint: {p}")
     run_dir = _find_run_dir(p if p.is_dir() else p.parent)
     paths = RunPaths(run_dir)
-    cfg = parse_config(tomllib.loads(paths.config.read_text()), check_optimizer=False)
+    cfg = parse_config(read_config_file(paths.config), check_optimizer=False)
+    rng = capture_rng()  # loading a run leaves the caller's random streams as they were
+    try:
+        parts = build_run(cfg, device=map_location, optimizer=False, check_budget=False)
+    finally:
+        restore_rng(rng)
+    model = parts.model
     if p.is_file():
-        ckpt, state = p, load_checkpoint(p, map_location)
-    elif paths.best.is_file():
-        ckpt, state = paths.best, load_checkpoint(paths.best, map_location)
+        order = [p]
     else:
-        latest = CheckpointManager(paths.checkpoints).load_latest(map_location)
-        if latest is None:
-            raise FileNotFoundError(f"run {run_dir} has neither best.pt nor a readable checkpoint")
-        ckpt, state = latest
-    splits = prepare_data(cfg)
-    model = build_model(cfg, splits)
-    model.load_state_dict(state["model"])
+        order = [paths.best, *reversed(CheckpointManager(paths.checkpoints).paths()), paths.best_prev]
+    problems: list[str] = []
+    for cand in order:
+        if not cand.is_file():
+            if cand == paths.best:
+                problems.append("best.pt is missing")
+            continue
+        try:
+            state = load_checkpoint(cand, map_location)
+            why = model_mismatch(state.get("model"), model)
+        except CheckpointError as e:
+            why = str(e)
+        if why is None:
+            model.load_state_dict(state["model"])
+            break
+        problems.append(f"{cand.name}: {why}" if cand.name not in why else why)
+    else:
+        raise CheckpointError(f"run {run_dir} has no loadable model: " + "; ".join(problems or
+                              ["no best.pt and no checkpoint"]))
+    notes = [f"{run_dir}: {why}; using {cand.name} instead" for why in problems]
+    for note in notes:
+        warnings.warn(note, stacklevel=2)
     model.eval()
-    train_loss, _ = loss_function(cfg, splits)
-
-    def loss_fn(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return train_loss(out, y).mean()
-
-    return LoadedRun(model=model, splits=splits, loss_fn=loss_fn, config=cfg, run_dir=run_dir,
-                     checkpoint=ckpt)
+    return LoadedRun(model=model, splits=parts.splits, loss_fn=parts.loss_fn, config=cfg,
+                     run_dir=run_dir, checkpoint=cand, eval_loss_fn=parts.eval_loss_fn,
+                     warnings=notes)

@@ -1,4 +1,5 @@
-"""Everything random a run depends on, captured and restored in `weights_only`-safe form.
+"""The trainer's own counters (:class:`TrainState`) and everything random a run depends on,
+captured and restored in `weights_only`-safe form.
 
 torch (CPU and CUDA), numpy's legacy global generator, Python's `random`, and any extra
 `torch.Generator`s the loop owns. Restoring all of them is what makes a resumed run bitwise
@@ -7,13 +8,43 @@ identical to an uninterrupted one.
 
 from __future__ import annotations
 
+import dataclasses
 import random
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
-__all__ = ["capture_rng", "restore_rng", "seed_everything"]
+__all__ = ["TrainState", "capture_rng", "restore_rng", "seed_everything"]
+
+
+@dataclass
+class TrainState:
+    """The loop's counters: where the run is, how the guard has acted, what is best so far."""
+
+    step: int = 0
+    lr_scale: float = 1.0  # the non-finite guard's cumulative lr factor (rollbacks)
+    rollbacks: int = 0
+    streak: int = 0  # non-finite steps in a row
+    skipped: int = 0
+    best_value: float | None = None  # the metric of the model in best.pt
+    best_step: int = -1
+    stopped: str | None = None  # None while training; "completed" | "early_stopping"
+    elapsed: float = 0.0  # training seconds before this process
+    last_eval_step: int = -1
+
+    def state_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Take every field from `state`; a missing or unknown key is a ValueError (nothing set)."""
+        names = {f.name for f in dataclasses.fields(self)}
+        missing, unknown = sorted(names - state.keys()), sorted(state.keys() - names)
+        if missing or unknown:
+            raise ValueError(f"trainer state does not match: missing {missing}, unknown {unknown}")
+        for name in names:
+            setattr(self, name, state[name])
 
 
 def seed_everything(seed: int) -> None:

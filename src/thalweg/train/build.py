@@ -1,0 +1,120 @@
+"""`build_run(config) -> RunParts`: the one place a run is assembled from its config.
+
+The trainer, :func:`thalweg.train.load_run`, `thalweg lr-find`, the doctor's treatments and the
+bench all call it, so each sees the same data (standardized with train-split statistics), the
+same initialized model, the same loss for the task, optimizer and schedule.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from thalweg.train.budget import Estimate, check_fits, estimate
+from thalweg.train.components import (
+    TaskLoss,
+    build_model,
+    build_optimizer,
+    build_schedule,
+    initialize,
+    prepare_data,
+    task_losses,
+)
+from thalweg.train.config import ConfigError, RunConfig, load_config, parse_config
+from thalweg.train.state import seed_everything
+
+__all__ = ["RunParts", "as_config", "build_run"]
+
+
+@dataclass
+class RunParts:
+    """Everything a run is made of, built from its config (see :func:`build_run`)."""
+
+    config: RunConfig
+    splits: Any  # thalweg.data.Splits, standardized, on `device`
+    model: nn.Module  # initialized by [init] rule, on `device`, in train mode
+    loss_fn: TaskLoss  # the training objective (label smoothing included): mean over the batch
+    eval_loss_fn: TaskLoss  # the plain loss for the task, as validation and test report it
+    optimizer: torch.optim.Optimizer | None  # None when built with `optimizer=False`
+    info: Any  # the optimizer's registry entry (needs_closure, needs_model, schema)
+    schedule: Any  # step -> lr, peaking at the optimizer's lr
+    loader: Any  # thalweg.data.Loader over the training split (this rank's shard)
+    steps_per_epoch: int
+    total_steps: int
+    best_metric: str  # "val_accuracy" | "val_loss" (resolved from "auto")
+    device: torch.device
+    standardization: tuple[torch.Tensor, torch.Tensor] | None  # (mean, std) of the train split
+    estimate: Estimate  # parameters, memory and least time, computed before building
+
+    @property
+    def classify(self) -> bool:
+        return self.splits.task == "classification"
+
+
+def as_config(config: RunConfig | dict[str, Any] | str | Path | None) -> RunConfig:
+    """A RunConfig from an object, a dict, a TOML path, or None (the embedded default)."""
+    if isinstance(config, RunConfig):
+        return config
+    if isinstance(config, dict):
+        return parse_config(config)
+    return load_config(config)
+
+
+def build_run(config: RunConfig | dict[str, Any] | str | Path | None, *,
+              device: str | torch.device | None = None, rank: int = 0, world_size: int = 1,
+              optimizer: bool = True, check_budget: bool = True) -> RunParts:
+    """Seed, load and standardize the data, estimate the cost (refusing what cannot fit),
+    build and initialize the model, then the optimizer, loader, schedule and losses.
+
+    `device` defaults to `[train] device`; `rank`/`world_size` shard the loader for DDP;
+    `optimizer=False` skips the optimizer (K-FAC, for one, hooks into the model).
+    """
+    from thalweg.data import Loader
+    from thalweg.optim import registry
+    from thalweg.train.distributed import pick_device
+
+    cfg = as_config(config)
+    t = cfg.train
+    dev = pick_device(t.device, 0) if device is None else torch.device(device)
+    if t.batch_size % world_size:
+        raise ConfigError("train", "batch_size", t.batch_size,
+                          f"must be divisible by the {world_size} data-parallel processes")
+    seed_everything(t.seed)
+    splits, stats = prepare_data(cfg)
+    classify = splits.task == "classification"
+    bm = t.best_metric
+    best_metric = bm if bm != "auto" else ("val_accuracy" if classify else "val_loss")
+    if best_metric == "val_accuracy" and not classify:
+        raise ConfigError("train", "best_metric", bm, "val_accuracy needs a classification task")
+    per_rank = t.batch_size // world_size
+    steps_per_epoch = len(Loader(splits.x_train, splits.y_train, per_rank, shuffle=False,
+                                 rank=rank, world_size=world_size))
+    total_steps = t.epochs * steps_per_epoch
+    if check_budget:  # the parameters alone, before anything is allocated
+        check_fits(estimate(cfg, splits, dev, total_steps, world_size), cfg, dev)
+    splits = splits.to(dev)
+    model = build_model(cfg, splits).to(dev)
+    initialize(model, cfg, splits)
+    est = estimate(cfg, splits, dev, total_steps, world_size, model=model)
+    if check_budget:
+        check_fits(est, cfg, dev)
+    if optimizer:
+        opt, info = build_optimizer(cfg, model)
+    else:
+        opt, info = None, None
+        with contextlib.suppress(ValueError):  # a loaded run's optimizer may not be registered
+            info = registry.get(cfg.optimizer.name)
+    loader = Loader(splits.x_train, splits.y_train, per_rank, shuffle=True, seed=t.seed,
+                    rank=rank, world_size=world_size)
+    loss_fn, eval_loss_fn = task_losses(cfg, splits.task)
+    return RunParts(
+        config=cfg, splits=splits, model=model, loss_fn=loss_fn, eval_loss_fn=eval_loss_fn,
+        optimizer=opt, info=info, schedule=build_schedule(cfg, total_steps, steps_per_epoch),
+        loader=loader, steps_per_epoch=steps_per_epoch, total_steps=total_steps,
+        best_metric=best_metric, device=dev, standardization=stats, estimate=est,
+    )
