@@ -55,6 +55,12 @@ class TaskConfig(_Section):
     val_classes: list[int] = Field(default_factory=list)
     augment: Literal["none", "rotate", "reverse"] = "none"
 
+    @field_validator("amplitude", "phase", "x_range", mode="before")
+    @classmethod
+    def _pair_from_list(cls, v: Any) -> Any:
+        """TOML writes a pair as an array; the strict section takes only tuples."""
+        return tuple(v) if isinstance(v, list) else v
+
 
 class InnerConfig(_Section):
     """The inner loop: steps of an elementwise optimizer (plain SGD by default) per task."""
