@@ -24,6 +24,7 @@ COMMAND_MODULES: list[str] = [
     "thalweg.landscape.commands",
     "thalweg.optim.commands",
     "thalweg.train.commands",
+    "thalweg.train.treatment",
 ]
 
 

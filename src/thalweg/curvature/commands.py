@@ -1,5 +1,5 @@
 """CLI: `thalweg inspect PATH` (the Hessian at a run's weights: extreme eigenvalues, trace, density,
-classification) and `thalweg doctor PATH` (every finding, as text/JSON and into report.html).
+classification). `thalweg doctor` lives in `thalweg.train.treatment`.
 
 PATH is a run directory or checkpoint (via `thalweg.train.load_run`) or a probe file written
 by `thalweg.curvature.save_probe`.
@@ -94,83 +94,6 @@ def _inspect_text(r: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def doctor_target(path: Path, *, mode: str = "eval", max_samples: int = 2048, grad_tol: float = 1e-3,
-                  report: Path | None = None) -> tuple[list[Any], dict[str, Any], Path]:
-    """Measure (monitors + curvature + run history), diagnose, and write the report section."""
-    import torch
-
-    from thalweg.curvature.critical import classify
-    from thalweg.diagnose import Thresholds, diagnose, to_html, write_html_section
-    from thalweg.monitors import Monitor
-
-    probe, op = _operator(path, mode, max_samples)
-    model = probe.model
-    with Monitor(model) as mon:  # one training-mode forward/backward on the probe data
-        was = model.training
-        model.train()
-        model.zero_grad()
-        with torch.random.fork_rng():
-            torch.manual_seed(0)
-            loss = probe.loss_fn(model(probe.x), probe.y)
-        loss.backward()
-        meas = mon.measure(loss=float(loss.detach()))
-        model.zero_grad()
-        model.train(was)
-    cls = classify(op, grad_tol=grad_tol, max_hvps=150, dense_max=0)
-    meas["curvature"] = cls.to_dict()
-    meas["lr"], meas["optimizer"] = probe.lr, probe.optimizer
-    meas["momentum"] = probe.extras.get("momentum")
-    if probe.run_dir is not None:
-        mfile = Path(probe.run_dir) / "metrics.jsonl"
-        if mfile.is_file():
-            recs = [json.loads(ln) for ln in mfile.read_text().splitlines() if ln.strip()]
-            meas["loss_history"] = [r["train_loss"] for r in recs if isinstance(r.get("train_loss"), int | float)]
-            events = sum(1 for r in recs if r.get("event") == "nonfinite")
-            if events:
-                meas["nonfinite"]["training_events"] = events
-    findings = diagnose(meas, Thresholds(grad_tol=grad_tol))
-    if probe.run_dir is not None:
-        findings += _training_history_findings(Path(probe.run_dir) / "monitors.jsonl", {f.code for f in findings})
-        findings.sort(key=lambda f: {"critical": 0, "warning": 1, "info": 2}[f.severity])
-    if report is None:
-        report = (Path(probe.run_dir) / "report.html") if probe.run_dir is not None else \
-            Path(probe.source).with_suffix(".report.html")
-    extra = f"<pre>{_html_escape(cls.explain())}</pre>"
-    write_html_section(report, to_html(findings, extra=extra))
-    return findings, meas, report
-
-
-def _training_history_findings(path: Path, seen: set[str]) -> list[Any]:
-    """Findings from the trainer's last `Monitor.measure()` record (monitors.jsonl), for codes the
-    fresh measurement did not already raise; non-finite counts are summed over the whole run."""
-    from thalweg.diagnose import diagnose
-
-    if not path.is_file():
-        return []
-    recs = [json.loads(ln) for ln in path.read_text().splitlines() if ln.strip()]
-    recs = [r for r in recs if isinstance(r, dict) and "layers" in r]
-    if not recs:
-        return []
-    last = dict(recs[-1])
-    totals: dict[str, int] = {}
-    for r in recs:
-        for k, v in (r.get("nonfinite") or {}).items():
-            totals[k] = totals.get(k, 0) + int(bool(v) if isinstance(v, bool) else v)
-    last["nonfinite"] = totals
-    out = []
-    for f in diagnose(last):
-        if f.code not in seen and f.code not in ("AT_MINIMUM", "FLAT_REGION", "NOT_CRITICAL"):
-            f.evidence = {"from": f"monitors.jsonl (step {last.get('step')}, {len(recs)} records)", **f.evidence}
-            out.append(f)
-    return out
-
-
-def _html_escape(s: str) -> str:
-    import html
-
-    return html.escape(s)
-
-
 def register(app: typer.Typer) -> None:
     @app.command("inspect")
     def inspect_cmd(
@@ -187,24 +110,3 @@ def register(app: typer.Typer) -> None:
         r = inspect_target(path, k=k, mode=mode, max_samples=max_samples, out=out, grad_tol=grad_tol,
                            density_plot=not no_density)
         typer.echo(json.dumps(_clean(r), indent=2) if as_json else _inspect_text(r))
-
-    @app.command("doctor")
-    def doctor_cmd(
-        path: Path = typer.Argument(..., help="Run directory, checkpoint, or probe file (save_probe)."),
-        mode: str = typer.Option("eval", help="Model mode for the Hessian: eval or train."),
-        max_samples: int = typer.Option(2048, min=1, help="Training rows used (the first ones)."),
-        grad_tol: float = typer.Option(1e-3, help="Gradient norm below which training counts as stopped."),
-        report: Path | None = typer.Option(None, help="HTML file to write (default: the run's report.html)."),
-        as_json: bool = typer.Option(False, "--json", help="Print JSON instead of text."),
-    ) -> None:
-        """Every finding for a run — saddles, unstable LR, vanishing/exploding gradients, dead units,
-        overflow — with evidence and a suggested action; also written into report.html."""
-        from thalweg.diagnose import format_findings
-
-        findings, meas, rep = doctor_target(path, mode=mode, max_samples=max_samples, grad_tol=grad_tol,
-                                            report=report)
-        if as_json:
-            typer.echo(json.dumps(_clean({"findings": [f.to_dict() for f in findings], "measurements": meas,
-                                          "report": str(rep)}), indent=2))
-        else:
-            typer.echo(f"thalweg doctor {path}\n{format_findings(findings)}\nreport: {rep}")
