@@ -182,12 +182,16 @@ def _weights(ev: RunEvidence, path: Path) -> Path | None:
     return _save(fig, path)
 
 
-def plot_evidence(ev: RunEvidence, out_dir: Path, prefix: str = "doctor_") -> dict[str, Path]:
-    """Draw every figure the evidence allows into `out_dir`; returns {kind: png path}."""
+def plot_evidence(ev: RunEvidence, out_dir: Path, prefix: str = "doctor_",
+                  kinds: set[str] | None = None) -> dict[str, Path]:
+    """Draw every figure the evidence allows (or only `kinds`) into `out_dir`; returns
+    {kind: png path}."""
     out_dir.mkdir(parents=True, exist_ok=True)
     made: dict[str, Path] = {}
     for key, fn in (("loss", _loss), ("gradients", _gradients), ("activations", _activations),
                     ("curvature", _curvature), ("data", _data), ("weights", _weights)):
+        if kinds is not None and key not in kinds:
+            continue
         p = fn(ev, out_dir / f"{prefix}{key}.png")
         if p is not None:
             made[key] = p

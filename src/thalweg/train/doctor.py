@@ -143,6 +143,8 @@ def _examine_run(path: Path, *, max_samples: int, mode: str, grad_tol: float, wi
         raise FileNotFoundError(f"{path} is not a run directory, a checkpoint inside one, or a probe file")
     paths = RunPaths(run_dir)
     cfg = parse_config(tomllib.loads(paths.config.read_text()), check_optimizer=False)
+    if cfg.train.num_threads:  # as the run trained: small models are fastest single-threaded
+        torch.set_num_threads(cfg.train.num_threads)
     cfg_d = cfg.model_dump(mode="json")
     records = read_metrics(paths.metrics) if paths.metrics.is_file() else []
     summary = json.loads(paths.summary.read_text()) if paths.summary.is_file() else None
@@ -217,6 +219,16 @@ def examine(path: str | Path, *, max_samples: int = 512, mode: str = "eval", gra
     if mode not in ("train", "eval"):
         raise ValueError(f"mode must be 'train' or 'eval', got {mode!r}")
     t = thresholds or Thresholds(grad_tol=grad_tol)
+    threads = torch.get_num_threads()
+    try:
+        return _examine(p, max_samples=max_samples, mode=mode, grad_tol=grad_tol, with_curvature=with_curvature,
+                        lr_finder=lr_finder, t=t)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _examine(p: Path, *, max_samples: int, mode: str, grad_tol: float, with_curvature: bool, lr_finder: bool,
+             t: Thresholds) -> Examination:
     if p.is_file():
         ex = _examine_probe(p, max_samples=max_samples, mode=mode, grad_tol=grad_tol,
                             with_curvature=with_curvature, t=t)
