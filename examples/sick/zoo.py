@@ -40,7 +40,7 @@ def expected(path: Path) -> str:
 
 
 def run_member(path: Path, out_dir: Path, *, epochs: int | None = None, verify: bool = True,
-               verify_epochs: int | None = None) -> dict[str, Any]:
+               verify_epochs: int | None = None, rediagnose: bool = True) -> dict[str, Any]:
     """Train one member, diagnose it, and (if treatable) treat and verify it."""
     from thalweg.train import NonFiniteError, fit, load_config
     from thalweg.train.doctor import examine
@@ -68,7 +68,7 @@ def run_member(path: Path, out_dir: Path, *, epochs: int | None = None, verify: 
         f, treated, _ = done
         row["fix"] = f.fix
         if verify:
-            v = verify_treatment(ex, f, treated, epochs=verify_epochs)
+            v = verify_treatment(ex, f, treated, epochs=verify_epochs, rediagnose=rediagnose)
             row.update(before=v.before, after=v.after, improved=v.improved, metric=v.metric, after_top=v.after_top)
     row["seconds"] = time.perf_counter() - t0
     return row

@@ -259,10 +259,11 @@ def _write_report_section(run_dir: Path, r: dict[str, Any]) -> Path:
 
     start, end = markers("inspect")
     img = ""
-    if "density_png" in r:
+    png = Path(r["density_png"]) if "density_png" in r else run_dir / "figures" / "hessian_density.png"
+    if png.is_file():  # computed now, or by an earlier inspect of this run
         import os
 
-        rel = os.path.relpath(r["density_png"], run_dir)
+        rel = os.path.relpath(png, run_dir)
         img = f'<img src="{html.escape(rel)}" alt="Hessian spectral density" style="max-width:600px">'
     section = (f'{start}\n<section id="thalweg-inspect"><h2>Curvature (thalweg inspect)</h2>'
                f"<pre>{html.escape(_inspect_text({k: v for k, v in r.items() if k != 'report'}))}</pre>{img}"

@@ -211,9 +211,15 @@ def _lr_too_low(x: _Ctx) -> list[Finding]:
     skill_end = (x.chance - v[-1]) / x.span if x.chance is not None else 0.0
     steady = not _spikes([y for _, y in x.c.train], x)
     little = x.moved is not None and x.moved < x.t.moved_little
+    tiny_step = x.lr_edge_ratio is not None and x.lr_edge_ratio < 0.02
     slow = late >= x.t.slow_late_fraction and skill_end < 0.8
     if not steady or not (slow or little) or skill_end >= 0.9:
         return []
+    if not (little or tiny_step):  # still improving, but nothing says the steps are too small
+        return [Finding("LR_TOO_LOW", "Still improving at the end of the budget", "info",
+                        {"lr": x.c.lr_now, "share_of_decrease_in_last_quarter": late, "train_skill_at_end": skill_end},
+                        "The loss was still falling steadily when the run ended: train longer, or try a higher "
+                        "learning rate (the LR range test)", confidence=0.35, figure="loss")]
     conf = (0.55 if slow else 0.0) + (0.3 if little else 0.0)
     conf += 0.2 if x.moved is not None and x.moved < x.t.moved_little / 5 else 0.0
     best = x.c.best_val(2, lower=False) or x.c.best_val(1)
@@ -302,7 +308,7 @@ def _capacity_causes(config: dict[str, Any], num_classes: int | None) -> tuple[d
         ev["width"], ev["num_classes"] = width, num_classes
         fix["model.width"] = max(64, 8 * width)
     wd = float(o.get("weight_decay") or 0.0)
-    if wd >= (0.5 if str(o.get("name", "")).lower() == "adamw" else 0.01):
+    if wd >= (0.5 if str(o.get("name", "")).lower() == "adamw" else 0.05):
         ev["weight_decay"] = wd
         fix.setdefault("optimizer.weight_decay", wd / 100)
     for key, lim in (("l2", 0.01), ("l1", 1e-3)):
@@ -322,8 +328,10 @@ def _underfitting(x: _Ctx, num_classes: int | None) -> list[Finding]:
     skill = (x.chance - v[-1]) / x.span
     acc = x.c.train_acc[-1][1] if x.c.train_acc else None
     poor = skill < 0.6 or (acc is not None and acc < 0.9)
-    if not poor or skill < x.t.no_learning_skill:
-        return []
+    total = v[0] - v[-1]
+    late = (v[int(0.75 * (len(v) - 1))] - v[-1]) / total if total > 0 else 0.0
+    if not poor or skill < x.t.no_learning_skill or late >= x.t.slow_late_fraction:
+        return []  # fits well, learned nothing (NO_LEARNING), or still descending (not a plateau yet)
     causes, fix = _capacity_causes(x.config, num_classes)
     ev: dict[str, Any] = {"train_skill_at_end": skill, "end_train_loss": v[-1], "chance_loss": x.chance, **causes}
     if acc is not None:

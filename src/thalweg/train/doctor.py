@@ -242,12 +242,13 @@ def write_findings(ex: Examination, report: Path | None = None, *, figures: bool
                    note: str = "") -> Path:
     """The findings section (with the figure of each finding's evidence) at the top of report.html."""
     from thalweg.diagnose import to_html, write_html_section
-    from thalweg.diagnose.plots import figure_for, plot_evidence
+    from thalweg.diagnose.plots import FIGURE_OF, figure_for, plot_evidence
 
     if report is None:
         report = RunPaths(ex.run_dir).report if ex.run_dir is not None else ex.source.with_suffix(".report.html")
-    if figures and ex.evidence is not None:
-        ex.figures = plot_evidence(ex.evidence, report.parent / "figures")
+    if figures and ex.evidence is not None:  # the figures the findings point at (each costs a render)
+        kinds = {f.figure or FIGURE_OF.get(f.code) or "loss" for f in ex.findings if f.severity != "info"} | {"loss"}
+        ex.figures = plot_evidence(ex.evidence, report.parent / "figures", kinds=kinds)
     figs = {i: figure_for(f, ex.figures) for i, f in enumerate(ex.findings)} if ex.figures else {}
     extra = ""
     c = ex.measurements.get("curvature")

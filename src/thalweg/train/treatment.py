@@ -86,16 +86,36 @@ def _short(cfg: RunConfig, out: Path, epochs: int) -> tuple[Any, str | None]:
     return result, str(result.run_dir)
 
 
+def _reuse(ex: Examination, epochs: int) -> tuple[Any, str | None]:
+    """The run itself as the "before", when it trained exactly this budget to its end (the trainer
+    is deterministic, so retraining it would repeat it): (result-like, run dir) or (None, None)."""
+    from types import SimpleNamespace
+
+    assert ex.config is not None and ex.run_dir is not None
+    if ex.config.train.epochs != epochs:
+        return None, None
+    recs = ex.evidence.records if ex.evidence is not None else []
+    final = next((r for r in recs if r.get("event") == "final"), None)
+    if final is not None and final.get("stopped") == "completed":
+        return SimpleNamespace(run_dir=ex.run_dir, best_value=final.get("best_value"),
+                               best_metric=final.get("best_metric")), str(ex.run_dir)
+    if any(r.get("event") == "stopped" for r in recs):  # the guard stopped it: the "before" failed
+        return None, str(ex.run_dir)
+    return None, None
+
+
 def verify(ex: Examination, finding: Finding, treated: RunConfig, *, epochs: int | None = None,
            rediagnose: bool = True) -> Verification:
     """Train the original and the treated config for the same `epochs` (default: the run's own,
-    at most 10) on the same data, and compare the finding's metric."""
+    at most 20) on the same data, and compare the finding's metric."""
     assert ex.config is not None and ex.run_dir is not None
-    n = epochs or min(ex.config.train.epochs, 10)
+    n = epochs or min(ex.config.train.epochs, 20)
     out = ex.run_dir / "doctor"
     out.mkdir(parents=True, exist_ok=True)
-    orig = ex.config.model_copy(update={"name": f"{ex.config.name}-before"})
-    before, before_dir = _short(orig, out, n)
+    before, before_dir = _reuse(ex, n)
+    if before_dir is None:
+        orig = ex.config.model_copy(update={"name": f"{ex.config.name}-before"})
+        before, before_dir = _short(orig, out, n)
     after, after_dir = _short(treated.model_copy(update={"name": f"{ex.config.name}-after"}), out, n)
     classify_task = (before or after) is not None and (before or after).best_metric == "val_accuracy"
     if finding.metric == "final_val_loss":
@@ -121,11 +141,12 @@ def register(app: typer.Typer) -> None:
         path: Path = typer.Argument(..., help="Run directory, checkpoint, or probe file (save_probe)."),
         treat_: bool = typer.Option(False, "--treat", help="Write treated.toml: the config with the top fix."),
         verify_: bool = typer.Option(False, "--verify", help="Also train original and treated briefly; compare."),
-        epochs: int | None = typer.Option(None, "--epochs", min=1, help="Verification budget (default ≤ 10)."),
+        epochs: int | None = typer.Option(None, "--epochs", min=1, help="Verification budget (default: the run's epochs, at most 20)."),
         mode: str = typer.Option("eval", help="Model mode for the Hessian: eval or train."),
         max_samples: int = typer.Option(512, min=1, help="Training rows measured (the first ones)."),
         grad_tol: float = typer.Option(1e-3, help="Gradient norm below which training counts as stopped."),
         no_curvature: bool = typer.Option(False, "--no-curvature", help="Skip the Hessian probe."),
+        no_figures: bool = typer.Option(False, "--no-figures", help="Write the report without evidence plots."),
         report: Path | None = typer.Option(None, help="HTML file to write (default: the run's report.html)."),
         as_json: bool = typer.Option(False, "--json", help="Print JSON: the ranked findings and more."),
     ) -> None:
@@ -159,7 +180,7 @@ def register(app: typer.Typer) -> None:
                     lines.append(str(v))
                     out["verification"] = v.to_dict()
                     note += f"; verified: {v.metric} {v.before} → {v.after} ({'improved' if v.improved else 'not improved'})"
-        rep = write_findings(ex, report, note=note)
+        rep = write_findings(ex, report, figures=not no_figures, note=note)
         out["report"] = str(rep)
         lines.append(f"report: {rep}")
         typer.echo(json.dumps(clean(out), indent=2) if as_json else "\n".join(lines))
