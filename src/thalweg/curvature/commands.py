@@ -15,16 +15,6 @@ from typing import Any
 import typer
 
 
-def _clean(v: Any) -> Any:
-    if isinstance(v, float) and not math.isfinite(v):
-        return str(v)
-    if isinstance(v, dict):
-        return {k: _clean(x) for k, x in v.items()}
-    if isinstance(v, list | tuple):
-        return [_clean(x) for x in v]
-    return v
-
-
 def _plain_loss(probe: Any) -> tuple[Any, str]:
     """The plain loss of the task (what validation reports): cross-entropy for integer labels,
     mean squared error otherwise."""
@@ -296,4 +286,6 @@ def register(app: typer.Typer) -> None:
         r = inspect_target(path, k=k, mode=mode, max_samples=max_samples, out=out, grad_tol=grad_tol,
                            density_plot=not no_density, loss=loss, full=full,
                            progress=(lambda m: typer.echo(m, err=True)) if show else None)
-        typer.echo(json.dumps(_clean(r), indent=2) if as_json else _inspect_text(r))
+        from thalweg.diagnose.findings import clean
+
+        typer.echo(json.dumps(clean(r), indent=2) if as_json else _inspect_text(r))

@@ -156,8 +156,8 @@ def _no_learning(x: _Ctx) -> list[Finding]:
         ev.update(best_val_accuracy=acc[1], chance_accuracy=x.chance_acc)
     sure = skill < x.t.no_learning_skill / 2 and (acc_skill is None or acc_skill < x.t.no_learning_accuracy / 2)
     return [Finding("NO_LEARNING", "No learning: the validation loss never left the chance level", "critical", ev,
-                    "The model does no better than predicting the label frequencies; the findings below name "
-                    "the likely cause (init, learning rate, data)", confidence=0.9 if sure else 0.7, figure="loss")]
+                    "The model does no better than predicting the label frequencies; the cause is the finding "
+                    "that explains this one (explained_by), or else look at init, learning rate and data", confidence=0.9 if sure else 0.7, figure="loss")]
 
 
 def _spikes(v: list[float], x: _Ctx) -> list[int]:

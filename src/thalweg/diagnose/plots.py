@@ -42,6 +42,17 @@ def _plt() -> Any:
     return plt
 
 
+def _label(ax: Any, xlabel: str, ylabel: str, title: str, *, grid: bool = True, legend: int | None = None) -> None:
+    """Axis labels, a small title, and optionally a grid and a legend of the given font size."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    if grid:
+        ax.grid(alpha=0.3)
+    if legend:
+        ax.legend(fontsize=legend)
+
+
 def _save(fig: Any, path: Path) -> Path:
     fig.tight_layout()
     fig.savefig(path)
@@ -69,11 +80,7 @@ def _loss(ev: RunEvidence, path: Path) -> Path | None:
     vals = [y for _, y in c.train] + [v for _, v, _ in c.val]
     if vals and max(vals) > 20 * max(min(vals), 1e-12):
         ax.set_yscale("log")
-    ax.set_xlabel("step")
-    ax.set_ylabel("loss")
-    ax.set_title("loss curves against the chance level", fontsize=10)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    _label(ax, "step", "loss", "loss curves against the chance level", legend=7)
     return _save(fig, path)
 
 
@@ -81,23 +88,38 @@ def _layers(m: dict[str, Any] | None) -> list[dict[str, Any]]:
     return [L for L in (m or {}).get("layers", []) if isinstance(L.get("grad_norm"), int | float)]
 
 
+def _signal(m: dict[str, Any] | None) -> tuple[list[str], list[float]]:
+    """(names, RMS) from the input through each activation: the forward signal through depth."""
+    acts = [a for a in (m or {}).get("activations", []) if isinstance(a.get("rms"), int | float)]
+    if not acts:
+        return [], []
+    names, rms = [a["name"] for a in acts], [float(a["rms"]) for a in acts]
+    if isinstance((m or {}).get("input_rms"), int | float):
+        names, rms = ["input", *names], [float(m["input_rms"]), *rms]  # type: ignore[index]
+    return names, [max(r, 1e-30) for r in rms]
+
+
 def _gradients(ev: RunEvidence, path: Path) -> Path | None:
-    series = [(n, _layers(m)) for n, m in (("initialization", ev.init), ("end", ev.end)) if _layers(m)]
+    series = [(n, _layers(m), _signal(m)) for n, m in (("initialization", ev.init), ("end", ev.end)) if _layers(m)]
     if not series:
         return None
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(6.4, 3.6), dpi=100)
-    for name, layers in series:
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(9.0, 3.6), dpi=100)
+    for name, layers, (snames, rms) in series:
         g = [max(float(L["grad_norm"]), 1e-30) for L in layers]
         ax.plot(range(len(g)), g, "o-", ms=4, label=f"at {name}")
+        if rms:
+            bx.plot(range(len(rms)), rms, "o-", ms=4, label=f"at {name}")
+            bx.set_xticks(range(len(snames)), snames, rotation=45, fontsize=7)
     names = [L["name"] for L in series[-1][1]]
     ax.set_xticks(range(len(names)), names, rotation=45, fontsize=7)
     ax.set_yscale("log")
-    ax.set_xlabel("layer (input → output)")
-    ax.set_ylabel("‖gradient‖")
-    ax.set_title("per-layer gradient norms", fontsize=10)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    _label(ax, "layer (input → output)", "‖gradient‖", "per-layer gradient norms", legend=8)
+    if bx.lines:
+        bx.set_yscale("log")
+        _label(bx, "depth", "activation RMS", "the signal through depth", legend=8)
+    else:
+        bx.axis("off")
     return _save(fig, path)
 
 
@@ -132,7 +154,12 @@ def _curvature(ev: RunEvidence, path: Path) -> Path | None:
     if isinstance(lmin, int | float):
         pts.append(("λ_min", lmin, c.get("residual_min") or 0.0))
     ax.errorbar(range(len(pts)), [p[1] for p in pts], yerr=[p[2] for p in pts], fmt="o", ms=6, capsize=4)
+    for i, (_, v, _) in enumerate(pts):
+        ax.annotate(f"{v:.3g}", (i, v), textcoords="offset points", xytext=(8, 4), fontsize=8)
     ax.set_xticks(range(len(pts)), [p[0] for p in pts])
+    ax.set_xlim(-0.5, len(pts) - 0.5)
+    small = min((abs(p[1]) for p in pts if p[1]), default=1.0)
+    ax.set_yscale("symlog", linthresh=max(small, 1e-8))  # λ's and an edge orders of magnitude apart
     if isinstance(lr, int | float) and lr > 0:
         beta = float((ev.end or {}).get("momentum") or 0.0)
         edge = 2 * (1 + beta) / lr

@@ -165,6 +165,11 @@ def _fix_measured(f: Finding, ev: RunEvidence, codes: set[str], lr: float | None
         f.fix = {"data.standardize": True}
 
 
+def _round(fix: dict[str, Any]) -> dict[str, Any]:
+    """Learning rates to three significant digits: a value a person would write in a config."""
+    return {k: float(f"{v:.3g}") if k == "optimizer.lr" and isinstance(v, float) else v for k, v in fix.items()}
+
+
 def _refine_lr(f: Finding, suggestion: float | None, lr: float | None) -> None:
     """The LR range test's suggestion replaces the ×10 / ÷10 rule of thumb where it agrees in direction."""
     if suggestion is None or lr is None or ("optimizer.lr" not in f.fix and f.code != "NO_LEARNING"):
@@ -239,6 +244,7 @@ def diagnose_run(ev: RunEvidence, thresholds: Thresholds | None = None) -> list[
         if not f.fix:
             _fix_measured(f, ev, codes, lr)
         _refine_lr(f, ev.lr_suggestion, lr)
+        f.fix = _round(f.fix)
         if f.fix and "→" not in f.action:
             f.action = f"{f.action} → {describe_fix(f.fix)}"
     if not any(f.severity != "info" for f in found):

@@ -111,7 +111,9 @@ def _initial_model(cfg: RunConfig) -> nn.Module:
 
 
 def _lr_suggestion(cfg: RunConfig, x: torch.Tensor, y: torch.Tensor, loss_fn: Any) -> float | None:
-    """The LR range test from the run's initialization with its optimizer (steepest-descent rule)."""
+    """The LR range test from the run's initialization with its optimizer; the "min/10" rule (one
+    tenth of the rate at the smoothed loss's minimum) — the steepest-descent point is often too
+    bold with momentum (on the zoo's SGD runs it gives 0.24, which the doctor then calls too high)."""
     from thalweg.landscape.lr_finder import lr_find
 
     model = _initial_model(cfg)
@@ -120,7 +122,7 @@ def _lr_suggestion(cfg: RunConfig, x: torch.Tensor, y: torch.Tensor, loss_fn: An
         return None
     with torch.random.fork_rng():
         res = lr_find(model, opt, loss_fn, (x, y), start_lr=1e-6, end_lr=10.0, num_steps=100,
-                      batch_size=min(cfg.train.batch_size, len(x)), seed=cfg.train.seed)
+                      batch_size=min(cfg.train.batch_size, len(x)), seed=cfg.train.seed, rule="min/10")
     return res.suggestion
 
 
