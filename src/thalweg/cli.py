@@ -25,6 +25,7 @@ COMMAND_MODULES: list[str] = [
     "thalweg.optim.commands",
     "thalweg.train.commands",
     "thalweg.train.meta_run",
+    "thalweg.train.treatment",
 ]
 
 

@@ -20,6 +20,7 @@ from torch.nn.utils import parametrize
 __all__ = [
     "SCHEMES",
     "activation_variance",
+    "freeze",
     "gain",
     "initialize",
     "kaiming_normal",
@@ -31,7 +32,7 @@ __all__ = [
 ]
 
 SCHEMES = ("default", "xavier_uniform", "xavier_normal", "kaiming_uniform", "kaiming_normal",
-           "orthogonal", "lsuv", "normal")  # fmt: skip
+           "orthogonal", "lsuv", "normal", "zeros", "constant")  # fmt: skip
 _TORCH_GAINS = ("linear", "identity", "conv1d", "conv2d", "conv3d", "sigmoid", "tanh", "relu",
                 "leaky_relu", "selu")  # fmt: skip
 _LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
@@ -121,7 +122,7 @@ def _layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
 
 
 @torch.no_grad()
-def _set_weight(layer: nn.Module, fill: Callable[[torch.Tensor], object]) -> None:
+def _set_weight(layer: nn.Module, fill: Callable[[torch.Tensor], object], bias: float = 0.0) -> None:
     w = torch.empty_like(layer.weight)
     fill(w)
     if parametrize.is_parametrized(layer, "weight"):
@@ -129,7 +130,7 @@ def _set_weight(layer: nn.Module, fill: Callable[[torch.Tensor], object]) -> Non
     else:
         layer.weight.copy_(w)
     if layer.bias is not None:
-        layer.bias.zero_()
+        layer.bias.fill_(bias)
 
 
 @torch.no_grad()
@@ -199,18 +200,30 @@ def _scale_weight(layer: nn.Module, factor: float) -> None:
 
 
 def initialize(model: nn.Module, scheme: str, nonlinearity: str | None = None, *,
-               x_batch: torch.Tensor | None = None, std: float = 0.01) -> nn.Module:  # fmt: skip
-    """Re-initialize every Linear/Conv weight of ``model`` with ``scheme`` and zero the biases.
+               x_batch: torch.Tensor | None = None, std: float = 0.01, value: float = 0.0,
+               bias: float = 0.0) -> nn.Module:  # fmt: skip
+    """Re-initialize every Linear/Conv weight of ``model`` with ``scheme`` and fill the biases
+    with ``bias`` (0 by default).
 
     Schemes: "default" (leave torch's), "xavier_uniform"/"xavier_normal" and "orthogonal"
     (gain of ``nonlinearity`` if given, else 1), "kaiming_uniform"/"kaiming_normal"
     (``nonlinearity`` default "relu"), "lsuv" (needs ``x_batch``), "normal" (N(0, std²): a
-    deliberately unscaled init for experiments)."""
+    deliberately unscaled init for experiments), and torch.nn.init's "zeros" and "constant"
+    (every weight = ``value``): symmetric starts whose units of a layer stay identical — the
+    failure the doctor's SYMMETRIC_INIT names."""
     if scheme not in SCHEMES:
         raise ValueError(f"scheme must be one of {list(SCHEMES)}, got {scheme!r}")
     if nonlinearity is not None:
         gain(nonlinearity)  # validates the name
+    for name, v in (("value", value), ("bias", bias)):
+        if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
+            raise ValueError(f"{name} must be a finite number, got {v!r}")
     if scheme == "default":
+        if bias:
+            for _, layer in _layers(model):
+                if layer.bias is not None:
+                    with torch.no_grad():
+                        layer.bias.fill_(bias)
         return model
     if scheme == "lsuv":
         if x_batch is None:
@@ -227,10 +240,33 @@ def initialize(model: nn.Module, scheme: str, nonlinearity: str | None = None, *
         "kaiming_normal": lambda w: kaiming_normal(w, act),
         "orthogonal": lambda w: orthogonal(w, g),
         "normal": lambda w: nn.init.normal_(w, 0.0, std),
+        "zeros": nn.init.zeros_,
+        "constant": lambda w: nn.init.constant_(w, value),
     }[scheme]
     layers = _layers(model)
     if not layers:
         raise ValueError("model has no Linear/Conv layers to initialize")
     for _, layer in layers:
-        _set_weight(layer, fill)
+        _set_weight(layer, fill, bias)
     return model
+
+
+def freeze(model: nn.Module, prefixes: list[str] | tuple[str, ...]) -> list[str]:
+    """Keep the parameters whose names start with one of ``prefixes`` (e.g. "net.1" for a whole
+    layer) at their current values: ``requires_grad = False``, so no gradient reaches them and
+    optimizers skip them, as torch.optim does. Returns the frozen names; a prefix that matches no
+    parameter is an error naming it and the parameters there are."""
+    named = list(model.named_parameters())
+    frozen: list[str] = []
+    for pre in prefixes:
+        if not isinstance(pre, str) or not pre:
+            raise ValueError(f"freeze prefixes must be non-empty strings, got {pre!r}")
+        hits = [n for n, _ in named if n == pre or n.startswith(pre + ".")]
+        if not hits:
+            names = ", ".join(n for n, _ in named)
+            raise ValueError(f"freeze prefix {pre!r} matches no parameter; the parameters are: {names}")
+        frozen += [n for n in hits if n not in frozen]
+    for n, p in named:
+        if n in frozen:
+            p.requires_grad_(False)
+    return frozen

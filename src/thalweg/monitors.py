@@ -35,6 +35,8 @@ class _ActStats:
         self.total = 0
         self.nonfinite = 0
         self.calls = 0
+        self.sq_sum = 0.0  # Σ out² and the element count: the output's root mean square
+        self.count = 0
 
 
 class Monitor:
@@ -56,8 +58,9 @@ class Monitor:
         self._stats: dict[str, _ActStats] = {}
         self._before: dict[str, Tensor] | None = None
         self.record = True  # hooks gather activation statistics only while this is True
-        self.layers = [(name, m) for name, m in model.named_modules()
-                       if any(p.requires_grad for p in m.parameters(recurse=False))]
+        self._in_sq, self._in_n = 0.0, 0  # the model input's Σx² and count (signal propagation)
+        # every module that owns parameters, frozen ones too (they show up with no gradient)
+        self.layers = [(name, m) for name, m in model.named_modules() if any(True for _ in m.parameters(recurse=False))]
 
     # -------------------------------------------------------------- lifecycle
     def attach(self, record: bool = True) -> Monitor:
@@ -66,6 +69,7 @@ class Monitor:
         self.record = bool(record)
         if self._handles or not self.watch_activations:
             return self
+        self._handles.append(self.model.register_forward_pre_hook(self._input_hook))
         for name, m in self.model.named_modules():
             kind = ACTIVATION_TYPES.get(type(m))
             if kind is not None:
@@ -87,8 +91,17 @@ class Monitor:
 
     def reset(self) -> None:
         """Forget activation statistics gathered so far."""
+        self._in_sq, self._in_n = 0.0, 0
         for name, st in self._stats.items():
             self._stats[name] = _ActStats(st.kind)
+
+    def _input_hook(self, module: nn.Module, args: Any) -> None:
+        x = args[0] if args else None
+        if self.record and isinstance(x, Tensor) and x.is_floating_point() and x.numel():
+            with torch.no_grad():
+                ok = torch.isfinite(x)
+                self._in_sq += float(torch.where(ok, x, 0).double().square().sum())
+                self._in_n += int(ok.sum())
 
     def _hook(self, name: str) -> Any:
         def hook(module: nn.Module, inputs: Any, output: Any) -> None:
@@ -100,6 +113,8 @@ class Monitor:
                 st.calls += 1
                 finite = torch.isfinite(out)
                 st.nonfinite += int(out.numel() - finite.sum())
+                st.sq_sum += float(torch.where(finite, out, 0).double().square().sum())
+                st.count += int(finite.sum())
                 if st.kind == "relu":
                     unit_axis = 1 if out.ndim > 1 else 0
                     dims = [d for d in range(out.ndim) if d != unit_axis]
@@ -127,7 +142,8 @@ class Monitor:
         n_grad_bad = n_param_bad = 0
         with torch.no_grad():
             for lname, m in self.layers:
-                ps = [(pn, p) for pn, p in m.named_parameters(recurse=False) if p.requires_grad]
+                ps = list(m.named_parameters(recurse=False))
+                trainable = any(p.requires_grad for _, p in ps)
                 g_sq = w_sq = d_sq = 0.0
                 g_bad = p_bad = 0
                 has_grad, has_delta = False, self._before is not None
@@ -141,6 +157,8 @@ class Monitor:
                         gb = int(p.grad.numel() - torch.isfinite(p.grad).sum())
                         g_bad += gb
                         g_sq += float(torch.linalg.vector_norm(p.grad.detach().double())) ** 2
+                    if not p.requires_grad:
+                        continue
                     if self._before is not None and full in self._before and named.get(full) is p:
                         d_sq += float(torch.linalg.vector_norm((w - self._before[full]).double())) ** 2
                     else:
@@ -152,8 +170,9 @@ class Monitor:
                     "numel": sum(p.numel() for _, p in ps),
                     "grad_norm": math.sqrt(g_sq) if has_grad else None,
                     "weight_norm": w_norm,
-                    "update_ratio": (math.sqrt(d_sq) / w_norm if w_norm > 0 else math.inf) if has_delta else None,
-                    "grad_nonfinite": g_bad, "param_nonfinite": p_bad,
+                    "update_ratio": (math.sqrt(d_sq) / w_norm if w_norm > 0 else math.inf)
+                    if has_delta and trainable else None,
+                    "grad_nonfinite": g_bad, "param_nonfinite": p_bad, "trainable": trainable,
                 })
                 total_sq += g_sq
                 n_grad_bad += g_bad
@@ -161,7 +180,8 @@ class Monitor:
         acts, n_act_bad = [], 0
         for name, st in self._stats.items():
             entry: dict[str, Any] = {"name": name, "type": st.kind, "forward_calls": st.calls, "nonfinite": st.nonfinite,
-                                     "dead_fraction": None, "saturation": None}
+                                     "dead_fraction": None, "saturation": None,
+                                     "rms": math.sqrt(st.sq_sum / st.count) if st.count else None}
             if st.kind == "relu" and st.alive is not None:
                 entry["dead_fraction"] = float(1.0 - st.alive.float().mean())
                 entry["units"] = int(st.alive.numel())
@@ -173,6 +193,7 @@ class Monitor:
         out = {
             "step": step, "loss": loss_v, "grad_norm": math.sqrt(total_sq),
             "layers": layers, "activations": acts,
+            "input_rms": math.sqrt(self._in_sq / self._in_n) if self._in_n else None,
             "nonfinite": {"grads": n_grad_bad, "params": n_param_bad, "activations": n_act_bad,
                           "loss": loss_v is not None and not math.isfinite(loss_v)},
         }

@@ -71,7 +71,7 @@ def test_load_target_reads_runs_only_through_an_injected_loader(tmp_path: Path) 
 
 def test_inspect_reports_true_eigenvalues_and_a_density_png(tmp_path: Path) -> None:
     path, *_ = _probe(tmp_path)
-    res = CliRunner().invoke(app, ["inspect", str(path), "--k", "3", "--json", "--out", str(tmp_path / "fig")])
+    res = CliRunner().invoke(app, ["inspect", str(path), "--k", "3", "--json", "--full", "--out", str(tmp_path / "fig")])
     assert res.exit_code == 0, res.output
     r = json.loads(res.output)
     p = load_probe(path)
@@ -79,10 +79,21 @@ def test_inspect_reports_true_eigenvalues_and_a_density_png(tmp_path: Path) -> N
     top = torch.tensor(r["top"]["eigenvalues"], dtype=torch.float64)
     torch.testing.assert_close(top, ev[-3:].flip(0), rtol=1e-3, atol=1e-5)
     assert r["bottom"]["eigenvalues"][0] == pytest.approx(float(ev[0]), abs=1e-3 * float(ev[-1]))
+    # the fast default: λ_min's one estimate θ ± r holds an eigenvalue, and its certificate agrees with it
+    fast = json.loads(CliRunner().invoke(app, ["inspect", str(path), "--json", "--no-density"]).output)
+    theta, r_min = fast["bottom"]["eigenvalues"][0], fast["bottom"]["residuals"][0]
+    assert float((ev - theta).abs().min()) <= r_min + 1e-9 and float(ev[0]) <= theta + r_min
+    sign = fast["min_sign"]["sign"]
+    assert sign == ("negative" if float(ev[0]) < 0 else "positive")
+    if sign == "negative":
+        assert f"{theta + r_min:.3g}" in fast["min_sign"]["certificate"] and theta + r_min < 0
+    assert fast["classification"]["lambda_min"] == theta and fast["loss_label"] == "plain cross-entropy"
     assert r["trace"]["num_hvps"] > 0 and r["classification"]["kind"] in ("not_critical", "saddle", "flat", "minimum")
     assert (tmp_path / "fig" / "hessian_density.png").read_bytes()[:4] == b"\x89PNG"
     text = CliRunner().invoke(app, ["inspect", str(path), "--no-density"])
     assert text.exit_code == 0 and "λ1 =" in text.output and "Verdict:" in text.output
+    # one estimate per eigenvalue: λ_min is printed once, with one residual
+    assert text.output.count("λ_min =") == 1 and "smallest eigenvalue" not in text.output
     bad = CliRunner().invoke(app, ["inspect", str(tmp_path / "missing.pt")], env={"COLUMNS": "400"})
     assert bad.exit_code == 2 and "missing.pt" in bad.output
 
@@ -129,7 +140,15 @@ def test_doctor_and_inspect_on_a_trainer_run(tmp_path: Path) -> None:
     res = CliRunner().invoke(app, ["doctor", str(run), "--max-samples", "256"])
     assert res.exit_code == 0, res.output
     after = (run / "report.html").read_text()
-    assert "thalweg-doctor:start" in after and after.startswith(before[: before.index("</body>")])
+    # the findings lead the report (before the numbers and the config); the rest of it is kept
+    assert "thalweg-doctor:start" in after and after.index("thalweg-doctor:start") < after.index("Resolved config")
+    assert after.index("</h1>") < after.index("thalweg-doctor:start") < after.index("Final numbers")
+
+    def without_doctor(doc: str) -> str:
+        a, b = doc.index("<!-- thalweg-doctor:start"), doc.index("thalweg-doctor:end -->") + len("thalweg-doctor:end -->")
+        return doc[:a] + doc[b:]
+
+    assert without_doctor(after) == without_doctor(before) and after.count("thalweg-doctor:start") == 1
     assert "NONFINITE" in res.output and "monitors.jsonl (step 123" in res.output
     res = CliRunner().invoke(app, ["inspect", str(run), "--k", "2", "--max-samples", "256", "--json"])
     assert res.exit_code == 0, res.output

@@ -103,3 +103,19 @@ def test_paused_hooks_record_nothing_until_resumed() -> None:
     act = mon.measure()["activations"][0]
     assert act["forward_calls"] == 1 and act["dead_fraction"] is not None
     mon.detach()
+
+
+def test_activation_rms_input_rms_and_frozen_layers() -> None:
+    model = _net(nn.Tanh)
+    model[0].requires_grad_(False)
+    x = 3.0 * torch.randn(64, 5, generator=torch.Generator().manual_seed(2))
+    with Monitor(model) as mon:
+        F.cross_entropy(model(x), torch.zeros(64, dtype=torch.long)).backward()
+        m = mon.measure()
+    with torch.no_grad():
+        h = torch.tanh(model[0](x))
+    assert m["input_rms"] == pytest.approx(float(x.square().mean().sqrt()), rel=1e-6)
+    assert m["activations"][0]["rms"] == pytest.approx(float(h.square().mean().sqrt()), rel=1e-6)
+    frozen, live = m["layers"]
+    assert frozen["name"] == "0" and frozen["trainable"] is False and frozen["grad_norm"] is None
+    assert live["trainable"] is True and live["grad_norm"] > 0

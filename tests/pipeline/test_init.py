@@ -161,3 +161,42 @@ def test_bad_arguments_are_named() -> None:
         xavier_uniform(torch.empty(5))
     with pytest.raises(ValueError, match="mode"):
         kaiming_normal(torch.empty(3, 3), mode="fan")
+
+
+def test_symmetric_inits_bias_fill_and_freezing() -> None:
+    from thalweg.init import freeze
+
+    net = MLP(4, 3, width=6, depth=2)
+    initialize(net, "zeros")
+    assert all(float(m.weight.abs().max()) == 0 for m in net.modules() if isinstance(m, nn.Linear))
+    initialize(net, "constant", value=0.05, bias=-2.0)
+    for m in net.modules():
+        if isinstance(m, nn.Linear):
+            assert torch.equal(m.weight, torch.full_like(m.weight, 0.05))
+            assert torch.equal(m.bias, torch.full_like(m.bias, -2.0))
+    initialize(net, "default", bias=1.5)  # torch's weights, biases filled
+    assert all(torch.equal(m.bias, torch.full_like(m.bias, 1.5)) for m in net.modules() if isinstance(m, nn.Linear))
+    with pytest.raises(ValueError, match="value must be a finite number"):
+        initialize(net, "constant", value=math.inf)
+    assert freeze(net, ["net.1"]) == ["net.1.weight", "net.1.bias"]
+    assert [n for n, p in net.named_parameters() if not p.requires_grad] == ["net.1.weight", "net.1.bias"]
+    with pytest.raises(ValueError, match=r"freeze prefix 'net.9' matches no parameter.*net\.1\.weight"):
+        freeze(net, ["net.9"])
+
+
+def test_config_init_options_reach_the_model_and_bad_ones_are_named(tmp_path) -> None:
+    from thalweg.train import ConfigError, fit, parse_config
+
+    cfg = {"name": "frz", "out_dir": str(tmp_path), "data": {"name": "linreg_toy"},
+           "model": {"name": "mlp", "width": 4, "depth": 1}, "init": {"rule": "constant", "value": 0.1,
+                                                                     "freeze": ["net.1"]},
+           "optimizer": {"name": "sgd", "lr": 0.01}, "train": {"epochs": 2, "batch_size": 5},
+           "diagnostics": {"figures": False, "report": False}}
+    res = fit(cfg, quiet=True)
+    w = res.model.net[1].weight
+    assert torch.equal(w, torch.full_like(w, 0.1)) and not w.requires_grad  # frozen: never moved
+    assert not torch.equal(res.model.net[3].weight, torch.full_like(res.model.net[3].weight, 0.1))
+    with pytest.raises(ConfigError, match=r"\[init\] freeze"):
+        fit({**cfg, "name": "bad", "init": {"freeze": ["nope"]}}, quiet=True)
+    with pytest.raises(ConfigError, match=r"\[init\] std"):
+        parse_config({**cfg, "init": {"rule": "normal", "std": -1.0}})

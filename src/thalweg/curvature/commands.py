@@ -1,5 +1,5 @@
 """CLI: `thalweg inspect PATH` (the Hessian at a run's weights: extreme eigenvalues, trace, density,
-classification) and `thalweg doctor PATH` (every finding, as text/JSON and into report.html).
+classification). `thalweg doctor` lives in `thalweg.train.treatment`.
 
 PATH is a run directory or checkpoint (via `thalweg.train.load_run`) or a probe file written
 by `thalweg.curvature.save_probe`.
@@ -15,28 +15,58 @@ from typing import Any
 import typer
 
 
-def _clean(v: Any) -> Any:
-    if isinstance(v, float) and not math.isfinite(v):
-        return str(v)
-    if isinstance(v, dict):
-        return {k: _clean(x) for k, x in v.items()}
-    if isinstance(v, list | tuple):
-        return [_clean(x) for x in v]
-    return v
+def _plain_loss(probe: Any) -> tuple[Any, str]:
+    """The plain loss of the task (what validation reports): cross-entropy for integer labels,
+    mean squared error otherwise."""
+    import torch
+    import torch.nn.functional as F
+
+    if not torch.is_floating_point(probe.y):
+        return F.cross_entropy, "plain cross-entropy"
+    return (lambda out, y: F.mse_loss(out.reshape(y.shape), y)), "plain mean squared error"
 
 
-def _operator(path: Path, mode: str, max_samples: int) -> tuple[Any, Any]:
+def _run_config(probe: Any) -> dict[str, Any]:
+    """The run's resolved config.toml as a dict ({} for a probe file or an unreadable file)."""
+    import tomllib
+
+    if probe.run_dir is None:
+        return {}
+    try:
+        return tomllib.loads((Path(probe.run_dir) / "config.toml").read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError):
+        return {}
+
+
+def _objective_label(probe: Any) -> str:
+    """Which training objective a run minimized, from its resolved config (label smoothing)."""
+    if probe.run_dir is None:
+        return f"training objective ({probe.loss_name})"
+    cfg = _run_config(probe)
+    eps = float((cfg.get("regularization") or {}).get("label_smoothing") or 0.0)
+    return f"training objective (label smoothing {eps:g})" if eps else "training objective (= the plain loss)"
+
+
+def _operator(path: Path, mode: str, max_samples: int, loss: str = "plain") -> tuple[Any, Any, str]:
     from thalweg.curvature.hvp import HessianOperator
     from thalweg.curvature.probe import load_target
     from thalweg.train import load_run  # the CLI layer wires the trainer's loader in
 
     if mode not in ("train", "eval"):
         raise typer.BadParameter(f"--mode must be 'train' or 'eval', got {mode!r}")
+    if loss not in ("plain", "objective"):
+        raise typer.BadParameter(f"--loss must be 'plain' or 'objective', got {loss!r}")
     try:
         probe = load_target(path, max_samples=max_samples, load_run=load_run)
     except (FileNotFoundError, ValueError) as e:
         raise typer.BadParameter(str(e), param_hint="PATH") from e
-    return probe, HessianOperator(probe.model, probe.loss_fn, (probe.x, probe.y), mode=mode)  # type: ignore[arg-type]
+    if loss == "plain" and probe.run_dir is not None:
+        fn, label = _plain_loss(probe)
+    elif loss == "plain":
+        fn, label = probe.loss_fn, f"plain {probe.loss_name.replace('_', '-')}"
+    else:
+        fn, label = probe.loss_fn, _objective_label(probe)
+    return probe, HessianOperator(probe.model, fn, (probe.x, probe.y), mode=mode), label  # type: ignore[arg-type]
 
 
 def _figure_dir(probe: Any, out: Path | None) -> Path:
@@ -47,129 +77,189 @@ def _figure_dir(probe: Any, out: Path | None) -> Path:
     return Path(probe.source).parent
 
 
-def inspect_target(path: Path, *, k: int = 5, mode: str = "eval", max_samples: int = 2048, out: Path | None = None,
-                   grad_tol: float = 1e-3, density_plot: bool = True) -> dict[str, Any]:
-    """Everything `thalweg inspect` reports, as a JSON-ready dict."""
-    from thalweg.curvature.critical import certify_min_sign, classify
+def _verdict(grad_norm: float, grad_tol: float, lmax: float, rmax: float, lmin: float, rmin: float,
+             sign: str) -> tuple[str, float, list[str]]:
+    """The second-derivative test on the estimates inspect prints (the rules of
+    `curvature.classify`, so the verdict and the numbers above it agree): kind, zero tolerance,
+    reasons."""
+    zero = max(1e-6, 1e-4 * max(abs(lmin), abs(lmax)))
+    neg = sign == "negative"
+    pos_some = lmax - rmax > zero
+    all_pos = sign == "positive" and lmin - rmin > zero
+    if not math.isfinite(grad_norm) or grad_norm > grad_tol:
+        return "not_critical", zero, [f"‖∇L‖ = {grad_norm:.3g} > grad_tol {grad_tol:.3g}: not a critical point; "
+                                      "the curvature describes the local shape only"]
+    if neg and pos_some:
+        return "saddle", zero, ["eigenvalues of both signs: a descent direction exists along the λ_min eigenvector"]
+    if all_pos:
+        return "minimum", zero, ["every eigenvalue > 0: a strict local minimum"]
+    if lmax + rmax < -zero:
+        return "maximum", zero, ["every eigenvalue < 0: a strict local maximum"]
+    return "flat", zero, ["an eigenvalue is zero within tolerance: the second-derivative test is inconclusive"]
+
+
+def _min_eigenvalue(op: Any, *, full: bool, budget: int, tol: float) -> dict[str, Any]:
+    """λ_min: one estimate θ with its residual r (an eigenvalue lies in [θ − r, θ + r]) and the
+    sign it certifies. Fast: stop as soon as the sign is certified; full: converge to `tol`."""
+    from thalweg.curvature.critical import certify_min_sign
+    from thalweg.curvature.lanczos import eigs
+
+    if not full:
+        c = certify_min_sign(op, max_hvps=min(op.dim, budget))
+        theta, r, n, converged = c.theta, c.residual, c.num_hvps, c.sign == "positive"
+        sign = c.sign
+    else:
+        e = eigs(op, k=1, which="smallest", tol=tol, max_iter=min(op.dim, 4 * budget))
+        theta, r, n = float(e.eigenvalues[0]), float(e.residuals[0]), e.num_hvps
+        converged = bool(e.converged[0])
+        sign = "negative" if theta + r < 0 else "positive" if theta - r > 0 and converged else "undecided"
+    if sign == "negative":
+        cert = (f"negative, certified: an eigenvalue lies in [{theta - r:.3g}, {theta + r:.3g}], so "
+                f"λ_min ≤ {theta + r:.3g} < 0")
+    elif sign == "positive":
+        cert = (f"positive: the smallest Ritz pair converged at {theta:.3g} ± {r:.2g} (a smaller eigenvalue missed "
+                "by the Krylov space is unlikely but not excluded)")
+    else:
+        cert = f"undecided after {n} HVPs: θ = {theta:.3g} ± {r:.2g} straddles 0"
+    return {"eigenvalue": theta, "residual": r, "converged": converged, "sign": sign, "certificate": cert,
+            "num_hvps": n, "stopped_early": not full and sign == "negative"}
+
+
+def inspect_target(path: Path, *, k: int = 5, mode: str = "eval", max_samples: int = 512, out: Path | None = None,
+                   grad_tol: float = 1e-3, density_plot: bool = True, loss: str = "plain", full: bool = False,
+                   progress: Any = None, report: bool = True) -> dict[str, Any]:
+    """Everything `thalweg inspect` reports, as a JSON-ready dict. The default is fast: at most
+    `max_samples` training rows, top eigenvalues to 1e-3, λ_min only until its sign is certified,
+    a 30-HVP trace; `full` converges everything (1e-6) and spends 90 HVPs on the trace."""
+    import time
+
+    import torch
+
+    say = progress or (lambda msg: None)
+    t0 = time.perf_counter()
+
+    def step(msg: str, start: float, hvps: int | None = None) -> None:
+        extra = f", {hvps} HVPs" if hvps is not None else ""
+        say(f"inspect: {msg} ({time.perf_counter() - start:.1f} s{extra})")
+
+    probe, op, label = _operator(path, mode, max_samples, loss)
+    step(f"loaded {op.dim} parameters, {op.num_samples} samples", t0)
+    threads = torch.get_num_threads()
+    n = (_run_config(probe).get("train") or {}).get("num_threads")
+    if isinstance(n, int) and n > 0:  # the run's own setting: small models run fastest single-threaded
+        torch.set_num_threads(n)
+    try:
+        return _measure(probe, op, label, path=path, k=k, mode=mode, out=out, grad_tol=grad_tol,
+                        density_plot=density_plot, full=full, step=step, t0=t0, report=report)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _measure(probe: Any, op: Any, label: str, *, path: Path, k: int, mode: str, out: Path | None, grad_tol: float,
+             density_plot: bool, full: bool, step: Any, t0: float, report: bool) -> dict[str, Any]:
+    import time
+
     from thalweg.curvature.density import density, plot_density
     from thalweg.curvature.lanczos import eigs
     from thalweg.curvature.trace import trace
 
-    probe, op = _operator(path, mode, max_samples)
-    top = eigs(op, k=min(k, op.dim), which="largest", tol=1e-4, max_iter=min(op.dim, 200))
-    bottom = eigs(op, k=1, which="smallest", tol=1e-4, max_iter=min(op.dim, 150))
-    cert = certify_min_sign(op, max_hvps=min(op.dim, 150))
-    tr = trace(op, "hutch++", min(90, 3 * op.dim))
-    cls = classify(op, grad_tol=grad_tol, max_hvps=150, dense_max=0)
+    t = time.perf_counter()
+    g = op.gradient()
+    gnorm, value = float(g.norm()), op.loss()
+    step("gradient and loss", t)
+    tol, budget = (1e-6, 200) if full else (1e-3, 80)
+    t = time.perf_counter()
+    top = eigs(op, k=min(k, op.dim), which="largest", tol=tol, max_iter=min(op.dim, budget))
+    step(f"top {min(k, op.dim)} eigenvalues", t, top.num_hvps)
+    t = time.perf_counter()
+    low = _min_eigenvalue(op, full=full, budget=budget, tol=tol)
+    step(f"λ_min ({low['sign']})", t, low["num_hvps"])
+    t = time.perf_counter()
+    tr = trace(op, "hutch++", max(3, min(90 if full else 30, 3 * op.dim)))
+    step("trace", t, tr.num_hvps)
+    lmax, rmax = float(top.eigenvalues[0]), float(top.residuals[0])
+    kind, zero, reasons = _verdict(gnorm, grad_tol, lmax, rmax, low["eigenvalue"], low["residual"], low["sign"])
     result: dict[str, Any] = {
         "source": str(path), "mode": mode, "num_params": op.dim, "num_samples": op.num_samples,
-        "loss": cls.loss, "grad_norm": cls.grad_norm, "backend": op.backend,
-        "top": top.to_dict(), "bottom": bottom.to_dict(), "min_sign": cert.to_dict(), "trace": tr.to_dict(),
-        "classification": cls.to_dict(), "explain": cls.explain(),
+        "loss": value, "loss_label": label, "grad_norm": gnorm, "backend": op.backend, "full": full,
+        "top": top.to_dict(),
+        "bottom": {"eigenvalues": [low["eigenvalue"]], "residuals": [low["residual"]], "converged": [low["converged"]],
+                   "num_hvps": low["num_hvps"]},
+        "min_sign": {k2: low[k2] for k2 in ("sign", "certificate", "num_hvps", "stopped_early")},
+        "trace": tr.to_dict(),
+        "classification": {"kind": kind, "grad_norm": gnorm, "grad_tol": grad_tol, "lambda_max": lmax,
+                           "residual_max": rmax, "lambda_min": low["eigenvalue"], "residual_min": low["residual"],
+                           "zero_tol": zero, "reasons": reasons},
     }
     if density_plot:
-        dens = density(op, steps=min(80, op.dim))
+        t = time.perf_counter()
+        dens = density(op, steps=min(80 if full else 40, op.dim))
         png = plot_density(dens, _figure_dir(probe, out) / "hessian_density.png",
-                           title=f"Hessian spectral density ({op.dim} parameters, SLQ {dens.steps} steps)")
+                           title=f"Hessian spectral density of the {label} ({op.dim} parameters, SLQ {dens.steps} "
+                                 "steps)")
         result["density_png"] = str(png)
+        step("spectral density", t, dens.num_hvps)
     result["total_hvps"] = op.num_matvecs
+    result["seconds"] = round(time.perf_counter() - t0, 2)
+    if report and probe.run_dir is not None:
+        result["report"] = str(_write_report_section(Path(probe.run_dir), result))
     return result
 
 
+_VERDICTS = {
+    "minimum": "a local minimum (every curvature direction points up)",
+    "maximum": "a local maximum (every curvature direction points down)",
+    "saddle": "a saddle point (curvature up in some directions, down in others)",
+    "flat": "a flat / degenerate critical point (the second-derivative test is inconclusive)",
+    "not_critical": "not a critical point (the gradient is not zero)",
+}
+
+
 def _inspect_text(r: dict[str, Any]) -> str:
-    top, bottom, tr = r["top"], r["bottom"], r["trace"]
+    top, low, tr, c = r["top"], r["bottom"], r["trace"], r["classification"]
+    sign = r["min_sign"]
+    note = "" if low["converged"][0] else ("   (not converged: stopped once the sign was certified; --full converges "
+                                           "it)" if sign["stopped_early"] else "   (not converged)")
     lines = [
-        f"thalweg inspect {r['source']}  ({r['num_params']} parameters, {r['num_samples']} samples, mode={r['mode']})",
-        f"loss = {r['loss']:.6g}   ‖∇L‖ = {r['grad_norm']:.3g}",
-        "top eigenvalues (Lanczos, residual ‖Hy−θy‖):",
-        *(f"  λ{i + 1} = {v:12.6g}   ± {res:.2g}{'' if ok else '  (not converged)'}"
+        f"thalweg inspect {r['source']}  ({r['num_params']} parameters, {r['num_samples']} training samples, "
+        f"mode={r['mode']})",
+        f"loss = {r['loss']:.6g}  [{r['loss_label']}; the Hessian below is of this loss]   ‖∇L‖ = {r['grad_norm']:.3g}",
+        "eigenvalues (Lanczos): estimate θ and residual r = ‖Hy − θy‖, so an eigenvalue lies in [θ − r, θ + r]",
+        *(f"  λ{i + 1} = {v:12.6g}   r = {res:.2g}{'' if ok else '   (not converged)'}"
           for i, (v, res, ok) in enumerate(zip(top["eigenvalues"], top["residuals"], top["converged"], strict=True))),
-        f"smallest eigenvalue: {bottom['eigenvalues'][0]:.6g} ± {bottom['residuals'][0]:.2g}",
-        f"sign of λ_min: {r['min_sign']['sign']} — {r['min_sign']['certificate']} ({r['min_sign']['num_hvps']} HVPs)",
-        f"trace (Hutch++): {tr['estimate']:.6g} ± {tr['stderr']:.2g}  ({tr['num_hvps']} HVPs)",
-        r["explain"],
+        f"  λ_min = {low['eigenvalues'][0]:10.6g}   r = {low['residuals'][0]:.2g}{note}",
+        f"sign of λ_min: {sign['certificate']} ({sign['num_hvps']} HVPs)",
+        f"trace (Hutch++): {tr['estimate']:.6g} ± {tr['stderr']:.2g} (standard error, {tr['num_hvps']} HVPs)",
+        f"Verdict: {_VERDICTS[c['kind']]}.",
+        *(f"  - {x}" for x in c["reasons"]),
     ]
     if "density_png" in r:
         lines.append(f"density plot: {r['density_png']}")
-    lines.append(f"total Hessian-vector products: {r['total_hvps']}")
+    if "report" in r:
+        lines.append(f"report: {r['report']}")
+    lines.append(f"total Hessian-vector products: {r['total_hvps']} ({r['seconds']:.1f} s)")
     return "\n".join(lines)
 
 
-def doctor_target(path: Path, *, mode: str = "eval", max_samples: int = 2048, grad_tol: float = 1e-3,
-                  report: Path | None = None) -> tuple[list[Any], dict[str, Any], Path]:
-    """Measure (monitors + curvature + run history), diagnose, and write the report section."""
-    import torch
-
-    from thalweg.curvature.critical import classify
-    from thalweg.diagnose import Thresholds, diagnose, to_html, write_html_section
-    from thalweg.monitors import Monitor
-
-    probe, op = _operator(path, mode, max_samples)
-    model = probe.model
-    with Monitor(model) as mon:  # one training-mode forward/backward on the probe data
-        was = model.training
-        model.train()
-        model.zero_grad()
-        with torch.random.fork_rng():
-            torch.manual_seed(0)
-            loss = probe.loss_fn(model(probe.x), probe.y)
-        loss.backward()
-        meas = mon.measure(loss=float(loss.detach()))
-        model.zero_grad()
-        model.train(was)
-    cls = classify(op, grad_tol=grad_tol, max_hvps=150, dense_max=0)
-    meas["curvature"] = cls.to_dict()
-    meas["lr"], meas["optimizer"] = probe.lr, probe.optimizer
-    meas["momentum"] = probe.extras.get("momentum")
-    if probe.run_dir is not None:
-        mfile = Path(probe.run_dir) / "metrics.jsonl"
-        if mfile.is_file():
-            recs = [json.loads(ln) for ln in mfile.read_text().splitlines() if ln.strip()]
-            meas["loss_history"] = [r["train_loss"] for r in recs if isinstance(r.get("train_loss"), int | float)]
-            events = sum(1 for r in recs if r.get("event") == "nonfinite")
-            if events:
-                meas["nonfinite"]["training_events"] = events
-    findings = diagnose(meas, Thresholds(grad_tol=grad_tol))
-    if probe.run_dir is not None:
-        findings += _training_history_findings(Path(probe.run_dir) / "monitors.jsonl", {f.code for f in findings})
-        findings.sort(key=lambda f: {"critical": 0, "warning": 1, "info": 2}[f.severity])
-    if report is None:
-        report = (Path(probe.run_dir) / "report.html") if probe.run_dir is not None else \
-            Path(probe.source).with_suffix(".report.html")
-    extra = f"<pre>{_html_escape(cls.explain())}</pre>"
-    write_html_section(report, to_html(findings, extra=extra))
-    return findings, meas, report
-
-
-def _training_history_findings(path: Path, seen: set[str]) -> list[Any]:
-    """Findings from the trainer's last `Monitor.measure()` record (monitors.jsonl), for codes the
-    fresh measurement did not already raise; non-finite counts are summed over the whole run."""
-    from thalweg.diagnose import diagnose
-
-    if not path.is_file():
-        return []
-    recs = [json.loads(ln) for ln in path.read_text().splitlines() if ln.strip()]
-    recs = [r for r in recs if isinstance(r, dict) and "layers" in r]
-    if not recs:
-        return []
-    last = dict(recs[-1])
-    totals: dict[str, int] = {}
-    for r in recs:
-        for k, v in (r.get("nonfinite") or {}).items():
-            totals[k] = totals.get(k, 0) + int(bool(v) if isinstance(v, bool) else v)
-    last["nonfinite"] = totals
-    out = []
-    for f in diagnose(last):
-        if f.code not in seen and f.code not in ("AT_MINIMUM", "FLAT_REGION", "NOT_CRITICAL"):
-            f.evidence = {"from": f"monitors.jsonl (step {last.get('step')}, {len(recs)} records)", **f.evidence}
-            out.append(f)
-    return out
-
-
-def _html_escape(s: str) -> str:
+def _write_report_section(run_dir: Path, r: dict[str, Any]) -> Path:
+    """The curvature summary and the density plot, into the run's report.html (after the doctor)."""
     import html
 
-    return html.escape(s)
+    from thalweg.diagnose import write_html_section
+    from thalweg.diagnose.html import markers
+
+    start, end = markers("inspect")
+    img = ""
+    png = Path(r["density_png"]) if "density_png" in r else run_dir / "figures" / "hessian_density.png"
+    if png.is_file():  # computed now, or by an earlier inspect of this run
+        import os
+
+        rel = os.path.relpath(png, run_dir)
+        img = f'<img src="{html.escape(rel)}" alt="Hessian spectral density" style="max-width:600px">'
+    section = (f'{start}\n<section id="thalweg-inspect"><h2>Curvature (thalweg inspect)</h2>'
+               f"<pre>{html.escape(_inspect_text({k: v for k, v in r.items() if k != 'report'}))}</pre>{img}"
+               f"</section>\n{end}")
+    return write_html_section(run_dir / "report.html", section, name="inspect", after="doctor")
 
 
 def register(app: typer.Typer) -> None:
@@ -178,34 +268,25 @@ def register(app: typer.Typer) -> None:
         path: Path = typer.Argument(..., help="Run directory, checkpoint, or probe file (save_probe)."),
         k: int = typer.Option(5, "--k", min=1, help="How many top eigenvalues."),
         mode: str = typer.Option("eval", help="Model mode for the Hessian: eval or train (fixed dropout mask)."),
-        max_samples: int = typer.Option(2048, min=1, help="Training rows used (the first ones)."),
+        max_samples: int = typer.Option(512, min=1, help="Training rows used (the first ones)."),
+        loss: str = typer.Option("plain", help="plain (the validation loss) or objective (what training "
+                                               "minimized, e.g. label-smoothed)."),
+        full: bool = typer.Option(False, "--full", help="Converge every estimate (slower); default: fast."),
         out: Path | None = typer.Option(None, help="Folder for hessian_density.png (default: run figures/)."),
         grad_tol: float = typer.Option(1e-3, help="Gradient norm below which the point counts as critical."),
         no_density: bool = typer.Option(False, "--no-density", help="Skip the SLQ density plot."),
+        progress: bool | None = typer.Option(None, "--progress/--no-progress",
+                                             help="Progress on stderr (default: when stderr is a terminal)."),
         as_json: bool = typer.Option(False, "--json", help="Print JSON instead of text."),
     ) -> None:
-        """The Hessian at a run's weights: top/bottom eigenvalues, trace, density plot, classification."""
+        """The Hessian at a run's weights: top eigenvalues and λ_min with residual bounds, the sign of
+        λ_min certified, trace, density plot, verdict; the density also goes into report.html."""
+        import sys
+
+        show = sys.stderr.isatty() if progress is None else progress
         r = inspect_target(path, k=k, mode=mode, max_samples=max_samples, out=out, grad_tol=grad_tol,
-                           density_plot=not no_density)
-        typer.echo(json.dumps(_clean(r), indent=2) if as_json else _inspect_text(r))
+                           density_plot=not no_density, loss=loss, full=full,
+                           progress=(lambda m: typer.echo(m, err=True)) if show else None)
+        from thalweg.diagnose.findings import clean
 
-    @app.command("doctor")
-    def doctor_cmd(
-        path: Path = typer.Argument(..., help="Run directory, checkpoint, or probe file (save_probe)."),
-        mode: str = typer.Option("eval", help="Model mode for the Hessian: eval or train."),
-        max_samples: int = typer.Option(2048, min=1, help="Training rows used (the first ones)."),
-        grad_tol: float = typer.Option(1e-3, help="Gradient norm below which training counts as stopped."),
-        report: Path | None = typer.Option(None, help="HTML file to write (default: the run's report.html)."),
-        as_json: bool = typer.Option(False, "--json", help="Print JSON instead of text."),
-    ) -> None:
-        """Every finding for a run — saddles, unstable LR, vanishing/exploding gradients, dead units,
-        overflow — with evidence and a suggested action; also written into report.html."""
-        from thalweg.diagnose import format_findings
-
-        findings, meas, rep = doctor_target(path, mode=mode, max_samples=max_samples, grad_tol=grad_tol,
-                                            report=report)
-        if as_json:
-            typer.echo(json.dumps(_clean({"findings": [f.to_dict() for f in findings], "measurements": meas,
-                                          "report": str(rep)}), indent=2))
-        else:
-            typer.echo(f"thalweg doctor {path}\n{format_findings(findings)}\nreport: {rep}")
+        typer.echo(json.dumps(clean(r), indent=2) if as_json else _inspect_text(r))

@@ -103,6 +103,8 @@ def register(app: typer.Typer) -> None:
         dataset: str = typer.Option("digits", help="Without PATH: dataset to train on briefly."),
         model: str = typer.Option("mlp", help="Without PATH: model to train briefly."),
         epochs: int = typer.Option(30, min=1, help="Without PATH: full-batch Adam epochs."),
+        loss: str = typer.Option("plain", help="plain (the validation loss) or objective (what a run "
+                                               "trained on, e.g. label-smoothed)."),
     ) -> None:
         """Slice the loss landscape around trained models (filter-normalized directions)."""
         from thalweg.landscape import plots as P
@@ -111,11 +113,13 @@ def register(app: typer.Typer) -> None:
         try:
             if split not in ("train", "val", "test"):
                 raise ValueError(f"split must be train, val or test, got {split!r}")
-            models = _landscape_models(paths or [], dataset, model, epochs)
+            if loss not in ("plain", "objective"):
+                raise ValueError(f"loss must be plain or objective, got {loss!r}")
+            models = _landscape_models(paths or [], dataset, model, epochs, loss)
             kw = dict(span=span, resolution=resolution, norm=norm, seed=seed, mode=mode,
                       ignore_bias_and_norm=not include_bias_norm)
             found = []
-            for net, splits, loss_fn, title in models:
+            for net, splits, loss_fn, title, _ in models:
                 x = getattr(splits, f"x_{split}")[:samples]
                 y = getattr(splits, f"y_{split}")[:samples]
                 fn = S.slice_1d if dim == 1 else S.slice_2d
@@ -123,12 +127,12 @@ def register(app: typer.Typer) -> None:
         except (ValueError, TypeError, FileNotFoundError) as err:
             _fail(str(err))
             return
-        for k, (s, title) in enumerate(found):
+        for k, ((s, title), label) in enumerate(zip(found, [m[4] for m in models], strict=True)):
             stem = out / (f"landscape_{dim}d" + (f"_{k}" if len(found) > 1 else ""))
             typer.echo(f"wrote {s.save(stem.with_suffix('.npz'))}")
-            fig = S.figure_slice(s, f"loss landscape ({split} split): {title}", log=log)
+            fig = S.figure_slice(s, f"{label} landscape ({split} split): {title}", log=log)
             typer.echo(f"wrote {P.save(fig, stem.with_suffix('.png'))}")
-            typer.echo(f"  {title}: loss at the trained weights {s.center_loss:.4g}; {s.describe()}")
+            typer.echo(f"  {title}: {label} at the trained weights {s.center_loss:.4g}; {s.describe()}")
         if len(found) > 1 and dim == 1:
             fig = S.figure_compare([s for s, _ in found], [t for _, t in found], log=log)
             typer.echo(f"wrote {P.save(fig, out / 'landscape_1d_compare.png')}")
@@ -171,20 +175,29 @@ def register(app: typer.Typer) -> None:
             typer.echo(f"  stopped at lr {res.lrs[-1]:.3g}: smoothed loss > {diverge_factor:g}× best")
 
 
-def _landscape_models(paths: list[Path], dataset: str, model: str, epochs: int) -> list[tuple]:
-    """(model, splits, loss_fn, title) for each run path, or one briefly trained model."""
+def _landscape_models(paths: list[Path], dataset: str, model: str, epochs: int,
+                      loss: str = "plain") -> list[tuple]:
+    """(model, splits, loss_fn, title, loss label) for each run path, or one briefly trained
+    model; `loss` "plain" is the validation loss, "objective" what the run trained on."""
     if not paths:
         from thalweg.landscape.gallery import train_briefly
 
         net, splits, loss_fn = train_briefly(dataset, model, epochs=epochs)
-        return [(net, splits, loss_fn, f"{model} on {dataset} ({epochs} epochs of Adam)")]
+        return [(net, splits, loss_fn, f"{model} on {dataset} ({epochs} epochs of Adam)", "loss")]
     from thalweg.train import load_run
+    from thalweg.train.components import loss_function
 
     out = []
     for path in paths:
         run = load_run(path)
-        out.append((run.model, run.splits, run.loss_fn,
-                    f"{Path(run.run_dir).name} ({Path(run.checkpoint).name})"))
+        fn, label = run.loss_fn, "training objective"
+        if loss == "plain":
+            plain = loss_function(run.config, run.splits)[1]
+            fn = lambda o, y, f=plain: f(o, y).mean()  # noqa: E731
+            label = "cross-entropy" if run.splits.task == "classification" else "squared error"
+        elif run.config.regularization.label_smoothing:
+            label = f"training objective (label smoothing {run.config.regularization.label_smoothing:g})"
+        out.append((run.model, run.splits, fn, f"{Path(run.run_dir).name} ({Path(run.checkpoint).name})", label))
     return out
 
 

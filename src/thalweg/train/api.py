@@ -66,7 +66,7 @@ def finish(tr: Trainer) -> RunResult:
         if d.figures or d.report:
             from thalweg.train.report import write_report
 
-            write_report(tr.paths, tr.cfg, summary, figures=d.figures, html=d.report)
+            write_report(tr.paths, tr.cfg, summary, figures=d.figures, html=d.report, splits=tr.splits)
     tr.ctx.barrier()
     return RunResult(
         run_dir=tr.paths.root, config=tr.cfg, model=tr.model, steps=s.step,

@@ -109,16 +109,23 @@ def build_model(cfg: RunConfig, splits: Any) -> nn.Module:
 
 def initialize(model: nn.Module, cfg: RunConfig, splits: Any) -> None:
     """The [init] rule via `thalweg.init` (gains follow the model's activation)."""
+    from thalweg.init import freeze
     from thalweg.init import initialize as init_model
 
-    rule = cfg.init.rule
+    c = cfg.init
+    rule = c.rule
     act = cfg.model.activation or "relu"
     # Glorot's and orthogonal's classic forms have gain 1; Kaiming's follows the activation
     nonlin = act if rule.startswith("kaiming") and act in ("relu", "tanh", "sigmoid") else None
     try:
-        init_model(model, rule, nonlin, x_batch=splits.x_train[:512] if rule == "lsuv" else None)
+        init_model(model, rule, nonlin, x_batch=splits.x_train[:512] if rule == "lsuv" else None,
+                   std=c.std, value=c.value, bias=c.bias)
     except ValueError as e:
         raise ConfigError("init", "rule", rule, str(e)) from None
+    try:
+        freeze(model, c.freeze)
+    except ValueError as e:
+        raise ConfigError("init", "freeze", c.freeze, str(e)) from None
 
 
 def build_optimizer(cfg: RunConfig, model: nn.Module) -> tuple[torch.optim.Optimizer, Any]:

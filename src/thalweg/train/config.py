@@ -82,12 +82,17 @@ class ModelConfig(_Section):
 
 
 class InitConfig(_Section):
-    """Weight initialization rule applied before training ("default" keeps torch's)."""
+    """Weight initialization rule applied before training ("default" keeps torch's), the bias
+    fill, and which parameters stay at their initial values (`freeze`: name prefixes)."""
 
     rule: Literal[
         "default", "xavier_uniform", "xavier_normal", "kaiming_uniform", "kaiming_normal",
-        "orthogonal", "lsuv", "normal",
+        "orthogonal", "lsuv", "normal", "zeros", "constant",
     ] = "default"
+    std: float = Field(default=0.01, gt=0.0, description="for rule = normal")
+    value: float = Field(default=0.0, description="for rule = constant")
+    bias: float = 0.0
+    freeze: list[str] = Field(default_factory=list)
 
 
 class OptimizerConfig(BaseModel):

@@ -7,22 +7,11 @@ import json
 from pathlib import Path
 from typing import Any
 
+from thalweg.diagnose import surviving
 from thalweg.train.config import RunConfig, dump_config
 from thalweg.train.runs import RunPaths, read_metrics
 
-__all__ = ["plot_curves", "write_report"]
-
-
-def _kept(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Metric records of the surviving history: a rollback to step s abandons the records
-    written before it with step > s (that branch was undone)."""
-    kept: list[dict[str, Any]] = []
-    for r in records:
-        if r.get("event") == "rollback":
-            kept = [k for k in kept if k["step"] <= r["step"]]
-        elif "event" not in r:
-            kept.append(r)
-    return kept
+__all__ = ["plot_curves", "quick_findings", "write_report"]
 
 
 def _series(records: list[dict[str, Any]], key: str) -> tuple[list[float], list[float]]:
@@ -32,9 +21,11 @@ def _series(records: list[dict[str, Any]], key: str) -> tuple[list[float], list[
 
 def plot_curves(records: list[dict[str, Any]], out_dir: Path, title: str = "",
                 best_epoch: float | None = None,
-                schedule: tuple[list[float], list[float]] | None = None) -> list[Path]:
+                schedule: tuple[list[float], list[float]] | None = None,
+                chance: float | None = None) -> list[Path]:
     """Write losses.png, accuracy.png (classification), lr.png and grad_norm.png; mark the
-    epoch whose weights are in best.pt, and draw the lr schedule at every step if given."""
+    epoch whose weights are in best.pt, the chance-level loss, and draw the lr schedule at
+    every step if given."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -43,10 +34,11 @@ def plot_curves(records: list[dict[str, Any]], out_dir: Path, title: str = "",
     out_dir.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
     bad = [r["step"] for r in records if r.get("event") in ("nonfinite", "rollback")]
-    records = _kept(records)
+    records = surviving(records)
 
     def figure(name: str, panels: list[tuple[str, str, bool]], ylabel: str, logy: bool = False,
-               best: bool = False, curve: tuple[list[float], list[float]] | None = None) -> None:
+               best: bool = False, curve: tuple[list[float], list[float]] | None = None,
+               level: float | None = None) -> None:
         if not any(_series(records, k)[0] for k, _, _ in panels):
             return
         fig, ax = plt.subplots(figsize=(6.4, 3.6), dpi=100)
@@ -59,6 +51,8 @@ def plot_curves(records: list[dict[str, Any]], out_dir: Path, title: str = "",
                         lw=0 if curve else 1.5, label=label)
         if best and best_epoch is not None:
             ax.axvline(best_epoch, color="green", ls=":", lw=1.2, label="best.pt")
+        if level is not None:
+            ax.axhline(level, color="0.3", ls="--", lw=1, label=f"chance level {level:.3g}")
         if logy:
             ax.set_yscale("log")
         ax.set_xlabel("epoch")
@@ -78,7 +72,7 @@ def plot_curves(records: list[dict[str, Any]], out_dir: Path, title: str = "",
         written.append(path)
 
     figure("losses", [("train_loss", "train (training objective)", False),
-                      ("val_loss", "validation (cross-entropy)", True)], "loss", best=True)
+                      ("val_loss", "validation (plain loss)", True)], "loss", best=True, level=chance)
     figure("accuracy", [("train_accuracy", "train", False), ("val_accuracy", "validation", True)],
            "accuracy", best=True)
     figure("lr", [("lr", "logged", False)], "learning rate", curve=schedule)
@@ -93,9 +87,32 @@ def _fmt(v: Any) -> str:
     return html.escape(str(v))
 
 
+def quick_findings(paths: RunPaths, cfg: RunConfig, summary: dict[str, Any], splits: Any = None,
+                   figures: bool = True) -> tuple[list[Any], dict[int, Path | None]]:
+    """The doctor's diagnosis from the curves, data and config alone (no extra forward pass);
+    `thalweg doctor RUN` adds gradients, activations, weights and curvature."""
+    from thalweg.diagnose import RunEvidence, data_statistics, diagnose_run
+    from thalweg.diagnose.plots import figure_for, plot_evidence
+
+    stats = None
+    if splits is not None:
+        stats = data_statistics(splits.x_train, splits.y_train, splits.x_val, splits.y_val, task=splits.task,
+                                num_classes=splits.num_classes, standardized=cfg.data.standardize)
+    records = read_metrics(paths.metrics) if paths.metrics.is_file() else []
+    ev = RunEvidence(config=cfg.model_dump(mode="json"), records=records, summary=summary, data=stats)
+    findings = diagnose_run(ev)
+    if not figures:
+        return findings, {}
+    # the loss curves are losses.png (it draws the chance level); other evidence only when a finding needs it
+    wanted = {f.figure for f in findings if f.severity != "info" and f.figure} - {"loss"}
+    made = {"loss": paths.figures / "losses.png", **plot_evidence(ev, paths.figures, kinds=wanted)}
+    return findings, {i: figure_for(f, made) for i, f in enumerate(findings)}
+
+
 def write_report(paths: RunPaths, cfg: RunConfig, summary: dict[str, Any], *, figures: bool = True,
-                 html: bool = True) -> Path | None:
-    """Draw the figures and a self-contained-enough report.html that links them."""
+                 html: bool = True, splits: Any = None) -> Path | None:
+    """Draw the figures and a self-contained-enough report.html that links them; the doctor's
+    findings (from the curves, data and config) lead it."""
     records = read_metrics(paths.metrics) if paths.metrics.is_file() else []
     spe, total = summary.get("steps_per_epoch"), summary.get("total_steps")
     best_epoch = summary["best_step"] / spe if spe and summary.get("best_step", -1) >= 0 else None
@@ -106,10 +123,21 @@ def write_report(paths: RunPaths, cfg: RunConfig, summary: dict[str, Any], *, fi
         sched = build_schedule(cfg, total, spe)
         steps = range(0, total, max(1, total // 2000))
         curve = ([(t + 1) / spe for t in steps], [sched(t) for t in steps])
-    pngs = plot_curves(records, paths.figures, cfg.name, best_epoch, curve) if figures else []
+    findings, figs = quick_findings(paths, cfg, summary, splits, figures=figures) if html else ([], {})
+    chance = next((f.evidence.get("chance_loss") for f in findings if "chance_loss" in f.evidence), None)
+    if chance is None and splits is not None and splits.task == "classification" and splits.num_classes:
+        import math
+
+        chance = math.log(splits.num_classes)
+    pngs = plot_curves(records, paths.figures, cfg.name, best_epoch, curve, chance) if figures else []
+    density = paths.figures / "hessian_density.png"
+    if figures and density.is_file():
+        pngs.append(density)
     if not html:
         return None
     import html as _html
+
+    from thalweg.diagnose import to_html
 
     rows = "".join(f"<tr><th>{_html.escape(k)}</th><td>{_fmt(v)}</td></tr>"
                    for k, v in summary.items() if k != "event")
@@ -117,6 +145,9 @@ def write_report(paths: RunPaths, cfg: RunConfig, summary: dict[str, Any], *, fi
     ev_html = "".join(f"<li>{_html.escape(json.dumps(e))}</li>" for e in events[:50])
     imgs = "".join(f'<figure><img src="figures/{p.name}" alt="{p.stem}"><figcaption>{p.stem}'
                    "</figcaption></figure>" for p in pngs)
+    doctor = to_html(findings, figures=figs, base=paths.root,
+                     note="From the learning curves, the data and the config; `thalweg doctor` on this run adds "
+                          "gradients, activations, weights and curvature.")
     doc = f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>thalweg run {_html.escape(cfg.name)}</title>
 <style>body{{font-family:sans-serif;max-width:960px;margin:2em auto;color:#222}}
@@ -124,6 +155,7 @@ table{{border-collapse:collapse}}th,td{{border-bottom:1px solid #ddd;padding:4px
 figure{{display:inline-block;margin:6px}}img{{max-width:460px}}pre{{background:#f6f6f6;padding:1em}}</style>
 </head><body>
 <h1>thalweg run <code>{_html.escape(cfg.name)}</code></h1>
+{doctor}
 <h2>Final numbers</h2><table>{rows}</table>
 <h2>Curves</h2>{imgs or "<p>(figures disabled)</p>"}
 <h2>Non-finite events</h2>{f"<ul>{ev_html}</ul>" if events else "<p>none</p>"}

@@ -1,5 +1,4 @@
-"""Measurements → findings a person can act on: each finding names the problem, shows the numbers
-that triggered it, rates its severity and suggests what to change.
+"""Monitor measurements → findings: gradients, activations, non-finite values and curvature.
 
 `diagnose` reads a `Monitor.measure()` dict plus optional keys: ``lr``, ``optimizer``,
 ``momentum`` and ``curvature`` (``lambda_max``, ``lambda_min``, ``residual_min``,
@@ -8,63 +7,15 @@ that triggered it, rates its severity and suggests what to change.
 
 from __future__ import annotations
 
-import json
 import math
-from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from collections.abc import Mapping
+from typing import Any
 
-__all__ = ["Finding", "Thresholds", "diagnose", "format_findings", "to_html", "to_json", "write_html_section"]
+from thalweg.diagnose.findings import SEVERITY_ORDER, Finding, Thresholds
 
-Severity = Literal["info", "warning", "critical"]
-_ORDER = {"critical": 0, "warning": 1, "info": 2}
+__all__ = ["diagnose"]
+
 _ADAPTIVE = ("adam", "adamw", "rmsprop", "adagrad", "adadelta", "adahessian")
-
-
-@dataclass
-class Finding:
-    """One diagnosis: a stable code, a title, severity, the evidence and the suggested action."""
-
-    code: str
-    title: str
-    severity: Severity
-    evidence: dict[str, Any]
-    action: str
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    def __str__(self) -> str:
-        ev = ", ".join(f"{k}={_fmt(v)}" for k, v in self.evidence.items())
-        return f"[{self.severity.upper()}] {self.code}: {self.title}\n    evidence: {ev}\n    action: {self.action}"
-
-
-@dataclass
-class Thresholds:
-    """The numbers behind each rule (rules of thumb, stated so they can be changed)."""
-
-    vanishing_ratio: float = 1e-3  # first/last layer gradient norm below this → vanishing
-    exploding_ratio: float = 1e3  # first/last above this → exploding
-    exploding_norm: float = 1e3  # any layer gradient norm above this → exploding
-    update_ratio_high: float = 1e-1
-    update_ratio_low: float = 1e-6
-    dead_warning: float = 0.5
-    dead_critical: float = 0.9
-    saturation: float = 0.5
-    grad_tol: float = 1e-3  # gradient norm this small counts as "stopped"
-    ill_conditioned: float = 1e3
-    stability_edge: float = 2.0
-    extras: dict[str, float] = field(default_factory=dict)
-
-
-def _fmt(v: Any) -> str:
-    if isinstance(v, float):
-        return f"{v:.3g}"
-    if isinstance(v, list) and len(v) > 6:
-        return "[" + ", ".join(_fmt(x) for x in v[:6]) + ", …]"
-    if isinstance(v, list):
-        return "[" + ", ".join(_fmt(x) for x in v) + "]"
-    return str(v)
 
 
 def _num(x: Any) -> float | None:
@@ -126,6 +77,29 @@ def _activation_rules(m: Mapping[str, Any], t: Thresholds) -> list[Finding]:
                                "Saturated tanh/sigmoid have near-zero derivatives (vanishing gradients): normalize "
                                "inputs, use Xavier init or BatchNorm, or switch to ReLU."))
     return out
+
+
+def _signal_rules(m: Mapping[str, Any], t: Thresholds) -> list[Finding]:
+    """Signal propagation through depth: activation RMS shrinking (or growing) layer after layer —
+    the forward face of vanishing (exploding) gradients, which a per-layer gradient ratio can miss
+    when every layer's gradient is small alike."""
+    acts = [a for a in m.get("activations", []) if _num(a.get("rms")) is not None]
+    if len(acts) < 2:
+        return []
+    rms = [float(a["rms"]) for a in acts]
+    ref = _num(m.get("input_rms")) or 1.0
+    overall = rms[-1] / rms[0] if rms[0] > 0 else math.inf
+    ev = {"activation_rms": rms, "input_rms": ref, "first_to_last": overall, "layers": [a["name"] for a in acts]}
+    if rms[-1] < t.signal_vanish * ref and overall < 0.3:
+        return [Finding("VANISHING_GRADIENTS", "The signal vanishes through depth (activations shrink layer by layer)",
+                        "warning", ev, "Each layer multiplies the signal by less than one, so the output and every "
+                        "gradient are tiny: use a variance-preserving init (Kaiming/Xavier) or normalization.",
+                        confidence=0.7)]
+    if rms[-1] > t.signal_explode * ref and overall > 3:
+        return [Finding("EXPLODING_GRADIENTS", "The signal explodes through depth (activations grow layer by layer)",
+                        "warning", ev, "Each layer multiplies the signal by more than one: use a variance-preserving "
+                        "init (Kaiming/Xavier), normalization or gradient clipping.", confidence=0.7)]
+    return []
 
 
 def _nonfinite_rules(m: Mapping[str, Any]) -> list[Finding]:
@@ -213,65 +187,6 @@ def diagnose(measurements: Mapping[str, Any], thresholds: Thresholds | None = No
     t = thresholds or Thresholds()
     found = (_nonfinite_rules(measurements) + _gradient_rules(measurements, t)
              + _activation_rules(measurements, t) + _curvature_rules(measurements, t))
-    return sorted(found, key=lambda f: _ORDER[f.severity])
-
-
-def format_findings(findings: Sequence[Finding]) -> str:
-    """Plain text, one block per finding (or a single line saying nothing was found)."""
-    if not findings:
-        return "No findings: gradients, activations and curvature look healthy."
-    return "\n".join(str(f) for f in findings)
-
-
-def to_json(findings: Sequence[Finding]) -> str:
-    """The findings as a JSON list (non-finite numbers written as strings)."""
-    def clean(v: Any) -> Any:
-        if isinstance(v, float) and not math.isfinite(v):
-            return str(v)
-        if isinstance(v, dict):
-            return {k: clean(x) for k, x in v.items()}
-        if isinstance(v, list | tuple):
-            return [clean(x) for x in v]
-        return v
-    return json.dumps([clean(f.to_dict()) for f in findings], indent=2)
-
-
-_START, _END = "<!-- thalweg-doctor:start -->", "<!-- thalweg-doctor:end -->"
-
-
-def to_html(findings: Sequence[Finding], *, title: str = "Diagnosis (thalweg doctor)", extra: str = "") -> str:
-    """An HTML section listing the findings (for a run's report.html)."""
-    import html
-
-    colors = {"critical": "#b00020", "warning": "#b26a00", "info": "#2f6f3e"}
-    items = "".join(
-        f'<li><b style="color:{colors[f.severity]}">{f.severity.upper()}</b> <code>{html.escape(f.code)}</code> '
-        f"{html.escape(f.title)}<br><small>evidence: "
-        f"{html.escape(', '.join(f'{k}={_fmt(v)}' for k, v in f.evidence.items()))}</small><br>"
-        f"→ {html.escape(f.action)}</li>" for f in findings)
-    body = f"<ul>{items}</ul>" if findings else "<p>No findings: gradients, activations and curvature look healthy.</p>"
-    return f'{_START}\n<section id="thalweg-doctor"><h2>{html.escape(title)}</h2>{body}{extra}</section>\n{_END}'
-
-
-def write_html_section(path: Any, section: str) -> Any:
-    """Put `section` into the HTML file at `path`: replace an earlier doctor section, else insert it
-    before ``</body>``; create a minimal page when the file does not exist."""
-    from pathlib import Path
-
-    p = Path(path)
-    if p.is_file():
-        doc = p.read_text(encoding="utf-8")
-        if _START in doc and _END in doc:
-            a, b = doc.index(_START), doc.index(_END) + len(_END)
-            doc = doc[:a] + section + doc[b:]
-        elif "</body>" in doc:
-            i = doc.rindex("</body>")
-            doc = doc[:i] + section + "\n" + doc[i:]
-        else:
-            doc = doc + "\n" + section + "\n"
-    else:
-        p.parent.mkdir(parents=True, exist_ok=True)
-        doc = ('<!doctype html>\n<html><head><meta charset="utf-8"><title>thalweg doctor</title></head>'
-               f"<body style=\"font-family:sans-serif;max-width:960px;margin:2em auto\">\n{section}\n</body></html>\n")
-    p.write_text(doc, encoding="utf-8")
-    return p
+    codes = {f.code for f in found}
+    found += [f for f in _signal_rules(measurements, t) if f.code not in codes]
+    return sorted(found, key=lambda f: SEVERITY_ORDER[f.severity])
