@@ -15,17 +15,6 @@ from typing import Any
 import typer
 
 
-def _plain_loss(probe: Any) -> tuple[Any, str]:
-    """The plain loss of the task (what validation reports): cross-entropy for integer labels,
-    mean squared error otherwise."""
-    import torch
-    import torch.nn.functional as F
-
-    if not torch.is_floating_point(probe.y):
-        return F.cross_entropy, "plain cross-entropy"
-    return (lambda out, y: F.mse_loss(out.reshape(y.shape), y)), "plain mean squared error"
-
-
 def _run_config(probe: Any) -> dict[str, Any]:
     """The run's resolved config.toml as a dict ({} for a probe file or an unreadable file)."""
     import tomllib
@@ -38,15 +27,6 @@ def _run_config(probe: Any) -> dict[str, Any]:
         return {}
 
 
-def _objective_label(probe: Any) -> str:
-    """Which training objective a run minimized, from its resolved config (label smoothing)."""
-    if probe.run_dir is None:
-        return f"training objective ({probe.loss_name})"
-    cfg = _run_config(probe)
-    eps = float((cfg.get("regularization") or {}).get("label_smoothing") or 0.0)
-    return f"training objective (label smoothing {eps:g})" if eps else "training objective (= the plain loss)"
-
-
 def _operator(path: Path, mode: str, max_samples: int, loss: str = "plain") -> tuple[Any, Any, str]:
     from thalweg.curvature.hvp import HessianOperator
     from thalweg.curvature.probe import load_target
@@ -56,16 +36,22 @@ def _operator(path: Path, mode: str, max_samples: int, loss: str = "plain") -> t
         raise typer.BadParameter(f"--mode must be 'train' or 'eval', got {mode!r}")
     if loss not in ("plain", "objective"):
         raise typer.BadParameter(f"--loss must be 'plain' or 'objective', got {loss!r}")
+    runs: list[Any] = []
+
+    def load(p: Path) -> Any:  # keep the run: its losses say what they are
+        runs.append(load_run(p))
+        return runs[-1]
+
     try:
-        probe = load_target(path, max_samples=max_samples, load_run=load_run)
+        probe = load_target(path, max_samples=max_samples, load_run=load)
     except (FileNotFoundError, ValueError) as e:
         raise typer.BadParameter(str(e), param_hint="PATH") from e
-    if loss == "plain" and probe.run_dir is not None:
-        fn, label = _plain_loss(probe)
-    elif loss == "plain":
-        fn, label = probe.loss_fn, f"plain {probe.loss_name.replace('_', '-')}"
-    else:
-        fn, label = probe.loss_fn, _objective_label(probe)
+    if runs:
+        fn = runs[-1].eval_loss_fn if loss == "plain" else runs[-1].loss_fn
+        label = fn.label
+    else:  # a probe file carries one loss
+        name = probe.loss_name.replace("_", "-")
+        fn, label = probe.loss_fn, f"plain {name}" if loss == "plain" else f"training objective ({name})"
     return probe, HessianOperator(probe.model, fn, (probe.x, probe.y), mode=mode), label  # type: ignore[arg-type]
 
 

@@ -185,18 +185,12 @@ def _landscape_models(paths: list[Path], dataset: str, model: str, epochs: int,
         net, splits, loss_fn = train_briefly(dataset, model, epochs=epochs)
         return [(net, splits, loss_fn, f"{model} on {dataset} ({epochs} epochs of Adam)", "loss")]
     from thalweg.train import load_run
-    from thalweg.train.components import loss_function
 
     out = []
     for path in paths:
         run = load_run(path)
-        fn, label = run.loss_fn, "training objective"
-        if loss == "plain":
-            plain = loss_function(run.config, run.splits)[1]
-            fn = lambda o, y, f=plain: f(o, y).mean()  # noqa: E731
-            label = "cross-entropy" if run.splits.task == "classification" else "squared error"
-        elif run.config.regularization.label_smoothing:
-            label = f"training objective (label smoothing {run.config.regularization.label_smoothing:g})"
+        fn = run.eval_loss_fn if loss == "plain" else run.loss_fn
+        label = fn.label
         out.append((run.model, run.splits, fn, f"{Path(run.run_dir).name} ({Path(run.checkpoint).name})", label))
     return out
 

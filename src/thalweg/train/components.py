@@ -202,6 +202,13 @@ class TaskLoss:
     def __call__(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return self.per_sample(out, y).mean()
 
+    @property
+    def label(self) -> str:
+        """What this loss is, as inspect and landscape print it."""
+        if self.label_smoothing:
+            return f"training objective (label smoothing {self.label_smoothing:g})"
+        return "plain cross-entropy" if self.task == "classification" else "plain mean squared error"
+
 
 def task_losses(cfg: RunConfig, task: str) -> tuple[TaskLoss, TaskLoss]:
     """(training objective, plain evaluation loss) for the task: label smoothing only trains."""

@@ -30,17 +30,11 @@ from thalweg.diagnose import (
     rank,
     weight_changes,
 )
+from thalweg.train.build import RunParts, build_run
 from thalweg.train.checkpoint import CheckpointManager, load_checkpoint
-from thalweg.train.components import (
-    build_model,
-    build_optimizer,
-    initialize,
-    loss_function,
-    prepare_data,
-)
+from thalweg.train.components import build_model
 from thalweg.train.config import RunConfig, parse_config
-from thalweg.train.runs import RunPaths, read_metrics
-from thalweg.train.state import seed_everything
+from thalweg.train.runs import RunPaths, load_run, read_metrics
 
 __all__ = ["Examination", "examine", "write_findings"]
 
@@ -58,12 +52,6 @@ class Examination:
     report: Path | None = None
     figures: dict[str, Path] = field(default_factory=dict)
 
-
-def _mean(per_sample: Any) -> Any:
-    def loss(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return per_sample(out, y).mean()
-
-    return loss
 
 
 def measure(model: nn.Module, loss_fn: Any, x: torch.Tensor, y: torch.Tensor) -> dict[str, Any]:
@@ -99,15 +87,13 @@ def curvature(model: nn.Module, loss_fn: Any, x: torch.Tensor, y: torch.Tensor, 
         return None  # non-finite weights: no curvature to read
 
 
-def _initial_model(cfg: RunConfig) -> nn.Module:
-    """The weights the run started from, rebuilt as the trainer built them (same seed, same order)."""
-    seed_everything(cfg.train.seed)
-    splits = prepare_data(cfg)
-    model = build_model(cfg, splits)
-    initialize(model, cfg, splits)
-    for p in model.parameters():  # a rebuilt model is measured, not trained: every weight needs a gradient
-        p.requires_grad_(True)
-    return model
+def _initial_parts(cfg: RunConfig, *, optimizer: bool = False) -> RunParts:
+    """The run as it started, rebuilt by the trainer's own `build_run` (same seed, same order)."""
+    parts = build_run(cfg, device="cpu", optimizer=optimizer, check_budget=False)
+    if not optimizer:  # a rebuilt model is measured, not trained: every weight needs a gradient
+        for p in parts.model.parameters():
+            p.requires_grad_(True)
+    return parts
 
 
 def _lr_suggestion(cfg: RunConfig, x: torch.Tensor, y: torch.Tensor, loss_fn: Any) -> float | None:
@@ -116,9 +102,9 @@ def _lr_suggestion(cfg: RunConfig, x: torch.Tensor, y: torch.Tensor, loss_fn: An
     bold with momentum (on the zoo's SGD runs it gives 0.24, which the doctor then calls too high)."""
     from thalweg.landscape.lr_finder import lr_find
 
-    model = _initial_model(cfg)
-    opt, info = build_optimizer(cfg, model)
-    if info.needs_closure:
+    parts = _initial_parts(cfg, optimizer=True)
+    model, opt, info = parts.model, parts.optimizer, parts.info
+    if info.needs_closure or opt is None:
         return None
     with torch.random.fork_rng():
         res = lr_find(model, opt, loss_fn, (x, y), start_lr=1e-6, end_lr=10.0, num_steps=100,
@@ -151,22 +137,25 @@ def _examine_run(path: Path, *, max_samples: int, mode: str, grad_tol: float, wi
     records = read_metrics(paths.metrics) if paths.metrics.is_file() else []
     summary = json.loads(paths.summary.read_text()) if paths.summary.is_file() else None
     monitors = read_metrics(paths.monitors) if paths.monitors.is_file() else []
-    splits = prepare_data(cfg)
+    start_parts = _initial_parts(cfg)
+    splits = start_parts.splits
     stats = data_statistics(splits.x_train, splits.y_train, splits.x_val, splits.y_val, task=splits.task,
                             num_classes=splits.num_classes, standardized=cfg.data.standardize)
-    train_loss, _ = loss_function(cfg, splits)
-    objective = _mean(train_loss)
+    objective = start_parts.loss_fn
     x, y = splits.x_train[:max_samples], splits.y_train[:max_samples]
     latest = CheckpointManager(paths.checkpoints).load_latest()
     if path.is_file():
         latest = (path, load_checkpoint(path))
-    best_state = load_checkpoint(paths.best) if paths.best.is_file() else None
-    if latest is None and best_state is None:
+    # the best weights through the trainer's loader: a damaged best.pt falls back (with a warning)
+    # to the newest good checkpoint or best.prev.pt, never to a traceback
+    has_best = paths.best.is_file() or paths.best_prev.is_file()
+    best_model = load_run(run_dir).model if has_best else None
+    if latest is None and best_model is None:
         raise FileNotFoundError(f"run {run_dir} has neither checkpoints nor best.pt to examine")
-    end_state = latest[1] if latest is not None else best_state
-    start = _initial_model(cfg)
+    start = start_parts.model
     init_weights = {k: v.detach().clone() for k, v in start.state_dict().items()}
-    end_model = _load_state(build_model(cfg, splits), end_state)  # type: ignore[arg-type]
+    end_model = _load_state(build_model(cfg, splits), latest[1]) if latest is not None else best_model
+    assert end_model is not None
     from thalweg.diagnose.curves import read_curves
 
     lr_now = read_curves(records).lr_now or cfg.optimizer.hyperparameters().get("lr")
@@ -174,8 +163,8 @@ def _examine_run(path: Path, *, max_samples: int, mode: str, grad_tol: float, wi
                      output_layer=_output_layer(end_model))
     ev.end = _with_run_keys(measure(end_model, objective, x, y), lr_now, cfg)
     ev.init = measure(start, objective, x, y)
-    if best_state is not None and latest is not None:
-        ev.best = measure(_load_state(build_model(cfg, splits), best_state), objective, x, y)
+    if best_model is not None and latest is not None:
+        ev.best = measure(best_model, objective, x, y)
     trainable = {n: not any(n == f or n.startswith(f + ".") for f in cfg.init.freeze) for n in init_weights}
     ev.weights = weight_changes(end_model.state_dict(), init_weights, trainable)
     if with_curvature:
