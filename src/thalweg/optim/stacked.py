@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from . import registry
-from .segment import Segment, scalar_dtype
+from .segment import Segment
 
 __all__ = ["Stack", "StackedOptimizer", "check_hparams", "resolve_params"]
 
@@ -95,6 +95,9 @@ class StackedOptimizer(torch.optim.Optimizer):
     (one step over `stack.params[sl]`; `sl` selects all of the stack or one parameter).
     """
 
+    #: torch's state for this rule has a per-parameter "step" (Muon's has none).
+    counts_steps: bool = True
+
     def __init__(self, params: Any, defaults: dict[str, Any]) -> None:
         self._stacks: list[Stack] = []
         self._built = False
@@ -153,7 +156,8 @@ class StackedOptimizer(torch.optim.Optimizer):
 
     # ------------------------------------------------------------------ stepping
     def _expose(self, st: Stack, i: int) -> None:
-        self.state[st.seg.params[i]] = {"step": st.seg.step_t[i], **self._param_state(st, i)}
+        step = {"step": st.seg.step_t[i]} if self.counts_steps else {}
+        self.state[st.seg.params[i]] = {**step, **self._param_state(st, i)}
 
     def _ensure_state(self, st: Stack) -> None:
         if not st.state:
@@ -224,19 +228,27 @@ class StackedOptimizer(torch.optim.Optimizer):
                     seg.step_t[i] = 0
                     self.state.pop(p, None)
                     continue
-                if "step" not in loaded:
+                if self.counts_steps and "step" not in loaded:
                     raise ValueError(f"state of parameter {i} lacks ['step'] needed by {type(self).__name__}")
                 self._load_param_state(st, i, loaded)
-                n = float(loaded["step"])
+                n = float(loaded["step"]) if "step" in loaded else 1.0  # a buffer: ≥ 1 step taken
                 seg.steps[i], seg.started[i] = int(n), True
                 seg.step_t[i] = n
-                self._expose(st, i)
+            self._loaded(st)
+            for i in range(st.k):
+                if seg.started[i]:
+                    self._expose(st, i)
+
+    def _loaded(self, st: Stack) -> None:
+        """Hook: every parameter of `st` has had its state loaded."""
 
     def __getstate__(self) -> dict[str, Any]:
         # torch.optim keeps only defaults/state/param_groups; the stacks are needed too
         return dict(self.__dict__)
 
-
-def step_tensor() -> Tensor:
-    """A fresh per-parameter step counter in torch.optim's dtype."""
-    return torch.zeros((), dtype=scalar_dtype())
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # groups loaded from another implementation's state dict lack this rule's own keys
+        super().__setstate__(state)
+        for g in self.param_groups:
+            for k, v in self.defaults.items():
+                g.setdefault(k, v)
