@@ -123,10 +123,18 @@ def eigenbasis(factors: Tensor) -> Tensor:
 
 
 def power_iteration_basis(factors: Tensor, q: Tensor) -> tuple[Tensor, Tensor]:
-    """SOAP's cheap basis refresh: one power iteration F·Q and a QR, columns re-sorted by the
-    current eigenvalue estimates diag(QᵀFQ). Returns the new basis and the sort order."""
+    """SOAP's cheap basis refresh: one power iteration (F + δI)·Q and a QR, columns re-sorted
+    by the current eigenvalue estimates diag(QᵀFQ). Returns the new basis and the sort order.
+
+    δ (relative to the largest estimate, above rounding noise) keeps the directions a
+    rank-deficient F does not see where they were, instead of letting the QR's completion of
+    a null space follow rounding noise."""
     fq = factors @ q
     estimates = (q * fq).sum(dim=-2)
+    d = factors.shape[-1]
+    lift = min(max(64 * d * torch.finfo(fq.dtype).eps, 1e-8), 0.125)
+    top = estimates.abs().amax(dim=-1, keepdim=True).clamp(min=torch.finfo(fq.dtype).tiny)
+    fq = fq + (lift * top).unsqueeze(-1) * q
     order = torch.argsort(estimates, dim=-1, descending=True)
     fq = torch.take_along_dim(fq, order.unsqueeze(-2), dim=-1)
     q_new, _ = torch.linalg.qr(fq.float() if fq.dtype in (torch.float16, torch.bfloat16) else fq)
