@@ -61,9 +61,10 @@ def run(factory: Factory, lr: float, prob: tuple[torch.Tensor, ...], steps: int,
     for t in range(steps):
         opt.zero_grad()
         f = loss(x, L, R, xs)
-        if not math.isfinite(float(f)):
+        value = f.item()
+        if not math.isfinite(value):
             return math.inf, math.inf
-        if reached == math.inf and float(f) <= target * f0:
+        if reached == math.inf and value <= target * f0:
             reached = t
         f.backward()
         opt.step()

@@ -222,7 +222,7 @@ class Shampoo(_Kronecker):
         """M: the inner optimizer's first moment (bias-corrected), or the gradient."""
         inner, probes = st.extra["inner"], st.extra["probes"]
         key = "exp_avg" if group["graft"] == "adam" else "momentum_buffer"
-        bufs = [inner.state[p].get(key) for p in probes[: st.k][sl]]
+        bufs = [inner.state.get(p, {}).get(key) for p in probes[: st.k][sl]]
         if any(b is None for b in bufs):
             return st.grads[sl]
         m = kr.stack_view(bufs)
@@ -324,11 +324,11 @@ class SOAP(_Kronecker):
         nl, order_l = kr.power_iteration_basis(left, ql)
         nr, order_r = kr.power_iteration_basis(right, qr)
         inner, probes = st.extra["inner"], st.extra["probes"]
-        mine = probes[j * st.k:(j + 1) * st.k]
-        if all(p in inner.state for p in mine):
+        mine = probes[j * st.k:(j + 1) * st.k][sl]
+        if all(inner.state.get(p) for p in mine):
             pc = st.extra["pieces"][j]
-            m = kr.stack_view([inner.state[p]["exp_avg"] for p in mine])[sl].reshape(-1, pc.bm, pc.bn)
-            v = kr.stack_view([inner.state[p]["exp_avg_sq"] for p in mine])[sl].reshape(-1, pc.bm, pc.bn)
+            m = kr.stack_view([inner.state[p]["exp_avg"] for p in mine]).reshape(-1, pc.bm, pc.bn)
+            v = kr.stack_view([inner.state[p]["exp_avg_sq"] for p in mine]).reshape(-1, pc.bm, pc.bn)
             m.copy_((nl.mT @ ql) @ m @ (qr.mT @ nr))
             v.copy_(torch.take_along_dim(v, order_l.unsqueeze(-1), dim=-2))
             v.copy_(torch.take_along_dim(v, order_r.unsqueeze(-2), dim=-1))
