@@ -207,3 +207,15 @@ def test_on_the_matrix_quadratic_each_is_at_least_as_good_as_adam_and_the_peers(
         for ours in ("thalweg Shampoo", "thalweg SOAP"):
             if label == "thalweg Adam" or label.endswith(ours.split()[1]):
                 assert best[ours] <= score, (ours, best[ours], label, score)
+
+
+@pytest.mark.parametrize("rule", RULES)
+def test_vectors_take_adam(rule):
+    """0-/1-D parameters are not preconditioned: Shampoo's graft and SOAP are Adam there."""
+    a, b = _params([(5,), ()]), _params([(5,), ()])
+    ours = RULES[rule](a, lr=0.05, betas=(0.9, 0.99), weight_decay=0.0)
+    adam = to.Adam(b, lr=0.05, betas=(0.9, 0.99))
+    _train(ours, a, 50)
+    _train(adam, b, 50)
+    for x, y in zip(a, b, strict=True):
+        torch.testing.assert_close(x, y, rtol=1e-12, atol=1e-12)

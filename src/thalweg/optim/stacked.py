@@ -73,6 +73,7 @@ class Stack:
     shape: torch.Size
     state: dict[str, Tensor] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
+    ready: bool = False  # state created (at the first step or load)
 
     @property
     def k(self) -> int:
@@ -160,8 +161,9 @@ class StackedOptimizer(torch.optim.Optimizer):
         self.state[st.seg.params[i]] = {**step, **self._param_state(st, i)}
 
     def _ensure_state(self, st: Stack) -> None:
-        if not st.state:
+        if not st.ready:
             self._init_state(st, self.param_groups[st.seg.group_index])
+            st.ready = True
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:  # type: ignore[override]
