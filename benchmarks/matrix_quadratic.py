@@ -25,7 +25,7 @@ from collections.abc import Callable
 import torch
 
 Factory = Callable[[list[torch.nn.Parameter], float], torch.optim.Optimizer]
-LRS = tuple(10.0 ** (e / 4) for e in range(-12, 1))  # 1e-3 … 1
+LRS = tuple(10.0 ** (e / 4) for e in range(-12, 3))  # 1e-3 … 3.2
 TARGET = 1e-4
 Score = tuple[float, float]  # (steps to f/f0 ≤ TARGET (inf: never), final f/f0)
 
@@ -140,7 +140,7 @@ def main() -> None:
           f"lr ∈ {{{', '.join(f'{lr:.0e}' for lr in LRS)}}}\n")
     best: dict[str, Score] = {}
     print(f"{'implementation':<36}{f'steps to {TARGET:g}':>16}{'final f/f0':>12}{'at lr':>10}{'sweep s':>9}")
-    for rule, impls in contenders(args.freq).items():
+    for impls in contenders(args.freq).values():
         for label, factory in impls.items():
             t0 = time.perf_counter()
             probs = [problem(args.m, args.n, args.cond, s) for s in range(args.seeds)]

@@ -20,6 +20,8 @@ import time
 import warnings
 from collections.abc import Callable
 
+from step_time import restore_grads  # the sibling benchmark (this folder is on sys.path)
+
 MATRICES = [(256, 256)] * 8 + [(512, 128)] * 4
 VECTORS = [(256,)] * 8
 Factory = Callable[[list], object]
@@ -102,12 +104,6 @@ def make_params(rule: str, seed: int = 0) -> list:
     for p in ps:
         p.grad = torch.randn(p.shape, generator=g) * 1e-3
     return ps
-
-
-def restore_grads(pairs: list) -> None:
-    for p, g in pairs:
-        if p.grad is not g:
-            p.grad = g  # HeavyBall frees p.grad after each step
 
 
 def main() -> None:

@@ -215,7 +215,7 @@ def test_muon_adamw_half_is_adamw_and_the_whole_state_round_trips():
                 m(idx).square().mean().backward()
             opt.step()
             with torch.no_grad():  # the reference's Muon half follows ours exactly
-                for (n, p), q in zip(net.named_parameters(), ref.parameters(), strict=True):
+                for p, q in zip(net.parameters(), ref.parameters(), strict=True):
                     if id(p) not in {id(r) for r in opt.adamw_params}:
                         q.copy_(p)
             torch_adamw.step()

@@ -37,7 +37,8 @@ INFOS = tuple(register(i) for i in (
         name="shampoo", factory=Shampoo, hyperparameters=Shampoo.schema,
         description="Kronecker-factored preconditioner L^(-1/4) G R^(-1/4) per block, grafted to "
                     "Adam's (or SGD's) step norm",
-        option_grid={"graft": ("adam", "sgd"), "max_precond_dim": (1024, 4), "weight_decay": (0.0, 0.1)},
+        option_grid={"graft": ("adam", "sgd"), "nesterov": _B, "max_precond_dim": (1024, 4),
+                     "weight_decay": (0.0, 0.1)},
         options=("compile",),
         search_space=(S("lr", 1e-4, 1e-1, log=True), S("betas", 1e-2, 0.5, log=True, index=0, one_minus=True),
                       S("shampoo_beta", 1e-3, 0.1, log=True, one_minus=True), _WD),

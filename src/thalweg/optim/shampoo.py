@@ -52,6 +52,7 @@ SHAMPOO_SCHEMA = (
     H("matrix_eps", 1e-6, low=0.0, help="damping of each factor, relative to its largest eigenvalue"),
     H("graft", "adam", kind="choice", choices=("adam", "sgd"),
       help="whose per-block step norm Shampoo's direction takes"),
+    H("nesterov", True, kind="bool", help="precondition β₁M + (1 − β₁)G (look-ahead) instead of M"),
 )
 SOAP_SCHEMA = _common(3e-3, (0.95, 0.95), None, 0.01, 10, 1024)
 
@@ -194,10 +195,11 @@ class Shampoo(_Kronecker):
     def __init__(self, params: Any, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
                  shampoo_beta: float | None = 0.999, eps: float = 1e-8, weight_decay: float = 0.0,
                  precondition_frequency: int = 10, max_precond_dim: int = 1024, root: float = 4.0,
-                 matrix_eps: float = 1e-6, graft: str = "adam", *, compile: bool | str = False) -> None:
+                 matrix_eps: float = 1e-6, graft: str = "adam", nesterov: bool = True, *,
+                 compile: bool | str = False) -> None:
         defaults = dict(lr=lr, betas=betas, shampoo_beta=shampoo_beta, eps=eps, weight_decay=weight_decay,
                         precondition_frequency=precondition_frequency, max_precond_dim=max_precond_dim,
-                        root=root, matrix_eps=matrix_eps, graft=graft)
+                        root=root, matrix_eps=matrix_eps, graft=graft, nesterov=nesterov)
         super().__init__(params, defaults, compile)
 
     def _init_piece(self, st: Stack, j: int, pc: kr.Piece) -> None:
@@ -219,14 +221,19 @@ class Shampoo(_Kronecker):
             g.update(momentum=group["betas"][0], dampening=group["betas"][0])
 
     def _momentum(self, st: Stack, sl: slice, step: int, group: Mapping[str, Any]) -> Tensor:
-        """M: the inner optimizer's first moment (bias-corrected), or the gradient."""
+        """M: the inner optimizer's first moment (bias-corrected), or the gradient; with
+        Nesterov, β₁M + (1 − β₁)G (the scale is the graft's business)."""
         inner, probes = st.extra["inner"], st.extra["probes"]
         key = "exp_avg" if group["graft"] == "adam" else "momentum_buffer"
+        g = st.grads[sl]
         bufs = [inner.state.get(p, {}).get(key) for p in probes[: st.k][sl]]
         if any(b is None for b in bufs):
-            return st.grads[sl]
+            return g
         m = kr.stack_view(bufs)
-        return m / (1 - group["betas"][0] ** step) if key == "exp_avg" else m
+        b1 = group["betas"][0]
+        if key == "exp_avg":
+            m = m / (1 - b1**step)
+        return torch.lerp(g, m, b1) if group["nesterov"] else m
 
     def _update(self, st: Stack, sl: slice, group: Mapping[str, Any], step: int) -> None:
         p, g = st.params[sl], st.grads[sl]
