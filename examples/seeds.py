@@ -41,6 +41,12 @@ ROSENBROCK_RUNS: list[tuple[str, str, dict, int]] = [
     ("Newton (saddle-free)", "newton", {"mode": "saddle_free"}, 50),
     ("L-BFGS (strong Wolfe)", "lbfgs", {}, 50),
     ("AdaHessian", "adahessian", {"lr": 0.3}, 3000),
+    # the matrix rules on a 2-vector: a vector is not preconditioned (see docs/contenders.md)
+    ("Adafactor (ρ_t = min(0.1, 1/√t))", "adafactor", {"lr": 0.1}, 3000),
+    ("Muon (a vector: AdamW)", "muon", {"lr": 0.03}, 3000),
+    ("Muon (split=all: 1×2 row)", "muon", {"lr": 0.003, "split": "all"}, 3000),
+    ("Shampoo (a vector: Adam graft)", "shampoo", {"lr": 0.03}, 3000),
+    ("SOAP (a vector: Adam)", "soap", {"lr": 0.03, "weight_decay": 0.0}, 3000),
 ]
 
 

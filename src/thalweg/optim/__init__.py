@@ -7,12 +7,15 @@ second-order methods, and the registry that lists them all.
 """
 
 from . import registry
+from .adafactor import Adafactor
 from .adahessian import AdaHessian
 from .core import AUTO_COMPILE_MIN_NUMEL, FlatOptimizer, Rule
 from .kfac import KFAC
 from .lbfgs import LBFGS
+from .muon import Muon
 from .newton import Newton
 from .rules import SGD, Adadelta, Adagrad, Adam, AdamW, RMSprop
+from .shampoo import SOAP, Shampoo
 from .transforms import (
     Chain,
     Hyper,
@@ -37,17 +40,21 @@ __all__ = [
     "KFAC",
     "LBFGS",
     "SGD",
+    "SOAP",
     "AdaHessian",
     "Adadelta",
+    "Adafactor",
     "Adagrad",
     "Adam",
     "AdamW",
     "Chain",
     "FlatOptimizer",
     "Hyper",
+    "Muon",
     "Newton",
     "RMSprop",
     "Rule",
+    "Shampoo",
     "Transform",
     "add_decayed_weights",
     "chain",

@@ -33,6 +33,7 @@ __all__ = [
 _PROVIDERS: list[str] = [
     "thalweg.optim.rules",
     "thalweg.optim.second_order",
+    "thalweg.optim.matrix",
 ]
 
 _REGISTRY: dict[str, OptimizerInfo] = {}
