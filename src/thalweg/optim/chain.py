@@ -162,9 +162,11 @@ class Transform:
 
     def check_args(self, **values: Any) -> None:
         """Validate constructor arguments against `schema`; the error names this transform
-        and the argument. Group references (:class:`Hyper`) are checked by the optimizer."""
+        and the argument. A group reference (:class:`Hyper`) passes where the argument is
+        `schedulable` (a per-step value; the optimizer checks the group); structural
+        arguments (`amsgrad`, `nesterov`, …) change the kernel and must be given."""
         for spec in self.schema:
-            if spec.name in values and not isinstance(values[spec.name], Hyper):
+            if spec.name in values and not (spec.schedulable and isinstance(values[spec.name], Hyper)):
                 spec.check(values[spec.name], where=f"{self.name}: {spec.name}")
 
     def init(self, p: Tensor) -> dict[str, Tensor]:

@@ -262,6 +262,8 @@ def register(info: OptimizerInfo) -> OptimizerInfo:
             )
     if key in _REGISTRY and _REGISTRY[key].factory is not info.factory:
         raise ValueError(f"optimizer {info.name!r} is already registered")
+    if key in _ALIASES:
+        raise ValueError(f"optimizer name {info.name!r} is already an alias of {_ALIASES[key][0]!r}")
     for alias, hp in info.aliases.items():
         unknown = sorted(set(hp) - known)
         if unknown:

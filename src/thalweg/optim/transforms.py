@@ -132,7 +132,7 @@ class FlipSign(Transform):
     name = "flip_sign"
     Scalars = Factor
     is_scale = True
-    schema = (H("maximize", True, kind="bool"),)
+    schema = (H("maximize", True, kind="bool", schedulable=True),)
 
     def __init__(self, maximize: HyperValue = True) -> None:
         self.check_args(maximize=maximize)

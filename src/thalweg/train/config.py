@@ -264,7 +264,7 @@ def _check_hparam(hp: Any, value: Any) -> str | None:
     try:
         hp.check(value)
     except HyperparameterError as e:
-        problem = e.problem if e.where == hp.name and not e.note else str(e)
+        problem = e.problem + (f" ({e.note})" if e.note else "") if e.where == hp.name else str(e)
         return problem.replace("≥", ">=").replace("≤", "<=")
     return None
 
