@@ -4,6 +4,9 @@ second-order methods, and the registry that lists them all.
 >>> opt = thalweg.optim.Adam(model.parameters(), lr=1e-3)          # drop-in for torch.optim.Adam
 >>> opt = thalweg.optim.FlatOptimizer(model.parameters(),
 ...     chain(clip_by_global_norm(1.0), scale_by_adam(), add_decayed_weights(1e-2), scale_by_lr(1e-3)))
+
+Transforms are named classes (`ScaleByAdam`, in :mod:`~thalweg.optim.transforms`) built by
+lowercase factories (`scale_by_adam`); see that module for how to write a new one.
 """
 
 from . import registry
@@ -16,6 +19,7 @@ from .rules import SGD, Adadelta, Adagrad, Adam, AdamW, RMSprop
 from .transforms import (
     Chain,
     Hyper,
+    StepContext,
     Transform,
     add_decayed_weights,
     chain,
@@ -48,6 +52,7 @@ __all__ = [
     "Newton",
     "RMSprop",
     "Rule",
+    "StepContext",
     "Transform",
     "add_decayed_weights",
     "chain",

@@ -13,18 +13,16 @@ Correct first: a gradient the user replaced (or set to None), a parameter reboun
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import shutil
-import types
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Literal
 
 import torch
 from torch import Tensor
 
 from .chain import Chain, global_norm
+from .kernel import Unit, autocast_off, compute_dtype, fresh_function, run_pass
 from .registry import Hyperparameter
 from .segment import Segment, scalar_dtype
 from .statedict import check_loadable
@@ -39,9 +37,6 @@ CompileMode = bool | Literal["auto"]
 #: the seconds spent compiling are not repaid), a C++ compiler / CUDA is present, and the
 #: chain is more than one pass eagerly (plain SGD is one `add_` already).
 AUTO_COMPILE_MIN_NUMEL = 1_000_000
-
-_LOW_PRECISION = (torch.float16, torch.bfloat16)
-
 
 class Rule:
     """Maps a parameter group to its transform chain; groups differing only in scalar values
@@ -72,20 +67,6 @@ def _compiler_available(device: torch.device) -> bool:
     return device.type == "cpu" and (shutil.which("g++") or shutil.which("c++") or shutil.which("clang++")) is not None
 
 
-def _kernel(chain: Chain, p: Tensor, g: Tensor, state: list[Tensor], hp: Any, norm: Tensor | None,
-            part: int, out: Tensor | None) -> None:
-    """Pass `part` of one update over matching tensors, in place (or into `out` when more
-    passes follow). Low-precision tensors compute in float32."""
-    if p.dtype in _LOW_PRECISION:
-        p32, st32 = p.float(), [s.float() for s in state]
-        chain.update(p32, g.float(), st32, hp, norm, part, out)
-        p.copy_(p32)
-        for buf, new in zip(state, st32, strict=True):
-            buf.copy_(new)
-    else:
-        chain.update(p, g, state, hp, norm, part, out)
-
-
 #: eager updates walk the flat buffer in chunks of this many elements, so each chunk stays in
 #: cache across the chain's several elementwise ops (one pass over memory, not one per op)
 EAGER_CHUNK = 1 << 18
@@ -102,47 +83,6 @@ def _chunked(kernel: Callable[..., None], chain: Chain, p: Tensor, g: Tensor, st
         b = min(a + EAGER_CHUNK, n)
         kernel(chain, p[a:b], g[a:b], [s[a:b] for s in state], hp, norm, part,
                None if out is None else out[a:b])
-
-
-@contextlib.contextmanager
-def _autocast_off(device_types: Iterable[str]) -> Iterator[None]:
-    """The update runs in the parameters' own precision even inside a user's autocast
-    region (autocast would run matrix products of matrix rules in bf16)."""
-    with contextlib.ExitStack() as stack:
-        for dt in sorted(set(device_types)):
-            if torch.amp.is_autocast_available(dt):
-                stack.enter_context(torch.autocast(dt, enabled=False))
-        yield
-
-
-@dataclass
-class _Unit:
-    """One kernel call per pass: a whole segment (fast path) or one parameter's views."""
-
-    fn: Callable[..., None]  # fn(p, g, states, hp, norm, part, out)
-    p: Tensor
-    g: Tensor
-    states: list[Tensor]
-    hp: Any
-    scratch: Tensor | None  # the update between passes (multi-pass chains only)
-
-    def source(self, part: int) -> Tensor:
-        return self.g if part == 0 else self.scratch  # type: ignore[return-value]
-
-    def run(self, part: int, last: int, norm: Tensor | None) -> None:
-        self.fn(self.p, self.source(part), self.states, self.hp, norm, part,
-                None if part == last else self.scratch)
-
-
-def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
-    return torch.float32 if dtype in _LOW_PRECISION else dtype
-
-
-
-def _fresh_function(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """A copy of `fn` with its own code object, so dynamo keeps a separate cache for it and
-    many optimizers never exhaust one function's recompile limit."""
-    return types.FunctionType(fn.__code__.replace(), fn.__globals__, fn.__name__, fn.__defaults__, fn.__closure__)
 
 
 class FlatOptimizer(torch.optim.Optimizer):
@@ -251,7 +191,7 @@ class FlatOptimizer(torch.optim.Optimizer):
     def _function(self, seg: Segment) -> Callable[..., None]:
         if seg.fn is None:
             chain = seg.chain
-            eager = _fresh_function(_kernel)
+            eager = fresh_function(run_pass)
             if self._want_compile(seg):
                 log.info(
                     "thalweg: compiling the %s update for %d parameters on %s (first step only)",
@@ -281,7 +221,7 @@ class FlatOptimizer(torch.optim.Optimizer):
             with torch.enable_grad():
                 loss = closure()
         devices = [seg.device.type for seg in self._segments] + [p.device.type for _, p in self._loose]
-        with _autocast_off(devices):
+        with autocast_off(devices):
             self._update()
         return loss
 
@@ -314,10 +254,10 @@ class FlatOptimizer(torch.optim.Optimizer):
         if len(chain.passes) == 1:
             return None
         if seg.scratch is None:
-            seg.scratch = torch.empty(seg.numel, dtype=_compute_dtype(seg.dtype), device=seg.device)
+            seg.scratch = torch.empty(seg.numel, dtype=compute_dtype(seg.dtype), device=seg.device)
         return seg.scratch
 
-    def _plan_segment(self, seg: Segment, active: list[bool]) -> tuple[Chain, list[_Unit], Callable[[], None]]:
+    def _plan_segment(self, seg: Segment, active: list[bool]) -> tuple[Chain, list[Unit], Callable[[], None]]:
         chain = self._ensure_chain(seg)
         group = self.param_groups[seg.group_index]
         scratch = self._scratch(seg, chain)
@@ -328,13 +268,13 @@ class FlatOptimizer(torch.optim.Optimizer):
             fn = self._function(seg)
             if seg.compiled:
                 if seg.hp is None or seg.hp.numel() != max(len(vals), 1):
-                    seg.hp = torch.zeros(max(len(vals), 1), dtype=_compute_dtype(seg.dtype), device=seg.device)
+                    seg.hp = torch.zeros(max(len(vals), 1), dtype=compute_dtype(seg.dtype), device=seg.device)
                 seg.hp.copy_(torch.tensor(vals or [0.0], dtype=torch.float64))
                 hp: Any = seg.hp
             else:
                 hp = vals
             states = [seg.state[k] for k in chain.state_keys]
-            unit = _Unit(fn, seg.flat_p, seg.flat_g, states, hp, scratch)
+            unit = Unit(fn, seg.flat_p, seg.flat_g, states, hp, scratch)
 
             def finish() -> None:
                 seg.steps = [t] * len(seg.params)
@@ -347,7 +287,7 @@ class FlatOptimizer(torch.optim.Optimizer):
             return chain, [unit], finish
         # Odd case: some params without a gradient, or different step counts. Same math,
         # one parameter at a time, on views of the flat buffers.
-        kernel = lambda p, g, st, hp, n, k, o: _kernel(chain, p, g, st, hp, n, k, o)  # noqa: E731
+        per_param = lambda p, g, st, hp, n, k, o: run_pass(chain, p, g, st, hp, n, k, o)  # noqa: E731
         units, taken = [], []
         for i, a in enumerate(active):
             if not a:
@@ -355,7 +295,7 @@ class FlatOptimizer(torch.optim.Optimizer):
             states = [seg._view(seg.state[k], i) for k in chain.state_keys]
             vals = chain.scalars(group, seg.steps[i] + 1)
             sv = None if scratch is None else seg._view(scratch, i)
-            units.append(_Unit(kernel, seg.p_views[i], seg.g_views[i], states, vals, sv))
+            units.append(Unit(per_param, seg.p_views[i], seg.g_views[i], states, vals, sv))
             taken.append(i)
 
         def finish_each() -> None:
@@ -368,7 +308,7 @@ class FlatOptimizer(torch.optim.Optimizer):
 
         return chain, units, finish_each
 
-    def _plan_loose(self, gi: int, p: Tensor) -> tuple[Chain, list[_Unit], Callable[[], None]]:
+    def _plan_loose(self, gi: int, p: Tensor) -> tuple[Chain, list[Unit], Callable[[], None]]:
         """A parameter created with requires_grad=False that has a gradient anyway."""
         group = self.param_groups[gi]
         chain = self.rule.build(group)
@@ -379,10 +319,10 @@ class FlatOptimizer(torch.optim.Optimizer):
         if "_thalweg_steps" not in st:  # fresh, or loaded from torch.optim
             st["_thalweg_steps"] = torch.tensor(int(float(st.get("step", 0))), dtype=torch.int64)
         t = int(st["_thalweg_steps"]) + 1
-        kernel = lambda p, g, s, hp, n, k, o: _kernel(chain, p, g, s, hp, n, k, o)  # noqa: E731
-        scratch = None if len(chain.passes) == 1 else torch.empty_like(p, dtype=_compute_dtype(p.dtype))
+        loose = lambda p, g, s, hp, n, k, o: run_pass(chain, p, g, s, hp, n, k, o)  # noqa: E731
+        scratch = None if len(chain.passes) == 1 else torch.empty_like(p, dtype=compute_dtype(p.dtype))
         assert p.grad is not None
-        unit = _Unit(kernel, p.data, p.grad, [st[k] for k in chain.state_keys], chain.scalars(group, t), scratch)
+        unit = Unit(loose, p.data, p.grad, [st[k] for k in chain.state_keys], chain.scalars(group, t), scratch)
 
         def finish() -> None:
             st["_thalweg_steps"] += 1
