@@ -61,3 +61,8 @@ def test_trajectories_draw_the_aliases_with_thalwegs_own_optimizers():
         assert ours.label == f"{name} (lr=0.01)"
         assert (ours.points == theirs.points).all()  # to the bit: torch's op order
     assert isinstance(resolve("lbfgs").factory([torch.zeros(2, requires_grad=True)]), to.LBFGS)
+
+
+def test_plain_alias_names_are_presets_that_set_nothing():
+    info = registry.OptimizerInfo(name="x", factory=to.SGD, hyperparameters=(), aliases=("y", "z"))
+    assert info.aliases == {"y": {}, "z": {}}

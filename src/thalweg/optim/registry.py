@@ -236,6 +236,10 @@ class OptimizerInfo:
     #: the default search space of the bench (log-uniform lr and the rule's own knobs).
     search_space: tuple[SearchDim, ...] = ()
 
+    def __post_init__(self) -> None:
+        if isinstance(self.aliases, (tuple, list)):  # plain names: presets that set nothing
+            object.__setattr__(self, "aliases", {a: {} for a in self.aliases})
+
     def defaults(self) -> dict[str, Any]:
         return {h.name: h.default for h in self.hyperparameters}
 
