@@ -204,3 +204,22 @@ def test_a_scalars_count_that_does_not_match_is_a_clear_error():
 
     with pytest.raises(ValueError, match=r"bad.scalars\(\) returned 2 values, its Scalars has 1"):
         to.chain(Bad(), to.scale_by_lr(0.1)).scalars({}, 1)
+
+
+def test_groups_whose_chains_split_differently_are_refused():
+    class TwoRules(to.Rule):
+        def key(self, g):
+            return (g["clip"],)
+
+        def build(self, g):
+            ts = [to.scale_by_adam(), to.clip_by_global_norm(0.1)] if g["clip"] else [to.scale_by_adam()]
+            return to.chain(*ts, to.scale_by_lr(0.1))
+
+    ps = make_params()
+    opt = to.FlatOptimizer([{"params": ps[:2], "clip": True}, {"params": ps[2:], "clip": False}], TwoRules(),
+                           compile=False)
+    loss_fn(ps).backward()
+    before = [p.detach().clone() for p in ps]
+    with pytest.raises(ValueError, match="take the global norm at different places"):
+        opt.step()
+    assert all(torch.equal(p.detach(), b) for p, b in zip(ps, before, strict=True))
