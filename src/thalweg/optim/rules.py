@@ -312,6 +312,8 @@ _SPACES: dict[str, tuple[registry.SearchDim, ...]] = {
     "adam": (S("lr", 1e-5, 1e-1, log=True), _B1, _WD),
     "adamw": (S("lr", 1e-5, 1e-1, log=True), _B1, _WD),
 }
+
+
 def _signature(cls: type) -> set[str]:
     return set(inspect.signature(cls.__init__).parameters)
 
