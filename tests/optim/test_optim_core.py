@@ -7,9 +7,9 @@ import math
 
 import pytest
 import torch
+from optim_cases import groups, loss_fn, make_params
 
 import thalweg.optim as to
-from optim_cases import groups, loss_fn, make_params
 
 
 def _step_both(oa, a, ob, b, prepare=None):

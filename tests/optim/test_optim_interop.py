@@ -9,10 +9,10 @@ import math
 
 import pytest
 import torch
+from optim_cases import FIRST_ORDER, LR, combos, groups, loss_fn, make_params
 from typer.testing import CliRunner
 
 import thalweg.optim as to
-from optim_cases import FIRST_ORDER, LR, combos, groups, loss_fn, make_params
 from thalweg.optim import registry
 
 

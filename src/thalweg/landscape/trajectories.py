@@ -1,7 +1,7 @@
 """Run optimizers from one start point on a test surface and record their paths and losses.
 
-Optimizers come as thalweg registry names (with hyperparameters), torch optimizer classes, or
-``(label, factory)`` pairs; a path that diverges (non-finite, or leaves a large box around the
+Optimizers come as thalweg registry names or aliases (with hyperparameters; thalweg's own
+optimizers), torch optimizer classes given explicitly, or ``(label, factory)`` pairs; a path that diverges (non-finite, or leaves a large box around the
 plot window) is stopped and marked, never crashed on.
 """
 
@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from thalweg.landscape.functions import TestFunction, as_function
+from thalweg.optim import registry
 
 __all__ = [
     "OptimizerSpec",
@@ -29,19 +30,6 @@ __all__ = [
 
 Factory = Callable[[list[torch.Tensor]], torch.optim.Optimizer]
 
-# torch.optim stand-ins for registry names, used only when the thalweg registry cannot build one.
-_TORCH_FALLBACK: dict[str, tuple[type[torch.optim.Optimizer], dict[str, Any]]] = {
-    "sgd": (torch.optim.SGD, {}),
-    "gd": (torch.optim.SGD, {}),
-    "momentum": (torch.optim.SGD, {"momentum": 0.9}),
-    "nesterov": (torch.optim.SGD, {"momentum": 0.9, "nesterov": True}),
-    "adagrad": (torch.optim.Adagrad, {}),
-    "rmsprop": (torch.optim.RMSprop, {}),
-    "adadelta": (torch.optim.Adadelta, {}),
-    "adam": (torch.optim.Adam, {}),
-    "adamw": (torch.optim.AdamW, {}),
-    "lbfgs": (torch.optim.LBFGS, {}),
-}
 _CLOSURE_CLASSES = (torch.optim.LBFGS,)
 
 
@@ -93,28 +81,15 @@ def _label(name: str, hp: Mapping[str, Any]) -> str:
 
 
 def _from_registry(name: str, hp: dict[str, Any]) -> OptimizerSpec:
-    fallback_error: Exception
-    try:
-        from thalweg.optim import registry
-
-        info = registry.get(name)
-    except (ImportError, ValueError) as err:  # registry not built yet, or name unknown there
-        fallback_error = err
-    else:
-        registry.validate_hparams(info.name, hp)
-        return OptimizerSpec(
-            _label(name, hp),
-            lambda params: registry.create(info.name, params, **hp),
-            needs_closure=info.needs_closure,
-            hparams=dict(hp),
-        )
-    if name.lower() not in _TORCH_FALLBACK:
-        raise ValueError(str(fallback_error)) from fallback_error
-    cls, base = _TORCH_FALLBACK[name.lower()]
-    kwargs = {**base, **hp}
+    """A thalweg optimizer by registry name or alias ("gd", "momentum", "nesterov" are
+    presets of sgd); the values are checked against its schema now, not at the first step."""
+    info = registry.get(name)
+    registry.validate_hparams(info.name, {**registry.preset(name), **hp})
     return OptimizerSpec(
-        _label(name, hp), lambda params: cls(params, **kwargs),
-        needs_closure=issubclass(cls, _CLOSURE_CLASSES), hparams=dict(hp), closure_backward=True,
+        _label(name, hp),
+        lambda params: registry.create(name, params, **hp),
+        needs_closure=info.needs_closure,
+        hparams=dict(hp),
     )
 
 

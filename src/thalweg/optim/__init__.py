@@ -4,6 +4,9 @@ second-order methods, and the registry that lists them all.
 >>> opt = thalweg.optim.Adam(model.parameters(), lr=1e-3)          # drop-in for torch.optim.Adam
 >>> opt = thalweg.optim.FlatOptimizer(model.parameters(),
 ...     chain(clip_by_global_norm(1.0), scale_by_adam(), add_decayed_weights(1e-2), scale_by_lr(1e-3)))
+
+Transforms are named classes (`ScaleByAdam`, in :mod:`~thalweg.optim.transforms`) built by
+lowercase factories (`scale_by_adam`); see that module for how to write a new one.
 """
 
 from . import registry
@@ -19,6 +22,7 @@ from .shampoo import SOAP, Shampoo
 from .transforms import (
     Chain,
     Hyper,
+    StepContext,
     Transform,
     add_decayed_weights,
     chain,
@@ -55,6 +59,7 @@ __all__ = [
     "RMSprop",
     "Rule",
     "Shampoo",
+    "StepContext",
     "Transform",
     "add_decayed_weights",
     "chain",

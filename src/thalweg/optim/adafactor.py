@@ -15,8 +15,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from . import registry
 from .registry import Hyperparameter as H
-from .stacked import Stack, StackedOptimizer, check_hparams
+from .stacked import Stack, StackedOptimizer
 
 __all__ = ["ADAFACTOR_SCHEMA", "Adafactor"]
 
@@ -60,12 +61,12 @@ class Adafactor(StackedOptimizer):
                  weight_decay: float = 0.0, *, foreach: bool | None = None, maximize: bool = False) -> None:
         defaults = dict(lr=lr, beta2_decay=beta2_decay, eps=eps, d=d, weight_decay=weight_decay,
                         foreach=foreach, maximize=maximize)
-        check_hparams(defaults, self.schema)
+        registry.check_values(defaults, self.schema)
         _check_eps(eps)
         super().__init__(params, defaults)
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
-        check_hparams(param_group, self.schema, "param group: ")
+        registry.check_values(param_group, self.schema, "param group: ")
         if "eps" in param_group:
             _check_eps(param_group["eps"])
         super().add_param_group(param_group)

@@ -15,9 +15,14 @@ import torch
 from torch import Tensor
 
 from thalweg.linalg import grad_graph, hvp_from_graph, rademacher, unflatten
-from thalweg.optim.newton import _check_float, _check_int, evaluate_closure
+from thalweg.optim import registry
+from thalweg.optim.newton import evaluate_closure
 
 __all__ = ["AdaHessian", "hutchinson_diagonal"]
+
+
+_PROBE_SCHEMA = (registry.Hyperparameter("n_samples", 1, kind="int", low=1),
+                 registry.Hyperparameter("batch", 64, kind="int", low=1))
 
 
 def hutchinson_diagonal(grads: Sequence[Tensor], params: Sequence[Tensor], *,
@@ -29,8 +34,7 @@ def hutchinson_diagonal(grads: Sequence[Tensor], params: Sequence[Tensor], *,
     Costs ``n_samples`` Hessian-vector products, ``batch`` of them per vmapped backward; the
     graph is kept until the last one.
     """
-    n_samples = _check_int("n_samples", n_samples, 1)
-    batch = _check_int("batch", batch, 1)
+    registry.check_values(locals(), _PROBE_SCHEMA)
     params = list(params)
     n = sum(p.numel() for p in params)
     est = [torch.zeros_like(p) for p in params]
@@ -82,17 +86,8 @@ class AdaHessian(torch.optim.Optimizer):
         n_samples: int = 1,
         seed: int = 0,
     ) -> None:
-        lr = _check_float("lr", lr, 0.0, strict=True)
-        if not isinstance(betas, (tuple, list)) or len(betas) != 2:
-            raise ValueError(f"betas must be a pair (beta1, beta2); got {betas!r}")
-        b1 = _check_float("betas[0]", betas[0], 0.0, high=1.0, high_strict=True)
-        b2 = _check_float("betas[1]", betas[1], 0.0, high=1.0, high_strict=True)
-        eps = _check_float("eps", eps, 0.0, strict=True)
-        weight_decay = _check_float("weight_decay", weight_decay, 0.0)
-        hessian_power = _check_float("hessian_power", hessian_power, 0.0, high=1.0)
-        update_every = _check_int("update_every", update_every, 1)
-        n_samples = _check_int("n_samples", n_samples, 1)
-        seed = _check_int("seed", seed, 0)
+        registry.get("adahessian").check(locals())  # the schema's bounds (second_order.py)
+        b1, b2 = float(betas[0]), float(betas[1])
         defaults = dict(lr=lr, betas=(b1, b2), eps=eps, weight_decay=weight_decay,
                         hessian_power=hessian_power)
         super().__init__(params, defaults)

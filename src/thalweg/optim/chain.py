@@ -1,17 +1,43 @@
-"""The machinery of transform chains: hyperparameter references, the `Transform` base
-class and `Chain`, which runs transforms in order as one in-place update (eagerly, or traced
-by `torch.compile` into one fused kernel)."""
+"""The machinery of transform chains: hyperparameter references, the per-step context, the
+`Transform` base class and `Chain`, which runs transforms in order as one in-place update
+(eagerly, or traced by `torch.compile` into one fused kernel per pass).
+
+A chain is one pass over memory unless a transform that needs the global norm of the update
+(`clip_by_global_norm`) stands after others: the norm of the update *there* is a reduction
+over every parameter, so the chain splits into passes at it (the update so far is kept in a
+scratch buffer, the norm taken, the rest applied). Clip-first chains stay one pass: their
+norm is the raw gradients', taken before the pass.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar, NamedTuple, ParamSpec, TypeVar
 
 import torch
 from torch import Tensor
 
-__all__ = ["Chain", "Hyper", "HyperValue", "Transform", "chain", "global_norm", "resolve"]
+from .registry import Hyperparameter
+
+__all__ = [
+    "Chain",
+    "Hyper",
+    "HyperValue",
+    "NoScalars",
+    "NoState",
+    "Pass",
+    "StepContext",
+    "Transform",
+    "add_scaled",
+    "add_scaled_",
+    "addcmul",
+    "addcmul_",
+    "chain",
+    "factory",
+    "global_norm",
+    "resolve",
+]
 
 
 @dataclass(frozen=True)
@@ -43,58 +69,211 @@ def resolve(value: Any, group: Mapping[str, Any], step: int) -> float:
     return float(value)
 
 
-class Transform:
-    """One stage of an update rule.
+@dataclass(frozen=True)
+class StepContext:
+    """What a transform's :meth:`Transform.scalars` sees: the parameter group, the step
+    (counting from 1) and `scale`, the product of the pure scales that follow the transform
+    and that the chain folded into it (1 unless the transform `absorbs_scale`)."""
 
-    Subclasses set `state_keys` (buffers created by :meth:`init`), `counts_steps` (the rule
-    keeps torch's per-parameter `step`), `needs_global_norm`, implement :meth:`scalars`
-    (host-side floats for this step) and :meth:`apply` (elementwise math on tensors).
+    group: Mapping[str, Any]
+    step: int
+    scale: float = 1.0
+
+    def __call__(self, value: Any) -> float:
+        """The value of a hyperparameter at this step (schedules get `step − 1`)."""
+        return resolve(value, self.group, self.step - 1)
+
+
+class NoState(NamedTuple):
+    """The state of a stateless transform."""
+
+
+class NoScalars(NamedTuple):
+    """The scalars of a transform that needs none."""
+
+
+# ------------------------------------------------------------------ elementwise helpers
+# Eagerly the scalars are Python floats and these call torch's own fused ops (add with
+# alpha, addcmul), so the rounding is torch.optim's to the bit; compiled, the scalars are
+# 0-d tensors (new values never recompile) and the same math is written out for inductor.
+
+
+def add_scaled(x: Tensor, y: Tensor, a: Any) -> Tensor:
+    """x + a·y (torch's `x.add(y, alpha=a)`)."""
+    return x + y * a if isinstance(a, Tensor) else x.add(y, alpha=a)
+
+
+def add_scaled_(x: Tensor, y: Tensor, a: Any) -> Tensor:
+    """x += a·y in place (torch's `x.add_(y, alpha=a)`)."""
+    return x.add_(y * a) if isinstance(a, Tensor) else x.add_(y, alpha=a)
+
+
+def addcmul(x: Tensor, y: Tensor, z: Tensor, a: Any) -> Tensor:
+    """x + a·y·z (torch's `x.addcmul(y, z, value=a)`)."""
+    return x + a * y * z if isinstance(a, Tensor) else x.addcmul(y, z, value=a)
+
+
+def addcmul_(x: Tensor, y: Tensor, z: Tensor, a: Any) -> Tensor:
+    """x += a·y·z in place (torch's `x.addcmul_(y, z, value=a)`)."""
+    return x.add_(a * y * z) if isinstance(a, Tensor) else x.addcmul_(y, z, value=a)
+
+
+class Transform:
+    """One stage of an update rule, with named state and named scalars.
+
+    A subclass sets:
+
+    - `State`: a NamedTuple whose fields are the state buffers, named as in torch.optim's
+      state dicts (optional buffers default to None); `state_names` (per instance, default
+      all fields) says which this instance keeps; :meth:`init` creates them (zeros).
+    - `Scalars`: a NamedTuple of the per-step scalars, computed in float64 on the host by
+      :meth:`scalars`; `n_scalars` is derived from it.
+    - `schema`: one :class:`Hyperparameter` per argument; :meth:`check_args` validates
+      the constructor's arguments with it (group references and schedules pass).
+    - flags: `counts_steps` (keeps torch's per-parameter `step`), `needs_global_norm` (gets
+      the norm of the incoming update over all parameters), `is_scale` (the output is u times
+      its one scalar: the chain folds it into the transform before it, or into the final
+      add), `absorbs_scale` (its output is linear in one scalar, which :meth:`scalars`
+      multiplies by `ctx.scale`).
+
+    :meth:`apply` does the elementwise math: buffers (and `p`, for decoupled decay) change in
+    place; `u` may be the gradient buffer itself, so it is never modified in place.
     """
 
-    state_keys: tuple[str, ...] = ()
+    State: ClassVar[type[tuple]] = NoState
+    Scalars: ClassVar[type[tuple]] = NoScalars
+    schema: ClassVar[tuple[Hyperparameter, ...]] = ()
+    name: ClassVar[str] = "transform"
     counts_steps: bool = False
     needs_global_norm: bool = False
-    n_scalars: int = 0
-    #: the transform only multiplies u by its one scalar (eager chains fold it into the add)
-    final_scale: bool = False
+    is_scale: bool = False
+    absorbs_scale: bool = False
+    state_names: tuple[str, ...]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "state_names" not in cls.__dict__:
+            cls.state_names = tuple(cls.State._fields)  # type: ignore[attr-defined]
+
+    @property
+    def n_scalars(self) -> int:
+        """How many scalars :meth:`scalars` returns (the fields of `Scalars`)."""
+        return len(self.Scalars._fields)  # type: ignore[attr-defined]
+
+    def check_args(self, **values: Any) -> None:
+        """Validate constructor arguments against `schema`; the error names this transform
+        and the argument. A group reference (:class:`Hyper`) passes where the argument is
+        `schedulable` (a per-step value; the optimizer checks the group); structural
+        arguments (`amsgrad`, `nesterov`, …) change the kernel and must be given."""
+        for spec in self.schema:
+            if spec.name in values and not (spec.schedulable and isinstance(values[spec.name], Hyper)):
+                spec.check(values[spec.name], where=f"{self.name}: {spec.name}")
 
     def init(self, p: Tensor) -> dict[str, Tensor]:
         """Fresh state buffers shaped like `p` (default: zeros)."""
-        return {k: torch.zeros_like(p, memory_format=torch.contiguous_format) for k in self.state_keys}
+        return {k: torch.zeros_like(p, memory_format=torch.contiguous_format) for k in self.state_names}
 
-    def scalars(self, group: Mapping[str, Any], step: int) -> tuple[float, ...]:
-        """Per-step scalars, in the order :meth:`apply` reads them; `step` counts from 1."""
-        return ()
+    def scalars(self, ctx: StepContext) -> tuple:
+        """This step's scalars, as a `Scalars` tuple."""
+        return self.Scalars()
 
-    def apply(
-        self, u: Tensor, p: Tensor, state: Sequence[Tensor], s: Sequence[Any], gnorm: Tensor | None
-    ) -> Tensor:
-        """Return the new update. State buffers (and `p`, for decoupled decay) are updated in
-        place; `u` may be the gradient buffer itself, so it is never modified in place."""
+    def apply(self, u: Tensor, p: Tensor, state: Any, s: Any, norm: Tensor | None) -> Tensor:
+        """Return the new update from `u`, the parameter `p`, the `State` tuple, the
+        `Scalars` tuple and (for `needs_global_norm`) the norm of `u` over all parameters."""
         raise NotImplementedError
 
-    def structure(self) -> tuple[Any, ...]:
-        """Whatever changes the traced graph (not the scalar values)."""
-        return (type(self).__name__,)
+
+P = ParamSpec("P")
+T = TypeVar("T", bound=Transform)
+
+
+def factory(cls: Callable[P, T], name: str) -> Callable[P, T]:
+    """The lowercase, optax-style factory of a transform class (`scale_by_adam(...)` builds
+    a `ScaleByAdam`): a function with the class's signature and docstring."""
+
+    def make(*args: P.args, **kwargs: P.kwargs) -> T:
+        return cls(*args, **kwargs)
+
+    make.__name__ = make.__qualname__ = name
+    make.__doc__ = cls.__doc__
+    make.__wrapped__ = cls  # type: ignore[attr-defined]  # inspect.signature shows the class's
+    return make
+
+
+@dataclass(frozen=True)
+class _Op:
+    """One transform as the kernel runs it: where its state and scalars sit in the flat lists."""
+
+    transform: Transform
+    index: int
+    state_at: int
+    scalar_at: int
+
+
+@dataclass(frozen=True)
+class Pass:
+    """Transforms run in one pass over memory; `needs_norm`: the first needs the global norm
+    of the pass's input."""
+
+    ops: tuple[_Op, ...]
+    needs_norm: bool
 
 
 class Chain:
-    """Transforms applied in order; the result `u` is added to the parameter."""
+    """Transforms applied in order; the result `u` is added to the parameter.
+
+    Pure scales (`scale_by_lr`, `scale`, `flip_sign`) right after a transform that
+    `absorbs_scale` are folded into its scalars on the host (Adam's −lr/(1 − β₁ᵗ) is one
+    factor, as in torch), so each transform has one meaning and the kernel does no extra
+    multiply.
+    """
 
     def __init__(self, transforms: Sequence[Transform]) -> None:
         for t in transforms:
             if not isinstance(t, Transform):
                 raise TypeError(f"chain() takes Transform objects, got {type(t).__name__}")
         self.transforms = tuple(transforms)
-        keys = [k for t in self.transforms for k in t.state_keys]
+        keys = [k for t in self.transforms for k in t.state_names]
         if len(set(keys)) != len(keys):
             raise ValueError(f"two transforms in the chain use the same state name: {keys}")
+        for t in self.transforms:
+            required = [f for f in t.State._fields if f not in t.State._field_defaults]  # type: ignore[attr-defined]
+            if not set(required) <= set(t.state_names) <= set(t.State._fields):  # type: ignore[attr-defined]
+                raise ValueError(f"{t.name}: state_names {t.state_names} do not fit State {t.State._fields}")  # type: ignore[attr-defined]
         self.state_keys = tuple(keys)
         self.counts_steps = any(t.counts_steps for t in self.transforms)
-        self.needs_global_norm = any(t.needs_global_norm for t in self.transforms)
+        # fold pure scales into the absorbing transform right before them
+        self._folds: dict[int, list[int]] = {}  # absorbing index → the scales folded into it
+        kept: list[int] = []
+        host: int | None = None
+        for k, t in enumerate(self.transforms):
+            if t.is_scale and host is not None:
+                self._folds.setdefault(host, []).append(k)
+                continue
+            kept.append(k)
+            host = k if t.absorbs_scale else None
+        state_at = [0]
+        for t in self.transforms:
+            state_at.append(state_at[-1] + len(t.state_names))
+        passes: list[list[_Op]] = [[]]
+        norms = [False]
+        hi = 0
+        for k in kept:
+            t = self.transforms[k]
+            if t.needs_global_norm:
+                if passes[-1]:  # a reduction of the update so far: a new pass starts here
+                    passes.append([])
+                    norms.append(False)
+                norms[-1] = True
+            passes[-1].append(_Op(t, k, state_at[k], hi))
+            hi += t.n_scalars
+        self.n_scalars = hi
+        self.passes = tuple(Pass(tuple(ops), n) for ops, n in zip(passes, norms, strict=True))
+        self.needs_global_norm = any(ps.needs_norm for ps in self.passes)
+        last = self.passes[-1].ops
         #: eagerly this chain is already one pass over memory (plain SGD: p.add_(g, alpha=−lr)),
         #: so compiling it buys nothing
-        self.single_pass = len(self.transforms) == 1 and self.transforms[0].final_scale
+        self.single_pass = len(self.passes) == 1 and len(last) == 1 and last[0].transform.is_scale
 
     def init(self, p: Tensor) -> dict[str, Tensor]:
         out: dict[str, Tensor] = {}
@@ -103,36 +282,43 @@ class Chain:
         return out
 
     def scalars(self, group: Mapping[str, Any], step: int) -> list[float]:
+        """The flat list of this step's scalars (folded scales multiplied into their host)."""
         vals: list[float] = []
-        for t in self.transforms:
-            vals.extend(t.scalars(group, step))
+        for ps in self.passes:
+            for op in ps.ops:
+                t = op.transform
+                scale = 1.0
+                for j in self._folds.get(op.index, ()):
+                    (factor,) = self.transforms[j].scalars(StepContext(group, step))
+                    scale *= factor
+                s = t.scalars(StepContext(group, step, scale))
+                if len(s) != t.n_scalars:
+                    raise ValueError(f"{t.name}.scalars() returned {len(s)} values, its Scalars has {t.n_scalars}")
+                vals.extend(float(x) for x in s)
         return vals
 
-    def structure(self) -> tuple[Any, ...]:
-        return tuple(t.structure() for t in self.transforms)
-
-    def update(
-        self, p: Tensor, g: Tensor, state: Sequence[Tensor], hp: Any, gnorm: Tensor | None
-    ) -> None:
-        """One step in place: `p` and `state` change, `g` does not. `hp` holds the scalars
-        (floats when eager, a 1-D tensor when compiled so new values never recompile)."""
+    def update(self, p: Tensor, g: Tensor, state: Sequence[Tensor], hp: Any, norm: Tensor | None,
+               part: int = 0, out: Tensor | None = None) -> None:
+        """Run pass `part` in place: `state` (and `p`, for decoupled decay) change, `g` does
+        not. The result is added to `p`, or written to `out` when more passes follow. `hp`
+        holds all the chain's scalars (floats when eager, a 1-D tensor when compiled)."""
         u = g
-        si = 0
-        hi = 0
         eager = not isinstance(hp, Tensor)
-        last = len(self.transforms) - 1
-        for k, t in enumerate(self.transforms):
-            ns = len(t.state_keys)
-            nh = t.n_scalars
-            s = [hp[hi + j] for j in range(nh)]
-            if k == last and eager and t.final_scale:
+        ops = self.passes[part].ops
+        for k, op in enumerate(ops):
+            t = op.transform
+            s = t.Scalars(*[hp[op.scalar_at + j] for j in range(t.n_scalars)])
+            if k == len(ops) - 1 and out is None and eager and t.is_scale:
                 # p ← p + s·u as one pass (torch's `add_(u, alpha=−lr)`), not a product then a sum
                 p.add_(u, alpha=s[0])
                 return
-            u = t.apply(u, p, state[si : si + ns], s, gnorm)
-            si += ns
-            hi += nh
-        p.add_(u)
+            n = len(t.state_names)
+            st = t.State(**dict(zip(t.state_names, state[op.state_at : op.state_at + n], strict=True)))
+            u = t.apply(u, p, st, s, norm if k == 0 else None)
+        if out is None:
+            p.add_(u)
+        else:
+            out.copy_(u)
 
 
 def chain(*transforms: Transform) -> Chain:

@@ -24,7 +24,12 @@ def register(app: typer.Typer) -> None:
         table.add_column("name")
         table.add_column("order")
         table.add_column("hyperparameters (default)")
+        table.add_column("aliases (presets)")
         for info in registry.infos():
             hp = ", ".join(f"{h.name}={h.default!r}" for h in info.hyperparameters)
-            table.add_row(info.name, info.order, hp)
+            presets = "; ".join(
+                a + (" (" + ", ".join(f"{k}={v!r}" for k, v in p.items()) + ")" if p else "")
+                for a, p in info.aliases.items()
+            )
+            table.add_row(info.name, info.order, hp, presets)
         Console().print(table)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import shutil
-import types
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Literal
 
@@ -23,7 +22,10 @@ import torch
 from torch import Tensor
 
 from .chain import Chain, global_norm
+from .kernel import Unit, autocast_off, compute_dtype, fresh_function, run_pass
+from .registry import Hyperparameter
 from .segment import Segment, scalar_dtype
+from .statedict import check_loadable
 
 __all__ = ["AUTO_COMPILE_MIN_NUMEL", "FlatOptimizer", "Rule"]
 
@@ -35,9 +37,6 @@ CompileMode = bool | Literal["auto"]
 #: the seconds spent compiling are not repaid), a C++ compiler / CUDA is present, and the
 #: chain is more than one pass eagerly (plain SGD is one `add_` already).
 AUTO_COMPILE_MIN_NUMEL = 1_000_000
-
-_LOW_PRECISION = (torch.float16, torch.bfloat16)
-
 
 class Rule:
     """Maps a parameter group to its transform chain; groups differing only in scalar values
@@ -68,39 +67,22 @@ def _compiler_available(device: torch.device) -> bool:
     return device.type == "cpu" and (shutil.which("g++") or shutil.which("c++") or shutil.which("clang++")) is not None
 
 
-def _kernel(chain: Chain, p: Tensor, g: Tensor, state: list[Tensor], hp: Any, gnorm: Tensor | None) -> None:
-    """One update over matching tensors, in place. Low-precision tensors compute in float32."""
-    if p.dtype in _LOW_PRECISION:
-        p32, st32 = p.float(), [s.float() for s in state]
-        chain.update(p32, g.float(), st32, hp, gnorm)
-        p.copy_(p32)
-        for buf, new in zip(state, st32, strict=True):
-            buf.copy_(new)
-    else:
-        chain.update(p, g, state, hp, gnorm)
-
-
 #: eager updates walk the flat buffer in chunks of this many elements, so each chunk stays in
 #: cache across the chain's several elementwise ops (one pass over memory, not one per op)
 EAGER_CHUNK = 1 << 18
 
 
 def _chunked(kernel: Callable[..., None], chain: Chain, p: Tensor, g: Tensor, state: list[Tensor],
-             hp: Any, gnorm: Tensor | None) -> None:
+             hp: Any, norm: Tensor | None, part: int, out: Tensor | None) -> None:
     """Run an elementwise kernel chunk by chunk (exact: every transform is elementwise)."""
     n = p.numel()
     if n <= EAGER_CHUNK:
-        kernel(chain, p, g, state, hp, gnorm)
+        kernel(chain, p, g, state, hp, norm, part, out)
         return
     for a in range(0, n, EAGER_CHUNK):
         b = min(a + EAGER_CHUNK, n)
-        kernel(chain, p[a:b], g[a:b], [s[a:b] for s in state], hp, gnorm)
-
-
-def _fresh_function(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """A copy of `fn` with its own code object, so dynamo keeps a separate cache for it and
-    many optimizers never exhaust one function's recompile limit."""
-    return types.FunctionType(fn.__code__.replace(), fn.__globals__, fn.__name__, fn.__defaults__, fn.__closure__)
+        kernel(chain, p[a:b], g[a:b], [s[a:b] for s in state], hp, norm, part,
+               None if out is None else out[a:b])
 
 
 class FlatOptimizer(torch.optim.Optimizer):
@@ -115,6 +97,9 @@ class FlatOptimizer(torch.optim.Optimizer):
     `zero_grad()` zeroes in place (torch's `set_to_none=False`); create the optimizer after
     moving the model to its device.
     """
+
+    #: hyperparameter schema of the param groups (the named optimizers set theirs)
+    schema: tuple[Hyperparameter, ...] = ()
 
     def __init__(
         self,
@@ -206,7 +191,7 @@ class FlatOptimizer(torch.optim.Optimizer):
     def _function(self, seg: Segment) -> Callable[..., None]:
         if seg.fn is None:
             chain = seg.chain
-            eager = _fresh_function(_kernel)
+            eager = fresh_function(run_pass)
             if self._want_compile(seg):
                 log.info(
                     "thalweg: compiling the %s update for %d parameters on %s (first step only)",
@@ -214,13 +199,13 @@ class FlatOptimizer(torch.optim.Optimizer):
                 )
                 options = {"fullgraph": True, "dynamic": False, **self.compile_options}
                 compiled = torch.compile(eager, **options)
-                seg.fn = lambda p, g, st, hp, gn: compiled(chain, p, g, st, hp, gn)
+                seg.fn = lambda p, g, st, hp, n, k, o: compiled(chain, p, g, st, hp, n, k, o)
                 seg.compiled = True
             else:
                 if chain.single_pass:  # already one pass; chunks would only add overhead
-                    seg.fn = lambda p, g, st, hp, gn: eager(chain, p, g, st, hp, gn)
+                    seg.fn = lambda p, g, st, hp, n, k, o: eager(chain, p, g, st, hp, n, k, o)
                 else:
-                    seg.fn = lambda p, g, st, hp, gn: _chunked(eager, chain, p, g, st, hp, gn)
+                    seg.fn = lambda p, g, st, hp, n, k, o: _chunked(eager, chain, p, g, st, hp, n, k, o)
                 seg.compiled = False
         return seg.fn
 
@@ -235,64 +220,95 @@ class FlatOptimizer(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        actives = [seg.sync() for seg in self._segments]
-        gnorm = None
-        if any(self._ensure_chain(seg).needs_global_norm for seg in self._segments):
-            grads = [seg.flat_g for seg, act in zip(self._segments, actives, strict=True) if all(act)]
-            grads += [
-                seg.g_views[i] for seg, act in zip(self._segments, actives, strict=True) if not all(act)
-                for i, a in enumerate(act) if a
-            ]
-            grads += [p.grad for _, p in self._loose if p.grad is not None]
-            gnorm = global_norm(grads) if grads else None
-        for seg, active in zip(self._segments, actives, strict=True):
-            self._step_segment(seg, active, gnorm)
-        for gi, p in self._loose:
-            if p.grad is not None:
-                self._step_loose(gi, p, gnorm)
+        devices = [seg.device.type for seg in self._segments] + [p.device.type for _, p in self._loose]
+        with autocast_off(devices):
+            self._update()
         return loss
 
-    def _step_segment(self, seg: Segment, active: list[bool], gnorm: Tensor | None) -> None:
+    def _update(self) -> None:
+        """Plan every kernel call, run the chain's passes over all of them (a pass that needs
+        the global norm gets it from the previous pass's output), then count the step."""
+        actives = [seg.sync() for seg in self._segments]
+        plans = [self._plan_segment(seg, act) for seg, act in zip(self._segments, actives, strict=True)]
+        plans += [self._plan_loose(gi, p) for gi, p in self._loose if p.grad is not None]
+        plans = [pl for pl in plans if pl[1]]
+        counts = {len(chain.passes) for chain, _, _ in plans}
+        if len(counts) > 1:
+            raise ValueError(
+                "the param groups' chains take the global norm at different places; a "
+                "clip_by_global_norm after other transforms must stand at the same place in every group"
+            )
+        last = counts.pop() - 1 if counts else 0
+        for part in range(last + 1):
+            norm = None
+            if any(chain.passes[part].needs_norm for chain, _, _ in plans):
+                bufs = [u.source(part) for _, units, _ in plans for u in units]
+                norm = global_norm(bufs) if bufs else None
+            for _, units, _ in plans:
+                for u in units:
+                    u.run(part, last, norm)
+        for _, _, finish in plans:
+            finish()
+
+    def _scratch(self, seg: Segment, chain: Chain) -> Tensor | None:
+        if len(chain.passes) == 1:
+            return None
+        if seg.scratch is None:
+            seg.scratch = torch.empty(seg.numel, dtype=compute_dtype(seg.dtype), device=seg.device)
+        return seg.scratch
+
+    def _plan_segment(self, seg: Segment, active: list[bool]) -> tuple[Chain, list[Unit], Callable[[], None]]:
         chain = self._ensure_chain(seg)
         group = self.param_groups[seg.group_index]
+        scratch = self._scratch(seg, chain)
         s0 = seg.steps[0]
         if all(active) and all(s == s0 for s in seg.steps):
             t = s0 + 1
             vals = chain.scalars(group, t)
             fn = self._function(seg)
             if seg.compiled:
-                cd = torch.float32 if seg.dtype in _LOW_PRECISION else seg.dtype
-                if seg.hp is None or seg.hp.numel() != len(vals):
-                    seg.hp = torch.zeros(max(len(vals), 1), dtype=cd, device=seg.device)
+                if seg.hp is None or seg.hp.numel() != max(len(vals), 1):
+                    seg.hp = torch.zeros(max(len(vals), 1), dtype=compute_dtype(seg.dtype), device=seg.device)
                 seg.hp.copy_(torch.tensor(vals or [0.0], dtype=torch.float64))
                 hp: Any = seg.hp
             else:
                 hp = vals
             states = [seg.state[k] for k in chain.state_keys]
-            fn(seg.flat_p, seg.flat_g, states, hp, gnorm)
-            seg.steps = [t] * len(seg.params)
-            if chain.counts_steps:
-                seg.step_t.add_(1)
-            if not all(seg.started):
+            unit = Unit(fn, seg.flat_p, seg.flat_g, states, hp, scratch)
+
+            def finish() -> None:
+                seg.steps = [t] * len(seg.params)
+                if chain.counts_steps:
+                    seg.step_t.add_(1)
                 for i in range(len(seg.params)):
                     if not seg.started[i]:
                         self._start(seg, i)
-            return
+
+            return chain, [unit], finish
         # Odd case: some params without a gradient, or different step counts. Same math,
         # one parameter at a time, on views of the flat buffers.
+        per_param = lambda p, g, st, hp, n, k, o: run_pass(chain, p, g, st, hp, n, k, o)  # noqa: E731
+        units, taken = [], []
         for i, a in enumerate(active):
             if not a:
                 continue
-            t = seg.steps[i] + 1
             states = [seg._view(seg.state[k], i) for k in chain.state_keys]
-            _kernel(chain, seg.p_views[i], seg.g_views[i], states, chain.scalars(group, t), gnorm)
-            seg.steps[i] = t
-            if chain.counts_steps:
-                seg.step_t[i] += 1
-            if not seg.started[i]:
-                self._start(seg, i)
+            vals = chain.scalars(group, seg.steps[i] + 1)
+            sv = None if scratch is None else seg._view(scratch, i)
+            units.append(Unit(per_param, seg.p_views[i], seg.g_views[i], states, vals, sv))
+            taken.append(i)
 
-    def _step_loose(self, gi: int, p: Tensor, gnorm: Tensor | None) -> None:
+        def finish_each() -> None:
+            for i in taken:
+                seg.steps[i] += 1
+                if chain.counts_steps:
+                    seg.step_t[i] += 1
+                if not seg.started[i]:
+                    self._start(seg, i)
+
+        return chain, units, finish_each
+
+    def _plan_loose(self, gi: int, p: Tensor) -> tuple[Chain, list[Unit], Callable[[], None]]:
         """A parameter created with requires_grad=False that has a gradient anyway."""
         group = self.param_groups[gi]
         chain = self.rule.build(group)
@@ -300,12 +316,20 @@ class FlatOptimizer(torch.optim.Optimizer):
         if not st:
             st.update({"step": torch.zeros((), dtype=scalar_dtype())} if chain.counts_steps else {})
             st.update(chain.init(p.detach()))
-            st["_thalweg_steps"] = torch.zeros((), dtype=torch.int64)
+        if "_thalweg_steps" not in st:  # fresh, or loaded from torch.optim
+            st["_thalweg_steps"] = torch.tensor(int(float(st.get("step", 0))), dtype=torch.int64)
         t = int(st["_thalweg_steps"]) + 1
-        _kernel(chain, p.data, p.grad, [st[k] for k in chain.state_keys], chain.scalars(group, t), gnorm)
-        st["_thalweg_steps"] += 1
-        if "step" in st:
-            st["step"] += 1
+        loose = lambda p, g, s, hp, n, k, o: run_pass(chain, p, g, s, hp, n, k, o)  # noqa: E731
+        scratch = None if len(chain.passes) == 1 else torch.empty_like(p, dtype=compute_dtype(p.dtype))
+        assert p.grad is not None
+        unit = Unit(loose, p.data, p.grad, [st[k] for k in chain.state_keys], chain.scalars(group, t), scratch)
+
+        def finish() -> None:
+            st["_thalweg_steps"] += 1
+            if "step" in st:
+                st["step"] += 1
+
+        return chain, [unit], finish
 
     def zero_grad(self, set_to_none: bool | None = None) -> None:
         """Zero the flat gradient buffers in place (keeps the fast path).
@@ -342,6 +366,10 @@ class FlatOptimizer(torch.optim.Optimizer):
         return sd
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """torch.optim's (or our own) state dict, checked whole before anything changes: a
+        bad one raises a ValueError naming the group, parameter and key, and leaves this
+        optimizer exactly as it was."""
+        check_loadable(self, state_dict)
         schedules = {
             i: g["lr"] for i, g in enumerate(self.param_groups)
             if callable(g["lr"]) and not isinstance(g["lr"], Tensor)
@@ -363,9 +391,6 @@ class FlatOptimizer(torch.optim.Optimizer):
                     seg.steps[i] = schedule_steps.get(seg.group_index, 0)
                     seg.step_t[i] = 0
                     continue
-                missing = [k for k in chain.state_keys if k not in loaded]
-                if missing:
-                    raise ValueError(f"state of parameter {i} lacks {missing} needed by {type(self).__name__}")
                 for k in chain.state_keys:
                     seg._view(seg.state[k], i).copy_(loaded[k])
                 if "step" in loaded:

@@ -21,7 +21,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from thalweg.optim.newton import _check_float, _check_int
+from thalweg.optim import registry
 
 __all__ = ["KFAC"]
 
@@ -103,16 +103,7 @@ class KFAC(torch.optim.Optimizer):
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-        lr = _check_float("lr", lr, 0.0, strict=True)
-        damping = _check_float("damping", damping, 0.0, strict=True)
-        factor_decay = _check_float("factor_decay", factor_decay, 0.0, high=1.0, high_strict=True)
-        factor_update_every = _check_int("factor_update_every", factor_update_every, 1)
-        inverse_update_every = _check_int("inverse_update_every", inverse_update_every, 1)
-        kl_clip = _check_float("kl_clip", kl_clip, 0.0)
-        momentum = _check_float("momentum", momentum, 0.0, high=1.0, high_strict=True)
-        weight_decay = _check_float("weight_decay", weight_decay, 0.0)
-        if inverse not in ("eigen", "cholesky"):
-            raise ValueError(f"inverse must be 'eigen' or 'cholesky'; got {inverse!r}")
+        registry.get("kfac").check(locals())  # the schema's bounds (second_order.py)
         params = [p for p in model.parameters() if p.requires_grad]
         if not params:
             raise ValueError("model has no trainable parameters")

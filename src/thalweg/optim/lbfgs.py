@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from thalweg.optim.newton import _check_float, _check_int
+from thalweg.optim import registry
 
 __all__ = ["LBFGS"]
 
@@ -41,18 +41,9 @@ class LBFGS(torch.optim.LBFGS):
         history_size: int = 100,
         line_search_fn: str | None = "strong_wolfe",
     ) -> None:
-        lr = _check_float("lr", lr, 0.0, strict=True)
-        max_iter = _check_int("max_iter", max_iter, 1)
+        registry.get("lbfgs").check(locals())  # the schema's bounds (second_order.py)
         if max_eval is None:  # torch's 1.25·max_iter, but leave the line search a budget
             max_eval = max(max_iter * 5 // 4, max_iter + 5)
-        max_eval = _check_int("max_eval", max_eval, 1)
-        tolerance_grad = _check_float("tolerance_grad", tolerance_grad, 0.0)
-        tolerance_change = _check_float("tolerance_change", tolerance_change, 0.0)
-        history_size = _check_int("history_size", history_size, 1)
-        if line_search_fn not in (None, "strong_wolfe"):
-            raise ValueError(
-                f"line_search_fn must be 'strong_wolfe' or None; got {line_search_fn!r}"
-            )
         super().__init__(
             params, lr=lr, max_iter=max_iter, max_eval=max_eval,
             tolerance_grad=tolerance_grad, tolerance_change=tolerance_change,

@@ -20,9 +20,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from . import registry
 from .registry import Hyperparameter as H
 from .rules import AdamW
-from .stacked import Stack, StackedOptimizer, check_hparams, resolve_params
+from .stacked import Stack, StackedOptimizer, resolve_params
 
 __all__ = ["MUON_SCHEMA", "Muon", "newton_schulz"]
 
@@ -94,7 +95,7 @@ class Muon(StackedOptimizer):
                         adjust_lr_fn=adjust_lr_fn, ns_dtype=ns_dtype, split=split,
                         adamw_lr_ratio=adamw_lr_ratio, adamw_betas=adamw_betas, adamw_eps=adamw_eps,
                         adamw_weight_decay=adamw_weight_decay)
-        check_hparams(defaults, self.schema)
+        registry.check_values(defaults, self.schema)
         _check_coefficients(ns_coefficients)
         embeddings = set()
         if isinstance(params, torch.nn.Module):
@@ -131,7 +132,7 @@ class Muon(StackedOptimizer):
         return p.ndim >= 2 and self._roles.get(id(p), True)
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
-        check_hparams(param_group, self.schema, "param group: ")
+        registry.check_values(param_group, self.schema, "param group: ")
         if "ns_coefficients" in param_group:
             _check_coefficients(param_group["ns_coefficients"])
         super().add_param_group(param_group)

@@ -11,7 +11,6 @@ Hessian-vector products above that (conjugate gradient for ``damped``, a Lanczos
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Literal
 
@@ -20,34 +19,11 @@ from torch import Tensor
 from torch.overrides import TorchFunctionMode
 
 from thalweg.linalg import GraphHessian, cg, dense_hessian, flatten, grad_graph, lanczos, unflatten
+from thalweg.optim import registry
 
 __all__ = ["Newton"]
 
 Closure = Callable[[], Tensor]
-
-
-def _check_float(name: str, value: Any, low: float, *, strict: bool = False,
-                 high: float | None = None, high_strict: bool = False) -> float:
-    """Return `value` as float or raise a ValueError/TypeError naming the argument."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a number, got {type(value).__name__} {value!r}")
-    v = float(value)
-    bad = not math.isfinite(v) or (v <= low if strict else v < low)
-    if high is not None:
-        bad = bad or (v >= high if high_strict else v > high)
-    if bad:
-        lo = f"> {low}" if strict else f">= {low}"
-        hi = "" if high is None else f" and {'<' if high_strict else '<='} {high}"
-        raise ValueError(f"{name} must be finite, {lo}{hi}; got {value!r}")
-    return v
-
-
-def _check_int(name: str, value: Any, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
-    if value < low:
-        raise ValueError(f"{name} must be >= {low}; got {value!r}")
-    return value
 
 
 class _DeferBackward(TorchFunctionMode):
@@ -134,20 +110,7 @@ class Newton(torch.optim.Optimizer):
         backtrack: float = 0.5,
         max_backtracks: int = 30,
     ) -> None:
-        lr = _check_float("lr", lr, 0.0, strict=True)
-        damping = _check_float("damping", damping, 0.0)
-        if mode not in ("damped", "saddle_free"):
-            raise ValueError(f"mode must be 'damped' or 'saddle_free'; got {mode!r}")
-        if solver not in ("auto", "exact", "krylov"):
-            raise ValueError(f"solver must be 'auto', 'exact' or 'krylov'; got {solver!r}")
-        max_exact = _check_int("max_exact", max_exact, 1)
-        krylov_iters = _check_int("krylov_iters", krylov_iters, 1)
-        cg_tol = _check_float("cg_tol", cg_tol, 0.0, strict=True, high=1.0, high_strict=True)
-        if not isinstance(line_search, bool):
-            raise TypeError(f"line_search must be a bool, got {line_search!r}")
-        armijo_c = _check_float("armijo_c", armijo_c, 0.0, strict=True, high=1.0, high_strict=True)
-        backtrack = _check_float("backtrack", backtrack, 0.0, strict=True, high=1.0, high_strict=True)
-        max_backtracks = _check_int("max_backtracks", max_backtracks, 0)
+        registry.get("newton").check(locals())  # the schema's bounds (second_order.py)
         defaults = dict(
             lr=lr, damping=damping, mode=mode, solver=solver, max_exact=max_exact,
             krylov_iters=krylov_iters, cg_tol=cg_tol, line_search=line_search,

@@ -11,6 +11,8 @@ use so that `import thalweg.optim.registry` stays cheap.
 from __future__ import annotations
 
 import importlib
+import math
+import numbers
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -19,14 +21,20 @@ import torch
 
 __all__ = [
     "Hyperparameter",
+    "HyperparameterError",
+    "HyperparameterTypeError",
     "OptimizerInfo",
     "SearchDim",
+    "aliases",
+    "check_values",
     "create",
     "get",
     "infos",
     "names",
+    "preset",
     "register",
     "schema",
+    "validate_hparams",
 ]
 
 # Modules that register optimizers when imported. Append yours here.
@@ -37,12 +45,36 @@ _PROVIDERS: list[str] = [
 ]
 
 _REGISTRY: dict[str, OptimizerInfo] = {}
+_ALIASES: dict[str, tuple[str, dict[str, Any]]] = {}  # alias → (canonical name, preset values)
 _loaded = False
+
+
+class HyperparameterError(ValueError):
+    """A value outside its schema: `where` names the argument, `problem` says what is wrong
+    (e.g. "must be ≥ 0.0"), `note` (optional) what the whole argument should look like."""
+
+    def __init__(self, where: str, value: Any, problem: str, note: str = "") -> None:
+        self.where, self.value, self.problem, self.note = where, value, problem, note
+        super().__init__(f"{where} {problem}, got {value!r}" + (f" ({note})" if note else ""))
+
+
+class HyperparameterTypeError(HyperparameterError, TypeError):
+    """A value of the wrong type (a `TypeError` too, as Python's convention has it)."""
+
+
+def _num(x: float) -> str:
+    return f"{x:g}"
 
 
 @dataclass(frozen=True)
 class Hyperparameter:
-    """One constructor argument: its type, default and valid range (for configs and docs)."""
+    """One constructor argument: its type, default and valid range, and :meth:`check`, the
+    one validator every optimizer, chain transform, config and `validate_hparams` calls.
+
+    `None` is accepted exactly when the default is `None` (e.g. L-BFGS's `max_eval`); NaN is
+    never accepted and ±inf only with `allow_inf`; a schedule (callable) only when
+    `schedulable`.
+    """
 
     name: str
     default: Any
@@ -54,6 +86,70 @@ class Hyperparameter:
     choices: tuple[Any, ...] = ()
     help: str = ""
     schedulable: bool = False
+    allow_inf: bool = False
+
+    def check(self, value: Any, where: str | None = None) -> Any:
+        """Return `value` unchanged if the schema allows it, else raise a
+        :class:`HyperparameterError` (a :class:`HyperparameterTypeError` for a wrong type)
+        naming `where` (default: the argument's name) and the value."""
+        where = where or self.name
+        if value is None and self.default is None:
+            return value
+        kind = self.kind
+        if kind == "bool":
+            if not isinstance(value, bool):
+                raise HyperparameterTypeError(where, value, "must be true or false")
+        elif kind == "str":
+            if not isinstance(value, str):
+                raise HyperparameterTypeError(where, value, "must be a string")
+        elif kind == "choice":
+            if not any(value is c or (type(value) is type(c) and value == c) for c in self.choices):
+                shown = ", ".join(repr(c) for c in self.choices)
+                raise HyperparameterError(where, value, f"must be one of {shown}")
+        elif kind == "betas":
+            note = f"{self.name}: two numbers in {self._range()}, e.g. {self.default!r}"
+            if not isinstance(value, (tuple, list)) or len(value) != 2:
+                raise HyperparameterError(where, value, f"must be two numbers in {self._range()}",
+                                          f"e.g. {self.default!r}")
+            for j, b in enumerate(value):
+                try:
+                    self._check_number(b, f"{where}[{j}]", integer=False)
+                except HyperparameterError as e:
+                    raise type(e)(e.where, e.value, e.problem, note) from None
+        elif self.schedulable and callable(value) and not isinstance(value, torch.Tensor):
+            pass  # a schedule: its values are the caller's responsibility
+        else:
+            self._check_number(value, where, integer=kind == "int")
+        return value
+
+    def _range(self) -> str:
+        lo = "(-inf" if self.low is None else ("[" if self.low_inclusive else "(") + _num(self.low)
+        hi = "inf)" if self.high is None else _num(self.high) + ("]" if self.high_inclusive else ")")
+        return f"{lo}, {hi}"
+
+    def _check_number(self, value: Any, where: str, *, integer: bool) -> None:
+        what = "an integer" if integer else "a number"
+        if isinstance(value, torch.Tensor) and not integer:
+            if value.numel() != 1:
+                raise HyperparameterTypeError(where, value, f"must be {what} (a tensor of one element)")
+            value = value.item()
+        if isinstance(value, str):
+            try:
+                float(value)
+            except ValueError:
+                raise HyperparameterTypeError(where, value, f"must be {what}") from None
+            raise HyperparameterTypeError(where, value, f"must be {what}",
+                                          f"a string: write {value.strip()} without quotes")
+        ok = isinstance(value, numbers.Integral if integer else numbers.Real) and not isinstance(value, bool)
+        if not ok:
+            raise HyperparameterTypeError(where, value, f"must be {what}")
+        v = float(value)
+        if math.isnan(v) or (math.isinf(v) and not self.allow_inf):
+            raise HyperparameterError(where, value, "must be finite")
+        if self.low is not None and (v < self.low or (v == self.low and not self.low_inclusive)):
+            raise HyperparameterError(where, value, f"must be {'≥' if self.low_inclusive else '>'} {self.low}")
+        if self.high is not None and (v > self.high or (v == self.high and not self.high_inclusive)):
+            raise HyperparameterError(where, value, f"must be {'≤' if self.high_inclusive else '<'} {self.high}")
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able description (for `thalweg optimizers --json` and config docs)."""
@@ -70,7 +166,17 @@ class Hyperparameter:
             d["help"] = self.help
         if self.schedulable:
             d["schedulable"] = True
+        if self.allow_inf:
+            d["allow_inf"] = True
         return d
+
+
+def check_values(values: Mapping[str, Any], schema: Iterable[Hyperparameter], where: str = "") -> None:
+    """Check every entry of `values` that the schema describes (others are left alone);
+    `where` prefixes the argument's name in the error (e.g. "param group 1: ")."""
+    for spec in schema:
+        if spec.name in values:
+            spec.check(values[spec.name], where=f"{where}{spec.name}")
 
 
 @dataclass(frozen=True)
@@ -123,12 +229,17 @@ class OptimizerInfo:
     needs_model: bool = False
     #: option values whose every combination the agreement tests run.
     option_grid: Mapping[str, tuple[Any, ...]] = field(default_factory=dict)
-    #: other names that find this optimizer.
-    aliases: tuple[str, ...] = ()
+    #: preset names that find this optimizer, each with the hyperparameters it sets
+    #: ("momentum" → sgd with {"momentum": 0.9}); the user's own values override them.
+    aliases: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     #: keyword arguments accepted besides the hyperparameters (e.g. `compile`).
     options: tuple[str, ...] = ()
     #: the default search space of the bench (log-uniform lr and the rule's own knobs).
     search_space: tuple[SearchDim, ...] = ()
+
+    def __post_init__(self) -> None:
+        if isinstance(self.aliases, (tuple, list)):  # plain names: presets that set nothing
+            object.__setattr__(self, "aliases", {a: {} for a in self.aliases})
 
     def defaults(self) -> dict[str, Any]:
         return {h.name: h.default for h in self.hyperparameters}
@@ -138,6 +249,11 @@ class OptimizerInfo:
             if h.name == name:
                 return h
         raise KeyError(name)
+
+    def check(self, values: Mapping[str, Any], where: str = "") -> None:
+        """Check the hyperparameters in `values` against this schema (a constructor passes
+        its `locals()`, so its bounds are the schema's and cannot drift from it)."""
+        check_values(values, self.hyperparameters, where)
 
 
 def register(info: OptimizerInfo) -> OptimizerInfo:
@@ -151,9 +267,19 @@ def register(info: OptimizerInfo) -> OptimizerInfo:
             )
     if key in _REGISTRY and _REGISTRY[key].factory is not info.factory:
         raise ValueError(f"optimizer {info.name!r} is already registered")
+    if key in _ALIASES:
+        raise ValueError(f"optimizer name {info.name!r} is already an alias of {_ALIASES[key][0]!r}")
+    for alias, hp in info.aliases.items():
+        unknown = sorted(set(hp) - known)
+        if unknown:
+            raise ValueError(f"optimizer {info.name!r}: alias {alias!r} sets unknown {unknown}")
+        info.check(hp, where=f"alias {alias!r}: ")
+        other = _ALIASES.get(alias.lower())
+        if alias.lower() in _REGISTRY or (other is not None and other[0] != key):
+            raise ValueError(f"alias {alias!r} of {info.name!r} is already a registered name")
     _REGISTRY[key] = info
-    for alias in info.aliases:
-        _REGISTRY.setdefault(alias.lower(), info)
+    for alias, hp in info.aliases.items():
+        _ALIASES[alias.lower()] = (key, dict(hp))
     return info
 
 
@@ -167,12 +293,9 @@ def _load() -> None:
 
 
 def infos() -> list[OptimizerInfo]:
-    """Every registered optimizer once (aliases removed), in registration order."""
+    """Every registered optimizer once (aliases not repeated), in registration order."""
     _load()
-    seen: dict[str, OptimizerInfo] = {}
-    for info in _REGISTRY.values():
-        seen.setdefault(info.name, info)
-    return list(seen.values())
+    return list(_REGISTRY.values())
 
 
 def names() -> list[str]:
@@ -183,12 +306,29 @@ def names() -> list[str]:
 def get(name: str) -> OptimizerInfo:
     """Look an optimizer up by name or alias; a clear error lists what exists."""
     _load()
+    key = name.lower()
+    if key in _ALIASES:
+        key = _ALIASES[key][0]
     try:
-        return _REGISTRY[name.lower()]
+        return _REGISTRY[key]
     except KeyError:
         raise ValueError(
-            f"unknown optimizer {name!r}; known: {', '.join(sorted(names()))}"
+            f"unknown optimizer {name!r}; known: {', '.join(sorted(names()))}; "
+            f"aliases: {', '.join(sorted(_ALIASES))}"
         ) from None
+
+
+def preset(name: str) -> dict[str, Any]:
+    """The hyperparameters an alias sets (`{}` for a canonical name)."""
+    get(name)
+    entry = _ALIASES.get(name.lower())
+    return dict(entry[1]) if entry else {}
+
+
+def aliases() -> dict[str, tuple[str, dict[str, Any]]]:
+    """Every alias: name → (canonical optimizer, the hyperparameters it sets)."""
+    _load()
+    return {a: (n, dict(hp)) for a, (n, hp) in _ALIASES.items()}
 
 
 def schema(name: str) -> list[dict[str, Any]]:
@@ -197,7 +337,8 @@ def schema(name: str) -> list[dict[str, Any]]:
 
 
 def validate_hparams(name: str, hparams: Mapping[str, Any]) -> None:
-    """Reject unknown hyperparameter names before construction (constructors check ranges)."""
+    """Reject unknown hyperparameter names and values outside the schema before construction
+    (the same :meth:`Hyperparameter.check` the constructors run)."""
     info = get(name)
     known = {h.name for h in info.hyperparameters}
     unknown = sorted(set(hparams) - known - set(info.options))
@@ -206,11 +347,14 @@ def validate_hparams(name: str, hparams: Mapping[str, Any]) -> None:
             f"optimizer {info.name!r} has no hyperparameter {unknown[0]!r}; "
             f"it takes: {', '.join(sorted(known))}"
         )
+    info.check(hparams)
 
 
 def create(name: str, params: Iterable[Any] | torch.nn.Module, **hparams: Any) -> torch.optim.Optimizer:
-    """Build optimizer `name` over `params` (or a model, for optimizers that need one)."""
+    """Build optimizer `name` (or an alias, with its preset values under the user's) over
+    `params` (or a model, for optimizers that need one)."""
     info = get(name)
+    hparams = {**preset(name), **hparams}
     validate_hparams(name, hparams)
     if info.needs_model:
         if not isinstance(params, torch.nn.Module):

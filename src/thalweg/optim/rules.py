@@ -4,12 +4,11 @@ Adagrad, RMSprop, Adadelta, Adam (AMSGrad), AdamW."""
 
 from __future__ import annotations
 
-import math
+import inspect
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 import torch
-from torch import Tensor
 
 from . import registry
 from .core import CompileMode, FlatOptimizer, Rule
@@ -90,44 +89,10 @@ ADAM_SCHEMA = (*_adam_schema(0.0, False), H("decoupled_weight_decay", False, **_
 ADAMW_SCHEMA = _adam_schema(1e-2, True)
 
 
-def _check_number(name: str, value: Any, spec: H) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"{name} must be a number, got {value!r}")
-    if not math.isfinite(value):
-        raise ValueError(f"{name} must be finite, got {value!r}")
-    if spec.low is not None and (value < spec.low or (value == spec.low and not spec.low_inclusive)):
-        bound = "≥" if spec.low_inclusive else ">"
-        raise ValueError(f"{name} must be {bound} {spec.low}, got {value!r}")
-    if spec.high is not None and (value > spec.high or (value == spec.high and not spec.high_inclusive)):
-        bound = "≤" if spec.high_inclusive else "<"
-        raise ValueError(f"{name} must be {bound} {spec.high}, got {value!r}")
-
-
-def validate(values: Mapping[str, Any], schema: Iterable[H]) -> None:
-    """Check hyperparameters against a schema; the ValueError names the argument and value."""
-    for spec in schema:
-        if spec.name not in values:
-            continue
-        v = values[spec.name]
-        if spec.kind == "bool":
-            if not isinstance(v, bool):
-                raise ValueError(f"{spec.name} must be True or False, got {v!r}")
-        elif spec.kind == "betas":
-            if not isinstance(v, (tuple, list)) or len(v) != 2:
-                raise ValueError(f"{spec.name} must be a pair (beta1, beta2), got {v!r}")
-            for j, b in enumerate(v):
-                try:
-                    _check_number(f"{spec.name}[{j}]", float(b) if isinstance(b, Tensor) else b, spec)
-                except ValueError as e:
-                    raise ValueError(f"{e} ({spec.name}={tuple(v)!r})") from None
-        elif spec.schedulable and callable(v) and not isinstance(v, Tensor):
-            continue  # a schedule; its values are the user's responsibility
-        else:
-            if isinstance(v, Tensor):
-                if v.numel() != 1:
-                    raise ValueError(f"{spec.name} as a Tensor must have one element, got shape {tuple(v.shape)}")
-                v = float(v.item())
-            _check_number(spec.name, v, spec)
+def validate(values: Mapping[str, Any], schema: Iterable[H], where: str = "") -> None:
+    """Check hyperparameters against a schema (:meth:`Hyperparameter.check` on each); the
+    ValueError names the argument and value."""
+    registry.check_values(values, schema, where)
 
 
 def _compat(foreach: bool | None, fused: bool | None, capturable: bool, differentiable: bool) -> None:
@@ -140,8 +105,6 @@ def _compat(foreach: bool | None, fused: bool | None, capturable: bool, differen
 
 
 class _Named(FlatOptimizer):
-    schema: tuple[H, ...] = ()
-
     def __init__(self, params: Any, rule: Rule, defaults: dict[str, Any], compile: CompileMode,
                  compile_options: Mapping[str, Any] | None) -> None:
         validate(defaults, self.schema)
@@ -149,7 +112,7 @@ class _Named(FlatOptimizer):
         super().__init__(params, rule, defaults, compile=compile, compile_options=compile_options)
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
-        validate(param_group, self.schema)
+        validate(param_group, self.schema, f"param group {len(self.param_groups)}: ")
         self._check_combination({**self.defaults, **param_group})
         super().add_param_group(param_group)
 
@@ -209,8 +172,8 @@ class _AdagradRule(Rule):
         return (g["maximize"], g["weight_decay"] != 0)
 
     def build(self, g):
-        return Chain([*_prefix(g), scale_by_adagrad(LR, Hyper("lr_decay"), Hyper("eps"),
-                                                    g["initial_accumulator_value"])])
+        return Chain([*_prefix(g), scale_by_adagrad(Hyper("lr_decay"), Hyper("eps"), g["initial_accumulator_value"]),
+                      scale_by_lr(LR)])
 
 
 class Adagrad(_Named):
@@ -291,8 +254,8 @@ class _AdamRule(Rule):
         ts = _prefix(g, coupled_decay=not decoupled)
         if decoupled and g["weight_decay"] != 0:
             ts.append(decay_weights(Hyper("weight_decay"), LR))
-        adam = scale_by_adam(Hyper("betas", 0), Hyper("betas", 1), Hyper("eps"), g["amsgrad"], lr=LR)
-        return Chain([*ts, adam])
+        adam = scale_by_adam(Hyper("betas", 0), Hyper("betas", 1), Hyper("eps"), g["amsgrad"])
+        return Chain([*ts, adam, scale_by_lr(LR)])
 
 
 class Adam(_Named):
@@ -349,6 +312,16 @@ _SPACES: dict[str, tuple[registry.SearchDim, ...]] = {
     "adam": (S("lr", 1e-5, 1e-1, log=True), _B1, _WD),
     "adamw": (S("lr", 1e-5, 1e-1, log=True), _B1, _WD),
 }
+
+
+def _signature(cls: type) -> set[str]:
+    return set(inspect.signature(cls.__init__).parameters)
+
+
+_TORCH_SWITCHES = ("foreach", "fused", "capturable", "differentiable")
+_ALIASES: dict[str, dict[str, dict[str, Any]]] = {
+    "sgd": {"gd": {}, "momentum": {"momentum": 0.9}, "nesterov": {"momentum": 0.9, "nesterov": True}},
+}
 for _name, _cls, _ref, _grid, _desc in (
     ("sgd", SGD, torch.optim.SGD,
      {"momentum": (0.0, 0.9), "dampening": (0.0, 0.1), "nesterov": _B, "weight_decay": (0.0, 0.1), "maximize": _B},
@@ -371,6 +344,7 @@ for _name, _cls, _ref, _grid, _desc in (
 ):
     registry.register(registry.OptimizerInfo(
         name=_name, factory=_cls, hyperparameters=_cls.schema, description=_desc,
-        torch_reference=_ref, option_grid=_grid, options=("compile", "compile_options"),
-        search_space=_SPACES[_name],
+        torch_reference=_ref, option_grid=_grid,
+        options=("compile", "compile_options", *(k for k in _TORCH_SWITCHES if k in _signature(_cls))),
+        search_space=_SPACES[_name], aliases=_ALIASES.get(_name, {}),
     ))

@@ -58,10 +58,11 @@ class Segment:
         self.fn: Callable[..., None] | None = None
         self.compiled = False
         self.hp: Tensor | None = None
+        self.scratch: Tensor | None = None  # the update between passes of a multi-pass chain
 
     def __getstate__(self) -> dict[str, Any]:
         # compiled functions are rebuilt on demand (they do not pickle or deep-copy)
-        return {**self.__dict__, "fn": None, "compiled": False, "hp": None}
+        return {**self.__dict__, "fn": None, "compiled": False, "hp": None, "scratch": None}
 
     def _view(self, flat: Tensor, i: int) -> Tensor:
         return flat[self.offsets[i] : self.offsets[i] + self.numels[i]].view_as(self.params[i])

@@ -21,9 +21,10 @@ import torch
 from torch import Tensor
 
 from . import kronecker as kr
+from . import registry
 from .registry import Hyperparameter as H
 from .rules import SGD, Adam
-from .stacked import Stack, StackedOptimizer, check_hparams
+from .stacked import Stack, StackedOptimizer
 
 __all__ = ["SHAMPOO_SCHEMA", "SOAP", "SOAP_SCHEMA", "Shampoo"]
 
@@ -70,12 +71,12 @@ class _Kronecker(StackedOptimizer):
     schema: tuple[H, ...] = ()
 
     def __init__(self, params: Any, defaults: dict[str, Any], compile: bool | str) -> None:
-        check_hparams(defaults, self.schema)
+        registry.check_values(defaults, self.schema)
         self._compile = compile
         super().__init__(params, defaults)
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
-        check_hparams(param_group, self.schema, "param group: ")
+        registry.check_values(param_group, self.schema, "param group: ")
         super().add_param_group(param_group)
 
     # -- inner optimizer over probes: one probe per (piece, parameter), piece-major ----------

@@ -11,43 +11,16 @@ step count, runs the same math on its own slice of the stack.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from . import registry
 from .segment import Segment
 
-__all__ = ["Stack", "StackedOptimizer", "check_hparams", "resolve_params"]
-
-
-def check_hparams(values: Mapping[str, Any], schema: Iterable[registry.Hyperparameter], where: str = "") -> None:
-    """The one place the matrix rules validate their hyperparameters against the schema (the
-    registry's `check_values` where it exists, else the same checks written out here)."""
-    check_values = getattr(registry, "check_values", None)
-    if check_values is not None:
-        check_values(values, schema, where)
-        return
-    from .rules import validate
-
-    for spec in schema:
-        if spec.name not in values:
-            continue
-        v = values[spec.name]
-        if v is None and spec.default is None:
-            continue
-        if spec.kind == "choice":
-            if not any(v is c or (type(v) is type(c) and v == c) for c in spec.choices):
-                raise ValueError(f"{where}{spec.name} must be one of {', '.join(map(repr, spec.choices))}, got {v!r}")
-            continue
-        if spec.kind == "int" and (isinstance(v, bool) or not isinstance(v, int)):
-            raise ValueError(f"{where}{spec.name} must be an integer, got {v!r}")
-        if callable(v) and not isinstance(v, Tensor) and not spec.schedulable:
-            raise ValueError(f"{where}{spec.name} must be a number, got {v!r}")
-        validate({spec.name: v}, [spec])
+__all__ = ["Stack", "StackedOptimizer", "resolve_params"]
 
 
 def resolve_params(params: Any) -> tuple[list[Any], dict[int, str]]:

@@ -1,10 +1,22 @@
 """Elementwise gradient transforms, optax style, that compose into one fused update.
 
-A transform owns some state buffers (named as in `torch.optim`'s state dicts, so checkpoints
-load both ways), asks the host for a few per-step scalars (computed in float64 from the step
-count and hyperparameters), and maps an update `u` (and the parameter `p`) to a new one with
-plain elementwise math. :func:`chain` strings transforms together; the optimizer core runs
-the chain over flat buffers, eagerly or through `torch.compile` (one fused kernel).
+Style: each transform is a CamelCase class (`ScaleByAdam`) with a lowercase optax-style
+factory (`scale_by_adam(...)`, built by :func:`factory`); rules and users call the
+factories, new transforms subclass :class:`Transform`. A transform declares
+
+- `State`, a NamedTuple of its buffers, named as in torch.optim's state dicts (so
+  checkpoints load both ways); `apply` reads `state.exp_avg`, never a position;
+- `Scalars`, a NamedTuple of per-step scalars, computed in float64 on the host by
+  `scalars(ctx)` from the step count and hyperparameters (`ctx(value)` resolves a number,
+  schedule or group reference); `n_scalars` is derived from it;
+- `schema`, the :class:`~thalweg.optim.registry.Hyperparameter` of each argument, checked
+  at construction (the same validator as the optimizers').
+
+Each transform has one meaning: `scale_by_adam()` is the unit-scale Adam direction and
+`scale_by_lr(lr)` the step; the chain folds a scale that follows an `absorbs_scale`
+transform into its scalars (Adam's −lr/(1 − β₁ᵗ) is one factor, as in torch). Eagerly, the
+math calls the same torch ops in the same order as torch.optim's for-loop implementation, so
+trajectories agree to the bit; compiled, it is the same math fused into one kernel.
 
 Hyperparameters are numbers, schedules (callables `step -> value`), or :class:`Hyper`
 references to a key of the parameter group (how the named optimizers in :mod:`rules` let
@@ -13,13 +25,42 @@ references to a key of the parameter group (how the named optimizers in :mod:`ru
 
 from __future__ import annotations
 
-import torch
+from typing import Any, NamedTuple
 
-from .chain import Chain, Hyper, HyperValue, Transform, chain, global_norm, resolve
+import torch
+from torch import Tensor
+
+from .adaptive import ScaleByAdadelta, ScaleByAdagrad, ScaleByAdam, ScaleByRms
+from .chain import (
+    Chain,
+    Hyper,
+    HyperValue,
+    StepContext,
+    Transform,
+    add_scaled,
+    add_scaled_,
+    chain,
+    factory,
+    global_norm,
+)
+from .registry import Hyperparameter as H
 
 __all__ = [
+    "AddDecayedWeights",
     "Chain",
+    "Clip",
+    "ClipByGlobalNorm",
+    "DecayWeights",
+    "FlipSign",
     "Hyper",
+    "Scale",
+    "ScaleByAdadelta",
+    "ScaleByAdagrad",
+    "ScaleByAdam",
+    "ScaleByLr",
+    "ScaleByRms",
+    "StepContext",
+    "Trace",
     "Transform",
     "add_decayed_weights",
     "chain",
@@ -37,285 +78,220 @@ __all__ = [
     "trace",
 ]
 
-# --------------------------------------------------------------------------------------
-# The transforms. Each mirrors the operation order of torch.optim's for-loop implementation
-# where one exists, so trajectories agree to float rounding.
+_S = {"schedulable": True}
+_UNIT = {"low": 0.0, "high": 1.0, "high_inclusive": False, **_S}  # a decay rate in [0, 1); adaptive.py too
 
 
-class scale(Transform):
+# --------------------------------------------------------------------------- pure scales
+class Factor(NamedTuple):
+    factor: Any
+
+
+class Scale(Transform):
     """u ← factor · u."""
 
-    n_scalars = 1
-    final_scale = True
+    name = "scale"
+    Scalars = Factor
+    is_scale = True
+    schema = (H("factor", 1.0, **_S),)
 
     def __init__(self, factor: HyperValue) -> None:
+        self.check_args(factor=factor)
         self.factor = factor
 
-    def scalars(self, group, step):
-        return (resolve(self.factor, group, step - 1),)
+    def scalars(self, ctx: StepContext) -> Factor:
+        return Factor(ctx(self.factor))
 
-    def apply(self, u, p, state, s, gnorm):
-        return u * s[0]
+    def apply(self, u, p, state, s, norm):
+        return u * s.factor
 
 
-class scale_by_lr(Transform):
-    """u ← −lr · u (the final descent step; `lr` may be a schedule)."""
+class ScaleByLr(Transform):
+    """u ← −lr · u (the descent step; `lr` may be a schedule)."""
 
-    n_scalars = 1
-    final_scale = True
+    name = "scale_by_lr"
+    Scalars = Factor
+    is_scale = True
+    schema = (H("lr", 1e-3, low=0.0, **_S),)
 
     def __init__(self, lr: HyperValue) -> None:
+        self.check_args(lr=lr)
         self.lr = lr
 
-    def scalars(self, group, step):
-        return (-resolve(self.lr, group, step - 1),)
+    def scalars(self, ctx: StepContext) -> Factor:
+        return Factor(-ctx(self.lr))
 
-    def apply(self, u, p, state, s, gnorm):
-        return u * s[0]
+    def apply(self, u, p, state, s, norm):
+        return u * s.factor
 
 
-class flip_sign(Transform):
+class FlipSign(Transform):
     """u ← −u when maximizing (torch's `maximize=True`)."""
 
-    n_scalars = 1
+    name = "flip_sign"
+    Scalars = Factor
+    is_scale = True
+    schema = (H("maximize", True, kind="bool", schedulable=True),)
 
     def __init__(self, maximize: HyperValue = True) -> None:
+        self.check_args(maximize=maximize)
         self.maximize = maximize
 
-    def scalars(self, group, step):
-        return (-1.0 if resolve(self.maximize, group, step - 1) else 1.0,)
+    def scalars(self, ctx: StepContext) -> Factor:
+        return Factor(-1.0 if ctx(self.maximize) else 1.0)
 
-    def apply(self, u, p, state, s, gnorm):
-        return u * s[0]
+    def apply(self, u, p, state, s, norm):
+        return u * s.factor
 
 
-class add_decayed_weights(Transform):
+# --------------------------------------------------------------------------- decay and clipping
+class WeightDecay(NamedTuple):
+    weight_decay: Any
+
+
+class AddDecayedWeights(Transform):
     """Coupled L2 decay: u ← u + λ·p (torch's `weight_decay` for SGD/Adam)."""
 
-    n_scalars = 1
+    name = "add_decayed_weights"
+    Scalars = WeightDecay
+    schema = (H("weight_decay", 0.0, low=0.0, **_S),)
 
     def __init__(self, weight_decay: HyperValue) -> None:
+        self.check_args(weight_decay=weight_decay)
         self.weight_decay = weight_decay
 
-    def scalars(self, group, step):
-        return (resolve(self.weight_decay, group, step - 1),)
+    def scalars(self, ctx: StepContext) -> WeightDecay:
+        return WeightDecay(ctx(self.weight_decay))
 
-    def apply(self, u, p, state, s, gnorm):
-        return u + p * s[0]
+    def apply(self, u, p, state, s, norm):
+        return add_scaled(u, p, s.weight_decay)
 
 
-class decay_weights(Transform):
+class Shrink(NamedTuple):
+    shrink: Any  # 1 − lr·λ
+
+
+class DecayWeights(Transform):
     """Decoupled decay (AdamW): p ← p·(1 − lr·λ) before the update is added."""
 
-    n_scalars = 1
+    name = "decay_weights"
+    Scalars = Shrink
+    schema = (H("weight_decay", 0.0, low=0.0, **_S), H("lr", 1e-3, low=0.0, **_S))
 
     def __init__(self, weight_decay: HyperValue, lr: HyperValue) -> None:
+        self.check_args(weight_decay=weight_decay, lr=lr)
         self.weight_decay = weight_decay
         self.lr = lr
 
-    def scalars(self, group, step):
-        lr = resolve(self.lr, group, step - 1)
-        return (1.0 - lr * resolve(self.weight_decay, group, step - 1),)
+    def scalars(self, ctx: StepContext) -> Shrink:
+        return Shrink(1.0 - ctx(self.lr) * ctx(self.weight_decay))
 
-    def apply(self, u, p, state, s, gnorm):
-        p.mul_(s[0])
+    def apply(self, u, p, state, s, norm):
+        p.mul_(s.shrink)
         return u
 
 
-class clip(Transform):
+class MaxDelta(NamedTuple):
+    max_delta: Any
+
+
+class Clip(Transform):
     """Clip every coordinate of u to [−max_delta, max_delta]."""
 
-    n_scalars = 1
+    name = "clip"
+    Scalars = MaxDelta
+    schema = (H("max_delta", 1.0, low=0.0, low_inclusive=False, allow_inf=True, **_S),)
 
     def __init__(self, max_delta: HyperValue) -> None:
+        self.check_args(max_delta=max_delta)
         self.max_delta = max_delta
 
-    def scalars(self, group, step):
-        return (resolve(self.max_delta, group, step - 1),)
+    def scalars(self, ctx: StepContext) -> MaxDelta:
+        return MaxDelta(ctx(self.max_delta))
 
-    def apply(self, u, p, state, s, gnorm):
-        return u.clamp(-s[0], s[0])
+    def apply(self, u, p, state, s, norm):
+        return u.clamp(-s.max_delta, s.max_delta)
 
 
-class clip_by_global_norm(Transform):
-    """Rescale u so that the norm over *all* parameters is at most `max_norm`.
+class MaxNorm(NamedTuple):
+    max_norm: Any
 
-    Must come first in a chain (the norm is of the incoming gradients, one reduction pass).
+
+class ClipByGlobalNorm(Transform):
+    """Rescale u so that its norm over *all* parameters is at most `max_norm`.
+
+    The norm is that of the update where the transform stands: first in a chain, the raw
+    gradients' (one pass); after other transforms, the chain splits into passes here.
     """
 
-    n_scalars = 1
+    name = "clip_by_global_norm"
+    Scalars = MaxNorm
     needs_global_norm = True
+    schema = (H("max_norm", 1.0, low=0.0, low_inclusive=False, allow_inf=True, **_S),)
 
     def __init__(self, max_norm: HyperValue) -> None:
+        self.check_args(max_norm=max_norm)
         self.max_norm = max_norm
 
-    def scalars(self, group, step):
-        return (resolve(self.max_norm, group, step - 1),)
+    def scalars(self, ctx: StepContext) -> MaxNorm:
+        return MaxNorm(ctx(self.max_norm))
 
-    def apply(self, u, p, state, s, gnorm):
-        assert gnorm is not None
-        factor = torch.clamp(s[0] / (gnorm + 1e-6), max=1.0)
-        return u * factor
+    def apply(self, u, p, state, s, norm):
+        assert norm is not None
+        return u * torch.clamp(s.max_norm / (norm + 1e-6), max=1.0)
 
 
-class trace(Transform):
+# --------------------------------------------------------------------------- momentum
+class TraceState(NamedTuple):
+    momentum_buffer: Tensor
+
+
+class TraceScalars(NamedTuple):
+    decay: Any  # μ (0 on the first step: the buffer starts as the gradient)
+    gain: Any  # 1 − dampening (1 on the first step)
+    nesterov_momentum: Any  # μ
+
+
+class Trace(Transform):
     """Heavy-ball (Polyak) or Nesterov momentum, exactly as torch's SGD.
 
     buf ← g on the first step, then buf ← μ·buf + (1 − dampening)·g; the update is buf, or
     g + μ·buf for Nesterov.
     """
 
-    n_scalars = 3
-    state_keys = ("momentum_buffer",)
+    name = "trace"
+    State = TraceState
+    Scalars = TraceScalars
+    schema = (H("momentum", 0.9, **_UNIT), H("dampening", 0.0, low=0.0, high=1.0, **_S),
+              H("nesterov", False, kind="bool"))
 
     def __init__(self, momentum: HyperValue, dampening: HyperValue = 0.0, nesterov: bool = False):
+        self.check_args(momentum=momentum, dampening=dampening, nesterov=nesterov)
         self.momentum = momentum
         self.dampening = dampening
         self.nesterov = nesterov
 
-    def scalars(self, group, step):
-        mu = resolve(self.momentum, group, step - 1)
-        if step == 1:  # torch clones the gradient into the fresh buffer
-            return (0.0, 1.0, mu)
-        return (mu, 1.0 - resolve(self.dampening, group, step - 1), mu)
+    def scalars(self, ctx: StepContext) -> TraceScalars:
+        mu = ctx(self.momentum)
+        if ctx.step == 1:  # torch clones the gradient into the fresh buffer
+            return TraceScalars(0.0, 1.0, mu)
+        return TraceScalars(mu, 1.0 - ctx(self.dampening), mu)
 
-    def apply(self, u, p, state, s, gnorm):
-        buf = state[0].mul_(s[0]).add_(u * s[1])
-        return u + buf * s[2] if self.nesterov else buf
-
-    def structure(self):
-        return ("trace", self.nesterov)
+    def apply(self, u, p, state: TraceState, s: TraceScalars, norm):
+        buf = add_scaled_(state.momentum_buffer.mul_(s.decay), u, s.gain)
+        return add_scaled(u, buf, s.nesterov_momentum) if self.nesterov else buf
 
 
-class scale_by_adam(Transform):
-    """Adam's moments with bias correction (optionally AMSGrad), torch's operation order.
-
-    With `lr` given, the step size −lr/(1 − β₁ᵗ) is folded in (as torch does) and the result
-    is the final update; without it, the result is the unit-scale Adam direction.
-    """
-
-    counts_steps = True
-    n_scalars = 6
-
-    def __init__(
-        self,
-        b1: HyperValue = 0.9,
-        b2: HyperValue = 0.999,
-        eps: HyperValue = 1e-8,
-        amsgrad: bool = False,
-        lr: HyperValue | None = None,
-    ) -> None:
-        self.b1, self.b2, self.eps, self.amsgrad, self.lr = b1, b2, eps, amsgrad, lr
-        self.state_keys = ("exp_avg", "exp_avg_sq") + (("max_exp_avg_sq",) if amsgrad else ())
-
-    def scalars(self, group, step):
-        b1 = resolve(self.b1, group, step - 1)
-        b2 = resolve(self.b2, group, step - 1)
-        # Without an lr this is a direction (+m̂/denom); with one it is the final −lr·m̂/denom.
-        sign_lr = 1.0 if self.lr is None else -resolve(self.lr, group, step - 1)
-        eps = resolve(self.eps, group, step - 1)
-        # 1/√(1 − β₂ᵗ) as a factor: one vector division per element instead of two (the
-        # kernel is bound by division throughput on CPU); differs from torch by ≤ 1 ulp.
-        return (1 - b1, b2, 1 - b2, (1 - b2**step) ** -0.5, eps, sign_lr / (1 - b1**step))
-
-    def apply(self, u, p, state, s, gnorm):
-        m = state[0].lerp_(u, s[0])
-        v = state[1].mul_(s[1]).add_(s[2] * u * u)
-        if self.amsgrad:
-            v = state[2].copy_(torch.maximum(state[2], v))
-        denom = v.sqrt().mul_(s[3]).add_(s[4])
-        return m.div(denom).mul_(s[5])
-
-    def structure(self):
-        return ("adam", self.amsgrad)
-
-
-class scale_by_rms(Transform):
-    """RMSProp: divide by the running RMS of gradients (centered: by their running std);
-    with momentum, accumulate the scaled step in a buffer. torch's operation order."""
-
-    counts_steps = True
-    n_scalars = 4
-
-    def __init__(
-        self, alpha: HyperValue = 0.99, eps: HyperValue = 1e-8, centered: bool = False,
-        momentum: HyperValue | None = None,
-    ) -> None:
-        self.alpha, self.eps, self.centered, self.momentum = alpha, eps, centered, momentum
-        keys = ["square_avg"]
-        if momentum is not None:
-            keys.append("momentum_buffer")
-        if centered:
-            keys.append("grad_avg")
-        self.state_keys = tuple(keys)
-
-    def scalars(self, group, step):
-        a = resolve(self.alpha, group, step - 1)
-        mu = 0.0 if self.momentum is None else resolve(self.momentum, group, step - 1)
-        return (a, 1 - a, resolve(self.eps, group, step - 1), mu)
-
-    def apply(self, u, p, state, s, gnorm):
-        sq = state[0].mul_(s[0]).add_(s[1] * u * u)
-        if self.centered:
-            gavg = state[-1].lerp_(u, s[1])
-            avg = (sq - gavg * gavg).sqrt_().add_(s[2])
-        else:
-            avg = sq.sqrt().add_(s[2])
-        if self.momentum is not None:
-            return state[1].mul_(s[3]).add_(u / avg)
-        return u / avg
-
-    def structure(self):
-        return ("rms", self.centered, self.momentum is not None)
-
-
-class scale_by_adagrad(Transform):
-    """AdaGrad: divide by the root of the accumulated squared gradients, with torch's
-    `lr_decay` folded into the step size −lr/(1 + (t − 1)·decay)."""
-
-    counts_steps = True
-    n_scalars = 2
-    state_keys = ("sum",)
-
-    def __init__(
-        self, lr: HyperValue | None = None, lr_decay: HyperValue = 0.0, eps: HyperValue = 1e-10,
-        initial_accumulator_value: HyperValue = 0.0,
-    ) -> None:
-        self.lr, self.lr_decay, self.eps = lr, lr_decay, eps
-        self.initial_accumulator_value = initial_accumulator_value
-
-    def init(self, p):
-        return {"sum": torch.full_like(p, float(self.initial_accumulator_value))}
-
-    def scalars(self, group, step):
-        # Without an lr this is a direction; with one it is the final −clr·g/(√sum + eps).
-        sign_lr = 1.0 if self.lr is None else -resolve(self.lr, group, step - 1)
-        clr = sign_lr / (1 + (step - 1) * resolve(self.lr_decay, group, step - 1))
-        return (resolve(self.eps, group, step - 1), clr)
-
-    def apply(self, u, p, state, s, gnorm):
-        acc = state[0].add_(u * u)
-        return u.div(acc.sqrt().add_(s[0])).mul_(s[1])
-
-
-class scale_by_adadelta(Transform):
-    """AdaDelta: the update's scale is the ratio of running RMS of past updates to that of
-    gradients (no learning rate needed; torch multiplies by `lr`, default 1)."""
-
-    counts_steps = True
-    n_scalars = 3
-    state_keys = ("square_avg", "acc_delta")
-
-    def __init__(self, rho: HyperValue = 0.9, eps: HyperValue = 1e-6) -> None:
-        self.rho, self.eps = rho, eps
-
-    def scalars(self, group, step):
-        rho = resolve(self.rho, group, step - 1)
-        return (rho, 1 - rho, resolve(self.eps, group, step - 1))
-
-    def apply(self, u, p, state, s, gnorm):
-        sq = state[0].mul_(s[0]).add_(s[1] * u * u)
-        std = (sq + s[2]).sqrt_()
-        delta = (state[1] + s[2]).sqrt_().div_(std).mul_(u)
-        state[1].mul_(s[0]).add_(s[1] * delta * delta)
-        return delta
+# --------------------------------------------------------------------------- factories
+scale = factory(Scale, "scale")
+scale_by_lr = factory(ScaleByLr, "scale_by_lr")
+flip_sign = factory(FlipSign, "flip_sign")
+add_decayed_weights = factory(AddDecayedWeights, "add_decayed_weights")
+decay_weights = factory(DecayWeights, "decay_weights")
+clip = factory(Clip, "clip")
+clip_by_global_norm = factory(ClipByGlobalNorm, "clip_by_global_norm")
+trace = factory(Trace, "trace")
+scale_by_adam = factory(ScaleByAdam, "scale_by_adam")
+scale_by_rms = factory(ScaleByRms, "scale_by_rms")
+scale_by_adagrad = factory(ScaleByAdagrad, "scale_by_adagrad")
+scale_by_adadelta = factory(ScaleByAdadelta, "scale_by_adadelta")

@@ -6,7 +6,6 @@ section, the field and the offending value.
 
 from __future__ import annotations
 
-import math
 import re
 import tomllib
 from pathlib import Path
@@ -273,31 +272,14 @@ def _validate_optimizer(cfg: RunConfig) -> None:
 
 
 def _check_hparam(hp: Any, value: Any) -> str | None:
-    kind = hp.kind
-    if kind == "bool":
-        return None if isinstance(value, bool) else "expected true or false"
-    if kind == "str":
-        return None if isinstance(value, str) else "expected a string"
-    if kind == "choice":
-        return None if value in hp.choices else f"expected one of {list(hp.choices)}"
-    if kind == "betas":
-        ok = (
-            isinstance(value, list | tuple)
-            and len(value) == 2
-            and all(isinstance(b, int | float) and not isinstance(b, bool) for b in value)
-            and all(0.0 <= b < 1.0 for b in value)
-        )
-        return None if ok else "expected two numbers in [0, 1), e.g. [0.9, 0.999]"
-    if kind == "int" and (not isinstance(value, int) or isinstance(value, bool)):
-        return "expected an integer"
-    if kind == "float" and (not isinstance(value, int | float) or isinstance(value, bool)):
-        return "expected a number"
-    if not math.isfinite(value):
-        return "expected a finite number"
-    if hp.low is not None and (value < hp.low or (value == hp.low and not hp.low_inclusive)):
-        return f"must be {'>=' if hp.low_inclusive else '>'} {hp.low}"
-    if hp.high is not None and (value > hp.high or (value == hp.high and not hp.high_inclusive)):
-        return f"must be {'<=' if hp.high_inclusive else '<'} {hp.high}"
+    """The registry's own check (`Hyperparameter.check`), worded for a TOML file."""
+    from thalweg.optim.registry import HyperparameterError
+
+    try:
+        hp.check(value)
+    except HyperparameterError as e:
+        problem = e.problem + (f" ({e.note})" if e.note else "") if e.where == hp.name else str(e)
+        return problem.replace("≥", ">=").replace("≤", "<=")
     return None
 
 
