@@ -88,7 +88,7 @@ def test_bench_config_errors_name_the_field(tmp_path):
     with pytest.raises(BenchConfigError, match=r"b.toml: trials = 0"):
         load_bench(p)
     p.write_text('workloads = ["linreg"]\ntypo = 1\n')
-    with pytest.raises(BenchConfigError, match="typo.*unknown key"):
+    with pytest.raises(BenchConfigError, match=r"typo.*unknown key"):
         load_bench(p)
     with pytest.raises(BenchConfigError, match="no stored target"):
         BenchConfig(workloads=["quadratic(condition_number=7.0)"]).resolve_workloads()

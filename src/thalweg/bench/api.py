@@ -76,6 +76,7 @@ def run_bench(bench: BenchConfig | str | Path, *, out_dir: str | Path = "bench",
     view = BenchProgress(total, subs, wls, enabled=not quiet and sys.stderr.isatty(), title=cfg.name)
     runner = Runner(plans, storage or sqlite_url(root / "study.db"), ResultsFile(root / "results.jsonl"),
                     pool, threads=threads, pruner=cfg.pruner, stop_at_target=cfg.stop_at_target,
+                    objective=cfg.objective,
                     follow_up=follow_up_for(cfg), on_record=view.add)  # fmt: skip
     with view:
         for rec in runner.recover():

@@ -64,6 +64,27 @@ def register(app: typer.Typer) -> None:
             raise typer.Exit(2) from None
         typer.echo(f"report: {page}")
 
+    @bench.command("recipe")
+    def recipe_cmd(
+        bench_dir: Path = typer.Argument(..., help="A bench directory."),
+        workload: str = typer.Argument(..., help="A config workload of that bench, e.g. mnist1d_mlp."),
+        submission: str | None = typer.Option(None, "--submission", help="Only this submission's trials."),
+        out: Path | None = typer.Option(None, "--out", "-o", help="Write the TOML here (default: print it)."),
+    ) -> None:
+        """The configuration the bench chose for a workload, as a `thalweg train` TOML."""
+        from thalweg.bench.recipes import recipe_toml
+
+        try:
+            text = recipe_toml(bench_dir, workload, submission)
+        except (FileNotFoundError, ValueError) as e:
+            typer.echo(f"error: {e}", err=True)
+            raise typer.Exit(2) from None
+        if out is None:
+            typer.echo(text, nl=False)
+        else:
+            out.write_text(text, encoding="utf-8")
+            typer.echo(f"recipe: {out}")
+
     @bench.command("workloads")
     def workloads_cmd(as_json: bool = typer.Option(False, "--json", help="Print as JSON.")) -> None:
         """List the workloads: metric, target, budgets."""

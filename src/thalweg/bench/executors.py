@@ -8,6 +8,7 @@ finished `(task_id, record)` pairs; `close()`.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing as mp
 import os
 import time
@@ -98,10 +99,8 @@ class _Slot:
         if kill:
             self.proc.kill()
         else:
-            try:
+            with contextlib.suppress(BrokenPipeError, OSError):
                 self.conn.send(None)
-            except (BrokenPipeError, OSError):
-                pass
         self.proc.join(timeout=5)
         if self.proc.is_alive():
             self.proc.kill()

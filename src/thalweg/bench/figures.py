@@ -76,7 +76,7 @@ def plot_sensitivity(records: Sequence[Mapping[str, Any]], path: Path) -> Path |
     fig, axes = plt.subplots(rows, cols, figsize=(4.6 * cols, 3.4 * rows), dpi=100, squeeze=False)
     for ax, wl in zip(axes.flat, wls, strict=False):
         mine = [r for r in sens if r["workload"] == wl]
-        metric, mode, target = mine[0]["metric"], mine[0]["mode"], mine[0].get("target")
+        metric, target = mine[0]["metric"], mine[0].get("target")
         logy = metric in LOG_METRICS
         floor = (target or 1e-12) / 100 if logy else None
         for s in subs:

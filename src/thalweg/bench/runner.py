@@ -169,6 +169,7 @@ class Runner:
 
     def __init__(self, plans: list[Plan], storage: str, results: ResultsFile, executor: Any, *,
                  threads: int = 1, pruner: str = "none", stop_at_target: bool = False,
+                 objective: str = "time",
                  follow_up: Callable[[Plan, list[Plan]], list[tuple[dict[str, Any], int]]] | None = None,
                  on_record: Callable[[dict[str, Any]], None] | None = None) -> None:  # fmt: skip
         import optuna
@@ -176,6 +177,7 @@ class Runner:
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         self.plans, self.results, self.executor = plans, results, executor
         self.threads, self.pruner, self.stop_at_target = threads, pruner, stop_at_target
+        self.objective = objective
         self.follow_up, self.on_record = follow_up, on_record
         sqlite = storage.startswith("sqlite")
         kwargs = {"connect_args": {"timeout": 60}} if sqlite else {}
@@ -347,7 +349,7 @@ class Runner:
         elif status == "pruned":
             study.tell(number, state=TrialState.PRUNED, skip_if_finished=True)
         else:
-            value = scoring.objective(rec)
+            value = scoring.objective(rec, self.objective)
             study.tell(number, 1e12 if value is None else value, skip_if_finished=True)
 
     def _finish(self, task: int, rec: dict[str, Any]) -> None:

@@ -101,16 +101,16 @@ def scores(records: Iterable[Mapping[str, Any]], unit: str = "seconds", ruleset:
     return {s: score(r, r_max) for s, r in ratios.items()}
 
 
-def objective(rec: Mapping[str, Any]) -> float | None:
-    """What the Optuna study minimizes: the fraction of the step budget used to reach the
-    target (≤ 1), else 1 + the shortfall of the best metric (log10 ratio for losses, the gap
-    for accuracies); without a target, the best metric itself (negated when maximized).
-    None for a crashed trial (recorded as FAIL)."""
+def objective(rec: Mapping[str, Any], by: str = "time") -> float | None:
+    """What the Optuna study minimizes. By time: the fraction of the step budget used to
+    reach the target (≤ 1), else 1 + the shortfall of the best metric (log10 ratio for
+    losses, the gap for accuracies). By metric (recipes), or without a target: the best
+    metric itself (negated when maximized). None for a crashed trial (recorded as FAIL)."""
     if rec.get("status") == "crashed":
         return None
     best = (rec.get("best") or {}).get("metric")
     target, mode = rec.get("target"), rec.get("mode", "min")
-    if target is None:
+    if target is None or by == "metric":
         if best is None:
             return 1e12
         return float(best) if mode == "min" else -float(best)
@@ -125,17 +125,19 @@ def objective(rec: Mapping[str, Any]) -> float | None:
     return 1.0 + max(0.0, float(best) - float(target))
 
 
-def _rank_key(rec: Mapping[str, Any]) -> tuple[float, float]:
+def _rank_key(rec: Mapping[str, Any], by: str) -> tuple[float, float]:
     best = (rec.get("best") or {}).get("metric")
     sign = 1.0 if rec.get("mode", "min") == "min" else -1.0
-    return (_time(rec, "steps"), sign * best if best is not None else INF)
+    metric = sign * best if best is not None else INF
+    return (metric, _time(rec, "steps")) if by == "metric" else (_time(rec, "steps"), metric)
 
 
-def best_record(records: Iterable[Mapping[str, Any]]) -> Mapping[str, Any] | None:
+def best_record(records: Iterable[Mapping[str, Any]], by: str = "time") -> Mapping[str, Any] | None:
     """The configuration a tuning phase chose: fewest steps to the target (steps, not seconds,
-    so the choice is reproducible), ties and misses broken by the best metric."""
+    so the choice is reproducible), ties and misses broken by the best metric; `by="metric"`
+    (recipes): the best metric, ties broken by steps."""
     ok = [r for r in records if r.get("status") != "crashed"]
-    return min(ok, key=_rank_key) if ok else None
+    return min(ok, key=lambda r: _rank_key(r, by)) if ok else None
 
 
 def mean_ci(values: Sequence[float], level: float = 0.95) -> tuple[float, float, float] | None:

@@ -88,6 +88,9 @@ class BenchConfig(_Strict):
     self_scale: float = Field(default=1.5, gt=0, description="self-tuning budget factor")
     r_max: float = Field(default=scoring.R_MAX, gt=1)
     stop_at_target: bool = False
+    #: what tuning optimizes and the chosen configuration is: time to the target (AlgoPerf),
+    #: or the best metric (recipes).
+    objective: Literal["time", "metric"] = "time"
     targets: dict[str, float] = Field(default_factory=dict)
     budgets: dict[str, BudgetSpec] = Field(default_factory=dict)
     config_space: dict[str, list[DimSpec]] = Field(default_factory=dict)
@@ -165,6 +168,10 @@ def _sgd_nesterov() -> Submission:
 
 BUILTIN_SUBMISSIONS = {"sgd_nesterov": _sgd_nesterov}
 
+
+def _cfg(name: str, low: float | None = None, high: float | None = None, **kw: Any) -> dict[str, Any]:
+    return {"name": name, "low": low, "high": high, "where": "config", **kw}
+
 SUITES: dict[str, dict[str, Any]] = {
     # every first-order optimizer on the seeds' problems, digits and the MNIST-1D MLP
     "quick": {"name": "quick", "workloads": [*SEED_PROBLEMS, "digits_logreg", "mnist1d_mlp"],
@@ -176,6 +183,21 @@ SUITES: dict[str, dict[str, Any]] = {
     # MNIST-1D on the paper's protocol, MLP and CNN
     "mnist1d": {"name": "mnist1d", "workloads": ["mnist1d_mlp", "mnist1d_cnn"],
                 "optimizers": ["first-order", "sgd_nesterov"], "trials": 10, "studies": 2, "seeds": 3},
+    # recipe search on MNIST-1D (paper protocol): the model's width/channels, dropout, label
+    # smoothing and norm searched with the optimizer, by TPE with median pruning, for accuracy
+    "recipes": {"name": "recipes", "workloads": ["mnist1d_mlp", "mnist1d_cnn"], "optimizers": ["adamw"],
+                "trials": 24, "studies": 1, "seeds": 3, "sensitivity_points": 0, "sampler": "tpe",
+                "pruner": "median", "objective": "metric",
+                "budgets": {"mnist1d_mlp": {"steps": 3600, "eval_every": 36},
+                            "mnist1d_cnn": {"steps": 6120, "eval_every": 72}},
+                "config_space": {
+                    "mnist1d_mlp": [_cfg("model.width", 100, 512, log=True, kind="int"),
+                                    _cfg("model.dropout", 0.0, 0.5),
+                                    _cfg("regularization.label_smoothing", 0.0, 0.2)],
+                    "mnist1d_cnn": [_cfg("model.channels", 25, 64, log=True, kind="int"),
+                                    _cfg("model.dropout", 0.0, 0.3),
+                                    _cfg("regularization.label_smoothing", 0.0, 0.15),
+                                    _cfg("model.norm", kind="choice", choices=["none", "batch"])]}},
     "full": {"name": "full", "workloads": [*SEED_PROBLEMS, "digits_logreg", "mnist1d_mlp", "mnist1d_cnn"],
              "optimizers": ["all", "sgd_nesterov"], "trials": 10, "studies": 3, "seeds": 5},
 }  # fmt: skip
@@ -218,7 +240,8 @@ def build_plans(cfg: BenchConfig) -> list[Plan]:
         for base in cfg.resolve_submissions():
             sub = cfg.for_workload(base, w)
 
-            def plan(phase: str, index: int, n: int, wl: Workload = w, **kw: Any) -> Plan:
+            def plan(phase: str, index: int, n: int, wl: Workload = w, sub: Submission = sub,
+                     **kw: Any) -> Plan:  # fmt: skip
                 name = f"{rs}/{phase}/{wl.key}/{sub.name}/{index}"
                 return Plan(name, phase, rs, wl, sub, index, n, **kw)
 
@@ -241,7 +264,7 @@ def follow_up_for(cfg: BenchConfig) -> Any:
     """The function that turns a pair's finished tuning into its re-runs and LR sweep."""
 
     def follow_up(plan: Plan, tuned: list[Plan]) -> list[tuple[dict[str, Any], int]]:
-        best = scoring.best_record([r for p in tuned for r in p.done.values()])
+        best = scoring.best_record([r for p in tuned for r in p.done.values()], cfg.objective)
         if best is None:
             return []
         params = dict(best.get("params") or {})

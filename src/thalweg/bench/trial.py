@@ -119,7 +119,7 @@ def _thin(n: int, keep: set[int]) -> list[int]:
     """At most ~MAX_CURVE indices out of n, log-spaced (early progress matters), plus `keep`."""
     if n <= MAX_CURVE:
         return list(range(n))
-    idx = {int(round(x)) for x in torch.logspace(0, math.log10(n), MAX_CURVE).tolist()}
+    idx = {round(x) for x in torch.logspace(0, math.log10(n), MAX_CURVE).tolist()}
     return sorted({i - 1 for i in idx if 1 <= i <= n} | {0, n - 1} | {k for k in keep if k < n})
 
 
@@ -179,7 +179,7 @@ def _train(spec: dict[str, Any], w: Any, rec: dict[str, Any], t0: float) -> None
         ts = time.perf_counter()
         if info.needs_closure:
 
-            def closure() -> torch.Tensor:
+            def closure(batch: Any = batch) -> torch.Tensor:
                 opt.zero_grad()
                 out = problem.loss(batch)
                 out.backward()
@@ -219,7 +219,7 @@ def _train(spec: dict[str, Any], w: Any, rec: dict[str, Any], t0: float) -> None
     keep = {hit} if hit is not None else set()
     idx = _thin(len(c_step), keep)
     rec.update(
-        status=status, steps=step,
+        status=status, steps=step, steps_per_epoch=problem.steps_per_epoch,
         reached=hit is not None,
         time_to_target={"steps": c_step[hit] if hit is not None else None,
                         "seconds": c_sec[hit] if hit is not None else None},
