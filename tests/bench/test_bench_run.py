@@ -9,7 +9,7 @@ import math
 import pytest
 
 from thalweg.bench.api import run_bench
-from thalweg.bench.report import read_results
+from thalweg.bench.results import read_results
 from thalweg.bench.suites import BenchConfig
 
 

@@ -19,7 +19,8 @@ from typing import Any
 from thalweg.bench import scoring
 from thalweg.bench.executors import make_executor
 from thalweg.bench.progress import BenchProgress
-from thalweg.bench.runner import ResultsFile, Runner, sqlite_url
+from thalweg.bench.results import ResultsFile
+from thalweg.bench.runner import Runner, sqlite_url
 from thalweg.bench.suites import BenchConfig, build_plans, follow_up_for, load_bench
 from thalweg.bench.trial import environment
 

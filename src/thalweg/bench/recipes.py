@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from thalweg.bench import scoring, workloads
-from thalweg.bench.report import read_results
+from thalweg.bench.results import read_results
 
 __all__ = ["chosen_record", "recipe_toml"]
 

@@ -14,21 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from thalweg.bench import figures, scoring
+from thalweg.bench.results import read_results
 
-__all__ = ["read_results", "summary", "write_report"]
-
-
-def read_results(path: Path) -> list[dict[str, Any]]:
-    """The records of results.jsonl (a bad line is an error naming the file and line)."""
-    out = []
-    with open(path, encoding="utf-8") as f:
-        for i, line in enumerate(f, 1):
-            if line.strip():
-                try:
-                    out.append(json.loads(line))
-                except json.JSONDecodeError as e:
-                    raise ValueError(f"{path}:{i}: not a JSON record ({e})") from None
-    return out
+__all__ = ["summary", "write_report"]
 
 
 def _e(x: Any) -> str:

@@ -15,7 +15,6 @@ process are run again with the same parameters and seed.
 from __future__ import annotations
 
 import json
-import math
 import os
 import socket
 import time
@@ -27,10 +26,11 @@ from pathlib import Path
 from typing import Any
 
 from thalweg.bench import scoring
+from thalweg.bench.results import ResultsFile, jsonable
 from thalweg.bench.submissions import Submission
 from thalweg.bench.workloads import Workload
 
-__all__ = ["BenchError", "Plan", "ResultsFile", "Runner", "sqlite_url"]
+__all__ = ["BenchError", "Plan", "Runner", "sqlite_url"]
 
 HOST = socket.gethostname()
 STALE_AFTER = 600.0  # s without a heartbeat: another machine's trial is abandoned
@@ -81,40 +81,6 @@ class Plan:
             w.pop(k, None)
         return {"phase": self.phase, "ruleset": self.ruleset, "index": self.index, "n": self.n,
                 "sampler": self.sampler, "workload": w, "submission": self.submission.describe()}  # fmt: skip
-
-
-def _jsonable(x: Any) -> Any:
-    if isinstance(x, float):
-        return x if math.isfinite(x) else None
-    if isinstance(x, dict):
-        return {str(k): _jsonable(v) for k, v in x.items()}
-    if isinstance(x, list | tuple):
-        return [_jsonable(v) for v in x]
-    return x
-
-
-class ResultsFile:
-    """results.jsonl: one strict-JSON trial a line; appended as trials finish, rewritten
-    atomically (from the database, the source of truth) at start and end."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    @staticmethod
-    def line(rec: dict[str, Any]) -> str:
-        return json.dumps(_jsonable(rec), allow_nan=False, sort_keys=True) + "\n"
-
-    def rewrite(self, records: list[dict[str, Any]]) -> None:
-        tmp = self.path.with_suffix(".jsonl.tmp")
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.writelines(self.line(r) for r in records)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.path)
-
-    def append(self, rec: dict[str, Any]) -> None:
-        with open(self.path, "a", encoding="utf-8") as f:
-            f.write(self.line(rec))
 
 
 def _sqlite_wal(engine: Any) -> None:
@@ -187,6 +153,11 @@ class Runner:
         self.token = uuid.uuid4().hex
         self.owner = {"host": HOST, "pid": os.getpid(), "token": self.token}
         self.inflight: dict[int, tuple[Plan, int, int, float]] = {}
+        self._tuning: dict[tuple[str, str, str], list[Plan]] = {}
+        for p in plans:  # the tuning studies each follow-up (re-runs, lr sweep) waits for
+            self._tuning.setdefault(p.pair, [])
+            if p.phase == "tune":
+                self._tuning[p.pair].append(p)
         self._next_task = 0
         self._beat = time.monotonic()
         self.recovered = 0
@@ -201,7 +172,7 @@ class Runner:
             plan.study = optuna.create_study(
                 storage=self.storage, study_name=plan.name, direction="minimize",
                 sampler=_sampler(plan.sampler, plan.index, dists, plan.n), load_if_exists=True)  # fmt: skip
-            want = json.loads(json.dumps(_jsonable(plan.spec_attr())))
+            want = json.loads(json.dumps(jsonable(plan.spec_attr())))
             have = plan.study.user_attrs.get("bench")
             if have is None:
                 plan.study.set_user_attr("bench", want)
@@ -267,7 +238,7 @@ class Runner:
             return True
         if self.follow_up is None:
             return False
-        deps = [p for p in self.plans if p.pair == plan.pair and p.phase == "tune"]
+        deps = self._tuning[plan.pair]
         if not all(p.complete for p in deps):
             return False
         plan.items = self.follow_up(plan, deps)
@@ -354,7 +325,7 @@ class Runner:
 
     def _finish(self, task: int, rec: dict[str, Any]) -> None:
         plan, number, trial_id, _ = self.inflight.pop(task)
-        rec = _jsonable(rec)
+        rec = jsonable(rec)
         self.storage.set_trial_user_attr(trial_id, "record", rec)  # first the record ...
         self._tell(plan, number, rec)  # ... then finished: a kill in between loses nothing
         plan.running.discard(number)
