@@ -46,10 +46,15 @@ class ResultsFile:
     def line(rec: dict[str, Any]) -> str:
         return json.dumps(jsonable(rec), allow_nan=False, sort_keys=True) + "\n"
 
-    def rewrite(self, records: list[dict[str, Any]]) -> None:
+    def rewrite(self, records: list[dict[str, Any]], studies: set[str] | None = None) -> None:
+        """Write `records`; with `studies`, lines of other studies already in the file (another
+        ruleset run into the same bench) are kept, ahead of these."""
+        kept: list[dict[str, Any]] = []
+        if studies is not None and self.path.is_file():
+            kept = [r for r in read_results(self.path) if r.get("study") not in studies]
         tmp = self.path.with_suffix(".jsonl.tmp")
         with open(tmp, "w", encoding="utf-8") as f:
-            f.writelines(self.line(r) for r in records)
+            f.writelines(self.line(r) for r in kept + records)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, self.path)

@@ -343,7 +343,7 @@ class Runner:
 
     def run(self) -> list[dict[str, Any]]:
         """Run until every plan is complete; returns all records in plan order."""
-        self.results.rewrite(self.recover())
+        self.results.rewrite(self.recover(), {p.name for p in self.plans})
         try:
             while True:
                 self._fill()
@@ -355,7 +355,7 @@ class Runner:
         finally:
             self.executor.close()
         records = self.records()
-        self.results.rewrite(records)
+        self.results.rewrite(records, {p.name for p in self.plans})
         return records
 
     def records(self) -> list[dict[str, Any]]:
