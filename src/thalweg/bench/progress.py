@@ -22,7 +22,7 @@ class BenchProgress:
         self.done, self.total = done, total
         if not enabled:
             return
-        from rich.console import Group
+        from rich.console import Console, Group
         from rich.live import Live
         from rich.progress import (
             BarColumn,
@@ -38,7 +38,8 @@ class BenchProgress:
                                   TimeRemainingColumn())  # fmt: skip
         self._task = self._progress.add_task("trials", total=total, completed=done)
         self._group = Group(self._progress, self._table())
-        self._live = Live(self._group, refresh_per_second=2, transient=False)
+        self._live = Live(self._group, console=Console(stderr=True), refresh_per_second=2,
+                          transient=False)  # fmt: skip
 
     def _table(self) -> Any:
         from rich.table import Table
