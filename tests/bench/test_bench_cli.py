@@ -55,7 +55,7 @@ def test_recipe_is_the_chosen_configuration_as_a_train_config(tmp_path):
     assert run.regularization.label_smoothing == float(f"{smoothing:.4g}")
     assert run.train.epochs == math.ceil(30 / best["steps_per_epoch"])
     assert parse_config(run.model_dump(mode="json")) == run
-    assert recipe_toml(res.dir, "digits_logreg").startswith("# Logistic")
+    assert recipe_toml(res.dir, "digits_logreg").startswith("# A recipe for the bench workload digits_logreg")
 
 
 def test_shipped_mnist1d_recipes_use_the_paper_protocol():

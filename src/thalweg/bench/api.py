@@ -39,13 +39,6 @@ class BenchResult:
     seconds: float
 
 
-def default_workers() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not Linux
-        return max(1, os.cpu_count() or 1)
-
-
 def _write_bench_json(path: Path, cfg: BenchConfig, plans: list[Any]) -> None:
     data = json.loads(path.read_text()) if path.is_file() else {}
     wls = {p.workload.key: p.workload.describe() for p in plans}
@@ -70,7 +63,7 @@ def run_bench(bench: BenchConfig | str | Path, *, out_dir: str | Path = "bench",
     root = Path(out_dir) / cfg.name
     root.mkdir(parents=True, exist_ok=True)
     _write_bench_json(root / "bench.json", cfg, plans)
-    pool = make_executor(executor, default_workers() if workers is None else workers, threads, ray_address)
+    pool = make_executor(executor, workers, threads, ray_address)
     subs = list(dict.fromkeys(p.submission.name for p in plans))
     wls = list(dict.fromkeys(p.workload.key for p in plans))
     total = sum(p.n for p in plans)

@@ -160,6 +160,13 @@ class LocalExecutor:
             s.stop(kill=s.task is not None)
 
 
+def _cpus() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
 def _ray_trial(spec: dict[str, Any]) -> dict[str, Any]:
     return run_trial(spec)
 
@@ -176,7 +183,8 @@ class RayExecutor:
         self._ray = ray
         self._owns = not ray.is_initialized()
         if self._owns:
-            env = {"env_vars": {"PYTHONPATH": os.environ.get("PYTHONPATH", "")}}
+            path = os.environ.get("PYTHONPATH")  # a source checkout reaches the workers too
+            env = {"env_vars": {"PYTHONPATH": path}} if path else None
             ray.init(address=address, runtime_env=env, log_to_driver=False, include_dashboard=False)
         cpus = int(ray.cluster_resources().get("CPU", 1))
         self.capacity = workers or max(1, cpus // max(1, threads))
@@ -212,10 +220,12 @@ class RayExecutor:
             self._ray.shutdown()
 
 
-def make_executor(kind: str, workers: int, threads: int = 1, ray_address: str | None = None) -> Any:
-    """`kind` local (workers = 0: inline) or ray."""
+def make_executor(kind: str, workers: int | None, threads: int = 1, ray_address: str | None = None) -> Any:
+    """`kind` local (workers = 0: inline; None: one per CPU) or ray (None: the cluster's CPUs)."""
     if kind == "ray":
         return RayExecutor(ray_address, workers or None, threads)
+    if workers is None:
+        workers = _cpus()
     if kind != "local":
         raise ValueError(f"executor must be 'local' or 'ray', got {kind!r}")
     return InlineExecutor() if workers == 0 else LocalExecutor(workers, threads)

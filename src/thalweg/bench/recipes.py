@@ -26,6 +26,21 @@ def _round(v: Any) -> Any:
     return v
 
 
+def _minimal(d: dict[str, Any], defaults: dict[str, Any], keep: tuple[str, ...] = ("name",)) -> dict[str, Any]:
+    """`d` without the values equal to `defaults` (names kept; None never written)."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if v is None:
+            continue
+        if isinstance(v, dict) and isinstance(defaults.get(k), dict):
+            sub = _minimal(v, defaults[k], keep)
+            if sub:
+                out[k] = sub
+        elif k in keep or defaults.get(k) != v:
+            out[k] = v
+    return out
+
+
 def chosen_record(records: list[dict[str, Any]], workload: str, submission: str | None = None) -> dict[str, Any]:
     """The tuning trial of `workload` (of `submission`, else any) with the best metric."""
     tuned = [r for r in records if r["workload"] == workload and r["phase"] == "tune"
@@ -40,8 +55,9 @@ def chosen_record(records: list[dict[str, Any]], workload: str, submission: str 
 def recipe_toml(bench_dir: str | Path, workload: str, submission: str | None = None,
                 name: str | None = None) -> str:  # fmt: skip
     """The chosen configuration of `workload` in the bench at `bench_dir` as TOML."""
+    import tomli_w
+
     from thalweg.train import parse_config
-    from thalweg.train.config import dump_config
 
     records = read_results(Path(bench_dir) / "results.jsonl")
     rec = chosen_record(records, workload, submission)
@@ -68,8 +84,12 @@ def recipe_toml(bench_dir: str | Path, workload: str, submission: str | None = N
     data["regularization"]["early_stopping"]["enabled"] = False
     data["name"] = name or w.config.name
     cfg = parse_config(data)
+    defaults = type(cfg)().model_dump(mode="json")
+    short = _minimal(cfg.model_dump(mode="json"), defaults)
+    assert parse_config(short) == cfg
     steps = rec["time_to_target"]["steps"]
-    head = (f"# {w.description}\n# Tuned by `thalweg bench` ({Path(bench_dir).name}): submission "
-            f"{rec['submission']}, trial {rec['study']}#{rec['trial']}; best {w.metric} "
-            f"{rec['best']['metric']:.4g}" + (f", target reached at step {steps}" if steps else "") + ".\n")  # fmt: skip
-    return head + dump_config(cfg)
+    head = (f"# A recipe for the bench workload {w.key}, tuned by `thalweg bench` "
+            f"({Path(bench_dir).name}): submission {rec['submission']}, trial {rec['study']}#{rec['trial']};\n"
+            f"# best {w.metric} {rec['best']['metric']:.4g}"
+            + (f", target reached at step {steps}" if steps else "") + ".\n")  # fmt: skip
+    return head + tomli_w.dumps(short)
