@@ -26,7 +26,7 @@ def _choice(value):
 
 def test_failing_trials_are_recorded_and_the_bench_finishes(tmp_path):
     cfg = BenchConfig(
-        name="faults", workloads=["rosenbrock", "linreg"], trials=2, studies=1, seeds=1,
+        name="faults", workloads=["rosenbrock", "linreg"], trials=1, studies=1, seeds=1,
         sensitivity_points=2, sensitivity_seeds=1, optimizers=["sgd", "blowup", "broken"],
         submissions={
             "blowup": {"optimizer": "sgd", "space": _choice(1e3)},  # diverges at once
@@ -48,9 +48,9 @@ def test_failing_trials_are_recorded_and_the_bench_finishes(tmp_path):
     ok = [r for r in recs if r["workload"] == "rosenbrock" and r["submission"] == "sgd"]
     assert {r["phase"] for r in ok} == {"tune", "defaults", "rerun", "sensitivity"}
     assert all(r["status"] in ("ok", "diverged") for r in ok)
-    # per workload: sgd 2 tune + 1 defaults + 1 rerun + 2 sensitivity; blowup (lr is a choice,
-    # nothing to sweep) 2 + 1 + 1; broken (every trial crashes: no configuration to re-run) 2 + 1
-    assert len(recs) == 2 * (6 + 4 + 3)
+    # per workload: sgd 1 tune + 1 defaults + 1 rerun + 2 sensitivity; blowup (lr is a choice,
+    # nothing to sweep) 1 + 1 + 1; broken (every trial crashes: no configuration to re-run) 1 + 1
+    assert len(recs) == 2 * (5 + 3 + 2)
     for r in recs:
         assert {"config", "seed", "curve", "time_to_target", "final", "best", "host", "versions"} <= r.keys()
     # scores exist for everyone; a submission that never runs scores 0
@@ -65,12 +65,12 @@ def test_failing_trials_are_recorded_and_the_bench_finishes(tmp_path):
 
 @pytest.mark.slow
 def test_a_worker_that_dies_is_recorded_and_replaced(tmp_path):
-    cfg = BenchConfig(name="dies", workloads=["bench_helpers:dies", "linreg"], optimizers=["sgd"],
-                      trials=2, studies=1, seeds=0, sensitivity_points=0,
+    cfg = BenchConfig(name="dies", workloads=["linreg", "bench_helpers:dies"],
+                      optimizers=["sgd"], trials=1, studies=1, seeds=0, sensitivity_points=0,
                       targets={"linreg": 1e-3}, budgets={"linreg": {"steps": 50}})  # fmt: skip
     res = run_bench(cfg, out_dir=tmp_path, workers=1, quiet=True, report=False)
     dead = [r for r in res.records if r["workload"] == "dies"]
-    assert len(dead) == 3 and all(r["status"] == "crashed" for r in dead)
-    assert "worker process died (exit code 3)" in dead[0]["error"]
+    assert len(dead) == 2 and all(r["status"] == "crashed" for r in dead)
+    assert all("worker process died (exit code 3)" in r["error"] for r in dead)  # a new worker each time
     alive = [r for r in res.records if r["workload"] == "linreg"]
-    assert len(alive) == 3 and all(r["status"] == "ok" for r in alive)
+    assert len(alive) == 2 and all(r["status"] in ("ok", "diverged") for r in alive)

@@ -115,19 +115,23 @@ class LocalExecutor:
         self.capacity = max(1, workers)
         self.threads = threads
         self._ctx = mp.get_context("spawn")
-        self._slots = [_Slot(self._ctx, threads) for _ in range(self.capacity)]
+        self._slots: list[_Slot | None] = [_Slot(self._ctx, threads) for _ in range(self.capacity)]
 
     def submit(self, task_id: int, spec: dict[str, Any]) -> None:
-        slot = next(s for s in self._slots if s.task is None)
+        i = next(i for i, s in enumerate(self._slots) if s is None or s.task is None)
+        if self._slots[i] is None:  # a worker that died is replaced when next needed
+            self._slots[i] = _Slot(self._ctx, self.threads)
+        slot = self._slots[i]
+        assert slot is not None
         slot.task = (task_id, spec, time.monotonic())
         slot.conn.send((task_id, spec))
 
     def _replace(self, slot: _Slot, kill: bool) -> None:
         slot.stop(kill=kill)
-        self._slots[self._slots.index(slot)] = _Slot(self._ctx, self.threads)
+        self._slots[self._slots.index(slot)] = None
 
     def poll(self, timeout: float) -> list[tuple[int, dict[str, Any]]]:
-        busy = [s for s in self._slots if s.task is not None]
+        busy = [s for s in self._slots if s is not None and s.task is not None]
         if not busy:
             return []
         ready = wait([s.conn for s in busy] + [s.proc.sentinel for s in busy], timeout)
@@ -146,6 +150,7 @@ class LocalExecutor:
                     out.append(got)
                     continue
             if not slot.proc.is_alive() or slot.proc.sentinel in ready or slot.conn in ready:
+                slot.proc.join(timeout=5)  # the pipe can close before the exit code is known
                 code = slot.proc.exitcode
                 out.append((task_id, failed_record(spec, "crashed", f"worker process died (exit code {code})")))
                 self._replace(slot, kill=True)
@@ -157,7 +162,8 @@ class LocalExecutor:
 
     def close(self) -> None:
         for s in self._slots:
-            s.stop(kill=s.task is not None)
+            if s is not None:
+                s.stop(kill=s.task is not None)
 
 
 def _cpus() -> int:
