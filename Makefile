@@ -3,7 +3,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: run test bench lint examples clean
+.PHONY: run test bench bench-quick lint examples clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -20,6 +20,9 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/step_time.py
+
+bench-quick: $(STAMP)
+	$(VENV)/bin/thalweg bench run quick
 
 examples: $(STAMP)
 	$(PY) examples/seeds.py

@@ -20,6 +20,7 @@ app = typer.Typer(
 
 # Each module here defines `register(app: typer.Typer) -> None`.
 COMMAND_MODULES: list[str] = [
+    "thalweg.bench.commands",
     "thalweg.curvature.commands",
     "thalweg.landscape.commands",
     "thalweg.optim.commands",

@@ -1,0 +1,248 @@
+"""The built-in workloads: the seeds' problems (Rosenbrock, the ill-conditioned quadratic,
+seed 004's linear regression, a deep linear network), logistic regression on digits, and
+MNIST-1D on the paper's protocol (MLP and 1-D CNN).
+
+The seeds' problems are full-batch and exactly solvable, so their metric is the excess
+objective f − f* (f* in float64); their targets never go below the workload's `tolerance`.
+The others are `thalweg train` configs, so a tuned configuration is a runnable recipe.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import json
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import torch
+from torch import nn
+
+from thalweg.bench.workloads import Problem, Workload, register
+
+__all__ = ["PointModel", "config_workload", "mnist1d_config"]
+
+
+class PointModel(nn.Module):
+    """A point x ∈ R^d as a model: `forward()` returns f(x) (the seeds' 2-D functions)."""
+
+    def __init__(self, f: Callable[[torch.Tensor], torch.Tensor], start: tuple[float, ...]) -> None:
+        super().__init__()
+        self.f = f
+        self.x = nn.Parameter(torch.tensor(start, dtype=torch.float32))
+
+    def forward(self) -> torch.Tensor:
+        return self.f(self.x)
+
+
+def _full_batch(model: nn.Module, loss: Callable[[Any], torch.Tensor], f_star: float) -> Problem:
+    """A deterministic full-batch problem whose metric is the excess objective f − f*."""
+
+    @torch.no_grad()
+    def evaluate() -> dict[str, float]:
+        value = float(loss(None))
+        return {"excess_loss": value - f_star, "loss": value}
+
+    return Problem(model=model, loss=loss, batches=itertools.repeat(None), evaluate=evaluate)
+
+
+def _doc(f: Callable[..., Any]) -> str:
+    """The first paragraph of a docstring on one line (the workload's description)."""
+    return " ".join((f.__doc__ or "").split("\n\n")[0].split())
+
+
+def _seeded(build: Callable[[], nn.Module], seed: int) -> nn.Module:
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        return build()
+
+
+@register("rosenbrock")
+def rosenbrock(start: tuple[float, float] = (-1.5, 2.0)) -> Workload:
+    """Rosenbrock's banana valley from (−1.5, 2): easy to enter, slow to follow to (1, 1)."""
+    from thalweg.landscape import functions
+
+    fn = functions.get("rosenbrock")
+    start = tuple(float(s) for s in start)
+    if len(start) != 2:
+        raise ValueError(f"start must be a 2-D point, got {start}")
+
+    def build(seed: int) -> Problem:
+        model = PointModel(fn.f, start)
+        return _full_batch(model, lambda _b: model(), 0.0)
+
+    return Workload("rosenbrock", build, metric="excess_loss", mode="min", step_budget=1500,
+                    max_seconds=60.0, eval_every=1, tolerance=1e-6, weight_decay=False,
+                    description=_doc(rosenbrock))  # fmt: skip
+
+
+def _least_squares(x: torch.Tensor, y: torch.Tensor, bias: bool) -> float:
+    """Minimum of the mean squared error of a linear map (float64)."""
+    a = x.double()
+    if bias:
+        a = torch.cat([a, torch.ones(len(a), 1, dtype=a.dtype)], dim=1)
+    sol = torch.linalg.lstsq(a, y.double()).solution
+    return float(((a @ sol - y.double()) ** 2).mean())
+
+
+def _regression(splits: Any, model: nn.Module, bias: bool) -> Problem:
+    x, y = splits.x_train, splits.y_train
+
+    def loss(_batch: Any) -> torch.Tensor:
+        return ((model(x) - y) ** 2).mean()
+
+    return _full_batch(model, loss, _least_squares(x, y, bias))
+
+
+@register("quadratic")
+def quadratic(condition_number: float = 100.0, dim: int = 20) -> Workload:
+    """The ill-conditioned quadratic: least squares whose Hessian has condition number κ."""
+    from thalweg.data import load_dataset
+
+    splits = load_dataset("ill_conditioned", seed=0, condition_number=condition_number, dim=dim)
+
+    def build(seed: int) -> Problem:
+        return _regression(splits, _seeded(lambda: nn.Linear(dim, 1), seed), bias=True)
+
+    return Workload("quadratic", build, metric="excess_loss", mode="min", step_budget=800,
+                    max_seconds=60.0, tolerance=1e-6, weight_decay=False,
+                    description=f"least squares on 512 points in R^{dim}, Hessian condition {condition_number:g}")  # fmt: skip
+
+
+@register("linreg")
+def linreg() -> Workload:
+    """Seed 004's linear regression: X = [1, 2, 3, 4, 5], Y = [2, 3, 5, 7, 11] (f* = 0.56)."""
+    from thalweg.data import load_dataset
+
+    splits = load_dataset("linreg_toy")
+
+    def build(seed: int) -> Problem:
+        return _regression(splits, _seeded(lambda: nn.Linear(1, 1), seed), bias=True)
+
+    return Workload("linreg", build, metric="excess_loss", mode="min", step_budget=1000,
+                    max_seconds=60.0, tolerance=1e-6, weight_decay=False, description=_doc(linreg))  # fmt: skip
+
+
+@register("deep_linear")
+def deep_linear(depth: int = 3, width: int = 16, dim: int = 8) -> Workload:
+    """A deep *linear* network (seed 001): hidden layers at least as wide as input and output,
+    so every local minimum is global; more than one hidden layer adds saddles."""
+    from thalweg.data import load_dataset
+
+    if width < dim:
+        raise ValueError(f"width must be >= dim ({dim}) so that every local minimum is global")
+    if depth < 2:
+        raise ValueError(f"depth must be >= 2 (a linear model is the quadratic), got {depth}")
+    splits = load_dataset("ill_conditioned", seed=1, condition_number=10.0, dim=dim, n_train=256)
+
+    def net() -> nn.Module:
+        sizes = [dim] + [width] * (depth - 1) + [1]
+        return nn.Sequential(*(nn.Linear(a, b, bias=False) for a, b in itertools.pairwise(sizes)))
+
+    def build(seed: int) -> Problem:
+        return _regression(splits, _seeded(net, seed), bias=False)
+
+    return Workload("deep_linear", build, metric="excess_loss", mode="min", step_budget=1000,
+                    max_seconds=60.0, tolerance=1e-6, weight_decay=False,
+                    description=f"{depth}-layer linear net, width {width}, on least squares in R^{dim}")  # fmt: skip
+
+
+# ----------------------------------------------------------------- config-defined workloads
+_SPLITS: dict[str, Any] = {}
+
+
+def _run_parts(cfg: Any) -> tuple[nn.Module, Any, Callable[..., torch.Tensor], Callable[..., torch.Tensor]]:
+    """(model, splits, train loss, eval loss) of a `thalweg train` config, as the trainer
+    builds them (data standardized with train statistics; the [init] rule applied)."""
+    from thalweg.train import components as C
+
+    key = json.dumps(cfg.data.model_dump(mode="json"), sort_keys=True)
+    if key not in _SPLITS:  # one copy of the data per worker process
+        _SPLITS[key] = C.prepare_data(cfg)
+    splits = _SPLITS[key]
+    model = C.build_model(cfg, splits)
+    C.initialize(model, cfg, splits)
+    train_loss, eval_loss = C.loss_function(cfg, splits)
+    return model, splits, train_loss, eval_loss
+
+
+def _config_problem(cfg: Any, seed: int) -> Problem:
+    from thalweg.data import Loader
+    from thalweg.train.components import evaluate
+
+    r = cfg.regularization
+    if r.mixup_alpha or r.l1 or r.l2:
+        raise ValueError("bench config workloads support label smoothing and clipping, not mixup/l1/l2")
+    torch.manual_seed(seed)
+    model, splits, train_loss, eval_loss = _run_parts(cfg)
+    classify = splits.task == "classification"
+    loader = Loader(splits.x_train, splits.y_train, cfg.train.batch_size, shuffle=True, seed=seed)
+
+    def batches() -> Iterator[Any]:
+        while True:
+            yield from loader
+
+    def loss(batch: Any) -> torch.Tensor:
+        xb, yb = batch
+        return train_loss(model(xb), yb).mean()
+
+    def on(x: torch.Tensor, y: torch.Tensor, prefix: str) -> dict[str, float]:
+        m = evaluate(model, x, y, eval_loss, classify, cfg.train.eval_batch_size)
+        return {f"{prefix}_{k}": v for k, v in m.items()}
+
+    return Problem(model=model, loss=loss, batches=batches(),
+                   evaluate=lambda: on(splits.x_val, splits.y_val, "val"),
+                   steps_per_epoch=len(loader), clip_norm=r.clip_norm, clip_value=r.clip_value,
+                   test=lambda: on(splits.x_test, splits.y_test, "test"))  # fmt: skip
+
+
+def config_workload(name: str, config: dict[str, Any], *, metric: str, mode: str, step_budget: int,
+                    max_seconds: float, eval_every: int, description: str = "") -> Workload:  # fmt: skip
+    """A workload defined by a `thalweg train` config (its optimizer/schedule are the bench's)."""
+    from thalweg.train import parse_config
+
+    cfg = parse_config(copy.deepcopy(config))
+    return Workload(name, lambda seed: _config_problem(cfg, seed), metric=metric, mode=mode,  # type: ignore[arg-type]
+                    step_budget=step_budget, max_seconds=max_seconds, eval_every=eval_every,
+                    description=description, config=cfg)  # fmt: skip
+
+
+@register("digits_logreg")
+def digits_logreg(batch_size: int = 128) -> Workload:
+    """Logistic (softmax) regression on scikit-learn's 8×8 digits; metric: validation loss."""
+    cfg = {"name": "digits-logreg", "data": {"name": "digits"}, "model": {"name": "linear"},
+           "regularization": {"early_stopping": {"enabled": False}},
+           "train": {"batch_size": batch_size, "num_threads": 1}}  # fmt: skip
+    return config_workload("digits_logreg", cfg, metric="val_loss", mode="min", step_budget=500,
+                           max_seconds=60.0, eval_every=20, description=_doc(digits_logreg))
+
+
+def mnist1d_config(model: dict[str, Any], name: str) -> dict[str, Any]:
+    """MNIST-1D on the paper's protocol: the generator's defaults (5000 samples, seed 42) →
+    4000 train (400 of them held out for validation) / 1000 test; batches of 100 as the paper."""
+    return {
+        "name": name,
+        "data": {"name": "mnist1d", "seed": 42, "options": {"num_samples": 5000}},
+        "model": model,
+        "init": {"rule": "kaiming_uniform"},
+        "regularization": {"early_stopping": {"enabled": False}},
+        "train": {"batch_size": 100, "num_threads": 1},
+    }
+
+
+@register("mnist1d_mlp")
+def mnist1d_mlp(width: int = 100, depth: int = 2) -> Workload:
+    """MNIST-1D (paper protocol), the paper's MLP (2 hidden layers of 100); metric: val accuracy."""
+    cfg = mnist1d_config({"name": "mlp", "width": width, "depth": depth}, "mnist1d-mlp")
+    return config_workload("mnist1d_mlp", cfg, metric="val_accuracy", mode="max", step_budget=2000,
+                           max_seconds=120.0, eval_every=40, description=_doc(mnist1d_mlp))
+
+
+@register("mnist1d_cnn")
+def mnist1d_cnn(channels: int = 25, depth: int = 3) -> Workload:
+    """MNIST-1D (paper protocol), the paper's CNN (3 stride-2 convolutions of 25 channels);
+    metric: validation accuracy."""
+    cfg = mnist1d_config({"name": "cnn1d", "channels": channels, "depth": depth, "kernel_size": 5},
+                         "mnist1d-cnn")
+    return config_workload("mnist1d_cnn", cfg, metric="val_accuracy", mode="max", step_budget=6000,
+                           max_seconds=600.0, eval_every=100, description=_doc(mnist1d_cnn))

@@ -1,0 +1,366 @@
+"""Run a bench: studies in an Optuna database, trials on an executor, records to results.jsonl.
+
+Each (ruleset, phase, workload, submission, study index) is one Optuna study. External
+tuning: M `tune` studies of N quasi-random trials each, one `defaults` trial, then the best
+configuration re-run over seeds (`rerun`) and swept over its learning rate (`sensitivity`).
+Self-tuning: M `self` studies of one default trial with 1.5× the budget. Calibration: `tune`
+and `rerun` with no target (the AlgoPerf target-setting procedure).
+
+Only this process touches the database. A trial's record is stored on the trial before it is
+told finished, so a bench killed at any moment (SIGKILL included) and started again re-runs no
+finished trial and loses none: finished trials are read back, trials left running by a dead
+process are run again with the same parameters and seed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+import uuid
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from thalweg.bench import scoring
+from thalweg.bench.results import ResultsFile, jsonable
+from thalweg.bench.submissions import Submission
+from thalweg.bench.workloads import Workload
+
+__all__ = ["BenchError", "Plan", "Runner", "sqlite_url"]
+
+HOST = socket.gethostname()
+STALE_AFTER = 600.0  # s without a heartbeat: another machine's trial is abandoned
+HEARTBEAT_EVERY = 60.0
+
+
+class BenchError(RuntimeError):
+    """A bench that cannot run as asked (e.g. its directory holds a different bench)."""
+
+
+def sqlite_url(path: Path) -> str:
+    return f"sqlite:///{path.resolve()}"
+
+
+@dataclass
+class Plan:
+    """One study: what it runs and, at run time, what it has done."""
+
+    name: str
+    phase: str
+    ruleset: str
+    workload: Workload
+    submission: Submission
+    index: int
+    n: int
+    sampler: str = "random"
+    #: (params, seed) per trial for fixed phases; None until the tuning it depends on is done.
+    items: list[tuple[dict[str, Any], int]] | None = None
+    study: Any = None
+    done: dict[int, dict[str, Any]] = field(default_factory=dict)
+    present: set[int] = field(default_factory=set)  # plan indices (fixed phases) with a trial
+    running: set[int] = field(default_factory=set)  # trial numbers in flight here
+    others: int = 0  # trials running on another live machine
+    queued: list[tuple[int, int, dict[str, Any], int, int | None]] = field(default_factory=list)
+
+    @property
+    def pair(self) -> tuple[str, str, str]:
+        return (self.ruleset, self.workload.key, self.submission.name)
+
+    @property
+    def complete(self) -> bool:
+        return len(self.done) >= self.n and not self.running and not self.queued
+
+    def spec_attr(self) -> dict[str, Any]:
+        """What a resumed study must match."""
+        w = self.workload.describe()
+        for k in ("target_source", "description"):
+            w.pop(k, None)
+        return {"phase": self.phase, "ruleset": self.ruleset, "index": self.index, "n": self.n,
+                "sampler": self.sampler, "workload": w, "submission": self.submission.describe()}  # fmt: skip
+
+
+def _sqlite_wal(engine: Any) -> None:
+    """Write-ahead log, synced at checkpoints: a commit survives the process being killed
+    (SIGKILL included), at a fraction of the cost of an fsync per commit; only an OS crash
+    could lose the last few trials."""
+    from sqlalchemy import event
+
+    def on_connect(conn: Any, _record: Any) -> None:
+        cur = conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.close()
+
+    event.listen(engine, "connect", on_connect)
+    engine.dispose()  # connections opened while Optuna made its tables get the pragmas too
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _sampler(kind: str, seed: int, distributions: dict[str, Any], n: int) -> Any:
+    import optuna
+
+    if kind == "qmc":
+
+        class FixedSpaceQMC(optuna.samplers.QMCSampler):
+            """Optuna's scrambled Sobol sampler told the space up front, so that the first
+            trial is a quasi-random point too (Optuna otherwise samples it at random)."""
+
+            def infer_relative_search_space(self, study: Any, trial: Any) -> dict[str, Any]:
+                return dict(distributions)
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return FixedSpaceQMC(qmc_type="sobol", scramble=True, seed=seed,
+                                 warn_independent_sampling=False)  # fmt: skip
+    if kind == "tpe":
+        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=max(3, n // 4))
+    return optuna.samplers.RandomSampler(seed=seed)
+
+
+class Runner:
+    """Drive `plans` to completion on `executor`, storing studies at `storage`."""
+
+    def __init__(self, plans: list[Plan], storage: str, results: ResultsFile, executor: Any, *,
+                 threads: int = 1, pruner: str = "none", stop_at_target: bool = False,
+                 objective: str = "time",
+                 follow_up: Callable[[Plan, list[Plan]], list[tuple[dict[str, Any], int]]] | None = None,
+                 on_record: Callable[[dict[str, Any]], None] | None = None) -> None:  # fmt: skip
+        import optuna
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        self.plans, self.results, self.executor = plans, results, executor
+        self.threads, self.pruner, self.stop_at_target = threads, pruner, stop_at_target
+        self.objective = objective
+        self.follow_up, self.on_record = follow_up, on_record
+        sqlite = storage.startswith("sqlite")
+        kwargs = {"connect_args": {"timeout": 60}} if sqlite else {}
+        self.storage = optuna.storages.RDBStorage(storage, engine_kwargs=kwargs)
+        if sqlite:
+            _sqlite_wal(self.storage.engine)
+        self.token = uuid.uuid4().hex
+        self.owner = {"host": HOST, "pid": os.getpid(), "token": self.token}
+        self.inflight: dict[int, tuple[Plan, int, int, float]] = {}
+        self._tuning: dict[tuple[str, str, str], list[Plan]] = {}
+        for p in plans:  # the tuning studies each follow-up (re-runs, lr sweep) waits for
+            self._tuning.setdefault(p.pair, [])
+            if p.phase == "tune":
+                self._tuning[p.pair].append(p)
+        self._next_task = 0
+        self._beat = time.monotonic()
+        self.recovered = 0
+        self._recovered: list[dict[str, Any]] | None = None
+
+    # ----- studies -----------------------------------------------------------------------
+    def _open(self, plan: Plan) -> Any:
+        import optuna
+
+        if plan.study is None:
+            dists = plan.submission.distributions() if plan.phase == "tune" else {}
+            plan.study = optuna.create_study(
+                storage=self.storage, study_name=plan.name, direction="minimize",
+                sampler=_sampler(plan.sampler, plan.index, dists, plan.n), load_if_exists=True)  # fmt: skip
+            want = json.loads(json.dumps(jsonable(plan.spec_attr())))
+            have = plan.study.user_attrs.get("bench")
+            if have is None:
+                plan.study.set_user_attr("bench", want)
+            elif have != want:
+                diff = sorted(k for k in want if want.get(k) != have.get(k))
+                raise BenchError(f"study {plan.name!r} in this bench's database was made with a different "
+                                 f"configuration ({', '.join(diff)} differ): use another --name, or delete "
+                                 "the bench directory to start over")  # fmt: skip
+        return plan.study
+
+    def recover(self) -> list[dict[str, Any]]:
+        """Read back every existing study: finished records, trials to run again, orphans."""
+        from optuna.trial import TrialState
+
+        if self._recovered is not None:
+            return self._recovered
+        existing = {s.study_name for s in self.storage.get_all_studies()}
+        for plan in self.plans:
+            if plan.name not in existing:
+                continue
+            study = self._open(plan)
+            for t in study.get_trials(deepcopy=False):
+                rec = t.user_attrs.get("record")
+                info = t.user_attrs.get("bench") or {}
+                pi = info.get("plan_index")
+                if rec is not None:
+                    if t.state == TrialState.RUNNING:  # killed between storing and telling
+                        self._tell(plan, t.number, rec)
+                    plan.done[t.number] = rec
+                    if pi is not None:
+                        plan.present.add(int(pi))
+                    continue
+                if t.state != TrialState.RUNNING:
+                    continue
+                if not self._stale(t, info):
+                    plan.others += 1
+                    if pi is not None:
+                        plan.present.add(int(pi))
+                    continue
+                if "seed" not in info:  # asked but never described: nothing to re-run
+                    study.tell(t.number, state=TrialState.FAIL, skip_if_finished=True)
+                    continue
+                params = info.get("params", t.params)
+                plan.queued.append((t.number, t._trial_id, dict(params), int(info["seed"]), pi))
+                if pi is not None:
+                    plan.present.add(int(pi))
+                self.recovered += 1
+        self._recovered = self.records()
+        return self._recovered
+
+    def _stale(self, t: Any, info: dict[str, Any]) -> bool:
+        owner = info.get("owner")
+        if not owner:
+            return True
+        if owner.get("host") == HOST:
+            return owner.get("token") != self.token and not _pid_alive(int(owner.get("pid", -1)))
+        beat = t.system_attrs.get("bench_heartbeat") or (t.datetime_start.timestamp() if t.datetime_start else 0)
+        return time.time() - float(beat) > STALE_AFTER
+
+    # ----- dispatch ----------------------------------------------------------------------
+    def _unlock(self, plan: Plan) -> bool:
+        if plan.items is not None:
+            return True
+        if self.follow_up is None:
+            return False
+        deps = self._tuning[plan.pair]
+        if not all(p.complete for p in deps):
+            return False
+        plan.items = self.follow_up(plan, deps)
+        plan.n = len(plan.items)
+        return True
+
+    def _next(self, plan: Plan) -> tuple[int, int, dict[str, Any], int, int | None] | None:
+        if plan.queued:
+            return plan.queued.pop(0)
+        if plan.phase == "tune":
+            if len(plan.done) + len(plan.running) + plan.others >= plan.n:
+                return None
+            study = self._open(plan)
+            trial = study.ask(plan.submission.distributions())
+            seed = plan.index * 100_003 + trial.number
+            self._describe(trial._trial_id, seed, None, None)
+            return (trial.number, trial._trial_id, dict(trial.params), seed, None)
+        if not self._unlock(plan):
+            return None
+        assert plan.items is not None
+        free = [i for i in range(len(plan.items)) if i not in plan.present]
+        if not free:
+            return None
+        i = free[0]
+        params, seed = plan.items[i]
+        trial = self._open(plan).ask()
+        self._describe(trial._trial_id, seed, params, i)
+        plan.present.add(i)
+        return (trial.number, trial._trial_id, dict(params), seed, i)
+
+    def _describe(self, trial_id: int, seed: int, params: dict[str, Any] | None, index: int | None) -> None:
+        """One attribute (one commit): seed, owner, and for fixed phases params and index."""
+        info: dict[str, Any] = {"seed": seed, "owner": self.owner}
+        if params is not None:
+            info.update(params=params, plan_index=index)
+        self.storage.set_trial_user_attr(trial_id, "bench", info)
+
+    def spec(self, plan: Plan, number: int, params: dict[str, Any], seed: int) -> dict[str, Any]:
+        """The trial spec a worker runs (see `thalweg.bench.trial`)."""
+        w, sub = plan.workload, plan.submission
+        prune = None
+        if self.pruner == "median" and plan.phase == "tune":
+            refs = [r["curve"] for r in plan.done.values() if r.get("curve", {}).get("step")]
+            prune = {"reference": refs, "startup": 3, "warmup": w.step_budget // 4}
+        return {
+            "study": plan.name, "trial": number, "phase": plan.phase, "ruleset": plan.ruleset,
+            "workload": w.key, "workload_ref": w.ref or w.key, "submission": sub.name,
+            "study_index": plan.index, "seed": seed, "params": params,
+            "config": sub.configure(params),
+            "target": None if plan.ruleset == "calibrate" else w.target,
+            "metric": w.metric, "mode": w.mode, "steps": w.step_budget,
+            "eval_every": w.eval_every, "max_seconds": w.max_seconds, "threads": self.threads,
+            "prune": prune, "stop_at_target": self.stop_at_target,
+        }  # fmt: skip
+
+    def _fill(self) -> None:
+        for plan in self.plans:
+            while len(self.inflight) < self.executor.capacity:
+                nxt = self._next(plan)
+                if nxt is None:
+                    break
+                number, trial_id, params, seed, _ = nxt
+                task = self._next_task
+                self._next_task += 1
+                self.inflight[task] = (plan, number, trial_id, time.time())
+                plan.running.add(number)
+                self.executor.submit(task, self.spec(plan, number, params, seed))
+            if len(self.inflight) >= self.executor.capacity:
+                return
+
+    # ----- results -----------------------------------------------------------------------
+    def _tell(self, plan: Plan, number: int, rec: dict[str, Any]) -> None:
+        from optuna.trial import TrialState
+
+        study = self._open(plan)
+        status = rec.get("status")
+        if status == "crashed":
+            study.tell(number, state=TrialState.FAIL, skip_if_finished=True)
+        elif status == "pruned":
+            study.tell(number, state=TrialState.PRUNED, skip_if_finished=True)
+        else:
+            value = scoring.objective(rec, self.objective)
+            study.tell(number, 1e12 if value is None else value, skip_if_finished=True)
+
+    def _finish(self, task: int, rec: dict[str, Any]) -> None:
+        plan, number, trial_id, _ = self.inflight.pop(task)
+        rec = jsonable(rec)
+        self.storage.set_trial_user_attr(trial_id, "record", rec)  # first the record ...
+        self._tell(plan, number, rec)  # ... then finished: a kill in between loses nothing
+        plan.running.discard(number)
+        plan.done[number] = rec
+        self.results.append(rec)
+        if self.on_record is not None:
+            self.on_record(rec)
+
+    def _heartbeat(self) -> None:
+        if time.monotonic() - self._beat < HEARTBEAT_EVERY:
+            return
+        self._beat = time.monotonic()
+        for _, _, trial_id, _ in self.inflight.values():
+            self.storage.set_trial_system_attr(trial_id, "bench_heartbeat", time.time())
+
+    def run(self) -> list[dict[str, Any]]:
+        """Run until every plan is complete; returns all records in plan order."""
+        self.results.rewrite(self.recover(), {p.name for p in self.plans})
+        try:
+            while True:
+                self._fill()
+                if not self.inflight:
+                    break
+                for task, rec in self.executor.poll(0.5):
+                    self._finish(task, rec)
+                self._heartbeat()
+        finally:
+            self.executor.close()
+        records = self.records()
+        self.results.rewrite(records, {p.name for p in self.plans})
+        return records
+
+    def records(self) -> list[dict[str, Any]]:
+        return [r for p in self.plans for _, r in sorted(p.done.items())]
+
+    def pending_elsewhere(self) -> int:
+        """Trials other machines are still running (their results join when they finish)."""
+        return sum(p.others for p in self.plans)

@@ -1,0 +1,83 @@
+"""A bench killed with SIGKILL (a real process) and started again re-runs no finished trial
+and loses none; the Ray executor gives the local executor's results table."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from thalweg.bench import scoring
+from thalweg.bench.api import run_bench
+from thalweg.bench.suites import BenchConfig
+
+BENCH = """name = "r"
+workloads = ["linreg"]
+optimizers = ["sgd"]
+trials = 4
+studies = 1
+seeds = 0
+sensitivity_points = 0
+[targets]
+linreg = 1e-3
+[budgets.linreg]
+steps = 2500
+"""
+
+
+def _lines(path):
+    if not path.is_file():
+        return []
+    return [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+
+
+@pytest.mark.slow
+def test_sigkill_then_restart_reruns_nothing_and_loses_nothing(tmp_path):
+    import optuna
+
+    (tmp_path / "r.toml").write_text(BENCH)
+    cmd = [sys.executable, "-m", "thalweg.cli", "bench", "run", str(tmp_path / "r.toml"),
+           "--dir", str(tmp_path), "--workers", "0", "-q"]  # fmt: skip
+    results = tmp_path / "r" / "results.jsonl"
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while len(_lines(results)) < 2 and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    before = _lines(results)
+    assert 2 <= len(before) < 5, proc.stderr.read().decode()[-2000:]
+    subprocess.run(cmd, check=True, timeout=180, capture_output=True)
+    after = _lines(results)
+    keys = [(r["study"], r["trial"]) for r in after]
+    assert len(keys) == len(set(keys)) == 5  # 4 tuning trials + 1 defaults trial, each once
+    for rec in before:  # a finished trial is kept as it was: same start time, same process
+        assert rec in after
+    assert {r["pid"] for r in after} - {r["pid"] for r in before}  # the rest ran anew
+    storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'r' / 'study.db'}")
+    for s in storage.get_all_studies():
+        trials = optuna.load_study(study_name=s.study_name, storage=storage).get_trials()
+        assert all(t.state.is_finished() for t in trials)
+        assert len([t for t in trials if "record" in t.user_attrs]) == len(trials)
+
+
+@pytest.mark.slow
+def test_ray_executor_gives_the_local_results_table(tmp_path):
+    ray = pytest.importorskip("ray")
+    cfg = BenchConfig(name="t", workloads=["linreg"], optimizers=["sgd"], trials=2, studies=1,
+                      seeds=1, sensitivity_points=0, targets={"linreg": 1e-2},
+                      budgets={"linreg": {"steps": 300}})  # fmt: skip
+    local = run_bench(cfg, out_dir=tmp_path / "local", workers=0, quiet=True, report=False)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        remote = run_bench(cfg, out_dir=tmp_path / "ray", executor="ray", quiet=True, report=False)
+    finally:
+        ray.shutdown()
+    table = scoring.results_table(local.records)
+    assert len(table) == 4 and {row[4] for row in table} <= {"ok", "diverged"}
+    assert scoring.results_table(remote.records) == table

@@ -1,0 +1,96 @@
+"""The workload registry, the built-in problems, and submissions over registry spaces."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from thalweg.bench import workloads
+from thalweg.bench.submissions import Submission, SubmissionError
+from thalweg.bench.suites import BenchConfig, BenchConfigError, load_bench
+
+
+def test_registry_has_the_issue_workloads_and_keys_drop_defaults():
+    for name in ("rosenbrock", "quadratic", "linreg", "deep_linear", "digits_logreg",
+                 "mnist1d_mlp", "mnist1d_cnn"):
+        assert name in workloads.names()
+    assert workloads.get("quadratic").key == "quadratic"
+    assert workloads.get("quadratic(condition_number=100.0)").key == "quadratic"
+    w = workloads.get("quadratic", condition_number=1000.0)
+    assert w.key == "quadratic(condition_number=1000.0)" and w.params == {"condition_number": 1000.0}
+    assert workloads.parse_key(w.key) == ("quadratic", {"condition_number": 1000.0})
+
+
+def test_bad_workloads_name_the_problem():
+    with pytest.raises(workloads.WorkloadError, match="unknown workload 'nope'"):
+        workloads.get("nope")
+    with pytest.raises(workloads.WorkloadError, match="no parameter 'kappa'"):
+        workloads.get("quadratic(kappa=3)")
+    with pytest.raises(workloads.WorkloadError, match="width must be >= dim"):
+        workloads.get("deep_linear", width=4)
+
+
+def _excess_at(w, point):
+    p = w.build(0)
+    with torch.no_grad():
+        for param, value in zip(p.model.parameters(), point, strict=True):
+            param.copy_(value)
+    return p.evaluate()
+
+
+def test_seed_problems_measure_the_excess_over_the_closed_form_optimum():
+    rb = _excess_at(workloads.get("rosenbrock"), [torch.tensor([1.0, 1.0])])
+    assert rb["excess_loss"] == 0.0
+    start = workloads.get("rosenbrock").build(0).model.x.tolist()
+    assert start == [-1.5, 2.0]
+    # seed 004: the least-squares line y = 2.2x − 1 has mean squared error 2.8 / 5 = 0.56
+    lin = _excess_at(workloads.get("linreg"), [torch.tensor([[2.2]]), torch.tensor([-1.0])])
+    assert lin["loss"] == pytest.approx(0.56, abs=1e-5) and abs(lin["excess_loss"]) < 1e-5
+    # the deep linear net's hidden layers are at least as wide as its input and output
+    net = workloads.get("deep_linear").build(0).model
+    widths = [m.out_features for m in net][:-1]
+    assert min(widths) >= net[0].in_features and len(widths) >= 2
+
+
+def test_mnist1d_workloads_follow_the_paper_protocol():
+    w = workloads.get("mnist1d_mlp")
+    assert w.config.data.options == {"num_samples": 5000} and w.config.data.seed == 42
+    assert w.metric == "val_accuracy" and w.mode == "max"
+    from thalweg.train.components import prepare_data
+
+    sizes = prepare_data(w.config).sizes()
+    assert sizes == {"train": 3600, "val": 400, "test": 1000}  # 4000 train (400 held out) / 1000
+
+
+def test_default_space_is_the_registry_space_plus_the_bench_dims():
+    from thalweg.optim import registry
+
+    sub = Submission("adam", "adam")
+    params = [d.param for d in sub.dims()]
+    assert params[: len(registry.get("adam").search_space)] == ["lr", "1-betas[0]", "weight_decay"]
+    assert "schedule.warmup_fraction" in params
+    cfg = sub.configure({"lr": 0.01, "1-betas[0]": 0.1, "schedule.warmup_fraction": 0.0})
+    assert cfg["optimizer"] == {"name": "adam", "lr": 0.01, "betas": pytest.approx((0.9, 0.999))}
+    assert cfg["schedule"]["warmup_fraction"] == 0.0
+    assert Submission("newton", "newton").schedule_section() == {"name": "constant"}
+    # weight decay is not searched where it would change the objective (seeds' problems)
+    bench = BenchConfig(workloads=["rosenbrock", "digits_logreg"], targets={"rosenbrock": 1, "digits_logreg": 1})
+    rb, dg = bench.resolve_workloads()
+    assert "weight_decay" not in [d.param for d in bench.for_workload(sub, rb).dims()]
+    assert "weight_decay" in [d.param for d in bench.for_workload(sub, dg).dims()]
+    with pytest.raises(SubmissionError, match="no hyperparameter 'nope'"):
+        Submission("x", "adam", {"nope": 1})
+
+
+def test_bench_config_errors_name_the_field(tmp_path):
+    p = tmp_path / "b.toml"
+    p.write_text('workloads = ["linreg"]\ntrials = 0\n')
+    with pytest.raises(BenchConfigError, match=r"b.toml: trials = 0"):
+        load_bench(p)
+    p.write_text('workloads = ["linreg"]\ntypo = 1\n')
+    with pytest.raises(BenchConfigError, match=r"typo.*unknown key"):
+        load_bench(p)
+    with pytest.raises(BenchConfigError, match="no stored target"):
+        BenchConfig(workloads=["quadratic(condition_number=7.0)"]).resolve_workloads()
+    with pytest.raises(BenchConfigError, match="neither a suite"):
+        load_bench("no-such-suite")
