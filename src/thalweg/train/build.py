@@ -15,9 +15,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from thalweg.losses import TaskLoss
 from thalweg.train.budget import Estimate, check_fits, estimate
 from thalweg.train.components import (
-    TaskLoss,
     build_model,
     build_optimizer,
     build_schedule,

@@ -17,6 +17,7 @@ import tomli_w
 from pydantic import Field, ValidationError, field_validator
 
 from thalweg import meta as M
+from thalweg.losses import TaskLoss
 from thalweg.train.config import (
     ConfigError,
     ModelConfig,
@@ -281,7 +282,7 @@ def make_learner(cfg: MetaRunConfig, method: str, tasks: dict[str, Any]) -> M.Me
         model = build_model(cfg.model.name, in_shape, d.out_features, **cfg.model.kwargs())
     except (ValueError, TypeError) as e:
         raise ConfigError("model", cfg.model.name, cfg.model.kwargs(), str(e)) from None
-    loss = "mse" if d.task == "regression" else "cross_entropy"
+    loss = TaskLoss(d.task)
     inner = cfg.inner.optimizer if (cfg.inner.optimizer != "sgd" or cfg.inner.options) else None
     kw: dict[str, Any] = {"inner_steps": cfg.setting(method, "inner_steps"),
                           "inner_lr": cfg.setting(method, "inner_lr"),
