@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from rich.markup import escape
 
 from thalweg import meta as M
 from thalweg.train.checkpoint import (
@@ -122,7 +123,7 @@ class MetaRun:
 
     def warn(self, msg: str) -> None:
         self.warnings.append(msg)
-        self.view.notice(f"[yellow]warning:[/] {msg}")
+        self.view.notice(f"[yellow]warning:[/] {escape(msg)}")  # "[train] …" is text, not markup
 
     # ----- run directory -----------------------------------------------------------------
     def _fresh(self, overwrite: bool) -> None:

@@ -70,6 +70,8 @@ def start(tr: Trainer, *, resume: bool, overwrite: bool, allow_config_change: bo
     if tr.claim_note:
         tr.warn(tr.claim_note)
     tr.view.print(f"estimate: {tr.parts.estimate.describe()}")
+    for note in tr.parts.notes:
+        tr.warn(note)
     if resume:
         _resume(tr, allow_config_change)
     elif tr.main:
