@@ -125,6 +125,23 @@ def test_cli_reports_a_bad_config_without_a_traceback(tmp_path) -> None:
     assert "[overrides.reptile]" in res.output
 
 
+def test_a_config_file_that_cannot_be_read_is_one_error_naming_it(tmp_path: Path) -> None:
+    latin = tmp_path / "latin1.toml"
+    latin.write_bytes('name = "m"\n# caf\xe9\n'.encode("latin-1"))
+    with pytest.raises(ConfigError, match=r"latin1.toml'?: not UTF-8 text \(byte 0xe9 on line 2\)"):
+        load_meta_config(latin)
+    with pytest.raises(ConfigError, match="no such file"):
+        load_meta_config(tmp_path / "missing.toml")
+    latin.write_text("[meta\n")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_meta_config(latin)
+    latin.write_text("meta = 3\n")  # an override into a value that is not a table
+    with pytest.raises(ConfigError, match=r"meta = 3: is not a table, so meta\.iterations cannot be set"):
+        load_meta_config(latin, {"meta.iterations": 5})
+    res = CliRunner().invoke(app, ["meta", str(tmp_path / "missing.toml")])
+    assert res.exit_code == 2 and "no such file" in res.output and "Traceback" not in res.output
+
+
 @pytest.mark.parametrize("path", sorted(Path(__file__).parents[2].glob("examples/meta_*.toml")),
                          ids=lambda p: p.name)
 def test_every_meta_example_config_is_valid(path: Path) -> None:

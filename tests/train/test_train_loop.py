@@ -13,7 +13,15 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from thalweg.train import NonFiniteError, fit, load_run, parse_config, read_metrics
+from thalweg.train import (
+    ConfigError,
+    NonFiniteError,
+    build_run,
+    fit,
+    load_run,
+    parse_config,
+    read_metrics,
+)
 from thalweg.train.components import build_schedule
 from thalweg.train.guard import first_nonfinite_grad
 
@@ -225,3 +233,19 @@ def test_monitors_and_penalties_are_recorded(tmp_path: Path) -> None:
         return sum(float(p.detach().norm() ** 2) for p in model.parameters() if p.dim() >= 2)
 
     assert weight_norm(res.model) < weight_norm(plain.model)  # the L2 penalty shrinks weights
+
+
+def test_batchnorm_drops_a_last_batch_of_one_and_says_so_once(tmp_path: Path) -> None:
+    # digits has 1257 training rows: batch sizes 2, 4 and 8 all leave a last batch of 1
+    cfg = tiny(tmp_path, model={"norm": "batch"}, train={"epochs": 2, "batch_size": 8, "log_every": 50})
+    res = fit(cfg, quiet=True)
+    assert res.stopped == "completed" and res.steps == 2 * (1257 // 8)  # 157 full batches an epoch
+    said = [w for w in res.warnings if "leaves a last batch of 1 example" in w]
+    assert len(said) == 1 and said[0].startswith("[train] batch_size = 8") and "BatchNorm (net.2)" in said[0]
+    assert json.loads((res.run_dir / "summary.json").read_text())["steps_per_epoch"] == 157
+    plain = build_run(tiny(tmp_path, train={"batch_size": 8}))  # no BatchNorm: nothing dropped
+    assert plain.steps_per_epoch == 158 and plain.notes == []
+    with pytest.raises(ConfigError, match=r"\[train\] batch_size = 1: the model's BatchNorm \(net.2\) "
+                                          r"needs at least 2 examples per batch"):
+        fit({**tiny(tmp_path, model={"norm": "batch"}, train={"batch_size": 1}), "name": "one"}, quiet=True)
+    assert not (tmp_path / "runs" / "one").exists()  # refused before anything was written

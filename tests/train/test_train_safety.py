@@ -34,6 +34,7 @@ from thalweg.train import (
     load_run,
     read_metrics,
     save_checkpoint,
+    validation,
 )
 from thalweg.train.loop import Trainer
 
@@ -133,13 +134,13 @@ def test_starting_over_never_replaces_a_better_best_pt(tmp_path: Path, monkeypat
     run = res.run_dir
     for p in (run / "checkpoints").glob("step_*.pt"):
         p.write_bytes(p.read_bytes()[:300])
-    real = Trainer._eval_and_keep_best
+    real = validation.eval_and_keep_best
 
-    def eval_then_crash(self: Trainer, rec: dict[str, Any]) -> None:
-        real(self, rec)
+    def eval_then_crash(tr: Trainer, rec: dict[str, Any]) -> None:
+        real(tr, rec)
         raise KeyboardInterrupt  # the restart dies after its first evaluation
 
-    monkeypatch.setattr(Trainer, "_eval_and_keep_best", eval_then_crash)
+    monkeypatch.setattr(validation, "eval_and_keep_best", eval_then_crash)
     with pytest.raises(KeyboardInterrupt):
         fit(resume=run, quiet=True)
     now = load_checkpoint(run / "best.pt")

@@ -12,13 +12,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
+
+from thalweg.losses import LOSSES
 
 __all__ = ["LOSSES", "Probe", "load_probe", "load_target", "probe_from_run", "save_probe"]
 
-FORMAT = "thalweg-probe/1"
-LOSSES: dict[str, Callable[[Tensor, Tensor], Tensor]] = {"cross_entropy": F.cross_entropy, "mse": F.mse_loss}
+FORMAT = "thalweg-probe/1"  # the loss is stored by name: a key of thalweg.losses.LOSSES
 
 
 @dataclass

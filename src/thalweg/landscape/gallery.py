@@ -4,9 +4,12 @@ trained model for landscape slices when no run is at hand."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
+
+if TYPE_CHECKING:
+    from thalweg.losses import TaskLoss
 
 __all__ = ["train_briefly", "write_gallery"]
 
@@ -64,21 +67,17 @@ def write_gallery(folder: str | Path, *, animate: bool = False) -> list[Path]:
 
 
 def train_briefly(dataset: str = "digits", model: str = "mlp", *, epochs: int = 30,
-                  seed: int = 0, **model_kwargs: Any) -> tuple[torch.nn.Module, Any, Any]:
-    """Full-batch Adam for a few epochs on a small dataset: (model, splits, loss_fn)."""
-    import torch.nn.functional as F
-
+                  seed: int = 0, **model_kwargs: Any) -> tuple[torch.nn.Module, Any, TaskLoss]:
+    """Full-batch Adam for a few epochs on a small dataset: (model, splits, loss_fn), the loss
+    being the plain :class:`~thalweg.losses.TaskLoss` of the dataset's task."""
     from thalweg.data import load_dataset, standardize
+    from thalweg.losses import TaskLoss
     from thalweg.models import build_model
 
     splits, _ = standardize(load_dataset(dataset, seed=seed))
     torch.manual_seed(seed)
     net = build_model(model, tuple(splits.in_shape), splits.out_features, **model_kwargs)
-    classify = splits.task == "classification"
-
-    def loss_fn(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(out, y) if classify else F.mse_loss(out.reshape(y.shape), y)
-
+    loss_fn = TaskLoss(splits.task)
     opt = torch.optim.Adam(net.parameters(), lr=1e-2)
     net.train()
     for _ in range(epochs):

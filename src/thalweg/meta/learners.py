@@ -18,10 +18,10 @@ from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call, grad, vmap
 
+from thalweg.losses import LOSSES
 from thalweg.meta.inner import InnerOptimizer, Params, inner_optimizer
 from thalweg.meta.tasks import Episode, MetaError
 
@@ -40,13 +40,13 @@ def accuracy(out: Tensor, y: Tensor) -> Tensor:
 
 
 def loss_function(loss: str | LossFn) -> LossFn:
-    """"mse" or "cross_entropy" (mean over the task's examples), or a callable as is."""
+    """"mse" or "cross_entropy" (the task's :class:`~thalweg.losses.TaskLoss`: mean over the
+    task's examples), or a callable as is."""
     if callable(loss):
         return loss
-    table: dict[str, LossFn] = {"mse": F.mse_loss, "cross_entropy": F.cross_entropy}
-    if loss not in table:
-        raise MetaError("loss", loss, f"expected one of {sorted(table)} or a callable")
-    return table[loss]
+    if loss not in LOSSES:
+        raise MetaError("loss", loss, f"expected one of {sorted(LOSSES)} or a callable")
+    return LOSSES[loss]
 
 
 def _detach(p: Params) -> Params:

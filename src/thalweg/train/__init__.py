@@ -5,6 +5,7 @@ data, losses, optimizer, schedule) for anyone who needs one; `load_run(path) -> 
 rebuilds a trained run for analysis.
 """
 
+from thalweg.losses import TaskLoss  # the loss for a task lives in the library (thalweg.losses)
 from thalweg.train.api import fit
 from thalweg.train.build import RunParts, build_run
 from thalweg.train.checkpoint import (
@@ -13,7 +14,6 @@ from thalweg.train.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
-from thalweg.train.components import TaskLoss
 from thalweg.train.config import DEFAULT_TOML, ConfigError, RunConfig, load_config, parse_config
 from thalweg.train.guard import NonFiniteError
 from thalweg.train.lock import RunLock, RunLockedError

@@ -13,10 +13,10 @@ from thalweg.train import distributed
 from thalweg.train.build import as_config
 from thalweg.train.checkpoint import CheckpointError, load_checkpoint
 from thalweg.train.components import build_model
-from thalweg.train.config import RunConfig, parse_config, read_config_file
+from thalweg.train.config import RunConfig, parse_config
 from thalweg.train.loop import Trainer
 from thalweg.train.resume import model_mismatch
-from thalweg.train.runs import RunPaths, RunResult, dumps, write_atomic
+from thalweg.train.runs import RunResult, config_to_resume, dumps, write_atomic
 
 __all__ = ["finish", "fit"]
 
@@ -89,12 +89,7 @@ def fit(config: RunConfig | dict[str, Any] | str | Path | None = None, *,
     is refused with the fields listed, unless `allow_config_change`.
     """
     if resume is not None:
-        run_dir = Path(resume)
-        cfg_path = RunPaths(run_dir).config
-        if not cfg_path.is_file():
-            raise FileNotFoundError(f"cannot resume {run_dir}: no config.toml there")
-        cfg = parse_config(read_config_file(cfg_path))
-        cfg = cfg.model_copy(update={"out_dir": str(run_dir.parent), "name": run_dir.name})
+        cfg = config_to_resume(resume, parse_config)
     else:
         cfg = as_config(config).model_copy(deep=True)
         if isinstance(cfg.data.options.get("path"), str):  # config.toml must work from anywhere

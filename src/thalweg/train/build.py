@@ -8,16 +8,17 @@ same initialized model, the same loss for the task, optimizer and schedule.
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from thalweg.losses import TaskLoss
 from thalweg.train.budget import Estimate, check_fits, estimate
 from thalweg.train.components import (
-    TaskLoss,
     build_model,
     build_optimizer,
     build_schedule,
@@ -50,6 +51,7 @@ class RunParts:
     device: torch.device
     standardization: tuple[torch.Tensor, torch.Tensor] | None  # (mean, std) of the train split
     estimate: Estimate  # parameters, memory and least time, computed before building
+    notes: list[str] = field(default_factory=list)  # what was adapted, for the user (said once)
 
     @property
     def classify(self) -> bool:
@@ -100,6 +102,11 @@ def build_run(config: RunConfig | dict[str, Any] | str | Path | None, *,
     splits = splits.to(dev)
     model = build_model(cfg, splits).to(dev)
     initialize(model, cfg, splits)
+    drop_last, notes = _single_example_batches(model, len(splits.x_train), per_rank, world_size, t.batch_size)
+    if drop_last:
+        steps_per_epoch = len(Loader(splits.x_train, splits.y_train, per_rank, shuffle=False,
+                                     drop_last=True, rank=rank, world_size=world_size))
+        total_steps = t.epochs * steps_per_epoch
     est = estimate(cfg, splits, dev, total_steps, world_size, model=model)
     if check_budget:
         check_fits(est, cfg, dev)
@@ -110,11 +117,31 @@ def build_run(config: RunConfig | dict[str, Any] | str | Path | None, *,
         with contextlib.suppress(ValueError):  # a loaded run's optimizer may not be registered
             info = registry.get(cfg.optimizer.name)
     loader = Loader(splits.x_train, splits.y_train, per_rank, shuffle=True, seed=t.seed,
-                    rank=rank, world_size=world_size)
+                    drop_last=drop_last, rank=rank, world_size=world_size)
     loss_fn, eval_loss_fn = task_losses(cfg, splits.task)
     return RunParts(
         config=cfg, splits=splits, model=model, loss_fn=loss_fn, eval_loss_fn=eval_loss_fn,
         optimizer=opt, info=info, schedule=build_schedule(cfg, total_steps, steps_per_epoch),
         loader=loader, steps_per_epoch=steps_per_epoch, total_steps=total_steps,
-        best_metric=best_metric, device=dev, standardization=stats, estimate=est,
+        best_metric=best_metric, device=dev, standardization=stats, estimate=est, notes=notes,
     )
+
+
+def _single_example_batches(model: nn.Module, n: int, per_rank: int, world_size: int,
+                            batch_size: int) -> tuple[bool, list[str]]:
+    """(drop_last, notes): BatchNorm cannot normalize one example in training, so a last batch
+    of one is dropped (a different example each epoch, the order being shuffled) and said
+    once; batches that are all of one example are refused naming `[train] batch_size`."""
+    bn = next((name or type(m).__name__ for name, m in model.named_modules()
+               if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training), None)
+    n_local = math.ceil(n / world_size)
+    if bn is None or (n_local % per_rank != 1 and per_rank > 1):
+        return False, []
+    per = f" per process ({world_size} processes)" if world_size > 1 else ""
+    if per_rank == 1 or n_local == 1:
+        raise ConfigError("train", "batch_size", batch_size,
+                          f"the model's BatchNorm ({bn}) needs at least 2 examples per batch in "
+                          f"training, and this gives batches of 1{per}; use a larger batch_size")
+    return True, [f"[train] batch_size = {batch_size} leaves a last batch of 1 example{per} "
+                  f"({n_local} training examples), which the model's BatchNorm ({bn}) cannot "
+                  "normalize: it is dropped each epoch (a different example each time)"]

@@ -8,18 +8,16 @@ from __future__ import annotations
 import math
 import typing
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from thalweg.losses import TaskLoss
 from thalweg.train.config import ConfigError, RunConfig, quoted_number
 
 __all__ = [
     "LossFn",
-    "TaskLoss",
     "build_model",
     "build_optimizer",
     "build_schedule",
@@ -180,38 +178,9 @@ def build_schedule(cfg: RunConfig, total_steps: int, steps_per_epoch: int) -> Ca
     return S.polynomial(lr, (s.final_factor ** (-1.0 / s.power) - 1.0) / total, s.power)
 
 
-@dataclass(frozen=True)
-class TaskLoss:
-    """The loss for a task, written once: `loss(out, y)` is the batch mean (what backward and
-    the instruments use), `loss.per_sample(out, y)` one value per row (what the loop logs).
-    Classification: cross-entropy, label-smoothed by `label_smoothing`; regression: squared
-    error averaged over the outputs."""
-
-    task: str
-    label_smoothing: float = 0.0
-
-    def per_sample(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        if self.task == "classification":
-            if self.label_smoothing:
-                from thalweg.regularize import label_smoothing
-
-                return label_smoothing(out, y, self.label_smoothing, reduction="none")
-            return F.cross_entropy(out, y, reduction="none")
-        return (out.reshape(y.shape) - y).pow(2).reshape(len(y), -1).mean(dim=1)
-
-    def __call__(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return self.per_sample(out, y).mean()
-
-    @property
-    def label(self) -> str:
-        """What this loss is, as inspect and landscape print it."""
-        if self.label_smoothing:
-            return f"training objective (label smoothing {self.label_smoothing:g})"
-        return "plain cross-entropy" if self.task == "classification" else "plain mean squared error"
-
-
 def task_losses(cfg: RunConfig, task: str) -> tuple[TaskLoss, TaskLoss]:
-    """(training objective, plain evaluation loss) for the task: label smoothing only trains."""
+    """(training objective, plain evaluation loss) for the task (:class:`thalweg.losses.TaskLoss`):
+    label smoothing only trains."""
     eps = cfg.regularization.label_smoothing if task == "classification" else 0.0
     return TaskLoss(task, eps), TaskLoss(task)
 

@@ -26,12 +26,17 @@ __all__ = [
     "RegularizationConfig",
     "RunConfig",
     "ScheduleConfig",
+    "Section",
     "TrainConfig",
     "dump_config",
+    "from_validation_error",
     "load_config",
     "parse_config",
     "quoted_number",
+    "read_config",
     "read_config_file",
+    "safe_run_name",
+    "validate_optimizer",
 ]
 
 
@@ -44,7 +49,9 @@ class ConfigError(ValueError):
         super().__init__(f"config error: {where} = {value!r}: {problem}")
 
 
-class _Section(BaseModel):
+class Section(BaseModel):
+    """A strict config section: unknown keys, quoted numbers and inf/nan are refused."""
+
     # strict: a number in quotes ("64", "1e-3") is refused, never coerced; no inf/nan anywhere
     model_config = ConfigDict(extra="forbid", validate_assignment=True, strict=True,
                               allow_inf_nan=False)
@@ -54,7 +61,14 @@ _SEED: dict[str, Any] = {"ge": 0, "lt": 2**63}  # torch.manual_seed's range, wit
 _COUNT = 10**9  # a cap on step counts and intervals: finite, and far above any real run
 
 
-class DataConfig(_Section):
+def safe_run_name(v: str) -> str:
+    """A run name that is one plain directory name (the `name` check of every run config)."""
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}", v):
+        raise ValueError("use letters, digits, '.', '_' or '-' (it names a directory)")
+    return v
+
+
+class DataConfig(Section):
     """Which dataset, split seed and input normalization (statistics from the train split)."""
 
     name: str = "mnist1d"
@@ -63,7 +77,7 @@ class DataConfig(_Section):
     options: dict[str, Any] = Field(default_factory=dict)
 
 
-class ModelConfig(_Section):
+class ModelConfig(Section):
     """A reference model from `thalweg.models`; unset fields keep the model's own defaults."""
 
     name: Literal["linear", "mlp", "cnn1d"] = "mlp"
@@ -80,7 +94,7 @@ class ModelConfig(_Section):
         return {k: v for k, v in self.model_dump().items() if k != "name" and v is not None}
 
 
-class InitConfig(_Section):
+class InitConfig(Section):
     """Weight initialization rule applied before training ("default" keeps torch's), the bias
     fill, and which parameters stay at their initial values (`freeze`: name prefixes)."""
 
@@ -104,7 +118,7 @@ class OptimizerConfig(BaseModel):
         return dict(self.model_extra or {})
 
 
-class ScheduleConfig(_Section):
+class ScheduleConfig(Section):
     """Learning-rate schedule over optimizer steps; its peak is the optimizer's `lr`."""
 
     name: Literal["constant", "cosine", "warmup_cosine", "step", "exponential", "polynomial"] = (
@@ -117,7 +131,7 @@ class ScheduleConfig(_Section):
     power: float = Field(default=1.0, gt=0.0, le=100.0)
 
 
-class EarlyStoppingConfig(_Section):
+class EarlyStoppingConfig(Section):
     """Stop when the best-metric has not improved for `patience` evaluations."""
 
     enabled: bool = True
@@ -125,7 +139,7 @@ class EarlyStoppingConfig(_Section):
     min_delta: float = Field(default=0.0, ge=0.0)
 
 
-class RegularizationConfig(_Section):
+class RegularizationConfig(Section):
     """Explicit penalties, label smoothing, mixup, gradient clipping and early stopping."""
 
     label_smoothing: float = Field(default=0.0, ge=0.0, lt=1.0)
@@ -137,7 +151,7 @@ class RegularizationConfig(_Section):
     early_stopping: EarlyStoppingConfig = Field(default_factory=EarlyStoppingConfig)
 
 
-class TrainConfig(_Section):
+class TrainConfig(Section):
     """Epochs, batching, seeds, evaluation/checkpoint intervals and the non-finite guard."""
 
     epochs: int = Field(default=20, ge=1, le=10**6)
@@ -156,7 +170,7 @@ class TrainConfig(_Section):
     max_rollbacks: int = Field(default=1, ge=0, le=10**4)
 
 
-class DiagnosticsConfig(_Section):
+class DiagnosticsConfig(Section):
     """What to record beyond losses: per-layer monitors (if available), figures, report."""
 
     monitors: bool = False
@@ -164,7 +178,7 @@ class DiagnosticsConfig(_Section):
     report: bool = True
 
 
-class RunConfig(_Section):
+class RunConfig(Section):
     """The whole run: `runs/<name>/` under `out_dir`, and one section per pipeline stage."""
 
     name: str = "default"
@@ -180,10 +194,8 @@ class RunConfig(_Section):
 
     @field_validator("name")
     @classmethod
-    def _safe_name(cls, v: str) -> str:
-        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}", v):
-            raise ValueError("use letters, digits, '.', '_' or '-' (it names a directory)")
-        return v
+    def _check_name(cls, v: str) -> str:
+        return safe_run_name(v)
 
     def run_dir(self) -> Path:
         return Path(self.out_dir) / self.name
@@ -249,26 +261,26 @@ report = true
 """
 
 
-def _validate_optimizer(cfg: RunConfig) -> None:
-    """Check optimizer name and hyperparameters against the registry schema."""
+def validate_optimizer(opt: OptimizerConfig, section: str = "optimizer") -> None:
+    """Check an optimizer section's name and hyperparameters against the registry schema
+    (errors name `section`: `[optimizer]` for the trainer, `[outer]` for meta runs)."""
     from thalweg.optim import registry
 
-    opt = cfg.optimizer
     try:
         info = registry.get(opt.name)
     except ValueError as e:
-        raise ConfigError("optimizer", "name", opt.name, str(e)) from None
+        raise ConfigError(section, "name", opt.name, str(e)) from None
     for key, value in opt.hyperparameters().items():
         try:
             hp = info.hyperparameter(key)
         except KeyError:
             known = ", ".join(h.name for h in info.hyperparameters)
             raise ConfigError(
-                "optimizer", key, value, f"{info.name} has no such hyperparameter; it takes: {known}"
+                section, key, value, f"{info.name} has no such hyperparameter; it takes: {known}"
             ) from None
         problem = _check_hparam(hp, value)
         if problem:
-            raise ConfigError("optimizer", key, value, problem)
+            raise ConfigError(section, key, value, problem)
 
 
 def _check_hparam(hp: Any, value: Any) -> str | None:
@@ -295,7 +307,9 @@ def quoted_number(value: Any) -> bool:
     return bool(value.strip())
 
 
-def _from_validation_error(err: ValidationError, raw: dict[str, Any]) -> ConfigError:
+def from_validation_error(err: ValidationError) -> ConfigError:
+    """pydantic's first error as one ConfigError naming section, field and value (and how
+    many more errors there are)."""
     first = err.errors()[0]
     loc = [str(p) for p in first["loc"]]
     section = ".".join(loc[:-1])
@@ -321,9 +335,9 @@ def parse_config(data: dict[str, Any], *, check_optimizer: bool = True) -> RunCo
     try:
         cfg = RunConfig.model_validate(data)
     except ValidationError as e:
-        raise _from_validation_error(e, data) from None
+        raise from_validation_error(e) from None
     if check_optimizer:
-        _validate_optimizer(cfg)
+        validate_optimizer(cfg.optimizer)
         _validate_combinations(cfg)
     return cfg
 
@@ -361,16 +375,27 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
         raise ConfigError("", "config", str(p), f"not valid TOML: {e}") from None
 
 
-def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> RunConfig:
-    """Read a TOML config (or the embedded default when `path` is None) and validate it."""
-    data = tomllib.loads(DEFAULT_TOML) if path is None else read_config_file(path)
+def read_config(path: str | Path | None, default: str,
+                overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The TOML at `path` (or the text `default` when `path` is None) as a dict, with dotted
+    overrides applied ("train.epochs" -> data["train"]["epochs"]); what `thalweg train` and
+    `thalweg meta` read before validating."""
+    data = tomllib.loads(default) if path is None else read_config_file(path)
     for key, value in (overrides or {}).items():
         *parents, leaf = key.split(".")
         node = data
-        for part in parents:
+        for i, part in enumerate(parents):
             node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                where = ".".join(parents[:i])
+                raise ConfigError(where, part, node, f"is not a table, so {key} cannot be set")
         node[leaf] = value
-    return parse_config(data)
+    return data
+
+
+def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> RunConfig:
+    """Read a TOML config (or the embedded default when `path` is None) and validate it."""
+    return parse_config(read_config(path, DEFAULT_TOML, overrides))
 
 
 def dump_config(cfg: RunConfig) -> str:

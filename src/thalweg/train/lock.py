@@ -115,6 +115,14 @@ class RunLock:
             with contextlib.suppress(OSError):
                 self.root.rmdir()
 
+    def takeover_note(self) -> str | None:
+        """What to tell the user when this lock was taken over from a dead process, else None."""
+        h = self.took_over
+        if not h:
+            return None
+        return (f"took over the lock left in {self.root} by pid {h.get('pid')} on {h.get('host')} "
+                f"(started {h.get('started')}), which is no longer running")
+
     def __enter__(self) -> RunLock:
         return self.acquire()
 

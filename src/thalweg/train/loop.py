@@ -6,7 +6,8 @@ Per checkpoint: everything needed to continue bitwise identically (weights, opti
 position, every RNG, counters). Non-finite steps are skipped; K in a row roll back to the last
 good checkpoint with a lower lr; if that fails too, the run stops naming what blew up. The
 run is assembled by :func:`~thalweg.train.build.build_run`; starting and resuming (locks,
-checkpoint choice, best.pt recovery) live in :mod:`thalweg.train.session`.
+checkpoint choice, best.pt recovery) live in :mod:`thalweg.train.session`, each record (train
+window, validation, best.pt, early stopping) in :mod:`thalweg.train.validation`.
 """
 
 from __future__ import annotations
@@ -17,16 +18,16 @@ import time
 from typing import Any
 
 import torch
+from rich.markup import escape
 from torch import nn
 
 from thalweg import regularize as R
-from thalweg.train import distributed
+from thalweg.train import distributed, validation
 from thalweg.train.build import build_run
 from thalweg.train.checkpoint import (
     BackgroundWriter,
     CheckpointManager,
     kill_point,
-    save_generation,
     snapshot,
 )
 from thalweg.train.components import evaluate
@@ -186,7 +187,7 @@ class Trainer:
 
     def warn(self, msg: str) -> None:
         self.warnings.append(msg)
-        self.view.notice(f"[yellow]warning:[/] {msg}")
+        self.view.notice(f"[yellow]warning:[/] {escape(msg)}")  # "[train] …" is text, not markup
 
     # ----- one step ----------------------------------------------------------------------
     def _loss(self, xb: torch.Tensor, yb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, Any]:
@@ -312,59 +313,9 @@ class Trainer:
         return evaluate(model or self.model, x, y, self.eval_loss.per_sample, self.classify,
                         self.cfg.train.eval_batch_size)
 
-    def _log_train(self, lr: float) -> dict[str, Any]:
-        self._fold()
-        w = {k: v.item() for k, v in self.w.items()}
-        rec: dict[str, Any] = {"step": self.state.step,
-                               "epoch": round(self.state.step / self.steps_per_epoch, 4), "lr": lr}
-        if w["steps"]:
-            if self.ctx.enabled:
-                t = torch.tensor([w["loss"], w["correct"], w["count"]], dtype=torch.float64)
-                w["loss"], w["correct"], w["count"] = self.ctx.all_reduce_sum(t).tolist()
-            rec["train_loss"] = w["loss"] / w["count"]
-            if self.classify:
-                rec["train_accuracy"] = w["correct"] / w["count"]
-            rec["grad_norm"] = w["gnorm"] / w["steps"]
-        self._zero_window()
-        return rec
-
     def better(self, value: float, than: float | None) -> bool:
         sign = 1.0 if self.best_metric == "val_accuracy" else -1.0
         return than is None or sign * (value - than) > 0
-
-    def _eval_and_keep_best(self, rec: dict[str, Any]) -> None:
-        res = self.evaluate(self.splits.x_val, self.splits.y_val)
-        res = self.ctx.broadcast(res)
-        rec["val_loss"] = res["loss"]
-        if "accuracy" in res:
-            rec["val_accuracy"] = res["accuracy"]
-        s = self.state
-        s.last_eval_step = s.step
-        value = rec[self.best_metric]
-        # a model whose val loss or weights are not finite is never best, whatever its accuracy
-        finite = math.isfinite(value) and math.isfinite(res["loss"]) and \
-            all(bool(torch.isfinite(p).all()) for p in self.params)
-        if finite and self.better(value, s.best_value):
-            s.best_value, s.best_step = value, s.step
-            if self.main:
-                best = snapshot({"model": self.model.state_dict(), "step": s.step,
-                                 "metric": self.best_metric, "value": value,
-                                 "config": self.cfg.model_dump(mode="json"),
-                                 "config_hash": config_hash(self.cfg)})
-                self.writer.submit(save_generation, best, self.paths.best, self.paths.best_prev,
-                                   rotate=self.best_ok)
-                self.best_ok = True
-        if self.early.step(value) and self.cfg.regularization.early_stopping.enabled:
-            s.stopped = "early_stopping"
-
-    def _record(self, evaluate: bool) -> None:
-        lr = self.opt.param_groups[0]["lr"]
-        rec = self._log_train(lr)
-        if evaluate:
-            self._eval_and_keep_best(rec)
-        rec["seconds"] = round(self.state.elapsed + time.perf_counter() - self._start, 3)
-        self.log.write(rec)
-        self.view.update(rec)
 
     # ----- the loop ----------------------------------------------------------------------
     def train(self) -> None:
@@ -379,7 +330,7 @@ class Trainer:
             if s.stopped is None:
                 s.stopped = "completed"
             if s.last_eval_step != s.step:
-                self._record(evaluate=True)
+                validation.record(self, evaluate=True)
             self.save()
             self.sync_writes()
         finally:
@@ -394,7 +345,7 @@ class Trainer:
             end = self.loader.position == self.steps_per_epoch
             ev = (step % t.eval_every == 0) if t.eval_every else end
             if ev or step % t.log_every == 0:
-                self._record(evaluate=ev)
+                validation.record(self, evaluate=ev)
             else:
                 self.view.advance()
             if self.state.stopped is not None:

@@ -10,23 +10,23 @@ error is a :class:`~thalweg.train.config.ConfigError` naming the section and fie
 from __future__ import annotations
 
 import math
-import tomllib
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any, Literal
 
 import tomli_w
 from pydantic import Field, ValidationError, field_validator
 
 from thalweg import meta as M
+from thalweg.losses import TaskLoss
 from thalweg.train.config import (
     ConfigError,
     ModelConfig,
     OptimizerConfig,
-    RunConfig,
-    _from_validation_error,
-    _Section,
-    _validate_optimizer,
+    Section,
+    from_validation_error,
+    read_config,
+    safe_run_name,
+    validate_optimizer,
 )
 
 __all__ = ["META_DEFAULT_TOML", "METHODS", "MetaRunConfig", "build_tasks", "dump_meta_config",
@@ -37,7 +37,7 @@ METHODS = ("maml", "fomaml", "reptile", "pretrained", "oracle")  # the default l
 Method = Literal["maml", "fomaml", "reptile", "pretrained", "oracle", "scratch"]
 
 
-class TaskConfig(_Section):
+class TaskConfig(Section):
     """The task distribution: sinusoid regression or N-way K-shot classification."""
 
     name: Literal["sinusoid", "fewshot"] = "sinusoid"
@@ -62,7 +62,7 @@ class TaskConfig(_Section):
         return tuple(v) if isinstance(v, list) else v
 
 
-class InnerConfig(_Section):
+class InnerConfig(Section):
     """The inner loop: steps of an elementwise optimizer (plain SGD by default) per task."""
 
     steps: int = Field(default=1, ge=0)
@@ -72,7 +72,7 @@ class InnerConfig(_Section):
     options: dict[str, Any] = Field(default_factory=dict)
 
 
-class OverrideConfig(_Section):
+class OverrideConfig(Section):
     """Per-method settings that replace the shared ones (Reptile wants more inner steps)."""
 
     inner_steps: int | None = Field(default=None, ge=0)
@@ -81,7 +81,7 @@ class OverrideConfig(_Section):
     iterations: int | None = Field(default=None, ge=1)
 
 
-class MetaConfig(_Section):
+class MetaConfig(Section):
     """Which methods, how long, how evaluated, how checkpointed."""
 
     methods: list[Method] = Field(default_factory=lambda: list(METHODS), min_length=1)
@@ -110,7 +110,7 @@ class MetaConfig(_Section):
         return v
 
 
-class MetaRunConfig(_Section):
+class MetaRunConfig(Section):
     """The whole meta-learning run: `runs/<name>/` under `out_dir`."""
 
     name: str = "meta"
@@ -122,7 +122,10 @@ class MetaRunConfig(_Section):
     meta: MetaConfig = Field(default_factory=MetaConfig)
     overrides: dict[Method, OverrideConfig] = Field(default_factory=dict)
 
-    _safe_name = field_validator("name")(RunConfig._safe_name.__func__)  # type: ignore[attr-defined]
+    @field_validator("name")
+    @classmethod
+    def _check_name(cls, v: str) -> str:
+        return safe_run_name(v)
 
     def run_dir(self) -> Path:
         return Path(self.out_dir) / self.name
@@ -197,13 +200,10 @@ def parse_meta_config(data: dict[str, Any]) -> MetaRunConfig:
     try:
         cfg = MetaRunConfig.model_validate(data)
     except ValidationError as e:
-        raise _from_validation_error(e, data) from None
+        raise from_validation_error(e) from None
     from thalweg.optim import registry
 
-    try:  # the trainer's optimizer check, reported under [outer]
-        _validate_optimizer(SimpleNamespace(optimizer=cfg.outer))  # type: ignore[arg-type]
-    except ConfigError as e:
-        raise ConfigError("outer", e.field, e.value, e.problem) from None
+    validate_optimizer(cfg.outer, "outer")  # the trainer's optimizer check, under [outer]
     info = registry.get(cfg.outer.name)
     if info.needs_closure or info.needs_model:
         raise ConfigError("outer", "name", cfg.outer.name, "the outer optimizer must take plain "
@@ -217,32 +217,7 @@ def parse_meta_config(data: dict[str, Any]) -> MetaRunConfig:
 def load_meta_config(path: str | Path | None = None,
                      overrides: dict[str, Any] | None = None) -> MetaRunConfig:
     """Read a TOML config (or the embedded default when `path` is None) and validate it."""
-    return parse_meta_config(_read_toml(path, META_DEFAULT_TOML, overrides))
-
-
-def _read_toml(path: str | Path | None, default: str,
-               overrides: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The file's TOML (or `default`) with dotted-key overrides ("meta.iterations").
-
-    The same steps as `thalweg.train.config.load_config`; kept here (not in config.py, which the
-    trainer's owner is reworking) until the lead merges them into one helper there."""
-    if path is None:
-        data = tomllib.loads(default)
-    else:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError("", "config", str(p), "no such file")
-        try:
-            data = tomllib.loads(p.read_text(encoding="utf-8"))
-        except tomllib.TOMLDecodeError as e:
-            raise ConfigError("", "config", str(p), f"not valid TOML: {e}") from None
-    for key, value in (overrides or {}).items():
-        *parents, leaf = key.split(".")
-        node = data
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = value
-    return data
+    return parse_meta_config(read_config(path, META_DEFAULT_TOML, overrides))
 
 
 def dump_meta_config(cfg: MetaRunConfig) -> str:
@@ -307,7 +282,7 @@ def make_learner(cfg: MetaRunConfig, method: str, tasks: dict[str, Any]) -> M.Me
         model = build_model(cfg.model.name, in_shape, d.out_features, **cfg.model.kwargs())
     except (ValueError, TypeError) as e:
         raise ConfigError("model", cfg.model.name, cfg.model.kwargs(), str(e)) from None
-    loss = "mse" if d.task == "regression" else "cross_entropy"
+    loss = TaskLoss(d.task)
     inner = cfg.inner.optimizer if (cfg.inner.optimizer != "sgd" or cfg.inner.options) else None
     kw: dict[str, Any] = {"inner_steps": cfg.setting(method, "inner_steps"),
                           "inner_lr": cfg.setting(method, "inner_lr"),

@@ -1,36 +1,40 @@
 """`thalweg meta [CONFIG.toml]`: meta-train each method of a config on one task distribution,
 keep each method's best weights on meta-validation tasks, and write the adaptation table.
 
-The run directory is the trainer's: `config.toml`, `metrics.jsonl`, `checkpoints/` (atomic,
-checksummed, via :mod:`thalweg.train.checkpoint`), `best.pt` (every method's best weights so
-far), `figures/`, `report.html`, `summary.json`. Methods train one after another from the
-same initialization on the same episodes (each a pure function of (seed, iteration)); a
-checkpoint holds the phase, the learner, the outer optimizer, every RNG and the metrics
+The run directory is the trainer's, with its rules: a lock while a process owns it (a second
+one fails at once naming the holder), a fresh `<name>-2` rather than a replaced run unless
+`--overwrite`, `config.toml`, `metrics.jsonl` (strict JSON), `checkpoints/` (atomic,
+checksummed), `best.pt` (every method's best weights so far) and `best.prev.pt` (the
+generation before), `figures/`, `report.html`, `summary.json`. Methods train one after another
+from the same initialization on the same episodes (each a pure function of (seed, iteration));
+a checkpoint holds the phase, the learner, the outer optimizer, every RNG and the metrics
 position, so a run killed at any moment resumes bitwise identically.
 """
 
 from __future__ import annotations
 
-import json
 import math
-import shutil
 import time
-import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
+from rich.markup import escape
 
 from thalweg import meta as M
 from thalweg.train.checkpoint import (
     BackgroundWriter,
+    CheckpointError,
     CheckpointManager,
     kill_point,
+    load_checkpoint,
     save_checkpoint,
+    save_generation,
     snapshot,
 )
 from thalweg.train.config import ConfigError
+from thalweg.train.lock import RunLock, RunLockedError, claim_run_dir, clear_run, holds_run
 from thalweg.train.meta_config import (
     MetaRunConfig,
     build_tasks,
@@ -39,19 +43,29 @@ from thalweg.train.meta_config import (
     make_learner,
     parse_meta_config,
 )
+from thalweg.train.meta_report import finish
 from thalweg.train.progress import ProgressView
-from thalweg.train.runs import MetricsLog, RunPaths, read_metrics, write_atomic
+from thalweg.train.resume import ConfigChangedError, config_diff
+from thalweg.train.runs import (
+    MetricsLog,
+    RunPaths,
+    config_to_resume,
+    write_atomic,
+)
 from thalweg.train.state import capture_rng, restore_rng, seed_everything
 
 __all__ = ["MetaResult", "MetaRun", "register", "run_meta"]
 
-_STREAM_TRAIN, _STREAM_VAL, _STREAM_TEST = 0, 1, 2
+_STREAM_TRAIN, _STREAM_VAL = 0, 1  # episode streams; meta_report.STREAM_TEST is 2
+
+
 @dataclass
 class MetaResult:
     """Where the run is, and its summary (the adaptation table)."""
 
     run_dir: Path
     summary: dict[str, Any]
+    warnings: list[str] = field(default_factory=list)
 
 
 class MetaRun:
@@ -59,9 +73,12 @@ class MetaRun:
 
     def __init__(self, cfg: MetaRunConfig, *, resume: bool = False, quiet: bool = False,
                  overwrite: bool = False) -> None:
-        self.cfg, m = cfg, cfg.meta
-        self.paths = RunPaths(cfg.run_dir())
+        m = cfg.meta
         self.view = ProgressView(enabled=not quiet)
+        self.warnings: list[str] = []
+        self.writer = BackgroundWriter()
+        self.lock: RunLock | None = None
+        self.log = MetricsLog(RunPaths(cfg.run_dir()).metrics)  # opened once the run is claimed
         dev = m.device if m.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
         if dev == "cuda" and not torch.cuda.is_available():
             raise ConfigError("meta", "device", "cuda", "no CUDA device is available")
@@ -72,59 +89,102 @@ class MetaRun:
         self.regression = self.tasks["train"].task == "regression"
         self.measure = None if self.regression else M.accuracy
         self.val = self.tasks["val"].sample(m.val_tasks, M.episode_seed(m.seed, _STREAM_VAL, 0)).to(dev)
-        self.ckpts = CheckpointManager(self.paths.checkpoints, keep=m.keep_checkpoints)
-        self.writer = BackgroundWriter()
-        self.log = MetricsLog(self.paths.metrics)
         self.s: dict[str, Any] = {"phase": 0, "iteration": 0, "step": 0, "best": {}, "window": [0.0, 0],
                                   "skipped": 0, "streak": 0, "seconds": {}}
         self.best_weights: dict[str, Any] = {}
         self.final_weights: dict[str, Any] = {}
+        self.best_ok = False  # best.pt on disk is known to be this run's (so it may become best.prev.pt)
         self.learner: M.MetaLearner | None = None
         self.opt: Any = None
-        if resume:
-            self._resume()
-        else:
-            self._fresh(overwrite)
+        try:  # the trainer's rules: one process per run, a fresh name rather than a replaced run
+            self.lock, note = claim_run_dir(cfg.run_dir(), overwrite=overwrite, resume=resume)
+            if (took := self.lock.takeover_note()) is not None:
+                self.view.notice(took)
+            self.cfg = cfg.model_copy(update={"name": self.lock.root.name})
+            self.paths = RunPaths(self.lock.root)
+            self.ckpts = CheckpointManager(self.paths.checkpoints, keep=m.keep_checkpoints)
+            self.log = MetricsLog(self.paths.metrics)
+            if note:
+                self.warn(note)
+            if resume:
+                self._resume()
+            else:
+                self._fresh(overwrite)
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        """Finish the disk writes, close the log, release the run directory."""
+        self.writer.close()
+        self.log.close()
+        if self.lock is not None:
+            self.lock.release()
+
+    def warn(self, msg: str) -> None:
+        self.warnings.append(msg)
+        self.view.notice(f"[yellow]warning:[/] {escape(msg)}")  # "[train] …" is text, not markup
 
     # ----- run directory -----------------------------------------------------------------
     def _fresh(self, overwrite: bool) -> None:
         root = self.paths.root
-        held = [p for p in (self.paths.checkpoints, self.paths.metrics, self.paths.summary) if p.exists()]
-        if held and not overwrite:
-            raise FileExistsError(f"{root} already holds a run ({held[0].name}); `--resume {root}` "
-                                  "continues it, `--overwrite` replaces it")
-        if held:
+        if overwrite and holds_run(root):
             self.view.notice(f"replacing the run in {root} (--overwrite)")
-            shutil.rmtree(self.paths.checkpoints, ignore_errors=True)
-            for p in (self.paths.best, self.paths.summary, self.paths.report):
-                p.unlink(missing_ok=True)
-        root.mkdir(parents=True, exist_ok=True)
+            clear_run(root)
         write_atomic(self.paths.config, dump_meta_config(self.cfg))
         self.log.open()
 
     def _resume(self) -> None:
+        """Continue from the newest checkpoint that verifies and was written with this config;
+        damaged ones are set aside with a warning, as the trainer does."""
         self.ckpts.remove_stale_temps()
-        for tmp in self.paths.root.glob(".best.pt.tmp-*"):  # a best.pt write that was killed
+        for tmp in self.paths.root.glob(".best*.pt.tmp-*"):  # a best.pt write that was killed
             tmp.unlink(missing_ok=True)
         latest = self.ckpts.load_latest()
         for path, why in self.ckpts.skipped:
-            self.view.notice(f"[yellow]warning:[/] skipped damaged checkpoint {path.name}: {why}")
+            where = self.ckpts.set_aside(path).relative_to(self.paths.root)
+            self.warn(f"skipped damaged checkpoint {path.name}: {why} (moved to {where})")
         if latest is None:
-            self.view.notice(f"[yellow]warning:[/] no usable checkpoint in {self.paths.checkpoints}; "
-                             "starting from scratch")
+            self.warn(f"no usable checkpoint in {self.paths.checkpoints}; starting from scratch")
+            old = self.paths.metrics
+            if old.is_file() and old.stat().st_size:
+                old.replace(old.with_name("metrics.before-restart.jsonl"))
             self.log.open()
             return
         path, st = latest
+        changes = config_diff(st["config"], self.cfg.model_dump(mode="json"))
+        if changes:
+            raise ConfigChangedError(str(self.paths.config), path.name, changes, hint=(
+                "Put the old values back to continue, or start a new run (another --name)"))
         self.s, self.best_weights = dict(st["meta"]), dict(st["best_weights"])
         self.final_weights = dict(st["final_weights"])
         if st["learner"] is not None:
-            self._begin(self.method(), quiet=True)
+            self.begin(self.method(), quiet=True)
             assert self.learner is not None
             self.learner.load_state_dict(st["learner"])
             self.opt.load_state_dict(st["optimizer"])
         restore_rng(st["rng"])
         self.log.open(keep_lines=st["metrics_lines"])
         self.view.notice(f"resumed {self.paths.root} from {path.name} (step {self.s['step']})")
+        self._check_best()
+
+    def _best_state(self) -> dict[str, Any]:
+        return {"methods": self.best_weights, "best": self.s["best"], "config": self.cfg.model_dump(mode="json")}
+
+    def _check_best(self) -> None:
+        """best.pt after a resume: one that verifies and holds the checkpoint's best may become
+        best.prev.pt at the next write; a damaged or missing one is rewritten from the
+        checkpoint (a newer one, written after it, is rewritten by the same evaluation)."""
+        try:
+            on_disk = load_checkpoint(self.paths.best) if self.paths.best.is_file() else None
+        except CheckpointError as e:
+            self.warn(f"best.pt is damaged: {e}")
+            on_disk = None
+        if on_disk is None and self.best_weights:
+            save_checkpoint(snapshot(self._best_state()), self.paths.best)
+            self.warn(f"rebuilt best.pt from the checkpoint (step {self.s['step']})")
+            on_disk = {"best": self.s["best"]}
+        self.best_ok = on_disk is not None and on_disk.get("best") == self.s["best"]
 
     def _state(self) -> dict[str, Any]:
         lr = self.learner
@@ -144,7 +204,7 @@ class MetaRun:
     def iterations(self, method: str) -> int:
         return 0 if method == "scratch" else int(self.cfg.setting(method, "iterations"))
 
-    def _begin(self, method: str, quiet: bool = False) -> None:
+    def begin(self, method: str, quiet: bool = False) -> None:
         """Fresh learner and outer optimizer for `method`, from the run's one initialization."""
         from thalweg.optim import registry
 
@@ -215,9 +275,9 @@ class MetaRun:
             if math.isfinite(value) and better:
                 s["best"] = {**s["best"], method: {"value": value, "iteration": it, "metric": key}}
                 self.best_weights = {**self.best_weights, method: snapshot(self.learner.state_dict())}
-                self.writer.submit(save_checkpoint, snapshot({"methods": self.best_weights, "best": s["best"],
-                                                              "config": self.cfg.model_dump(mode="json")}),
-                                   self.paths.best)
+                self.writer.submit(save_generation, snapshot(self._best_state()), self.paths.best,
+                                   self.paths.best_prev, rotate=self.best_ok)
+                self.best_ok = True
         s["seconds"] = {**s["seconds"], method: s["seconds"].get(method, 0.0) + time.perf_counter() - t0}
         if rec is not None:
             rec["seconds"] = round(sum(s["seconds"].values()), 3)
@@ -247,7 +307,7 @@ class MetaRun:
             while self.s["phase"] < len(methods):
                 method = self.method()
                 if self.learner is None:
-                    self._begin(method)
+                    self.begin(method)
                 n = self.iterations(method)
                 if n == 0:  # scratch: the initialization is its best and final weights
                     assert self.learner is not None
@@ -262,79 +322,13 @@ class MetaRun:
         finally:
             self.view.stop()
 
-    # ----- the adaptation table ----------------------------------------------------------
-    def _title(self) -> str:
-        t = self.cfg.task
-        if t.name == "sinusoid":
-            return f"{t.k_shot}-shot sinusoid regression"
-        return f"{t.n_way}-way {t.k_shot}-shot {t.dataset}, held-out classes"
-
-    def finish(self) -> dict[str, Any]:
-        """Evaluate every method's best weights on the meta-test tasks; write the summary,
-        figures and report."""
-        from thalweg.meta import plots
-
-        m, table, fits = self.cfg.meta, {}, {}
-        test = self.tasks["test"].sample(m.test_tasks, M.episode_seed(m.seed, _STREAM_TEST, 0)).to(self.device)
-        grid = fit_ep = None
-        if self.regression:
-            lo, hi = self.cfg.task.x_range
-            grid = torch.linspace(lo, hi, 200)
-            few = test.select(slice(0, m.fit_tasks))
-            gx = grid.view(1, -1, 1).expand(len(few), -1, -1).to(self.device)
-            fit_ep = M.Episode(few.support_x, few.support_y, gx, torch.zeros_like(gx), few.info)
-        fit_steps = sorted({0, min(1, m.adapt_steps), m.adapt_steps})
-        for method in m.methods:
-            self.s["phase"] = m.methods.index(method)
-            self._begin(method, quiet=True)
-            assert self.learner is not None
-            self.learner.load_state_dict(self.best_weights[method])
-            oracle = method == "oracle"
-            ep = M.Sinusoid.with_descriptors(test) if oracle else test
-            curves = self.learner.evaluate(ep, 0 if oracle else m.adapt_steps, self.measure)
-            table[method] = M.adaptation_table(curves.expand(-1, m.adapt_steps + 1) if oracle else curves)
-            if fit_ep is not None and not oracle:
-                pred = self.learner.evaluate(fit_ep, m.adapt_steps, lambda out, y: out)
-                fits[method] = pred[:, fit_steps, :, 0].cpu()
-        self.s["phase"], self.learner, self.opt = len(m.methods), None, None
-        metric = "query_mse" if self.regression else "query_accuracy"
-        summary = {"task": self.cfg.task.name, "metric": metric, "test_tasks": m.test_tasks,
-                   "adaptation": table, "best": self.s["best"], "skipped_steps": self.s["skipped"],
-                   "seconds": {k: round(v, 2) for k, v in self.s["seconds"].items()}}
-        write_atomic(self.paths.summary, json.dumps(summary, indent=2) + "\n")
-        figs: list[Path] = []
-        if m.figures:
-            label = "query MSE (mean over test tasks)" if self.regression else "query accuracy"
-            figs.append(plots.plot_adaptation(table, self.paths.figures / "adaptation.png", ylabel=label,
-                                              logy=self.regression,
-                                              title=f"{self._title()}: {m.test_tasks} meta-test tasks"))
-            key = "val_mse" if self.regression else "val_accuracy"
-            p = plots.plot_meta_training(read_metrics(self.paths.metrics), key,
-                                         self.paths.figures / "meta_training.png", ylabel=key,
-                                         logy=self.regression)
-            figs += [p] if p else []
-            if fits and fit_ep is not None and grid is not None:
-                few = test.select(slice(0, m.fit_tasks))
-                truth = M.Sinusoid.function(grid.view(1, -1, 1), few.info["amplitude"].cpu(),
-                                            few.info["phase"].cpu())[..., 0]
-                figs.append(plots.plot_fits(grid, truth, (few.support_x[..., 0].cpu(), few.support_y[..., 0].cpu()),
-                                            fits, fit_steps, self.paths.figures / "fits.png"))
-        plots.write_report(self.paths.report, f"thalweg meta {self.cfg.name}", summary, figs,
-                           dump_meta_config(self.cfg))
-        return summary
-
 
 def run_meta(config: MetaRunConfig | dict[str, Any] | str | Path | None = None, *,
              resume: str | Path | None = None, quiet: bool = False, overwrite: bool = False) -> MetaResult:
     """Run `thalweg meta` from a config (object, dict, TOML path or None for the default), or
     continue the run directory `resume` from its newest good checkpoint."""
     if resume is not None:
-        run_dir = Path(resume)
-        cfg_path = RunPaths(run_dir).config
-        if not cfg_path.is_file():
-            raise FileNotFoundError(f"cannot resume {run_dir}: no config.toml there")
-        cfg = parse_meta_config(tomllib.loads(cfg_path.read_text()))
-        cfg = cfg.model_copy(update={"out_dir": str(run_dir.parent), "name": run_dir.name})
+        cfg = config_to_resume(resume, parse_meta_config)
     elif isinstance(config, MetaRunConfig):
         cfg = config
     else:
@@ -346,17 +340,17 @@ def run_meta(config: MetaRunConfig | dict[str, Any] | str | Path | None = None, 
     try:
         run = MetaRun(cfg, resume=resume is not None, quiet=quiet, overwrite=overwrite)
         run.train()
-        summary = run.finish()
-        return MetaResult(run.paths.root, summary)
+        summary = finish(run)
+        return MetaResult(run.paths.root, summary, run.warnings)
     finally:
         if run is not None:
-            run.writer.close()
-            run.log.close()
+            run.close()
         torch.set_num_threads(threads)
 
 
 def register(app: Any) -> None:
-    """`thalweg meta [CONFIG] [--resume RUN] [--print-config] …`."""
+    """`thalweg meta [CONFIG] [--resume RUN] [--print-config] …`; exit codes as `thalweg train`:
+    2 a bad config or a run in use, 3 a non-finite meta-loss, 4 the disk refused a write."""
     import typer
 
     @app.command("meta")
@@ -367,7 +361,8 @@ def register(app: Any) -> None:
         name: str | None = typer.Option(None, "--name", help="Override the run name (runs/<name>)."),
         out_dir: str | None = typer.Option(None, "--out-dir", help="Override the directory that holds runs."),
         iterations: int | None = typer.Option(None, "--iterations", help="Override meta.iterations."),
-        overwrite: bool = typer.Option(False, "--overwrite", help="Replace a run already in runs/<name>."),
+        overwrite: bool = typer.Option(
+            False, "--overwrite", help="Replace the run in runs/<name> (else a new name is picked)."),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or messages."),
     ) -> None:
         """Meta-learning: MAML, first-order MAML, Reptile vs a pretrained baseline (10-shot
@@ -381,17 +376,24 @@ def register(app: Any) -> None:
                                        "meta.iterations": iterations}.items() if v is not None}
         try:
             if resume is not None:
-                if config is not None or overrides:
+                if config is not None or overrides or overwrite:
                     raise ConfigError("", "--resume", str(resume), "takes the config from the run directory")
                 result = run_meta(resume=resume, quiet=quiet)
             else:
                 result = run_meta(load_meta_config(config, overrides), quiet=quiet, overwrite=overwrite)
-        except (ConfigError, FileNotFoundError, FileExistsError) as e:
+        except (ConfigError, FileNotFoundError, CheckpointError) as e:
             typer.echo(str(e), err=True)
+            raise typer.Exit(2) from None
+        except RunLockedError as e:
+            typer.echo(f"error: {e}", err=True)
             raise typer.Exit(2) from None
         except FloatingPointError as e:
             typer.echo(f"error: {e}", err=True)
             raise typer.Exit(3) from None
+        except OSError as e:  # the disk refused: the path and the OS error, nothing lost
+            typer.echo(f"error: {e}\nnothing written before this was lost; fix the disk, then "
+                       "`thalweg meta --resume RUN` continues the run", err=True)
+            raise typer.Exit(4) from None
         s = result.summary
         typer.echo(f"run: {result.run_dir}  (report: {result.run_dir / 'report.html'})")
         steps = next(iter(s["adaptation"].values()))["steps"]

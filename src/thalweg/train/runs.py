@@ -13,20 +13,24 @@ import json
 import math
 import os
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
+from pydantic import BaseModel
 from torch import nn
 
 from thalweg.train.checkpoint import CheckpointError, CheckpointManager, disk_error, load_checkpoint
 from thalweg.train.config import RunConfig, parse_config, read_config_file
 
 __all__ = [
-    "LoadedRun", "MetricsLog", "RunPaths", "RunResult", "dumps", "jsonable", "load_run",
-    "read_metrics", "write_atomic",
+    "LoadedRun", "MetricsLog", "RunPaths", "RunResult", "config_to_resume", "dumps", "jsonable",
+    "load_run", "read_metrics", "write_atomic",
 ]
+
+C = TypeVar("C", bound=BaseModel)
 
 
 def write_atomic(path: Path, text: str) -> None:
@@ -108,6 +112,16 @@ class RunPaths:
     @property
     def summary(self) -> Path:
         return self.root / "summary.json"
+
+
+def config_to_resume(run_dir: str | Path, parse: Callable[[dict[str, Any]], C]) -> C:
+    """The config.toml of the run in `run_dir`, validated by `parse` and placed where the run is
+    now (a moved or renamed run resumes in place): how `thalweg train` and `thalweg meta` resume."""
+    root = Path(run_dir)
+    path = RunPaths(root).config
+    if not path.is_file():
+        raise FileNotFoundError(f"cannot resume {root}: no config.toml there")
+    return parse(read_config_file(path)).model_copy(update={"out_dir": str(root.parent), "name": root.name})
 
 
 class MetricsLog:

@@ -59,10 +59,8 @@ def claim(tr: Trainer, *, overwrite: bool, resume: bool) -> Path:
         raise error
     if answer[0] == "error":
         raise RuntimeError(answer[1])
-    if tr.main and tr.lock.took_over:
-        h = tr.lock.took_over
-        tr.view.notice(f"took over the lock left in {tr.lock.root} by pid {h.get('pid')} on "
-                       f"{h.get('host')} (started {h.get('started')}), which is no longer running")
+    if tr.main and (took := tr.lock.takeover_note()) is not None:
+        tr.view.notice(took)
     tr.claim_note = answer[2]  # said once the run is built (a refused config takes no name)
     return Path(answer[1])
 
@@ -72,6 +70,8 @@ def start(tr: Trainer, *, resume: bool, overwrite: bool, allow_config_change: bo
     if tr.claim_note:
         tr.warn(tr.claim_note)
     tr.view.print(f"estimate: {tr.parts.estimate.describe()}")
+    for note in tr.parts.notes:
+        tr.warn(note)
     if resume:
         _resume(tr, allow_config_change)
     elif tr.main:
