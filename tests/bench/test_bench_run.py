@@ -7,10 +7,12 @@ import json
 import math
 
 import pytest
+import torch
 
 from thalweg.bench.api import run_bench
 from thalweg.bench.results import read_results
-from thalweg.bench.suites import BenchConfig
+from thalweg.bench.suites import BenchConfig, BenchConfigError
+from thalweg.optim import registry
 
 
 def _strict(path):
@@ -24,13 +26,37 @@ def _choice(value):
     return [{"name": "lr", "kind": "choice", "choices": [value]}]
 
 
-def test_failing_trials_are_recorded_and_the_bench_finishes(tmp_path):
+class _Crashy(torch.optim.SGD):
+    """An optimizer that passes every check and fails at its first step, as a buggy one does."""
+
+    def step(self, closure=None):
+        raise RuntimeError("crashy: the update kernel failed")
+
+
+def _register_crashy(monkeypatch):
+    registry.names()  # load the providers first
+    info = registry.OptimizerInfo(name="crashy", factory=_Crashy,
+                                  hyperparameters=(registry.Hyperparameter("lr", 0.1, low=0.0),))
+    monkeypatch.setitem(registry._REGISTRY, "crashy", info)
+
+
+def test_a_submission_with_a_bad_fixed_value_is_refused_before_any_trial(tmp_path):
+    cfg = BenchConfig(name="bad", workloads=["rosenbrock"], trials=1, studies=1, seeds=1,
+                      optimizers=["broken"],
+                      submissions={"broken": {"optimizer": "sgd", "fixed": {"momentum": 2.0}}})
+    with pytest.raises(BenchConfigError, match="momentum"):
+        run_bench(cfg, out_dir=tmp_path, workers=0, quiet=True)
+    assert not list(tmp_path.rglob("results.jsonl"))
+
+
+def test_failing_trials_are_recorded_and_the_bench_finishes(tmp_path, monkeypatch):
+    _register_crashy(monkeypatch)
     cfg = BenchConfig(
         name="faults", workloads=["rosenbrock", "linreg"], trials=1, studies=1, seeds=1,
         sensitivity_points=2, sensitivity_seeds=1, optimizers=["sgd", "blowup", "broken"],
         submissions={
             "blowup": {"optimizer": "sgd", "space": _choice(1e3)},  # diverges at once
-            "broken": {"optimizer": "sgd", "fixed": {"momentum": 2.0}, "space": _choice(1e-3)},
+            "broken": {"optimizer": "crashy", "space": _choice(1e-3)},
         },
         targets={"rosenbrock": 1e-2, "linreg": 1e-3},
         budgets={"rosenbrock": {"steps": 100}, "linreg": {"steps": 200, "max_seconds": 1e-4}},
@@ -42,7 +68,7 @@ def test_failing_trials_are_recorded_and_the_bench_finishes(tmp_path):
     assert by[("rosenbrock", "blowup", "tune")]["status"] == "diverged"
     assert by[("rosenbrock", "blowup", "tune")]["reached"] is False
     broken = by[("rosenbrock", "broken", "tune")]
-    assert broken["status"] == "crashed" and "momentum" in broken["error"]
+    assert broken["status"] == "crashed" and "update kernel failed" in broken["error"]
     assert all(r["status"] == "timeout" for r in recs if r["workload"] == "linreg"
                and r["submission"] == "sgd")
     ok = [r for r in recs if r["workload"] == "rosenbrock" and r["submission"] == "sgd"]

@@ -58,7 +58,7 @@ def test_mnist1d_workloads_follow_the_paper_protocol():
     assert w.metric == "val_accuracy" and w.mode == "max"
     from thalweg.train.components import prepare_data
 
-    sizes = prepare_data(w.config).sizes()
+    sizes = prepare_data(w.config)[0].sizes()
     assert sizes == {"train": 3600, "val": 400, "test": 1000}  # 4000 train (400 held out) / 1000
 
 

@@ -151,19 +151,16 @@ def deep_linear(depth: int = 3, width: int = 16, dim: int = 8) -> Workload:
 _SPLITS: dict[str, Any] = {}
 
 
-def _run_parts(cfg: Any) -> tuple[nn.Module, Any, Callable[..., torch.Tensor], Callable[..., torch.Tensor]]:
-    """(model, splits, train loss, eval loss) of a `thalweg train` config, as the trainer
-    builds them (data standardized with train statistics; the [init] rule applied)."""
-    from thalweg.train import components as C
+def _run_parts(cfg: Any) -> Any:
+    """The trainer's own `build_run` parts of a `thalweg train` config (data standardized with
+    train statistics; the [init] rule applied), with one copy of the data per worker process."""
+    from thalweg.train import build_run
+    from thalweg.train.components import prepare_data
 
     key = json.dumps(cfg.data.model_dump(mode="json"), sort_keys=True)
-    if key not in _SPLITS:  # one copy of the data per worker process
-        _SPLITS[key] = C.prepare_data(cfg)
-    splits = _SPLITS[key]
-    model = C.build_model(cfg, splits)
-    C.initialize(model, cfg, splits)
-    train_loss, eval_loss = C.loss_function(cfg, splits)
-    return model, splits, train_loss, eval_loss
+    if key not in _SPLITS:
+        _SPLITS[key] = prepare_data(cfg)
+    return build_run(cfg, device="cpu", optimizer=False, check_budget=False, data=_SPLITS[key])
 
 
 def _config_problem(cfg: Any, seed: int) -> Problem:
@@ -173,9 +170,9 @@ def _config_problem(cfg: Any, seed: int) -> Problem:
     r = cfg.regularization
     if r.mixup_alpha or r.l1 or r.l2:
         raise ValueError("bench config workloads support label smoothing and clipping, not mixup/l1/l2")
-    torch.manual_seed(seed)
-    model, splits, train_loss, eval_loss = _run_parts(cfg)
-    classify = splits.task == "classification"
+    parts = _run_parts(cfg.model_copy(update={"train": cfg.train.model_copy(update={"seed": seed})}))
+    model, splits, train_loss, eval_loss = parts.model, parts.splits, parts.loss_fn, parts.eval_loss_fn
+    classify = parts.classify
     loader = Loader(splits.x_train, splits.y_train, cfg.train.batch_size, shuffle=True, seed=seed)
 
     def batches() -> Iterator[Any]:
@@ -184,10 +181,10 @@ def _config_problem(cfg: Any, seed: int) -> Problem:
 
     def loss(batch: Any) -> torch.Tensor:
         xb, yb = batch
-        return train_loss(model(xb), yb).mean()
+        return train_loss(model(xb), yb)
 
     def on(x: torch.Tensor, y: torch.Tensor, prefix: str) -> dict[str, float]:
-        m = evaluate(model, x, y, eval_loss, classify, cfg.train.eval_batch_size)
+        m = evaluate(model, x, y, eval_loss.per_sample, classify, cfg.train.eval_batch_size)
         return {f"{prefix}_{k}": v for k, v in m.items()}
 
     return Problem(model=model, loss=loss, batches=batches(),

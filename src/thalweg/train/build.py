@@ -69,12 +69,14 @@ def as_config(config: RunConfig | dict[str, Any] | str | Path | None) -> RunConf
 
 def build_run(config: RunConfig | dict[str, Any] | str | Path | None, *,
               device: str | torch.device | None = None, rank: int = 0, world_size: int = 1,
-              optimizer: bool = True, check_budget: bool = True) -> RunParts:
+              optimizer: bool = True, check_budget: bool = True,
+              data: tuple[Any, Any] | None = None) -> RunParts:
     """Seed, load and standardize the data, estimate the cost (refusing what cannot fit),
     build and initialize the model, then the optimizer, loader, schedule and losses.
 
     `device` defaults to `[train] device`; `rank`/`world_size` shard the loader for DDP;
-    `optimizer=False` skips the optimizer (K-FAC, for one, hooks into the model).
+    `optimizer=False` skips the optimizer (K-FAC, for one, hooks into the model); `data` is
+    what `prepare_data(config)` returned, reused (the bench keeps one copy per worker).
     """
     from thalweg.data import Loader
     from thalweg.optim import registry
@@ -87,7 +89,7 @@ def build_run(config: RunConfig | dict[str, Any] | str | Path | None, *,
         raise ConfigError("train", "batch_size", t.batch_size,
                           f"must be divisible by the {world_size} data-parallel processes")
     seed_everything(t.seed)
-    splits, stats = prepare_data(cfg)
+    splits, stats = prepare_data(cfg) if data is None else data
     classify = splits.task == "classification"
     bm = t.best_metric
     best_metric = bm if bm != "auto" else ("val_accuracy" if classify else "val_loss")
