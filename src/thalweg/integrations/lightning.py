@@ -61,17 +61,18 @@ class ThalwegCallback(pl.Callback):
     """
 
     def __init__(self, out_dir: str | Path | None = None, *, every: int = 50, monitors: bool = True,
-                 curvature_every: int = 0, curvature_k: int = 1, probe: Any = None,
+                 curvature_every: int = 0, curvature_k: int = 1, curvature_iters: int = 30,
+                 probe: Any = None,
                  loss_fn: Callable[..., Tensor] | None = None, patience: int | None = 3,
                  tensorboard: bool | str = "auto", mlflow: str | None = None,
                  config: Mapping[str, Any] | None = None, data: Any = None, name: str | None = None,
                  val_loss: str = "val_loss", val_accuracy: str = "val_accuracy",
-                 overwrite: bool = False) -> None:
+                 overwrite: bool = False, end_curvature: bool = True) -> None:
         super().__init__()
         self.out_dir, self.probe, self.loss_fn = out_dir, probe, loss_fn
         self.options = dict(every=every, monitors=monitors, curvature_every=curvature_every,
-                            curvature_k=curvature_k, patience=patience, tensorboard=tensorboard,
-                            mlflow=mlflow, config=config, data=data, overwrite=overwrite)
+                            curvature_k=curvature_k, curvature_iters=curvature_iters, patience=patience, tensorboard=tensorboard,
+                            mlflow=mlflow, config=config, data=data, overwrite=overwrite, end_curvature=end_curvature)
         self.name, self.val_keys = name, (val_loss, val_accuracy)
         self.watcher: Watcher | None = None
         self.report: Any = None

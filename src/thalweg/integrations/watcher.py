@@ -88,7 +88,11 @@ class _LossModule(nn.Module):
         self._held = held
 
     def forward(self, x: Tensor) -> Tensor:
-        return self._held.loss(self.model)
+        # attention through the math kernel: the fused CPU/GPU kernels have no double backward
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+
+        with sdpa_kernel([SDPBackend.MATH]):
+            return self._held.loss(self.model)
 
 
 def _as_loss(out: Tensor, y: Tensor) -> Tensor:
@@ -136,6 +140,8 @@ class Watcher:
     curvature_every: run the curvature probe (top `curvature_k` Hessian eigenvalues on `probe`)
       every that many steps; 0 = never. `probe` is a held batch (see `HeldBatch`); without one
       the end-of-run measurement and curvature are left out of the diagnosis.
+    end_curvature: the doctor's λ_max/λ_min certificate at the end (up to 80 Hessian-vector
+      products on the held batch); turn it off for large models.
     patience: this many non-finite steps in a row stop the run (`should_stop`); None = never.
     out_dir: where the report and the TensorBoard files (`tensorboard/`) go; a directory that
       holds an earlier run or report is not replaced unless `overwrite` (`<out_dir>-2` is used).
@@ -151,7 +157,7 @@ class Watcher:
                  patience: int | None = 3, out_dir: str | Path | None = None,
                  tensorboard: bool | str = "auto", mlflow: str | None = None, name: str = "watched",
                  config: Mapping[str, Any] | None = None, data: Any = None, window: bool = True,
-                 overwrite: bool = False) -> None:
+                 overwrite: bool = False, end_curvature: bool = True) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         for key, v, low in (("every", every, 1), ("curvature_every", curvature_every, 0),
@@ -165,7 +171,7 @@ class Watcher:
         self.curvature_iters, self.patience, self.name = curvature_iters, patience, name
         self.held = HeldBatch(probe, loss_fn) if probe is not None else None
         self.user_config = dict(config or {})
-        self.data, self.window_records = data, window
+        self.data, self.window_records, self.end_curvature = data, window, end_curvature
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self._tb, self._mlflow, self.overwrite = tensorboard, mlflow, overwrite
         self.board: Board | None = None
@@ -204,8 +210,7 @@ class Watcher:
             self.out_dir = Path(out_dir)
         self.names, self.params = map(list, zip(*self.model.named_parameters(), strict=True))
         self.initial = {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
-        if self.held is not None:
-            self.init_measurement = measure(self.model, self.held)
+        self._measure_init()
         if self.out_dir is not None:
             from thalweg.integrations.report import claim
 
@@ -216,6 +221,23 @@ class Watcher:
             self.board = Board(self.out_dir / "tensorboard", tensorboard=self._tb, mlflow=self._mlflow,
                                run_name=self.name, params=self._params())
         return self
+
+    def set_probe(self, batch: Any, loss_fn: Callable[..., Tensor] | None = None) -> None:
+        """Hold `batch` from now on (e.g. the first batch a framework fed the model); measured as
+        the initialization if no step has been taken yet."""
+        self.held = HeldBatch(batch, loss_fn)
+
+    def _measure_init(self) -> None:
+        if self.held is None or self.init_measurement is not None or self.step > 0:
+            return
+        rec = self.monitor.record if self.monitor is not None else False
+        if self.monitor is not None:
+            self.monitor.record = False  # the measurement's own pass is not a training step
+        try:
+            self.init_measurement = measure(self.model, self.held)
+        finally:
+            if self.monitor is not None:
+                self.monitor.record = rec
 
     def close(self) -> None:
         """Remove the hooks, close the loggers, release the output directory."""
@@ -241,6 +263,7 @@ class Watcher:
         `snapshot=False` when the step was already taken). False = non-finite."""
         if not self.started:
             self.start()
+        self._measure_init()  # a batch held since start(): the weights are still the initial ones
         grads = [p.grad for p in self.params if p.grad is not None]
         gnorm = float(torch.nn.utils.get_total_norm(grads)) if grads else 0.0
         self._gnorm, self._lr_used = gnorm, self.lr()  # the lr this step runs with
@@ -369,7 +392,7 @@ class Watcher:
         return out
 
     def report(self, out_dir: str | Path | None = None, *, overwrite: bool = False,
-               curvature: bool = True) -> Any:
+               curvature: bool | None = None) -> Any:
         """Run the doctor and write findings.json, report.html, figures/ and the records into
         `out_dir` (default: the watcher's); returns a `thalweg.integrations.report.Report`."""
         from thalweg.integrations.report import write_report
@@ -379,4 +402,5 @@ class Watcher:
             raise ValueError("report() needs a directory: report('runs/mine'), or out_dir= when watching")
         if not self.started:
             self.start()
-        return write_report(self, target, overwrite=overwrite, curvature=curvature)
+        return write_report(self, target, overwrite=overwrite,
+                            curvature=self.end_curvature if curvature is None else curvature)
