@@ -88,7 +88,7 @@ def _scalars(run_dir: Path) -> EventAccumulator:
 
 
 def test_findings_and_report_written(run: Any) -> None:
-    module, cb, _ = run
+    _, cb, _ = run
     out = cb.report.out_dir
     findings = json.loads((out / "findings.json").read_text())
     assert findings and {"code", "severity", "evidence", "action"} <= set(findings[0])
@@ -118,7 +118,7 @@ def test_tensorboard_scalars_are_the_losses_the_module_saw(run: Any) -> None:
 
 
 def test_lr_follows_the_thalweg_schedule(run: Any) -> None:
-    module, cb, trainer = run
+    _, cb, trainer = run
     opt = trainer.optimizers[0]
     from thalweg.optim.core import FlatOptimizer
 

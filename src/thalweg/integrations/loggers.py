@@ -7,7 +7,9 @@ Tags: every number of a metrics record under its metrics.jsonl key (`train_loss`
 `val_accuracy`, `lr`, `grad_norm`, …); per layer `grad_norm/<layer>`, `update_ratio/<layer>`,
 `weight_norm/<layer>` and per activation `dead_fraction/<name>`, `saturation/<name>` from the
 monitors; `curvature/lambda_1` … (the top Hessian eigenvalues of the curvature probe);
-`nonfinite_steps` (cumulative); and each figure as an image `figures/<name>`.
+`nonfinite_steps` (cumulative); and each figure as an image `figures/<name>`. MLflow gets the
+same numbers with `/` written as `.` (`grad_norm.net.0`), the figures, report.html and
+findings.json as artifacts.
 """
 
 from __future__ import annotations
@@ -71,7 +73,8 @@ class Board:
 
     `log_dir` receives the event files. `purge_step` (a resumed or rolled-back run) drops the
     events at and after that step, so TensorBoard shows one history, not two overlapping ones.
-    `mlflow` is a tracking URI (a folder such as "mlruns" or "http://host:5000"), or None.
+    `mlflow` is a tracking URI ("sqlite:///mlflow.db", "http://host:5000", …), or None; the
+    metrics go to a new run of experiment "thalweg", or into the caller's active run if any.
     """
 
     def __init__(self, log_dir: str | Path | None, *, tensorboard: bool | str = "auto",
@@ -91,10 +94,12 @@ class Board:
                                  "pip install mlflow (or leave mlflow unset)")
             import mlflow as _mlflow
 
-            _mlflow.set_tracking_uri(mlflow)
-            _mlflow.set_experiment("thalweg")
-            _mlflow.start_run(run_name=run_name)
-            self.mlflow, self._mlflow_run = _mlflow, True
+            if _mlflow.active_run() is None:  # else: log into the run the caller has open
+                _mlflow.set_tracking_uri(mlflow)
+                _mlflow.set_experiment("thalweg")
+                _mlflow.start_run(run_name=run_name)
+                self._mlflow_run = True
+            self.mlflow = _mlflow
             if params:
                 _mlflow.log_params({k: str(v)[:500] for k, v in params.items()})
 
@@ -161,5 +166,6 @@ class Board:
 
 
 def _mlflow_key(k: str) -> str:
-    """MLflow allows letters, digits, `_ - . /` and spaces in metric names."""
-    return re.sub(r"[^A-Za-z0-9_\-./ ]", "_", k)
+    """An MLflow metric name: `grad_norm/net.0` → `grad_norm.net.0` (a file store cannot hold
+    both `grad_norm` and `grad_norm/…`); characters MLflow refuses become `_`."""
+    return re.sub(r"[^A-Za-z0-9_\-. ]", "_", k.replace("/", "."))

@@ -50,6 +50,8 @@ def claim(root: Path, *, overwrite: bool = False) -> tuple[Any, str | None]:
     from thalweg.train.lock import claim_run_dir, clear_run, holds_run
 
     lock, note = claim_run_dir(root, overwrite=overwrite)
+    if note:
+        note = f"{root} holds an earlier run or report, so this one goes to {lock.root} (overwrite=True replaces it)"
     if overwrite and (holds_run(lock.root) or (lock.root / "findings.json").exists()):
         clear_run(lock.root)
         for name in _OURS:
