@@ -107,7 +107,7 @@ def test_tensorboard_scalars_are_the_losses_the_module_saw(run: Any) -> None:
     module, cb, _ = run
     ea = _scalars(cb.report.out_dir)
     tags = set(ea.Tags()["scalars"])
-    assert {"train_loss", "grad_norm", "lr", "val_loss", "val_accuracy", "curvature/lambda_1"} <= tags
+    assert {"train_loss", "grad_norm", "lr", "val_loss", "val_accuracy", "curvature/lambda_max"} <= tags
     assert {"grad_norm/net.0", "grad_norm/net.2", "update_ratio/net.0", "weight_norm/net.2"} <= tags
     got = [(e.step, e.value) for e in ea.Scalars("train_loss")]
     seen = module.seen
@@ -152,7 +152,7 @@ def test_curvature_probe_matches_a_dense_hessian(run: Any) -> None:
     last = cb.watcher.curvature_records[-1]
     assert last["step"] == STEPS_PER_EPOCH * EPOCHS  # taken at the final weights
     assert last["eigenvalues"][0] == pytest.approx(top, rel=2e-3)
-    tb = _scalars(cb.report.out_dir).Scalars("curvature/lambda_1")
+    tb = _scalars(cb.report.out_dir).Scalars("curvature/lambda_max")
     assert [e.step for e in tb] == [r["step"] for r in cb.watcher.curvature_records]
 
 

@@ -5,8 +5,9 @@ same thing everywhere.
 
 Tags: every number of a metrics record under its metrics.jsonl key (`train_loss`, `val_loss`,
 `val_accuracy`, `lr`, `grad_norm`, …); per layer `grad_norm/<layer>`, `update_ratio/<layer>`,
-`weight_norm/<layer>` and per activation `dead_fraction/<name>`, `saturation/<name>` from the
-monitors; `curvature/lambda_1` … (the top Hessian eigenvalues of the curvature probe);
+`weight_norm/<layer>` and per activation `dead_fraction/<name>`, `saturation/<name>`,
+`activation_rms/<name>` from the monitors; `curvature/lambda_max` (and `curvature/lambda_2`, …
+with `curvature_k`) with its residual, from the curvature probe;
 `nonfinite_steps` (cumulative); and each figure as an image `figures/<name>`. MLflow gets the
 same numbers with `/` written as `.` (`grad_norm.net.0`), the figures, report.html and
 findings.json as artifacts.
@@ -21,7 +22,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Board", "layer_scalars", "mlflow_available", "resolve_tensorboard", "tensorboard_available"]
+__all__ = ["Board", "curvature_scalars", "layer_scalars", "mlflow_available", "resolve_tensorboard", "tensorboard_available"]
 
 _SKIP = ("step", "epoch", "event", "seconds")
 
@@ -66,6 +67,22 @@ def layer_scalars(m: Mapping[str, Any]) -> dict[str, float]:
             if v is not None:
                 out[f"{'activation_rms' if key == 'rms' else key}/{a['name']}"] = v
     return out
+
+
+def curvature_scalars(eigenvalues: list[float], residuals: list[float] | None = None) -> dict[str, float]:
+    """The curvature probe's tags: `curvature/lambda_max` (its residual `…_residual`), then
+    `curvature/lambda_2`, … for the next largest."""
+    out: dict[str, float] = {}
+    for i, v in enumerate(eigenvalues):
+        name = "curvature/lambda_max" if i == 0 else f"curvature/lambda_{i + 1}"
+        out[name] = v
+        if residuals is not None and i < len(residuals):
+            out[f"{name}_residual"] = residuals[i]
+    return out
+
+
+#: metrics.jsonl keys that get a grouped TensorBoard tag
+_TAGS = {"lambda_max": "curvature/lambda_max", "lambda_max_residual": "curvature/lambda_max_residual"}
 
 
 class Board:
@@ -118,7 +135,7 @@ class Board:
 
     def scalars(self, values: Mapping[str, Any], step: int) -> None:
         """Every finite number in `values` (a metrics record or a tag → value dict)."""
-        nums = {k: v for k, v in ((k, _number(v)) for k, v in values.items() if k not in _SKIP)
+        nums = {_TAGS.get(k, k): v for k, v in ((k, _number(v)) for k, v in values.items() if k not in _SKIP)
                 if v is not None}
         if not nums:
             return

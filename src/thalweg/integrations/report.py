@@ -123,8 +123,10 @@ def evidence(w: Watcher, *, curvature: bool = True) -> RunEvidence:
     return ev
 
 
-def plot_curvature(records: list[dict[str, Any]], path: Path, *, momentum: float = 0.0) -> Path | None:
-    """The probe's top Hessian eigenvalues against step, with the stability edge 2(1+β)/η."""
+def plot_curvature(records: list[dict[str, Any]], path: Path, *, momentum: float = 0.0,
+                   edge: bool = True) -> Path | None:
+    """The probe's top Hessian eigenvalues against step, with the stability edge 2(1+β)/η of
+    (heavy-ball) gradient descent when `edge` (an adaptive method's edge is preconditioned)."""
     if not records:
         return None
     import matplotlib
@@ -138,13 +140,14 @@ def plot_curvature(records: list[dict[str, Any]], path: Path, *, momentum: float
     for i in range(k):
         pts = [(r["step"], r["eigenvalues"][i]) for r in records if len(r["eigenvalues"]) > i]
         ax.plot(*zip(*pts, strict=True), "o-", ms=3, lw=1.4, label=f"λ_{i + 1} (held batch)")
-    edge = [(r["step"], 2 * (1 + momentum) / r["lr"]) for r in records if r.get("lr")]
-    if edge:
-        ax.plot(*zip(*edge, strict=True), color="C3", ls="--", lw=1.2, label="stability edge 2(1+β)/η")
-    vals = [v for r in records for v in r["eigenvalues"]] + [e for _, e in edge]
+    edge_pts = [(r["step"], 2 * (1 + momentum) / r["lr"]) for r in records if r.get("lr") and edge]
+    if edge_pts:
+        ax.plot(*zip(*edge_pts, strict=True), color="C3", ls="--", lw=1.2, label="stability edge 2(1+β)/η")
+    vals = [v for r in records for v in r["eigenvalues"]] + [e for _, e in edge_pts]
     if vals and min(vals) > 0 and max(vals) > 20 * min(vals):
         ax.set_yscale("log")
-    ax.set_xlim(min(steps) - 0.5, max(steps) + 0.5) if len(steps) == 1 else None
+    if len(steps) == 1:
+        ax.set_xlim(steps[0] - 0.5, steps[0] + 0.5)
     ax.set_xlabel("step")
     ax.set_ylabel("Hessian eigenvalue")
     ax.set_title("curvature probe: top eigenvalues during training", fontsize=10)
@@ -183,8 +186,9 @@ def write_report(w: Watcher, target: Path, *, overwrite: bool = False, curvature
             and any("epoch" in r for r in ev.records) else "step"
         chance = ev.data.chance_loss if ev.data is not None else None
         pngs = plot_curves(ev.records, figdir, w.name, chance=chance, x=x)
-        beta = float(ev.config.get("optimizer", {}).get("momentum") or 0.0)
-        trace = plot_curvature(w.curvature_records, figdir / "curvature_trace.png", momentum=beta)
+        o = ev.config.get("optimizer", {})
+        trace = plot_curvature(w.curvature_records, figdir / "curvature_trace.png",
+                               momentum=float(o.get("momentum") or 0.0), edge=o.get("name") == "sgd")
         pngs += [trace] if trace else []
         kinds = {f.figure or FIGURE_OF.get(f.code) or "loss" for f in findings if f.severity != "info"} - {"loss"}
         made = {"loss": figdir / "losses.png", **plot_evidence(ev, figdir, kinds=kinds)}

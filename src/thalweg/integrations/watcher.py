@@ -19,9 +19,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from thalweg.integrations.loggers import Board
+from thalweg.integrations.loggers import Board, curvature_scalars
 
-__all__ = ["HeldBatch", "Watcher"]
+__all__ = ["HeldBatch", "Watcher", "hessian", "measure", "top_eigenvalues"]
 
 LossOf = Callable[[nn.Module], Tensor]
 
@@ -130,6 +130,17 @@ def hessian(model: nn.Module, held: HeldBatch) -> Any:
 
     z = torch.zeros(1)
     return HessianOperator(_LossModule(model, held), _as_loss, (z, z), mode="eval")
+
+
+def top_eigenvalues(op: Any, *, k: int = 1, iters: int = 30) -> dict[str, Any]:
+    """The k largest eigenvalues of a Hessian operator by Lanczos (tol 1e-3, at most `iters`
+    products), with their residuals ‖Hy − θy‖: the curvature probe's one recipe."""
+    from thalweg.curvature import eigs
+
+    k = min(k, op.dim)
+    res = eigs(op, k=k, which="largest", tol=1e-3, max_iter=min(op.dim, max(iters, 2 * k)))
+    return {"eigenvalues": [float(v) for v in res.eigenvalues], "residuals": [float(v) for v in res.residuals],
+            "num_hvps": res.num_hvps}
 
 
 class Watcher:
@@ -351,22 +362,15 @@ class Watcher:
         """The top Hessian eigenvalues on the held batch now (Lanczos, residuals kept)."""
         if self.held is None:
             return None
-        from thalweg.curvature import eigs
-
         try:
-            op = hessian(self.model, self.held)
-            k = min(self.curvature_k, op.dim)
-            res = eigs(op, k=k, which="largest", tol=1e-3, max_iter=min(op.dim, max(self.curvature_iters, 2 * k)))
+            rec = top_eigenvalues(hessian(self.model, self.held), k=self.curvature_k, iters=self.curvature_iters)
         except (FloatingPointError, RuntimeError, ValueError) as e:
             warnings.warn(f"curvature probe at step {self.step} failed: {e}", stacklevel=2)
             return None
-        rec = {"step": self.step if step is None else step, "lr": self.lr(),
-               "eigenvalues": [float(v) for v in res.eigenvalues],
-               "residuals": [float(v) for v in res.residuals], "num_hvps": res.num_hvps}
+        rec = {"step": self.step if step is None else step, "lr": self.lr(), **rec}
         self.curvature_records.append(rec)
         if self.board is not None:
-            self.board.scalars({f"curvature/lambda_{i + 1}": v for i, v in enumerate(rec["eigenvalues"])},
-                               rec["step"])
+            self.board.scalars(curvature_scalars(rec["eigenvalues"], rec["residuals"]), rec["step"])
         return rec
 
     # ------------------------------------------------------------------ what the doctor reads

@@ -144,6 +144,15 @@ def write_report(paths: RunPaths, cfg: RunConfig, summary: dict[str, Any], *, fi
 
         chance = math.log(splits.num_classes)
     pngs = plot_curves(records, paths.figures, cfg.name, best_epoch, curve, chance) if figures else []
+    trace = [{"step": r["step"], "lr": r.get("lr"), "eigenvalues": [r["lambda_max"]]}
+             for r in surviving(records) if isinstance(r.get("lambda_max"), float)]
+    if figures and trace:  # [diagnostics] curvature_every
+        from thalweg.integrations.report import plot_curvature
+
+        hp = cfg.optimizer.hyperparameters()
+        png = plot_curvature(trace, paths.figures / "curvature_trace.png", momentum=float(hp.get("momentum") or 0.0),
+                             edge=cfg.optimizer.name == "sgd")
+        pngs += [png] if png else []
     density = paths.figures / "hessian_density.png"
     if figures and density.is_file():
         pngs.append(density)
