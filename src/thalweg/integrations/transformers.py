@@ -63,7 +63,8 @@ class ThalwegTrainerCallback(TrainerCallback):
         opts = dict(self.options)
         cfg.update(opts.pop("config") or {})
         out = Path(self.out_dir) if self.out_dir is not None else Path(args.output_dir) / "thalweg"
-        self.watcher = Watcher(model, opt, every=self.every or max(int(args.logging_steps), 1), probe=probe,
+        steps = getattr(state, "logging_steps", None) or args.logging_steps  # a ratio of max_steps resolved
+        self.watcher = Watcher(model, opt, every=self.every or max(int(steps), 1), probe=probe,
                                loss_fn=self.loss_fn, out_dir=out, name=self.name or type(model).__name__,
                                window=False, config=cfg, **opts)
         self.watcher.start()

@@ -21,12 +21,12 @@ from thalweg.landscape.trajectories import Trajectory
 __all__ = [
     "animate_trajectories",
     "figure_lr_panel",
-    "finish_layout",
     "figure_panels",
     "figure_surface",
     "figure_trajectories",
-    "plot_losses",
+    "finish_layout",
     "place_legend",
+    "plot_losses",
     "plot_paths",
     "save",
 ]
