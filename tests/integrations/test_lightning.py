@@ -23,6 +23,8 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from thalweg.integrations.lightning import ThalwegCallback, optimizers  # noqa: E402
 from thalweg.schedules import Cosine, warmup  # noqa: E402
 
+pytestmark = pytest.mark.xdist_group("lightning")  # one worker runs the fit once for the module
+
 STEPS_PER_EPOCH, EPOCHS, EVERY = 8, 3, 4
 SCHEDULE = warmup(Cosine(0.2, STEPS_PER_EPOCH * EPOCHS), 4)
 

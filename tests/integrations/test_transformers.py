@@ -22,6 +22,8 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from thalweg.integrations.transformers import ThalwegTrainerCallback  # noqa: E402
 
+pytestmark = pytest.mark.xdist_group("transformers")  # one worker runs the fit once for the module
+
 VOCAB, LENGTH = 24, 8
 
 
