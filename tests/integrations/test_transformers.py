@@ -22,8 +22,6 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from thalweg.integrations.transformers import ThalwegTrainerCallback  # noqa: E402
 
-pytestmark = pytest.mark.xdist_group("transformers")  # one worker runs the fit once for the module
-
 VOCAB, LENGTH = 24, 8
 
 
@@ -49,13 +47,12 @@ def _accuracy(p: Any) -> dict[str, float]:
     return {"accuracy": float((p.predictions.argmax(-1) == p.label_ids).mean())}
 
 
-@pytest.fixture(scope="module")
-def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, ThalwegTrainerCallback]:
+def _run(root: Path) -> tuple[Any, ThalwegTrainerCallback]:
     torch.manual_seed(0)
     cfg = transformers.BertConfig(vocab_size=VOCAB, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
                                   intermediate_size=32, max_position_embeddings=LENGTH, num_labels=2)
     model = transformers.BertForSequenceClassification(cfg)
-    out = tmp_path_factory.mktemp("hf")
+    out = root
     args = transformers.TrainingArguments(
         output_dir=str(out), max_steps=16, per_device_train_batch_size=8, per_device_eval_batch_size=32,
         learning_rate=3e-3, logging_steps=4, eval_strategy="steps", eval_steps=8, save_strategy="no",
@@ -73,7 +70,7 @@ def _events(out: Path) -> EventAccumulator:
     return ea
 
 
-def test_findings_and_report(run: Any) -> None:
+def _findings_and_report(run: Any) -> None:
     trainer, cb = run
     out = cb.report.out_dir
     assert out == Path(trainer.args.output_dir) / "thalweg"
@@ -85,7 +82,7 @@ def test_findings_and_report(run: Any) -> None:
     assert [m["step"] for m in monitors] == [4, 8, 12, 16]
 
 
-def test_tensorboard_scalars_match_the_trainers_log_history(run: Any) -> None:
+def _tensorboard_scalars_match_the_trainers_log_history(run: Any) -> None:
     trainer, cb = run
     ea = _events(cb.report.out_dir)
     hist = trainer.state.log_history
@@ -103,7 +100,7 @@ def test_tensorboard_scalars_match_the_trainers_log_history(run: Any) -> None:
     assert "grad_norm/classifier" in tags and "lr" in tags
 
 
-def test_curvature_probe_on_the_held_batch(run: Any) -> None:
+def _curvature_probe_on_the_held_batch(run: Any) -> None:
     _, cb = run
     recs = cb.watcher.curvature_records
     assert [r["step"] for r in recs] == [8, 16]
@@ -112,3 +109,12 @@ def test_curvature_probe_on_the_held_batch(run: Any) -> None:
         assert lam > 0 and res <= 0.1 * abs(lam)  # a Ritz pair with its residual certificate
     got = [e.value for e in _events(cb.report.out_dir).Scalars("curvature/lambda_max")]
     assert got == pytest.approx([r["eigenvalues"][0] for r in recs], rel=1e-6)
+
+
+def test_a_trainer_run_gets_thalwegs_instruments(tmp_path: Path) -> None:
+    """One Trainer run (pytest-xdist's loadgroup does not group under pytest 9.2, so one test, not a
+    fixture shared by several that two workers would each run): every check below on it."""
+    run = _run(tmp_path)
+    _findings_and_report(run)
+    _tensorboard_scalars_match_the_trainers_log_history(run)
+    _curvature_probe_on_the_held_batch(run)

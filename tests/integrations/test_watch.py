@@ -33,8 +33,11 @@ def _model() -> nn.Module:
 
 def test_import_thalweg_stays_cheap() -> None:
     code = ("import sys, thalweg; bad = [m for m in ('torch', 'thalweg.integrations') if m in sys.modules]; "
-            "assert not bad, bad; assert callable(thalweg.watch) and 'torch' in sys.modules")
+            "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+    from thalweg.integrations.plain import watch
+
+    assert thalweg.watch is watch  # resolved on first use
 
 
 def test_records_are_the_loops_own_numbers(tmp_path: Path) -> None:
