@@ -161,6 +161,17 @@ def peak_rss_mb(rule: str, label: str) -> tuple[float, float]:
     return float(first), float(steady)
 
 
+def progress(msg: str | None) -> None:
+    """One status line on stderr, rewritten in place on a terminal (None clears it); in a log,
+    each set-up line and the first timing round only."""
+    if not sys.stderr.isatty():
+        if msg is not None and (not msg.startswith("timing") or " 1/" in msg):
+            print(msg, file=sys.stderr, flush=True)
+        return
+    sys.stderr.write("\r\033[K" + (msg or ""))
+    sys.stderr.flush()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=30)
@@ -182,21 +193,23 @@ def main() -> None:
     opts: dict[tuple[str, str], object] = {}
     grads: dict[tuple[str, str], list] = {}
     first_step: dict[tuple[str, str], float] = {}
-    for rule in rules:
-        for label, factory in implementations(rule).items():
-            ps = make_params()
-            opt = factory(ps)
-            grads[(rule, label)] = [(p, p.grad) for p in ps]
-            t0 = time.perf_counter()
-            opt.step()  # first step: compilation happens here for compiled implementations
-            first_step[(rule, label)] = time.perf_counter() - t0
-            opts[(rule, label)] = opt
-            for _ in range(3):
-                restore_grads(grads[(rule, label)])
-                opt.step()
+    todo = [(rule, label, factory) for rule in rules for label, factory in implementations(rule).items()]
+    for i, (rule, label, factory) in enumerate(todo, 1):
+        progress(f"setting up {i}/{len(todo)}: {rule} {label} (a compiled first step takes seconds)")
+        ps = make_params()
+        opt = factory(ps)
+        grads[(rule, label)] = [(p, p.grad) for p in ps]
+        t0 = time.perf_counter()
+        opt.step()  # first step: compilation happens here for compiled implementations
+        first_step[(rule, label)] = time.perf_counter() - t0
+        opts[(rule, label)] = opt
+        for _ in range(3):
+            restore_grads(grads[(rule, label)])
+            opt.step()
     times: dict[tuple[str, str], list[float]] = {k: [] for k in opts}
     keys = list(opts)
-    for _ in range(args.rounds):
+    for r in range(args.rounds):
+        progress(f"timing: round {r + 1}/{args.rounds} of {len(keys)} implementations")
         random.shuffle(keys)
         for k in keys:
             opt = opts[k]
@@ -205,6 +218,7 @@ def main() -> None:
             opt.step()
             times[k].append(time.perf_counter() - t0)
 
+    progress(None)
     stat = statistics.median if args.stat == "median" else min
     med = {k: stat(v) * 1e3 for k, v in times.items()}
     print(f"\n{args.stat} step time (ms) over {args.rounds} interleaved rounds; ratio = thalweg / theirs\n")

@@ -142,3 +142,18 @@ def test_bad_arguments_are_named() -> None:
         L.lr_find(net, opt, f, data, beta=1.0)
     with pytest.raises(TypeError, match="optimizer"):
         L.lr_find(net, "adam", f, data)  # type: ignore[arg-type]
+
+
+def test_figure_shows_the_raw_minimum() -> None:
+    """The loss axis fits the raw per-batch losses too: their minimum is never clipped off."""
+    lrs = np.logspace(-6, 1, 120)
+    smoothed = 2.3 - 0.3 * np.exp(-((np.log10(lrs) + 1.5) ** 2))
+    raw = smoothed + np.where(np.abs(np.log10(lrs) + 1.6) < 0.05, -0.6, 0.0)  # a deep raw dip
+    res = L.LRFinderResult(lrs, raw, smoothed, 3e-3, "steepest", False, 4.0)
+    fig = L.figure_lr_find(res)
+    lo, hi = fig.axes[0].get_ylim()
+    assert lo < raw.min() < smoothed.min() < hi
+    assert hi < 3.0  # the top stays near where the sweep started
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)

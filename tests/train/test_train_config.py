@@ -125,3 +125,38 @@ def test_cli_print_config_and_config_error(tmp_path: Path) -> None:
 def test_every_example_config_is_valid(path: Path) -> None:
     cfg = load_config(path)
     assert cfg.name == path.stem.replace("_", "-")
+
+
+def test_print_config_lists_every_field_of_the_models() -> None:
+    """Generated from the pydantic models, so a new field cannot be left out of --print-config."""
+    from thalweg.cli import app
+    from thalweg.train.config import RunConfig
+    from thalweg.train.config_text import model_fields
+
+    text = CliRunner().invoke(app, ["train", "--print-config"]).stdout
+    sections: dict[str, set[str]] = {}
+    current = ""
+    for line in text.splitlines():
+        bare = line.lstrip("# ").split("#")[0].strip()
+        if bare.startswith("[") and bare.endswith("]"):
+            current = bare[1:-1]
+        elif "=" in bare:
+            sections.setdefault(current, set()).add(bare.split("=")[0].strip())
+    fields = model_fields(RunConfig)
+    assert {"train.log_every", "train.max_rollbacks", "diagnostics.monitors", "regularization.l2",
+            "regularization.mixup_alpha", "diagnostics.tensorboard"} <= set(fields)
+    for f in fields:
+        section, _, key = f.rpartition(".")
+        assert key in sections.get(section, set()), f
+    # every optimizer hyperparameter of the default optimizer is shown too (set or as a comment)
+    from thalweg.optim import registry
+
+    assert {h.name for h in registry.get("adamw").hyperparameters} <= sections["optimizer"]
+
+
+def test_diagnostics_switches_are_checked() -> None:
+    with pytest.raises(ConfigError, match=r"\[diagnostics\] curvature_every = 30: must be a multiple"):
+        parse_config({"train": {"log_every": 20}, "diagnostics": {"curvature_every": 30}})
+    with pytest.raises(ConfigError, match=r"\[diagnostics\] tensorboard"):
+        parse_config({"diagnostics": {"tensorboard": "yes"}})
+    assert parse_config({"diagnostics": {"tensorboard": False}}).diagnostics.tensorboard is False

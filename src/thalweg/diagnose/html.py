@@ -25,7 +25,7 @@ def _img(path: Path | None, base: Path | None) -> str:
     if path is None:
         return ""
     src = os.path.relpath(path, base) if base is not None else str(path)
-    return f'<br><img src="{html.escape(src)}" alt="{html.escape(Path(path).stem)}" style="max-width:460px">'
+    return f'<br><img src="{html.escape(src)}" alt="{html.escape(Path(path).stem)}" style="max-width:100%;height:auto">'
 
 
 def to_html(findings: Sequence[Finding], *, title: str = "Diagnosis (thalweg doctor)", extra: str = "",

@@ -172,6 +172,21 @@ def lr_find(model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: LossFn,
                                                 "num_steps": num_steps, "beta": beta})
 
 
+def _y_window(res: LRFinderResult) -> tuple[float | None, float | None]:
+    """The loss axis: from below the lowest raw *and* smoothed loss (a raw minimum is never
+    clipped) to a margin above where the sweep started, so the divergence at the end does not
+    squash the interesting part into a line."""
+    sm = res.smoothed[np.isfinite(res.smoothed)]
+    raw = res.losses[np.isfinite(res.losses)]
+    if not len(sm) and not len(raw):
+        return None, None
+    lows = [float(a.min()) for a in (sm, raw) if len(a)]
+    start = max(float(a[0]) for a in (sm, raw) if len(a))
+    lo = min(lows)
+    top = start + 0.6 * abs(start - lo) + 1e-12
+    return lo - 0.08 * (top - lo), top
+
+
 def figure_lr_find(res: LRFinderResult, title: str | None = None) -> Any:
     """Loss against learning rate (log axis): raw and smoothed, the suggestion and its rule."""
     import matplotlib
@@ -183,22 +198,22 @@ def figure_lr_find(res: LRFinderResult, title: str | None = None) -> Any:
     ax.plot(res.lrs, res.losses, color="C0", alpha=0.3, lw=1, label="loss (per batch)")
     ax.plot(res.lrs, res.smoothed, color="C0", lw=2, label="smoothed (bias-corrected EMA)")
     ax.set_xscale("log")
-    finite = res.smoothed[np.isfinite(res.smoothed)]
-    if len(finite):
-        lo, hi = float(finite.min()), float(finite[0])
-        top = max(hi, lo) + 0.6 * abs(max(hi, lo) - lo) + 1e-12
-        ax.set_ylim(lo - 0.1 * (top - lo), top)
+    lo, top = _y_window(res)
+    if lo is not None:
+        ax.set_ylim(lo, top)
     if res.suggestion is not None:
         ax.axvline(res.suggestion, color="C3", ls="--", lw=1.5,
                    label=f"suggested lr = {res.suggestion:.2g}")
-        ax.text(0.02, 0.04, f"rule: {RULES[res.rule]}", transform=ax.transAxes, fontsize=8,
-                color="C3", bbox=dict(fc="white", ec="none", alpha=0.8))
+
     ax.axvline(res.best_lr, color="0.4", ls=":", lw=1, label=f"minimum at lr = {res.best_lr:.2g}")
     if res.diverged:
         ax.scatter([res.lrs[-1]], [min(res.smoothed[-1], ax.get_ylim()[1])], marker="X", s=90,
                    c="C3", edgecolors="black", zorder=5,
                    label=f"stopped: loss > {res.diverge_factor:g}× best")
     ax.set_xlabel("learning rate (log)")
+    if res.suggestion is not None:  # under the axis label: it never covers a loss
+        ax.annotate(f"rule: {RULES[res.rule]}", (0.0, 0.0), xycoords="axes fraction", xytext=(0, -36),
+                    textcoords="offset points", va="top", fontsize=8, color="C3")
     ax.set_ylabel("training loss")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="upper left")

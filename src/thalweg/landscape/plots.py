@@ -24,6 +24,8 @@ __all__ = [
     "figure_panels",
     "figure_surface",
     "figure_trajectories",
+    "finish_layout",
+    "place_legend",
     "plot_losses",
     "plot_paths",
     "save",
@@ -72,12 +74,80 @@ def _mark_critical(ax: Axes, fn: TestFunction, win: Sequence[tuple[float, float]
         seen.add(cp.kind)
         if fn.dim == 1:
             y = float(fn(torch.tensor(cp.point, dtype=torch.float64)))
-            ax.scatter([cp.point[0]], [y], zorder=5, label=label, **_MARK[cp.kind])
+            mark = ax.scatter([cp.point[0]], [y], zorder=5, label=label, **_MARK[cp.kind])
         else:
-            ax.scatter([cp.point[0]], [cp.point[1]], zorder=5, label=label, **_MARK[cp.kind])
+            mark = ax.scatter([cp.point[0]], [cp.point[1]], zorder=5, label=label, **_MARK[cp.kind])
+        mark._thalweg_mark = True  # type: ignore[attr-defined]  # legends keep clear of it
+
+
+_LEGEND_SPOTS = ("upper right", "upper left", "lower left", "lower right", "upper center", "lower center",
+                 "center left", "center right")
+
+
+def _marked_points(ax: Axes) -> np.ndarray:
+    """Display coordinates of what a legend must not hide: the start and critical-point markers
+    and the "diverges" / "leaves the window" notes."""
+    pts = [c.get_offset_transform().transform(c.get_offsets()) for c in ax.collections
+           if getattr(c, "_thalweg_mark", False) and len(c.get_offsets())]
+    pts += [np.asarray([t.get_window_extent().get_points().mean(0)]) for t in ax.texts
+            if getattr(t, "_thalweg_mark", False)]
+    return np.concatenate(pts) if pts else np.zeros((0, 2))
+
+
+def _line_points(ax: Axes) -> np.ndarray:
+    """Display coordinates of every drawn path and curve vertex (what a legend should hide least)."""
+    pts = [ln.get_transform().transform(ln.get_xydata()) for ln in ax.lines if len(ln.get_xydata())]
+    return np.concatenate(pts) if pts else np.zeros((0, 2))
+
+
+def place_legend(ax: Axes, **kw: object) -> None:
+    """A legend that covers no start, critical point or note, and as little of the paths as
+    possible: the best corner or edge of the axes, else below the axes. Chosen again for the
+    final axes sizes by `finish_layout`."""
+    old = ax.get_legend()
+    if old is not None:
+        old.remove()
+    handles, _ = ax.get_legend_handles_labels()
+    if not handles:
+        return
+    renderer = ax.figure.canvas.get_renderer()
+    marks, lines = _marked_points(ax), _line_points(ax)
+    kw = {"fontsize": 7, "framealpha": 0.85, **kw}
+    best: tuple[int, str] | None = None
+    for loc in _LEGEND_SPOTS:
+        leg = ax.legend(loc=loc, **kw)
+        box = leg.get_window_extent(renderer).padded(8)  # a marker's radius
+        leg.remove()
+        inside_axes = box.x0 >= ax.bbox.x0 - 1 and box.x1 <= ax.bbox.x1 + 1
+        if not inside_axes or any(box.contains(x, y) for x, y in marks):
+            continue
+        hidden = int(sum(box.contains(x, y) for x, y in lines))
+        if best is None or hidden < best[0]:
+            best = (hidden, loc)
+    if best is not None:
+        leg = ax.legend(loc=best[1], **kw)
+    else:
+        leg = ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=2, **kw)
+    leg._thalweg_place = kw  # type: ignore[attr-defined]
+
+
+def finish_layout(fig: Figure) -> Figure:
+    """tight_layout, then every placed legend chosen again for the final axes sizes."""
+    fig.tight_layout()
+    moved = False
+    for ax in fig.axes:
+        leg = ax.get_legend()
+        if leg is not None and hasattr(leg, "_thalweg_place"):
+            place_legend(ax, **leg._thalweg_place)
+            moved = True
+    if moved:
+        fig.tight_layout()
+    return fig
 
 
 def _diverged_label(t: Trajectory) -> str:
+    if t.escaped:
+        return f"{t.label} — left the plotted window at step {t.diverged_at}"
     return f"{t.label} — diverged at step {t.diverged_at}" if t.diverged else t.label
 
 
@@ -124,16 +194,18 @@ def plot_paths(fn: str | TestFunction, trajs: Sequence[Trajectory], ax: Axes | N
             last_in = max((k for k in range(len(pts)) if _inside(
                 np.array([xs[k]]) if f.dim == 1 else pts[k], win[:1] if f.dim == 1 else win)),
                 default=0)
-            ax.scatter([xs[last_in]], [ys[last_in]], marker="X", s=120, c=[c],
+            ax.scatter([xs[last_in]], [ys[last_in]], marker=">" if t.escaped else "X", s=120, c=[c],
                        edgecolors="black", zorder=6)
-            ax.annotate("diverges", (xs[last_in], ys[last_in]), textcoords="offset points",
-                        xytext=(6, 6), fontsize=8, color="black",
-                        bbox=dict(boxstyle="round,pad=0.2", fc="white", alpha=0.8))
+            note = ax.annotate("leaves the window" if t.escaped else "diverges", (xs[last_in], ys[last_in]),
+                               textcoords="offset points", xytext=(6, 6), fontsize=8, color="black",
+                               bbox=dict(boxstyle="round,pad=0.2", fc="white", alpha=0.8))
+            note._thalweg_mark = True  # type: ignore[attr-defined]
     starts = {tuple(t.points[0]): t for t in trajs}  # every distinct start, labelled once
     for j, (p0, t) in enumerate(starts.items()):
         y0 = t.losses[0] if f.dim == 1 else p0[1]
-        ax.scatter([p0[0]], [y0], marker="o", s=90, facecolors="white", edgecolors="black",
-                   linewidths=1.6, zorder=7, label="start" if j == 0 else None)
+        mark = ax.scatter([p0[0]], [y0], marker="o", s=90, facecolors="white", edgecolors="black",
+                          linewidths=1.6, zorder=7, label="start" if j == 0 else None)
+        mark._thalweg_mark = True  # type: ignore[attr-defined]
     _mark_critical(ax, f, win)
     ax.set_xlim(*win[0])
     if f.dim == 2:
@@ -143,7 +215,7 @@ def plot_paths(fn: str | TestFunction, trajs: Sequence[Trajectory], ax: Axes | N
         pad = 0.05 * (ymax - ymin)
         ax.set_ylim(ymin - pad, ymax + pad)
     if legend:
-        ax.legend(fontsize=7, loc="best", framealpha=0.85)
+        place_legend(ax)
     return ax
 
 
@@ -165,8 +237,8 @@ def plot_losses(fn: str | TestFunction, trajs: Sequence[Trajectory], ax: Axes | 
         steps = np.arange(len(y))
         ax.plot(steps, y, color=_color(i), lw=1.5, label=_diverged_label(t))
         if t.diverged:
-            ax.scatter([steps[-1]], [y[-1]], marker="X", s=80, c=[_color(i)], edgecolors="black",
-                       zorder=5)
+            ax.scatter([steps[-1]], [y[-1]], marker=">" if t.escaped else "X", s=80, c=[_color(i)],
+                       edgecolors="black", zorder=5)
     ax.set_xlabel("step")
     if gap:
         ax.set_yscale("log")
@@ -182,13 +254,17 @@ def figure_trajectories(fn: str | TestFunction, trajs: Sequence[Trajectory],
                         title: str | None = None, *, resolution: int = 200) -> Figure:
     """Side by side: the paths on the surface, and loss against step."""
     f = as_function(fn)
-    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4.6), gridspec_kw={"width_ratios": [1.15, 1]})
-    plot_paths(f, trajs, a, resolution=resolution)
+    handles_n = len(trajs) + 1 + len({cp.kind for cp in f.critical_points})
+    rows = -(-handles_n // 3)
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4.6 + 0.22 * rows), gridspec_kw={"width_ratios": [1.15, 1]})
+    plot_paths(f, trajs, a, resolution=resolution, legend=False)
     a.set_title(f"paths on {f.latex}")
     plot_losses(f, trajs, b)
     b.set_title("loss vs step")
     fig.suptitle(title or f"{f.name}: {f.description}", fontsize=10)
-    fig.tight_layout()
+    handles, labels = a.get_legend_handles_labels()  # below both panels: it hides nothing
+    fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, (0.05 + 0.22 * rows) / fig.get_figheight(), 1, 1))
     return fig
 
 
@@ -197,7 +273,9 @@ def _verdicts(trajs: Sequence[Trajectory], fn: TestFunction) -> list[str]:
     best = min(ok, key=lambda t: t.losses[-1]) if ok else None
     out = []
     for t in trajs:
-        if t.diverged:
+        if t.escaped:
+            out.append(f"left the plotted window at step {t.diverged_at}")
+        elif t.diverged:
             out.append(f"too large: diverged at step {t.diverged_at}")
         elif t is best:
             out.append("good")
@@ -234,10 +312,9 @@ def figure_lr_panel(rows: Sequence[tuple[str | TestFunction, Sequence[Trajectory
             t = trajs[c]
             plot_paths(f, [t], ax, window=win, legend=False)
             ax.set_title(f"{f.latex}, η={t.hparams.get('lr', '?')}: {vs[c]}", fontsize=9)
-        axs[r][0].legend(fontsize=7, loc="upper center")
+        place_legend(axs[r][0])
     fig.suptitle(title or "the learning rate decides: too small, good, too large", fontsize=11)
-    fig.tight_layout()
-    return fig
+    return finish_layout(fig)
 
 
 def figure_panels(panels: Sequence[tuple[str | TestFunction, Sequence[Trajectory], str]],
@@ -252,12 +329,11 @@ def figure_panels(panels: Sequence[tuple[str | TestFunction, Sequence[Trajectory
             ax.axis("off")
             continue
         fn, trajs, sub = panels[k]
-        plot_paths(fn, trajs, ax)
-        ax.legend(fontsize=6.5, loc="best", framealpha=0.85)
+        plot_paths(fn, trajs, ax, legend=False)
         ax.set_title(sub, fontsize=9)
+        place_legend(ax, fontsize=6.5)
     fig.suptitle(title, fontsize=11)
-    fig.tight_layout()
-    return fig
+    return finish_layout(fig)
 
 
 def figure_surface(fn: str | TestFunction, trajs: Sequence[Trajectory] = (), *,

@@ -63,6 +63,14 @@ class Trajectory:
         return len(self.points) - 1
 
     @property
+    def escaped(self) -> bool:
+        """Stopped by leaving the box while still going downhill (finite, loss below where it
+        started): off an unbounded-below surface, or away from a saddle as saddle-free Newton
+        is meant to — not a divergence, and not drawn as one."""
+        return bool(self.diverged and len(self.losses) > 1 and np.all(np.isfinite(self.points))
+                    and np.isfinite(self.losses[-1]) and self.losses[-1] < self.losses[0])
+
+    @property
     def final(self) -> np.ndarray:
         return self.points[-1]
 

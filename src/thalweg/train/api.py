@@ -67,6 +67,10 @@ def finish(tr: Trainer) -> RunResult:
             from thalweg.train.report import write_report
 
             write_report(tr.paths, tr.cfg, summary, figures=d.figures, html=d.report, splits=tr.splits)
+        if tr.board is not None:  # the test numbers, the figures and the report
+            tr.board.scalars({"test_loss": summary["test_loss"], "test_accuracy": summary["test_accuracy"]}, s.step)
+            tr.board.figures(sorted(tr.paths.figures.glob("*.png")), s.step)
+            tr.board.artifact(tr.paths.report)
     tr.ctx.barrier()
     return RunResult(
         run_dir=tr.paths.root, config=tr.cfg, model=tr.model, steps=s.step,

@@ -16,7 +16,7 @@ def register(app: typer.Typer) -> None:
     def train(
         config: Path | None = typer.Argument(None, help="TOML config; omit for the embedded default."),
         resume: Path | None = typer.Option(None, "--resume", help="Continue runs/<name> from its newest good checkpoint."),
-        print_config: bool = typer.Option(False, "--print-config", help="Print the default config (TOML) and exit."),
+        print_config: bool = typer.Option(False, "--print-config", help="Print the default config (TOML): every field, its value and meaning; then exit."),
         name: str | None = typer.Option(None, "--name", help="Override the run name (runs/<name>)."),
         out_dir: str | None = typer.Option(None, "--out-dir", help="Override the directory that holds runs."),
         epochs: int | None = typer.Option(None, "--epochs", help="Override train.epochs."),

@@ -6,6 +6,7 @@ section, the field and the offending value.
 
 from __future__ import annotations
 
+import importlib.util
 import re
 import tomllib
 from pathlib import Path
@@ -15,6 +16,7 @@ import tomli_w
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 __all__ = [
+    "DEFAULT_RUN",
     "DEFAULT_TOML",
     "ConfigError",
     "DataConfig",
@@ -28,6 +30,7 @@ __all__ = [
     "ScheduleConfig",
     "Section",
     "TrainConfig",
+    "config_toml",
     "dump_config",
     "from_validation_error",
     "load_config",
@@ -71,10 +74,11 @@ def safe_run_name(v: str) -> str:
 class DataConfig(Section):
     """Which dataset, split seed and input normalization (statistics from the train split)."""
 
-    name: str = "mnist1d"
-    seed: int = Field(default=0, **_SEED)
-    standardize: bool = True
-    options: dict[str, Any] = Field(default_factory=dict)
+    name: str = Field(default="mnist1d", description="mnist1d | digits | linreg_toy | ill_conditioned | "
+                      "csv | npz (your own files: docs/data.md)")
+    seed: int = Field(default=0, description="the split (and data generation) seed", **_SEED)
+    standardize: bool = Field(default=True, description="input normalization with train-split statistics")
+    options: dict[str, Any] = Field(default_factory=dict, description="the dataset's own options (docs/data.md)")
 
 
 class ModelConfig(Section):
@@ -82,13 +86,13 @@ class ModelConfig(Section):
 
     name: Literal["linear", "mlp", "cnn1d"] = "mlp"
     # sizes are capped loosely here; what a size costs is estimated before a run starts
-    width: int | None = Field(default=None, ge=1, le=2**31)
-    depth: int | None = Field(default=None, ge=0, le=1000)
-    activation: str | None = None
-    norm: str | None = None
-    dropout: float | None = Field(default=None, ge=0.0, lt=1.0)
-    channels: int | None = Field(default=None, ge=1, le=2**31)
-    kernel_size: int | None = Field(default=None, ge=1, le=2**20)
+    width: int | None = Field(default=None, ge=1, le=2**31, description="hidden units (mlp); unset: 128")
+    depth: int | None = Field(default=None, ge=0, le=1000, description="hidden layers; unset: 2")
+    activation: str | None = Field(default=None, description="relu | gelu | tanh | sigmoid; unset: relu")
+    norm: str | None = Field(default=None, description="none | batch | layer | weight; unset: none")
+    dropout: float | None = Field(default=None, ge=0.0, lt=1.0, description="unset: 0")
+    channels: int | None = Field(default=None, ge=1, le=2**31, description="cnn1d channels; unset: 32")
+    kernel_size: int | None = Field(default=None, ge=1, le=2**20, description="cnn1d kernel; unset: 5")
 
     def kwargs(self) -> dict[str, Any]:
         return {k: v for k, v in self.model_dump().items() if k != "name" and v is not None}
@@ -104,15 +108,15 @@ class InitConfig(Section):
     ] = "default"
     std: float = Field(default=0.01, gt=0.0, description="for rule = normal")
     value: float = Field(default=0.0, description="for rule = constant")
-    bias: float = 0.0
-    freeze: list[str] = Field(default_factory=list)
+    bias: float = Field(default=0.0, description="every bias starts at this value")
+    freeze: list[str] = Field(default_factory=list, description="parameter-name prefixes kept at their init")
 
 
 class OptimizerConfig(BaseModel):
     """Any registry optimizer by name; the other keys are its hyperparameters."""
 
     model_config = ConfigDict(extra="allow")
-    name: str = "adamw"
+    name: str = Field(default="adamw", description="any name from `thalweg optimizers`")
 
     def hyperparameters(self) -> dict[str, Any]:
         return dict(self.model_extra or {})
@@ -124,30 +128,30 @@ class ScheduleConfig(Section):
     name: Literal["constant", "cosine", "warmup_cosine", "step", "exponential", "polynomial"] = (
         "warmup_cosine"
     )
-    warmup_fraction: float = Field(default=0.05, ge=0.0, lt=1.0)
-    final_factor: float = Field(default=0.01, ge=0.0, le=1.0)
-    step_epochs: int = Field(default=10, ge=1, le=_COUNT)
-    gamma: float = Field(default=0.5, gt=0.0, le=1.0)
-    power: float = Field(default=1.0, gt=0.0, le=100.0)
+    warmup_fraction: float = Field(default=0.05, ge=0.0, lt=1.0, description="share of the steps warming up")
+    final_factor: float = Field(default=0.01, ge=0.0, le=1.0, description="last lr / peak lr (cosine, polynomial)")
+    step_epochs: int = Field(default=10, ge=1, le=_COUNT, description="epochs between decays (step)")
+    gamma: float = Field(default=0.5, gt=0.0, le=1.0, description="decay factor (step, exponential)")
+    power: float = Field(default=1.0, gt=0.0, le=100.0, description="exponent (polynomial)")
 
 
 class EarlyStoppingConfig(Section):
     """Stop when the best-metric has not improved for `patience` evaluations."""
 
     enabled: bool = True
-    patience: int = Field(default=5, ge=1, le=_COUNT)
-    min_delta: float = Field(default=0.0, ge=0.0)
+    patience: int = Field(default=5, ge=1, le=_COUNT, description="evaluations without improvement")
+    min_delta: float = Field(default=0.0, ge=0.0, description="the least change that counts as one")
 
 
 class RegularizationConfig(Section):
     """Explicit penalties, label smoothing, mixup, gradient clipping and early stopping."""
 
-    label_smoothing: float = Field(default=0.0, ge=0.0, lt=1.0)
-    l1: float = Field(default=0.0, ge=0.0)
-    l2: float = Field(default=0.0, ge=0.0)
-    mixup_alpha: float = Field(default=0.0, ge=0.0, le=1000.0)
-    clip_norm: float | None = Field(default=None, gt=0.0)
-    clip_value: float | None = Field(default=None, gt=0.0)
+    label_smoothing: float = Field(default=0.0, ge=0.0, lt=1.0, description="classification only")
+    l1: float = Field(default=0.0, ge=0.0, description="L1 penalty on the weights (not biases)")
+    l2: float = Field(default=0.0, ge=0.0, description="L2 penalty in the loss (not decoupled weight decay)")
+    mixup_alpha: float = Field(default=0.0, ge=0.0, le=1000.0, description="Beta(α, α) mixup; 0 = off")
+    clip_norm: float | None = Field(default=None, gt=0.0, description="clip the global gradient norm; unset: off")
+    clip_value: float | None = Field(default=None, gt=0.0, description="clip each gradient entry; unset: off")
     early_stopping: EarlyStoppingConfig = Field(default_factory=EarlyStoppingConfig)
 
 
@@ -157,32 +161,46 @@ class TrainConfig(Section):
     epochs: int = Field(default=20, ge=1, le=10**6)
     batch_size: int = Field(default=128, ge=1, le=2**31)
     eval_batch_size: int = Field(default=1024, ge=1, le=2**31)
-    seed: int = Field(default=0, **_SEED)
-    eval_every: int = Field(default=0, ge=0, le=_COUNT, description="steps; 0 = once per epoch")
-    log_every: int = Field(default=50, ge=1, le=_COUNT)
-    checkpoint_every: int = Field(default=0, ge=0, le=_COUNT, description="steps; 0 = once per epoch")
-    keep_checkpoints: int = Field(default=3, ge=1, le=10**4)
-    best_metric: Literal["auto", "val_loss", "val_accuracy"] = "auto"
+    seed: int = Field(default=0, description="weights, batch order, dropout", **_SEED)
+    eval_every: int = Field(default=0, ge=0, le=_COUNT, description="steps between validations; 0 = once per epoch")
+    log_every: int = Field(default=50, ge=1, le=_COUNT, description="steps per metrics.jsonl record")
+    checkpoint_every: int = Field(default=0, ge=0, le=_COUNT, description="steps between checkpoints; 0 = once per epoch")
+    keep_checkpoints: int = Field(default=3, ge=1, le=10**4, description="newest checkpoints kept")
+    best_metric: Literal["auto", "val_loss", "val_accuracy"] = Field(
+        default="auto", description="auto: val_accuracy for classification, val_loss for regression")
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    num_threads: int | None = Field(default=None, ge=1, le=4096)
-    nonfinite_patience: int = Field(default=3, ge=1, le=_COUNT)
-    rollback_lr_factor: float = Field(default=0.1, gt=0.0, le=1.0)
-    max_rollbacks: int = Field(default=1, ge=0, le=10**4)
+    num_threads: int | None = Field(default=None, ge=1, le=4096, description="torch threads; unset: torch's choice")
+    nonfinite_patience: int = Field(default=3, ge=1, le=_COUNT, description="NaN/inf steps in a row before a rollback")
+    rollback_lr_factor: float = Field(default=0.1, gt=0.0, le=1.0, description="lr × this after a rollback")
+    max_rollbacks: int = Field(default=1, ge=0, le=10**4, description="then the run stops (exit code 3)")
 
 
 class DiagnosticsConfig(Section):
-    """What to record beyond losses: per-layer monitors (if available), figures, report."""
+    """What to record beyond losses: monitors, curvature, figures, report, TensorBoard, MLflow."""
 
-    monitors: bool = False
-    figures: bool = True
-    report: bool = True
+    monitors: bool = Field(default=False, description="per-layer gradient norms, dead units → monitors.jsonl")
+    curvature_every: int = Field(default=0, ge=0, le=_COUNT, description="steps between λ_max probes (a "
+                                 "multiple of log_every; 512 training rows); 0 = off")
+    figures: bool = Field(default=True, description="figures/*.png")
+    report: bool = Field(default=True, description="report.html, the quick diagnosis first")
+    tensorboard: Literal["auto", True, False] = Field(default="auto", description="event files in tensorboard/; auto: "
+                                                "on when the tensorboard package is installed")
+    mlflow: str = Field(default="", description='an MLflow tracking URI ("sqlite:///mlflow.db", '
+                        '"http://host:5000"); empty: off')
+
+    @field_validator("tensorboard", mode="before")
+    @classmethod
+    def _on_off_auto(cls, v: Any) -> Any:
+        if v != "auto" and not isinstance(v, bool):
+            raise ValueError('expected true, false or "auto"')
+        return v
 
 
 class RunConfig(Section):
     """The whole run: `runs/<name>/` under `out_dir`, and one section per pipeline stage."""
 
-    name: str = "default"
-    out_dir: str = "runs"
+    name: str = Field(default="default", description="the run directory runs/<name>/")
+    out_dir: str = Field(default="runs", description="where run directories go")
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     init: InitConfig = Field(default_factory=InitConfig)
@@ -201,64 +219,47 @@ class RunConfig(Section):
         return Path(self.out_dir) / self.name
 
 
-DEFAULT_TOML = """\
+_HEADER = """\
 # thalweg train — the embedded default: an MLP on MNIST-1D with AdamW, linear warm-up +
 # cosine decay, label smoothing and early stopping (about a minute on 2 CPU cores;
-# ~90 % test accuracy).
-name = "default"
-out_dir = "runs"
-
-[data]
-name = "mnist1d"          # mnist1d | digits | linreg_toy | ill_conditioned | csv | npz
-seed = 0
-standardize = true        # input normalization with train-split statistics
-options = { num_samples = 20000 }
-
-[model]
-name = "mlp"              # linear | mlp | cnn1d
-width = 512
-depth = 2
-activation = "relu"
-norm = "none"
-dropout = 0.2
-
-[init]
-rule = "kaiming_uniform"
-
-[optimizer]               # any name from `thalweg optimizers`, plus its hyperparameters
-name = "adamw"
-lr = 0.005
-weight_decay = 0.05
-
-[schedule]
-name = "warmup_cosine"    # constant | cosine | warmup_cosine | step | exponential | polynomial
-warmup_fraction = 0.05
-final_factor = 0.01
-
-[regularization]
-label_smoothing = 0.1
-clip_norm = 5.0
-
-[regularization.early_stopping]
-enabled = true
-patience = 8
-
-[train]
-epochs = 40
-batch_size = 256
-seed = 0
-num_threads = 1           # small models train fastest single-threaded
-eval_every = 0            # steps between validations; 0 = once per epoch
-checkpoint_every = 0      # steps between checkpoints; 0 = once per epoch
-keep_checkpoints = 3
-best_metric = "auto"      # val_accuracy for classification, val_loss for regression
-nonfinite_patience = 3
-rollback_lr_factor = 0.1
-
-[diagnostics]
-figures = true
-report = true
+# ~90 % test accuracy). Every field is listed with what it means; unset ones are comments.
 """
+
+#: the embedded default run (`thalweg train` with no config); everything else is the models' default
+DEFAULT_RUN: dict[str, Any] = {
+    "data": {"name": "mnist1d", "options": {"num_samples": 20000}},
+    "model": {"name": "mlp", "width": 512, "depth": 2, "activation": "relu", "norm": "none", "dropout": 0.2},
+    "init": {"rule": "kaiming_uniform"},
+    "optimizer": {"name": "adamw", "lr": 0.005, "weight_decay": 0.05},
+    "schedule": {"name": "warmup_cosine", "warmup_fraction": 0.05, "final_factor": 0.01},
+    "regularization": {"label_smoothing": 0.1, "clip_norm": 5.0, "early_stopping": {"patience": 8}},
+    "train": {"epochs": 40, "batch_size": 256, "num_threads": 1},
+}
+
+
+def _optimizer_lines(section: str, values: dict[str, Any]) -> list[str]:
+    """The optimizer's other hyperparameters with their defaults, as comments (from the registry)."""
+    if section != "optimizer":
+        return []
+    from thalweg.optim import registry
+
+    try:
+        info = registry.get(str(values.get("name", "adamw")))
+    except ValueError:
+        return []
+    rest = [h for h in info.hyperparameters if h.name not in values]
+    from thalweg.train.config_text import _toml
+
+    return [f"# {h.name} = {_toml(list(h.default) if isinstance(h.default, tuple) else h.default)}"
+            for h in rest if h.default is not None]
+
+
+def config_toml(values: dict[str, Any] | None = None) -> str:
+    """`values` (default: the embedded default run) as commented TOML listing every field."""
+    from thalweg.train.config_text import render
+
+    return render(RunConfig, DEFAULT_RUN if values is None else values, header=_HEADER,
+                  extra=_optimizer_lines)
 
 
 def validate_optimizer(opt: OptimizerConfig, section: str = "optimizer") -> None:
@@ -346,6 +347,15 @@ def _validate_combinations(cfg: RunConfig) -> None:
     """Settings the loop could not honour together are refused, never silently ignored."""
     from thalweg.optim import registry
 
+    d = cfg.diagnostics
+    if d.curvature_every and d.curvature_every % cfg.train.log_every:
+        raise ConfigError("diagnostics", "curvature_every", d.curvature_every,
+                          f"must be a multiple of [train] log_every = {cfg.train.log_every} (the probe "
+                          "runs when a metrics record is written)")
+    for key, pkg, on in (("tensorboard", "tensorboard", d.tensorboard is True), ("mlflow", "mlflow", bool(d.mlflow))):
+        if on and importlib.util.find_spec(pkg) is None:
+            raise ConfigError("diagnostics", key, getattr(d, key), f"the {pkg} package is not installed: "
+                              f"pip install {pkg} (or turn it off)")
     info = registry.get(cfg.optimizer.name)
     if info.needs_closure:
         for key in ("clip_norm", "clip_value"):
@@ -406,3 +416,6 @@ def dump_config(cfg: RunConfig) -> str:
     d["train"] = {k: v for k, v in d["train"].items() if v is not None}
     return tomli_w.dumps(d)
 
+
+#: `thalweg train --print-config`: the default run with every field (generated from the models)
+DEFAULT_TOML = config_toml()

@@ -22,7 +22,7 @@ from rich.markup import escape
 from torch import nn
 
 from thalweg import regularize as R
-from thalweg.train import distributed, validation
+from thalweg.train import board, distributed, validation
 from thalweg.train.build import build_run
 from thalweg.train.checkpoint import (
     BackgroundWriter,
@@ -63,6 +63,7 @@ class Trainer:
         self.log = MetricsLog(RunPaths(cfg.run_dir()).metrics, enabled=False)
         self.mon_log = self.log
         self.monitor: Any = None
+        self.board: Any = None  # TensorBoard / MLflow (rank 0, while training)
         try:
             session.check_parallel(self)
             self.paths = RunPaths(session.claim(self, overwrite=overwrite, resume=resume))
@@ -116,6 +117,8 @@ class Trainer:
         self.writer.close()
         self.log.close()
         self.mon_log.close()
+        if self.board is not None:
+            self.board.close()
         if self.lock is not None:
             self.lock.release()
 
@@ -249,7 +252,10 @@ class Trainer:
             if ok:
                 self.opt.step()
         if ok and watch:
-            self.mon_log.write(self.monitor.measure(loss=loss.detach(), step=step + 1))
+            m = self.monitor.measure(loss=loss.detach(), step=step + 1)
+            self.mon_log.write(m)
+            if self.board is not None:
+                self.board.monitors(m, step + 1)
         self.state.step = step + 1
         if not ok:
             return self._on_nonfinite(loss.detach(), lr)
@@ -265,6 +271,8 @@ class Trainer:
         d = on_nonfinite(s, self.cfg, what)
         self.log.write({"event": "nonfinite", "step": s.step, "what": what, "loss": float(loss),
                         "lr": lr, "streak": s.streak})
+        if self.board is not None:
+            self.board.scalars({"nonfinite_steps": s.skipped}, s.step)
         self.view.print(f"[yellow]step {s.step}: non-finite {what}; step skipped[/]")
         if d.action is Action.STOP:
             self.log.write({"event": "stopped", "step": s.step, "reason": d.message})
@@ -288,6 +296,8 @@ class Trainer:
         s.rollbacks, s.lr_scale, s.skipped = keep[0] + 1, keep[1] * t.rollback_lr_factor, keep[2]
         s.best_value, s.best_step, s.streak = keep[3], keep[4], 0
         self.log.write({"event": "rollback", "step": s.step, "what": what, "lr_scale": s.lr_scale})
+        if self.board is not None:  # the abandoned steps leave TensorBoard too
+            self.board.restart(purge_step=s.step + 1)
         self.warn(f"{t.nonfinite_patience} non-finite steps in a row ({what}): rolled back to "
                   f"step {s.step} with lr x{s.lr_scale:g}")
         self.save()
@@ -320,6 +330,7 @@ class Trainer:
     # ----- the loop ----------------------------------------------------------------------
     def train(self) -> None:
         t, s = self.cfg.train, self.state
+        self.board = board.open_board(self)
         if s.step == 0 and not self.ckpts.paths():
             self.save()  # step 0: the last good state to roll back to
         self.view.start(self.total_steps, s.step, t.epochs)

@@ -11,21 +11,34 @@ from thalweg.diagnose import surviving
 from thalweg.train.config import RunConfig, dump_config
 from thalweg.train.runs import RunPaths, read_metrics
 
-__all__ = ["plot_curves", "quick_findings", "write_report"]
+__all__ = ["lr_used", "plot_curves", "quick_findings", "render_page", "write_report"]
 
 
-def _series(records: list[dict[str, Any]], key: str) -> tuple[list[float], list[float]]:
-    pts = [(r["epoch"], r[key]) for r in records if r.get(key) is not None]
+def _series(records: list[dict[str, Any]], key: str, x: str = "epoch") -> tuple[list[float], list[float]]:
+    pts = [(r[x], r[key]) for r in records if r.get(key) is not None and r.get(x) is not None]
     return [p[0] for p in pts], [p[1] for p in pts]
+
+
+def lr_used(records: list[dict[str, Any]], schedule: Any, steps: int, spe: float) -> tuple[list[float], list[float]]:
+    """The learning rate each step actually ran with: the schedule × the rollback factor in force
+    from each rollback on (later rollbacks override), up to the last step taken; x in epochs."""
+    import numpy as np
+
+    idx = np.arange(0, steps, max(1, steps // 2000))
+    scale = np.ones(len(idx))
+    for r in records:
+        if r.get("event") == "rollback" and isinstance(r.get("lr_scale"), int | float):
+            scale[idx >= r["step"]] = float(r["lr_scale"])
+    return [(t + 1) / spe for t in idx.tolist()], [schedule(int(t)) * s for t, s in zip(idx, scale, strict=True)]
 
 
 def plot_curves(records: list[dict[str, Any]], out_dir: Path, title: str = "",
                 best_epoch: float | None = None,
                 schedule: tuple[list[float], list[float]] | None = None,
-                chance: float | None = None) -> list[Path]:
-    """Write losses.png, accuracy.png (classification), lr.png and grad_norm.png; mark the
-    epoch whose weights are in best.pt, the chance-level loss, and draw the lr schedule at
-    every step if given."""
+                chance: float | None = None, x: str = "epoch") -> list[Path]:
+    """Write losses.png, accuracy.png (classification), lr.png and grad_norm.png against `x`
+    ("epoch" or "step"); mark the point whose weights are in best.pt, the chance-level loss,
+    and draw the lr each step used (`schedule`: see `lr_used`) on a log axis if given."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -39,15 +52,15 @@ def plot_curves(records: list[dict[str, Any]], out_dir: Path, title: str = "",
     def figure(name: str, panels: list[tuple[str, str, bool]], ylabel: str, logy: bool = False,
                best: bool = False, curve: tuple[list[float], list[float]] | None = None,
                level: float | None = None) -> None:
-        if not any(_series(records, k)[0] for k, _, _ in panels):
+        if not any(_series(records, k, x)[0] for k, _, _ in panels):
             return
-        fig, ax = plt.subplots(figsize=(6.4, 3.6), dpi=100)
+        fig, ax = plt.subplots(figsize=(7.2, 4.0), dpi=120)
         if curve is not None:
-            ax.plot(*curve, color="0.6", lw=1.2, label="schedule (every step)")
+            ax.plot(*curve, color="0.45", lw=1.3, label="lr used at every step (schedule × rollback factor)")
         for key, label, marker in panels:
-            x, y = _series(records, key)
-            if x:
-                ax.plot(x, y, marker="o" if marker or curve else None, markersize=3,
+            xs, ys = _series(records, key, x)
+            if xs:
+                ax.plot(xs, ys, marker="o" if marker or curve else None, markersize=3,
                         lw=0 if curve else 1.5, label=label)
         if best and best_epoch is not None:
             ax.axvline(best_epoch, color="green", ls=":", lw=1.2, label="best.pt")
@@ -55,11 +68,11 @@ def plot_curves(records: list[dict[str, Any]], out_dir: Path, title: str = "",
             ax.axhline(level, color="0.3", ls="--", lw=1, label=f"chance level {level:.3g}")
         if logy:
             ax.set_yscale("log")
-        ax.set_xlabel("epoch")
+        ax.set_xlabel(x)
         ax.set_ylabel(ylabel)
         ax.set_title(f"{title}: {ylabel}" if title else ylabel, fontsize=10)
         ax.grid(alpha=0.3)
-        spe = next((r["step"] / r["epoch"] for r in records if r.get("epoch")), None)
+        spe = next((r["step"] / r["epoch"] for r in records if r.get("epoch")), None) if x == "epoch" else 1.0
         for i, s in enumerate(bad[:20] if spe else []):
             ax.axvline(s / spe, color="red", alpha=0.3, lw=0.8,
                        label="non-finite step / rollback" if i == 0 else None)
@@ -75,7 +88,9 @@ def plot_curves(records: list[dict[str, Any]], out_dir: Path, title: str = "",
                       ("val_loss", "validation (plain loss)", True)], "loss", best=True, level=chance)
     figure("accuracy", [("train_accuracy", "train", False), ("val_accuracy", "validation", True)],
            "accuracy", best=True)
-    figure("lr", [("lr", "logged", False)], "learning rate", curve=schedule)
+    lrs = [r["lr"] for r in records if isinstance(r.get("lr"), int | float)]
+    figure("lr", [("lr", "logged", False)], "learning rate (log)", curve=schedule,
+           logy=bool(lrs) and min(lrs) > 0)
     figure("grad_norm", [("grad_norm", "mean ‖g‖ per log window, before clipping", False)],
            "gradient norm", logy=True)
     return written
@@ -120,9 +135,8 @@ def write_report(paths: RunPaths, cfg: RunConfig, summary: dict[str, Any], *, fi
     if spe and total:
         from thalweg.train.components import build_schedule
 
-        sched = build_schedule(cfg, total, spe)
-        steps = range(0, total, max(1, total // 2000))
-        curve = ([(t + 1) / spe for t in steps], [sched(t) for t in steps])
+        taken = min(int(summary.get("step") or total), total)
+        curve = lr_used(records, build_schedule(cfg, total, spe), max(taken, 1), spe)
     findings, figs = quick_findings(paths, cfg, summary, splits, figures=figures) if html else ([], {})
     chance = next((f.evidence.get("chance_loss") for f in findings if "chance_loss" in f.evidence), None)
     if chance is None and splits is not None and splits.task == "classification" and splits.num_classes:
@@ -130,37 +144,55 @@ def write_report(paths: RunPaths, cfg: RunConfig, summary: dict[str, Any], *, fi
 
         chance = math.log(splits.num_classes)
     pngs = plot_curves(records, paths.figures, cfg.name, best_epoch, curve, chance) if figures else []
+    trace = [{"step": r["step"], "lr": r.get("lr"), "eigenvalues": [r["lambda_max"]]}
+             for r in surviving(records) if isinstance(r.get("lambda_max"), float)]
+    if figures and trace:  # [diagnostics] curvature_every
+        from thalweg.integrations.report import plot_curvature
+
+        hp = cfg.optimizer.hyperparameters()
+        png = plot_curvature(trace, paths.figures / "curvature_trace.png", momentum=float(hp.get("momentum") or 0.0),
+                             edge=cfg.optimizer.name == "sgd")
+        pngs += [png] if png else []
     density = paths.figures / "hessian_density.png"
     if figures and density.is_file():
         pngs.append(density)
     if not html:
         return None
-    import html as _html
-
     from thalweg.diagnose import to_html
+
+    doctor = to_html(findings, figures=figs, base=paths.root,
+                     note="From the learning curves, the data and the config; `thalweg doctor` on this run adds "
+                          "gradients, activations, weights and curvature.")
+    doc = render_page(f"thalweg run {cfg.name}", doctor=doctor, summary=summary, figures=pngs,
+                      records=records, config=dump_config(cfg))
+    paths.report.write_text(doc, encoding="utf-8")
+    return paths.report
+
+
+def render_page(title: str, *, doctor: str, summary: dict[str, Any], figures: list[Path],
+                records: list[dict[str, Any]], config: str) -> str:
+    """report.html: the doctor's findings first, the final numbers, the figures at full width
+    (`figures/<name>.png` next to the page), the non-finite events and the config."""
+    import html as _html
 
     rows = "".join(f"<tr><th>{_html.escape(k)}</th><td>{_fmt(v)}</td></tr>"
                    for k, v in summary.items() if k != "event")
     events = [r for r in records if r.get("event") in ("nonfinite", "rollback", "stopped")]
     ev_html = "".join(f"<li>{_html.escape(json.dumps(e))}</li>" for e in events[:50])
     imgs = "".join(f'<figure><img src="figures/{p.name}" alt="{p.stem}"><figcaption>{p.stem}'
-                   "</figcaption></figure>" for p in pngs)
-    doctor = to_html(findings, figures=figs, base=paths.root,
-                     note="From the learning curves, the data and the config; `thalweg doctor` on this run adds "
-                          "gradients, activations, weights and curvature.")
-    doc = f"""<!doctype html>
-<html><head><meta charset="utf-8"><title>thalweg run {_html.escape(cfg.name)}</title>
-<style>body{{font-family:sans-serif;max-width:960px;margin:2em auto;color:#222}}
+                   "</figcaption></figure>" for p in figures)
+    return f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>{_html.escape(title)}</title>
+<style>body{{font-family:sans-serif;max-width:1180px;margin:2em auto;padding:0 1em;color:#222}}
 table{{border-collapse:collapse}}th,td{{border-bottom:1px solid #ddd;padding:4px 10px;text-align:left}}
-figure{{display:inline-block;margin:6px}}img{{max-width:460px}}pre{{background:#f6f6f6;padding:1em}}</style>
+figure{{display:inline-block;margin:6px;vertical-align:top;max-width:100%}}
+img{{max-width:100%;height:auto}}pre{{background:#f6f6f6;padding:1em;overflow-x:auto}}</style>
 </head><body>
-<h1>thalweg run <code>{_html.escape(cfg.name)}</code></h1>
+<h1>{_html.escape(title)}</h1>
 {doctor}
 <h2>Final numbers</h2><table>{rows}</table>
 <h2>Curves</h2>{imgs or "<p>(figures disabled)</p>"}
 <h2>Non-finite events</h2>{f"<ul>{ev_html}</ul>" if events else "<p>none</p>"}
-<h2>Resolved config</h2><pre>{_html.escape(dump_config(cfg))}</pre>
+<h2>Resolved config</h2><pre>{_html.escape(config)}</pre>
 </body></html>
 """
-    paths.report.write_text(doc, encoding="utf-8")
-    return paths.report

@@ -27,7 +27,8 @@ STATE_KEYS = ("model", "optimizer", "loader", "ranks", "trainer", "early_stoppin
               "metrics_lines", "monitor_lines", "world_size", "config", "config_hash")
 
 
-_LOCATION = ("name", "out_dir")  # where a run lives is not what it computes
+# where a run lives, and where else it reports, is not what it computes
+_LOCATION = ("name", "out_dir", "diagnostics.tensorboard", "diagnostics.mlflow")
 
 
 def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from thalweg.train import board
 from thalweg.train.checkpoint import save_generation, snapshot
 from thalweg.train.resume import config_hash
 
@@ -70,6 +71,11 @@ def record(tr: Trainer, evaluate: bool) -> None:
     rec = _train_metrics(tr, lr)
     if evaluate:
         eval_and_keep_best(tr, rec)
+    ce = tr.cfg.diagnostics.curvature_every
+    if ce and tr.main and tr.state.step % ce == 0:
+        rec.update(board.probe(tr))
     rec["seconds"] = round(tr.state.elapsed + time.perf_counter() - tr._start, 3)
     tr.log.write(rec)
+    if tr.board is not None:
+        tr.board.scalars(rec, rec["step"])
     tr.view.update(rec)
