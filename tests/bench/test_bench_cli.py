@@ -46,7 +46,8 @@ def test_recipe_is_the_chosen_configuration_as_a_train_config(tmp_path):
     res = run_bench(cfg, out_dir=tmp_path, workers=0, quiet=True, report=False)
     best = max((r for r in res.records if r["phase"] == "tune"), key=lambda r: r["best"]["metric"] * -1)
     path = tmp_path / "recipe.toml"
-    out = CliRunner().invoke(app, ["bench", "recipe", str(res.dir), "digits_logreg", "-o", str(path)])
+    out = CliRunner().invoke(app, ["bench", "recipe", str(res.dir), "digits_logreg", "-o", str(tmp_path),
+                                   "--name", "recipe"])
     assert out.exit_code == 0, out.output
     run = load_config(path)
     assert run.optimizer.name == "adamw"

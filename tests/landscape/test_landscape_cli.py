@@ -19,18 +19,17 @@ def _ok(args: list[str]) -> str:
 
 
 def test_trajectories_lr_panel_marks_divergence(tmp_path) -> None:
-    out = tmp_path / "lr.png"
     text = _ok(["trajectories", "x2", "-O", "sgd", "--lr", "0.05", "--lr", "0.4", "--lr", "1.05",
-                "--start", "-1.8", "--steps", "40", "-o", str(out)])
+                "--start", "-1.8", "--steps", "40", "-o", str(tmp_path)])
     assert "diverged at step 34" in text
-    assert mpimg.imread(out).ndim == 3
+    assert mpimg.imread(tmp_path / "x2_lr.png").ndim == 3
 
 
 @pytest.mark.slow
 def test_trajectories_png_gif_and_surface(tmp_path) -> None:
     out = tmp_path / "sub" / "saddle.png"
     _ok(["trajectories", "saddle", "-O", "sgd:lr=0.1", "-O", "adam:lr=0.1", "--start",
-         "-1.5,0.01", "--steps", "4", "-o", str(out), "--animate", "--surface"])
+         "-1.5,0.01", "--steps", "4", "-o", str(tmp_path / "sub"), "--animate", "--surface"])
     assert out.is_file() and out.with_suffix(".gif").is_file()
     assert (tmp_path / "sub" / "saddle_surface.png").is_file()
 

@@ -19,7 +19,8 @@ def register(app: typer.Typer) -> None:
         source: str = typer.Argument("quick", help="A suite (quick, seeds, mnist1d, full) or a bench TOML."),
         ruleset: str | None = typer.Option(None, "--ruleset", help="external (tuned) or self (defaults, 1.5× budget)."),
         name: str | None = typer.Option(None, "--name", help="Bench name: results go to DIR/NAME (default: the suite's)."),
-        out_dir: Path = typer.Option(Path("bench"), "--dir", help="Directory holding benches."),
+        out_dir: Path = typer.Option(Path("bench"), "--out", "-o", "--dir",
+                                     help="Directory holding benches (the bench is DIR/NAME)."),
         workers: int | None = typer.Option(None, "--workers", help="Worker processes (default: one per CPU; 0 = inline)."),
         threads: int = typer.Option(1, "--threads", help="torch threads per trial."),
         trials: int | None = typer.Option(None, "--trials", help="Override N, trials per study."),
@@ -69,21 +70,36 @@ def register(app: typer.Typer) -> None:
         bench_dir: Path = typer.Argument(..., help="A bench directory."),
         workload: str = typer.Argument(..., help="A config workload of that bench, e.g. mnist1d_mlp."),
         submission: str | None = typer.Option(None, "--submission", help="Only this submission's trials."),
-        out: Path | None = typer.Option(None, "--out", "-o", help="Write the TOML here (default: print it)."),
+        out: Path | None = typer.Option(
+            None, "--out", "-o", help="Directory to write NAME.toml in (default: print the TOML)."),
+        name: str | None = typer.Option(None, "--name", help="File name without .toml (default: the workload)."),
+        overwrite: bool = typer.Option(
+            False, "--overwrite", help="Replace DIR/NAME.toml (else a numbered name is picked)."),
     ) -> None:
         """The configuration the bench chose for a workload, as a `thalweg train` TOML."""
         from thalweg.bench.recipes import recipe_toml
+        from thalweg.outputs import OutputError, fresh, output_dir
 
         try:
             text = recipe_toml(bench_dir, workload, submission)
-        except (FileNotFoundError, ValueError) as e:
+            folder = None if out is None else output_dir(out)
+        except (FileNotFoundError, ValueError) as e:  # OutputError is a ValueError
             typer.echo(f"error: {e}", err=True)
             raise typer.Exit(2) from None
-        if out is None:
+        if folder is None:
             typer.echo(text, nl=False)
-        else:
-            out.write_text(text, encoding="utf-8")
-            typer.echo(f"recipe: {out}")
+            return
+        try:
+            target, note = fresh(folder / f"{name or workload}.toml", overwrite=overwrite, taken=Path.exists,
+                                 what="a recipe")
+        except OutputError as e:
+            typer.echo(f"error: {e}", err=True)
+            raise typer.Exit(2) from None
+        if note:
+            typer.echo(f"note: {note}", err=True)
+        folder.mkdir(parents=True, exist_ok=True)
+        target.write_text(text, encoding="utf-8")
+        typer.echo(f"recipe: {target}")
 
     @bench.command("workloads")
     def workloads_cmd(as_json: bool = typer.Option(False, "--json", help="Print as JSON.")) -> None:
@@ -112,7 +128,8 @@ def register(app: typer.Typer) -> None:
         studies: int = typer.Option(2, "--studies"),
         seeds: int = typer.Option(5, "--seeds"),
         workers: int | None = typer.Option(None, "--workers"),
-        out_dir: Path = typer.Option(Path("bench"), "--dir"),
+        out_dir: Path = typer.Option(Path("bench"), "--out", "-o", "--dir",
+                                     help="Directory holding benches (the calibration is DIR/calibrate)."),
         quiet: bool = typer.Option(False, "--quiet", "-q"),
     ) -> None:
         """Recompute targets as AlgoPerf does (tuned AdamW and Nesterov SGD; median over seeds)."""

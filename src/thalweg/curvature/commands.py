@@ -113,10 +113,12 @@ def _min_eigenvalue(op: Any, *, full: bool, budget: int, tol: float) -> dict[str
 
 def inspect_target(path: Path, *, k: int = 5, mode: str = "eval", max_samples: int = 512, out: Path | None = None,
                    grad_tol: float = 1e-3, density_plot: bool = True, loss: str = "plain", full: bool = False,
-                   progress: Any = None, report: bool = True) -> dict[str, Any]:
+                   progress: Any = None, report: bool = True, overwrite: bool = False) -> dict[str, Any]:
     """Everything `thalweg inspect` reports, as a JSON-ready dict. The default is fast: at most
     `max_samples` training rows, top eigenvalues to 1e-3, λ_min only until its sign is certified,
-    a 30-HVP trace; `full` converges everything (1e-6) and spends 90 HVPs on the trace."""
+    a 30-HVP trace; `full` converges everything (1e-6) and spends 90 HVPs on the trace. The density
+    plot is `out/hessian_density.png` (default: the run's figures/), or a numbered
+    `hessian_density-2.png` … when one exists (unless `overwrite`); `note` in the result says so."""
     import time
 
     import torch
@@ -136,13 +138,13 @@ def inspect_target(path: Path, *, k: int = 5, mode: str = "eval", max_samples: i
         torch.set_num_threads(n)
     try:
         return _measure(probe, op, label, path=path, k=k, mode=mode, out=out, grad_tol=grad_tol,
-                        density_plot=density_plot, full=full, step=step, t0=t0, report=report)
+                        density_plot=density_plot, full=full, step=step, t0=t0, report=report, overwrite=overwrite)
     finally:
         torch.set_num_threads(threads)
 
 
 def _measure(probe: Any, op: Any, label: str, *, path: Path, k: int, mode: str, out: Path | None, grad_tol: float,
-             density_plot: bool, full: bool, step: Any, t0: float, report: bool) -> dict[str, Any]:
+             density_plot: bool, full: bool, step: Any, t0: float, report: bool, overwrite: bool) -> dict[str, Any]:
     import time
 
     from thalweg.curvature.density import density, plot_density
@@ -180,7 +182,13 @@ def _measure(probe: Any, op: Any, label: str, *, path: Path, k: int, mode: str, 
     if density_plot:
         t = time.perf_counter()
         dens = density(op, steps=min(80 if full else 40, op.dim))
-        png = plot_density(dens, _figure_dir(probe, out) / "hessian_density.png",
+        from thalweg.outputs import fresh
+
+        target, note = fresh(_figure_dir(probe, out) / "hessian_density.png", overwrite=overwrite,
+                             taken=Path.exists, what="an earlier density plot")
+        if note:
+            result["note"] = note
+        png = plot_density(dens, target,
                            title=f"Hessian spectral density of the {label} ({op.dim} parameters, SLQ {dens.steps} "
                                  "steps)")
         result["density_png"] = str(png)
@@ -258,7 +266,10 @@ def register(app: typer.Typer) -> None:
         loss: str = typer.Option("plain", help="plain (the validation loss) or objective (what training "
                                                "minimized, e.g. label-smoothed)."),
         full: bool = typer.Option(False, "--full", help="Converge every estimate (slower); default: fast."),
-        out: Path | None = typer.Option(None, help="Folder for hessian_density.png (default: run figures/)."),
+        out: Path | None = typer.Option(None, "--out", "-o",
+                                        help="Directory for hessian_density.png (default: the run's figures/)."),
+        overwrite: bool = typer.Option(
+            False, "--overwrite", help="Replace an earlier hessian_density.png (else a numbered name is picked)."),
         grad_tol: float = typer.Option(1e-3, help="Gradient norm below which the point counts as critical."),
         no_density: bool = typer.Option(False, "--no-density", help="Skip the SLQ density plot."),
         progress: bool | None = typer.Option(None, "--progress/--no-progress",
@@ -269,10 +280,18 @@ def register(app: typer.Typer) -> None:
         λ_min certified, trace, density plot, verdict; the density also goes into report.html."""
         import sys
 
+        from thalweg.outputs import OutputError, output_dir
+
         show = sys.stderr.isatty() if progress is None else progress
-        r = inspect_target(path, k=k, mode=mode, max_samples=max_samples, out=out, grad_tol=grad_tol,
+        try:
+            out = None if out is None else output_dir(out)
+        except OutputError as e:
+            raise typer.BadParameter(str(e), param_hint="-o/--out") from None
+        r = inspect_target(path, k=k, mode=mode, max_samples=max_samples, out=out, grad_tol=grad_tol, overwrite=overwrite,
                            density_plot=not no_density, loss=loss, full=full,
                            progress=(lambda m: typer.echo(m, err=True)) if show else None)
         from thalweg.diagnose.findings import clean
 
+        if "note" in r:
+            typer.echo(f"note: {r['note']}", err=True)
         typer.echo(json.dumps(clean(r), indent=2) if as_json else _inspect_text(r))

@@ -13,6 +13,21 @@ def _fail(msg: str) -> None:
     raise typer.Exit(2)
 
 
+def _out_dir(out: Path) -> Path:
+    from thalweg.outputs import OutputError, output_dir
+
+    try:
+        return output_dir(out)
+    except OutputError as err:
+        _fail(str(err))
+    raise AssertionError  # _fail exits
+
+
+def _say(note: str | None) -> None:
+    if note:
+        typer.echo(f"note: {note}", err=True)
+
+
 def _parse_start(text: str | None) -> list[float] | None:
     if text is None:
         return None
@@ -35,15 +50,22 @@ def register(app: typer.Typer) -> None:
             [], "--lr", help="Learning rates for an LR panel of the first optimizer (repeatable)."),
         start: str | None = typer.Option(None, help="Start point, e.g. '-1.5,2'."),
         steps: int = typer.Option(100, min=0, help="Steps per optimizer."),
-        out: Path = typer.Option(Path("trajectories.png"), "--out", "-o", help="PNG to write."),
+        out: Path = typer.Option(Path("trajectories"), "--out", "-o",
+                                 help="Directory the PNG (and GIF, surface plot) go in."),
+        out_name: str | None = typer.Option(
+            None, "--name", help="File name without suffix (default: the function; FN_lr for an LR panel)."),
+        overwrite: bool = typer.Option(
+            False, "--overwrite", help="Replace files of that name (else a numbered name is picked)."),
         animate: bool = typer.Option(False, help="Also write an animated GIF next to the PNG."),
         surface: bool = typer.Option(False, help="Also write a 3-D surface plot (2-D functions)."),
         list_functions: bool = typer.Option(False, "--list", help="List the test surfaces."),
-        gallery: Path | None = typer.Option(
-            None, help="Write the seeds' gallery (LR effects, ravine, saddle, …) into this folder."),
+        gallery: bool = typer.Option(
+            False, "--gallery", help="Write the seeds' gallery (LR effects, ravine, saddle, …) into -o."),
     ) -> None:
-        """Draw optimizer paths on a test surface, side by side with loss against step."""
+        """Draw optimizer paths on a test surface, side by side with loss against step; writes
+        DIR/NAME.png (a numbered NAME-2 … when that exists, unless --overwrite)."""
         from thalweg.landscape import functions as F
+        from thalweg.outputs import fresh, holds_any
 
         if list_functions:
             for name in F.names():
@@ -53,10 +75,13 @@ def register(app: typer.Typer) -> None:
         from thalweg.landscape import plots as P
         from thalweg.landscape.trajectories import default_optimizers, parse_spec, trajectories
 
-        if gallery is not None:
+        out = _out_dir(out)
+        if gallery:
             from thalweg.landscape.gallery import write_gallery
 
-            for p in write_gallery(gallery, animate=animate):
+            folder, note = fresh(out, overwrite=overwrite, taken=holds_any(["traj_*"]), what="a gallery")
+            _say(note)
+            for p in write_gallery(folder, animate=animate):
                 typer.echo(f"wrote {p}")
             return
         try:
@@ -70,19 +95,25 @@ def register(app: typer.Typer) -> None:
         except (ValueError, TypeError) as err:
             _fail(str(err))
             return
+        exts = (".png", ".gif", "_surface.png")
+        stem, note = fresh(out / (out_name or (f"{fn.name}_lr" if lr else fn.name)), overwrite=overwrite,
+                           taken=lambda s: any(s.with_name(s.name + e).exists() for e in exts),
+                           what="a picture of that name")
+        _say(note)
+        png = stem.with_name(stem.name + ".png")
         fig = P.figure_lr_panel([(fn, trajs)]) if lr else P.figure_trajectories(fn, trajs)
-        typer.echo(f"wrote {P.save(fig, out)}")
+        typer.echo(f"wrote {P.save(fig, png)}")
         for t in trajs:
             state = f"diverged at step {t.diverged_at}" if t.diverged else \
                 f"f = {t.losses[-1]:.4g} at {[round(float(v), 4) for v in t.final]}"
             typer.echo(f"  {t.label}: {state}")
         if animate:
-            gif = P.animate_trajectories(fn, trajs, out.with_suffix(".gif"))
+            gif = P.animate_trajectories(fn, trajs, stem.with_name(stem.name + ".gif"))
             typer.echo(f"wrote {gif}")
         if surface:
             if fn.dim != 2:
                 _fail(f"--surface needs a 2-D function; {fn.name!r} is {fn.dim}-D")
-            typer.echo(f"wrote {P.save(P.figure_surface(fn, trajs), out.with_name(out.stem + '_surface.png'))}")
+            typer.echo(f"wrote {P.save(P.figure_surface(fn, trajs), stem.with_name(stem.name + '_surface.png'))}")
 
     @app.command("landscape")
     def landscape_cmd(
@@ -99,16 +130,21 @@ def register(app: typer.Typer) -> None:
         samples: int = typer.Option(1024, min=1, help="At most this many examples per point."),
         seed: int = typer.Option(0, help="Seed of the random directions."),
         log: bool = typer.Option(False, help="Plot log10 of the loss."),
-        out: Path = typer.Option(Path("landscape"), "--out", "-o", help="Output folder."),
+        out: Path | None = typer.Option(
+            None, "--out", "-o", help="Directory for the files (default: RUN/landscape; without PATH: landscape)."),
+        overwrite: bool = typer.Option(
+            False, "--overwrite", help="Replace earlier slices there (else a numbered directory is picked)."),
         dataset: str = typer.Option("digits", help="Without PATH: dataset to train on briefly."),
         model: str = typer.Option("mlp", help="Without PATH: model to train briefly."),
         epochs: int = typer.Option(30, min=1, help="Without PATH: full-batch Adam epochs."),
         loss: str = typer.Option("plain", help="plain (the validation loss) or objective (what a run "
                                                "trained on, e.g. label-smoothed)."),
     ) -> None:
-        """Slice the loss landscape around trained models (filter-normalized directions)."""
+        """Slice the loss landscape around trained models (filter-normalized directions); writes
+        landscape_{1,2}d.{png,npz} into RUN/landscape (a numbered one if that holds slices)."""
         from thalweg.landscape import plots as P
         from thalweg.landscape import slices as S
+        from thalweg.outputs import fresh, holds_any
 
         try:
             if split not in ("train", "val", "test"):
@@ -119,7 +155,7 @@ def register(app: typer.Typer) -> None:
             kw = dict(span=span, resolution=resolution, norm=norm, seed=seed, mode=mode,
                       ignore_bias_and_norm=not include_bias_norm)
             found = []
-            for net, splits, loss_fn, title, _ in models:
+            for net, splits, loss_fn, title, *_ in models:
                 x = getattr(splits, f"x_{split}")[:samples]
                 y = getattr(splits, f"y_{split}")[:samples]
                 fn = S.slice_1d if dim == 1 else S.slice_2d
@@ -127,6 +163,10 @@ def register(app: typer.Typer) -> None:
         except (ValueError, TypeError, FileNotFoundError) as err:
             _fail(str(err))
             return
+        default = Path(models[0][5]) / "landscape" if models[0][5] is not None else Path("landscape")
+        out, note = fresh(_out_dir(out or default), overwrite=overwrite, taken=holds_any(["landscape_*"]),
+                          what="earlier slices")
+        _say(note)
         for k, ((s, title), label) in enumerate(zip(found, [m[4] for m in models], strict=True)):
             stem = out / (f"landscape_{dim}d" + (f"_{k}" if len(found) > 1 else ""))
             typer.echo(f"wrote {s.save(stem.with_suffix('.npz'))}")
@@ -150,11 +190,17 @@ def register(app: typer.Typer) -> None:
         rule: str = typer.Option("steepest", help="Suggestion rule: steepest or min/10."),
         diverge_factor: float = typer.Option(4.0, help="Stop when loss > this × best."),
         seed: int = typer.Option(0, help="Seed for the model and the batches."),
-        out: Path = typer.Option(Path("lr_find"), "--out", "-o", help="Output folder."),
+        out: Path = typer.Option(Path("lr_find"), "--out", "-o", help="Directory for lr_find.png and lr_find.npz."),
+        overwrite: bool = typer.Option(
+            False, "--overwrite", help="Replace an earlier test there (else a numbered directory is picked)."),
     ) -> None:
-        """The learning-rate range test: sweep the LR up exponentially and suggest one."""
+        """The learning-rate range test: sweep the LR up exponentially and suggest one; writes
+        DIR/lr_find.{png,npz} (a numbered DIR-2 … if DIR holds an earlier test)."""
         from thalweg.landscape import lr_finder as L
         from thalweg.landscape import plots as P
+        from thalweg.outputs import fresh, holds_any
+
+        out = _out_dir(out)
 
         try:
             net, opt, loss_fn, data, bs, what = _lr_setup(
@@ -165,6 +211,8 @@ def register(app: typer.Typer) -> None:
         except (ValueError, TypeError, FileNotFoundError) as err:
             _fail(str(err))
             return
+        out, note = fresh(out, overwrite=overwrite, taken=holds_any(["lr_find.*"]), what="an earlier range test")
+        _say(note)
         typer.echo(f"range test: {what}, lr {start_lr:g} → {end_lr:g} over {len(res.lrs)} batches")
         typer.echo(f"wrote {res.save(out / 'lr_find.npz')}")
         fig = L.figure_lr_find(res, f"learning-rate range test: {what}")
@@ -177,13 +225,13 @@ def register(app: typer.Typer) -> None:
 
 def _landscape_models(paths: list[Path], dataset: str, model: str, epochs: int,
                       loss: str = "plain") -> list[tuple]:
-    """(model, splits, loss_fn, title, loss label) for each run path, or one briefly trained
+    """(model, splits, loss_fn, title, loss label, run dir) for each run path, or one briefly trained
     model; `loss` "plain" is the validation loss, "objective" what the run trained on."""
     if not paths:
         from thalweg.landscape.gallery import train_briefly
 
         net, splits, loss_fn = train_briefly(dataset, model, epochs=epochs)
-        return [(net, splits, loss_fn, f"{model} on {dataset} ({epochs} epochs of Adam)", "loss")]
+        return [(net, splits, loss_fn, f"{model} on {dataset} ({epochs} epochs of Adam)", "loss", None)]
     from thalweg.train import load_run
 
     out = []
@@ -191,7 +239,8 @@ def _landscape_models(paths: list[Path], dataset: str, model: str, epochs: int,
         run = load_run(path)
         fn = run.eval_loss_fn if loss == "plain" else run.loss_fn
         label = fn.label
-        out.append((run.model, run.splits, fn, f"{Path(run.run_dir).name} ({Path(run.checkpoint).name})", label))
+        out.append((run.model, run.splits, fn, f"{Path(run.run_dir).name} ({Path(run.checkpoint).name})", label,
+                    run.run_dir))
     return out
 
 

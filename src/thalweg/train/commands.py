@@ -18,7 +18,8 @@ def register(app: typer.Typer) -> None:
         resume: Path | None = typer.Option(None, "--resume", help="Continue runs/<name> from its newest good checkpoint."),
         print_config: bool = typer.Option(False, "--print-config", help="Print the default config (TOML): every field, its value and meaning; then exit."),
         name: str | None = typer.Option(None, "--name", help="Override the run name (runs/<name>)."),
-        out_dir: str | None = typer.Option(None, "--out-dir", help="Override the directory that holds runs."),
+        out_dir: str | None = typer.Option(
+            None, "--out", "-o", "--out-dir", help="The directory that holds runs (the run is DIR/NAME)."),
         epochs: int | None = typer.Option(None, "--epochs", help="Override train.epochs."),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or messages."),
         overwrite: bool = typer.Option(

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import fcntl
+import itertools
 import json
 import os
 import shutil
@@ -22,6 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from thalweg.outputs import numbered
 from thalweg.train.config import ConfigError
 
 __all__ = ["RunLock", "RunLockedError", "claim_run_dir", "clear_run", "holds_run"]
@@ -172,8 +174,7 @@ def claim_run_dir(root: Path, *, overwrite: bool = False, resume: bool = False) 
     if resume or overwrite or not holds_run(root):
         return lock, None
     lock.release()
-    for k in range(2, 100_000):
-        cand = root.with_name(f"{root.name}-{k}")
+    for cand in itertools.islice(numbered(root), 1, None):
         if (cand.exists() and not cand.is_dir()) or holds_run(cand):
             continue
         try:

@@ -359,7 +359,8 @@ def register(app: Any) -> None:
         resume: Path | None = typer.Option(None, "--resume", help="Continue runs/<name> from its newest good checkpoint."),
         print_config: bool = typer.Option(False, "--print-config", help="Print the default config (TOML) and exit."),
         name: str | None = typer.Option(None, "--name", help="Override the run name (runs/<name>)."),
-        out_dir: str | None = typer.Option(None, "--out-dir", help="Override the directory that holds runs."),
+        out_dir: str | None = typer.Option(
+            None, "--out", "-o", "--out-dir", help="The directory that holds runs (the run is DIR/NAME)."),
         iterations: int | None = typer.Option(None, "--iterations", help="Override meta.iterations."),
         overwrite: bool = typer.Option(
             False, "--overwrite", help="Replace the run in runs/<name> (else a new name is picked)."),

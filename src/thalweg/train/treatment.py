@@ -23,6 +23,7 @@ from thalweg.diagnose import (
     describe_fix,
 )
 from thalweg.diagnose.findings import clean
+from thalweg.outputs import fresh
 from thalweg.train.config import ConfigError, RunConfig, dump_config, parse_config
 from thalweg.train.doctor import Examination, examine, write_findings
 
@@ -31,12 +32,7 @@ __all__ = ["register", "treat", "verify"]
 
 def _fresh(folder: Path, stem: str, suffix: str = "") -> Path:
     """`folder/stem+suffix`, or the first `stem-N+suffix` that does not exist yet."""
-    p = folder / f"{stem}{suffix}"
-    n = 2
-    while p.exists():
-        p = folder / f"{stem}-{n}{suffix}"
-        n += 1
-    return p
+    return fresh(folder / f"{stem}{suffix}", taken=Path.exists)[0]
 
 
 def treat(ex: Examination) -> tuple[Finding, RunConfig, Path] | None:
