@@ -6,7 +6,9 @@ graph). Reference: the dense float64 Hessian and `torch.linalg.eigvalsh`. For ea
 peers run back to back; HVPs are counted by wrapping each tool's product function.
 
 Run: .venv/bin/python benchmarks/curvature.py   (about a minute, one thread)
-     .venv/bin/python benchmarks/curvature.py --figures   (redraws docs/images/terrain_*.png)
+     .venv/bin/python benchmarks/curvature.py --figures [DIR]   (redraws DIR/terrain_*.png;
+                                                              default docs/images)
+     --json PATH: also write the figures and the printed tables (thalweg.record) for `make docs`
 """
 
 from __future__ import annotations
@@ -127,7 +129,7 @@ def rel_err(est: object, ev: torch.Tensor, tr: float, task: str) -> float:
     return max(abs(a - b) / abs(b) for a, b in zip(got, truth, strict=True))
 
 
-def main() -> None:
+def main(rec: Any) -> None:
     torch.set_num_threads(1)
     t0 = time.perf_counter()
     model, x, y = setup()
@@ -150,26 +152,48 @@ def main() -> None:
         rows.setdefault(("top-5", f"PyHessian tol={TIGHT:g}"), []).append((rel_err(val, ev, tr, "top-5"), hv, sec))
         signs.append(tw["sign"])
     print(f"\nmedian over seeds {list(SEEDS)}; tolerance {TOL} for both; trace: thalweg Hutch++ gets PyHessian's HVP budget")
-    print(f"{'task':<7} {'method':<22} {'HVPs':>6} {'seconds':>8} {'rel. error':>11}   ratio thalweg/PyHessian")
+    table = [f"{'task':<7} {'method':<22} {'HVPs':>6} {'seconds':>8} {'rel. error':>11}   ratio thalweg/PyHessian"]
     for task in ("top-1", "top-5", "trace"):
         med = {}
         names = ("PyHessian", "thalweg") + ((f"PyHessian tol={TIGHT:g}",) if task == "top-5" else ())
         for name in names:
             errs, hvps, secs = zip(*rows[(task, name)], strict=True)
             med[name] = (statistics.median(errs), statistics.median(hvps), statistics.median(secs))
-            print(f"{task:<7} {name:<22} {med[name][1]:>6.0f} {med[name][2]:>8.3f} {med[name][0]:>11.2e}", end="")
+            line = f"{task:<7} {name:<22} {med[name][1]:>6.0f} {med[name][2]:>8.3f} {med[name][0]:>11.2e}"
+            key = f"{task}.{name.split()[0]}{'_tight' if 'tol=' in name else ''}"
+            rec.figure(f"{key}.error", med[name][0])
+            rec.figure(f"{key}.hvps", med[name][1])
+            rec.figure(f"{key}.seconds", med[name][2])
             if name != "thalweg" and "thalweg" in med:
                 p = med["thalweg"]
-                print(f"   (thalweg needs {p[1] / med[name][1]:.2f}× its HVPs)", end="")
+                line += f"   (thalweg needs {p[1] / med[name][1]:.2f}× its HVPs)"
+                rec.figure(f"{key}.thalweg_hvp_ratio", p[1] / med[name][1])
             elif name == "thalweg":
                 p = med["PyHessian"]
-                print(f"   HVPs {med[name][1] / p[1]:.2f}  time {med[name][2] / p[2]:.2f}  error {med[name][0] / p[0]:.2g}",
-                      end="")
-            print()
+                line += f"   HVPs {med[name][1] / p[1]:.2f}  time {med[name][2] / p[2]:.2f}  error {med[name][0] / p[0]:.2g}"
+                rec.figure(f"{task}.hvp_ratio", med[name][1] / p[1])
+                rec.figure(f"{task}.time_ratio", med[name][2] / p[2])
+                rec.figure(f"{task}.error_ratio", med[name][0] / p[0])
+            table.append(line)
+            print(line)
     truth = "negative" if float(ev[0]) < 0 else "positive"
     for seed, (cert, hv, sec) in zip(SEEDS, signs, strict=True):
         print(f"sign of λ_min (seed {seed}): {cert.sign} in {hv} HVPs, {sec:.3f}s — {cert.certificate}; "
               f"reference λ_min = {float(ev[0]):.4g} ({truth})")
+    hv_signs = sorted(h for _, h, _ in signs)
+    span = f"{hv_signs[0]}–{hv_signs[-1]}" if hv_signs[0] != hv_signs[-1] else f"{hv_signs[0]}"
+    every = "on every seed" if all(c.sign == truth for c, _, _ in signs) else "(not on every seed)"
+    table.append(f"sign of λ_min: {truth} in {span} HVPs {every} (residual certificate; reference "
+                 f"λ_min = {float(ev[0]):.3g})".replace("-", "−"))
+    rec.block("accuracy", "\n".join(table))
+    rec.figure("sign.hvps_min", hv_signs[0])
+    rec.figure("sign.hvps_max", hv_signs[-1])
+    rec.figure("lambda_min", float(ev[0]))
+    for i, v in enumerate(ev[-5:].flip(0).tolist(), 1):
+        rec.figure(f"lambda_{i}", v)
+    sq = ev.square()
+    rec.figure("outliers10_frobenius_share", float(sq[-10:].sum() / sq.sum()))
+    rec.figure("params", n)
     t5, p5 = rows[("top-5", "thalweg")], rows[("top-5", "PyHessian")]
     worst = max(e for e, _, _ in t5)
     ratio = statistics.median(h for _, h, _ in t5) / statistics.median(h for _, h, _ in p5)
@@ -181,15 +205,31 @@ def main() -> None:
           f"(ratio {ratio:.2f})")
     print(f"  smaller error than PyHessian: {'met' if smaller else 'NOT met'}")
     print(f"  sign of λ_min certified in ≤ 150 HVPs: {'met' if sign_ok else 'NOT met'}")
-    backends(model, x, y)
-    monitor_overhead(model, x, y)
+    hutch = hutchpp_budgets(model, x, y, tr)
+    for budget, err in hutch.items():
+        rec.figure(f"hutchpp.{budget}.error", err)
+    lines = [*backends(model, x, y, rec), "", *monitor_overhead(model, x, y, rec)]
+    rec.block("costs", "\n".join(lines))
+    rec.figure("seconds", time.perf_counter() - t0)
     print(f"total {time.perf_counter() - t0:.0f}s")
 
 
-def backends(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> None:
+def hutchpp_budgets(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, tr: float,
+                    budgets: tuple[int, ...] = (48, 90)) -> dict[int, float]:
+    """Hutch++'s median relative trace error over the seeds at larger HVP budgets."""
+    out = {}
+    for b in budgets:
+        errs = [abs(trace(HessianOperator(model, F.cross_entropy, (x, y)), "hutch++", b, seed=s).estimate - tr) / abs(tr)
+                for s in SEEDS]
+        out[b] = statistics.median(errs)
+        print(f"Hutch++ with {b} HVPs: median relative trace error {out[b]:.2%}")
+    return out
+
+
+def backends(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, rec: Any) -> list[str]:
     """Seconds per full-data HVP for each backend, interleaved, and what `auto` picks."""
-    print("\nHVP backends (1,000 samples; ms per product, median of 15, interleaved):")
-    print(f"{'batches':>8} {'double_backward':>16} {'fwd_over_rev':>13} {'ratio':>6}  auto picks")
+    lines = ["HVP backends (1,000 samples; ms per product, median of 15, interleaved):",
+             f"{'batches':>8} {'double_backward':>16} {'fwd_over_rev':>13} {'ratio':>6}  auto picks"]
     for nb in (1, 4):
         batches = list(zip(x.chunk(nb), y.chunk(nb), strict=True))
         ops = {b: HessianOperator(model, F.cross_entropy, batches, backend=b)
@@ -205,11 +245,15 @@ def backends(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> None:
                 times[b].append(time.perf_counter() - t)
         med = {b: 1e3 * statistics.median(t) for b, t in times.items()}
         auto = HessianOperator(model, F.cross_entropy, batches).backend
-        print(f"{nb:>8} {med['double_backward']:>16.2f} {med['forward_over_reverse']:>13.2f} "
-              f"{med['forward_over_reverse'] / med['double_backward']:>6.2f}  {auto}")
+        lines.append(f"{nb:>8} {med['double_backward']:>16.2f} {med['forward_over_reverse']:>13.2f} "
+                     f"{med['forward_over_reverse'] / med['double_backward']:>6.2f}  {auto}")
+        rec.figure(f"backends.{nb}.ratio", med["forward_over_reverse"] / med["double_backward"])
+        rec.figure(f"backends.{nb}.auto", auto)
+    print("\n" + "\n".join(lines))
+    return lines
 
 
-def monitor_overhead(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> None:
+def monitor_overhead(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, rec: Any) -> list[str]:
     """A training step (batch 128) bare, with hooks attached, and with hooks + measure()."""
     from thalweg.monitors import Monitor
 
@@ -237,8 +281,12 @@ def monitor_overhead(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -
             times[name].append(time.perf_counter() - t)
     mon.detach()
     med = {k: 1e3 * statistics.median(v) for k, v in times.items()}
-    print("\nMonitor overhead per training step (MLP, batch 128; median ms of 60, interleaved):")
-    print("  " + "   ".join(f"{k} {v:.3f} ms ({v / med['bare']:.2f}×)" for k, v in med.items()))
+    lines = ["Monitor overhead per training step (MLP, batch 128; median ms of 60, interleaved):",
+             "  " + "   ".join(f"{k} {v:.3f} ms ({v / med['bare']:.2f}×)" for k, v in med.items())]
+    for k, v in med.items():
+        rec.figure(f"monitor.{k.replace(' ', '_')}_ratio", v / med["bare"])
+    print("\n" + "\n".join(lines))
+    return lines
 
 def figures(out_dir: Path) -> None:
     """docs/images/terrain_density.png and terrain_accuracy.png (error vs HVPs for both tools)."""
@@ -290,7 +338,20 @@ def figures(out_dir: Path) -> None:
 
 
 if __name__ == "__main__":
-    if "--figures" in sys.argv:
-        figures(Path(__file__).resolve().parents[1] / "docs" / "images")
+    import argparse
+
+    from thalweg.record import Record
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--figures", nargs="?", const=Path(__file__).resolve().parents[1] / "docs" / "images",
+                    type=Path, default=None, help="redraw terrain_density.png and terrain_accuracy.png into DIR")
+    ap.add_argument("--json", default=None, help="write the figures and tables here (thalweg.record)")
+    args = ap.parse_args()
+    if args.figures is not None:
+        args.figures.mkdir(parents=True, exist_ok=True)
+        figures(args.figures)
     else:
-        main()
+        out = Record()
+        main(out)
+        if args.json:
+            print(f"wrote {out.write(args.json)}")

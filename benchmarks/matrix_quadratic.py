@@ -132,6 +132,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--freq", type=int, default=10, help="preconditioning frequency of every contender")
     ap.add_argument("--seeds", type=int, default=3, help="problems (seeds) averaged at each lr")
+    ap.add_argument("--json", default=None, help="write the table and figures here (thalweg.record)")
     args = ap.parse_args()
     warnings.filterwarnings("ignore")
     torch.set_num_threads(1)  # small matrices: threads only add synchronization
@@ -139,6 +140,10 @@ def main() -> None:
           f"(Hessian {args.cond ** 2:g}), {args.steps} steps, preconditioning every {args.freq}, "
           f"lr ∈ {{{', '.join(f'{lr:.0e}' for lr in LRS)}}}\n")
     best: dict[str, Score] = {}
+    rows: list[list[str]] = []
+    from thalweg.record import Record
+
+    rec = Record()
     print(f"{'implementation':<36}{f'steps to {TARGET:g}':>16}{'final f/f0':>12}{'at lr':>10}{'sweep s':>9}")
     for impls in contenders(args.freq).values():
         for label, factory in impls.items():
@@ -146,6 +151,13 @@ def main() -> None:
             probs = [problem(args.m, args.n, args.cond, s) for s in range(args.seeds)]
             score, lr = sweep(factory, probs, args.steps)
             best[label] = score
+            reached = f"{score[0]:.1f}" if math.isfinite(score[0]) else "not reached"
+            bold = (lambda c: f"**{c}**") if label.startswith("thalweg") and label != "thalweg Adam" else str
+            rows.append([bold(label), bold(reached), f"{score[1]:.2e}", f"{lr:.2g}"])
+            key = label.replace(" ", "_")
+            rec.figure(f"{key}.steps", score[0])
+            rec.figure(f"{key}.final", score[1])
+            rec.figure(f"{key}.lr", lr)
             print(f"{label:<36}{score[0]:>16.1f}{score[1]:>12.2e}{lr:>10.2g}{time.perf_counter() - t0:>9.1f}")
     print()
     for ours in ("thalweg Shampoo", "thalweg SOAP"):
@@ -153,8 +165,13 @@ def main() -> None:
         for label in [*contenders(args.freq)[rule], "thalweg Adam"]:
             if label != ours:
                 verdict = "yes" if best[ours] <= best[label] else "NO"
+                rec.figure(f"{ours.replace(' ', '_')}.as_good_as.{label.replace(' ', '_')}", verdict)
                 print(f"{ours} at least as good as {label}: {verdict} "
                       f"({best[ours][0]:.1f} vs {best[label][0]:.1f} steps; {best[ours][1]:.2e} vs {best[label][1]:.2e})")
+
+    rec.table("contenders", ["implementation", f"steps to f/f₀ ≤ {TARGET:g}", "final f/f₀", "at lr"], rows, "lrrr")
+    if args.json:
+        print(f"wrote {rec.write(args.json)}")
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ so this script imports only `learn2learn.algorithms.maml` from `$L2L_PATH` (or a
 learn2learn) and says so when it finds neither.
 
 Run: ``.venv/bin/python benchmarks/meta.py`` (about a minute, one thread); ``--quick`` for a
-smoke run.
+smoke run; ``--json PATH`` also writes the table and figures (``thalweg.record``).
 """
 
 from __future__ import annotations
@@ -116,7 +116,8 @@ def implementations(steps: int, first_order: bool, l2l_cls: Any) -> dict[str, tu
     return out
 
 
-def bench(steps: int, first_order: bool, l2l_cls: Any, rounds: int, updates: int) -> None:
+def bench(steps: int, first_order: bool, l2l_cls: Any, rounds: int, updates: int) -> dict[str, tuple[float, float]]:
+    """name → (median seconds per meta-update, max |gradient difference| to thalweg (vmap))."""
     impls = implementations(steps, first_order, l2l_cls)
     ep = Sinusoid().sample(25, seed=0)
     grads = {}
@@ -141,11 +142,22 @@ def bench(steps: int, first_order: bool, l2l_cls: Any, rounds: int, updates: int
     kind = "first-order" if first_order else "second-order"
     print(f"\n{kind} MAML, {steps} inner step(s), meta-batch 25 (ms per meta-update, median of {rounds})")
     base = statistics.median(times["thalweg (vmap)"])
+    out = {}
     for name, ts in times.items():
         diff = max((a - b).abs().max().item() for a, b in zip(grads[name], ref, strict=True))
         med = statistics.median(ts)
+        out[name] = (med, diff)
         print(f"  {name:<20} {med * 1e3:8.2f} ms   x{med / base:5.2f} of thalweg (vmap)   "
               f"max |grad diff| {diff:.1e}")
+    return out
+
+
+COLUMNS = {"thalweg (vmap)": "thalweg (vmap)", "thalweg (loop)": "thalweg (loop fallback)",
+           "for-loop autograd": "for-loop `torch.autograd`", "learn2learn": "learn2learn 0.2.0 `MAML`"}
+
+
+def _ms(v: float) -> str:
+    return f"{v:.1f}" if v < 100 else f"{v:.0f}"
 
 
 def main() -> None:
@@ -153,12 +165,39 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--updates", type=int, default=20)
     ap.add_argument("--quick", action="store_true", help="2 rounds of 3 updates (a smoke run)")
+    ap.add_argument("--json", default=None, help="write the table and figures here (thalweg.record)")
     a = ap.parse_args()
     rounds, updates = (2, 3) if a.quick else (a.rounds, a.updates)
     l2l_cls = load_l2l_maml()
+    from thalweg.record import Record
+
+    rec = Record()
+    rows, names, worst = [], list(COLUMNS), 0.0
     for first_order in (False, True):
         for steps in (1, 5):
-            bench(steps, first_order, l2l_cls, rounds, updates)
+            res = bench(steps, first_order, l2l_cls, rounds, updates)
+            base = res["thalweg (vmap)"][0]
+            kind = "fomaml" if first_order else "maml"
+            cells = []
+            for name in names:
+                if name not in res:
+                    cells.append("(not installed)")
+                    continue
+                med, diff = res[name]
+                worst = max(worst, diff)
+                rec.figure(f"{kind}.{steps}.{name.split()[0].replace('-', '_')}"
+                           f"{'_loop' if name == 'thalweg (loop)' else ''}_ms", med * 1e3)
+                cells.append(f"{_ms(med * 1e3)} ms" if name == "thalweg (vmap)" else
+                             f"{_ms(med * 1e3)} ({med / base:.1f}×)")
+            label = (f"first-order, {steps} step{'s' if steps > 1 else ''}" if first_order else
+                     f"MAML, {steps} inner step{'s' if steps > 1 else ''}")
+            rows.append([label, *cells])
+    rec.table("speed", ["", *COLUMNS.values()], rows, "lrrrr")
+    rec.figure("max_grad_diff", worst)
+    rec.figure("rounds", rounds)
+    rec.figure("updates", updates)
+    if a.json:
+        print(f"wrote {rec.write(a.json)}")
 
 
 if __name__ == "__main__":

@@ -9,7 +9,8 @@
 3. Step time (forward + backward + step) of K-FAC and AdaHessian against a plain Adam step,
    interleaved in the same process; the ratio is printed.
 
-Run: ``.venv/bin/python benchmarks/second_order.py`` (about 3 minutes, one thread).
+Run: ``.venv/bin/python benchmarks/second_order.py`` (about 3 minutes, one thread);
+``--json PATH`` also writes the tables and figures (``thalweg.record``) for ``make docs``.
 """
 
 from __future__ import annotations
@@ -271,16 +272,51 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join([line(header), sep, *map(line, rows)])
 
 
+def _figures(rec: Any, table: str, rows: list[list[str]], key: Callable[[list[str]], str],
+             cols: dict[str, int]) -> None:
+    """Each row's cells as figures `<table>.<key>.<column>` (counts as int where they are)."""
+    for r in rows:
+        for col, i in cols.items():
+            cell = r[i]
+            rec.figure(f"{table}.{key(r)}.{col}", int(cell) if cell.isdigit() else cell)
+
+
 def main() -> None:
+    import argparse
+
+    from thalweg.record import Record
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--json", default=None, help="write the tables and figures here (thalweg.record)")
+    args = ap.parse_args()
+    rec = Record()
     t0 = time.perf_counter()
-    print("## Surfaces: iterations and seconds to f − f* ≤ 1e-8 (quadratic: 1e-8 of the gap)")
-    print("(cap: 300 iterations for Newton/L-BFGS, 3000 for the rest; '>cap (s)' = not reached)\n")
-    print(_table(["problem (start)", "method", "tuned", "iterations", "seconds"], surfaces()))
-    print(f"\n## MNIST-1D MLP 40-64-64-10, 1800 samples: to training loss ≤ {TARGET}\n")
-    print(_table(["setting", "method", "tuned", "count", "seconds", "unit"], mnist()))
-    print("\n## Step time, MLP 256-512-512-10, batch 128 (forward + backward + step), interleaved\n")
-    print(_table(["optimizer", "median ms", "mean ms", "mean / adam"], step_times()))
-    print(f"\ntotal {time.perf_counter() - t0:.0f} s, torch {torch.__version__}, 1 thread")
+    tables = [
+        ("surfaces", "## Surfaces: iterations and seconds to f − f* ≤ 1e-8 (quadratic: 1e-8 of the gap)\n"
+                     "(cap: 300 iterations for Newton/L-BFGS, 3000 for the rest; '>cap (s)' = not reached)\n",
+         ["problem (start)", "method", "tuned", "iterations", "seconds"], surfaces, "lllrr"),
+        ("mnist", f"\n## MNIST-1D MLP 40-64-64-10, 1800 samples: to training loss ≤ {TARGET}\n",
+         ["setting", "method", "tuned", "count", "seconds", "unit"], mnist, "lllrrl"),
+        ("step_time", "\n## Step time, MLP 256-512-512-10, batch 128 (forward + backward + step), interleaved\n",
+         ["optimizer", "median ms", "mean ms", "mean / adam"], step_times, "lrrr"),
+    ]
+    for name, title, header, make, align in tables:
+        print(title)
+        rows = make()
+        print(_table(header, rows))
+        rec.table(name, header, rows, align)
+        if name == "surfaces":
+            _figures(rec, name, rows, lambda r: f"{r[0].split()[0]}.{r[1]}", {"iterations": 3, "seconds": 4, "tuned": 2})
+        elif name == "mnist":
+            _figures(rec, name, rows, lambda r: r[1], {"count": 3, "seconds": 4, "tuned": 2})
+        else:
+            _figures(rec, name, rows, lambda r: r[0], {"median_ms": 1, "mean_ms": 2, "ratio": 3})
+    total = time.perf_counter() - t0
+    rec.figure("seconds", total)
+    rec.block("footer", f"total {total:.0f} s, torch {torch.__version__}, 1 thread")
+    print(f"\ntotal {total:.0f} s, torch {torch.__version__}, 1 thread")
+    if args.json:
+        print(f"wrote {rec.write(args.json)}")
 
 
 if __name__ == "__main__":

@@ -8,6 +8,9 @@ optimizer-state memory; `--memory` also measures, in a fresh process per impleme
 the peak memory growth of creating it and its first step, and that of later steps.
 
     python benchmarks/step_time.py [--rounds 30] [--rules adam,sgd] [--memory] [--warm-cache] [--stat min]
+                                   [--json PATH]
+
+`--json PATH` writes the figures and the README's table (`thalweg.record`) for `make docs`.
 
 `--stat min` reports each implementation's fastest round instead of the median: on a shared,
 loaded machine the minimum is the estimate least disturbed by other processes.
@@ -181,6 +184,7 @@ def main() -> None:
                     help="per-implementation statistic over the rounds (min: for a loaded machine)")
     ap.add_argument("--warm-cache", action="store_true",
                     help="reuse the inductor cache (default: a fresh one, so compile times are cold)")
+    ap.add_argument("--json", default=None, help="write the figures and tables here (thalweg.record)")
     args = ap.parse_args()
     if not args.warm_cache:
         os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="thalweg-bench-inductor-")
@@ -228,6 +232,7 @@ def main() -> None:
     print(header)
     print("-" * len(header))
     summary = []
+    memory: dict[tuple[str, str], tuple[float, float]] = {}
     for rule in rules:
         ours = med[(rule, "thalweg")]
         torch_best = min(v for (r, lab), v in med.items() if r == rule and lab.startswith("torch"))
@@ -235,7 +240,7 @@ def main() -> None:
             line = (f"{rule:<10}{label:<20}{ms:>9.3f}{ours / ms:>9.2f}{first_step[(r, label)]:>12.2f}"
                     f"{state_bytes(opts[(r, label)]) / 2**20:>10.1f}")
             if args.memory:
-                first, steady = peak_rss_mb(r, label)
+                first, steady = memory[(r, label)] = peak_rss_mb(r, label)
                 line += f"{first:>13.1f}{steady:>13.1f}"
             print(line)
         peers = {lab: v for (r, lab), v in med.items() if r == rule and lab in ("heavyball", "pytorch_optimizer")}
@@ -246,6 +251,67 @@ def main() -> None:
         peers = ", ".join(f"{k} {v:.2f}" for k, v in r_peers.items()) or "no peer implements it"
         print(f"  {rule:<10} {r_torch:5.2f}   {peers}")
     print(f"\npeak RSS of this process: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
+    if args.json:
+        rec = record(rules, med, first_step, memory, args.rounds, args.stat, torch.get_num_threads())
+        print(f"wrote {rec.write(args.json)}")
+
+
+#: the README's name of a rule (default: the rule's key)
+LABELS = {"sgd": "SGD", "nesterov": "Nesterov", "adagrad": "AdaGrad", "rmsprop": "RMSProp",
+          "adadelta": "AdaDelta", "adam": "Adam", "adamw": "AdamW"}
+_TORCH = {"torch-fused": "fused", "torch-foreach": "foreach", "torch-forloop": "for-loop"}
+_PEERS = {"heavyball": "HeavyBall", "pytorch_optimizer": "pytorch_optimizer"}
+
+
+def _ms(v: float) -> str:
+    return f"{v:.2f}" if v < 10 else f"{v:.1f}" if v < 100 else f"{v:.0f}"
+
+
+def _ratio(v: float) -> str:
+    return f"**{v:.2f}**" if v < 1 else f"{v:.2f}"
+
+
+def record(rules: list[str], med: dict, first_step: dict, memory: dict, rounds: int, stat: str, threads: int):
+    """The figures (`<rule>.<implementation>_ms`, `<rule>.torch_ratio`, `<rule>.peer_ratio`, …)
+    and the README's table: thalweg's default against the fastest torch.optim and the peers."""
+    import torch
+
+    from thalweg.record import Record
+
+    rec = Record()
+    rec.figure("rounds", rounds)
+    rec.figure("stat", stat)
+    rec.figure("threads", threads)
+    rec.figure("params_m", sum(torch.Size(s).numel() for s in SHAPES) / 1e6)
+    rec.figure("tensors", len(SHAPES))
+    rows = []
+    for rule in rules:
+        mine = {lab: v for (r, lab), v in med.items() if r == rule}
+        ours = mine["thalweg"]
+        tlab, tms = min(((lab, v) for lab, v in mine.items() if lab in _TORCH), key=lambda kv: kv[1])
+        peers = sorted(((lab, v) for lab, v in mine.items() if lab in _PEERS), key=lambda kv: kv[1])
+        for lab, v in mine.items():
+            rec.figure(f"{rule}.{lab}_ms", v)
+            rec.figure(f"{rule}.{lab}_first_step_s", first_step[(rule, lab)])
+        rec.figure(f"{rule}.torch_best", _TORCH[tlab])
+        rec.figure(f"{rule}.torch_ratio", ours / tms)
+        for lab, v in mine.items():
+            if lab in _TORCH:
+                rec.figure(f"{rule}.{lab}_ratio", ours / v)
+        peer = ["—", ""]
+        if peers:
+            plab, pms = peers[0]
+            rec.figure(f"{rule}.peer_ratio", ours / pms)
+            peer = [f"{_PEERS[plab]} {_ms(pms)} ms", _ratio(ours / pms)]
+        for (r, lab), (first, steady) in memory.items():
+            if r == rule:
+                rec.figure(f"{rule}.{lab}_first_step_mb", first)
+                rec.figure(f"{rule}.{lab}_per_step_mb", steady)
+        rows.append([LABELS.get(rule, rule), f"{_ms(ours)} ms", f"{_TORCH[tlab]} {_ms(tms)} ms",
+                     _ratio(ours / tms), *peer, f"{_ms(mine['thalweg-eager'])} ms"])
+    rec.table("readme", ["rule", "thalweg (default)", "fastest torch.optim", "ratio", "peer library", "ratio",
+                         "thalweg eager"], rows, "lrrrrrr")
+    return rec
 
 
 if __name__ == "__main__":

@@ -113,6 +113,7 @@ def main() -> None:
     ap.add_argument("--rules", default=",".join(RULES))
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     ap.add_argument("--heavyball-compile", action="store_true")
+    ap.add_argument("--json", default=None, help="write the table and figures here (thalweg.record)")
     args = ap.parse_args()
     warnings.filterwarnings("ignore")
     import torch
@@ -151,18 +152,38 @@ def main() -> None:
     print(header)
     print("-" * len(header))
     summary = []
+    from thalweg.record import Record
+
+    rec = Record()
+    rec.figure("rounds", args.rounds)
+    rec.figure("threads", torch.get_num_threads())
+    rows = []
     for rule in rules:
         ours = med[(rule, "thalweg")]
         for (_, label), ms in sorted(((k, v) for k, v in med.items() if k[0] == rule), key=lambda kv: kv[1]):
             print(f"{rule:<11}{label:<28}{ms:>9.2f}{ours / ms:>8.2f}{first[(rule, label)]:>12.2f}")
+            rec.figure(f"{rule}.{label.replace(' ', '_')}_ms", ms)
+            rows.append([rule, DISPLAY.get(label, label).format(rule=rule), f"{ms:.1f}" if ms >= 10 else f"{ms:.2f}",
+                         f"{ours / ms:.2f}"])
         peers = {lab: v for (r, lab), v in med.items() if r == rule and not lab.startswith("thalweg")}
         if peers:
             fastest = min(peers, key=peers.get)
             summary.append((rule, ours / peers[fastest], fastest))
+            rec.figure(f"{rule}.fastest_peer_ratio", ours / peers[fastest])
+            rec.figure(f"{rule}.fastest_peer", fastest)
         print()
+    rec.table("step_time", ["rule", "implementation", "ms / step", "thalweg / it"], rows, "llrr")
     print("summary: thalweg / fastest peer (target ≤ 0.70)")
     for rule, ratio, fastest in summary:
         print(f"  {rule:<10} {ratio:5.2f}  (fastest peer: {fastest})")
+    if args.json:
+        print(f"wrote {rec.write(args.json)}")
+
+
+#: how docs/contenders.md names an implementation (default: its label)
+DISPLAY = {"thalweg": "**thalweg**", "thalweg-float32": 'thalweg, `ns_dtype="float32"`', "torch": "torch.optim.Muon",
+           "torch-foreach": "torch.optim (foreach)", "torch-forloop": "torch.optim (for-loop)",
+           "heavyball-eager": "heavyball (eager)", "pytorch_optimizer Scalable": "pytorch_optimizer ScalableShampoo"}
 
 
 if __name__ == "__main__":

@@ -5,7 +5,9 @@ interleaved (ABBA), single-threaded. The trainer additionally computes the gradi
 the non-finite check every step, logs metrics, keeps best.pt and writes a checkpoint per
 epoch. Target: trainer / hand-written ≤ 1.05.
 
-    .venv/bin/python benchmarks/trainer_overhead.py [--rounds 20] [--samples 20000]
+    .venv/bin/python benchmarks/trainer_overhead.py [--rounds 20] [--samples 20000] [--json PATH]
+
+`--json PATH` also writes the printed block and its figures (`thalweg.record`) for `make docs`.
 """
 
 from __future__ import annotations
@@ -73,6 +75,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--rounds", type=int, default=20)
     ap.add_argument("--samples", type=int, default=20000)
+    ap.add_argument("--json", default=None, help="write the figures and the printed block here (thalweg.record)")
     args = ap.parse_args()
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as tmp:
@@ -97,13 +100,24 @@ def main() -> None:
     steps = tr.steps_per_epoch
     med_tr, med_hw = statistics.median(t_tr), statistics.median(t_hw)
     ratios = [a / b for a, b in zip(t_tr, t_hw, strict=True)]
-    print(f"{cfg.data.name} ({len(tr.splits.x_train)} train rows), MLP width {cfg.model.width}, "
-          f"{cfg.optimizer.name}, batch {cfg.train.batch_size}: {steps} steps/epoch, "
-          f"{args.rounds} interleaved rounds, 1 compute thread")
-    print(f"  hand-written loop : {med_hw * 1e3:8.1f} ms CPU/epoch median, {min(t_hw) * 1e3:8.1f} min")
-    print(f"  thalweg trainer   : {med_tr * 1e3:8.1f} ms CPU/epoch median, {min(t_tr) * 1e3:8.1f} min")
-    print(f"  trainer / hand-written: {statistics.median(ratios):.3f} (median of per-round ratios), "
-          f"{min(t_tr) / min(t_hw):.3f} (ratio of minima); target <= 1.05")
+    lines = [f"{cfg.data.name} ({len(tr.splits.x_train)} train rows), MLP width {cfg.model.width}, "
+             f"{cfg.optimizer.name}, batch {cfg.train.batch_size}: {steps} steps/epoch, "
+             f"{args.rounds} interleaved rounds, 1 compute thread",
+             f"  hand-written loop : {med_hw * 1e3:8.1f} ms CPU/epoch median, {min(t_hw) * 1e3:8.1f} min",
+             f"  thalweg trainer   : {med_tr * 1e3:8.1f} ms CPU/epoch median, {min(t_tr) * 1e3:8.1f} min",
+             f"  trainer / hand-written: {statistics.median(ratios):.3f} (median of per-round ratios), "
+             f"{min(t_tr) / min(t_hw):.3f} (ratio of minima); target <= 1.05"]
+    print("\n".join(lines))
+    if args.json:
+        from thalweg.record import Record
+
+        rec = Record()
+        rec.block("overhead", "\n".join(lines))
+        for k, v in {"rounds": args.rounds, "steps_per_epoch": steps, "hand_ms": med_hw * 1e3,
+                     "trainer_ms": med_tr * 1e3, "ratio_median": statistics.median(ratios),
+                     "ratio_minima": min(t_tr) / min(t_hw), "extra_ms": (med_tr - med_hw) * 1e3}.items():
+            rec.figure(k, v)
+        print(f"wrote {rec.write(args.json)}")
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@
    seed 000's minibatch SGD on synthetic linear regression (lr 0.03, batch 10, 3 epochs).
 2. Every optimizer in the registry minimizing Rosenbrock from (−1.5, 2), as a table.
 
-    python examples/seeds.py
+    python examples/seeds.py [--json PATH]     # --json: also the tables and figures (thalweg.record)
 """
 
 from __future__ import annotations
@@ -99,21 +99,33 @@ def minibatch_sgd(lr: float = 0.03, batch_size: int = 10, epochs: int = 3, seed:
     return w.detach().tolist(), float(b.detach()), final
 
 
-def rosenbrock_table() -> Table:
-    table = Table(title="Rosenbrock from (−1.5, 2): minimum f = 0 at (1, 1)")
-    for col in ("method", "optimizer (hyperparameters)", "final f", "‖x − (1,1)‖", "steps to 1e-3", "budget", "seconds"):
-        table.add_column(col, justify="left" if col.startswith(("method", "optimizer")) else "right")
+ROSENBROCK_COLUMNS = ("method", "optimizer (hyperparameters)", "final f", "‖x − (1,1)‖", "steps to 1e-3", "budget",
+                      "seconds")
+
+
+def rosenbrock_rows() -> list[list[str]]:
+    """One row per ROSENBROCK_RUNS entry, the cells of ROSENBROCK_COLUMNS."""
+    rows = []
     for label, name, hp, steps in ROSENBROCK_RUNS:
         t0 = time.perf_counter()
         tr = trajectories("rosenbrock", [(name, hp)], start=(-1.5, 2.0), steps=steps)[0]
         dist = np.linalg.norm(tr.points - np.array([1.0, 1.0]), axis=1)
         hit = int(np.argmax(dist < 1e-3)) if (dist < 1e-3).any() else None
         final_f = float(tr.losses[-1])
-        table.add_row(
+        rows.append([
             label, tr.label, "diverged" if tr.diverged else f"{final_f:.3g}",
             f"{dist[-1]:.3g}" if math.isfinite(dist[-1]) else "inf",
             "—" if hit is None else str(hit), str(steps), f"{time.perf_counter() - t0:.2f}",
-        )
+        ])
+    return rows
+
+
+def rosenbrock_table(rows: list[list[str]] | None = None) -> Table:
+    table = Table(title="Rosenbrock from (−1.5, 2): minimum f = 0 at (1, 1)")
+    for col in ROSENBROCK_COLUMNS:
+        table.add_column(col, justify="left" if col.startswith(("method", "optimizer")) else "right")
+    for row in rows if rows is not None else rosenbrock_rows():
+        table.add_row(*row)
     skipped = [i.name for i in registry.infos() if i.needs_model]
     if skipped:
         table.caption = (f"not shown: {', '.join(skipped)} (curvature of Linear/Conv layers; "
@@ -122,6 +134,14 @@ def rosenbrock_table() -> Table:
 
 
 def main() -> None:
+    import argparse
+
+    from thalweg.record import Record
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--json", default=None, help="write the tables and figures here (thalweg.record)")
+    args = ap.parse_args()
+    rec = Record()
     torch.set_num_threads(min(2, torch.get_num_threads()))
     console = Console(width=150)
     hand = linear_regression_by_hand()
@@ -142,7 +162,17 @@ def main() -> None:
     w, b, final = minibatch_sgd()
     console.print(f"minibatch SGD (seed 000: lr 0.03, batch 10, 3 epochs) on y = 2x₁ − 3.4x₂ + 4.2: "
                   f"w = ({w[0]:.4f}, {w[1]:.4f}), b = {b:.4f}, loss = {final:.2e}\n")
-    console.print(rosenbrock_table())
+    rows = rosenbrock_rows()
+    console.print(rosenbrock_table(rows))
+    if args.json:
+        for k, v in {"linreg.theta0": ours[0], "linreg.theta1": ours[1], "linreg.agreement": agree,
+                     "minibatch.w0": w[0], "minibatch.w1": w[1], "minibatch.b": b, "minibatch.loss": final}.items():
+            rec.figure(k, v)
+        for row in rows:
+            rec.figure(f"rosenbrock.{row[0]}.steps", row[4])
+            rec.figure(f"rosenbrock.{row[0]}.final_f", row[2])
+        rec.table("rosenbrock", list(ROSENBROCK_COLUMNS[:-1]), [r[:-1] for r in rows], "llrrrr")
+        console.print(f"wrote {rec.write(args.json)}")
 
 
 if __name__ == "__main__":

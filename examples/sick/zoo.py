@@ -3,6 +3,7 @@
     python examples/sick/zoo.py                 # the full zoo (each run's own budget)
     python examples/sick/zoo.py --epochs 3      # a reduced budget (what the test runs)
     python examples/sick/zoo.py healthy nonfinite
+    python examples/sick/zoo.py --json zoo.json # also the table and figures (thalweg.record)
 
 Each config's first line names the code the doctor must rank first (`# expected: CODE`;
 HEALTHY means no warning-level finding). The table shows expected, got, and the verified
@@ -84,20 +85,34 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--epochs", type=int, default=None, help="override each run's epochs")
     ap.add_argument("--out", type=Path, default=None, help="where the runs go (default: a temp folder)")
     ap.add_argument("--no-verify", action="store_true")
+    ap.add_argument("--json", type=Path, default=None, help="write the table and figures here (thalweg.record)")
     a = ap.parse_args(argv)
     out = a.out or Path(tempfile.mkdtemp(prefix="thalweg-zoo-"))
     print(f"runs in {out}")
     print("| run | expected | got | treatment | metric | before | after | after's top |")
     print("|---|---|---|---|---|---|---|---|")
-    bad = 0
+    bad, rows, t0 = 0, [], time.perf_counter()
+    from thalweg.record import Record
+
+    rec = Record()
     for p in members(a.names or None):
         r = run_member(p, out, epochs=a.epochs, verify=not a.no_verify, verify_epochs=a.epochs)
         ok = r["got"] == r["expected"] and (r["expected"] != "HEALTHY" or not r["warnings"])
         bad += (not ok) + (r["improved"] is False)
         fix = ", ".join(f"{k}={v}" for k, v in (r["fix"] or {}).items()) or "—"
-        print(f"| {r['run']} | {r['expected']} | {r['got']}{'' if ok else ' ✗'} | {fix} | {_fmt(r['metric'])} | "
-              f"{_fmt(r['before'])} | {_fmt(r['after'])}{'' if r['improved'] in (None, True) else ' ✗'} | "
-              f"{_fmt(r['after_top'])} |", flush=True)
+        row = [r["run"], r["expected"], f"{r['got']}{'' if ok else ' ✗'}", fix, _fmt(r["metric"]), _fmt(r["before"]),
+               f"{_fmt(r['after'])}{'' if r['improved'] in (None, True) else ' ✗'}", _fmt(r["after_top"])]
+        rows.append(row)
+        print("| " + " | ".join(row) + " |", flush=True)
+        for k in ("got", "before", "after", "after_top", "confidence"):
+            rec.figure(f"{r['run']}.{k}", r[k])
+    if a.json:
+        rec.table("zoo", ["run", "expected", "got", "treatment", "metric", "before", "after", "after's top"], rows,
+                  "llllllll")
+        rec.figure("members", len(rows))
+        rec.figure("wrong", bad)
+        rec.figure("minutes", (time.perf_counter() - t0) / 60)
+        print(f"wrote {rec.write(a.json)}")
     return 1 if bad else 0
 
 
