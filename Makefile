@@ -3,7 +3,10 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: run test bench bench-quick lint examples clean
+.PHONY: run test bench bench-quick lint examples docs clean
+
+# make docs SOURCES=a,b re-measures only those sources (python docs/build.py --list names them)
+SOURCES ?=
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -27,8 +30,11 @@ bench-quick: $(STAMP)
 examples: $(STAMP)
 	$(PY) examples/seeds.py
 
+docs: $(STAMP)
+	$(PY) docs/build.py --sources "$(SOURCES)"
+
 lint: $(STAMP)
-	$(VENV)/bin/ruff check src tests benchmarks examples
+	$(VENV)/bin/ruff check src tests benchmarks examples docs
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

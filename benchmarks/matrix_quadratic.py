@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import re
 import time
 import warnings
 from collections.abc import Callable
@@ -154,7 +155,7 @@ def main() -> None:
             reached = f"{score[0]:.1f}" if math.isfinite(score[0]) else "not reached"
             bold = (lambda c: f"**{c}**") if label.startswith("thalweg") and label != "thalweg Adam" else str
             rows.append([bold(label), bold(reached), f"{score[1]:.2e}", f"{lr:.2g}"])
-            key = label.replace(" ", "_")
+            key = re.sub(r"\W+", "_", label).strip("_")
             rec.figure(f"{key}.steps", score[0])
             rec.figure(f"{key}.final", score[1])
             rec.figure(f"{key}.lr", lr)
@@ -165,7 +166,8 @@ def main() -> None:
         for label in [*contenders(args.freq)[rule], "thalweg Adam"]:
             if label != ours:
                 verdict = "yes" if best[ours] <= best[label] else "NO"
-                rec.figure(f"{ours.replace(' ', '_')}.as_good_as.{label.replace(' ', '_')}", verdict)
+                other = re.sub(r"\W+", "_", label).strip("_")
+                rec.figure(f"{ours.replace(' ', '_')}.as_good_as.{other}", verdict)
                 print(f"{ours} at least as good as {label}: {verdict} "
                       f"({best[ours][0]:.1f} vs {best[label][0]:.1f} steps; {best[ours][1]:.2e} vs {best[label][1]:.2e})")
 

@@ -172,7 +172,7 @@ def main() -> None:
     from thalweg.record import Record
 
     rec = Record()
-    rows, names, worst = [], list(COLUMNS), 0.0
+    rows, names, worst, speedups = [], list(COLUMNS), 0.0, []
     for first_order in (False, True):
         for steps in (1, 5):
             res = bench(steps, first_order, l2l_cls, rounds, updates)
@@ -185,6 +185,8 @@ def main() -> None:
                     continue
                 med, diff = res[name]
                 worst = max(worst, diff)
+                if name in ("for-loop autograd", "learn2learn"):
+                    speedups.append(med / base)
                 rec.figure(f"{kind}.{steps}.{name.split()[0].replace('-', '_')}"
                            f"{'_loop' if name == 'thalweg (loop)' else ''}_ms", med * 1e3)
                 cells.append(f"{_ms(med * 1e3)} ms" if name == "thalweg (vmap)" else
@@ -193,6 +195,9 @@ def main() -> None:
                      f"MAML, {steps} inner step{'s' if steps > 1 else ''}")
             rows.append([label, *cells])
     rec.table("speed", ["", *COLUMNS.values()], rows, "lrrrr")
+    if speedups:
+        rec.figure("speedup.min", min(speedups))
+        rec.figure("speedup.max", max(speedups))
     rec.figure("max_grad_diff", worst)
     rec.figure("rounds", rounds)
     rec.figure("updates", updates)

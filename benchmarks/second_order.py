@@ -16,6 +16,7 @@ Run: ``.venv/bin/python benchmarks/second_order.py`` (about 3 minutes, one threa
 from __future__ import annotations
 
 import math
+import re
 import statistics
 import time
 from collections.abc import Callable
@@ -278,7 +279,8 @@ def _figures(rec: Any, table: str, rows: list[list[str]], key: Callable[[list[st
     for r in rows:
         for col, i in cols.items():
             cell = r[i]
-            rec.figure(f"{table}.{key(r)}.{col}", int(cell) if cell.isdigit() else cell)
+            slug = re.sub(r"\W+", "_", key(r)).strip("_")  # "newton (damped)" → "newton_damped"
+            rec.figure(f"{table}.{slug}.{col}", int(cell) if cell.isdigit() else cell)
 
 
 def main() -> None:
@@ -306,7 +308,7 @@ def main() -> None:
         print(_table(header, rows))
         rec.table(name, header, rows, align)
         if name == "surfaces":
-            _figures(rec, name, rows, lambda r: f"{r[0].split()[0]}.{r[1]}", {"iterations": 3, "seconds": 4, "tuned": 2})
+            _figures(rec, name, rows, lambda r: f"{r[0].split()[0]} {r[1]}", {"iterations": 3, "seconds": 4, "tuned": 2})
         elif name == "mnist":
             _figures(rec, name, rows, lambda r: r[1], {"count": 3, "seconds": 4, "tuned": 2})
         else:

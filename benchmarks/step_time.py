@@ -295,6 +295,7 @@ def record(rules: list[str], med: dict, first_step: dict, memory: dict, rounds: 
             rec.figure(f"{rule}.{lab}_first_step_s", first_step[(rule, lab)])
         rec.figure(f"{rule}.torch_best", _TORCH[tlab])
         rec.figure(f"{rule}.torch_ratio", ours / tms)
+        rec.figure(f"{rule}.torch_speedup", tms / ours)
         for lab, v in mine.items():
             if lab in _TORCH:
                 rec.figure(f"{rule}.{lab}_ratio", ours / v)
@@ -302,6 +303,7 @@ def record(rules: list[str], med: dict, first_step: dict, memory: dict, rounds: 
         if peers:
             plab, pms = peers[0]
             rec.figure(f"{rule}.peer_ratio", ours / pms)
+            rec.figure(f"{rule}.peer", _PEERS[plab])
             peer = [f"{_PEERS[plab]} {_ms(pms)} ms", _ratio(ours / pms)]
         for (r, lab), (first, steady) in memory.items():
             if r == rule:

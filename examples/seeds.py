@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import math
+import re
 import time
 
 import numpy as np
@@ -168,9 +169,10 @@ def main() -> None:
         for k, v in {"linreg.theta0": ours[0], "linreg.theta1": ours[1], "linreg.agreement": agree,
                      "minibatch.w0": w[0], "minibatch.w1": w[1], "minibatch.b": b, "minibatch.loss": final}.items():
             rec.figure(k, v)
-        for row in rows:
-            rec.figure(f"rosenbrock.{row[0]}.steps", row[4])
-            rec.figure(f"rosenbrock.{row[0]}.final_f", row[2])
+        for row in rows:  # keyed by the method, lower case, words joined by _ ("newton_damped")
+            key = re.sub(r"\W+", "_", row[0].split(" (ρ")[0]).strip("_").lower()
+            rec.figure(f"rosenbrock.{key}.steps", row[4])
+            rec.figure(f"rosenbrock.{key}.final_f", row[2])
         rec.table("rosenbrock", list(ROSENBROCK_COLUMNS[:-1]), [r[:-1] for r in rows], "llrrrr")
         console.print(f"wrote {rec.write(args.json)}")
 

@@ -57,6 +57,10 @@ def test_recipe_is_the_chosen_configuration_as_a_train_config(tmp_path):
     assert run.train.epochs == math.ceil(30 / best["steps_per_epoch"])
     assert parse_config(run.model_dump(mode="json")) == run
     assert recipe_toml(res.dir, "digits_logreg").startswith("# A recipe for the bench workload digits_logreg")
+    again = CliRunner().invoke(app, ["bench", "recipe", str(res.dir), "digits_logreg", "-o", str(tmp_path),
+                                     "--name", "recipe"])
+    assert again.exit_code == 0 and f"recipe: {tmp_path / 'recipe-2.toml'}" in again.output  # never replaced
+    assert load_config(path) == run
 
 
 def test_shipped_mnist1d_recipes_use_the_paper_protocol():
