@@ -24,6 +24,7 @@ import json
 import os
 import platform
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -41,6 +42,8 @@ ROOT, RECORD, IMAGES = marks.ROOT, marks.RECORD, marks.ROOT / "docs" / "images"
 #: what a fresh checkout after `make` has: linked into each source's directory
 LINKED = ("src", "tests", "examples", "benchmarks", "docs", "README.md", "Makefile", "pyproject.toml")
 OUTPUT_CHARS = 12_000
+#: sources run after the others, on docs rendered from their records (the test suite reads them)
+LAST = ("tests",)
 
 
 class Workspace(S.Context):
@@ -68,12 +71,16 @@ class Workspace(S.Context):
         script = [c.replace("{json}", str(json_path)) for c in script]
         t0, cpu0 = time.perf_counter(), os.times()
         print(f"[{self.path.name}] $ {shown}", flush=True)
+        proc = subprocess.Popen(["bash", "-c", " && ".join(script)], cwd=self.path, env=self.env, text=True,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, errors="replace",
+                                start_new_session=True)  # its own process group: a timeout ends all of it
         try:
-            proc = subprocess.run(["bash", "-c", " && ".join(script)], cwd=self.path, env=self.env, timeout=timeout,
-                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace")
-            status, output = proc.returncode, proc.stdout
-        except subprocess.TimeoutExpired as e:
-            status, output = 124, (e.stdout or b"").decode(errors="replace") + f"\n(timed out after {timeout:.0f} s)"
+            output, _ = proc.communicate(timeout=timeout)
+            status = proc.returncode
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            output, _ = proc.communicate()
+            status, output = 124, (output or "") + f"\n(timed out after {timeout:.0f} s)"
         cpu = os.times()
         entry = {"command": shown, "expanded": expanded, "status": status,
                  "seconds": round(time.perf_counter() - t0, 1),
@@ -191,8 +198,14 @@ def main(argv: list[str] | None = None) -> int:
         if not (a.venv / "bin" / "python").exists():
             print(f"no virtual environment at {a.venv} (make creates .venv; or give --venv)", file=sys.stderr)
             return 2
-        for n in names:
-            problems += build(registry[n], a.venv.resolve() if a.venv.is_symlink() else a.venv, a.keep)
+        venv = a.venv.resolve() if a.venv.is_symlink() else a.venv
+        last = [n for n in LAST if n in names]  # the test suite checks the docs: it runs on rendered ones
+        for n in [n for n in names if n not in last]:
+            problems += build(registry[n], venv, a.keep)
+        for n in last:
+            if not a.no_render:
+                problems += render_docs()
+            problems += build(registry[n], venv, a.keep)
     if not a.no_render:
         problems += render_docs()
     print("\n".join(problems) if problems else "docs rendered from docs/record/")

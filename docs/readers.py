@@ -89,7 +89,6 @@ def read_bench_quick(ctx: Context) -> Found:
     rec.figure("wall_minutes", run["seconds"] / 60)
     rec.figure("cpu_seconds", run["cpu_seconds"])
     rec.figure("cpu_minutes_on_2_cores", run["cpu_seconds"] / 120)
-    rec.figure("cpu_seconds_per_optimizer", run["cpu_seconds"] / len(sec))
     for sub in sec:  # the best digits loss its lr sweep reached (the tuning budget misses the target)
         sweep = [r["best"]["metric"] for r in records if r.get("phase") == "sensitivity"
                  and r["workload"] == "digits_logreg" and r["submission"] == sub and (r.get("best") or {}).get("metric")]

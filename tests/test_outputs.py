@@ -56,8 +56,7 @@ def test_trajectories_never_overwrite_a_picture(tmp_path: Path) -> None:
     text = _ok(args)
     assert f"wrote {tmp_path / 'ravine-2.png'}" in text and "holds a picture of that name" in text
     assert (tmp_path / "ravine.png").read_bytes() == before
-    assert f"wrote {tmp_path / 'mine.png'}" in _ok([*args, "--name", "mine"])
-    assert f"wrote {tmp_path / 'ravine.png'}" in _ok([*args, "--overwrite"])
+    assert f"wrote {tmp_path / 'ravine-2.png'}" in _ok([*args, "--name", "ravine-2", "--overwrite"])
     res = runner.invoke(app, [*args[:-2], "-o", str(tmp_path / "out.png")])
     assert res.exit_code == 2 and "-o/--out" in res.output and "looks like a file name" in res.output
 
