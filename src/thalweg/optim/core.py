@@ -9,6 +9,12 @@ them and `state_dict()` hands out torch's exact per-parameter layout (as views).
 Correct first: a gradient the user replaced (or set to None), a parameter rebound with
 `p.data = ...`, params with different step counts: all are noticed at `step()` and handled
 (the odd cases on a slower per-parameter path that runs the same math).
+
+Fewer bytes (docs/memory.md): every flat optimizer takes `state_dtype` ("fp32", "bf16" with
+stochastic rounding, "int8" block-wise codes), `param_rounding="stochastic"` and
+`master_weights` for bf16 parameters, and `in_backward=True` (the update runs from each
+bucket's post-accumulate-grad hook). Storage is the core's business: a transform never sees
+anything but full-precision tensors of one range of the segment.
 """
 
 from __future__ import annotations
@@ -21,11 +27,14 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
+from . import storage
 from .chain import Chain, global_norm
-from .kernel import Unit, autocast_off, compute_dtype, fresh_function, run_pass
+from .kernel import Unit, autocast_off, compute_dtype, fresh_function, run_pass, run_stored_pass
+from .lowprec import Layout
+from .memory import MEMORY_OPTIONS, accepts_memory_options, memory_options, step_seed
 from .registry import Hyperparameter
 from .segment import Segment, scalar_dtype
-from .statedict import check_loadable
+from .statedict import apply_loaded, check_loadable
 
 __all__ = ["AUTO_COMPILE_MIN_NUMEL", "FlatOptimizer", "Rule"]
 
@@ -72,6 +81,11 @@ def _compiler_available(device: torch.device) -> bool:
 EAGER_CHUNK = 1 << 18
 
 
+#: a compiled low-precision update runs in chunks of this many elements: the float32 values
+#: inductor keeps between the block reduction and the re-quantization are one chunk's
+COMPILED_CHUNK = 1 << 20
+
+
 def _chunked(kernel: Callable[..., None], chain: Chain, p: Tensor, g: Tensor, state: list[Tensor],
              hp: Any, norm: Tensor | None, part: int, out: Tensor | None) -> None:
     """Run an elementwise kernel chunk by chunk (exact: every transform is elementwise)."""
@@ -85,6 +99,22 @@ def _chunked(kernel: Callable[..., None], chain: Chain, p: Tensor, g: Tensor, st
                None if out is None else out[a:b])
 
 
+def _state_slice(st: list[Tensor], layout: Layout, a: int, b: int) -> tuple[list[Tensor], int]:
+    """The kernel tensors for segment elements a … b−1 (int8: the whole blocks they touch)
+    and where element a sits in them."""
+    out: list[Tensor] = []
+    j, lo, block = 0, 0, layout.block
+    for k, kind in enumerate(layout.states):
+        if kind == "int8":
+            b0, b1 = a // block, -(-b // block)
+            out += [st[j][b0 * block : b1 * block], st[j + 1][b0:b1]]
+            lo = a - b0 * block
+        else:
+            out.append(st[j][a:b])
+        j += layout.n_tensors(k)
+    return out, lo
+
+
 class FlatOptimizer(torch.optim.Optimizer):
     """Run a transform chain (or a :class:`Rule`) over flat parameter buffers.
 
@@ -93,6 +123,12 @@ class FlatOptimizer(torch.optim.Optimizer):
     signatures. `compile`: True, False, or "auto" (compile segments of at least
     :data:`AUTO_COMPILE_MIN_NUMEL` elements); `compile_options` go to `torch.compile`.
 
+    Memory options (every subclass takes them, see docs/memory.md): `state_dtype` None (the
+    parameter's dtype, as torch), "fp32", "bf16" or "int8"; `state_block_size` (int8);
+    `param_rounding` "nearest" or "stochastic" and `master_weights` (bf16 parameters);
+    `in_backward` (update during backward, `bucket_numel` elements at a time). The first
+    four may also be set per param group.
+
     Differences from torch.optim, by design: `p.grad` is a zero view from construction on and
     `zero_grad()` zeroes in place (torch's `set_to_none=False`); create the optimizer after
     moving the model to its device.
@@ -100,6 +136,12 @@ class FlatOptimizer(torch.optim.Optimizer):
 
     #: hyperparameter schema of the param groups (the named optimizers set theirs)
     schema: tuple[Hyperparameter, ...] = ()
+    #: keyword arguments every flat optimizer accepts besides its hyperparameters
+    memory_options = MEMORY_OPTIONS
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        accepts_memory_options(cls)
 
     def __init__(
         self,
@@ -109,24 +151,38 @@ class FlatOptimizer(torch.optim.Optimizer):
         *,
         compile: CompileMode = "auto",
         compile_options: Mapping[str, Any] | None = None,
+        **memory: Any,
     ) -> None:
         if compile not in (True, False, "auto"):
             raise ValueError(f"compile must be True, False or 'auto', got {compile!r}")
+        opts = memory_options(memory)
         self.rule = rule if isinstance(rule, Rule) else _FixedRule(rule)
         self.compile_mode: CompileMode = compile
         self.compile_options = dict(compile_options or {})
         self._segments: list[Segment] = []
         self._loose: list[tuple[int, Tensor]] = []  # params with requires_grad=False
         self._built = False
-        super().__init__(params, dict(defaults or {"lr": 1.0}))
+        self._backward: Any = None
+        self._seed = torch.initial_seed() & 0x7FFFFFFF  # stochastic rounding (not the user's streams)
+        defaults = dict(defaults or {"lr": 1.0})
+        defaults.update({k: v for k, v in opts.items() if k in storage.MEMORY_KEYS})
+        super().__init__(params, defaults)
         self._build_segments(range(len(self.param_groups)))
         self._built = True
+        if opts.get("in_backward"):
+            from .backward import BackwardStepper
+
+            self._backward = BackwardStepper(self, opts.get("bucket_numel"))
 
     # ------------------------------------------------------------------ construction
     def add_param_group(self, param_group: dict[str, Any]) -> None:
+        memory_options({k: v for k, v in param_group.items() if k in storage.MEMORY_KEYS},
+                       where=f"param group {len(self.param_groups)}: ")
         super().add_param_group(param_group)
         if getattr(self, "_built", False):
             self._build_segments([len(self.param_groups) - 1])
+            if self._backward is not None:
+                self._backward.attach()
 
     def _build_segments(self, group_indices: Iterable[int]) -> None:
         for gi in group_indices:
@@ -151,30 +207,36 @@ class FlatOptimizer(torch.optim.Optimizer):
         key = self.rule.key(group)
         if seg.chain is None or key != seg.chain_key:
             chain = self.rule.build(group)
+            layout = storage.layout_for(group, seg, chain)
+            if seg.layout is not None and layout.block != seg.layout.block:
+                raise ValueError("state_block_size is fixed once the optimizer has state; make a new optimizer")
             if seg.chain is not None and chain.state_keys != seg.chain.state_keys:
                 # e.g. momentum switched on: new buffers start fresh, as torch's would
-                old = seg.state
-                seg.state = {k: old.get(k, v) for k, v in chain.init(seg.flat_p).items()}
+                new = tuple(k for k in chain.state_keys if k not in seg.state)
+                seg.state = {k: seg.state[k] for k in chain.state_keys if k in seg.state}
+                seg.scales = {k: seg.scales[k] for k in seg.state if k in seg.scales}
+                storage.init_state(seg, chain, layout, group, new)
                 for i in range(len(seg.params)):
                     if seg.started[i]:
-                        self._expose(seg, i, chain)
-            seg.chain, seg.chain_key, seg.fn = chain, key, None
-        if not seg.state:
-            seg.state = seg.chain.init(seg.flat_p.detach())
+                        self._expose(seg, i, chain, layout)
+            if self._backward is not None:
+                self._backward.check(chain)
+            seg.chain, seg.chain_key, seg.fn, seg.layout = chain, key, None, layout
+        if not seg.state and seg.chain.state_keys or seg.layout.master and seg.master is None:
+            storage.init_state(seg, seg.chain, seg.layout, group)
         return seg.chain
 
     def _start(self, seg: Segment, i: int) -> None:
         seg.started[i] = True
-        assert seg.chain is not None
-        self._expose(seg, i, seg.chain)
+        assert seg.chain is not None and seg.layout is not None
+        self._expose(seg, i, seg.chain, seg.layout)
 
-    def _expose(self, seg: Segment, i: int, chain: Chain) -> None:
+    def _expose(self, seg: Segment, i: int, chain: Chain, layout: Layout) -> None:
         """Per-parameter state dict entries as views of the flat buffers (torch's layout)."""
-        st: dict[str, Tensor] = {}
+        st: dict[str, Any] = {}
         if chain.counts_steps:
             st["step"] = seg.step_t[i]
-        for k in chain.state_keys:
-            st[k] = seg._view(seg.state[k], i)
+        st.update(storage.param_entries(seg, chain, layout, i))
         if st:
             self.state[seg.params[i]] = st
         else:  # a stateless rule (plain SGD) has no entry, as in torch
@@ -189,6 +251,9 @@ class FlatOptimizer(torch.optim.Optimizer):
         return bool(self.compile_mode)
 
     def _function(self, seg: Segment) -> Callable[..., None]:
+        assert seg.layout is not None
+        if seg.fn is None and not seg.layout.plain:
+            seg.fn = self._stored_function(seg)
         if seg.fn is None:
             chain = seg.chain
             eager = fresh_function(run_pass)
@@ -208,6 +273,43 @@ class FlatOptimizer(torch.optim.Optimizer):
                     seg.fn = lambda p, g, st, hp, n, k, o: _chunked(eager, chain, p, g, st, hp, n, k, o)
                 seg.compiled = False
         return seg.fn
+
+    def _stored_function(self, seg: Segment) -> Callable[..., None]:
+        """The update of a low-precision segment: one chunk at a time (compiled: one fused
+        kernel per chunk, compiled once with dynamic shapes), each chunk's state dequantized,
+        updated and requantized in the same call."""
+        chain, layout = seg.chain, seg.layout
+        assert chain is not None and layout is not None
+        compiled = self._want_compile(seg)
+        if compiled:
+            log.info("thalweg: compiling the %s low-precision update on %s (first step only)",
+                     type(self).__name__, seg.device)
+            options = {"fullgraph": True, "dynamic": True, **self.compile_options}
+            kernel = torch.compile(fresh_function(run_stored_pass), **options)
+            size = max(layout.block, COMPILED_CHUNK // layout.block * layout.block)
+        else:
+            kernel = run_stored_pass
+            size = max(layout.block, EAGER_CHUNK // layout.block * layout.block)
+        seg.compiled = compiled
+
+        def run(p: Tensor, g: Tensor, st: list[Tensor], hp: Any, norm: Tensor | None, part: int,
+                out: Tensor | None, first: int = 0) -> None:
+            # p, g, out: elements first … first+n of the segment; st: the whole segment's state
+            seed = step_seed(self._seed, seg.steps[0], part, first)
+            n = p.numel()
+            for a in range(0, n, size):
+                b = min(a + size, n)
+                sl, lo = _state_slice(st, layout, first + a, first + b)
+                base: Any = first + a
+                seed_a: Any = seed
+                if compiled:
+                    base = torch.tensor(base, dtype=torch.int32)
+                    seed_a = torch.tensor(seed, dtype=torch.int32)
+                master = None if seg.master is None else seg.master[first + a : first + b]
+                kernel(chain, layout, p[a:b], g[a:b], sl, hp, norm, part, None if out is None else out[a:b],
+                       master, lo, base, seed_a)
+
+        return run
 
     # ------------------------------------------------------------------ stepping
     def _schedule_step(self, seg: Segment) -> int:
@@ -273,7 +375,7 @@ class FlatOptimizer(torch.optim.Optimizer):
                 hp: Any = seg.hp
             else:
                 hp = vals
-            states = [seg.state[k] for k in chain.state_keys]
+            states = storage.kernel_state(seg, chain, seg.layout)
             unit = Unit(fn, seg.flat_p, seg.flat_g, states, hp, scratch)
 
             def finish() -> None:
@@ -292,10 +394,15 @@ class FlatOptimizer(torch.optim.Optimizer):
         for i, a in enumerate(active):
             if not a:
                 continue
-            states = [seg._view(seg.state[k], i) for k in chain.state_keys]
             vals = chain.scalars(group, seg.steps[i] + 1)
             sv = None if scratch is None else seg._view(scratch, i)
-            units.append(Unit(per_param, seg.p_views[i], seg.g_views[i], states, vals, sv))
+            if seg.layout.plain:
+                states = [seg._view(seg.state[k], i) for k in chain.state_keys]
+                units.append(Unit(per_param, seg.p_views[i], seg.g_views[i], states, vals, sv))
+            else:  # the segment's low-precision update, on this parameter's range only
+                units.append(Unit(self._range_function(seg, seg.offsets[i]), seg.p_views[i].view(-1),
+                                  seg.g_views[i].view(-1), storage.kernel_state(seg, chain, seg.layout),
+                                  vals, None if sv is None else sv.view(-1)))
             taken.append(i)
 
         def finish_each() -> None:
@@ -307,6 +414,11 @@ class FlatOptimizer(torch.optim.Optimizer):
                     self._start(seg, i)
 
         return chain, units, finish_each
+
+    def _range_function(self, seg: Segment, first: int) -> Callable[..., None]:
+        """The low-precision update of the segment elements from `first` on."""
+        fn = self._function(seg)
+        return lambda p, g, st, hp, n, k, o: fn(p, g, st, hp, n, k, o, first)
 
     def _plan_loose(self, gi: int, p: Tensor) -> tuple[Chain, list[Unit], Callable[[], None]]:
         """A parameter created with requires_grad=False that has a gradient anyway."""
@@ -370,36 +482,16 @@ class FlatOptimizer(torch.optim.Optimizer):
         bad one raises a ValueError naming the group, parameter and key, and leaves this
         optimizer exactly as it was."""
         check_loadable(self, state_dict)
-        schedules = {
-            i: g["lr"] for i, g in enumerate(self.param_groups)
-            if callable(g["lr"]) and not isinstance(g["lr"], Tensor)
-        }
-        super().load_state_dict(state_dict)
-        schedule_steps: dict[int, int] = {}
-        for i, g in enumerate(self.param_groups):
-            if "lr_schedule_step" in g:
-                schedule_steps[i] = int(g.pop("lr_schedule_step"))
-            if i in schedules:
-                g["lr"] = schedules[i]
-        for seg in self._segments:
-            chain = self._ensure_chain(seg)
-            seg.fn = None
-            for i, p in enumerate(seg.params):
-                loaded = self.state.get(p)
-                if not loaded:  # never stepped (or a stateless rule such as plain SGD)
-                    seg.started[i] = False
-                    seg.steps[i] = schedule_steps.get(seg.group_index, 0)
-                    seg.step_t[i] = 0
-                    continue
-                for k in chain.state_keys:
-                    seg._view(seg.state[k], i).copy_(loaded[k])
-                if "step" in loaded:
-                    n = float(loaded["step"])
-                else:  # SGD keeps no step; a momentum buffer means at least one step was taken
-                    n = float(max(1, schedule_steps.get(seg.group_index, 1)))
-                seg.steps[i] = int(n)
-                seg.step_t[i] = n
-                self._start(seg, i)
+        apply_loaded(self, state_dict, super().load_state_dict)
+
+    def state_nbytes(self) -> int:
+        """Bytes the optimizer state really occupies: every state buffer in its storage
+        format (int8 codes and their scales, bf16, float32), master weights and step
+        counters — what `state_dtype` changes."""
+        total = sum(storage.nbytes(seg) for seg in self._segments)
+        for _, p in self._loose:
+            total += sum(t.numel() * t.element_size() for t in self.state.get(p, {}).values() if isinstance(t, Tensor))
+        return total
 
     def __getstate__(self) -> dict[str, Any]:
         # torch.optim keeps only defaults/state/param_groups; the flat buffers are needed too
