@@ -83,7 +83,7 @@ EAGER_CHUNK = 1 << 18
 
 #: a compiled low-precision update runs in chunks of this many elements: the float32 values
 #: inductor keeps between the block reduction and the re-quantization are one chunk's
-COMPILED_CHUNK = 1 << 20
+COMPILED_CHUNK = 1 << 18
 
 
 def _chunked(kernel: Callable[..., None], chain: Chain, p: Tensor, g: Tensor, state: list[Tensor],
@@ -107,7 +107,7 @@ def _state_slice(st: list[Tensor], layout: Layout, a: int, b: int) -> tuple[list
     for k, kind in enumerate(layout.states):
         if kind == "int8":
             b0, b1 = a // block, -(-b // block)
-            out += [st[j][b0 * block : b1 * block], st[j + 1][b0:b1]]
+            out += [st[j].view(-1, block)[b0:b1], st[j + 1][b0:b1]]
             lo = a - b0 * block
         else:
             out.append(st[j][a:b])
@@ -284,7 +284,7 @@ class FlatOptimizer(torch.optim.Optimizer):
         if compiled:
             log.info("thalweg: compiling the %s low-precision update on %s (first step only)",
                      type(self).__name__, seg.device)
-            options = {"fullgraph": True, "dynamic": True, **self.compile_options}
+            options = {"fullgraph": True, "dynamic": None, **self.compile_options}
             kernel = torch.compile(fresh_function(run_stored_pass), **options)
             size = max(layout.block, COMPILED_CHUNK // layout.block * layout.block)
         else:
@@ -292,22 +292,35 @@ class FlatOptimizer(torch.optim.Optimizer):
             size = max(layout.block, EAGER_CHUNK // layout.block * layout.block)
         seg.compiled = compiled
 
+        def call(fn: Callable[..., None], p: Tensor, g: Tensor, st: list[Tensor], hp: Any, norm: Tensor | None,
+                 part: int, out: Tensor | None, first: int, a: int, b: int, seed: int, fast: bool) -> None:
+            sl, lo = _state_slice(st, layout, first + a, first + b)
+            master = None if seg.master is None else seg.master[first + a : first + b]
+            base: Any = first + a
+            seed_a: Any = seed
+            if fast:  # compiled: the per-call values are tensors (new values never recompile)
+                base = torch.tensor(base, dtype=torch.int32)
+                seed_a = torch.tensor(seed, dtype=torch.int32)
+            rows = (lambda t: t.view(-1, layout.block)) if fast and layout.quantized else (lambda t: t)
+            fn(chain, layout, rows(p[a:b]), rows(g[a:b]), sl, hp, norm, part,
+               None if out is None else rows(out[a:b]), None if master is None else rows(master), lo, base, seed_a)
+
         def run(p: Tensor, g: Tensor, st: list[Tensor], hp: Any, norm: Tensor | None, part: int,
                 out: Tensor | None, first: int = 0) -> None:
-            # p, g, out: elements first … first+n of the segment; st: the whole segment's state
-            seed = step_seed(self._seed, seg.steps[0], part, first)
+            # p, g, out: elements first … first+n of the segment; st: the whole segment's state.
+            # Whole int8 blocks go to the kernel in chunks; the partial blocks at either end
+            # (a parameter's or a bucket's edge, the segment's last block) run eagerly.
+            seed = step_seed(self._seed, seg.steps[0], part)
             n = p.numel()
-            for a in range(0, n, size):
-                b = min(a + size, n)
-                sl, lo = _state_slice(st, layout, first + a, first + b)
-                base: Any = first + a
-                seed_a: Any = seed
-                if compiled:
-                    base = torch.tensor(base, dtype=torch.int32)
-                    seed_a = torch.tensor(seed, dtype=torch.int32)
-                master = None if seg.master is None else seg.master[first + a : first + b]
-                kernel(chain, layout, p[a:b], g[a:b], sl, hp, norm, part, None if out is None else out[a:b],
-                       master, lo, base, seed_a)
+            block = layout.block if layout.quantized else 1
+            lo = min(n, -(-first // block) * block - first)
+            hi = max(lo, (first + n) // block * block - first)
+            eager_hp = hp if not isinstance(hp, Tensor) else hp.tolist()
+            for a, b in ((0, lo), (hi, n)):
+                if b > a:
+                    call(run_stored_pass, p, g, st, eager_hp, norm, part, out, first, a, b, seed, False)
+            for a in range(lo, hi, size):
+                call(kernel, p, g, st, hp, norm, part, out, first, a, min(a + size, hi), seed, compiled)
 
         return run
 
@@ -322,6 +335,8 @@ class FlatOptimizer(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        if self._backward is not None:  # the updates ran during backward
+            return loss
         devices = [seg.device.type for seg in self._segments] + [p.device.type for _, p in self._loose]
         with autocast_off(devices):
             self._update()
@@ -447,9 +462,10 @@ class FlatOptimizer(torch.optim.Optimizer):
         """Zero the flat gradient buffers in place (keeps the fast path).
 
         `set_to_none=True` (torch's meaning, explicit only) sets `p.grad = None`; parameters
-        still without a gradient at `step()` are then skipped, as in torch.
+        still without a gradient at `step()` are then skipped, as in torch. With `in_backward`
+        the gradients are freed by the updates already; this does nothing.
         """
-        for seg in self._segments:
+        for seg in self._segments if self._backward is None else ():
             if set_to_none:
                 for p in seg.params:
                     p.grad = None

@@ -53,8 +53,9 @@ def run_stored_pass(chain: Chain, layout: Layout, p: Tensor, g: Tensor, state: l
     update → requantize in one function (one fused kernel when compiled), so only this
     range is ever held in full precision.
 
-    `state` holds per state key its buffer (a view matching `p`), or for int8 the codes and
-    scales of the whole blocks covering the range, which starts `lo` elements into them.
+    `state` holds per state key its buffer (a view matching `p`), or for int8 the codes
+    (blocks × block, so the block stays a static size under dynamic shapes) and scales of the
+    whole blocks covering the range, which starts `lo` elements into them.
     `base` is the range's first element index in the segment and `seed` this step's seed:
     stochastic roundings draw their bits from them.
     """
@@ -70,7 +71,8 @@ def run_stored_pass(chain: Chain, layout: Layout, p: Tensor, g: Tensor, state: l
             continue
         if kind == "int8":
             cover = dequantize(bufs[0], bufs[1], layout.block)
-            full.append(cover[lo : lo + n].view(p.shape))
+            whole = lo == 0 and p.dim() == 2 and p.shape[-1] == layout.block  # whole blocks: no slicing
+            full.append(cover.view(p.shape) if whole else cover[lo : lo + n].view(p.shape))
             back.append((kind, bufs, cover, k))
         elif bufs[0].dtype in LOW_PRECISION:
             x = bufs[0].float()
@@ -86,8 +88,8 @@ def run_stored_pass(chain: Chain, layout: Layout, p: Tensor, g: Tensor, state: l
     for kind, bufs, x, k in back:
         if kind == "int8":
             codes, scale = quantize(x, layout.block)
-            bufs[0].copy_(codes)
-            bufs[1].copy_(scale)
+            bufs[0].copy_(codes.view(bufs[0].shape))
+            bufs[1].copy_(scale.view(bufs[1].shape))
         elif kind == "bf16":
             bufs[0].copy_(stochastic_bf16(x, base, seed + (k + 1) * _SEED_STRIDE))
         else:  # low-precision buffer in the parameter's dtype (torch's): nearest

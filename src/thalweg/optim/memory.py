@@ -85,8 +85,8 @@ def accepts_memory_options(cls: type) -> None:
     cls.__init__ = __init__  # type: ignore[misc]
 
 
-def step_seed(seed: int, step: int, part: int, first: int) -> int:
-    """The int32 seed of one kernel call's stochastic roundings: different for every step,
-    pass and range, the same on every run of the same program."""
-    h = (seed * 0x9E3779B1 + step * 0x85EBCA6B + part * 0xC2B2AE35 + first * 0x27D4EB2F) & 0xFFFFFFFF
+def step_seed(seed: int, step: int, part: int) -> int:
+    """The int32 seed of one step's stochastic roundings: different for every step and pass,
+    the same on every run of the same program (bits differ per element by its index)."""
+    h = (seed * 0x9E3779B1 + step * 0x85EBCA6B + part * 0xC2B2AE35) & 0xFFFFFFFF
     return h - (1 << 32) if h >= 1 << 31 else h

@@ -65,7 +65,7 @@ class Segment:
 
     def __getstate__(self) -> dict[str, Any]:
         # compiled functions are rebuilt on demand (they do not pickle or deep-copy)
-        return {**self.__dict__, "fn": None, "compiled": False, "hp": None, "scratch": None}
+        return {**self.__dict__, "fn": None, "compiled": False, "hp": None, "scratch": None, "range_fn": None}
 
     def _view(self, flat: Tensor, i: int) -> Tensor:
         return flat[self.offsets[i] : self.offsets[i] + self.numels[i]].view_as(self.params[i])
