@@ -52,7 +52,7 @@ def step_in_backward(model: torch.nn.Module | Any, opt: FlatOptimizer, bucket_nu
     if not params <= ours | {id(p) for _, p in opt._loose}:
         raise ValueError("step_in_backward: the model has parameters this optimizer does not update")
     if opt._backward is None:
-        opt._backward = BackwardStepper(opt, bucket_numel)
+        opt._backward = BackwardStepper(opt, bucket_numel or opt._bucket_numel)
     return opt
 
 

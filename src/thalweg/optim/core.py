@@ -169,6 +169,7 @@ class FlatOptimizer(torch.optim.Optimizer):
         super().__init__(params, defaults)
         self._build_segments(range(len(self.param_groups)))
         self._built = True
+        self._bucket_numel = opts.get("bucket_numel")
         if opts.get("in_backward"):
             from .backward import BackwardStepper
 
@@ -222,7 +223,7 @@ class FlatOptimizer(torch.optim.Optimizer):
             if self._backward is not None:
                 self._backward.check(chain)
             seg.chain, seg.chain_key, seg.fn, seg.layout = chain, key, None, layout
-        if not seg.state and seg.chain.state_keys or seg.layout.master and seg.master is None:
+        if (not seg.state and seg.chain.state_keys) or (seg.layout.master and seg.master is None):
             storage.init_state(seg, seg.chain, seg.layout, group)
         return seg.chain
 

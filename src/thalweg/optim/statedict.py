@@ -55,7 +55,7 @@ def check_loadable(opt: FlatOptimizer, sd: Any) -> None:
     if len(groups) != len(opt.param_groups):
         _fail(f"the state dict has {len(groups)} param group(s), this {name} has {len(opt.param_groups)}")
     schema = opt.schema or (_LR,)
-    owner: dict[Any, tuple[int, int, Tensor, dict[str, Any]]] = {}
+    owner: dict[Any, tuple[int, int, Tensor, dict[str, Any], Mapping[str, Any]]] = {}
     for gi, (saved, ours) in enumerate(zip(groups, opt.param_groups, strict=True)):
         where = f"param group {gi}: "
         if not isinstance(saved, Mapping) or not isinstance(saved.get("params"), Sequence):
@@ -70,12 +70,12 @@ def check_loadable(opt: FlatOptimizer, sd: Any) -> None:
             _fail(str(e))
         merged = {**ours, **{k: v for k, v in saved.items() if k != "params"}}
         for j, (pid, p) in enumerate(zip(saved["params"], ours["params"], strict=True)):
-            owner[pid] = (gi, j, p, merged)
+            owner[pid] = (gi, j, p, merged, saved)
     chains: dict[int, Any] = {}
     for pid, st in state.items():
         if pid not in owner:
             _fail(f"'state' has an entry for parameter id {pid!r}, which no param group lists")
-        gi, j, p, group = owner[pid]
+        gi, j, p, group, saved_group = owner[pid]
         where = f"state of parameter {j} of param group {gi}"
         if not isinstance(st, Mapping):
             _fail(f"{where}: expected a dict of tensors, got {type(st).__name__}")
@@ -87,7 +87,7 @@ def check_loadable(opt: FlatOptimizer, sd: Any) -> None:
             except (KeyError, TypeError, ValueError) as e:
                 _fail(f"param group {gi}: {e}")
         keys = chains[gi].state_keys
-        int8 = group.get("state_dtype") == "int8"
+        int8 = saved_group.get("state_dtype") == "int8"  # the checkpoint's format, not ours
         need = [*keys, *(f"{k}.scale" for k in keys)] + (["block_offset"] if keys else []) if int8 else keys
         lacking = [k for k in need if k not in st]
         if lacking:
@@ -99,7 +99,7 @@ def check_loadable(opt: FlatOptimizer, sd: Any) -> None:
             if v.shape != p.shape:
                 _fail(f"{where}: {k!r} has shape {tuple(v.shape)}, the parameter has {tuple(p.shape)}")
             if int8:
-                _check_int8(where, k, st, p, int(group.get("state_block_size", storage.DEFAULT_BLOCK)))
+                _check_int8(where, k, st, p, int(saved_group.get("state_block_size", storage.DEFAULT_BLOCK)))
         if "master_param" in st and (not isinstance(st["master_param"], Tensor) or st["master_param"].shape != p.shape):
             _fail(f"{where}: 'master_param' must be a tensor of the parameter's shape {tuple(p.shape)}")
         if "step" in st:
@@ -116,7 +116,7 @@ def check_loadable(opt: FlatOptimizer, sd: Any) -> None:
 
 def _check_int8(where: str, k: str, st: Mapping[str, Any], p: Tensor, block: int) -> None:
     codes, scale, off = st[k], st[f"{k}.scale"], st["block_offset"]
-    if codes.is_floating_point() and not bool(torch.equal(codes, codes.round())) or (
+    if (codes.is_floating_point() and not bool(torch.equal(codes, codes.round()))) or (
             codes.numel() and (codes.min() < -128 or codes.max() > 127)):
         _fail(f"{where}: {k!r} must hold int8 codes (whole numbers in [-128, 127])")
     if isinstance(off, Tensor):
@@ -165,14 +165,17 @@ def apply_loaded(opt: FlatOptimizer, sd: Mapping[str, Any], torch_load: Callable
         layout = seg.layout
         assert layout is not None
         seg.fn = None
-        for i, p in enumerate(seg.params):
-            entry, group = saved.get(id(p), ({}, {}))
+        entries = [saved.get(id(p), ({}, {})) for p in seg.params]
+        for k in chain.state_keys:
+            storage.write_params(seg, layout, k, [_saved_values(seg, layout, k, i, e, g) for i, (e, g) in enumerate(entries)])
+        for i, (entry, _) in enumerate(entries):
             if not entry:  # never stepped (or a stateless rule such as plain SGD)
                 seg.started[i] = False
                 seg.steps[i] = schedule_steps.get(seg.group_index, 0)
                 seg.step_t[i] = 0
                 continue
-            _load_param(seg, layout, chain.state_keys, i, entry, group)
+            if layout.master and seg.master is not None:
+                seg._view(seg.master, i).copy_(entry.get("master_param", seg.p_views[i]))
             if "step" in entry:
                 n = float(entry["step"])
             else:  # SGD keeps no step; a momentum buffer means at least one step was taken
@@ -182,22 +185,20 @@ def apply_loaded(opt: FlatOptimizer, sd: Mapping[str, Any], torch_load: Callable
             opt._start(seg, i)
 
 
-def _load_param(seg: Any, layout: Any, keys: tuple[str, ...], i: int, entry: Mapping[str, Any],
-                group: Mapping[str, Any]) -> None:
-    saved_int8 = group.get("state_dtype") == "int8"
-    block = int(group.get("state_block_size", storage.DEFAULT_BLOCK))
-    off = seg.offsets[i]
-    for k in keys:
-        if saved_int8 and layout.quantized and block == layout.block and int(entry["block_offset"]) == off % block:
-            seg._view(seg.state[k], i).copy_(entry[k].to(torch.int8))  # the same codes and scales
-            b0 = off // block
-            seg.scales[k][b0 : b0 + entry[f"{k}.scale"].numel()] = entry[f"{k}.scale"]
-            continue
-        values = storage.decode_saved(entry, k, block) if saved_int8 else entry[k]
-        storage.write_param(seg, layout, k, i, values.to(seg.device))
-    if layout.master and seg.master is not None:
-        src = entry.get("master_param", seg.p_views[i])
-        seg._view(seg.master, i).copy_(src)
+def _saved_values(seg: Any, layout: Any, k: str, i: int, entry: Mapping[str, Any],
+                  group: Mapping[str, Any]) -> Tensor | None:
+    """Parameter i's saved values of state `k` to write (None: nothing saved, or the same
+    int8 codes and scales, copied here as they are so a round trip is exact)."""
+    if not entry:
+        return None
+    if group.get("state_dtype") != "int8":
+        return entry[k].to(seg.device)
+    block, off = int(group.get("state_block_size", storage.DEFAULT_BLOCK)), seg.offsets[i]
+    if layout.quantized and block == layout.block and int(entry["block_offset"]) == off % block:
+        seg._view(seg.state[k], i).copy_(entry[k].to(torch.int8))
+        seg.scales[k][off // block : off // block + entry[f"{k}.scale"].numel()] = entry[f"{k}.scale"]
+        return None
+    return storage.decode_saved(entry, k, block).to(seg.device)
 
 
 def to_torch_state_dict(sd: Mapping[str, Any]) -> dict[str, Any]:

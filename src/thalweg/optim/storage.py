@@ -21,7 +21,7 @@ from .lowprec import DEFAULT_BLOCK, Layout, dequantize, quantize
 from .segment import Segment
 
 __all__ = ["MEMORY_KEYS", "init_state", "kernel_state", "layout_for", "nbytes", "param_cover",
-           "param_entries", "read_param", "write_param"]
+           "param_entries", "read_param", "write_params"]
 
 #: the param-group keys of the storage options (present only when not at their default)
 MEMORY_KEYS = ("state_dtype", "state_block_size", "param_rounding", "master_weights")
@@ -141,12 +141,31 @@ def read_param(seg: Segment, layout: Layout, key: str, i: int) -> Tensor:
     return cover[off - b0 * block : off - b0 * block + n].view_as(seg.params[i])
 
 
-def write_param(seg: Segment, layout: Layout, key: str, i: int, values: Tensor) -> None:
-    """Set parameter i's values of state `key` (rounded to nearest into its format)."""
-    if layout.quantized:
-        _store_range(seg, key, layout.block, seg.offsets[i], values.to(torch.float32))
-    else:
-        seg._view(seg.state[key], i).copy_(values)
+def write_params(seg: Segment, layout: Layout, key: str, values: list[Tensor | None]) -> None:
+    """Set state `key` of each parameter whose entry in `values` is not None (rounded to
+    nearest into the format). int8 is re-encoded chunk by chunk with every new value in
+    place first, so each value is rounded once, however parameters share blocks."""
+    if not layout.quantized:
+        for i, v in enumerate(values):
+            if v is not None:
+                seg._view(seg.state[key], i).copy_(v)
+        return
+    block = layout.block
+    for a in range(0, seg.numel, INIT_CHUNK):
+        b = min(a + INIT_CHUNK, seg.numel)
+        touched = [i for i, v in enumerate(values) if v is not None
+                   and seg.offsets[i] < b and seg.offsets[i] + seg.numels[i] > a]
+        if not touched:
+            continue
+        b1 = -(-b // block)
+        cover = dequantize(seg.state[key][a:b1 * block], seg.scales[key][a // block : b1], block)
+        for i in touched:
+            lo, hi = max(a, seg.offsets[i]), min(b, seg.offsets[i] + seg.numels[i])
+            src = values[i].reshape(-1)[lo - seg.offsets[i] : hi - seg.offsets[i]]  # type: ignore[union-attr]
+            cover[lo - a : hi - a] = src.to(cover)
+        codes, scale = quantize(cover, block)
+        seg.state[key][a:b1 * block] = codes
+        seg.scales[key][a // block : b1] = scale
 
 
 def decode_saved(entry: Mapping[str, Any], key: str, block: int) -> Tensor:

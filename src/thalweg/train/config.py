@@ -95,13 +95,19 @@ class InitConfig(_Section):
 
 
 class OptimizerConfig(BaseModel):
-    """Any registry optimizer by name; the other keys are its hyperparameters."""
+    """Any registry optimizer by name; the other keys are its hyperparameters, except
+    `state_dtype`: how a flat optimizer stores its state (docs/memory.md)."""
 
     model_config = ConfigDict(extra="allow")
     name: str = "adamw"
+    state_dtype: Literal["fp32", "bf16", "int8"] = "fp32"
 
     def hyperparameters(self) -> dict[str, Any]:
         return dict(self.model_extra or {})
+
+    def memory_options(self) -> dict[str, Any]:
+        """Keyword arguments for the optimizer besides its hyperparameters."""
+        return {} if self.state_dtype == "fp32" else {"state_dtype": self.state_dtype}
 
 
 class ScheduleConfig(_Section):
@@ -217,6 +223,7 @@ rule = "kaiming_uniform"
 name = "adamw"
 lr = 0.005
 weight_decay = 0.05
+state_dtype = "fp32"      # fp32 | bf16 | int8: how the optimizer stores its state (docs/memory.md)
 
 [schedule]
 name = "warmup_cosine"    # constant | cosine | warmup_cosine | step | exponential | polynomial
@@ -333,6 +340,10 @@ def _validate_combinations(cfg: RunConfig) -> None:
     from thalweg.optim import registry
 
     info = registry.get(cfg.optimizer.name)
+    if cfg.optimizer.state_dtype != "fp32" and "state_dtype" not in info.options:
+        raise ConfigError("optimizer", "state_dtype", cfg.optimizer.state_dtype,
+                          f"{info.name} keeps its own state layout; low-precision state is for the "
+                          "flat optimizers (sgd, adam, adamw, rmsprop, adagrad, adadelta, …)")
     if info.needs_closure:
         for key in ("clip_norm", "clip_value"):
             value = getattr(cfg.regularization, key)

@@ -1,0 +1,191 @@
+"""Bytes per parameter: optimizer-state bytes, peak memory of a training step, and the
+quality cost of low-precision optimizer state (docs/memory.md).
+
+    python benchmarks/memory.py state                  # state bytes of every flat rule × state_dtype
+    python benchmarks/memory.py peak [--params 100e6]  # peak RSS of a training step, fresh process each
+    python benchmarks/memory.py quality [--seeds 3]    # MNIST-1D default run + a small CNN, fp32/bf16/int8
+
+`peak` trains a stack of square linear layers (batch 8: activations are small next to the
+weights) and reports, per configuration, the model's bytes, `opt.state_nbytes()`, the peak
+resident-memory growth over the model of one training step after warm-up (forward,
+backward, update) and what that growth leaves for gradients. Each configuration runs in its
+own process, so one's freed memory never hides another's peak.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import warnings
+
+CONFIGS = {  # label → (optimizer keyword arguments, peer)
+    "torch fused AdamW": ({}, "torch"),
+    "AdamW fp32": ({}, None),
+    "AdamW bf16 state": ({"state_dtype": "bf16"}, None),
+    "AdamW int8 state": ({"state_dtype": "int8"}, None),
+    "AdamW fp32, in backward": ({"in_backward": True}, None),
+    "AdamW int8, in backward": ({"state_dtype": "int8", "in_backward": True}, None),
+}
+
+
+def _vm_kb(field: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
+def _reset_peak() -> int:
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # VmHWM (the peak) := the current RSS
+    return _vm_kb("VmRSS")
+
+
+def peak_child(label: str, n_params: float, bucket: int) -> dict:
+    """One configuration in this fresh process: MB of model, state, and step peak."""
+    import torch
+
+    import thalweg.optim as to
+
+    torch.manual_seed(0)
+    width = 2048
+    depth = max(1, round(n_params / (width * width + width)))
+    model = torch.nn.Sequential(*[torch.nn.Linear(width, width) for _ in range(depth)])
+    x = torch.randn(8, width)
+    kw, peer = CONFIGS[label]
+    if peer == "torch":
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
+    else:
+        opt = to.AdamW(model.parameters(), lr=1e-4, compile=True, bucket_numel=bucket, **kw)
+
+    def step() -> None:
+        opt.zero_grad(set_to_none=True) if peer else opt.zero_grad()
+        model(x).square().mean().backward()
+        opt.step()
+
+    for _ in range(2):  # state, compilation, allocator warm-up
+        step()
+    if peer:
+        opt.zero_grad(set_to_none=True)
+    model_b = sum(p.numel() * p.element_size() for p in model.parameters())
+    state_b = opt.state_nbytes() if hasattr(opt, "state_nbytes") else sum(
+        t.numel() * t.element_size() for s in opt.state.values() for t in s.values() if torch.is_tensor(t))
+    held = sum(p.grad.numel() * p.grad.element_size() for p in model.parameters() if p.grad is not None)
+    base = _reset_peak()
+    step()
+    growth = (_vm_kb("VmHWM") - base) * 1024
+    return {"params": sum(p.numel() for p in model.parameters()), "model": model_b, "state": state_b,
+            "held_grads": held, "growth": growth, "bucket": bucket * 4}
+
+
+def peak(n_params: float, bucket: int) -> None:
+    mb = 2**20
+    print(f"peak memory of one AdamW training step (~{n_params / 1e6:.0f} M parameters, batch 8, "
+          f"in-backward bucket {bucket * 4 / mb:.0f} MB); MB\n")
+    head = f"{'configuration':<26}{'model':>8}{'state':>8}{'state/fp32':>11}{'grads kept':>11}{'step peak':>11}"
+    print(head + "\n" + "-" * len(head))
+    fp32_state = None
+    for label in CONFIGS:
+        out = subprocess.run([sys.executable, os.path.abspath(__file__), "--child", label, str(n_params), str(bucket)],
+                             capture_output=True, text=True)
+        if out.returncode != 0:
+            print(f"{label:<26} failed: {out.stderr.strip().splitlines()[-1]}")
+            continue
+        r = json.loads(out.stdout.strip().splitlines()[-1])
+        fp32_state = fp32_state or r["state"]
+        print(f"{label:<26}{r['model'] / mb:>8.0f}{r['state'] / mb:>8.0f}{r['state'] / fp32_state:>11.3f}"
+              f"{r['held_grads'] / mb:>11.0f}{r['growth'] / mb:>11.0f}")
+    print("\nstep peak = growth of resident memory over model + state + gradients kept between steps,"
+          "\nduring one forward+backward+step: the gradients (and temporaries) a step allocates")
+
+
+def state_table() -> None:
+    import torch
+
+    from thalweg.optim import registry
+
+    print(f"{'rule':<10}{'fp32 B/param':>14}{'bf16':>8}{'int8':>8}{'int8/fp32':>11}")
+    for info in registry.infos():
+        if "state_dtype" not in info.options or info.needs_model:
+            continue
+        sizes = {}
+        for sd in (None, "bf16", "int8"):
+            ps = [torch.nn.Parameter(torch.randn(1024, 1024))]
+            opt = info.factory(ps, **{**info.defaults(), "state_dtype": sd, "compile": False})
+            ps[0].grad = torch.randn_like(ps[0])
+            opt.step()
+            sizes[sd] = opt.state_nbytes() / ps[0].numel()
+        if sizes[None] == 0:
+            continue
+        print(f"{info.name:<10}{sizes[None]:>14.3f}{sizes['bf16']:>8.3f}{sizes['int8']:>8.3f}"
+              f"{sizes['int8'] / sizes[None]:>11.3f}")
+
+
+def quality(seeds: int, epochs: int | None) -> None:
+    import tomllib
+
+    from thalweg.train import fit
+    from thalweg.train.config import DEFAULT_TOML
+
+    tasks = {"MNIST-1D MLP (default run)": {}, "MNIST-1D CNN (cnn1d)": {
+        "model": {"name": "cnn1d", "channels": 64, "kernel_size": 5, "depth": 3}}}
+    out = tempfile.mkdtemp(prefix="thalweg-memory-")
+    rows = []
+    for task, change in tasks.items():
+        for sd in ("fp32", "bf16", "int8"):
+            accs, losses = [], []
+            for seed in range(seeds):
+                cfg = tomllib.loads(DEFAULT_TOML)
+                for section, values in change.items():
+                    cfg[section] = {**{k: v for k, v in cfg[section].items() if k == "name"}, **values}
+                cfg["optimizer"]["state_dtype"] = sd
+                cfg["train"]["seed"] = seed
+                cfg["diagnostics"] = {"figures": False, "report": False}
+                if epochs:
+                    cfg["train"]["epochs"] = epochs
+                cfg.update(name=f"q-{len(rows)}-{seed}", out_dir=out)
+                res = fit(cfg, quiet=True)
+                accs.append(100 * res.test_accuracy)
+                losses.append(res.test_loss)
+                print(f"  {task} {sd} seed {seed}: test accuracy {accs[-1]:.2f} %, loss {losses[-1]:.4f}", flush=True)
+            rows.append((task, sd, accs, losses))
+    print(f"\n{'task':<28}{'state':<7}{'test accuracy %':>22}{'test loss':>20}   per seed")
+    for task, sd, accs, losses in rows:
+        sa = statistics.stdev(accs) if len(accs) > 1 else 0.0
+        sl = statistics.stdev(losses) if len(losses) > 1 else 0.0
+        print(f"{task:<28}{sd:<7}{statistics.mean(accs):>14.2f} ± {sa:<5.2f}{statistics.mean(losses):>12.4f} ± "
+              f"{sl:<6.4f} {' '.join(f'{a:.2f}' for a in accs)}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = ap.add_subparsers(dest="what", required=True)
+    sub.add_parser("state")
+    p = sub.add_parser("peak")
+    p.add_argument("--params", type=float, default=100e6)
+    p.add_argument("--bucket", type=int, default=1 << 22, help="in-backward bucket, elements")
+    q = sub.add_parser("quality")
+    q.add_argument("--seeds", type=int, default=3)
+    q.add_argument("--epochs", type=int, default=None, help="override train.epochs")
+    args = ap.parse_args()
+    warnings.filterwarnings("ignore")
+    if args.what == "state":
+        state_table()
+    elif args.what == "peak":
+        peak(args.params, args.bucket)
+    else:
+        quality(args.seeds, args.epochs)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 5 and sys.argv[1] == "--child":
+        warnings.filterwarnings("ignore")
+        print(json.dumps(peak_child(sys.argv[2], float(sys.argv[3]), int(sys.argv[4]))))
+    else:
+        main()
