@@ -5,11 +5,12 @@ quality cost of low-precision optimizer state (docs/memory.md).
     python benchmarks/memory.py peak [--params 100e6]  # peak RSS of a training step, fresh process each
     python benchmarks/memory.py quality [--seeds 3]    # MNIST-1D default run + a small CNN, fp32/bf16/int8
 
-`peak` trains a stack of square linear layers (batch 8: activations are small next to the
-weights) and reports, per configuration, the model's bytes, `opt.state_nbytes()`, the peak
-resident-memory growth over the model of one training step after warm-up (forward,
-backward, update) and what that growth leaves for gradients. Each configuration runs in its
-own process, so one's freed memory never hides another's peak.
+`peak` trains a stack of 2048×2048 linear layers (batch 8: activations are small next to
+the weights) and reports, per configuration, the model's bytes, `opt.state_nbytes()`, the
+gradient memory kept between steps and the memory one training step needs above model and
+state (resident high-water mark of the step after warm-up, plus the kept gradients). Each
+configuration runs in its own process with glibc returning freed blocks at once
+(MALLOC_MMAP_THRESHOLD_), so freed memory is never counted and never hides a peak.
 """
 
 from __future__ import annotations
@@ -48,7 +49,8 @@ def _reset_peak() -> int:
 
 
 def peak_child(label: str, n_params: float, bucket: int) -> dict:
-    """One configuration in this fresh process: MB of model, state, and step peak."""
+    """One configuration in this fresh process: bytes of model, state and gradients kept
+    between steps, and the peak resident memory of one training step after warm-up."""
     import torch
 
     import thalweg.optim as to
@@ -56,8 +58,8 @@ def peak_child(label: str, n_params: float, bucket: int) -> dict:
     torch.manual_seed(0)
     width = 2048
     depth = max(1, round(n_params / (width * width + width)))
-    model = torch.nn.Sequential(*[torch.nn.Linear(width, width) for _ in range(depth)])
     x = torch.randn(8, width)
+    model = torch.nn.Sequential(*[torch.nn.Linear(width, width) for _ in range(depth)])
     kw, peer = CONFIGS[label]
     if peer == "torch":
         opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
@@ -69,40 +71,46 @@ def peak_child(label: str, n_params: float, bucket: int) -> dict:
         model(x).square().mean().backward()
         opt.step()
 
-    for _ in range(2):  # state, compilation, allocator warm-up
+    for _ in range(3):  # state, compilation, allocator warm-up
         step()
     if peer:
         opt.zero_grad(set_to_none=True)
+    kept = sum(p.grad.numel() * p.grad.element_size() for p in model.parameters() if p.grad is not None)
+    if not peer and opt._backward is None:
+        kept = sum(s.flat_g.numel() * s.flat_g.element_size() for s in opt._segments)
+    before = _reset_peak() * 1024
+    step()
     model_b = sum(p.numel() * p.element_size() for p in model.parameters())
     state_b = opt.state_nbytes() if hasattr(opt, "state_nbytes") else sum(
         t.numel() * t.element_size() for s in opt.state.values() for t in s.values() if torch.is_tensor(t))
-    held = sum(p.grad.numel() * p.grad.element_size() for p in model.parameters() if p.grad is not None)
-    base = _reset_peak()
-    step()
-    growth = (_vm_kb("VmHWM") - base) * 1024
     return {"params": sum(p.numel() for p in model.parameters()), "model": model_b, "state": state_b,
-            "held_grads": held, "growth": growth, "bucket": bucket * 4}
+            "kept": kept, "step": _vm_kb("VmHWM") * 1024 - before + kept}
 
 
 def peak(n_params: float, bucket: int) -> None:
     mb = 2**20
-    print(f"peak memory of one AdamW training step (~{n_params / 1e6:.0f} M parameters, batch 8, "
-          f"in-backward bucket {bucket * 4 / mb:.0f} MB); MB\n")
-    head = f"{'configuration':<26}{'model':>8}{'state':>8}{'state/fp32':>11}{'grads kept':>11}{'step peak':>11}"
+    print(f"memory of one AdamW training step (~{n_params / 1e6:.0f} M parameters in 2048×2048 layers, "
+          f"batch 8, in-backward bucket {bucket * 4 / mb:.0f} MB); MB\n")
+    head = (f"{'configuration':<26}{'model':>7}{'state':>7}{'state/fp32':>11}{'grads kept':>11}"
+            f"{'step peak above model+state':>29}")
     print(head + "\n" + "-" * len(head))
     fp32_state = None
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}  # freed tensors leave the RSS at once
     for label in CONFIGS:
         out = subprocess.run([sys.executable, os.path.abspath(__file__), "--child", label, str(n_params), str(bucket)],
-                             capture_output=True, text=True)
+                             capture_output=True, text=True, env=env)
         if out.returncode != 0:
             print(f"{label:<26} failed: {out.stderr.strip().splitlines()[-1]}")
             continue
         r = json.loads(out.stdout.strip().splitlines()[-1])
         fp32_state = fp32_state or r["state"]
-        print(f"{label:<26}{r['model'] / mb:>8.0f}{r['state'] / mb:>8.0f}{r['state'] / fp32_state:>11.3f}"
-              f"{r['held_grads'] / mb:>11.0f}{r['growth'] / mb:>11.0f}")
-    print("\nstep peak = growth of resident memory over model + state + gradients kept between steps,"
-          "\nduring one forward+backward+step: the gradients (and temporaries) a step allocates")
+        print(f"{label:<26}{r['model'] / mb:>7.0f}{r['state'] / mb:>7.0f}{r['state'] / fp32_state:>11.3f}"
+              f"{r['kept'] / mb:>11.0f}{r['step'] / mb:>29.0f}")
+    print("\ngrads kept: gradient memory held between steps; step peak above model+state: the resident"
+          "\nhigh-water mark of one step (forward, backward, update) minus what the process held before it,"
+          "\nplus the gradients kept: the gradients, activations and temporaries of a step."
+          f"\nA full set of gradients is the model's size; one bucket {bucket * 4 / mb:.0f} MB; one layer's gradient"
+          f" {2048 * 2048 * 4 / mb:.0f} MB.")
 
 
 def state_table() -> None:

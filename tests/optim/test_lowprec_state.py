@@ -118,7 +118,8 @@ def test_step_in_backward_gives_the_ordinary_trajectory(make):
             opt.zero_grad()
             torch.nn.functional.cross_entropy(net(x), y).backward()
             opt.step()
-        assert all(p.grad is None for p in b.parameters())  # freed as backward went
+        kept = [p.grad for p in b.parameters() if p.grad is not None]  # the next backward's first bucket
+        assert sum(g.numel() for g in kept) <= 600 and all(not g.any() for g in kept)
     for p, q in zip(a.parameters(), b.parameters(), strict=True):
         assert torch.equal(p, q)
     sa, sb = oa.state_dict()["state"], ob.state_dict()["state"]

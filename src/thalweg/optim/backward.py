@@ -4,11 +4,14 @@ freed there, so a training step holds the gradients of one bucket, not of the mo
 
 Gradient memory: the flat core normally keeps one gradient buffer per segment (`p.grad` are
 views of it), which would stay allocated for the whole of backward. In this mode a segment
-has no flat gradient: its parameters are cut into buckets of about `bucket_numel` elements
-(contiguous in the flat parameter buffer, whole parameters). A bucket's gradient buffer is
-allocated when its first gradient arrives; the bucket's other parameters get `p.grad` views
-of it, into which autograd accumulates in place; when the last arrives the update runs over
-the bucket's range of the flat buffers and the buffer is freed (`p.grad` is None again).
+has no flat gradient: its parameters are cut into buckets of at most `bucket_numel` elements
+(contiguous in the flat parameter buffer, whole parameters; backward meets the last ones
+first). A bucket's gradient buffer is allocated just before backward reaches it (when the
+bucket before it completes) and its parameters' `p.grad` are views of it, into which
+autograd accumulates in place; when its last gradient arrives the update runs over the
+bucket's range of the flat buffers and the buffer is freed. A bucket of one parameter uses
+autograd's own gradient tensor. So at any moment one bucket's gradients are alive, besides
+the gradient autograd is computing.
 Parameters that got no gradient in a backward are skipped (torch's rule), by a callback at
 the end of backward that updates what its incomplete buckets received.
 
@@ -115,6 +118,8 @@ class BackwardStepper:
                     seg.params[i].grad = None
                     self.handles.append(seg.params[i].register_post_accumulate_grad_hook(self._hook(bucket, i)))
                 stop = first
+        if self.buckets:
+            self._prepare(self.buckets[0])
 
     def _hook(self, bucket: _Bucket, i: int) -> Callable[[Tensor], None]:
         def hook(p: Tensor) -> None:
@@ -128,18 +133,34 @@ class BackwardStepper:
         if not self.queued:
             torch.autograd.Variable._execution_engine.queue_callback(self.flush)
             self.queued = True
-        if bucket.buf is None:  # its first gradient: the others accumulate into its buffer
-            bucket.buf = torch.zeros(bucket.numel, dtype=seg.dtype, device=seg.device)
-            for j in range(bucket.first, bucket.stop):
-                if j != i:
-                    seg.params[j].grad = self._view(bucket, j)
-        view = self._view(bucket, i)
-        if p.grad is not None and p.grad.data_ptr() != view.data_ptr():
-            view.copy_(p.grad)
-        p.grad = None
+        if bucket.stop - bucket.first == 1:  # one parameter: its own gradient is the bucket
+            bucket.buf = p.grad.reshape(-1) if p.grad is not None else None
+            p.grad = None
+        else:
+            if bucket.buf is None:  # not ready (backward came in another order): allocate now
+                self._prepare(bucket)
+            view = self._view(bucket, i)
+            if p.grad is not None and p.grad.data_ptr() != view.data_ptr():
+                view.copy_(p.grad)
+            p.grad = None
+        if bucket.buf is None:
+            return
         bucket.arrived.add(i)
         if len(bucket.arrived) == bucket.stop - bucket.first:
             self._update(bucket)
+            k = self.buckets.index(bucket) + 1  # backward meets the next one soon: ready its buffer
+            if k < len(self.buckets) and not self.buckets[k].arrived:
+                self._prepare(self.buckets[k])
+
+    def _prepare(self, bucket: _Bucket) -> None:
+        """Allocate a bucket's gradient buffer and make its parameters' `p.grad` views of it,
+        so autograd accumulates into it in place (no copy, no second gradient alive)."""
+        if bucket.buf is not None or bucket.stop - bucket.first == 1:
+            return
+        seg = bucket.seg
+        bucket.buf = torch.zeros(bucket.numel, dtype=seg.dtype, device=seg.device)
+        for j in range(bucket.first, bucket.stop):
+            seg.params[j].grad = self._view(bucket, j)
 
     @staticmethod
     def _view(bucket: _Bucket, j: int) -> Tensor:
@@ -148,12 +169,23 @@ class BackwardStepper:
         return bucket.buf[a : a + seg.numels[j]].view_as(seg.params[j])
 
     def flush(self) -> None:
-        """End of backward: update what incomplete buckets received (the rest is skipped)."""
+        """End of backward: update what incomplete buckets received (the rest is skipped) and
+        ready the first bucket of the next backward."""
         self.queued = False
         with torch.no_grad(), autocast_off({b.seg.device.type for b in self.buckets}):
             for bucket in self.buckets:
                 if bucket.arrived:
                     self._update(bucket)
+                elif bucket.buf is not None and bucket is not self.buckets[0]:
+                    self._release(bucket)
+            if self.buckets:
+                self._prepare(self.buckets[0])
+
+    @staticmethod
+    def _release(bucket: _Bucket) -> None:
+        for j in range(bucket.first, bucket.stop):
+            bucket.seg.params[j].grad = None
+        bucket.buf, bucket.arrived = None, set()
 
     def _update(self, bucket: _Bucket) -> None:
         seg, opt = bucket.seg, self.opt
@@ -177,8 +209,7 @@ class BackwardStepper:
                 seg.step_t[i] += 1
             if not seg.started[i]:
                 opt._start(seg, i)
-            seg.params[i].grad = None
-        bucket.buf, bucket.arrived = None, set()
+        self._release(bucket)
 
     def _kernel(self, seg: Segment, chain: Chain, group: Any, t: int, a: int, b: int, g: Tensor) -> None:
         """One update of segment elements a … b−1 with gradient g (the same math as step())."""
