@@ -123,13 +123,14 @@ def state_table() -> None:
         if "state_dtype" not in info.options or info.needs_model:
             continue
         sizes = {}
+        hp = {**info.defaults(), **({"momentum": 0.9} if info.name == "sgd" else {})}  # SGD's state is momentum
         for sd in (None, "bf16", "int8"):
             ps = [torch.nn.Parameter(torch.randn(1024, 1024))]
-            opt = info.factory(ps, **{**info.defaults(), "state_dtype": sd, "compile": False})
+            opt = info.factory(ps, **{**hp, "state_dtype": sd, "compile": False})
             ps[0].grad = torch.randn_like(ps[0])
             opt.step()
             sizes[sd] = opt.state_nbytes() / ps[0].numel()
-        if sizes[None] == 0:
+        if sizes[None] < 0.01:
             continue
         print(f"{info.name:<10}{sizes[None]:>14.3f}{sizes['bf16']:>8.3f}{sizes['int8']:>8.3f}"
               f"{sizes['int8'] / sizes[None]:>11.3f}")

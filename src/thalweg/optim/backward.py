@@ -129,7 +129,6 @@ class BackwardStepper:
         return hook
 
     def _arrive(self, bucket: _Bucket, i: int, p: Tensor) -> None:
-        seg = bucket.seg
         if not self.queued:
             torch.autograd.Variable._execution_engine.queue_callback(self.flush)
             self.queued = True
