@@ -27,11 +27,11 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-from . import storage
+from . import storage, stored
 from .chain import Chain, global_norm
-from .kernel import Unit, autocast_off, compute_dtype, fresh_function, run_pass, run_stored_pass
+from .kernel import Unit, autocast_off, compute_dtype, fresh_function, run_pass
 from .lowprec import Layout
-from .memory import MEMORY_OPTIONS, accepts_memory_options, memory_options, step_seed
+from .memory import MEMORY_OPTIONS, accepts_memory_options, memory_options
 from .registry import Hyperparameter
 from .segment import Segment, scalar_dtype
 from .statedict import apply_loaded, check_loadable
@@ -97,22 +97,6 @@ def _chunked(kernel: Callable[..., None], chain: Chain, p: Tensor, g: Tensor, st
         b = min(a + EAGER_CHUNK, n)
         kernel(chain, p[a:b], g[a:b], [s[a:b] for s in state], hp, norm, part,
                None if out is None else out[a:b])
-
-
-def _state_slice(st: list[Tensor], layout: Layout, a: int, b: int) -> tuple[list[Tensor], int]:
-    """The kernel tensors for segment elements a … b−1 (int8: the whole blocks they touch)
-    and where element a sits in them."""
-    out: list[Tensor] = []
-    j, lo, block = 0, 0, layout.block
-    for k, kind in enumerate(layout.states):
-        if kind == "int8":
-            b0, b1 = a // block, -(-b // block)
-            out += [st[j].view(-1, block)[b0:b1], st[j + 1][b0:b1]]
-            lo = a - b0 * block
-        else:
-            out.append(st[j][a:b])
-        j += layout.n_tensors(k)
-    return out, lo
 
 
 class FlatOptimizer(torch.optim.Optimizer):
@@ -276,54 +260,14 @@ class FlatOptimizer(torch.optim.Optimizer):
         return seg.fn
 
     def _stored_function(self, seg: Segment) -> Callable[..., None]:
-        """The update of a low-precision segment: one chunk at a time (compiled: one fused
-        kernel per chunk, compiled once with dynamic shapes), each chunk's state dequantized,
-        updated and requantized in the same call."""
-        chain, layout = seg.chain, seg.layout
-        assert chain is not None and layout is not None
+        """The update of a low-precision segment (see :func:`stored.runner`)."""
         compiled = self._want_compile(seg)
         if compiled:
             log.info("thalweg: compiling the %s low-precision update on %s (first step only)",
                      type(self).__name__, seg.device)
-            options = {"fullgraph": True, "dynamic": None, **self.compile_options}
-            kernel = torch.compile(fresh_function(run_stored_pass), **options)
-            size = max(layout.block, COMPILED_CHUNK // layout.block * layout.block)
-        else:
-            kernel = run_stored_pass
-            size = max(layout.block, EAGER_CHUNK // layout.block * layout.block)
         seg.compiled = compiled
-
-        def call(fn: Callable[..., None], p: Tensor, g: Tensor, st: list[Tensor], hp: Any, norm: Tensor | None,
-                 part: int, out: Tensor | None, first: int, a: int, b: int, seed: int, fast: bool) -> None:
-            sl, lo = _state_slice(st, layout, first + a, first + b)
-            master = None if seg.master is None else seg.master[first + a : first + b]
-            base: Any = first + a
-            seed_a: Any = seed
-            if fast:  # compiled: the per-call values are tensors (new values never recompile)
-                base = torch.tensor(base, dtype=torch.int32)
-                seed_a = torch.tensor(seed, dtype=torch.int32)
-            rows = (lambda t: t.view(-1, layout.block)) if fast and layout.quantized else (lambda t: t)
-            fn(chain, layout, rows(p[a:b]), rows(g[a:b]), sl, hp, norm, part,
-               None if out is None else rows(out[a:b]), None if master is None else rows(master), lo, base, seed_a)
-
-        def run(p: Tensor, g: Tensor, st: list[Tensor], hp: Any, norm: Tensor | None, part: int,
-                out: Tensor | None, first: int = 0) -> None:
-            # p, g, out: elements first … first+n of the segment; st: the whole segment's state.
-            # Whole int8 blocks go to the kernel in chunks; the partial blocks at either end
-            # (a parameter's or a bucket's edge, the segment's last block) run eagerly.
-            seed = step_seed(self._seed, seg.steps[0], part)
-            n = p.numel()
-            block = layout.block if layout.quantized else 1
-            lo = min(n, -(-first // block) * block - first)
-            hi = max(lo, (first + n) // block * block - first)
-            eager_hp = hp if not isinstance(hp, Tensor) else hp.tolist()
-            for a, b in ((0, lo), (hi, n)):
-                if b > a:
-                    call(run_stored_pass, p, g, st, eager_hp, norm, part, out, first, a, b, seed, False)
-            for a in range(lo, hi, size):
-                call(kernel, p, g, st, hp, norm, part, out, first, a, min(a + size, hi), seed, compiled)
-
-        return run
+        return stored.runner(seg, self._seed, compiled, self.compile_options,
+                             COMPILED_CHUNK if compiled else EAGER_CHUNK)
 
     # ------------------------------------------------------------------ stepping
     def _schedule_step(self, seg: Segment) -> int:
@@ -416,9 +360,12 @@ class FlatOptimizer(torch.optim.Optimizer):
                 states = [seg._view(seg.state[k], i) for k in chain.state_keys]
                 units.append(Unit(per_param, seg.p_views[i], seg.g_views[i], states, vals, sv))
             else:  # the segment's low-precision update, on this parameter's range only
-                units.append(Unit(self._range_function(seg, seg.offsets[i]), seg.p_views[i].view(-1),
-                                  seg.g_views[i].view(-1), storage.kernel_state(seg, chain, seg.layout),
-                                  vals, None if sv is None else sv.view(-1)))
+                fn = self._range_function(seg, seg.offsets[i])
+                scal: Any = vals
+                if seg.compiled:  # scalars as a tensor: new values never recompile
+                    scal = torch.tensor(vals or [0.0], dtype=compute_dtype(seg.dtype), device=seg.device)
+                units.append(Unit(fn, seg.p_views[i].view(-1), seg.g_views[i].view(-1),
+                                  storage.kernel_state(seg, chain, seg.layout), scal, None if sv is None else sv.view(-1)))
             taken.append(i)
 
         def finish_each() -> None:
