@@ -8,6 +8,7 @@ optimizer-state memory; `--memory` also measures, in a fresh process per impleme
 the peak memory growth of creating it and its first step, and that of later steps.
 
     python benchmarks/step_time.py [--rounds 30] [--rules adam,sgd] [--memory] [--warm-cache] [--stat min]
+                                   [--low-precision]
 
 `--stat min` reports each implementation's fastest round instead of the median: on a shared,
 loaded machine the minimum is the estimate least disturbed by other processes.
@@ -65,7 +66,43 @@ def implementations(rule: str) -> dict[str, Factory]:
     impls["torch-foreach"] = lambda ps: ref(ps, foreach=True, **kw)
     impls["torch-forloop"] = lambda ps: ref(ps, foreach=False, **kw)
     impls.update(_peers(rule, kw))
+    if LOW_PRECISION:
+        impls.update(_low_precision(rule, cls_name, kw))
     return impls
+
+
+#: `--low-precision`: also time thalweg's bf16/int8 state and the 8-bit peers (docs/memory.md)
+LOW_PRECISION = False
+
+
+def _low_precision(rule: str, cls_name: str, kw: dict) -> dict[str, Factory]:
+    """thalweg with bf16 and int8 state, and the 8-bit Adam of torchao and bitsandbytes
+    (both run on CPU: torchao's compiles its own kernel per parameter at the first step)."""
+    import thalweg.optim as to
+
+    if rule in ("sgd",):  # plain SGD keeps no state
+        return {}
+    out: dict[str, Factory] = {
+        "thalweg-bf16": lambda ps: getattr(to, cls_name)(ps, state_dtype="bf16", **kw),
+        "thalweg-int8": lambda ps: getattr(to, cls_name)(ps, state_dtype="int8", **kw),
+    }
+    if rule in ("adam", "adamw"):
+        wd = kw.get("weight_decay", 0.0)
+        try:
+            import torchao.optim as tao
+
+            out["torchao-8bit"] = lambda ps: (tao.AdamW8bit if rule == "adamw" else tao.Adam8bit)(
+                ps, lr=kw["lr"], weight_decay=wd)
+        except ImportError:
+            pass
+        try:
+            import bitsandbytes as bnb
+
+            out["bnb-8bit"] = lambda ps: (bnb.optim.AdamW8bit if rule == "adamw" else bnb.optim.Adam8bit)(
+                ps, lr=kw["lr"], weight_decay=wd)
+        except ImportError:
+            pass
+    return out
 
 
 def _peers(rule: str, kw: dict) -> dict[str, Factory]:
@@ -110,14 +147,21 @@ def restore_grads(pairs: list) -> None:
 
 
 def state_bytes(opt) -> int:
+    """Bytes of the optimizer state as stored (thalweg's own count; the inner tensors of
+    torchao's quantized tensor subclasses)."""
     import torch
 
-    return sum(
-        t.numel() * t.element_size()
-        for st in opt.state.values()
-        for t in st.values()
-        if isinstance(t, torch.Tensor) and t.dim() > 0
-    )
+    if hasattr(opt, "state_nbytes"):
+        return opt.state_nbytes()
+
+    def size(t) -> int:
+        if hasattr(t, "__tensor_flatten__"):
+            names, _ = t.__tensor_flatten__()
+            return sum(size(getattr(t, n)) for n in names)
+        return t.numel() * t.element_size()
+
+    return sum(size(t) for st in opt.state.values() for t in st.values()
+               if isinstance(t, torch.Tensor) and t.dim() > 0)
 
 
 def _vm_kb(field: str) -> int:
@@ -179,9 +223,13 @@ def main() -> None:
     ap.add_argument("--memory", action="store_true", help="also measure peak RSS per implementation")
     ap.add_argument("--stat", choices=("median", "min"), default="median",
                     help="per-implementation statistic over the rounds (min: for a loaded machine)")
+    ap.add_argument("--low-precision", action="store_true",
+                    help="also thalweg's bf16/int8 state and torchao's/bitsandbytes' 8-bit Adam")
     ap.add_argument("--warm-cache", action="store_true",
                     help="reuse the inductor cache (default: a fresh one, so compile times are cold)")
     args = ap.parse_args()
+    global LOW_PRECISION
+    LOW_PRECISION = args.low_precision
     if not args.warm_cache:
         os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="thalweg-bench-inductor-")
     warnings.filterwarnings("ignore")
@@ -245,12 +293,22 @@ def main() -> None:
     for rule, r_torch, r_peers in summary:
         peers = ", ".join(f"{k} {v:.2f}" for k, v in r_peers.items()) or "no peer implements it"
         print(f"  {rule:<10} {r_torch:5.2f}   {peers}")
+    if LOW_PRECISION:
+        print("\nlow precision: step time / torch-fused (int8 target ≤ 0.70); state bytes / torch-fused's")
+        for rule in rules:
+            if (rule, "torch-fused") not in med:
+                continue
+            ref, ref_b = med[(rule, "torch-fused")], state_bytes(opts[(rule, "torch-fused")])
+            cells = [f"{lab} {med[(r, lab)] / ref:.2f} ({state_bytes(opts[(r, lab)]) / ref_b:.2f})"
+                     for (r, lab) in med if r == rule and lab in ("thalweg-bf16", "thalweg-int8", "torchao-8bit", "bnb-8bit")]
+            print(f"  {rule:<10} " + ", ".join(cells))
     print(f"\npeak RSS of this process: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
 
 
 if __name__ == "__main__":
     if len(sys.argv) == 4 and sys.argv[1] == "--peak-child":
         warnings.filterwarnings("ignore")
+        LOW_PRECISION = True
         print(*measure_peak())
     else:
         main()

@@ -12,6 +12,7 @@ lowercase factories (`scale_by_adam`); see that module for how to write a new on
 from . import registry
 from .adafactor import Adafactor
 from .adahessian import AdaHessian
+from .backward import step_in_backward
 from .core import AUTO_COMPILE_MIN_NUMEL, FlatOptimizer, Rule
 from .kfac import KFAC
 from .lbfgs import LBFGS
@@ -19,6 +20,7 @@ from .muon import Muon
 from .newton import Newton
 from .rules import SGD, Adadelta, Adagrad, Adam, AdamW, RMSprop
 from .shampoo import SOAP, Shampoo
+from .statedict import to_torch_state_dict
 from .transforms import (
     Chain,
     Hyper,
@@ -74,5 +76,7 @@ __all__ = [
     "scale_by_adam",
     "scale_by_lr",
     "scale_by_rms",
+    "step_in_backward",
+    "to_torch_state_dict",
     "trace",
 ]

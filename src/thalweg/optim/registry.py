@@ -240,6 +240,10 @@ class OptimizerInfo:
     def __post_init__(self) -> None:
         if isinstance(self.aliases, (tuple, list)):  # plain names: presets that set nothing
             object.__setattr__(self, "aliases", {a: {} for a in self.aliases})
+        # every flat optimizer takes the memory options (state_dtype, in_backward, …)
+        extra = [o for o in getattr(self.factory, "memory_options", ()) if o not in self.options]
+        if extra:
+            object.__setattr__(self, "options", (*self.options, *extra))
 
     def defaults(self) -> dict[str, Any]:
         return {h.name: h.default for h in self.hyperparameters}

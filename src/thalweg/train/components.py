@@ -136,7 +136,7 @@ def build_optimizer(cfg: RunConfig, model: nn.Module) -> tuple[torch.optim.Optim
     if "betas" in hp:
         hp["betas"] = tuple(hp["betas"])
     try:
-        opt = registry.create(o.name, model if info.needs_model else model.parameters(), **hp)
+        opt = registry.create(o.name, model if info.needs_model else model.parameters(), **hp, **o.memory_options())
     except (TypeError, ValueError) as e:
         field = next((k for k in hp if k in str(e)), "name")
         raise ConfigError("optimizer", field, hp.get(field, o.name), str(e)) from None
