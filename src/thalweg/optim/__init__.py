@@ -12,11 +12,15 @@ lowercase factories (`scale_by_adam`); see that module for how to write a new on
 from . import registry
 from .adafactor import Adafactor
 from .adahessian import AdaHessian
+from .contenders import Adamax, Lion, NAdam, RAdam, ScheduleFreeAdamW, ScheduleFreeSGD
 from .core import AUTO_COMPILE_MIN_NUMEL, FlatOptimizer, Rule
 from .kfac import KFAC
+from .large_batch import LAMB, LARS
 from .lbfgs import LBFGS
+from .modes import eval_mode, has_modes, is_training, set_mode, train_mode
 from .muon import Muon
 from .newton import Newton
+from .prodigy import Prodigy
 from .rules import SGD, Adadelta, Adagrad, Adam, AdamW, RMSprop
 from .shampoo import SOAP, Shampoo
 from .transforms import (
@@ -42,6 +46,8 @@ from .transforms import (
 __all__ = [
     "AUTO_COMPILE_MIN_NUMEL",
     "KFAC",
+    "LAMB",
+    "LARS",
     "LBFGS",
     "SGD",
     "SOAP",
@@ -51,13 +57,20 @@ __all__ = [
     "Adagrad",
     "Adam",
     "AdamW",
+    "Adamax",
     "Chain",
     "FlatOptimizer",
     "Hyper",
+    "Lion",
     "Muon",
+    "NAdam",
     "Newton",
+    "Prodigy",
+    "RAdam",
     "RMSprop",
     "Rule",
+    "ScheduleFreeAdamW",
+    "ScheduleFreeSGD",
     "Shampoo",
     "StepContext",
     "Transform",
@@ -66,7 +79,10 @@ __all__ = [
     "clip",
     "clip_by_global_norm",
     "decay_weights",
+    "eval_mode",
     "flip_sign",
+    "has_modes",
+    "is_training",
     "registry",
     "scale",
     "scale_by_adadelta",
@@ -74,5 +90,7 @@ __all__ = [
     "scale_by_adam",
     "scale_by_lr",
     "scale_by_rms",
+    "set_mode",
     "trace",
+    "train_mode",
 ]

@@ -23,6 +23,7 @@ from torch import Tensor
 
 from .chain import Chain, global_norm
 from .kernel import Unit, autocast_off, compute_dtype, fresh_function, run_pass
+from .reduction import reduce_pass
 from .registry import Hyperparameter
 from .segment import Segment, scalar_dtype
 from .statedict import check_loadable
@@ -81,7 +82,8 @@ def _chunked(kernel: Callable[..., None], chain: Chain, p: Tensor, g: Tensor, st
         return
     for a in range(0, n, EAGER_CHUNK):
         b = min(a + EAGER_CHUNK, n)
-        kernel(chain, p[a:b], g[a:b], [s[a:b] for s in state], hp, norm, part,
+        piece = norm[:, a:b] if norm is not None and norm.dim() == 2 else norm  # per element (reductions)
+        kernel(chain, p[a:b], g[a:b], [s[a:b] for s in state], hp, piece, part,
                None if out is None else out[a:b])
 
 
@@ -228,6 +230,7 @@ class FlatOptimizer(torch.optim.Optimizer):
     def _update(self) -> None:
         """Plan every kernel call, run the chain's passes over all of them (a pass that needs
         the global norm gets it from the previous pass's output), then count the step."""
+        self._begin_step()
         actives = [seg.sync() for seg in self._segments]
         plans = [self._plan_segment(seg, act) for seg, act in zip(self._segments, actives, strict=True)]
         plans += [self._plan_loose(gi, p) for gi, p in self._loose if p.grad is not None]
@@ -244,11 +247,23 @@ class FlatOptimizer(torch.optim.Optimizer):
             if any(chain.passes[part].needs_norm for chain, _, _ in plans):
                 bufs = [u.source(part) for _, units, _ in plans for u in units]
                 norm = global_norm(bufs) if bufs else None
+            reduced = reduce_pass(part, plans, self._reduced, EAGER_CHUNK)  # Transform.reduces
             for _, units, _ in plans:
                 for u in units:
-                    u.run(part, last, norm)
+                    u.run(part, last, reduced.get(id(u), norm))
         for _, _, finish in plans:
             finish()
+        self._end_step()
+
+    # hooks for rules with host state of their own (see docs/CONTRACTS.md): once per step()
+    def _begin_step(self) -> None:
+        """Before any scalars are computed (schedule-free's and Prodigy's group bookkeeping)."""
+
+    def _reduced(self, part: int, totals: Tensor) -> None:
+        """A global reduction's totals, before its transforms' `combine` (Prodigy's d)."""
+
+    def _end_step(self) -> None:
+        """After every update of the step."""
 
     def _scratch(self, seg: Segment, chain: Chain) -> Tensor | None:
         if len(chain.passes) == 1:
@@ -274,7 +289,8 @@ class FlatOptimizer(torch.optim.Optimizer):
             else:
                 hp = vals
             states = [seg.state[k] for k in chain.state_keys]
-            unit = Unit(fn, seg.flat_p, seg.flat_g, states, hp, scratch)
+            unit = Unit(fn, seg.flat_p, seg.flat_g, states, hp, scratch,
+                        tuple(p.shape for p in seg.params), group, t)
 
             def finish() -> None:
                 seg.steps = [t] * len(seg.params)
@@ -295,7 +311,8 @@ class FlatOptimizer(torch.optim.Optimizer):
             states = [seg._view(seg.state[k], i) for k in chain.state_keys]
             vals = chain.scalars(group, seg.steps[i] + 1)
             sv = None if scratch is None else seg._view(scratch, i)
-            units.append(Unit(per_param, seg.p_views[i], seg.g_views[i], states, vals, sv))
+            units.append(Unit(per_param, seg.p_views[i], seg.g_views[i], states, vals, sv,
+                              (seg.params[i].shape,), group, seg.steps[i] + 1))
             taken.append(i)
 
         def finish_each() -> None:
@@ -322,7 +339,8 @@ class FlatOptimizer(torch.optim.Optimizer):
         loose = lambda p, g, s, hp, n, k, o: run_pass(chain, p, g, s, hp, n, k, o)  # noqa: E731
         scratch = None if len(chain.passes) == 1 else torch.empty_like(p, dtype=compute_dtype(p.dtype))
         assert p.grad is not None
-        unit = Unit(loose, p.data, p.grad, [st[k] for k in chain.state_keys], chain.scalars(group, t), scratch)
+        unit = Unit(loose, p.data, p.grad, [st[k] for k in chain.state_keys], chain.scalars(group, t), scratch,
+                    (p.shape,), group, t)
 
         def finish() -> None:
             st["_thalweg_steps"] += 1

@@ -12,9 +12,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .chain import Chain
+from .chain import Chain, Totals
 
-__all__ = ["LOW_PRECISION", "Unit", "autocast_off", "compute_dtype", "fresh_function", "run_pass"]
+__all__ = ["LOW_PRECISION", "Unit", "autocast_off", "compute_dtype", "fresh_function", "run_pass", "run_stats"]
 
 LOW_PRECISION = (torch.float16, torch.bfloat16)
 
@@ -31,6 +31,15 @@ def run_pass(chain: Chain, p: Tensor, g: Tensor, state: list[Tensor], hp: Any, n
             buf.copy_(new)
     else:
         chain.update(p, g, state, hp, norm, part, out)
+
+
+def run_stats(chain: Chain, p: Tensor, g: Tensor, state: list[Tensor], hp: Any, part: int,
+              total: Totals) -> Tensor:
+    """The sums pass `part`'s reducing transform needs, over matching tensors; reads the
+    state as :func:`run_pass` does (low precision in float32) and changes nothing."""
+    if p.dtype in LOW_PRECISION:
+        p, g, state = p.float(), g.float(), [s.float() for s in state]
+    return chain.statistics(p, g, state, hp, part, total)
 
 
 @contextlib.contextmanager
@@ -54,6 +63,11 @@ class Unit:
     states: list[Tensor]
     hp: Any
     scratch: Tensor | None  # the update between passes (multi-pass chains only)
+    # for reducing transforms (`Transform.reduces`): the tensors' shapes (in order, as packed
+    # in `p`), the parameter group and the step these scalars are for
+    shapes: tuple[torch.Size, ...] = ()
+    group: Any = None
+    step: int = 0
 
     def source(self, part: int) -> Tensor:
         return self.g if part == 0 else self.scratch  # type: ignore[return-value]

@@ -25,7 +25,7 @@ INFOS = tuple(register(i) for i in (
         search_space=(S("lr", 1e-4, 1e-1, log=True), _WD),
     ),
     OptimizerInfo(
-        name="muon", factory=Muon, hyperparameters=Muon.schema,
+        name="muon", factory=Muon, hyperparameters=Muon.schema, accepts_named=True,
         description="orthogonalized momentum (Newton-Schulz) for hidden matrices, AdamW for the "
                     "rest (torch.optim.Muon's trajectories on 2-D parameters)",
         option_grid={"nesterov": _B, "adjust_lr_fn": (None, "match_rms_adamw"), "weight_decay": (0.0, 0.1)},
