@@ -15,7 +15,12 @@ FIRST_ORDER = [i for i in registry.infos() if i.order == "first" and i.torch_ref
 
 #: a learning rate per rule at which 100 steps move the parameters well away from the start
 LR = {"sgd": 0.05, "adagrad": 0.1, "rmsprop": 0.01, "adadelta": 1.0, "adam": 0.02, "adamw": 0.02,
-      "nadam": 0.02, "radam": 0.02, "adamax": 0.02}
+      "nadam": 0.02, "radam": 0.02, "adamax": 0.02, "adafactor": 0.05}
+
+
+def eager(info: registry.OptimizerInfo) -> dict[str, Any]:
+    """`compile=False` for rules on the flat core (others, e.g. Adafactor's stacks, have no such option)."""
+    return {"compile": False} if "compile" in info.options else {}
 
 SHAPES = [(6, 5), (7,), (2, 3, 4), (1,), (4, 1, 3)]
 
