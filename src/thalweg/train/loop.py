@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from thalweg import regularize as R
+from thalweg.optim.modes import eval_mode
 from thalweg.train import distributed
 from thalweg.train.build import build_run
 from thalweg.train.checkpoint import (
@@ -361,7 +362,8 @@ class Trainer:
         lr = self.opt.param_groups[0]["lr"]
         rec = self._log_train(lr)
         if evaluate:
-            self._eval_and_keep_best(rec)
+            with eval_mode(self.opt):  # validate and keep the weights to use (schedule-free: x)
+                self._eval_and_keep_best(rec)
         rec["seconds"] = round(self.state.elapsed + time.perf_counter() - self._start, 3)
         self.log.write(rec)
         self.view.update(rec)
