@@ -144,3 +144,77 @@ def test_bf16_autocast_training_matches_the_reference(info):
     assert (finals[0] - start).abs().max() > 1e-2
     rtol, atol = BF16_TOL.get(info.name, (1e-6, 6e-8))
     torch.testing.assert_close(finals[0], finals[1], rtol=rtol, atol=atol)
+
+
+@pytest.mark.parametrize("name", ["prodigy", "lamb", "lars"])
+def test_reductions_over_chunks_that_cut_tensors_match(name, monkeypatch):
+    """Eager updates and their sums walk the flat buffer in chunks; with a chunk of 7 elements
+    every tensor is cut (per-tensor sums must add the pieces of each tensor, global sums all)."""
+    import thalweg.optim.core as core
+
+    monkeypatch.setattr(core, "EAGER_CHUNK", 7)
+    info = registry.get(name)
+    hp = _richest(info)
+    a, b, ours, _ = _run(info, hp, torch.float64, steps=40)
+    assert any(seg.numel > 7 for seg in ours._segments)
+    for x, y in zip(a, b, strict=True):
+        _same(x.detach(), y.detach(), TOL[name][torch.float64])
+
+
+@pytest.mark.parametrize("info", REFERENCED, ids=lambda i: i.name)
+def test_parameters_without_gradients_match_the_reference(info):
+    """Some parameters get no gradient on some steps: the per-parameter path (its sums over
+    one tensor each) and the skipped parameters' state stay as the reference keeps them."""
+    hp, lr = _richest(info), LR[info.name]
+    a, b = make_params(torch.float64), make_params(torch.float64)
+    ours = info.factory(_groups(info, a, lr), lr=lr, compile=False, **hp)
+    theirs = reference(info)(_groups(info, b, lr), lr=lr, **hp)
+    if has_modes(theirs):
+        theirs.train()
+    for k in range(40):
+        for opt, ps in ((ours, a), (theirs, b)):
+            opt.zero_grad(set_to_none=True)
+            loss = loss_fn([p for i, p in enumerate(ps) if not (k % 4 == 0 and i in (1, 2))])
+            (-loss if hp.get("maximize") else loss).backward()
+            opt.step()
+    for x, y in zip(a, b, strict=True):
+        _same(x.detach(), y.detach(), TOL[info.name][torch.float64])
+
+
+def test_groups_that_reduce_at_different_places_are_refused():
+    import thalweg.optim as to
+
+    class TwoChains(to.Rule):
+        def key(self, g):
+            return (g["lr"] > 0.05,)
+
+        def build(self, g):
+            if g["lr"] > 0.05:
+                return to.chain(to.scale_by_moments(), to.scale_by_trust_ratio(), to.scale_by_lr(g["lr"]))
+            return to.chain(to.scale_by_adam(), to.clip_by_global_norm(1.0), to.scale_by_lr(g["lr"]))
+
+    ps = make_params()
+    opt = to.FlatOptimizer([{"params": ps[:2], "lr": 0.1}, {"params": ps[2:], "lr": 0.01}], TwoChains(),
+                           {"lr": 0.1}, compile=False)
+    loss_fn(ps).backward()
+    with pytest.raises(ValueError, match="reduce at different places"):
+        opt.step()
+
+
+def test_nadam_refuses_a_torch_state_whose_mu_product_its_step_does_not_explain():
+    import thalweg.optim as to
+
+    a = make_params()
+    src = torch.optim.NAdam(a, lr=0.01)
+    for _ in range(3):
+        src.zero_grad()
+        loss_fn(a).backward()
+        src.step()
+    sd = src.state_dict()
+    dst = to.NAdam([torch.nn.Parameter(p.detach().clone()) for p in a], lr=0.01, compile=False)
+    dst.load_state_dict(sd)  # torch's own: its mu_product follows from the step
+    sd["state"][0]["mu_product"] = sd["state"][0]["mu_product"] * 0.5  # as if β₁ changed midway
+    fresh = to.NAdam([torch.nn.Parameter(p.detach().clone()) for p in a], lr=0.01, compile=False)
+    with pytest.raises(ValueError, match=r"parameter 0 of param group 0: 'mu_product' is"):
+        fresh.load_state_dict(sd)
+    assert not fresh.state  # nothing was loaded
