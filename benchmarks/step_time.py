@@ -8,7 +8,7 @@ median step time of each, the ratio ours/theirs, thalweg's first-step (compile) 
 optimizer-state memory; `--memory` also measures, in a fresh process per implementation,
 the peak memory growth of creating it and its first step, and that of later steps.
 
-    python benchmarks/step_time.py [--rounds 30] [--rules adam,sgd] [--memory] [--warm-cache] [--stat min]
+    python benchmarks/step_time.py [--rounds 30] [--rules adam,sgd] [--memory] [--warm-cache] [--stat min] [--threads 1]
 
 `--stat min` reports each implementation's fastest round instead of the median: on a shared,
 loaded machine the minimum is the estimate least disturbed by other processes.
@@ -227,6 +227,8 @@ def main() -> None:
     ap.add_argument("--memory", action="store_true", help="also measure peak RSS per implementation")
     ap.add_argument("--stat", choices=("median", "min"), default="median",
                     help="per-implementation statistic over the rounds (min: for a loaded machine)")
+    ap.add_argument("--threads", type=int, default=0,
+                    help="torch threads (0: torch's default; 1 on a loaded machine, where idle threads wait ~10 ms per op)")
     ap.add_argument("--warm-cache", action="store_true",
                     help="reuse the inductor cache (default: a fresh one, so compile times are cold)")
     args = ap.parse_args()
@@ -235,6 +237,8 @@ def main() -> None:
     warnings.filterwarnings("ignore")
     import torch
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"{sum(torch.Size(s).numel() for s in SHAPES) / 1e6:.2f} M params in {len(SHAPES)} tensors")
     rules = [r for r in args.rules.split(",") if r]

@@ -360,7 +360,7 @@ class Chain:
                 vals.extend(float(x) for x in s)
         return vals
 
-    def update(self, p: Tensor, g: Tensor, state: Sequence[Tensor], hp: Any, norm: Tensor | None,
+    def update(self, p: Tensor, g: Tensor, state: Sequence[Tensor], hp: Any, norm: Tensor | tuple[Tensor, Tensor] | None,
                part: int = 0, out: Tensor | None = None) -> None:
         """Run pass `part` in place: `state` (and `p`, for decoupled decay) change, `g` does
         not. The result is added to `p`, or written to `out` when more passes follow. `hp`
@@ -368,6 +368,8 @@ class Chain:
         u = g
         eager = not isinstance(hp, Tensor)
         ops = self.passes[part].ops
+        if isinstance(norm, tuple):  # a per-tensor reduction over a flat buffer: (values, element → tensor)
+            norm = norm[0][:, norm[1]]
         for k, op in enumerate(ops):
             t = op.transform
             s = t.Scalars(*[hp[op.scalar_at + j] for j in range(t.n_scalars)])

@@ -82,7 +82,7 @@ def _chunked(kernel: Callable[..., None], chain: Chain, p: Tensor, g: Tensor, st
         return
     for a in range(0, n, EAGER_CHUNK):
         b = min(a + EAGER_CHUNK, n)
-        piece = norm[:, a:b] if norm is not None and norm.dim() == 2 else norm  # per element (reductions)
+        piece = (norm[0], norm[1][a:b]) if isinstance(norm, tuple) else norm  # per-tensor values, element index
         kernel(chain, p[a:b], g[a:b], [s[a:b] for s in state], hp, piece, part,
                None if out is None else out[a:b])
 

@@ -11,16 +11,16 @@ global scalars are host state (Prodigy) updates them once per step.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor
 
 from .chain import Chain, StepContext, Totals
-from .kernel import Unit, run_stats
+from .kernel import Unit, fresh_function, run_stats
 
 __all__ = ["reduce_pass"]
 
@@ -31,42 +31,56 @@ def _numels(unit: Unit) -> list[int]:
     return [math.prod(s) for s in unit.shapes] if unit.shapes else [unit.p.numel()]
 
 
+def _compiled_stats(chain: Chain) -> Callable[..., Tensor]:
+    """`run_stats` compiled for one chain (a compiled segment's sums: one fused reduction)."""
+    fn = getattr(chain, "_compiled_stats", None)
+    if fn is None:
+        fn = torch.compile(fresh_function(run_stats), fullgraph=True, dynamic=False)
+        chain._compiled_stats = fn  # type: ignore[attr-defined]
+    return fn
+
+
 def _unit_sums(chain: Chain, part: int, unit: Unit, scope: str, chunk: int) -> Tensor:
-    """The reducer's sums over one unit, chunk by chunk for a flat buffer (each chunk's
-    temporaries stay cache-sized)."""
+    """The reducer's sums over one unit. A compiled segment's global sums (scalars as a
+    tensor) are one compiled reduction; eagerly, global sums go chunk by chunk over a flat
+    buffer (the temporaries of their expressions stay cache-sized); per-tensor sums take the
+    whole buffer (`Totals.sumsq` reads views of it, one `_foreach_norm`, no temporaries)."""
     src = unit.source(part)
-    numels = _numels(unit)
     n = unit.p.numel()
-    if unit.p.dim() != 1 or n <= chunk:
-        lengths = None if scope == "global" else torch.tensor(numels)
+    if isinstance(unit.hp, Tensor) and scope == "global":
+        return _compiled_stats(chain)(chain, unit.p, src, unit.states, unit.hp, part, Totals(None))
+    if scope == "tensor" or unit.p.dim() != 1 or n <= chunk:
+        lengths = None if scope == "global" else torch.tensor(_numels(unit))
         return run_stats(chain, unit.p, src, unit.states, unit.hp, part, Totals(lengths))
-    ends = np.cumsum(numels)
-    starts = ends - np.asarray(numels)
     total: Tensor | None = None
     for a in range(0, n, chunk):
         b = min(a + chunk, n)
-        lengths = None
-        if scope == "tensor":
-            lengths = torch.from_numpy(np.clip(ends, a, b) - np.clip(starts, a, b))
         part_sums = run_stats(chain, unit.p[a:b], src[a:b], [s[a:b] for s in unit.states], unit.hp, part,
-                              Totals(lengths))
+                              Totals(None))
         total = part_sums if total is None else total + part_sums
     assert total is not None
     return total
 
 
-def _spread(values: Tensor, unit: Unit) -> Tensor:
-    """Per-tensor values (m, k) as `apply` reads them: (m, n) over a flat buffer (chunked
-    eager runs slice it), or (m, 1, …, 1) broadcasting over one parameter's view."""
+@functools.lru_cache(maxsize=32)
+def _tensor_index(numels: tuple[int, ...], device: torch.device) -> Tensor:
+    """Which tensor each element of a flat buffer belongs to (int32), made once per layout."""
+    ids = torch.arange(len(numels), dtype=torch.int32, device=device)
+    return torch.repeat_interleave(ids, torch.tensor(numels, device=device), output_size=sum(numels))
+
+
+def _spread(values: Tensor, unit: Unit) -> Tensor | tuple[Tensor, Tensor]:
+    """Per-tensor values (m, k) as `apply` reads them: over a flat buffer, the pair (values,
+    each element's tensor), gathered inside the kernel (`Chain.update`; chunks slice the
+    index); over one parameter's view, (m, 1, …, 1), which broadcasts."""
     values = values.to(unit.p.device)
     if unit.p.dim() == 1:
-        counts = torch.tensor(_numels(unit), device=values.device)
-        return torch.repeat_interleave(values, counts, dim=1, output_size=unit.p.numel())
+        return values, _tensor_index(tuple(_numels(unit)), unit.p.device)
     return values.reshape(values.shape[0], *([1] * unit.p.dim()))
 
 
 def reduce_pass(part: int, plans: Sequence[Plan], reduced: Callable[[int, Tensor], None],
-                chunk: int) -> dict[int, Tensor]:
+                chunk: int) -> dict[int, Any]:
     """For pass `part`: id(unit) → the `norm` its reducing transform's `apply` reads ({}
     when the pass does not reduce). `reduced(part, totals)` sees a global total before any
     `combine` (the optimizer's hook)."""
@@ -81,7 +95,7 @@ def reduce_pass(part: int, plans: Sequence[Plan], reduced: Callable[[int, Tensor
     scope = scopes.pop()
     assert scope is not None
     sums = [(chain, u, _unit_sums(chain, part, u, scope, chunk)) for chain, u in work]
-    out: dict[int, Tensor] = {}
+    out: dict[int, Any] = {}
     if scope == "global":
         dev = sums[0][2].device
         totals = torch.stack([x.to(dev) for _, _, x in sums]).sum(0)
