@@ -49,7 +49,7 @@ RULES: dict[str, tuple[str, dict]] = {
     "sf_sgd": ("ScheduleFreeSGD", {"lr": 0.5}),
     "prodigy": ("Prodigy", {"lr": 1.0}),
     "lamb": ("LAMB", {"lr": 1e-3, "weight_decay": 1e-2}),
-    "lars": ("LARS", {"lr": 1.0, "weight_decay": 1e-4}),
+    "lars": ("LARS", {"lr": 1.0, "weight_decay": 1e-4, "momentum": 0.9}),
 }
 
 Factory = Callable[[list], object]

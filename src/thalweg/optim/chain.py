@@ -128,27 +128,25 @@ def addcmul_(x: Tensor, y: Tensor, z: Tensor, a: Any) -> Tensor:
 class Totals:
     """The sums a reducing transform asks for, over one piece of memory: everything
     (`lengths` None: a global reduction, 0-d results) or each tensor (`lengths[i]` elements of
-    tensor i lie in this piece, in order: (k,) results, zeros for tensors not in the piece).
+    tensor i lie in this piece, in order: (k,) results).
     The core adds the pieces up (over chunks, segments, groups and devices)."""
 
-    def __init__(self, lengths: Tensor | None = None) -> None:
-        self.lengths = lengths
-        self._sizes = None if lengths is None else [int(n) for n in lengths.tolist()]
+    def __init__(self, lengths: Sequence[int] | None = None) -> None:
+        self.lengths = None if lengths is None else list(lengths)
 
     def sum(self, x: Tensor) -> Tensor:
         """Σx over the scope (accumulated in float64 for a global sum)."""
         x = x.reshape(-1)
         if self.lengths is None:
             return x.sum(dtype=torch.float64)
-        return torch.segment_reduce(x, "sum", lengths=self.lengths.to(x.device))
+        return torch.segment_reduce(x, "sum", lengths=torch.tensor(self.lengths, device=x.device))
 
     def sumsq(self, x: Tensor) -> Tensor:
         """Σx² over the scope (per tensor: one `_foreach_norm` over views, squared)."""
         x = x.reshape(-1)
         if self.lengths is None:
             return torch.linalg.vector_norm(x, dtype=torch.float64).square()
-        assert self._sizes is not None
-        return torch.stack(torch._foreach_norm(list(x.split(self._sizes)))).square()
+        return torch.stack(torch._foreach_norm(list(x.split(self.lengths)))).square()
 
 
 class Transform:

@@ -50,7 +50,7 @@ def _unit_sums(chain: Chain, part: int, unit: Unit, scope: str, chunk: int) -> T
     if isinstance(unit.hp, Tensor) and scope == "global":
         return _compiled_stats(chain)(chain, unit.p, src, unit.states, unit.hp, part, Totals(None))
     if scope == "tensor" or unit.p.dim() != 1 or n <= chunk:
-        lengths = None if scope == "global" else torch.tensor(_numels(unit))
+        lengths = None if scope == "global" else _numels(unit)
         return run_stats(chain, unit.p, src, unit.states, unit.hp, part, Totals(lengths))
     total: Tensor | None = None
     for a in range(0, n, chunk):

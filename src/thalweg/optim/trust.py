@@ -5,6 +5,7 @@ et al. 2017: the gradient rescaled per tensor to η‖θ‖/(‖g‖ + λ‖θ�
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
@@ -115,6 +116,12 @@ class ScaleByTrustRatio(Transform):
         return u * (norm[0] * s.scale)
 
 
+@functools.lru_cache(maxsize=32)
+def _matrices(ndims: tuple[int, ...], device: torch.device) -> Tensor:
+    """Which tensors of a layout have ≥ 2 dimensions (LARS adapts only those)."""
+    return torch.tensor([n > 1 for n in ndims], device=device)
+
+
 class LarsScalars(NamedTuple):
     sign: Any  # −1 when maximizing
 
@@ -147,7 +154,7 @@ class ScaleByLars(Transform):
         den = gn + wd * pn
         one = torch.ones_like(pn)
         ratio = torch.where(pn > 0, torch.where(den > 0, tc * pn / den, one), one)
-        matrix = torch.tensor([len(s) > 1 for s in shapes], device=sums.device)
+        matrix = _matrices(tuple(len(s) for s in shapes), sums.device)
         return torch.stack([torch.where(matrix, ratio, one), torch.where(matrix, wd * one, 0 * one)])
 
     def apply(self, u, p, state, s: LarsScalars, norm):
