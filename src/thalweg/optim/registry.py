@@ -154,7 +154,10 @@ class Hyperparameter:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able description (for `thalweg optimizers --json` and config docs)."""
-        d: dict[str, Any] = {"name": self.name, "default": self.default, "kind": self.kind}
+        default = self.default
+        if isinstance(default, float) and math.isinf(default):
+            default = str(default)  # "inf": strict JSON has no infinity
+        d: dict[str, Any] = {"name": self.name, "default": default, "kind": self.kind}
         if self.low is not None:
             d["low"] = self.low
             d["low_inclusive"] = self.low_inclusive
