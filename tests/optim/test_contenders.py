@@ -9,7 +9,7 @@ import importlib
 
 import pytest
 import torch
-from optim_cases import combos, groups, loss_fn, make_params
+from optim_cases import bf16_training, combos, groups, loss_fn, make_params
 
 from thalweg.optim import has_modes, registry
 
@@ -123,27 +123,12 @@ BF16_LR = {**LR, "prodigy": 0.3}
 
 @pytest.mark.parametrize("info", REFERENCED, ids=lambda i: i.name)
 def test_bf16_autocast_training_matches_the_reference(info):
-    x = torch.randn(256, 40, generator=torch.Generator().manual_seed(1))
-    y = torch.randint(0, 10, (256,), generator=torch.Generator().manual_seed(2))
     lr = BF16_LR[info.name]
-    finals = []
-    for make in (lambda ps: info.factory(ps, lr=lr), lambda ps: reference(info)(ps, lr=lr)):
-        torch.manual_seed(0)
-        model = torch.nn.Sequential(torch.nn.Linear(40, 64), torch.nn.ReLU(), torch.nn.Linear(64, 10))
-        start = torch.cat([p.detach().flatten() for p in model.parameters()])
-        opt = make(model.parameters())
-        if has_modes(opt):
-            opt.train()
-        for _ in range(60):
-            opt.zero_grad()
-            with torch.autocast("cpu", dtype=torch.bfloat16):
-                loss = torch.nn.functional.cross_entropy(model(x), y)
-            loss.backward()
-            opt.step()
-        finals.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
-    assert (finals[0] - start).abs().max() > 1e-2
+    start, ours = bf16_training(lambda ps: info.factory(ps, lr=lr))
+    _, theirs = bf16_training(lambda ps: reference(info)(ps, lr=lr))
+    assert (ours - start).abs().max() > 1e-2
     rtol, atol = BF16_TOL.get(info.name, (1e-6, 6e-8))
-    torch.testing.assert_close(finals[0], finals[1], rtol=rtol, atol=atol)
+    torch.testing.assert_close(ours, theirs, rtol=rtol, atol=atol)
 
 
 @pytest.mark.parametrize("name", ["prodigy", "lamb", "lars"])

@@ -4,7 +4,17 @@ from __future__ import annotations
 
 import pytest
 import torch
-from optim_cases import FIRST_ORDER, LR, combos, eager, groups, loss_fn, make_params, run_pair
+from optim_cases import (
+    FIRST_ORDER,
+    LR,
+    bf16_training,
+    combos,
+    eager,
+    groups,
+    loss_fn,
+    make_params,
+    run_pair,
+)
 
 CASES = [
     pytest.param(info, hp, id=f"{info.name}-" + "-".join(f"{k}={v}" for k, v in hp.items()))
@@ -113,11 +123,6 @@ def test_compiled_matches_torch(info):
         torch.testing.assert_close(x, y, rtol=1e-6, atol=1e-6)
 
 
-def _mlp() -> torch.nn.Module:
-    torch.manual_seed(0)
-    return torch.nn.Sequential(torch.nn.Linear(40, 64), torch.nn.ReLU(), torch.nn.Linear(64, 10))
-
-
 @pytest.mark.parametrize(("name", "onecycle"), [*((i.name, False) for i in FIRST_ORDER), ("adamw", True)])
 def test_bf16_autocast_training_matches_torch(name, onecycle):
     """Issue 15.11: under `torch.autocast("cpu", dtype=torch.bfloat16)` thalweg's AdamW
@@ -125,26 +130,9 @@ def test_bf16_autocast_training_matches_torch(name, onecycle):
     from thalweg.optim import registry
 
     info = registry.get(name)
-    x = torch.randn(256, 40, generator=torch.Generator().manual_seed(1))
-    y = torch.randint(0, 10, (256,), generator=torch.Generator().manual_seed(2))
     lr = 1.0 if name == "adadelta" else 1e-2  # adadelta's scale is set by its running RMS
-    finals = []
-    for make in (lambda ps: info.factory(ps, lr=lr), lambda ps: info.torch_reference(ps, lr=lr, foreach=False)):
-        model = _mlp()
-        opt = make(model.parameters())
-        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=60) if onecycle else None
-        for _ in range(60):
-            opt.zero_grad()
-            with torch.autocast("cpu", dtype=torch.bfloat16):
-                loss = torch.nn.functional.cross_entropy(model(x), y)
-            loss.backward()
-            opt.step()
-            if sched is not None:
-                sched.step()
-        finals.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
-    assert (finals[0] - _mlp_start()).abs().max() > 1e-2
-    torch.testing.assert_close(finals[0], finals[1], rtol=1e-6, atol=6e-8)
-
-
-def _mlp_start() -> torch.Tensor:
-    return torch.cat([p.detach().flatten() for p in _mlp().parameters()])
+    sched = (lambda opt: torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=60)) if onecycle else None
+    start, ours = bf16_training(lambda ps: info.factory(ps, lr=lr), sched)
+    _, theirs = bf16_training(lambda ps: info.torch_reference(ps, lr=lr, foreach=False), sched)
+    assert (ours - start).abs().max() > 1e-2
+    torch.testing.assert_close(ours, theirs, rtol=1e-6, atol=6e-8)

@@ -101,6 +101,16 @@ class ScaleByNadam(Transform):
             p.addcdiv_(m, denom, value=s.momentum_step)
 
 
+class _Moments(Transform):
+    """The (β₁, β₂, ε) arguments of an Adam-like direction, checked by one schema."""
+
+    schema = (H("b1", 0.9, **_UNIT), H("b2", 0.999, **_UNIT), H("eps", 1e-8, low=0.0, **_S))
+
+    def __init__(self, b1: HyperValue = 0.9, b2: HyperValue = 0.999, eps: HyperValue = 1e-8) -> None:
+        self.check_args(b1=b1, b2=b2, eps=eps)
+        self.b1, self.b2, self.eps = b1, b2, eps
+
+
 class RadamState(NamedTuple):
     exp_avg: Tensor
     exp_avg_sq: Tensor
@@ -117,7 +127,7 @@ class RadamScalars(NamedTuple):
     rect: Any  # the rectification factor r_t, or 0 while ρ_t ≤ 5 (plain momentum then)
 
 
-class ScaleByRadam(Transform):
+class ScaleByRadam(_Moments):
     """RAdam: Adam's step times the variance rectification r_t once ρ_t > 5; bias-corrected
     momentum alone before that (torch.optim.RAdam's operation order)."""
 
@@ -126,11 +136,6 @@ class ScaleByRadam(Transform):
     Scalars = RadamScalars
     counts_steps = True
     absorbs_scale = True
-    schema = (H("b1", 0.9, **_UNIT), H("b2", 0.999, **_UNIT), H("eps", 1e-8, low=0.0, **_S))
-
-    def __init__(self, b1: HyperValue = 0.9, b2: HyperValue = 0.999, eps: HyperValue = 1e-8) -> None:
-        self.check_args(b1=b1, b2=b2, eps=eps)
-        self.b1, self.b2, self.eps = b1, b2, eps
 
     def scalars(self, ctx: StepContext) -> RadamScalars:
         b1, b2, t = ctx(self.b1), ctx(self.b2), ctx.step
@@ -166,7 +171,7 @@ class AdamaxScalars(NamedTuple):
     step_size: Any  # scale/(1 − β₁ᵗ): torch's −lr/(1 − β₁ᵗ)
 
 
-class ScaleByAdamax(Transform):
+class ScaleByAdamax(_Moments):
     """Adamax: Adam with the infinity norm, u_t = max(β₂u, |g| + ε), step m̂/u."""
 
     name = "scale_by_adamax"
@@ -174,11 +179,6 @@ class ScaleByAdamax(Transform):
     Scalars = AdamaxScalars
     counts_steps = True
     absorbs_scale = True
-    schema = (H("b1", 0.9, **_UNIT), H("b2", 0.999, **_UNIT), H("eps", 1e-8, low=0.0, **_S))
-
-    def __init__(self, b1: HyperValue = 0.9, b2: HyperValue = 0.999, eps: HyperValue = 1e-8) -> None:
-        self.check_args(b1=b1, b2=b2, eps=eps)
-        self.b1, self.b2, self.eps = b1, b2, eps
 
     def scalars(self, ctx: StepContext) -> AdamaxScalars:
         b1 = ctx(self.b1)

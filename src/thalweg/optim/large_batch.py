@@ -9,8 +9,8 @@ from typing import Any
 from .core import CompileMode, Rule
 from .registry import Hyperparameter as H
 from .rules import _BOOL, LR, _lr, _Named
-from .transforms import Chain, Hyper, add_decayed_weights, scale_by_lr, trace
-from .trust import ScaleByBiasCorrection, ScaleByLars, ScaleByMoments, ScaleByTrustRatio
+from .transforms import Chain, Hyper, ScaleByBiasCorrection, add_decayed_weights, scale_by_lr, trace
+from .trust import ScaleByLars, ScaleByMoments, ScaleByTrustRatio
 
 __all__ = ["LAMB", "LARS"]
 

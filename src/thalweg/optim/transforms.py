@@ -46,7 +46,7 @@ from .chain import (
 )
 from .registry import Hyperparameter as H
 from .schedule_free import ScaleBySecondMoment, ScheduleFree
-from .trust import ScaleByBiasCorrection, ScaleByLars, ScaleByMoments, ScaleByTrustRatio
+from .trust import ScaleByLars, ScaleByMoments, ScaleByTrustRatio
 
 __all__ = [
     "AddDecayedWeights",
@@ -143,6 +143,26 @@ class ScaleByLr(Transform):
 
     def scalars(self, ctx: StepContext) -> Factor:
         return Factor(-ctx(self.lr))
+
+    def apply(self, u, p, state, s, norm):
+        return u * s.factor
+
+
+class ScaleByBiasCorrection(Transform):
+    """u ← u·√(1 − β₂ᵗ)/(1 − β₁ᵗ): Adam's bias correction as a pure scale (LAMB's `debias`)."""
+
+    name = "scale_by_bias_correction"
+    Scalars = Factor
+    is_scale = True
+    schema = (H("b1", 0.9, **_UNIT), H("b2", 0.999, **_UNIT))
+
+    def __init__(self, b1: HyperValue = 0.9, b2: HyperValue = 0.999) -> None:
+        self.check_args(b1=b1, b2=b2)
+        self.b1, self.b2 = b1, b2
+
+    def scalars(self, ctx: StepContext) -> Factor:
+        t = ctx.step
+        return Factor((1 - ctx(self.b2) ** t) ** 0.5 / (1 - ctx(self.b1) ** t))
 
     def apply(self, u, p, state, s, norm):
         return u * s.factor

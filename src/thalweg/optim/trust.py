@@ -15,7 +15,7 @@ from torch import Tensor
 from .chain import HyperValue, StepContext, Totals, Transform, add_scaled_, addcmul_
 from .registry import Hyperparameter as H
 
-__all__ = ["ScaleByBiasCorrection", "ScaleByLars", "ScaleByMoments", "ScaleByTrustRatio"]
+__all__ = ["ScaleByLars", "ScaleByMoments", "ScaleByTrustRatio"]
 
 _S = {"schedulable": True}
 _UNIT = {"low": 0.0, "high": 1.0, "high_inclusive": False, **_S}
@@ -56,30 +56,6 @@ class ScaleByMoments(Transform):
         m = add_scaled_(state.exp_avg.mul_(s.b1), u, s.one_minus_b1)
         v = addcmul_(state.exp_avg_sq.mul_(s.b2), u, u, s.one_minus_b2)
         return m / v.sqrt().add(s.eps)
-
-
-class Factor(NamedTuple):
-    factor: Any
-
-
-class ScaleByBiasCorrection(Transform):
-    """u ← u·√(1 − β₂ᵗ)/(1 − β₁ᵗ): Adam's bias correction as a pure scale (LAMB's `debias`)."""
-
-    name = "scale_by_bias_correction"
-    Scalars = Factor
-    is_scale = True
-    schema = (H("b1", 0.9, **_UNIT), H("b2", 0.999, **_UNIT))
-
-    def __init__(self, b1: HyperValue = 0.9, b2: HyperValue = 0.999) -> None:
-        self.check_args(b1=b1, b2=b2)
-        self.b1, self.b2 = b1, b2
-
-    def scalars(self, ctx: StepContext) -> Factor:
-        t = ctx.step
-        return Factor((1 - ctx(self.b2) ** t) ** 0.5 / (1 - ctx(self.b1) ** t))
-
-    def apply(self, u, p, state, s, norm):
-        return u * s.factor
 
 
 class TrustScalars(NamedTuple):
