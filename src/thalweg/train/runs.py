@@ -220,6 +220,8 @@ def _evaluation_weights(cfg: Any, model: torch.nn.Module, state: dict[str, Any])
     opt, _ = build_optimizer(cfg, model)
     opt.load_state_dict(state["optimizer"])
     set_mode(opt, training=False)
+    for p in model.parameters():  # the optimizer is dropped: no gradient buffers of its own stay attached
+        p.grad = None
 
 
 def load_run(path: str | Path, map_location: str | torch.device = "cpu") -> LoadedRun:
