@@ -105,8 +105,10 @@ def _net():
 
 @pytest.mark.parametrize("make", [lambda ps, **kw: to.SGD(ps, lr=0.1, momentum=0.9, nesterov=True, **kw),
                                   lambda ps, **kw: to.Adam(ps, lr=1e-2, weight_decay=1e-3, **kw),
-                                  lambda ps, **kw: to.AdamW(ps, lr=1e-2, state_dtype="bf16", **kw)],
-                         ids=["sgd", "adam", "adamw-bf16"])
+                                  lambda ps, **kw: to.AdamW(ps, lr=1e-2, state_dtype="bf16", **kw),
+                                  lambda ps, **kw: to.LAMB(ps, lr=1e-2, weight_decay=1e-2, **kw),
+                                  lambda ps, **kw: to.ScheduleFreeAdamW(ps, lr=1e-2, warmup_steps=3, **kw)],
+                         ids=["sgd", "adam", "adamw-bf16", "lamb", "schedulefree"])
 def test_step_in_backward_gives_the_ordinary_trajectory(make):
     x, y = torch.randn(32, 12), torch.randint(0, 3, (32,))
     a, b = _net(), _net()
@@ -126,13 +128,15 @@ def test_step_in_backward_gives_the_ordinary_trajectory(make):
     assert sa.keys() == sb.keys() and all(torch.equal(sa[i][k], sb[i][k]) for i in sa for k in sa[i])
 
 
-def test_step_in_backward_skips_parameters_without_a_gradient_and_refuses_global_clipping():
+def test_step_in_backward_skips_parameters_without_a_gradient_and_refuses_global_reductions():
     net = _net()
     opt = to.Adam(net.parameters(), lr=1e-2, in_backward=True, bucket_numel=10_000, compile=False)
     frozen = net[4].weight.detach().clone()
     (net[2](net[1](net[0](torch.randn(4, 12)))).sum() + 0 * net[4].bias.sum()).backward()
     assert torch.equal(net[4].weight, frozen) and 4 not in opt.state_dict()["state"]  # no gradient, no step
     assert int(opt.state_dict()["state"][0]["step"]) == 1
+    with pytest.raises(ValueError, match="reduces over every parameter"):
+        to.Prodigy(_net().parameters(), in_backward=True, compile=False)
     with pytest.raises(ValueError, match="clip_by_global_norm needs the norm of every gradient"):
         to.FlatOptimizer(_net().parameters(), to.chain(to.clip_by_global_norm(1.0), to.scale_by_lr(0.1)),
                          in_backward=True)

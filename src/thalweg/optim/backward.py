@@ -15,10 +15,15 @@ the gradient autograd is computing.
 Parameters that got no gradient in a backward are skipped (torch's rule), by a callback at
 the end of backward that updates what its incomplete buckets received.
 
-Refused, with a clear error: a chain that needs a global norm (`clip_by_global_norm`): the
-norm of all gradients is not known until backward ends, and by then most parameters have
-been updated; clip each bucket yourself, or use the ordinary step. One backward is one step
-(no gradient accumulation across backward calls).
+Reductions and hooks: a bucket holds whole parameters, so a per-tensor reduction (LAMB's and
+LARS's trust ratios) is taken over the bucket, exactly as over the segment in `step()`; the
+optimizer's step hooks (`_begin_step`, `_end_step`: schedule-free's group bookkeeping) run
+once per backward, before its first bucket's update and after its last.
+Refused, with a clear error: a chain that needs a global norm (`clip_by_global_norm`) or a
+global reduction (`reduces = "global"`: Prodigy's d): the sum over all gradients is not
+known until backward ends, and by then most parameters have been updated; clip each bucket
+yourself, or use the ordinary step. One backward is one step (no gradient accumulation
+across backward calls).
 """
 
 from __future__ import annotations
@@ -30,9 +35,9 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
-from . import storage
+from . import plan
 from .chain import Chain
-from .kernel import autocast_off, compute_dtype, fresh_function, run_pass
+from .kernel import autocast_off
 from .memory import DEFAULT_BUCKET
 
 if TYPE_CHECKING:
@@ -89,14 +94,19 @@ class BackwardStepper:
             self.check(opt._ensure_chain(seg))
         self.attach()
 
-    @staticmethod
-    def check(chain: Chain) -> None:
+    def check(self, chain: Chain) -> None:
         """Refuse chains that need every gradient before any update."""
         if chain.needs_global_norm:
             raise ValueError(
                 "in_backward: clip_by_global_norm needs the norm of every gradient before any parameter "
                 "is updated, but step-in-backward updates each bucket as soon as its gradients arrive; "
                 "use the ordinary step (or clip per parameter with clip())")
+        for ps in chain.passes:
+            if ps.reducer is not None and ps.reducer.transform.reduces == "global":
+                raise ValueError(
+                    f"in_backward: {type(self.opt).__name__}'s {ps.reducer.transform.name} reduces over every "
+                    "parameter (reduces='global') before any is updated, but step-in-backward updates each "
+                    "bucket as soon as its gradients arrive; use the ordinary step")
 
     def attach(self) -> None:
         """(Re)build the buckets and hooks of every segment; frees the flat gradients."""
@@ -129,7 +139,8 @@ class BackwardStepper:
         return hook
 
     def _arrive(self, bucket: _Bucket, i: int, p: Tensor) -> None:
-        if not self.queued:
+        if not self.queued:  # the first gradient of this backward: the step begins
+            self.opt._begin_step()
             torch.autograd.Variable._execution_engine.queue_callback(self.flush)
             self.queued = True
         if bucket.stop - bucket.first == 1:  # one parameter: its own gradient is the bucket
@@ -179,6 +190,7 @@ class BackwardStepper:
                     self._release(bucket)
             if self.buckets:
                 self._prepare(self.buckets[0])
+            self.opt._end_step()
 
     @staticmethod
     def _release(bucket: _Bucket) -> None:
@@ -197,11 +209,14 @@ class BackwardStepper:
             runs = [(idx, seg.steps[idx[0]])]
         else:  # some parameters got no gradient, or step counts differ: one at a time
             runs = [([i], seg.steps[i]) for i in idx]
+        from .core import EAGER_CHUNK
+
         for run, s in runs:
             a = seg.offsets[run[0]]
             b = seg.offsets[run[-1]] + seg.numels[run[-1]]
             g = bucket.buf[a - bucket.start : b - bucket.start]
-            self._kernel(seg, chain, group, s + 1, a, b, g)
+            unit = plan.range_unit(opt, seg, chain, group, s + 1, run[0], run[-1] + 1, g, EAGER_CHUNK)
+            plan.run([(chain, [unit], lambda: None)], opt._reduced, EAGER_CHUNK)
         for i in idx:
             seg.steps[i] += 1
             if chain.counts_steps:
@@ -209,28 +224,3 @@ class BackwardStepper:
             if not seg.started[i]:
                 opt._start(seg, i)
         self._release(bucket)
-
-    def _kernel(self, seg: Segment, chain: Chain, group: Any, t: int, a: int, b: int, g: Tensor) -> None:
-        """One update of segment elements a … b−1 with gradient g (the same math as step())."""
-        opt = self.opt
-        vals = chain.scalars(group, t)
-        compiled = opt._want_compile(seg)
-        hp: Any = vals
-        if compiled:
-            hp = torch.tensor(vals or [0.0], dtype=compute_dtype(seg.dtype), device=seg.device)
-        assert seg.layout is not None
-        if not seg.layout.plain:
-            opt._function(seg)(seg.flat_p[a:b], g, storage.kernel_state(seg, chain, seg.layout), hp, None, 0,
-                               None, a)
-            return
-        states = [seg.state[k][a:b] for k in chain.state_keys]
-        if compiled:
-            fn = getattr(seg, "range_fn", None)
-            if fn is None:  # one compilation for every bucket size
-                fn = torch.compile(fresh_function(run_pass), fullgraph=True, dynamic=None, **opt.compile_options)
-                seg.range_fn = fn  # type: ignore[attr-defined]
-            fn(chain, seg.flat_p[a:b], g, states, hp, None, 0, None)
-        else:
-            from .core import _chunked
-
-            _chunked(run_pass, chain, seg.flat_p[a:b], g, states, hp, None, 0, None)

@@ -27,13 +27,13 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-from . import storage, stored
-from .chain import Chain, global_norm
-from .kernel import Unit, autocast_off, compute_dtype, fresh_function, run_pass
+from . import plan, storage, stored
+from .chain import Chain
+from .kernel import autocast_off, fresh_function, run_pass
 from .lowprec import Layout
 from .memory import MEMORY_OPTIONS, accepts_memory_options, memory_options
 from .registry import Hyperparameter
-from .segment import Segment, scalar_dtype
+from .segment import Segment
 from .statedict import apply_loaded, check_loadable
 
 __all__ = ["AUTO_COMPILE_MIN_NUMEL", "FlatOptimizer", "Rule"]
@@ -95,7 +95,8 @@ def _chunked(kernel: Callable[..., None], chain: Chain, p: Tensor, g: Tensor, st
         return
     for a in range(0, n, EAGER_CHUNK):
         b = min(a + EAGER_CHUNK, n)
-        kernel(chain, p[a:b], g[a:b], [s[a:b] for s in state], hp, norm, part,
+        piece = (norm[0], norm[1][a:b]) if isinstance(norm, tuple) else norm  # per-tensor values, element index
+        kernel(chain, p[a:b], g[a:b], [s[a:b] for s in state], hp, piece, part,
                None if out is None else out[a:b])
 
 
@@ -171,6 +172,7 @@ class FlatOptimizer(torch.optim.Optimizer):
 
     def _build_segments(self, group_indices: Iterable[int]) -> None:
         for gi in group_indices:
+            _refuse_rounded_weights(self.param_groups[gi], self.rule.build(self.param_groups[gi]), gi)
             buckets: dict[tuple[torch.device, torch.dtype], list[Tensor]] = {}
             for p in self.param_groups[gi]["params"]:
                 if p.is_complex():
@@ -288,123 +290,25 @@ class FlatOptimizer(torch.optim.Optimizer):
         return loss
 
     def _update(self) -> None:
-        """Plan every kernel call, run the chain's passes over all of them (a pass that needs
-        the global norm gets it from the previous pass's output), then count the step."""
+        """Plan every kernel call (:mod:`.plan`), run the chain's passes over all of them,
+        then count the step; the step hooks before and after."""
+        self._begin_step()
         actives = [seg.sync() for seg in self._segments]
-        plans = [self._plan_segment(seg, act) for seg, act in zip(self._segments, actives, strict=True)]
-        plans += [self._plan_loose(gi, p) for gi, p in self._loose if p.grad is not None]
-        plans = [pl for pl in plans if pl[1]]
-        counts = {len(chain.passes) for chain, _, _ in plans}
-        if len(counts) > 1:
-            raise ValueError(
-                "the param groups' chains take the global norm at different places; a "
-                "clip_by_global_norm after other transforms must stand at the same place in every group"
-            )
-        last = counts.pop() - 1 if counts else 0
-        for part in range(last + 1):
-            norm = None
-            if any(chain.passes[part].needs_norm for chain, _, _ in plans):
-                bufs = [u.source(part) for _, units, _ in plans for u in units]
-                norm = global_norm(bufs) if bufs else None
-            for _, units, _ in plans:
-                for u in units:
-                    u.run(part, last, norm)
-        for _, _, finish in plans:
-            finish()
+        plans = [plan.plan_segment(self, seg, act, EAGER_CHUNK) for seg, act in zip(self._segments, actives, strict=True)]
+        plans += [plan.plan_loose(self, gi, p) for gi, p in self._loose if p.grad is not None]
+        plan.run(plans, self._reduced, EAGER_CHUNK)
+        self._end_step()
 
-    def _scratch(self, seg: Segment, chain: Chain) -> Tensor | None:
-        if len(chain.passes) == 1:
-            return None
-        if seg.scratch is None:
-            seg.scratch = torch.empty(seg.numel, dtype=compute_dtype(seg.dtype), device=seg.device)
-        return seg.scratch
+    # hooks for rules with host state of their own (see docs/CONTRACTS.md): once per step()
+    # (with `in_backward`: once per backward, around its buckets' updates)
+    def _begin_step(self) -> None:
+        """Before any scalars are computed (schedule-free's and Prodigy's group bookkeeping)."""
 
-    def _plan_segment(self, seg: Segment, active: list[bool]) -> tuple[Chain, list[Unit], Callable[[], None]]:
-        chain = self._ensure_chain(seg)
-        group = self.param_groups[seg.group_index]
-        scratch = self._scratch(seg, chain)
-        s0 = seg.steps[0]
-        if all(active) and all(s == s0 for s in seg.steps):
-            t = s0 + 1
-            vals = chain.scalars(group, t)
-            fn = self._function(seg)
-            if seg.compiled:
-                if seg.hp is None or seg.hp.numel() != max(len(vals), 1):
-                    seg.hp = torch.zeros(max(len(vals), 1), dtype=compute_dtype(seg.dtype), device=seg.device)
-                seg.hp.copy_(torch.tensor(vals or [0.0], dtype=torch.float64))
-                hp: Any = seg.hp
-            else:
-                hp = vals
-            states = storage.kernel_state(seg, chain, seg.layout)
-            unit = Unit(fn, seg.flat_p, seg.flat_g, states, hp, scratch)
+    def _reduced(self, part: int, totals: Tensor) -> None:
+        """A global reduction's totals, before its transforms' `combine` (Prodigy's d)."""
 
-            def finish() -> None:
-                seg.steps = [t] * len(seg.params)
-                if chain.counts_steps:
-                    seg.step_t.add_(1)
-                for i in range(len(seg.params)):
-                    if not seg.started[i]:
-                        self._start(seg, i)
-
-            return chain, [unit], finish
-        # Odd case: some params without a gradient, or different step counts. Same math,
-        # one parameter at a time, on views of the flat buffers.
-        per_param = lambda p, g, st, hp, n, k, o: run_pass(chain, p, g, st, hp, n, k, o)  # noqa: E731
-        units, taken = [], []
-        for i, a in enumerate(active):
-            if not a:
-                continue
-            vals = chain.scalars(group, seg.steps[i] + 1)
-            sv = None if scratch is None else seg._view(scratch, i)
-            if seg.layout.plain:
-                states = [seg._view(seg.state[k], i) for k in chain.state_keys]
-                units.append(Unit(per_param, seg.p_views[i], seg.g_views[i], states, vals, sv))
-            else:  # the segment's low-precision update, on this parameter's range only
-                fn = self._range_function(seg, seg.offsets[i])
-                scal: Any = vals
-                if seg.compiled:  # scalars as a tensor: new values never recompile
-                    scal = torch.tensor(vals or [0.0], dtype=compute_dtype(seg.dtype), device=seg.device)
-                units.append(Unit(fn, seg.p_views[i].view(-1), seg.g_views[i].view(-1),
-                                  storage.kernel_state(seg, chain, seg.layout), scal, None if sv is None else sv.view(-1)))
-            taken.append(i)
-
-        def finish_each() -> None:
-            for i in taken:
-                seg.steps[i] += 1
-                if chain.counts_steps:
-                    seg.step_t[i] += 1
-                if not seg.started[i]:
-                    self._start(seg, i)
-
-        return chain, units, finish_each
-
-    def _range_function(self, seg: Segment, first: int) -> Callable[..., None]:
-        """The low-precision update of the segment elements from `first` on."""
-        fn = self._function(seg)
-        return lambda p, g, st, hp, n, k, o: fn(p, g, st, hp, n, k, o, first)
-
-    def _plan_loose(self, gi: int, p: Tensor) -> tuple[Chain, list[Unit], Callable[[], None]]:
-        """A parameter created with requires_grad=False that has a gradient anyway."""
-        group = self.param_groups[gi]
-        chain = self.rule.build(group)
-        st = self.state[p]
-        if not st:
-            st.update({"step": torch.zeros((), dtype=scalar_dtype())} if chain.counts_steps else {})
-            st.update(chain.init(p.detach()))
-        if "_thalweg_steps" not in st:  # fresh, or loaded from torch.optim
-            st["_thalweg_steps"] = torch.tensor(int(float(st.get("step", 0))), dtype=torch.int64)
-        t = int(st["_thalweg_steps"]) + 1
-        loose = lambda p, g, s, hp, n, k, o: run_pass(chain, p, g, s, hp, n, k, o)  # noqa: E731
-        scratch = None if len(chain.passes) == 1 else torch.empty_like(p, dtype=compute_dtype(p.dtype))
-        assert p.grad is not None
-        unit = Unit(loose, p.data, p.grad, [st[k] for k in chain.state_keys], chain.scalars(group, t), scratch)
-
-        def finish() -> None:
-            st["_thalweg_steps"] += 1
-            if "step" in st:
-                st["step"] += 1
-
-        return chain, [unit], finish
+    def _end_step(self) -> None:
+        """After every update of the step."""
 
     def zero_grad(self, set_to_none: bool | None = None) -> None:
         """Zero the flat gradient buffers in place (keeps the fast path).
@@ -472,3 +376,13 @@ class FlatOptimizer(torch.optim.Optimizer):
     def num_segments(self) -> int:
         """How many flat buffers (one per group × device × dtype) this optimizer runs over."""
         return len(self._segments)
+
+
+def _refuse_rounded_weights(group: Mapping[str, Any], chain: Chain, gi: int) -> None:
+    """A bf16/int8 `state_dtype` stores every buffer in that format; a buffer that is a copy
+    of the weights (schedule-free's z) would lose every update below its rounding step."""
+    sd = group.get("state_dtype")
+    weights = [t.name for t in chain.transforms if t.weight_state]
+    if sd in ("bf16", "int8") and weights:
+        raise ValueError(f"param group {gi}: state_dtype={sd!r} is not supported by {weights[0]} (its state "
+                         "is a copy of the weights, which this format would round); use state_dtype=None or 'fp32'")
