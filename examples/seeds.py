@@ -48,6 +48,16 @@ ROSENBROCK_RUNS: list[tuple[str, str, dict, int]] = [
     ("Muon (split=all: 1×2 row)", "muon", {"lr": 0.003, "split": "all"}, 3000),
     ("Shampoo (a vector: Adam graft)", "shampoo", {"lr": 0.03}, 3000),
     ("SOAP (a vector: Adam)", "soap", {"lr": 0.03, "weight_decay": 0.0}, 3000),
+    # the elementwise and per-tensor contenders (docs/contenders.md)
+    ("NAdam", "nadam", {"lr": 0.03}, 3000),
+    ("RAdam", "radam", {"lr": 0.01}, 3000),
+    ("Adamax", "adamax", {"lr": 0.03}, 3000),
+    ("Lion", "lion", {"lr": 0.003}, 3000),
+    ("Schedule-Free AdamW (x)", "schedulefree_adamw", {"lr": 0.1}, 3000),
+    ("Schedule-Free SGD (x)", "schedulefree_sgd", {"lr": 0.002}, 3000),
+    ("Prodigy (lr-free)", "prodigy", {}, 3000),
+    ("LAMB", "lamb", {"lr": 0.01}, 3000),
+    ("LARS (a vector: momentum SGD)", "lars", {"lr": 0.0003}, 3000),
 ]
 
 

@@ -14,7 +14,13 @@ from thalweg.optim import registry
 FIRST_ORDER = [i for i in registry.infos() if i.order == "first" and i.torch_reference is not None]
 
 #: a learning rate per rule at which 100 steps move the parameters well away from the start
-LR = {"sgd": 0.05, "adagrad": 0.1, "rmsprop": 0.01, "adadelta": 1.0, "adam": 0.02, "adamw": 0.02}
+LR = {"sgd": 0.05, "adagrad": 0.1, "rmsprop": 0.01, "adadelta": 1.0, "adam": 0.02, "adamw": 0.02,
+      "nadam": 0.02, "radam": 0.02, "adamax": 0.02, "adafactor": 0.05}
+
+
+def eager(info: registry.OptimizerInfo) -> dict[str, Any]:
+    """`compile=False` for rules on the flat core (others, e.g. Adafactor's stacks, have no such option)."""
+    return {"compile": False} if "compile" in info.options else {}
 
 SHAPES = [(6, 5), (7,), (2, 3, 4), (1,), (4, 1, 3)]
 
@@ -71,3 +77,27 @@ def run_pair(
             (-loss_fn(ps) if maximize else loss_fn(ps)).backward()
             opt.step()
     return [p.detach() for p in a], [p.detach() for p in b], oa, ob
+
+
+def bf16_training(make: Callable[[Any], torch.optim.Optimizer], scheduler: Callable[[Any], Any] | None = None,
+                  steps: int = 60) -> tuple[torch.Tensor, torch.Tensor]:
+    """Train a small MLP under `torch.autocast("cpu", dtype=torch.bfloat16)` with the optimizer
+    `make(parameters)` builds (and `scheduler(optimizer)`'s lr); the (start, final) weights, flattened."""
+    x = torch.randn(256, 40, generator=torch.Generator().manual_seed(1))
+    y = torch.randint(0, 10, (256,), generator=torch.Generator().manual_seed(2))
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(40, 64), torch.nn.ReLU(), torch.nn.Linear(64, 10))
+    start = torch.cat([p.detach().flatten() for p in model.parameters()])
+    opt = make(model.parameters())
+    if callable(getattr(opt, "train", None)):
+        opt.train()  # schedulefree's start in eval mode
+    sched = scheduler(opt) if scheduler is not None else None
+    for _ in range(steps):
+        opt.zero_grad()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss = torch.nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        opt.step()
+        if sched is not None:
+            sched.step()
+    return start, torch.cat([p.detach().flatten() for p in model.parameters()])

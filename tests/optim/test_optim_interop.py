@@ -9,7 +9,7 @@ import math
 
 import pytest
 import torch
-from optim_cases import FIRST_ORDER, LR, combos, groups, loss_fn, make_params
+from optim_cases import FIRST_ORDER, LR, combos, eager, groups, loss_fn, make_params
 from typer.testing import CliRunner
 
 import thalweg.optim as to
@@ -36,7 +36,7 @@ def test_state_dict_loads_both_ways_and_training_continues_identically(info, dir
     lr = LR[info.name]
     hp = list(combos(info))[-1]  # the combination with the most options switched on
     hp = {k: v for k, v in hp.items() if k != "maximize"}
-    ours = lambda g: info.factory(g, lr=lr, compile=False, **hp)  # noqa: E731
+    ours = lambda g: info.factory(g, lr=lr, **eager(info), **hp)  # noqa: E731
     theirs = lambda g: info.torch_reference(g, lr=lr, foreach=False, **hp)  # noqa: E731
     first, second = (theirs, ours) if direction == "torch->thalweg" else (ours, theirs)
 
@@ -129,7 +129,7 @@ def test_nesterov_needs_momentum_and_no_dampening(kw, match):
 def test_registry_lists_and_creates_every_first_order_rule():
     assert {"sgd", "adagrad", "rmsprop", "adadelta", "adam", "adamw"} <= set(registry.names())
     for info in FIRST_ORDER:
-        opt = registry.create(info.name, make_params(), compile=False)
+        opt = registry.create(info.name, make_params(), **eager(info))
         assert isinstance(opt, torch.optim.Optimizer)
         for spec in info.hyperparameters:
             assert opt.defaults[spec.name] == spec.default  # schema defaults are torch's defaults

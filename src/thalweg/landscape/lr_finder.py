@@ -16,6 +16,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from thalweg.optim.modes import train_mode
+
 __all__ = ["LRFinderResult", "Rule", "figure_lr_find", "lr_find", "suggest"]
 
 Rule = Literal["steepest", "min/10"]
@@ -138,29 +140,30 @@ def lr_find(model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: LossFn,
     tried, raw, smooth = [], [], []
     avg, best, diverged = 0.0, math.inf, False
     try:
-        model.train()
-        batches = _batches(data, batch_size, gen)
-        for i, lr in enumerate(lrs):
-            xb, yb = next(batches)
-            _set_lr(optimizer, float(lr))
-            optimizer.zero_grad()
-            loss = loss_fn(model(xb), yb)
-            value = float(loss.detach())
-            tried.append(float(lr))
-            raw.append(value)
-            if not math.isfinite(value):
-                smooth.append(math.inf)
-                diverged = True
-                break
-            avg = beta * avg + (1 - beta) * value
-            s = avg / (1 - beta ** (i + 1))
-            smooth.append(s)
-            best = min(best, s)
-            if s > diverge_factor * best and i > 0:
-                diverged = True
-                break
-            loss.backward()
-            optimizer.step()
+        with train_mode(optimizer):  # a schedule-free optimizer steps at y, in train mode
+            model.train()
+            batches = _batches(data, batch_size, gen)
+            for i, lr in enumerate(lrs):
+                xb, yb = next(batches)
+                _set_lr(optimizer, float(lr))
+                optimizer.zero_grad()
+                loss = loss_fn(model(xb), yb)
+                value = float(loss.detach())
+                tried.append(float(lr))
+                raw.append(value)
+                if not math.isfinite(value):
+                    smooth.append(math.inf)
+                    diverged = True
+                    break
+                avg = beta * avg + (1 - beta) * value
+                s = avg / (1 - beta ** (i + 1))
+                smooth.append(s)
+                best = min(best, s)
+                if s > diverge_factor * best and i > 0:
+                    diverged = True
+                    break
+                loss.backward()
+                optimizer.step()
     finally:
         model.load_state_dict(saved_model)
         optimizer.load_state_dict(saved_opt)

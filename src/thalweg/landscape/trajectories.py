@@ -18,6 +18,7 @@ import torch
 
 from thalweg.landscape.functions import TestFunction, as_function
 from thalweg.optim import registry
+from thalweg.optim.modes import eval_mode
 
 __all__ = [
     "OptimizerSpec",
@@ -213,8 +214,8 @@ def _run_one(fn: TestFunction, spec: OptimizerSpec, start: torch.Tensor, steps: 
                     raise
                 diverged_at = k
                 break
-            p = x.detach().numpy().copy()
-            with torch.no_grad():
+            with eval_mode(opt), torch.no_grad():  # the iterate to show (schedule-free: the average x)
+                p = x.detach().numpy().copy()
                 loss_k = float(fn(x.detach()))
             out = not np.all(np.isfinite(p)) or np.any(p < box[0]) or np.any(p > box[1])
             if np.all(np.isfinite(p)):

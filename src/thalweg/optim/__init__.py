@@ -12,13 +12,19 @@ lowercase factories (`scale_by_adam`); see that module for how to write a new on
 from . import registry
 from .adafactor import Adafactor
 from .adahessian import AdaHessian
+from .backward import step_in_backward
+from .contenders import Adamax, Lion, NAdam, RAdam, ScheduleFreeAdamW, ScheduleFreeSGD
 from .core import AUTO_COMPILE_MIN_NUMEL, FlatOptimizer, Rule
 from .kfac import KFAC
+from .large_batch import LAMB, LARS
 from .lbfgs import LBFGS
+from .modes import eval_mode, has_modes, is_training, set_mode, train_mode
 from .muon import Muon
 from .newton import Newton
+from .prodigy import Prodigy
 from .rules import SGD, Adadelta, Adagrad, Adam, AdamW, RMSprop
 from .shampoo import SOAP, Shampoo
+from .statedict import to_torch_state_dict
 from .transforms import (
     Chain,
     Hyper,
@@ -34,14 +40,26 @@ from .transforms import (
     scale_by_adadelta,
     scale_by_adagrad,
     scale_by_adam,
+    scale_by_adamax,
+    scale_by_bias_correction,
+    scale_by_lars,
+    scale_by_lion,
     scale_by_lr,
+    scale_by_moments,
+    scale_by_nadam,
+    scale_by_radam,
     scale_by_rms,
+    scale_by_second_moment,
+    scale_by_trust_ratio,
+    schedule_free,
     trace,
 )
 
 __all__ = [
     "AUTO_COMPILE_MIN_NUMEL",
     "KFAC",
+    "LAMB",
+    "LARS",
     "LBFGS",
     "SGD",
     "SOAP",
@@ -51,13 +69,20 @@ __all__ = [
     "Adagrad",
     "Adam",
     "AdamW",
+    "Adamax",
     "Chain",
     "FlatOptimizer",
     "Hyper",
+    "Lion",
     "Muon",
+    "NAdam",
     "Newton",
+    "Prodigy",
+    "RAdam",
     "RMSprop",
     "Rule",
+    "ScheduleFreeAdamW",
+    "ScheduleFreeSGD",
     "Shampoo",
     "StepContext",
     "Transform",
@@ -66,13 +91,30 @@ __all__ = [
     "clip",
     "clip_by_global_norm",
     "decay_weights",
+    "eval_mode",
     "flip_sign",
+    "has_modes",
+    "is_training",
     "registry",
     "scale",
     "scale_by_adadelta",
     "scale_by_adagrad",
     "scale_by_adam",
+    "scale_by_adamax",
+    "scale_by_bias_correction",
+    "scale_by_lars",
+    "scale_by_lion",
     "scale_by_lr",
+    "scale_by_moments",
+    "scale_by_nadam",
+    "scale_by_radam",
     "scale_by_rms",
+    "scale_by_second_moment",
+    "scale_by_trust_ratio",
+    "schedule_free",
+    "set_mode",
+    "step_in_backward",
+    "to_torch_state_dict",
     "trace",
+    "train_mode",
 ]

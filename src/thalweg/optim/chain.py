@@ -7,6 +7,12 @@ A chain is one pass over memory unless a transform that needs the global norm of
 over every parameter, so the chain splits into passes at it (the update so far is kept in a
 scratch buffer, the norm taken, the rest applied). Clip-first chains stay one pass: their
 norm is the raw gradients', taken before the pass.
+
+Reductions in general (`Transform.reduces`): a transform may need sums over its input, the
+parameters and its state, over every parameter (`"global"`: Prodigy's d) or per tensor
+(`"tensor"`: LAMB's and LARS's trust ratios). It starts a pass the same way; the core sums
+its :meth:`Transform.statistics` over the scope (segment offsets, no loop per parameter),
+and :meth:`Transform.combine` turns the sums into what `apply` reads as `norm`.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ __all__ = [
     "NoState",
     "Pass",
     "StepContext",
+    "Totals",
     "Transform",
     "add_scaled",
     "add_scaled_",
@@ -118,6 +125,30 @@ def addcmul_(x: Tensor, y: Tensor, z: Tensor, a: Any) -> Tensor:
     return x.add_(a * y * z) if isinstance(a, Tensor) else x.addcmul_(y, z, value=a)
 
 
+class Totals:
+    """The sums a reducing transform asks for, over one piece of memory: everything
+    (`lengths` None: a global reduction, 0-d results) or each tensor (`lengths[i]` elements of
+    tensor i lie in this piece, in order: (k,) results).
+    The core adds the pieces up (over chunks, segments, groups and devices)."""
+
+    def __init__(self, lengths: Sequence[int] | None = None) -> None:
+        self.lengths = None if lengths is None else list(lengths)
+
+    def sum(self, x: Tensor) -> Tensor:
+        """Σx over the scope (accumulated in float64 for a global sum)."""
+        x = x.reshape(-1)
+        if self.lengths is None:
+            return x.sum(dtype=torch.float64)
+        return torch.segment_reduce(x, "sum", lengths=torch.tensor(self.lengths, device=x.device))
+
+    def sumsq(self, x: Tensor) -> Tensor:
+        """Σx² over the scope (per tensor: one `_foreach_norm` over views, squared)."""
+        x = x.reshape(-1)
+        if self.lengths is None:
+            return torch.linalg.vector_norm(x, dtype=torch.float64).square()
+        return torch.stack(torch._foreach_norm(list(x.split(self.lengths)))).square()
+
+
 class Transform:
     """One stage of an update rule, with named state and named scalars.
 
@@ -134,10 +165,16 @@ class Transform:
       the norm of the incoming update over all parameters), `is_scale` (the output is u times
       its one scalar: the chain folds it into the transform before it, or into the final
       add), `absorbs_scale` (its output is linear in one scalar, which :meth:`scalars`
-      multiplies by `ctx.scale`).
+      multiplies by `ctx.scale`), `reduces` (None, "global" or "tensor": sums of
+      :meth:`statistics` over every parameter or over each tensor, made by :meth:`combine`
+      into `apply`'s `norm`; such a transform starts a pass), `weight_state` (its buffers
+      are copies of the weights, e.g. schedule-free's z: kept at the parameter's precision,
+      so a low-precision `state_dtype` is refused rather than rounding the weights).
 
     :meth:`apply` does the elementwise math: buffers (and `p`, for decoupled decay) change in
-    place; `u` may be the gradient buffer itself, so it is never modified in place.
+    place; `u` may be the gradient buffer itself, so it is never modified in place. As the
+    chain's last stage, :meth:`apply_into` adds the result to `p` (a subclass may split that
+    sum to follow a reference implementation's rounding).
     """
 
     State: ClassVar[type[tuple]] = NoState
@@ -148,6 +185,8 @@ class Transform:
     needs_global_norm: bool = False
     is_scale: bool = False
     absorbs_scale: bool = False
+    reduces: ClassVar[str | None] = None
+    weight_state: ClassVar[bool] = False
     state_names: tuple[str, ...]
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -179,8 +218,25 @@ class Transform:
 
     def apply(self, u: Tensor, p: Tensor, state: Any, s: Any, norm: Tensor | None) -> Tensor:
         """Return the new update from `u`, the parameter `p`, the `State` tuple, the
-        `Scalars` tuple and (for `needs_global_norm`) the norm of `u` over all parameters."""
+        `Scalars` tuple and (for `needs_global_norm`) the norm of `u` over all parameters
+        (for `reduces`: what :meth:`combine` made; `norm[j]` broadcasts against `u`)."""
         raise NotImplementedError
+
+    def apply_into(self, u: Tensor, p: Tensor, state: Any, s: Any, norm: Tensor | None) -> None:
+        """Add :meth:`apply`'s result to `p` (the chain's last stage calls this)."""
+        p.add_(self.apply(u, p, state, s, norm))
+
+    def statistics(self, u: Tensor, p: Tensor, state: Any, s: Any, total: Totals) -> Tensor:
+        """For `reduces`: the sums this transform needs of its input `u`, `p` and its state,
+        stacked, each made by `total.sum(x)` / `total.sumsq(x)` ((m,), or (m, k) per tensor).
+        Read-only: state changes belong in :meth:`apply`."""
+        raise NotImplementedError
+
+    def combine(self, sums: Tensor, ctx: StepContext, shapes: Sequence[torch.Size]) -> Tensor:
+        """For `reduces`: from the sums over the scope to `apply`'s `norm`: (m',) for a global
+        reduction; (m', k) per tensor, whose column i the core spreads over tensor i's
+        elements (`shapes` are the k tensors' shapes)."""
+        return sums
 
 
 P = ParamSpec("P")
@@ -217,6 +273,11 @@ class Pass:
 
     ops: tuple[_Op, ...]
     needs_norm: bool
+
+    @property
+    def reducer(self) -> _Op | None:
+        """The op whose reduction (over this pass's input) is taken before the pass."""
+        return self.ops[0] if self.ops and self.ops[0].transform.reduces else None
 
 
 class Chain:
@@ -260,16 +321,19 @@ class Chain:
         hi = 0
         for k in kept:
             t = self.transforms[k]
-            if t.needs_global_norm:
+            if t.reduces not in (None, "global", "tensor"):
+                raise ValueError(f"{t.name}: reduces must be None, 'global' or 'tensor', got {t.reduces!r}")
+            if t.needs_global_norm or t.reduces:
                 if passes[-1]:  # a reduction of the update so far: a new pass starts here
                     passes.append([])
                     norms.append(False)
-                norms[-1] = True
+                norms[-1] = t.needs_global_norm
             passes[-1].append(_Op(t, k, state_at[k], hi))
             hi += t.n_scalars
         self.n_scalars = hi
         self.passes = tuple(Pass(tuple(ops), n) for ops, n in zip(passes, norms, strict=True))
         self.needs_global_norm = any(ps.needs_norm for ps in self.passes)
+        self.reduces = any(ps.reducer is not None for ps in self.passes)
         last = self.passes[-1].ops
         #: eagerly this chain is already one pass over memory (plain SGD: p.add_(g, alpha=−lr)),
         #: so compiling it buys nothing
@@ -297,7 +361,7 @@ class Chain:
                 vals.extend(float(x) for x in s)
         return vals
 
-    def update(self, p: Tensor, g: Tensor, state: Sequence[Tensor], hp: Any, norm: Tensor | None,
+    def update(self, p: Tensor, g: Tensor, state: Sequence[Tensor], hp: Any, norm: Tensor | tuple[Tensor, Tensor] | None,
                part: int = 0, out: Tensor | None = None) -> None:
         """Run pass `part` in place: `state` (and `p`, for decoupled decay) change, `g` does
         not. The result is added to `p`, or written to `out` when more passes follow. `hp`
@@ -305,20 +369,38 @@ class Chain:
         u = g
         eager = not isinstance(hp, Tensor)
         ops = self.passes[part].ops
+        if isinstance(norm, tuple):  # a per-tensor reduction over a flat buffer: (values, element → tensor)
+            norm = norm[0][:, norm[1]]
         for k, op in enumerate(ops):
             t = op.transform
             s = t.Scalars(*[hp[op.scalar_at + j] for j in range(t.n_scalars)])
-            if k == len(ops) - 1 and out is None and eager and t.is_scale:
+            last = k == len(ops) - 1 and out is None
+            if last and eager and t.is_scale:
                 # p ← p + s·u as one pass (torch's `add_(u, alpha=−lr)`), not a product then a sum
                 p.add_(u, alpha=s[0])
                 return
             n = len(t.state_names)
             st = t.State(**dict(zip(t.state_names, state[op.state_at : op.state_at + n], strict=True)))
+            if last:
+                t.apply_into(u, p, st, s, norm if k == 0 else None)
+                return
             u = t.apply(u, p, st, s, norm if k == 0 else None)
         if out is None:
             p.add_(u)
         else:
             out.copy_(u)
+
+    def statistics(self, p: Tensor, g: Tensor, state: Sequence[Tensor], hp: Any, part: int,
+                   total: Totals) -> Tensor:
+        """The sums pass `part`'s reducing transform asks for, over this piece of memory (`g`
+        is the pass's input: the gradient, or the update so far)."""
+        op = self.passes[part].reducer
+        assert op is not None, f"pass {part} does not reduce"
+        t = op.transform
+        s = t.Scalars(*[hp[op.scalar_at + j] for j in range(t.n_scalars)])
+        n = len(t.state_names)
+        st = t.State(**dict(zip(t.state_names, state[op.state_at : op.state_at + n], strict=True)))
+        return t.statistics(g, p, st, s, total)
 
 
 def chain(*transforms: Transform) -> Chain:

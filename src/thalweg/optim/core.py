@@ -9,6 +9,12 @@ them and `state_dict()` hands out torch's exact per-parameter layout (as views).
 Correct first: a gradient the user replaced (or set to None), a parameter rebound with
 `p.data = ...`, params with different step counts: all are noticed at `step()` and handled
 (the odd cases on a slower per-parameter path that runs the same math).
+
+Fewer bytes (docs/memory.md): every flat optimizer takes `state_dtype` ("fp32", "bf16" with
+stochastic rounding, "int8" block-wise codes), `param_rounding="stochastic"` and
+`master_weights` for bf16 parameters, and `in_backward=True` (the update runs from each
+bucket's post-accumulate-grad hook). Storage is the core's business: a transform never sees
+anything but full-precision tensors of one range of the segment.
 """
 
 from __future__ import annotations
@@ -21,11 +27,14 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-from .chain import Chain, global_norm
-from .kernel import Unit, autocast_off, compute_dtype, fresh_function, run_pass
+from . import plan, storage, stored
+from .chain import Chain
+from .kernel import autocast_off, fresh_function, run_pass
+from .lowprec import Layout
+from .memory import MEMORY_OPTIONS, accepts_memory_options, memory_options
 from .registry import Hyperparameter
-from .segment import Segment, scalar_dtype
-from .statedict import check_loadable
+from .segment import Segment
+from .statedict import apply_loaded, check_loadable
 
 __all__ = ["AUTO_COMPILE_MIN_NUMEL", "FlatOptimizer", "Rule"]
 
@@ -72,6 +81,11 @@ def _compiler_available(device: torch.device) -> bool:
 EAGER_CHUNK = 1 << 18
 
 
+#: a compiled low-precision update runs in chunks of this many elements: the float32 values
+#: inductor keeps between the block reduction and the re-quantization are one chunk's
+COMPILED_CHUNK = 1 << 18
+
+
 def _chunked(kernel: Callable[..., None], chain: Chain, p: Tensor, g: Tensor, state: list[Tensor],
              hp: Any, norm: Tensor | None, part: int, out: Tensor | None) -> None:
     """Run an elementwise kernel chunk by chunk (exact: every transform is elementwise)."""
@@ -81,7 +95,8 @@ def _chunked(kernel: Callable[..., None], chain: Chain, p: Tensor, g: Tensor, st
         return
     for a in range(0, n, EAGER_CHUNK):
         b = min(a + EAGER_CHUNK, n)
-        kernel(chain, p[a:b], g[a:b], [s[a:b] for s in state], hp, norm, part,
+        piece = (norm[0], norm[1][a:b]) if isinstance(norm, tuple) else norm  # per-tensor values, element index
+        kernel(chain, p[a:b], g[a:b], [s[a:b] for s in state], hp, piece, part,
                None if out is None else out[a:b])
 
 
@@ -93,6 +108,12 @@ class FlatOptimizer(torch.optim.Optimizer):
     signatures. `compile`: True, False, or "auto" (compile segments of at least
     :data:`AUTO_COMPILE_MIN_NUMEL` elements); `compile_options` go to `torch.compile`.
 
+    Memory options (every subclass takes them, see docs/memory.md): `state_dtype` None (the
+    parameter's dtype, as torch), "fp32", "bf16" or "int8"; `state_block_size` (int8);
+    `param_rounding` "nearest" or "stochastic" and `master_weights` (bf16 parameters);
+    `in_backward` (update during backward, `bucket_numel` elements at a time). The first
+    four may also be set per param group.
+
     Differences from torch.optim, by design: `p.grad` is a zero view from construction on and
     `zero_grad()` zeroes in place (torch's `set_to_none=False`); create the optimizer after
     moving the model to its device.
@@ -100,6 +121,12 @@ class FlatOptimizer(torch.optim.Optimizer):
 
     #: hyperparameter schema of the param groups (the named optimizers set theirs)
     schema: tuple[Hyperparameter, ...] = ()
+    #: keyword arguments every flat optimizer accepts besides its hyperparameters
+    memory_options = MEMORY_OPTIONS
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        accepts_memory_options(cls)
 
     def __init__(
         self,
@@ -109,27 +136,43 @@ class FlatOptimizer(torch.optim.Optimizer):
         *,
         compile: CompileMode = "auto",
         compile_options: Mapping[str, Any] | None = None,
+        **memory: Any,
     ) -> None:
         if compile not in (True, False, "auto"):
             raise ValueError(f"compile must be True, False or 'auto', got {compile!r}")
+        opts = memory_options(memory)
         self.rule = rule if isinstance(rule, Rule) else _FixedRule(rule)
         self.compile_mode: CompileMode = compile
         self.compile_options = dict(compile_options or {})
         self._segments: list[Segment] = []
         self._loose: list[tuple[int, Tensor]] = []  # params with requires_grad=False
         self._built = False
-        super().__init__(params, dict(defaults or {"lr": 1.0}))
+        self._backward: Any = None
+        self._seed = torch.initial_seed() & 0x7FFFFFFF  # stochastic rounding (not the user's streams)
+        defaults = dict(defaults or {"lr": 1.0})
+        defaults.update({k: v for k, v in opts.items() if k in storage.MEMORY_KEYS})
+        super().__init__(params, defaults)
         self._build_segments(range(len(self.param_groups)))
         self._built = True
+        self._bucket_numel = opts.get("bucket_numel")
+        if opts.get("in_backward"):
+            from .backward import BackwardStepper
+
+            self._backward = BackwardStepper(self, opts.get("bucket_numel"))
 
     # ------------------------------------------------------------------ construction
     def add_param_group(self, param_group: dict[str, Any]) -> None:
+        memory_options({k: v for k, v in param_group.items() if k in storage.MEMORY_KEYS},
+                       where=f"param group {len(self.param_groups)}: ")
         super().add_param_group(param_group)
         if getattr(self, "_built", False):
             self._build_segments([len(self.param_groups) - 1])
+            if self._backward is not None:
+                self._backward.attach()
 
     def _build_segments(self, group_indices: Iterable[int]) -> None:
         for gi in group_indices:
+            _refuse_rounded_weights(self.param_groups[gi], self.rule.build(self.param_groups[gi]), gi)
             buckets: dict[tuple[torch.device, torch.dtype], list[Tensor]] = {}
             for p in self.param_groups[gi]["params"]:
                 if p.is_complex():
@@ -151,30 +194,36 @@ class FlatOptimizer(torch.optim.Optimizer):
         key = self.rule.key(group)
         if seg.chain is None or key != seg.chain_key:
             chain = self.rule.build(group)
+            layout = storage.layout_for(group, seg, chain)
+            if seg.layout is not None and layout.block != seg.layout.block:
+                raise ValueError("state_block_size is fixed once the optimizer has state; make a new optimizer")
             if seg.chain is not None and chain.state_keys != seg.chain.state_keys:
                 # e.g. momentum switched on: new buffers start fresh, as torch's would
-                old = seg.state
-                seg.state = {k: old.get(k, v) for k, v in chain.init(seg.flat_p).items()}
+                new = tuple(k for k in chain.state_keys if k not in seg.state)
+                seg.state = {k: seg.state[k] for k in chain.state_keys if k in seg.state}
+                seg.scales = {k: seg.scales[k] for k in seg.state if k in seg.scales}
+                storage.init_state(seg, chain, layout, group, new)
                 for i in range(len(seg.params)):
                     if seg.started[i]:
-                        self._expose(seg, i, chain)
-            seg.chain, seg.chain_key, seg.fn = chain, key, None
-        if not seg.state:
-            seg.state = seg.chain.init(seg.flat_p.detach())
+                        self._expose(seg, i, chain, layout)
+            if self._backward is not None:
+                self._backward.check(chain)
+            seg.chain, seg.chain_key, seg.fn, seg.layout = chain, key, None, layout
+        if (not seg.state and seg.chain.state_keys) or (seg.layout.master and seg.master is None):
+            storage.init_state(seg, seg.chain, seg.layout, group)
         return seg.chain
 
     def _start(self, seg: Segment, i: int) -> None:
         seg.started[i] = True
-        assert seg.chain is not None
-        self._expose(seg, i, seg.chain)
+        assert seg.chain is not None and seg.layout is not None
+        self._expose(seg, i, seg.chain, seg.layout)
 
-    def _expose(self, seg: Segment, i: int, chain: Chain) -> None:
+    def _expose(self, seg: Segment, i: int, chain: Chain, layout: Layout) -> None:
         """Per-parameter state dict entries as views of the flat buffers (torch's layout)."""
-        st: dict[str, Tensor] = {}
+        st: dict[str, Any] = {}
         if chain.counts_steps:
             st["step"] = seg.step_t[i]
-        for k in chain.state_keys:
-            st[k] = seg._view(seg.state[k], i)
+        st.update(storage.param_entries(seg, chain, layout, i))
         if st:
             self.state[seg.params[i]] = st
         else:  # a stateless rule (plain SGD) has no entry, as in torch
@@ -189,6 +238,9 @@ class FlatOptimizer(torch.optim.Optimizer):
         return bool(self.compile_mode)
 
     def _function(self, seg: Segment) -> Callable[..., None]:
+        assert seg.layout is not None
+        if seg.fn is None and not seg.layout.plain:
+            seg.fn = self._stored_function(seg)
         if seg.fn is None:
             chain = seg.chain
             eager = fresh_function(run_pass)
@@ -209,6 +261,16 @@ class FlatOptimizer(torch.optim.Optimizer):
                 seg.compiled = False
         return seg.fn
 
+    def _stored_function(self, seg: Segment) -> Callable[..., None]:
+        """The update of a low-precision segment (see :func:`stored.runner`)."""
+        compiled = self._want_compile(seg)
+        if compiled:
+            log.info("thalweg: compiling the %s low-precision update on %s (first step only)",
+                     type(self).__name__, seg.device)
+        seg.compiled = compiled
+        return stored.runner(seg, self._seed, compiled, self.compile_options,
+                             COMPILED_CHUNK if compiled else EAGER_CHUNK)
+
     # ------------------------------------------------------------------ stepping
     def _schedule_step(self, seg: Segment) -> int:
         return max(seg.steps) if seg.steps else 0
@@ -220,124 +282,42 @@ class FlatOptimizer(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        if self._backward is not None:  # the updates ran during backward
+            return loss
         devices = [seg.device.type for seg in self._segments] + [p.device.type for _, p in self._loose]
         with autocast_off(devices):
             self._update()
         return loss
 
     def _update(self) -> None:
-        """Plan every kernel call, run the chain's passes over all of them (a pass that needs
-        the global norm gets it from the previous pass's output), then count the step."""
+        """Plan every kernel call (:mod:`.plan`), run the chain's passes over all of them,
+        then count the step; the step hooks before and after."""
+        self._begin_step()
         actives = [seg.sync() for seg in self._segments]
-        plans = [self._plan_segment(seg, act) for seg, act in zip(self._segments, actives, strict=True)]
-        plans += [self._plan_loose(gi, p) for gi, p in self._loose if p.grad is not None]
-        plans = [pl for pl in plans if pl[1]]
-        counts = {len(chain.passes) for chain, _, _ in plans}
-        if len(counts) > 1:
-            raise ValueError(
-                "the param groups' chains take the global norm at different places; a "
-                "clip_by_global_norm after other transforms must stand at the same place in every group"
-            )
-        last = counts.pop() - 1 if counts else 0
-        for part in range(last + 1):
-            norm = None
-            if any(chain.passes[part].needs_norm for chain, _, _ in plans):
-                bufs = [u.source(part) for _, units, _ in plans for u in units]
-                norm = global_norm(bufs) if bufs else None
-            for _, units, _ in plans:
-                for u in units:
-                    u.run(part, last, norm)
-        for _, _, finish in plans:
-            finish()
+        plans = [plan.plan_segment(self, seg, act, EAGER_CHUNK) for seg, act in zip(self._segments, actives, strict=True)]
+        plans += [plan.plan_loose(self, gi, p) for gi, p in self._loose if p.grad is not None]
+        plan.run(plans, self._reduced, EAGER_CHUNK)
+        self._end_step()
 
-    def _scratch(self, seg: Segment, chain: Chain) -> Tensor | None:
-        if len(chain.passes) == 1:
-            return None
-        if seg.scratch is None:
-            seg.scratch = torch.empty(seg.numel, dtype=compute_dtype(seg.dtype), device=seg.device)
-        return seg.scratch
+    # hooks for rules with host state of their own (see docs/CONTRACTS.md): once per step()
+    # (with `in_backward`: once per backward, around its buckets' updates)
+    def _begin_step(self) -> None:
+        """Before any scalars are computed (schedule-free's and Prodigy's group bookkeeping)."""
 
-    def _plan_segment(self, seg: Segment, active: list[bool]) -> tuple[Chain, list[Unit], Callable[[], None]]:
-        chain = self._ensure_chain(seg)
-        group = self.param_groups[seg.group_index]
-        scratch = self._scratch(seg, chain)
-        s0 = seg.steps[0]
-        if all(active) and all(s == s0 for s in seg.steps):
-            t = s0 + 1
-            vals = chain.scalars(group, t)
-            fn = self._function(seg)
-            if seg.compiled:
-                if seg.hp is None or seg.hp.numel() != max(len(vals), 1):
-                    seg.hp = torch.zeros(max(len(vals), 1), dtype=compute_dtype(seg.dtype), device=seg.device)
-                seg.hp.copy_(torch.tensor(vals or [0.0], dtype=torch.float64))
-                hp: Any = seg.hp
-            else:
-                hp = vals
-            states = [seg.state[k] for k in chain.state_keys]
-            unit = Unit(fn, seg.flat_p, seg.flat_g, states, hp, scratch)
+    def _reduced(self, part: int, totals: Tensor) -> None:
+        """A global reduction's totals, before its transforms' `combine` (Prodigy's d)."""
 
-            def finish() -> None:
-                seg.steps = [t] * len(seg.params)
-                if chain.counts_steps:
-                    seg.step_t.add_(1)
-                for i in range(len(seg.params)):
-                    if not seg.started[i]:
-                        self._start(seg, i)
-
-            return chain, [unit], finish
-        # Odd case: some params without a gradient, or different step counts. Same math,
-        # one parameter at a time, on views of the flat buffers.
-        per_param = lambda p, g, st, hp, n, k, o: run_pass(chain, p, g, st, hp, n, k, o)  # noqa: E731
-        units, taken = [], []
-        for i, a in enumerate(active):
-            if not a:
-                continue
-            states = [seg._view(seg.state[k], i) for k in chain.state_keys]
-            vals = chain.scalars(group, seg.steps[i] + 1)
-            sv = None if scratch is None else seg._view(scratch, i)
-            units.append(Unit(per_param, seg.p_views[i], seg.g_views[i], states, vals, sv))
-            taken.append(i)
-
-        def finish_each() -> None:
-            for i in taken:
-                seg.steps[i] += 1
-                if chain.counts_steps:
-                    seg.step_t[i] += 1
-                if not seg.started[i]:
-                    self._start(seg, i)
-
-        return chain, units, finish_each
-
-    def _plan_loose(self, gi: int, p: Tensor) -> tuple[Chain, list[Unit], Callable[[], None]]:
-        """A parameter created with requires_grad=False that has a gradient anyway."""
-        group = self.param_groups[gi]
-        chain = self.rule.build(group)
-        st = self.state[p]
-        if not st:
-            st.update({"step": torch.zeros((), dtype=scalar_dtype())} if chain.counts_steps else {})
-            st.update(chain.init(p.detach()))
-        if "_thalweg_steps" not in st:  # fresh, or loaded from torch.optim
-            st["_thalweg_steps"] = torch.tensor(int(float(st.get("step", 0))), dtype=torch.int64)
-        t = int(st["_thalweg_steps"]) + 1
-        loose = lambda p, g, s, hp, n, k, o: run_pass(chain, p, g, s, hp, n, k, o)  # noqa: E731
-        scratch = None if len(chain.passes) == 1 else torch.empty_like(p, dtype=compute_dtype(p.dtype))
-        assert p.grad is not None
-        unit = Unit(loose, p.data, p.grad, [st[k] for k in chain.state_keys], chain.scalars(group, t), scratch)
-
-        def finish() -> None:
-            st["_thalweg_steps"] += 1
-            if "step" in st:
-                st["step"] += 1
-
-        return chain, [unit], finish
+    def _end_step(self) -> None:
+        """After every update of the step."""
 
     def zero_grad(self, set_to_none: bool | None = None) -> None:
         """Zero the flat gradient buffers in place (keeps the fast path).
 
         `set_to_none=True` (torch's meaning, explicit only) sets `p.grad = None`; parameters
-        still without a gradient at `step()` are then skipped, as in torch.
+        still without a gradient at `step()` are then skipped, as in torch. With `in_backward`
+        the gradients are freed by the updates already; this does nothing.
         """
-        for seg in self._segments:
+        for seg in self._segments if self._backward is None else ():
             if set_to_none:
                 for p in seg.params:
                     p.grad = None
@@ -370,36 +350,16 @@ class FlatOptimizer(torch.optim.Optimizer):
         bad one raises a ValueError naming the group, parameter and key, and leaves this
         optimizer exactly as it was."""
         check_loadable(self, state_dict)
-        schedules = {
-            i: g["lr"] for i, g in enumerate(self.param_groups)
-            if callable(g["lr"]) and not isinstance(g["lr"], Tensor)
-        }
-        super().load_state_dict(state_dict)
-        schedule_steps: dict[int, int] = {}
-        for i, g in enumerate(self.param_groups):
-            if "lr_schedule_step" in g:
-                schedule_steps[i] = int(g.pop("lr_schedule_step"))
-            if i in schedules:
-                g["lr"] = schedules[i]
-        for seg in self._segments:
-            chain = self._ensure_chain(seg)
-            seg.fn = None
-            for i, p in enumerate(seg.params):
-                loaded = self.state.get(p)
-                if not loaded:  # never stepped (or a stateless rule such as plain SGD)
-                    seg.started[i] = False
-                    seg.steps[i] = schedule_steps.get(seg.group_index, 0)
-                    seg.step_t[i] = 0
-                    continue
-                for k in chain.state_keys:
-                    seg._view(seg.state[k], i).copy_(loaded[k])
-                if "step" in loaded:
-                    n = float(loaded["step"])
-                else:  # SGD keeps no step; a momentum buffer means at least one step was taken
-                    n = float(max(1, schedule_steps.get(seg.group_index, 1)))
-                seg.steps[i] = int(n)
-                seg.step_t[i] = n
-                self._start(seg, i)
+        apply_loaded(self, state_dict, super().load_state_dict)
+
+    def state_nbytes(self) -> int:
+        """Bytes the optimizer state really occupies: every state buffer in its storage
+        format (int8 codes and their scales, bf16, float32), master weights and step
+        counters — what `state_dtype` changes."""
+        total = sum(storage.nbytes(seg) for seg in self._segments)
+        for _, p in self._loose:
+            total += sum(t.numel() * t.element_size() for t in self.state.get(p, {}).values() if isinstance(t, Tensor))
+        return total
 
     def __getstate__(self) -> dict[str, Any]:
         # torch.optim keeps only defaults/state/param_groups; the flat buffers are needed too
@@ -416,3 +376,13 @@ class FlatOptimizer(torch.optim.Optimizer):
     def num_segments(self) -> int:
         """How many flat buffers (one per group × device × dtype) this optimizer runs over."""
         return len(self._segments)
+
+
+def _refuse_rounded_weights(group: Mapping[str, Any], chain: Chain, gi: int) -> None:
+    """A bf16/int8 `state_dtype` stores every buffer in that format; a buffer that is a copy
+    of the weights (schedule-free's z) would lose every update below its rounding step."""
+    sd = group.get("state_dtype")
+    weights = [t.name for t in chain.transforms if t.weight_state]
+    if sd in ("bf16", "int8") and weights:
+        raise ValueError(f"param group {gi}: state_dtype={sd!r} is not supported by {weights[0]} (its state "
+                         "is a copy of the weights, which this format would round); use state_dtype=None or 'fp32'")

@@ -3,6 +3,8 @@ registry: schemas, option grids for the agreement tests, and the bench's search 
 
 from __future__ import annotations
 
+import torch
+
 from .adafactor import Adafactor
 from .muon import Muon
 from .registry import OptimizerInfo, SearchDim, register
@@ -17,6 +19,7 @@ _WD = S("weight_decay", 1e-6, 1e-1, log=True)
 INFOS = tuple(register(i) for i in (
     OptimizerInfo(
         name="adafactor", factory=Adafactor, hyperparameters=Adafactor.schema,
+        torch_reference=torch.optim.Adafactor,
         description="factored second moment (row and column averages), relative step size "
                     "(torch.optim.Adafactor's trajectories)",
         option_grid={"beta2_decay": (-0.8, -0.5), "d": (1.0, 2.0), "weight_decay": (0.0, 0.1),
@@ -25,7 +28,7 @@ INFOS = tuple(register(i) for i in (
         search_space=(S("lr", 1e-4, 1e-1, log=True), _WD),
     ),
     OptimizerInfo(
-        name="muon", factory=Muon, hyperparameters=Muon.schema,
+        name="muon", factory=Muon, hyperparameters=Muon.schema, accepts_named=True,
         description="orthogonalized momentum (Newton-Schulz) for hidden matrices, AdamW for the "
                     "rest (torch.optim.Muon's trajectories on 2-D parameters)",
         option_grid={"nesterov": _B, "adjust_lr_fn": (None, "match_rms_adamw"), "weight_decay": (0.0, 0.1)},

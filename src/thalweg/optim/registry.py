@@ -42,6 +42,7 @@ _PROVIDERS: list[str] = [
     "thalweg.optim.rules",
     "thalweg.optim.second_order",
     "thalweg.optim.matrix",
+    "thalweg.optim.contender_registry",
 ]
 
 _REGISTRY: dict[str, OptimizerInfo] = {}
@@ -153,7 +154,10 @@ class Hyperparameter:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able description (for `thalweg optimizers --json` and config docs)."""
-        d: dict[str, Any] = {"name": self.name, "default": self.default, "kind": self.kind}
+        default = self.default
+        if isinstance(default, float) and math.isinf(default):
+            default = str(default)  # "inf": strict JSON has no infinity
+        d: dict[str, Any] = {"name": self.name, "default": default, "kind": self.kind}
         if self.low is not None:
             d["low"] = self.low
             d["low_inclusive"] = self.low_inclusive
@@ -227,6 +231,12 @@ class OptimizerInfo:
     needs_closure: bool = False
     #: the factory takes the model (`create(name, model, ...)`) rather than parameters (K-FAC).
     needs_model: bool = False
+    #: the factory also takes the model or `named_parameters()` and uses the names (Muon splits
+    #: embeddings and the head off to AdamW): `create(name, model)` passes the model through.
+    accepts_named: bool = False
+    #: a third-party implementation of the same rule, "module:Class" (imported only by the
+    #: agreement tests and the benchmarks), taking the same keyword arguments.
+    reference: str | None = None
     #: option values whose every combination the agreement tests run.
     option_grid: Mapping[str, tuple[Any, ...]] = field(default_factory=dict)
     #: preset names that find this optimizer, each with the hyperparameters it sets
@@ -240,6 +250,10 @@ class OptimizerInfo:
     def __post_init__(self) -> None:
         if isinstance(self.aliases, (tuple, list)):  # plain names: presets that set nothing
             object.__setattr__(self, "aliases", {a: {} for a in self.aliases})
+        # every flat optimizer takes the memory options (state_dtype, in_backward, …)
+        extra = [o for o in getattr(self.factory, "memory_options", ()) if o not in self.options]
+        if extra:
+            object.__setattr__(self, "options", (*self.options, *extra))
 
     def defaults(self) -> dict[str, Any]:
         return {h.name: h.default for h in self.hyperparameters}
@@ -352,7 +366,8 @@ def validate_hparams(name: str, hparams: Mapping[str, Any]) -> None:
 
 def create(name: str, params: Iterable[Any] | torch.nn.Module, **hparams: Any) -> torch.optim.Optimizer:
     """Build optimizer `name` (or an alias, with its preset values under the user's) over
-    `params` (or a model, for optimizers that need one)."""
+    `params`, or a model: its parameters, or the model itself for optimizers that need it or
+    use the parameters' names (`needs_model`, `accepts_named`)."""
     info = get(name)
     hparams = {**preset(name), **hparams}
     validate_hparams(name, hparams)
@@ -360,6 +375,6 @@ def create(name: str, params: Iterable[Any] | torch.nn.Module, **hparams: Any) -
         if not isinstance(params, torch.nn.Module):
             raise TypeError(f"optimizer {info.name!r} needs the model, not a parameter list")
         return info.factory(params, **hparams)
-    if isinstance(params, torch.nn.Module):
+    if isinstance(params, torch.nn.Module) and not info.accepts_named:
         params = params.parameters()
     return info.factory(params, **hparams)

@@ -49,7 +49,10 @@ class Segment:
                 gv.copy_(had_grad)
             p.grad = gv  # zeros until the first backward, which accumulates into it
         self.ptrs = [p.data_ptr() for p in params]
-        self.state: dict[str, Tensor] = {}
+        self.state: dict[str, Tensor] = {}  # per state key: its buffer (int8: codes, padded to whole blocks)
+        self.scales: dict[str, Tensor] = {}  # int8 state: one float32 scale per block
+        self.master: Tensor | None = None  # float32 master copy of bf16/fp16 parameters
+        self.layout: Any = None  # lowprec.Layout: how the state is stored (set with the chain)
         self.steps = [0] * len(params)  # updates taken per parameter
         self.started = [False] * len(params)
         self.step_t = torch.zeros(len(params), dtype=scalar_dtype())  # torch's per-param 'step'
@@ -62,7 +65,7 @@ class Segment:
 
     def __getstate__(self) -> dict[str, Any]:
         # compiled functions are rebuilt on demand (they do not pickle or deep-copy)
-        return {**self.__dict__, "fn": None, "compiled": False, "hp": None, "scratch": None}
+        return {**self.__dict__, "fn": None, "compiled": False, "hp": None, "scratch": None, "range_fn": None}
 
     def _view(self, flat: Tensor, i: int) -> Tensor:
         return flat[self.offsets[i] : self.offsets[i] + self.numels[i]].view_as(self.params[i])

@@ -30,6 +30,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor
 
+from .adam_variants import ScaleByAdamax, ScaleByNadam, ScaleByRadam
 from .adaptive import ScaleByAdadelta, ScaleByAdagrad, ScaleByAdam, ScaleByRms
 from .chain import (
     Chain,
@@ -44,6 +45,8 @@ from .chain import (
     global_norm,
 )
 from .registry import Hyperparameter as H
+from .schedule_free import ScaleBySecondMoment, ScheduleFree
+from .trust import ScaleByLars, ScaleByMoments, ScaleByTrustRatio
 
 __all__ = [
     "AddDecayedWeights",
@@ -57,8 +60,18 @@ __all__ = [
     "ScaleByAdadelta",
     "ScaleByAdagrad",
     "ScaleByAdam",
+    "ScaleByAdamax",
+    "ScaleByBiasCorrection",
+    "ScaleByLars",
+    "ScaleByLion",
     "ScaleByLr",
+    "ScaleByMoments",
+    "ScaleByNadam",
+    "ScaleByRadam",
     "ScaleByRms",
+    "ScaleBySecondMoment",
+    "ScaleByTrustRatio",
+    "ScheduleFree",
     "StepContext",
     "Trace",
     "Transform",
@@ -73,8 +86,18 @@ __all__ = [
     "scale_by_adadelta",
     "scale_by_adagrad",
     "scale_by_adam",
+    "scale_by_adamax",
+    "scale_by_bias_correction",
+    "scale_by_lars",
+    "scale_by_lion",
     "scale_by_lr",
+    "scale_by_moments",
+    "scale_by_nadam",
+    "scale_by_radam",
     "scale_by_rms",
+    "scale_by_second_moment",
+    "scale_by_trust_ratio",
+    "schedule_free",
     "trace",
 ]
 
@@ -120,6 +143,26 @@ class ScaleByLr(Transform):
 
     def scalars(self, ctx: StepContext) -> Factor:
         return Factor(-ctx(self.lr))
+
+    def apply(self, u, p, state, s, norm):
+        return u * s.factor
+
+
+class ScaleByBiasCorrection(Transform):
+    """u ← u·√(1 − β₂ᵗ)/(1 − β₁ᵗ): Adam's bias correction as a pure scale (LAMB's `debias`)."""
+
+    name = "scale_by_bias_correction"
+    Scalars = Factor
+    is_scale = True
+    schema = (H("b1", 0.9, **_UNIT), H("b2", 0.999, **_UNIT))
+
+    def __init__(self, b1: HyperValue = 0.9, b2: HyperValue = 0.999) -> None:
+        self.check_args(b1=b1, b2=b2)
+        self.b1, self.b2 = b1, b2
+
+    def scalars(self, ctx: StepContext) -> Factor:
+        t = ctx.step
+        return Factor((1 - ctx(self.b2) ** t) ** 0.5 / (1 - ctx(self.b1) ** t))
 
     def apply(self, u, p, state, s, norm):
         return u * s.factor
@@ -172,19 +215,26 @@ class Shrink(NamedTuple):
 
 
 class DecayWeights(Transform):
-    """Decoupled decay (AdamW): p ← p·(1 − lr·λ) before the update is added."""
+    """Decoupled decay (AdamW): p ← p·(1 − lr·λ) before the update is added; with
+    `relative_to` = lr₀, p ← p·(1 − lr·λ/lr₀) (λ per unit of the schedule's ratio: lion-pytorch's
+    `decoupled_weight_decay`)."""
 
     name = "decay_weights"
     Scalars = Shrink
-    schema = (H("weight_decay", 0.0, low=0.0, **_S), H("lr", 1e-3, low=0.0, **_S))
+    schema = (H("weight_decay", 0.0, low=0.0, **_S), H("lr", 1e-3, low=0.0, **_S),
+              H("relative_to", None, low=0.0, low_inclusive=False))
 
-    def __init__(self, weight_decay: HyperValue, lr: HyperValue) -> None:
-        self.check_args(weight_decay=weight_decay, lr=lr)
+    def __init__(self, weight_decay: HyperValue, lr: HyperValue, relative_to: float | None = None) -> None:
+        self.check_args(weight_decay=weight_decay, lr=lr, relative_to=relative_to)
         self.weight_decay = weight_decay
         self.lr = lr
+        self.relative_to = relative_to
 
     def scalars(self, ctx: StepContext) -> Shrink:
-        return Shrink(1.0 - ctx(self.lr) * ctx(self.weight_decay))
+        wd = ctx(self.weight_decay)
+        if self.relative_to is not None:
+            wd = wd / self.relative_to
+        return Shrink(1.0 - ctx(self.lr) * wd)
 
     def apply(self, u, p, state, s, norm):
         p.mul_(s.shrink)
@@ -256,30 +306,68 @@ class Trace(Transform):
     """Heavy-ball (Polyak) or Nesterov momentum, exactly as torch's SGD.
 
     buf ← g on the first step, then buf ← μ·buf + (1 − dampening)·g; the update is buf, or
-    g + μ·buf for Nesterov.
+    g + μ·buf for Nesterov. `zero_start`: buf starts at 0 (dampening from the first step).
     """
 
     name = "trace"
     State = TraceState
     Scalars = TraceScalars
     schema = (H("momentum", 0.9, **_UNIT), H("dampening", 0.0, low=0.0, high=1.0, **_S),
-              H("nesterov", False, kind="bool"))
+              H("nesterov", False, kind="bool"), H("zero_start", False, kind="bool"))
 
-    def __init__(self, momentum: HyperValue, dampening: HyperValue = 0.0, nesterov: bool = False):
-        self.check_args(momentum=momentum, dampening=dampening, nesterov=nesterov)
+    def __init__(self, momentum: HyperValue, dampening: HyperValue = 0.0, nesterov: bool = False, *,
+                 zero_start: bool = False):
+        self.check_args(momentum=momentum, dampening=dampening, nesterov=nesterov, zero_start=zero_start)
         self.momentum = momentum
         self.dampening = dampening
         self.nesterov = nesterov
+        #: the buffer starts at zero, dampening from the first step (LARS references), not at g
+        self.zero_start = zero_start
 
     def scalars(self, ctx: StepContext) -> TraceScalars:
         mu = ctx(self.momentum)
-        if ctx.step == 1:  # torch clones the gradient into the fresh buffer
+        if ctx.step == 1 and not self.zero_start:  # torch clones the gradient into the fresh buffer
             return TraceScalars(0.0, 1.0, mu)
         return TraceScalars(mu, 1.0 - ctx(self.dampening), mu)
 
     def apply(self, u, p, state: TraceState, s: TraceScalars, norm):
         buf = add_scaled_(state.momentum_buffer.mul_(s.decay), u, s.gain)
         return add_scaled(u, buf, s.nesterov_momentum) if self.nesterov else buf
+
+
+# --------------------------------------------------------------------------- sign
+class LionState(NamedTuple):
+    exp_avg: Tensor
+
+
+class LionScalars(NamedTuple):
+    b1: Any
+    one_minus_b1: Any
+    b2: Any
+    one_minus_b2: Any
+
+
+class ScaleByLion(Transform):
+    """Lion (Chen et al. 2023): the sign of an interpolation of momentum and gradient,
+    sign(β₁m + (1 − β₁)g); the momentum then moves with β₂ (lion-pytorch's operation order)."""
+
+    name = "scale_by_lion"
+    State = LionState
+    Scalars = LionScalars
+    schema = (H("b1", 0.9, **_UNIT), H("b2", 0.99, **_UNIT))
+
+    def __init__(self, b1: HyperValue = 0.9, b2: HyperValue = 0.99) -> None:
+        self.check_args(b1=b1, b2=b2)
+        self.b1, self.b2 = b1, b2
+
+    def scalars(self, ctx: StepContext) -> LionScalars:
+        b1, b2 = ctx(self.b1), ctx(self.b2)
+        return LionScalars(b1, 1 - b1, b2, 1 - b2)
+
+    def apply(self, u, p, state: LionState, s: LionScalars, norm):
+        d = add_scaled(state.exp_avg * s.b1, u, s.one_minus_b1).sign_()
+        add_scaled_(state.exp_avg.mul_(s.b2), u, s.one_minus_b2)
+        return d
 
 
 # --------------------------------------------------------------------------- factories
@@ -295,3 +383,13 @@ scale_by_adam = factory(ScaleByAdam, "scale_by_adam")
 scale_by_rms = factory(ScaleByRms, "scale_by_rms")
 scale_by_adagrad = factory(ScaleByAdagrad, "scale_by_adagrad")
 scale_by_adadelta = factory(ScaleByAdadelta, "scale_by_adadelta")
+scale_by_lion = factory(ScaleByLion, "scale_by_lion")
+scale_by_nadam = factory(ScaleByNadam, "scale_by_nadam")
+scale_by_radam = factory(ScaleByRadam, "scale_by_radam")
+scale_by_adamax = factory(ScaleByAdamax, "scale_by_adamax")
+scale_by_second_moment = factory(ScaleBySecondMoment, "scale_by_second_moment")
+schedule_free = factory(ScheduleFree, "schedule_free")
+scale_by_moments = factory(ScaleByMoments, "scale_by_moments")
+scale_by_trust_ratio = factory(ScaleByTrustRatio, "scale_by_trust_ratio")
+scale_by_bias_correction = factory(ScaleByBiasCorrection, "scale_by_bias_correction")
+scale_by_lars = factory(ScaleByLars, "scale_by_lars")

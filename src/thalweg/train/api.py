@@ -9,6 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from thalweg.optim.modes import set_mode
 from thalweg.train import distributed
 from thalweg.train.build import as_config
 from thalweg.train.checkpoint import CheckpointError, load_checkpoint
@@ -44,6 +45,7 @@ def finish(tr: Trainer) -> RunResult:
     """Test metrics with the best weights, summary, figures and report (rank 0 writes)."""
     test: dict[str, float] = {}
     s = tr.state
+    set_mode(tr.opt, training=False)  # the test metrics and RunResult.model: the weights to use (schedule-free: x)
     model = _best_model(tr) if s.best_step >= 0 else None
     if model is None:
         tr.warn("no best model (best.pt is missing or no validation result was finite): the "

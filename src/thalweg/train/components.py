@@ -136,7 +136,9 @@ def build_optimizer(cfg: RunConfig, model: nn.Module) -> tuple[torch.optim.Optim
     if "betas" in hp:
         hp["betas"] = tuple(hp["betas"])
     try:
-        opt = registry.create(o.name, model if info.needs_model else model.parameters(), **hp)
+        # the model itself where the rule needs it (K-FAC) or splits parameters by name (Muon)
+        opt = registry.create(o.name, model if info.needs_model or info.accepts_named else model.parameters(), **hp,
+                              **o.memory_options())
     except (TypeError, ValueError) as e:
         field = next((k for k in hp if k in str(e)), "name")
         raise ConfigError("optimizer", field, hp.get(field, o.name), str(e)) from None

@@ -113,13 +113,20 @@ class InitConfig(Section):
 
 
 class OptimizerConfig(BaseModel):
-    """Any registry optimizer by name; the other keys are its hyperparameters."""
+    """Any registry optimizer by name; the other keys are its hyperparameters, except
+    `state_dtype`: how a flat optimizer stores its state (docs/memory.md)."""
 
     model_config = ConfigDict(extra="allow")
     name: str = Field(default="adamw", description="any name from `thalweg optimizers`")
+    state_dtype: Literal["fp32", "bf16", "int8"] = Field(
+        default="fp32", description="how a flat optimizer stores its state (docs/memory.md)")
 
     def hyperparameters(self) -> dict[str, Any]:
         return dict(self.model_extra or {})
+
+    def memory_options(self) -> dict[str, Any]:
+        """Keyword arguments for the optimizer besides its hyperparameters."""
+        return {} if self.state_dtype == "fp32" else {"state_dtype": self.state_dtype}
 
 
 class ScheduleConfig(Section):
@@ -357,6 +364,10 @@ def _validate_combinations(cfg: RunConfig) -> None:
             raise ConfigError("diagnostics", key, getattr(d, key), f"the {pkg} package is not installed: "
                               f"pip install {pkg} (or turn it off)")
     info = registry.get(cfg.optimizer.name)
+    if cfg.optimizer.state_dtype != "fp32" and "state_dtype" not in info.options:
+        raise ConfigError("optimizer", "state_dtype", cfg.optimizer.state_dtype,
+                          f"{info.name} keeps its own state layout; low-precision state is for the "
+                          "flat optimizers (sgd, adam, adamw, rmsprop, adagrad, adadelta, …)")
     if info.needs_closure:
         for key in ("clip_norm", "clip_value"):
             value = getattr(cfg.regularization, key)

@@ -217,6 +217,27 @@ def _find_run_dir(path: Path) -> Path:
     raise FileNotFoundError(f"{path} is not inside a thalweg run directory (no config.toml found)")
 
 
+def _evaluation_weights(cfg: Any, model: torch.nn.Module, state: dict[str, Any]) -> None:
+    """A training checkpoint of an optimizer with modes (schedule-free) holds the weights
+    gradients were taken at: rebuild the optimizer from it and switch to eval, so the model
+    holds the weights to use (best.pt holds them already)."""
+    from thalweg.optim import has_modes, registry, set_mode
+    from thalweg.train.components import build_optimizer
+
+    if "optimizer" not in state:
+        return
+    try:
+        if not has_modes(registry.get(cfg.optimizer.name).factory):
+            return
+    except ValueError:
+        return
+    opt, _ = build_optimizer(cfg, model)
+    opt.load_state_dict(state["optimizer"])
+    set_mode(opt, training=False)
+    for p in model.parameters():  # the optimizer is dropped: no gradient buffers of its own stay attached
+        p.grad = None
+
+
 def load_run(path: str | Path, map_location: str | torch.device = "cpu") -> LoadedRun:
     """Rebuild a run from its directory (best weights) or from a checkpoint file inside one.
 
@@ -257,6 +278,7 @@ def load_run(path: str | Path, map_location: str | torch.device = "cpu") -> Load
             why = str(e)
         if why is None:
             model.load_state_dict(state["model"])
+            _evaluation_weights(cfg, model, state)
             break
         problems.append(f"{cand.name}: {why}" if cand.name not in why else why)
     else:

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from thalweg.optim.modes import eval_mode
 from thalweg.train import board
 from thalweg.train.checkpoint import save_generation, snapshot
 from thalweg.train.resume import config_hash
@@ -70,7 +71,8 @@ def record(tr: Trainer, evaluate: bool) -> None:
     lr = tr.opt.param_groups[0]["lr"]
     rec = _train_metrics(tr, lr)
     if evaluate:
-        eval_and_keep_best(tr, rec)
+        with eval_mode(tr.opt):  # validate and keep the weights to use (schedule-free: x)
+            eval_and_keep_best(tr, rec)
     ce = tr.cfg.diagnostics.curvature_every
     if ce and tr.main and tr.state.step % ce == 0:
         rec.update(board.probe(tr))
