@@ -65,9 +65,8 @@ def test_records_say_what_ran_where() -> None:
 
 
 def test_every_picture_the_docs_show_is_drawn_by_a_source() -> None:
-    import re
-
     import importlib
+    import re
 
     sys.path.insert(0, str(ROOT / "docs"))
     sources = importlib.import_module("sources")  # by its own name: docs/readers.py registers into it
