@@ -203,6 +203,24 @@ add(Source("examples_train", "the example configs on digits (docs/trainer.md)",
 add(Source("contenders_train", "the matrix rules' example configs, 5 epochs (docs/contenders.md)",
            [f"{TW} train examples/mnist1d_{n}.toml --epochs 5" for n in ("muon", "shampoo", "soap", "adafactor")],
            read_runs(*[(f"mnist1d-{n}", n) for n in ("muon", "shampoo", "soap", "adafactor")])))
+#: the elementwise contenders' example configs (docs/contenders.md, "Training")
+ELEMENTWISE = ("nadam", "radam", "adamax", "lion", "schedulefree_adamw", "schedulefree_sgd", "prodigy", "lamb", "lars")
+
+
+def read_elementwise(ctx: Context) -> Found:
+    rec = Record()
+    cells = []
+    for n in ELEMENTWISE:
+        s = _summary(ctx, f"mnist1d-{n.replace('_', '-')}")
+        _train_figures(rec, n, s)
+        cells.append(f"{rec.figures[f'{n}.test_accuracy']:.3f}")
+    rec.table("accuracy", ["NAdamW", "RAdam", "Adamax", "Lion", "SF-AdamW", "SF-SGD", "Prodigy", "LAMB (b 1024)",
+                           "LARS (b 1024)"], [cells], "r" * len(cells))
+    return _found(rec)
+
+
+add(Source("elementwise_train", "the elementwise contenders' example configs (docs/contenders.md)",
+           [f"{TW} train examples/mnist1d_{n}.toml" for n in ELEMENTWISE], read_elementwise))
 add(Source("recipes", "the MNIST-1D recipes over seeds 0, 1, 2 (README, docs/bench.md)",
            [f"{PY} benchmarks/recipe_seeds.py --json {{json}}"], timeout=7200))
 
@@ -224,6 +242,18 @@ add(Source("inspect", "thalweg inspect --full and --loss objective on the defaul
            [f"{TW} train -q", f"{TW} inspect runs/default --full --json",
             f"{TW} inspect runs/default --loss objective --no-density --json"], read_inspect))
 
+#: docs/contenders.md's pictures of the elementwise contenders (name → trajectories arguments)
+_CONTENDER_PICTURES = {
+    "contenders_adam_family_ravine": "ravine -O adam:lr=0.1 -O nadam:lr=0.1 -O radam:lr=0.1 -O adamax:lr=0.1 "
+                                     "-O lion:lr=0.05 --steps 100",
+    "contenders_free_ravine": "ravine -O adam:lr=0.1 -O schedulefree_adamw:lr=0.5 -O schedulefree_sgd:lr=0.2 "
+                              "-O prodigy -O lamb:lr=0.05 -O lars:lr=0.05 --steps 100",
+    "contenders_adam_family_rosenbrock": "rosenbrock -O adam:lr=0.03 -O nadam:lr=0.03 -O radam:lr=0.01 "
+                                         "-O adamax:lr=0.03 -O lion:lr=0.003 --start=-1.5,2 --steps 3000",
+    "contenders_free_rosenbrock": "rosenbrock -O adam:lr=0.03 -O schedulefree_adamw:lr=0.1 "
+                                  "-O schedulefree_sgd:lr=0.002 -O prodigy -O lamb:lr=0.01 -O lars:lr=0.0003 "
+                                  "--start=-1.5,2 --steps 3000",
+}
 _TRAJ = {f"trajectories/{n}.png": f"{n}.png" for n in ("traj_lr_panel", "traj_1d_hazards", "traj_ravine",
                                                           "traj_rosenbrock", "traj_saddle", "traj_saddle_surface")}
 add(Source("pictures", "the pictures of docs/pictures.md, second-order.md and contenders.md",
@@ -236,10 +266,12 @@ add(Source("pictures", "the pictures of docs/pictures.md, second-order.md and co
             f"{TW} trajectories rosenbrock -O adam:lr=0.03 -O adafactor:lr=0.1 -O \"muon:lr=0.003,split='all'\" "
             "-O shampoo:lr=0.03 -O soap:lr=0.03,weight_decay=0.0 --start=-1.5,2 --steps 3000 "
             "--name contenders_matrix_rosenbrock",
+            *[f"{TW} trajectories {c} --name {n}" for n, c in _CONTENDER_PICTURES.items()],
             f"{PY} docs/pipeline_figures.py images --json {{json}}"], None,
            images={**_TRAJ, "runs/default/landscape/landscape_1d.png": "landscape_1d.png",
                    "lr_find/lr_find.png": "lr_find.png", "trajectories/sinsin.png": "second_order_sinsin.png",
                    "trajectories/contenders_matrix_ravine.png": "contenders_matrix_ravine.png",
                    "trajectories/contenders_matrix_rosenbrock.png": "contenders_matrix_rosenbrock.png",
+                   **{f"trajectories/{n}.png": f"{n}.png" for n in _CONTENDER_PICTURES},
                    **{f"images/{n}.png": f"{n}.png" for n in ("schedule_zoo", "schedule_seed", "init_depth_variance")}}))
 

@@ -131,7 +131,12 @@ def parse_number(text: str, pattern: str) -> float:
 
 # -- benchmarks that write their own record (--json) ----------------------------------------
 add(Source("step_time", "make bench: one optimizer step, thalweg against torch.optim and peers (README)",
-           [f"{PY} benchmarks/step_time.py --json {{json}}"]))
+           [f"{PY} benchmarks/step_time.py --low-precision --json {{json}}"]))
+add(Source("memory", "optimizer-state bytes, a step's peak memory and low-precision quality (docs/memory.md)",
+           [f"{PY} benchmarks/memory.py state --json state.json", f"{PY} benchmarks/memory.py peak --json peak.json",
+            f"{PY} benchmarks/memory.py quality --seeds 3 --json quality.json"],
+           lambda ctx: {part: {k: v for f in ("state", "peak", "quality") for k, v in ctx.load(f"{f}.json")[part].items()}
+                        for part in ("figures", "tables", "blocks")}))
 add(Source("step_time_memory", "peak memory of Adam's first and later steps (benchmarks/step_time.py --memory)",
            [f"{PY} benchmarks/step_time.py --rules adam --rounds 3 --memory --json {{json}}"]))
 add(Source("seeds", "make examples: the seeds' worked examples (README)", [f"{PY} examples/seeds.py --json {{json}}"]))

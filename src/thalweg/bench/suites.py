@@ -175,8 +175,8 @@ def _cfg(name: str, low: float | None = None, high: float | None = None, **kw: A
 SUITES: dict[str, dict[str, Any]] = {
     # every first-order optimizer on the seeds' problems, digits and the MNIST-1D MLP
     "quick": {"name": "quick", "workloads": [*SEED_PROBLEMS, "digits_logreg", "mnist1d_mlp"],
-              "optimizers": ["first-order"], "trials": 6, "studies": 2, "seeds": 3,
-              "sensitivity_points": 5, "sensitivity_seeds": 2},
+              "optimizers": ["first-order"], "trials": 6, "studies": 2, "seeds": 2,
+              "sensitivity_points": 4, "sensitivity_seeds": 1},
     # the seeds' problems with every optimizer, second order included
     "seeds": {"name": "seeds", "workloads": SEED_PROBLEMS, "optimizers": ["all"], "trials": 8,
               "studies": 3, "seeds": 3},
