@@ -217,10 +217,5 @@ class BackwardStepper:
             g = bucket.buf[a - bucket.start : b - bucket.start]
             unit = plan.range_unit(opt, seg, chain, group, s + 1, run[0], run[-1] + 1, g, EAGER_CHUNK)
             plan.run([(chain, [unit], lambda: None)], opt._reduced, EAGER_CHUNK)
-        for i in idx:
-            seg.steps[i] += 1
-            if chain.counts_steps:
-                seg.step_t[i] += 1
-            if not seg.started[i]:
-                opt._start(seg, i)
+        plan.count_steps(opt, seg, chain, idx)
         self._release(bucket)

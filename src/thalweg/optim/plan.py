@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from .core import FlatOptimizer
     from .segment import Segment
 
-__all__ = ["Plan", "apply_chain", "plan_loose", "plan_segment", "range_unit", "run"]
+__all__ = ["Plan", "apply_chain", "count_steps", "plan_loose", "plan_segment", "range_unit", "run"]
 
 Plan = tuple[Chain, list[Unit], Callable[[], None]]
 
@@ -131,15 +131,17 @@ def plan_segment(opt: FlatOptimizer, seg: Segment, active: list[bool], chunk: in
                               _sums(seg, chain, seg.offsets[i], chunk)))
         taken.append(i)
 
-    def finish_each() -> None:
-        for i in taken:
-            seg.steps[i] += 1
-            if chain.counts_steps:
-                seg.step_t[i] += 1
-            if not seg.started[i]:
-                opt._start(seg, i)
+    return chain, units, lambda: count_steps(opt, seg, chain, taken)
 
-    return chain, units, finish_each
+
+def count_steps(opt: FlatOptimizer, seg: Segment, chain: Chain, idx: Sequence[int]) -> None:
+    """After a step of parameters `idx`: their step counters move on, their state is exposed."""
+    for i in idx:
+        seg.steps[i] += 1
+        if chain.counts_steps:
+            seg.step_t[i] += 1
+        if not seg.started[i]:
+            opt._start(seg, i)
 
 
 def _range_function(opt: FlatOptimizer, seg: Segment, first: int) -> Callable[..., None]:
