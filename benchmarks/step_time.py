@@ -142,8 +142,8 @@ def _low_precision(rule: str, cls_name: str, kw: dict) -> dict[str, Factory]:
     (both run on CPU: torchao's compiles its own kernel per parameter at the first step)."""
     import thalweg.optim as to
 
-    if rule in ("sgd",):  # plain SGD keeps no state
-        return {}
+    if rule == "sgd" or rule.startswith("sf_"):  # plain SGD keeps no state; schedule-free's z is a
+        return {}                                   # weight copy, which refuses bf16/int8 (docs/memory.md)
     out: dict[str, Factory] = {
         "thalweg-bf16": lambda ps: getattr(to, cls_name)(ps, state_dtype="bf16", **kw),
         "thalweg-int8": lambda ps: getattr(to, cls_name)(ps, state_dtype="int8", **kw),
