@@ -81,3 +81,43 @@ def test_ray_executor_gives_the_local_results_table(tmp_path):
     table = scoring.results_table(local.records)
     assert len(table) == 4 and {row[4] for row in table} <= {"ok", "diverged"}
     assert scoring.results_table(remote.records) == table
+
+
+class _Killed(BaseException):
+    """Stands for SIGKILL at one exact point (BaseException: nothing on the way catches it)."""
+
+
+@pytest.mark.parametrize("kill_at", [2, 5], ids=["tuning-trial", "defaults-trial"])
+def test_a_kill_between_asking_and_describing_a_trial_loses_nothing(tmp_path, monkeypatch, kill_at):
+    """Killed after Optuna stored a trial but before its seed was: the restart runs that very
+    trial (a tuning trial with its sampled params, a fixed-phase one as the next item) — every
+    trial in the study ends finished and with its record, none is run twice."""
+    import optuna
+
+    from thalweg.bench import runner as R
+
+    cfg = BenchConfig.model_validate({**BenchConfig(name="k", workloads=["linreg"], optimizers=["sgd"], trials=4,
+                                                    studies=1, seeds=0, sensitivity_points=0).model_dump(),
+                                      "targets": {"linreg": 1e-2}, "budgets": {"linreg": {"steps": 200}}})
+    real, calls = R.Runner._describe, {"n": 0}
+
+    def dying(self, *a, **kw):
+        calls["n"] += 1
+        if calls["n"] == kill_at:
+            raise _Killed
+        return real(self, *a, **kw)
+
+    monkeypatch.setattr(R.Runner, "_describe", dying)
+    with pytest.raises(_Killed):
+        run_bench(cfg, out_dir=tmp_path, workers=0, quiet=True, report=False)
+    monkeypatch.setattr(R.Runner, "_describe", real)
+    res = run_bench(cfg, out_dir=tmp_path, workers=0, quiet=True, report=False)
+    keys = [(r["study"], r["trial"]) for r in res.records]
+    assert len(keys) == len(set(keys)) == 5  # 4 tuning trials + 1 defaults trial, each once
+    storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'k' / 'study.db'}")
+    n_trials = 0
+    for s in storage.get_all_studies():
+        trials = optuna.load_study(study_name=s.study_name, storage=storage).get_trials()
+        n_trials += len(trials)
+        assert all(t.state.is_finished() and "record" in t.user_attrs for t in trials), s.study_name
+    assert n_trials == 5  # the orphan was adopted, not failed and replaced

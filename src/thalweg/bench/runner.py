@@ -65,6 +65,8 @@ class Plan:
     running: set[int] = field(default_factory=set)  # trial numbers in flight here
     others: int = 0  # trials running on another live machine
     queued: list[tuple[int, int, dict[str, Any], int, int | None]] = field(default_factory=list)
+    #: trials of a fixed phase asked before a kill and never described (the next items reuse them)
+    orphans: list[tuple[int, int]] = field(default_factory=list)
 
     @property
     def pair(self) -> tuple[str, str, str]:
@@ -212,8 +214,8 @@ class Runner:
                     if pi is not None:
                         plan.present.add(int(pi))
                     continue
-                if "seed" not in info:  # asked but never described: nothing to re-run
-                    study.tell(t.number, state=TrialState.FAIL, skip_if_finished=True)
+                if "seed" not in info:  # asked, killed before it was described: adopt it
+                    self._adopt(plan, study, t)
                     continue
                 params = info.get("params", t.params)
                 plan.queued.append((t.number, t._trial_id, dict(params), int(info["seed"]), pi))
@@ -222,6 +224,23 @@ class Runner:
                 self.recovered += 1
         self._recovered = self.records()
         return self._recovered
+
+    def _adopt(self, plan: Plan, study: Any, t: Any) -> None:
+        """A trial asked but never described (killed in between) runs as what it was asked to be:
+        a tuning trial with its sampled params and its number's seed; a fixed-phase trial takes
+        the next free item. Only a tuning trial whose params were cut short is failed."""
+        from optuna.trial import TrialState
+
+        if plan.phase != "tune":
+            plan.orphans.append((t.number, t._trial_id))
+            return
+        if set(t.params) != set(plan.submission.distributions()):
+            study.tell(t.number, state=TrialState.FAIL, skip_if_finished=True)
+            return
+        seed = plan.index * 100_003 + t.number
+        self._describe(t._trial_id, seed, None, None)
+        plan.queued.append((t.number, t._trial_id, dict(t.params), seed, None))
+        self.recovered += 1
 
     def _stale(self, t: Any, info: dict[str, Any]) -> bool:
         owner = info.get("owner")
@@ -264,10 +283,14 @@ class Runner:
             return None
         i = free[0]
         params, seed = plan.items[i]
-        trial = self._open(plan).ask()
-        self._describe(trial._trial_id, seed, params, i)
+        if plan.orphans:  # a trial asked for this phase before a kill, never described
+            number, trial_id = plan.orphans.pop(0)
+        else:
+            trial = self._open(plan).ask()
+            number, trial_id = trial.number, trial._trial_id
+        self._describe(trial_id, seed, params, i)
         plan.present.add(i)
-        return (trial.number, trial._trial_id, dict(params), seed, i)
+        return (number, trial_id, dict(params), seed, i)
 
     def _describe(self, trial_id: int, seed: int, params: dict[str, Any] | None, index: int | None) -> None:
         """One attribute (one commit): seed, owner, and for fixed phases params and index."""
