@@ -108,7 +108,7 @@ class Board:
         if mlflow:
             if not mlflow_available():
                 raise ValueError(f"mlflow = {mlflow!r} but the mlflow package is not installed: "
-                                 "pip install mlflow (or leave mlflow unset)")
+                                 "pip install 'thalweg[mlflow]' (or leave mlflow unset)")
             import mlflow as _mlflow
 
             if _mlflow.active_run() is None:  # else: log into the run the caller has open
