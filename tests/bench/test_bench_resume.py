@@ -87,11 +87,13 @@ class _Killed(BaseException):
     """Stands for SIGKILL at one exact point (BaseException: nothing on the way catches it)."""
 
 
-@pytest.mark.parametrize("kill_at", [2, 5], ids=["tuning-trial", "defaults-trial"])
-def test_a_kill_between_asking_and_describing_a_trial_loses_nothing(tmp_path, monkeypatch, kill_at):
-    """Killed after Optuna stored a trial but before its seed was: the restart runs that very
-    trial (a tuning trial with its sampled params, a fixed-phase one as the next item) — every
-    trial in the study ends finished and with its record, none is run twice."""
+@pytest.mark.parametrize(("where", "kill_at"), [("describe", 2), ("describe", 5), ("suggest", 3)],
+                         ids=["tuning-trial", "defaults-trial", "mid-ask"])
+def test_a_kill_between_asking_and_describing_a_trial_loses_nothing(tmp_path, monkeypatch, where, kill_at):
+    """Killed after Optuna stored a trial but before its seed was (or before all its params
+    were): the restart runs that very trial (a tuning trial with its params, a fixed-phase one
+    as the next item) — every trial in the study ends finished and with its record, none is
+    run twice."""
     import optuna
 
     from thalweg.bench import runner as R
@@ -99,7 +101,8 @@ def test_a_kill_between_asking_and_describing_a_trial_loses_nothing(tmp_path, mo
     cfg = BenchConfig.model_validate({**BenchConfig(name="k", workloads=["linreg"], optimizers=["sgd"], trials=4,
                                                     studies=1, seeds=0, sensitivity_points=0).model_dump(),
                                       "targets": {"linreg": 1e-2}, "budgets": {"linreg": {"steps": 200}}})
-    real, calls = R.Runner._describe, {"n": 0}
+    owner = R.Runner if where == "describe" else optuna.trial.Trial
+    real, calls = getattr(owner, f"_{where}"), {"n": 0}
 
     def dying(self, *a, **kw):
         calls["n"] += 1
@@ -107,10 +110,10 @@ def test_a_kill_between_asking_and_describing_a_trial_loses_nothing(tmp_path, mo
             raise _Killed
         return real(self, *a, **kw)
 
-    monkeypatch.setattr(R.Runner, "_describe", dying)
+    monkeypatch.setattr(owner, f"_{where}", dying)
     with pytest.raises(_Killed):
         run_bench(cfg, out_dir=tmp_path, workers=0, quiet=True, report=False)
-    monkeypatch.setattr(R.Runner, "_describe", real)
+    monkeypatch.setattr(owner, f"_{where}", real)
     res = run_bench(cfg, out_dir=tmp_path, workers=0, quiet=True, report=False)
     keys = [(r["study"], r["trial"]) for r in res.records]
     assert len(keys) == len(set(keys)) == 5  # 4 tuning trials + 1 defaults trial, each once

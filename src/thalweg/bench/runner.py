@@ -227,19 +227,18 @@ class Runner:
 
     def _adopt(self, plan: Plan, study: Any, t: Any) -> None:
         """A trial asked but never described (killed in between) runs as what it was asked to be:
-        a tuning trial with its sampled params and its number's seed; a fixed-phase trial takes
-        the next free item. Only a tuning trial whose params were cut short is failed."""
-        from optuna.trial import TrialState
+        a tuning trial with its params (those the kill cut short sampled now, as `study.ask`
+        would have) and its number's seed; a fixed-phase trial takes the next free item."""
+        import optuna
 
         if plan.phase != "tune":
             plan.orphans.append((t.number, t._trial_id))
             return
-        if set(t.params) != set(plan.submission.distributions()):
-            study.tell(t.number, state=TrialState.FAIL, skip_if_finished=True)
-            return
+        trial = optuna.Trial(study, t._trial_id)
+        params = {name: trial._suggest(name, dist) for name, dist in plan.submission.distributions().items()}
         seed = plan.index * 100_003 + t.number
         self._describe(t._trial_id, seed, None, None)
-        plan.queued.append((t.number, t._trial_id, dict(t.params), seed, None))
+        plan.queued.append((t.number, t._trial_id, params, seed, None))
         self.recovered += 1
 
     def _stale(self, t: Any, info: dict[str, Any]) -> bool:
