@@ -5,10 +5,36 @@ Exit codes: 0 done, 2 a bad config or a run directory in use, 3 training blew up
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import typer
+
+
+@contextlib.contextmanager
+def exit_on_run_errors(resume_hint: str) -> Iterator[None]:
+    """The exit codes of a run command (train, meta): 2 bad config, file, checkpoint or a run
+    locked by another process; 3 non-finite; 4 the disk refused (`resume_hint` says how to go
+    on) — each one message, never a traceback."""
+    from thalweg.train import ConfigError, NonFiniteError, RunLockedError
+    from thalweg.train.checkpoint import CheckpointError
+
+    try:
+        yield
+    except (ConfigError, FileNotFoundError, CheckpointError) as e:
+        typer.echo(str(e), err=True)
+        raise typer.Exit(2) from None
+    except RunLockedError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from None
+    except (NonFiniteError, FloatingPointError) as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(3) from None
+    except OSError as e:  # the disk refused: the path and the OS error, nothing lost
+        typer.echo(f"error: {e}\nnothing written before this was lost; fix the disk, then {resume_hint}", err=True)
+        raise typer.Exit(4) from None
 
 
 def register(app: typer.Typer) -> None:
@@ -29,8 +55,7 @@ def register(app: typer.Typer) -> None:
             help="Resume although config.toml differs from the checkpoint's (recorded)."),
     ) -> None:
         """Train a model from a config (MNIST-1D MLP by default); writes runs/<name>/."""
-        from thalweg.train import ConfigError, NonFiniteError, RunLockedError, fit, load_config
-        from thalweg.train.checkpoint import CheckpointError
+        from thalweg.train import fit, load_config
         from thalweg.train.config import DEFAULT_TOML
 
         if print_config:
@@ -38,26 +63,13 @@ def register(app: typer.Typer) -> None:
             return
         overrides = {k: v for k, v in
                      {"name": name, "out_dir": out_dir, "train.epochs": epochs}.items() if v is not None}
-        try:
+        with exit_on_run_errors("`thalweg resume` continues the run"):
             if resume is not None:
                 if config is not None or overrides or overwrite:
                     raise typer.BadParameter("--resume takes the config from the run directory")
                 result = fit(resume=resume, quiet=quiet, allow_config_change=allow_config_change)
             else:
                 result = fit(load_config(config, overrides), quiet=quiet, overwrite=overwrite)
-        except (ConfigError, FileNotFoundError, CheckpointError) as e:
-            typer.echo(str(e), err=True)
-            raise typer.Exit(2) from None
-        except RunLockedError as e:
-            typer.echo(f"error: {e}", err=True)
-            raise typer.Exit(2) from None
-        except NonFiniteError as e:
-            typer.echo(f"error: {e}", err=True)
-            raise typer.Exit(3) from None
-        except OSError as e:  # the disk refused: the path and the OS error, nothing lost
-            typer.echo(f"error: {e}\nnothing written before this was lost; fix the disk, then "
-                       "`thalweg resume` continues the run", err=True)
-            raise typer.Exit(4) from None
         if int(os.environ.get("RANK", "0")) != 0:  # under torchrun, rank 0 reports
             return
         best = (f"best {result.best_metric} {result.best_value:.4f} at step {result.best_step}"

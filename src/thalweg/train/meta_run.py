@@ -33,8 +33,9 @@ from thalweg.train.checkpoint import (
     save_generation,
     snapshot,
 )
+from thalweg.train.commands import exit_on_run_errors
 from thalweg.train.config import ConfigError
-from thalweg.train.lock import RunLock, RunLockedError, claim_run_dir, clear_run, holds_run
+from thalweg.train.lock import RunLock, claim_run_dir, clear_run, holds_run
 from thalweg.train.meta_config import (
     MetaRunConfig,
     build_tasks,
@@ -375,26 +376,13 @@ def register(app: Any) -> None:
             return
         overrides = {k: v for k, v in {"name": name, "out_dir": out_dir,
                                        "meta.iterations": iterations}.items() if v is not None}
-        try:
+        with exit_on_run_errors("`thalweg meta --resume RUN` continues the run"):
             if resume is not None:
                 if config is not None or overrides or overwrite:
                     raise ConfigError("", "--resume", str(resume), "takes the config from the run directory")
                 result = run_meta(resume=resume, quiet=quiet)
             else:
                 result = run_meta(load_meta_config(config, overrides), quiet=quiet, overwrite=overwrite)
-        except (ConfigError, FileNotFoundError, CheckpointError) as e:
-            typer.echo(str(e), err=True)
-            raise typer.Exit(2) from None
-        except RunLockedError as e:
-            typer.echo(f"error: {e}", err=True)
-            raise typer.Exit(2) from None
-        except FloatingPointError as e:
-            typer.echo(f"error: {e}", err=True)
-            raise typer.Exit(3) from None
-        except OSError as e:  # the disk refused: the path and the OS error, nothing lost
-            typer.echo(f"error: {e}\nnothing written before this was lost; fix the disk, then "
-                       "`thalweg meta --resume RUN` continues the run", err=True)
-            raise typer.Exit(4) from None
         s = result.summary
         typer.echo(f"run: {result.run_dir}  (report: {result.run_dir / 'report.html'})")
         steps = next(iter(s["adaptation"].values()))["steps"]
