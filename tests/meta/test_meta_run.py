@@ -125,8 +125,9 @@ def test_killed_twice_then_resumed_is_bitwise_identical(tmp_path: Path) -> None:
     assert "from step_00000004.pt (step 4)" in p.stderr and not list(run.glob(".best.pt.tmp-*"))
     assert "took over the lock left in" in p.stderr  # the killed process's lock
     assert sorted(c.name for c in (run / "checkpoints").iterdir())[-1] == "step_00000016.pt"
-    # 3. resumed mid-Reptile to the end
-    run_meta(resume=run, quiet=True)
+    # 3. resumed mid-Reptile to the end, by `thalweg resume RUN` (it knows a meta run)
+    out = CliRunner().invoke(app, ["resume", str(run), "--quiet"])
+    assert out.exit_code == 0, out.output
     a, b = final(run), final(ref)
     for key in ("best_weights", "final_weights", "meta"):
         assert same_tensors({k: v for k, v in a[key].items() if k != "seconds"},

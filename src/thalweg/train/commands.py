@@ -37,6 +37,18 @@ def exit_on_run_errors(resume_hint: str) -> Iterator[None]:
         raise typer.Exit(4) from None
 
 
+def _is_meta_run(run_dir: Path) -> bool:
+    """A `thalweg meta` run: its config.toml has a [meta] section (a training run's never does)."""
+    import tomllib
+
+    from thalweg.train.runs import RunPaths
+
+    try:
+        return "meta" in tomllib.loads(RunPaths(run_dir).config.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return False  # the training path reports what is wrong with the file
+
+
 def register(app: typer.Typer) -> None:
     @app.command("train")
     def train(
@@ -89,6 +101,15 @@ def register(app: typer.Typer) -> None:
             False, "--allow-config-change",
             help="Resume although config.toml differs from the checkpoint's (recorded)."),
     ) -> None:
-        """Continue an interrupted run from its newest good checkpoint (= train --resume)."""
+        """Continue an interrupted run from its newest good checkpoint (= train --resume, or
+        meta --resume for a `thalweg meta` run)."""
+        if _is_meta_run(run_dir):
+            from thalweg.train.meta_run import run_meta
+
+            if allow_config_change:
+                raise typer.BadParameter("--allow-config-change is for `thalweg train` runs; this is a meta run")
+            with exit_on_run_errors("`thalweg resume RUN` continues the run"):
+                run_meta(resume=run_dir, quiet=quiet)
+            return
         train(config=None, resume=run_dir, print_config=False, name=None, out_dir=None,
               epochs=None, quiet=quiet, overwrite=False, allow_config_change=allow_config_change)
