@@ -3,6 +3,7 @@ multi-shape problem, and a helper that runs two optimizers side by side."""
 
 from __future__ import annotations
 
+import io
 import itertools
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -101,3 +102,19 @@ def bf16_training(make: Callable[[Any], torch.optim.Optimizer], scheduler: Calla
         if sched is not None:
             sched.step()
     return start, torch.cat([p.detach().flatten() for p in model.parameters()])
+
+
+def train_steps(opt: torch.optim.Optimizer, ps: list[torch.nn.Parameter], steps: int) -> None:
+    """`steps` optimizer steps on :func:`loss_fn`."""
+    for _ in range(steps):
+        opt.zero_grad()
+        loss_fn(ps).backward()
+        opt.step()
+
+
+def roundtrip(obj: Any) -> Any:
+    """`obj` through torch.save / torch.load(weights_only=True), as a checkpoint would go."""
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    buf.seek(0)
+    return torch.load(buf, weights_only=True)

@@ -4,11 +4,11 @@ interop both ways through a checkpoint file, its parameter split and its AdamW h
 
 from __future__ import annotations
 
-import io
 import itertools
 
 import pytest
 import torch
+from optim_cases import roundtrip
 
 import thalweg.optim as to
 from thalweg.optim import registry
@@ -44,13 +44,6 @@ def _train(opt, ps, steps, skip=None, maximize=False):
 def _grid(name):
     info = registry.get(name)
     return [dict(zip(info.option_grid, v, strict=True)) for v in itertools.product(*info.option_grid.values())]
-
-
-def _roundtrip(obj):
-    buf = io.BytesIO()
-    torch.save(obj, buf)
-    buf.seek(0)
-    return torch.load(buf, weights_only=True)
 
 
 # ------------------------------------------------------------------------ Adafactor
@@ -124,7 +117,7 @@ def test_muon_state_layout_and_interop_with_torch():
     # torch's state into ours (and ours into torch's): training continues as the source would
     for src_opt, src_ps, make in ((theirs, b, lambda ps: to.Muon(ps, lr=0.02)),
                                   (ours, a, lambda ps: torch.optim.Muon(ps, lr=0.02))):
-        ckpt = _roundtrip({"params": [p.detach().clone() for p in src_ps], "opt": src_opt.state_dict()})
+        ckpt = roundtrip({"params": [p.detach().clone() for p in src_ps], "opt": src_opt.state_dict()})
         resumed = [torch.nn.Parameter(t.clone()) for t in ckpt["params"]]
         dst = make(resumed)
         dst.load_state_dict(ckpt["opt"])
@@ -193,7 +186,7 @@ def test_muon_adamw_half_is_adamw_and_the_whole_state_round_trips():
     train(10)
     for p in opt.adamw_params:
         torch.testing.assert_close(p, dict(ref.named_parameters())[names[id(p)]], rtol=1e-6, atol=1e-6)
-    sd = _roundtrip(opt.state_dict())
+    sd = roundtrip(opt.state_dict())
     assert set(sd["state"][0]) == {"step", "exp_avg", "exp_avg_sq"}  # the embedding: AdamW's layout
     clone = _Net()
     clone.load_state_dict(net.state_dict())

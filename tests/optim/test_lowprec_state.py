@@ -4,46 +4,31 @@ state, validation before anything changes) and the optimizer step fused into bac
 from __future__ import annotations
 
 import copy
-import io
 
 import pytest
 import torch
-from optim_cases import loss_fn, make_params
+from optim_cases import make_params, roundtrip, train_steps
 
 import thalweg.optim as to
 from thalweg.optim.lowprec import int8_error_bound
-
-
-def _train(opt, ps, steps):
-    for _ in range(steps):
-        opt.zero_grad()
-        loss_fn(ps).backward()
-        opt.step()
-
-
-def _roundtrip(sd):
-    buf = io.BytesIO()
-    torch.save(sd, buf)
-    buf.seek(0)
-    return torch.load(buf, weights_only=True)
 
 
 @pytest.mark.parametrize("state_dtype", ["bf16", "int8"])
 def test_low_precision_state_dict_round_trips_exactly(state_dtype):
     a, b = make_params(), make_params()
     oa = to.Adam(a, lr=0.02, state_dtype=state_dtype, state_block_size=16, compile=False)
-    _train(oa, a, 5)
+    train_steps(oa, a, 5)
     ob = to.Adam(b, lr=0.02, state_dtype=state_dtype, state_block_size=16, compile=False)
     for p, q in zip(a, b, strict=True):
         q.data.copy_(p.data)
-    ob.load_state_dict(_roundtrip(oa.state_dict()))
+    ob.load_state_dict(roundtrip(oa.state_dict()))
     sa, sb = oa._segments[0], ob._segments[0]
     for k in sa.state:
         assert torch.equal(sa.state[k][: sa.numel], sb.state[k][: sb.numel])
         if state_dtype == "int8":
             assert torch.equal(sa.scales[k], sb.scales[k])
-    _train(oa, a, 5)
-    _train(ob, b, 5)
+    train_steps(oa, a, 5)
+    train_steps(ob, b, 5)
     for p, q in zip(a, b, strict=True):
         assert torch.equal(p, q)  # the same state and the same steps from there on
 
@@ -51,8 +36,8 @@ def test_low_precision_state_dict_round_trips_exactly(state_dtype):
 def test_int8_state_converts_to_and_from_torch_adam_within_the_bound():
     a, b = make_params(), make_params()
     oa, ob = to.Adam(a, lr=0.02, state_dtype="int8", compile=False), torch.optim.Adam(b, lr=0.02)
-    _train(oa, a, 5)
-    _train(ob, b, 5)
+    train_steps(oa, a, 5)
+    train_steps(ob, b, 5)
     sd = to.to_torch_state_dict(oa.state_dict())
     assert set(sd["state"][0]) == {"step", "exp_avg", "exp_avg_sq"}
     assert "state_dtype" not in sd["param_groups"][0]
@@ -76,7 +61,7 @@ def test_int8_state_converts_to_and_from_torch_adam_within_the_bound():
 def test_a_bad_int8_state_dict_is_one_clear_error_and_changes_nothing():
     ps = make_params()
     opt = to.Adam(ps, lr=0.02, state_dtype="int8", compile=False)
-    _train(opt, ps, 2)
+    train_steps(opt, ps, 2)
     before = copy.deepcopy(opt.state_dict())
     bad = copy.deepcopy(before)
     bad["state"][2]["exp_avg.scale"] = torch.zeros(7)

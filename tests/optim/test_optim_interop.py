@@ -3,31 +3,25 @@ hyperparameter validation and the registry that drives tests, CLI and benchmarks
 
 from __future__ import annotations
 
-import io
 import json
 import math
 
 import pytest
 import torch
-from optim_cases import FIRST_ORDER, LR, combos, eager, groups, loss_fn, make_params
+from optim_cases import (
+    FIRST_ORDER,
+    LR,
+    combos,
+    eager,
+    groups,
+    make_params,
+    roundtrip,
+    train_steps,
+)
 from typer.testing import CliRunner
 
 import thalweg.optim as to
 from thalweg.optim import registry
-
-
-def _train(opt, ps, steps):
-    for _ in range(steps):
-        opt.zero_grad()
-        loss_fn(ps).backward()
-        opt.step()
-
-
-def _roundtrip(sd):
-    buf = io.BytesIO()
-    torch.save(sd, buf)
-    buf.seek(0)
-    return torch.load(buf, weights_only=True)
 
 
 @pytest.mark.parametrize("info", FIRST_ORDER, ids=lambda i: i.name)
@@ -42,14 +36,14 @@ def test_state_dict_loads_both_ways_and_training_continues_identically(info, dir
 
     src = make_params()
     o1 = first(groups(src, lr))
-    _train(o1, src, 15)
-    ckpt = _roundtrip({"params": [p.detach().clone() for p in src], "opt": o1.state_dict()})
+    train_steps(o1, src, 15)
+    ckpt = roundtrip({"params": [p.detach().clone() for p in src], "opt": o1.state_dict()})
 
     resumed = [torch.nn.Parameter(t.clone()) for t in ckpt["params"]]
     o2 = second(groups(resumed, lr))
     o2.load_state_dict(ckpt["opt"])
-    _train(o2, resumed, 15)
-    _train(o1, src, 15)  # the uninterrupted run
+    train_steps(o2, resumed, 15)
+    train_steps(o1, src, 15)  # the uninterrupted run
     for x, y in zip(resumed, src, strict=True):
         torch.testing.assert_close(x.detach(), y.detach(), rtol=1e-6, atol=1e-6)
 
@@ -57,7 +51,7 @@ def test_state_dict_loads_both_ways_and_training_continues_identically(info, dir
 def test_loaded_state_is_copied_into_flat_buffers_not_aliased():
     a = make_params()
     src = torch.optim.Adam(a, lr=0.01)
-    _train(src, a, 3)
+    train_steps(src, a, 3)
     b = [torch.nn.Parameter(p.detach().clone()) for p in a]
     dst = to.Adam(b, lr=0.01, compile=False)
     dst.load_state_dict(src.state_dict())
@@ -70,7 +64,7 @@ def test_loaded_state_is_copied_into_flat_buffers_not_aliased():
 def test_corrupt_state_dict_names_what_is_missing():
     a = make_params()
     src = torch.optim.SGD(a, lr=0.01, momentum=0.9)
-    _train(src, a, 2)
+    train_steps(src, a, 2)
     dst = to.Adam([torch.nn.Parameter(p.detach().clone()) for p in a], lr=0.01, compile=False)
     with pytest.raises(ValueError, match="exp_avg"):
         dst.load_state_dict(src.state_dict())

@@ -9,22 +9,15 @@ from typing import Any
 
 import pytest
 import torch
-from optim_cases import groups, loss_fn, make_params
+from optim_cases import groups, make_params, train_steps
 
 import thalweg.optim as to
-
-
-def _train(opt, ps, steps):
-    for _ in range(steps):
-        opt.zero_grad()
-        loss_fn(ps).backward()
-        opt.step()
 
 
 def _trained() -> tuple[to.Adam, list[torch.nn.Parameter], dict[str, Any]]:
     ps = make_params()
     opt = to.Adam(groups(ps, 0.02), lr=0.02, amsgrad=True, compile=False)
-    _train(opt, ps, 3)
+    train_steps(opt, ps, 3)
     return opt, ps, opt.state_dict()
 
 
@@ -87,8 +80,8 @@ def test_bad_state_dict_is_one_clear_error_and_changes_nothing(make_bad, match):
     for k, st in before["state"].items():
         for name, t in st.items():
             assert torch.equal(after["state"][k][name], t), (k, name)
-    _train(opt, ps, 3)  # and it still trains exactly like the twin that saw no bad load
-    _train(twin, twin_ps, 3)
+    train_steps(opt, ps, 3)  # and it still trains exactly like the twin that saw no bad load
+    train_steps(twin, twin_ps, 3)
     for a, b in zip(ps, twin_ps, strict=True):
         assert torch.equal(a.detach(), b.detach())
 
@@ -100,8 +93,8 @@ def test_a_good_state_dict_still_loads_after_a_failed_one():
     fresh_ps = [torch.nn.Parameter(p.detach().clone()) for p in ps]
     fresh = to.Adam(groups(fresh_ps, 0.02), lr=0.02, amsgrad=True, compile=False)
     fresh.load_state_dict(sd)
-    _train(fresh, fresh_ps, 2)
-    _train(opt, ps, 2)
+    train_steps(fresh, fresh_ps, 2)
+    train_steps(opt, ps, 2)
     for a, b in zip(ps, fresh_ps, strict=True):
         assert torch.equal(a.detach(), b.detach())
 
@@ -109,7 +102,7 @@ def test_a_good_state_dict_still_loads_after_a_failed_one():
 def test_flat_optimizer_without_a_schema_still_checks_lr():
     ps = make_params()
     opt = to.FlatOptimizer(ps, to.chain(to.scale_by_adam(), to.scale_by_lr(0.1)), compile=False)
-    _train(opt, ps, 1)
+    train_steps(opt, ps, 1)
     sd = opt.state_dict()
     sd["param_groups"][0]["lr"] = "fast"
     with pytest.raises(ValueError, match=r"param group 0: lr must be a number, got 'fast'"):
