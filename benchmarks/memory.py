@@ -26,6 +26,8 @@ import tempfile
 import warnings
 from typing import Any
 
+from rss import reset_peak, vm_kb  # benchmarks/rss.py (the script's directory is on sys.path)
+
 CONFIGS = {  # label → (optimizer keyword arguments, peer)
     "torch fused AdamW": ({}, "torch"),
     "AdamW fp32": ({}, None),
@@ -34,20 +36,6 @@ CONFIGS = {  # label → (optimizer keyword arguments, peer)
     "AdamW fp32, in backward": ({"in_backward": True}, None),
     "AdamW int8, in backward": ({"state_dtype": "int8", "in_backward": True}, None),
 }
-
-
-def _vm_kb(field: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(f"{field} not in /proc/self/status")
-
-
-def _reset_peak() -> int:
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")  # VmHWM (the peak) := the current RSS
-    return _vm_kb("VmRSS")
 
 
 def peak_child(label: str, n_params: float, bucket: int) -> dict:
@@ -80,13 +68,13 @@ def peak_child(label: str, n_params: float, bucket: int) -> dict:
     kept = sum(p.grad.numel() * p.grad.element_size() for p in model.parameters() if p.grad is not None)
     if not peer and opt._backward is None:
         kept = sum(s.flat_g.numel() * s.flat_g.element_size() for s in opt._segments)
-    before = _reset_peak() * 1024
+    before = reset_peak() * 1024
     step()
     model_b = sum(p.numel() * p.element_size() for p in model.parameters())
     state_b = opt.state_nbytes() if hasattr(opt, "state_nbytes") else sum(
         t.numel() * t.element_size() for s in opt.state.values() for t in s.values() if torch.is_tensor(t))
     return {"params": sum(p.numel() for p in model.parameters()), "model": model_b, "state": state_b,
-            "kept": kept, "step": _vm_kb("VmHWM") * 1024 - before + kept}
+            "kept": kept, "step": vm_kb("VmHWM") * 1024 - before + kept}
 
 
 def peak(n_params: float, bucket: int, rec: Any = None) -> None:

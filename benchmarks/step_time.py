@@ -31,6 +31,8 @@ import time
 import warnings
 from collections.abc import Callable
 
+from rss import reset_peak, vm_kb  # benchmarks/rss.py (the script's directory is on sys.path)
+
 SHAPES = [(256, 256)] * 40 + [(1024, 64)] * 10 + [(4096,)] * 10
 
 # rule → (thalweg class, keyword arguments shared by every implementation of it); torch.optim
@@ -226,20 +228,6 @@ def state_bytes(opt) -> int:
                if isinstance(t, torch.Tensor) and t.dim() > 0)
 
 
-def _vm_kb(field: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(f"{field} not in /proc/self/status")
-
-
-def _reset_peak() -> int:
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")  # reset VmHWM (the peak) to the current RSS
-    return _vm_kb("VmRSS")
-
-
 def measure_peak() -> tuple[float, float]:
     """In this (fresh) process, in MB: peak growth from creating the optimizer and taking its
     first step (state, packing, compilation), then the peak growth of 5 further steps
@@ -247,16 +235,16 @@ def measure_peak() -> tuple[float, float]:
     rule, label = sys.argv[2], sys.argv[3]
     ps = make_params()
     factory = implementations(rule)[label]
-    base = _reset_peak()
+    base = reset_peak()
     opt = factory(ps)
     pairs = [(p, p.grad) for p in ps]
     opt.step()
-    first = (_vm_kb("VmHWM") - base) / 1024
-    base = _reset_peak()
+    first = (vm_kb("VmHWM") - base) / 1024
+    base = reset_peak()
     for _ in range(5):
         restore_grads(pairs)
         opt.step()
-    return first, (_vm_kb("VmHWM") - base) / 1024
+    return first, (vm_kb("VmHWM") - base) / 1024
 
 
 def peak_rss_mb(rule: str, label: str) -> tuple[float, float]:
