@@ -142,14 +142,20 @@ _LOW_PRECISION_LABELS = ("thalweg-bf16", "thalweg-int8", "torchao-8bit", "bnb-8b
 def _low_precision(rule: str, cls_name: str, kw: dict) -> dict[str, Factory]:
     """thalweg with bf16 and int8 state, and the 8-bit Adam of torchao and bitsandbytes
     (both run on CPU: torchao's compiles its own kernel per parameter at the first step)."""
+    import torch
+
     import thalweg.optim as to
 
-    if rule == "sgd" or rule.startswith("sf_"):  # plain SGD keeps no state; schedule-free's z is a
-        return {}                                   # weight copy, which refuses bf16/int8 (docs/memory.md)
-    out: dict[str, Factory] = {
-        "thalweg-bf16": lambda ps: getattr(to, cls_name)(ps, state_dtype="bf16", **kw),
-        "thalweg-int8": lambda ps: getattr(to, cls_name)(ps, state_dtype="int8", **kw),
-    }
+    if rule == "sgd":  # plain SGD keeps no state
+        return {}
+    cls = getattr(to, cls_name)
+    out: dict[str, Factory] = {}
+    for sd in ("bf16", "int8"):
+        try:  # a rule whose state is a weight copy (schedule-free's z) refuses it (docs/memory.md)
+            cls([torch.nn.Parameter(torch.zeros(1))], state_dtype=sd, **kw)
+        except ValueError:
+            continue
+        out[f"thalweg-{sd}"] = lambda ps, sd=sd: cls(ps, state_dtype=sd, **kw)
     if rule in ("adam", "adamw"):
         wd = kw.get("weight_decay", 0.0)
         try:
