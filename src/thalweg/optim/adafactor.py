@@ -58,12 +58,13 @@ class Adafactor(StackedOptimizer):
 
     def __init__(self, params: Any, lr: float | Tensor = 1e-2, beta2_decay: float = -0.8,
                  eps: tuple[float | None, float] = (None, 1e-3), d: float = 1.0,
-                 weight_decay: float = 0.0, *, foreach: bool | None = None, maximize: bool = False) -> None:
+                 weight_decay: float = 0.0, *, foreach: bool | None = None, maximize: bool = False,
+                 process_group: Any = None) -> None:
         defaults = dict(lr=lr, beta2_decay=beta2_decay, eps=eps, d=d, weight_decay=weight_decay,
                         foreach=foreach, maximize=maximize)
         registry.check_values(defaults, self.schema)
         _check_eps(eps)
-        super().__init__(params, defaults)
+        super().__init__(params, defaults, process_group)
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         registry.check_values(param_group, self.schema, "param group: ")

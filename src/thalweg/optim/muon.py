@@ -23,6 +23,7 @@ from torch import Tensor
 from . import registry
 from .registry import Hyperparameter as H
 from .rules import AdamW
+from .owners import matrix_cost
 from .stacked import Stack, StackedOptimizer, resolve_params
 
 __all__ = ["MUON_SCHEMA", "Muon", "newton_schulz"]
@@ -89,7 +90,7 @@ class Muon(StackedOptimizer):
                  eps: float = 1e-7, ns_steps: int = 5, adjust_lr_fn: str | None = None, *,
                  ns_dtype: str = "bfloat16", split: str = "auto", adamw_lr_ratio: float = 1.0,
                  adamw_betas: tuple[float, float] = (0.9, 0.95), adamw_eps: float = 1e-8,
-                 adamw_weight_decay: float = 0.01, compile: bool | str = "auto") -> None:
+                 adamw_weight_decay: float = 0.01, compile: bool | str = "auto", process_group: Any = None) -> None:
         defaults = dict(lr=lr, weight_decay=weight_decay, momentum=momentum, nesterov=nesterov,
                         ns_coefficients=ns_coefficients, eps=eps, ns_steps=ns_steps,
                         adjust_lr_fn=adjust_lr_fn, ns_dtype=ns_dtype, split=split,
@@ -106,7 +107,7 @@ class Muon(StackedOptimizer):
         self._compile = compile
         self._adamw: AdamW | None = None
         self._adamw_groups: dict[int, int] = {}
-        super().__init__(items, defaults)
+        super().__init__(items, defaults, process_group)
         for gi in range(len(self.param_groups)):
             self._add_adamw_group(gi)
 
@@ -123,6 +124,10 @@ class Muon(StackedOptimizer):
         if mats:
             roles[id(mats[-1])] = False  # the output head
         return roles
+
+    def _matrix_cost(self, shape: torch.Size, group: Mapping[str, Any]) -> float:
+        rows = shape[0] if len(shape) >= 2 else 1
+        return matrix_cost((rows, math.prod(shape) // rows), ns_steps=group["ns_steps"])
 
     def _stacked(self, p: Tensor, group: Mapping[str, Any]) -> bool:
         if "use_muon" in group:
@@ -141,8 +146,7 @@ class Muon(StackedOptimizer):
 
     def _add_adamw_group(self, gi: int) -> None:
         group = self.param_groups[gi]
-        stacked = {id(p) for st in self._stacks if st.seg.group_index == gi for p in st.seg.params}
-        rest = [p for p in group["params"] if id(p) not in stacked]
+        rest = [p for p in group["params"] if not (p.requires_grad and self._stacked(p, group))]
         if not rest:
             return
         spec = {"params": rest, **self._adamw_hparams(group)}

@@ -22,6 +22,7 @@ from torch import Tensor
 
 from . import kronecker as kr
 from . import registry
+from .owners import matrix_cost
 from .registry import Hyperparameter as H
 from .rules import SGD, Adam
 from .stacked import Stack, StackedOptimizer
@@ -70,10 +71,13 @@ class _Kronecker(StackedOptimizer):
 
     schema: tuple[H, ...] = ()
 
-    def __init__(self, params: Any, defaults: dict[str, Any], compile: bool | str) -> None:
+    def __init__(self, params: Any, defaults: dict[str, Any], compile: bool | str, process_group: Any) -> None:
         registry.check_values(defaults, self.schema)
         self._compile = compile
-        super().__init__(params, defaults)
+        super().__init__(params, defaults, process_group)
+
+    def _matrix_cost(self, shape: torch.Size, group: Mapping[str, Any]) -> float:
+        return matrix_cost(shape, block=group["max_precond_dim"], frequency=group["precondition_frequency"])
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         registry.check_values(param_group, self.schema, "param group: ")
@@ -197,11 +201,11 @@ class Shampoo(_Kronecker):
                  shampoo_beta: float | None = 0.999, eps: float = 1e-8, weight_decay: float = 0.0,
                  precondition_frequency: int = 10, max_precond_dim: int = 1024, root: float = 4.0,
                  matrix_eps: float = 1e-6, graft: str = "adam", nesterov: bool = True, *,
-                 compile: bool | str = False) -> None:
+                 compile: bool | str = False, process_group: Any = None) -> None:
         defaults = dict(lr=lr, betas=betas, shampoo_beta=shampoo_beta, eps=eps, weight_decay=weight_decay,
                         precondition_frequency=precondition_frequency, max_precond_dim=max_precond_dim,
                         root=root, matrix_eps=matrix_eps, graft=graft, nesterov=nesterov)
-        super().__init__(params, defaults, compile)
+        super().__init__(params, defaults, compile, process_group)
 
     def _init_piece(self, st: Stack, j: int, pc: kr.Piece) -> None:
         eye = torch.eye
@@ -277,10 +281,10 @@ class SOAP(_Kronecker):
     def __init__(self, params: Any, lr: float = 3e-3, betas: tuple[float, float] = (0.95, 0.95),
                  shampoo_beta: float | None = None, eps: float = 1e-8, weight_decay: float = 0.01,
                  precondition_frequency: int = 10, max_precond_dim: int = 1024, *,
-                 compile: bool | str = False) -> None:
+                 compile: bool | str = False, process_group: Any = None) -> None:
         defaults = dict(lr=lr, betas=betas, shampoo_beta=shampoo_beta, eps=eps, weight_decay=weight_decay,
                         precondition_frequency=precondition_frequency, max_precond_dim=max_precond_dim)
-        super().__init__(params, defaults, compile)
+        super().__init__(params, defaults, compile, process_group)
 
     def _probe_shapes(self, st: Stack) -> list[tuple[int, ...]]:
         if not st.extra["pieces"]:

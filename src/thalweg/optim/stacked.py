@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from .owners import Spread, matrix_cost
 from .segment import Segment
 
 __all__ = ["Stack", "StackedOptimizer", "resolve_params"]
@@ -72,10 +73,12 @@ class StackedOptimizer(torch.optim.Optimizer):
     #: torch's state for this rule has a per-parameter "step" (Muon's has none).
     counts_steps: bool = True
 
-    def __init__(self, params: Any, defaults: dict[str, Any]) -> None:
+    def __init__(self, params: Any, defaults: dict[str, Any], process_group: Any = None) -> None:
         self._stacks: list[Stack] = []
         self._built = False
         super().__init__(params, defaults)
+        self._spread = Spread.detect((p for g in self.param_groups for p in g["params"]), process_group,
+                                     type(self).__name__)
         for gi in range(len(self.param_groups)):
             self._build(gi)
         self._built = True
@@ -90,6 +93,10 @@ class StackedOptimizer(torch.optim.Optimizer):
         """Whether this rule stacks `p` (others are left to a helper optimizer)."""
         return True
 
+    def _matrix_cost(self, shape: torch.Size, group: Mapping[str, Any]) -> float:
+        """Relative cost of one parameter's update (owners across ranks balance it)."""
+        return matrix_cost(shape)
+
     def _build(self, gi: int) -> None:
         group = self.param_groups[gi]
         buckets: dict[tuple[Any, ...], list[Tensor]] = {}
@@ -98,6 +105,11 @@ class StackedOptimizer(torch.optim.Optimizer):
                 raise ValueError(f"{type(self).__name__} does not support complex parameters")
             if p.requires_grad and self._stacked(p, group):
                 buckets.setdefault((p.device, p.dtype, tuple(p.shape)), []).append(p)
+        if self._spread is not None:  # each rank stacks the matrices it owns
+            work = [(torch.Size(shape), plist, self._matrix_cost(torch.Size(shape), group))
+                    for (_, _, shape), plist in buckets.items()]
+            self._stacks += [Stack(seg, shape) for shape, seg in self._spread.take(gi, work)]
+            return
         for (_, _, shape), plist in buckets.items():
             self._stacks.append(Stack(Segment(gi, plist), torch.Size(shape)))
 
@@ -145,8 +157,12 @@ class StackedOptimizer(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        if self._spread is not None:
+            self._spread.before_step()
         for st in self._stacks:
             self._step_stack(st, st.seg.sync())
+        if self._spread is not None:
+            self._spread.after_step()
         self._after_step()
         return loss
 
@@ -179,8 +195,12 @@ class StackedOptimizer(torch.optim.Optimizer):
 
     def zero_grad(self, set_to_none: bool | None = None) -> None:
         """Zero the stacked gradients in place (`set_to_none=True`, explicitly: torch's None)."""
+        if self._spread is not None:
+            self._spread.zero_grad(bool(set_to_none))
         for st in self._stacks:
             seg = st.seg
+            if self._spread is not None and self._spread.dtensor:
+                continue  # the full copies' gradients are refilled from the shards every step
             if set_to_none:
                 for p in seg.params:
                     p.grad = None
@@ -191,7 +211,20 @@ class StackedOptimizer(torch.optim.Optimizer):
                     p.grad = gv
 
     # ------------------------------------------------------------------ state dicts
+    def _order(self) -> list[Tensor]:
+        """The parameters by their index in a state dict (torch's order)."""
+        return [p for g in self.param_groups for p in g["params"]]
+
+    def state_dict(self) -> dict[str, Any]:
+        """torch.optim's layout. With owners across ranks every rank must call it (it is a
+        collective): it returns the whole state (DDP) or every entry as a DTensor laid out
+        like its parameter (FSDP2), as DCP expects."""
+        sd = super().state_dict()
+        return sd if self._spread is None else self._spread.state_dict(sd, self._order())
+
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if self._spread is not None:  # this rank keeps its matrices' state (a collective)
+            state_dict = self._spread.load(state_dict, self._order())
         super().load_state_dict(state_dict)
         for st in self._stacks:
             seg = st.seg
