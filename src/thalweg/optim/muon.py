@@ -21,9 +21,9 @@ import torch
 from torch import Tensor
 
 from . import registry
+from .owners import matrix_cost
 from .registry import Hyperparameter as H
 from .rules import AdamW
-from .owners import matrix_cost
 from .stacked import Stack, StackedOptimizer, resolve_params
 
 __all__ = ["MUON_SCHEMA", "Muon", "newton_schulz"]

@@ -262,7 +262,10 @@ class Spread:
         loc = p.to_local().detach().reshape(-1)
         out[size:size + loc.numel()].copy_(loc)
         if p.grad is not None:
-            g = p.grad.to_local() if is_dtensor(p.grad) else p.grad
+            g = p.grad
+            if is_dtensor(g) and g.placements != p.placements:  # e.g. Partial: reduce it first
+                g = g.redistribute(p.device_mesh, p.placements)
+            g = g.to_local() if is_dtensor(g) else g
             out[:g.numel()].copy_(g.reshape(-1))
             out[-1] = 1
         return out
