@@ -1,5 +1,7 @@
 """`thalweg train` under `torchrun --nproc_per_node 2` (gloo on CPU) matches one process with
-the same global batch, writes from rank 0 only, and resumes after every rank was killed."""
+the same global batch, writes from rank 0 only, and resumes after every rank was killed; with
+`[distributed] strategy = "fsdp2"` it shards the model, checkpoints through DCP, and a run
+whose rank 1 was killed inside a checkpoint resumes to the uninterrupted run's bits."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
 import tomli_w
 import torch
 
@@ -18,12 +21,12 @@ from thalweg.train import fit, read_metrics
 STEPS = 2 * 12  # 720 training rows of MNIST-1D, global batch 64 → 12 batches per epoch
 
 
-def config(out_dir: Path) -> dict[str, Any]:
+def config(out_dir: Path, optimizer: dict[str, Any] | None = None) -> dict[str, Any]:
     return {
         "name": "d", "out_dir": str(out_dir),
         "data": {"name": "mnist1d", "options": {"num_samples": 1000}},
         "model": {"name": "mlp", "width": 32, "depth": 1},
-        "optimizer": {"name": "sgd", "lr": 0.05, "momentum": 0.9},
+        "optimizer": optimizer or {"name": "sgd", "lr": 0.05, "momentum": 0.9},
         "schedule": {"name": "cosine"},
         "regularization": {"label_smoothing": 0.1, "clip_norm": 1.0},
         "train": {"epochs": 2, "batch_size": 64, "num_threads": 1, "log_every": 4,
@@ -49,8 +52,9 @@ def torchrun(args: list[str], kill_at: str | None = None) -> subprocess.Complete
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
 
 
-def test_two_processes_match_one_and_resume(tmp_path: Path) -> None:
-    cfg = config(tmp_path / "runs")
+@pytest.mark.parametrize("optimizer", [None, {"name": "muon", "lr": 0.02}], ids=["sgd", "muon-owners"])
+def test_two_processes_match_one_and_resume(tmp_path: Path, optimizer: dict[str, Any] | None) -> None:
+    cfg = config(tmp_path / "runs", optimizer)
     cfg_path = tmp_path / "c.toml"
     cfg_path.write_text(tomli_w.dumps(cfg))
     run = tmp_path / "runs" / "d"
@@ -65,7 +69,7 @@ def test_two_processes_match_one_and_resume(tmp_path: Path) -> None:
     ddp = torch.load(run / "checkpoints" / f"step_{STEPS:08d}.pt", weights_only=True)["state"]
     assert ddp["world_size"] == 2 and len(ddp["ranks"]) == 2
 
-    ref_cfg = config(tmp_path / "single")
+    ref_cfg = config(tmp_path / "single", optimizer)
     one = fit(ref_cfg, quiet=True)
     assert one.steps == STEPS
     for name, p1 in one.model.state_dict().items():
@@ -77,3 +81,69 @@ def test_two_processes_match_one_and_resume(tmp_path: Path) -> None:
         assert abs(ra["train_loss"] - rb["train_loss"]) < 1e-4
         assert ra["lr"] == rb["lr"]
     assert not list(run.glob("**/*.tmp-*"))
+
+
+def _shards(run: Path, step: int) -> dict[str, Any]:
+    """Model and optimizer of an FSDP2 checkpoint, read by one process (DCP reshards 2 → 1)."""
+    import torch.distributed.checkpoint as dcp
+
+    from thalweg.train.build import build_run
+    from thalweg.train.checkpoint import load_checkpoint
+    from thalweg.train.config import load_config
+
+    cfg = load_config(run / "config.toml")
+    parts = build_run(cfg, check_budget=False)
+    st = load_checkpoint(run / "checkpoints" / f"step_{step:08d}.pt")
+    assert st["model"] is None and st["sharded"]["files"]
+    from torch.distributed.checkpoint.state_dict import get_state_dict
+
+    parts.optimizer.zero_grad(set_to_none=True)  # DCP initializes the state of parameters without gradients
+    msd, osd = get_state_dict(parts.model, parts.optimizer)
+    state = {"model": msd, "optimizer": osd}
+    dcp.load(state, checkpoint_id=str(run / "checkpoints" / st["sharded"]["dir"]))
+    return {"trainer": st["trainer"], "loader": st["loader"], **state}
+
+
+def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(d, dict):
+        return {k2: v2 for k, v in d.items() for k2, v2 in _flat(v, f"{prefix}{k}.").items()}
+    if isinstance(d, list):
+        return {k2: v2 for i, v in enumerate(d) for k2, v2 in _flat(v, f"{prefix}{i}.").items()}
+    return {prefix: d}
+
+
+@pytest.mark.slow
+def test_fsdp2_trains_is_killed_on_one_rank_and_resumes_bitwise(tmp_path: Path) -> None:
+    opt = {"name": "adafactor", "lr": 0.01}
+    cfg = {**config(tmp_path / "runs", opt), "distributed": {"strategy": "fsdp2"}}
+    cfg_path = tmp_path / "c.toml"
+    cfg_path.write_text(tomli_w.dumps(cfg))
+    run = tmp_path / "runs" / "d"
+    # rank 1 is SIGKILLed inside the 3rd checkpoint (step 10), its shards written, not renamed
+    p = torchrun([str(cfg_path)], kill_at="shards:3@1")
+    assert p.returncode != 0
+    assert (run / "checkpoints" / "step_00000005.pt").is_file()
+    assert not (run / "checkpoints" / "step_00000010.pt").exists()
+    p = torchrun(["--resume", str(run)])
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert not list((run / "checkpoints").glob(".*tmp*"))
+    cfg2 = {**cfg, "name": "whole"}
+    cfg2_path = tmp_path / "c2.toml"
+    cfg2_path.write_text(tomli_w.dumps(cfg2))
+    p = torchrun([str(cfg2_path)])
+    assert p.returncode == 0, p.stderr[-3000:]
+    whole = tmp_path / "runs" / "whole"
+    a, b = _shards(run, STEPS), _shards(whole, STEPS)
+    fa, fb = _flat(a), _flat(b)
+    assert fa.keys() == fb.keys()
+    for k, v in fa.items():  # weights, optimizer state, counters: the same bits
+        if isinstance(v, torch.Tensor):
+            assert torch.equal(v, fb[k]), k
+        elif k.split(".")[0] in ("model", "optimizer", "loader"):
+            assert v == fb[k], k
+    ra = [r for r in read_metrics(run) if "event" not in r]
+    rb = [r for r in read_metrics(whole) if "event" not in r]
+    assert [(r["step"], r["train_loss"]) for r in ra] == [(r["step"], r["train_loss"]) for r in rb]
+    one = fit(config(tmp_path / "single", opt), quiet=True)  # and one process, to rounding
+    for name, p1 in one.model.state_dict().items():
+        torch.testing.assert_close(a["model"][name], p1, rtol=1e-4, atol=1e-5)

@@ -70,13 +70,14 @@ def as_config(config: RunConfig | dict[str, Any] | str | Path | None) -> RunConf
 def build_run(config: RunConfig | dict[str, Any] | str | Path | None, *,
               device: str | torch.device | None = None, rank: int = 0, world_size: int = 1,
               optimizer: bool = True, check_budget: bool = True,
-              data: tuple[Any, Any] | None = None) -> RunParts:
+              data: tuple[Any, Any] | None = None, process_group: Any = None) -> RunParts:
     """Seed, load and standardize the data, estimate the cost (refusing what cannot fit),
     build and initialize the model, then the optimizer, loader, schedule and losses.
 
     `device` defaults to `[train] device`; `rank`/`world_size` shard the loader for DDP;
     `optimizer=False` skips the optimizer (K-FAC, for one, hooks into the model); `data` is
-    what `prepare_data(config)` returned, reused (the bench keeps one copy per worker).
+    what `prepare_data(config)` returned, reused (the bench keeps one copy per worker);
+    `process_group`: DDP's replicas, for rules that split their matrix work across them.
     """
     from thalweg.data import Loader
     from thalweg.optim import registry
@@ -113,7 +114,7 @@ def build_run(config: RunConfig | dict[str, Any] | str | Path | None, *,
     if check_budget:
         check_fits(est, cfg, dev)
     if optimizer:
-        opt, info = build_optimizer(cfg, model)
+        opt, info = build_optimizer(cfg, model, process_group)
     else:
         opt, info = None, None
         with contextlib.suppress(ValueError):  # a loaded run's optimizer may not be registered

@@ -84,21 +84,36 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _debug_kill(point: str) -> None:
-    """Test hook: `THALWEG_KILL_AT=save:N` SIGKILLs this process inside the N-th save."""
+def _kill_spec(kind: str) -> int | None:
+    """The N of a test hook `THALWEG_KILL_AT=KIND:N` (or `KIND:N@RANK`, for one rank of a
+    torchrun job only) that applies to this process, else None."""
     spec = os.environ.get("THALWEG_KILL_AT", "")
-    if not spec.startswith("save:"):
+    if not spec.startswith(f"{kind}:"):
+        return None
+    n, _, rank = spec.split(":", 1)[1].partition("@")
+    if rank and os.environ.get("RANK", "0") != rank:
+        return None
+    return int(n)
+
+
+def _debug_kill(point: str) -> None:
+    """Test hook: `THALWEG_KILL_AT=save:N` SIGKILLs this process inside the N-th save (the
+    step file's temp written), `shards:N` inside the N-th FSDP2 save (every rank's shards
+    written, the directory not yet renamed)."""
+    kind = {"temp-written": "save", "shards-written": "shards"}[point]
+    n = _kill_spec(kind)
+    if n is None:
         return
-    _debug_kill.count = getattr(_debug_kill, "count", 0) + (point == "temp-written")
-    if point == "temp-written" and _debug_kill.count == int(spec.split(":", 1)[1]):
+    counts = _debug_kill.__dict__.setdefault("counts", {})
+    counts[kind] = counts.get(kind, 0) + 1
+    if counts[kind] == n:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
 def kill_point(step: int, writer: BackgroundWriter) -> None:
-    """Test hook: `THALWEG_KILL_AT=step:N` SIGKILLs the process right after step N (once the
-    checkpoints already submitted are on disk)."""
-    spec = os.environ.get("THALWEG_KILL_AT", "")
-    if spec == f"step:{step}":
+    """Test hook: `THALWEG_KILL_AT=step:N` (`step:N@RANK`: that rank only) SIGKILLs the
+    process right after step N (once the checkpoints already submitted are on disk)."""
+    if _kill_spec("step") == step:
         writer.wait()
         os.kill(os.getpid(), signal.SIGKILL)
 
@@ -222,6 +237,10 @@ class CheckpointManager:
     def path_for(self, step: int) -> Path:
         return self.directory / f"step_{step:08d}.pt"
 
+    def shards_for(self, step: int) -> Path:
+        """The DCP directory of an FSDP2 run's checkpoint at `step` (beside its step file)."""
+        return self.directory / f"step_{step:08d}.dcp"
+
     def paths(self) -> list[Path]:
         """Existing checkpoint files, oldest first."""
         if not self.directory.is_dir():
@@ -234,6 +253,7 @@ class CheckpointManager:
         path = save_checkpoint(state, self.path_for(step))
         for old in self.paths()[: -self.keep]:
             old.unlink(missing_ok=True)
+            shutil.rmtree(old.with_suffix(".dcp"), ignore_errors=True)
         return path
 
     def set_aside(self, path: Path) -> Path:
@@ -242,14 +262,25 @@ class CheckpointManager:
         dest = self.directory / "unusable" / path.name
         dest.parent.mkdir(exist_ok=True)
         os.replace(path, dest)
+        shards = path.with_suffix(".dcp")
+        if shards.is_dir():
+            shutil.rmtree(dest.with_suffix(".dcp"), ignore_errors=True)
+            os.replace(shards, dest.with_suffix(".dcp"))
         return dest
 
     def remove_stale_temps(self) -> list[Path]:
-        """Delete temp files left by a save that was killed before its rename."""
-        stale = [p for p in self.directory.glob(".step_*.pt.tmp-*")] if self.directory.is_dir() else []
+        """Delete temp files left by a save that was killed before its rename (and FSDP2 shard
+        directories whose step file was never written)."""
+        if not self.directory.is_dir():
+            return []
+        stale = list(self.directory.glob(".step_*.pt.tmp-*"))
         for p in stale:
             p.unlink(missing_ok=True)
-        return stale
+        dirs = [d for d in self.directory.glob(".step_*.dcp.tmp")]
+        dirs += [d for d in self.directory.glob("step_*.dcp") if not d.with_suffix(".pt").exists()]
+        for d in dirs:
+            shutil.rmtree(d, ignore_errors=True)
+        return stale + dirs
 
     def candidates(self) -> Iterator[Path]:
         yield from reversed(self.paths())

@@ -126,8 +126,10 @@ def initialize(model: nn.Module, cfg: RunConfig, splits: Any) -> None:
         raise ConfigError("init", "freeze", c.freeze, str(e)) from None
 
 
-def build_optimizer(cfg: RunConfig, model: nn.Module) -> tuple[torch.optim.Optimizer, Any]:
-    """The [optimizer] section through the registry; returns (optimizer, its registry info)."""
+def build_optimizer(cfg: RunConfig, model: nn.Module, process_group: Any = None) -> tuple[torch.optim.Optimizer, Any]:
+    """The [optimizer] section through the registry; returns (optimizer, its registry info).
+    `process_group`: DDP's replicas, over which a rule that can (Muon, Shampoo, SOAP,
+    Adafactor) splits its matrix work, one owner rank per matrix."""
     from thalweg.optim import registry
 
     o = cfg.optimizer
@@ -135,6 +137,8 @@ def build_optimizer(cfg: RunConfig, model: nn.Module) -> tuple[torch.optim.Optim
     hp = o.hyperparameters()
     if "betas" in hp:
         hp["betas"] = tuple(hp["betas"])
+    if process_group is not None and "process_group" in info.options:
+        hp["process_group"] = process_group
     try:
         # the model itself where the rule needs it (K-FAC) or splits parameters by name (Muon)
         opt = registry.create(o.name, model if info.needs_model or info.accepts_named else model.parameters(), **hp,

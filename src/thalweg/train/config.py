@@ -21,6 +21,7 @@ __all__ = [
     "ConfigError",
     "DataConfig",
     "DiagnosticsConfig",
+    "DistributedConfig",
     "EarlyStoppingConfig",
     "InitConfig",
     "ModelConfig",
@@ -182,6 +183,15 @@ class TrainConfig(Section):
     max_rollbacks: int = Field(default=1, ge=0, le=10**4, description="then the run stops (exit code 3)")
 
 
+class DistributedConfig(Section):
+    """How `torchrun` ranks split the model (one process ignores this section)."""
+
+    strategy: Literal["ddp", "fsdp2"] = Field(
+        default="ddp", description="ddp: every rank holds the model, gradients all-reduced (matrix rules: one "
+        "owner rank per matrix); fsdp2: parameters, gradients and optimizer state sharded (fully_shard), "
+        "checkpoints through torch.distributed.checkpoint")
+
+
 class DiagnosticsConfig(Section):
     """What to record beyond losses: monitors, curvature, figures, report, TensorBoard, MLflow."""
 
@@ -215,6 +225,7 @@ class RunConfig(Section):
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
     regularization: RegularizationConfig = Field(default_factory=RegularizationConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
+    distributed: DistributedConfig = Field(default_factory=DistributedConfig)
     diagnostics: DiagnosticsConfig = Field(default_factory=DiagnosticsConfig)
 
     @field_validator("name")

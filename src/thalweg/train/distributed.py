@@ -16,7 +16,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-__all__ = ["DistContext", "pick_device", "setup", "teardown"]
+__all__ = ["DistContext", "pick_device", "replicas", "setup", "teardown"]
 
 
 @dataclass
@@ -92,6 +92,12 @@ def setup(device: str = "auto") -> DistContext:
         rank=dist.get_rank(), world_size=dist.get_world_size(), local_rank=local_rank,
         device=dev, initialized_here=here,
     )
+
+
+def replicas(ctx: DistContext) -> Any:
+    """The process group over which DDP replicates the model (None in one process): matrix
+    rules split their work over it, one owner rank per matrix."""
+    return dist.group.WORLD if ctx.enabled else None
 
 
 def teardown(ctx: DistContext) -> None:

@@ -22,7 +22,7 @@ from rich.markup import escape
 from torch import nn
 
 from thalweg import regularize as R
-from thalweg.train import board, distributed, validation
+from thalweg.train import board, distributed, fsdp, validation
 from thalweg.train.build import build_run
 from thalweg.train.checkpoint import (
     BackgroundWriter,
@@ -30,7 +30,7 @@ from thalweg.train.checkpoint import (
     kill_point,
     snapshot,
 )
-from thalweg.train.components import evaluate
+from thalweg.train.components import build_optimizer, evaluate
 from thalweg.train.config import RunConfig
 from thalweg.train.guard import Action, NonFiniteError, first_nonfinite_grad, on_nonfinite
 from thalweg.train.progress import ProgressView
@@ -81,16 +81,20 @@ class Trainer:
         cfg, t = self.cfg, self.cfg.train
         if self.monitor is not None:
             self.monitor.detach()
+        self.sharded = self.ctx.enabled and cfg.distributed.strategy == "fsdp2"
+        group = distributed.replicas(self.ctx) if not self.sharded else None
         parts = build_run(cfg, device=self.ctx.device, rank=self.ctx.rank,
-                          world_size=self.ctx.world_size)
+                          world_size=self.ctx.world_size, optimizer=not self.sharded, process_group=group)
         self.parts, self.splits, self.model = parts, parts.splits, parts.model
         self.opt, self.info, self.loader = parts.optimizer, parts.info, parts.loader
+        if self.sharded:  # the optimizer is made over the shards
+            self.opt = build_optimizer(cfg, fsdp.shard(self.model))[0]
         self.schedule, self.steps_per_epoch = parts.schedule, parts.steps_per_epoch
         self.total_steps, self.best_metric = parts.total_steps, parts.best_metric
         self.train_loss, self.eval_loss = parts.loss_fn, parts.eval_loss_fn
         self.classify = parts.classify
         self.net: nn.Module = self.model
-        if self.ctx.enabled:
+        if self.ctx.enabled and not self.sharded:
             ids = [self.ctx.device.index] if self.ctx.device.type == "cuda" else None
             self.net = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
         self.mixup_gen = torch.Generator().manual_seed(t.seed + 7919)
@@ -135,8 +139,9 @@ class Trainer:
         counters = self.state.state_dict()
         counters["elapsed"] = self.state.elapsed + time.perf_counter() - self._start
         return {
-            "model": self.model.state_dict(),
-            "optimizer": self.opt.state_dict(),
+            # FSDP2: the shards go through DCP (see `save`), the step file keeps the rest
+            "model": None if self.sharded else self.model.state_dict(),
+            "optimizer": None if self.sharded else self.opt.state_dict(),
             "loader": self.loader.state_dict(),
             # per rank: its random streams and its share of the running train metrics
             "ranks": self.ctx.gather({
@@ -154,8 +159,16 @@ class Trainer:
 
     def load_state_dict(self, st: dict[str, Any]) -> None:
         """Restore what :meth:`state_dict` returned (check it with `resume.state_problem` first)."""
-        self.model.load_state_dict(st["model"])
-        self.opt.load_state_dict(st["optimizer"])
+        if self.sharded:
+            if not st.get("sharded"):
+                raise ValueError('it was written without [distributed] strategy = "fsdp2"')
+            fsdp.load(self.ckpts.directory / st["sharded"]["dir"], self.model,
+                      self.opt if st["sharded"].get("optimizer", True) else None)
+        else:
+            if st.get("sharded"):
+                raise ValueError('it holds FSDP2 shards; resume with [distributed] strategy = "fsdp2" under torchrun')
+            self.model.load_state_dict(st["model"])
+            self.opt.load_state_dict(st["optimizer"])
         self.loader.load_state_dict(st["loader"])
         ranks = st["ranks"]
         mine = ranks[self.ctx.rank] if len(ranks) == self.ctx.world_size else ranks[0]
@@ -175,12 +188,18 @@ class Trainer:
 
     def save(self) -> None:
         state = self.state_dict()  # every rank joins the RNG gather
+        if self.sharded:  # every rank writes its shards first; the step file follows them
+            self.writer.wait()  # the previous step file is down (its directory may be pruned next)
+            shards, with_opt = fsdp.save(self.ckpts.shards_for(self.state.step), self.model, self.opt, self.main)
+            state["sharded"] = {"dir": shards.name, "optimizer": with_opt}
         if self.main:
             self.writer.submit(self._write, snapshot(state), self.state.step)
 
     def _write(self, state: dict[str, Any], step: int) -> None:
         with contextlib.suppress(OSError, ValueError):  # closed meanwhile: nothing to sync
             self.log.sync()
+        if state.get("sharded"):
+            state["sharded"]["files"] = fsdp.digests(self.ckpts.directory / state["sharded"]["dir"])
         self.ckpts.save(state, step)
 
     def sync_writes(self) -> None:
@@ -260,6 +279,8 @@ class Trainer:
         if not ok:
             return self._on_nonfinite(loss.detach(), lr)
         self.state.streak = 0
+        if hasattr(gnorm, "full_tensor"):  # FSDP2: the norm of sharded gradients, replicated
+            gnorm = gnorm.full_tensor()
         self._buf.append((per, gnorm.detach(), out if self.classify else None, yb))
         return None
 

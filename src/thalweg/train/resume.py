@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -42,10 +43,16 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+#: fields added after runs were written: at their default they hash as if absent, so the
+#: checkpoints of older runs keep their config hash
+_ADDED = {"distributed.strategy": "ddp"}
+
+
 def config_fields(cfg: RunConfig | dict[str, Any]) -> dict[str, Any]:
     """The resolved config as flat `section.key -> value` (JSON values), without its location."""
     d = cfg.model_dump(mode="json") if isinstance(cfg, RunConfig) else dict(cfg)
-    return {k: v for k, v in _flatten(d).items() if k not in _LOCATION}
+    return {k: v for k, v in _flatten(d).items()
+            if k not in _LOCATION and not (k in _ADDED and v == _ADDED[k])}
 
 
 def config_hash(cfg: RunConfig | dict[str, Any]) -> str:
@@ -110,10 +117,19 @@ def _optimizer_mismatch(saved: Any, opt: torch.optim.Optimizer) -> str | None:
     return None
 
 
-def state_problem(state: dict[str, Any], model: nn.Module, opt: torch.optim.Optimizer) -> str | None:
+def state_problem(state: dict[str, Any], model: nn.Module, opt: torch.optim.Optimizer,
+                  directory: Path | None = None) -> str | None:
     """Why a verified checkpoint cannot resume this run (missing keys, another model or
-    optimizer), or None when it can."""
+    optimizer; an FSDP2 checkpoint's shards in `directory` missing or damaged), or None
+    when it can (FSDP2 shards are checked against the model when they load)."""
     missing = [k for k in STATE_KEYS if k not in state]
     if missing:
         return f"it lacks {missing}"
+    sharded = state.get("sharded")
+    if sharded:
+        from thalweg.train.fsdp import verify
+
+        if directory is None or not isinstance(sharded, dict) or not isinstance(sharded.get("files"), dict):
+            return "its FSDP2 shards are not listed"
+        return verify(directory / str(sharded.get("dir")), sharded["files"])
     return model_mismatch(state["model"], model) or _optimizer_mismatch(state["optimizer"], opt)

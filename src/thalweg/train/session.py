@@ -33,10 +33,15 @@ __all__ = ["check_parallel", "claim", "start"]
 
 
 def check_parallel(tr: Trainer) -> None:
-    """A closure optimizer cannot run data-parallel: refuse it before anything is written."""
+    """A closure optimizer cannot run data-parallel, nor some settings sharded (FSDP2):
+    refuse them before anything is written."""
     from thalweg.optim import registry
 
     info = registry.get(tr.cfg.optimizer.name)
+    if tr.ctx.enabled and tr.cfg.distributed.strategy == "fsdp2":
+        from thalweg.train import fsdp
+
+        fsdp.check(tr.cfg, info)
     if tr.ctx.enabled and info.needs_closure:
         raise ConfigError("optimizer", "name", info.name,
                           f"cannot train data-parallel ({tr.ctx.world_size} processes): it "
@@ -133,7 +138,7 @@ def _choose(tr: Trainer, allow: bool) -> tuple[tuple[Path, dict[str, Any], dict]
         except CheckpointError as e:
             skipped.append((path, str(e), "damaged"))
             continue
-        why = state_problem(st, tr.model, tr.opt)
+        why = state_problem(st, tr.model, tr.opt, tr.ckpts.directory)
         changes = config_diff(st["config"], tr.cfg) if "config" in st and st.get("config_hash") != want else {}
         if why is None and changes and not allow:
             raise ConfigChangedError(str(tr.paths.config), path.name, changes)

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from thalweg.optim.modes import eval_mode
-from thalweg.train import board
+from thalweg.train import board, fsdp
 from thalweg.train.checkpoint import save_generation, snapshot
 from thalweg.train.resume import config_hash
 
@@ -39,6 +39,16 @@ def _train_metrics(tr: Trainer, lr: float) -> dict[str, Any]:
     return rec
 
 
+def _weights_finite(tr: Trainer) -> bool:
+    """Every weight finite (FSDP2: every rank's shards, agreed by all ranks)."""
+    local = [p.to_local() if hasattr(p, "to_local") else p for p in tr.params]
+    ok = all(bool(torch.isfinite(p).all()) for p in local)
+    if tr.sharded:
+        flag = tr.ctx.all_reduce_sum(torch.tensor([float(ok)], device=tr.ctx.device))
+        ok = int(flag.item()) == tr.ctx.world_size
+    return ok
+
+
 def eval_and_keep_best(tr: Trainer, rec: dict[str, Any]) -> None:
     """Validate into `rec`; a better finite model becomes best.pt (the old one best.prev.pt)."""
     res = tr.evaluate(tr.splits.x_val, tr.splits.y_val)
@@ -50,12 +60,12 @@ def eval_and_keep_best(tr: Trainer, rec: dict[str, Any]) -> None:
     s.last_eval_step = s.step
     value = rec[tr.best_metric]
     # a model whose val loss or weights are not finite is never best, whatever its accuracy
-    finite = math.isfinite(value) and math.isfinite(res["loss"]) and \
-        all(bool(torch.isfinite(p).all()) for p in tr.params)
+    finite = math.isfinite(value) and math.isfinite(res["loss"]) and _weights_finite(tr)
     if finite and tr.better(value, s.best_value):
         s.best_value, s.best_step = value, s.step
+        weights = fsdp.full_model_state(tr.model) if tr.sharded else tr.model.state_dict()  # FSDP2: collective
         if tr.main:
-            best = snapshot({"model": tr.model.state_dict(), "step": s.step,
+            best = snapshot({"model": weights, "step": s.step,
                              "metric": tr.best_metric, "value": value,
                              "config": tr.cfg.model_dump(mode="json"),
                              "config_hash": config_hash(tr.cfg)})
