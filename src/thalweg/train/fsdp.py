@@ -145,7 +145,11 @@ def load(directory: Path, model: nn.Module, opt: torch.optim.Optimizer | None) -
     """Read model (and optimizer: `opt` not None) shards from `directory` into the sharded
     model (collective). Raises ValueError naming the directory when they do not fit."""
     import torch.distributed.checkpoint as dcp
-    from torch.distributed.checkpoint.state_dict import get_model_state_dict, set_model_state_dict, set_state_dict
+    from torch.distributed.checkpoint.state_dict import (
+        get_model_state_dict,
+        set_model_state_dict,
+        set_state_dict,
+    )
 
     state = _states(model, opt) if opt is not None else {"model": get_model_state_dict(model)}
     try:
