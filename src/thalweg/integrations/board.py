@@ -22,7 +22,7 @@ def open_board(tr: Trainer) -> Any:
     if not tr.main or (d.tensorboard is False and not d.mlflow):
         return None
     from thalweg.integrations.loggers import Board
-    from thalweg.train.resume import config_fields
+    from thalweg.train.rundir.resume import config_fields
 
     board = Board(tr.paths.root / "tensorboard", tensorboard=d.tensorboard, mlflow=d.mlflow or None,
                   run_name=tr.cfg.name, purge_step=tr.state.step + 1 if tr.state.step else None,

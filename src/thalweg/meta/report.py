@@ -10,7 +10,7 @@ import torch
 
 from thalweg import meta as M
 from thalweg.meta.config import MetaRunConfig, dump_meta_config
-from thalweg.train.runs import dumps, read_metrics, write_atomic
+from thalweg.train.rundir.runs import dumps, read_metrics, write_atomic
 
 if TYPE_CHECKING:
     from thalweg.meta.run import MetaRun

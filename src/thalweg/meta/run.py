@@ -32,7 +32,10 @@ from thalweg.meta.config import (
     parse_meta_config,
 )
 from thalweg.meta.report import finish
-from thalweg.train.checkpoint import (
+from thalweg.train.commands import exit_on_run_errors
+from thalweg.train.config import ConfigError
+from thalweg.train.progress import ProgressView
+from thalweg.train.rundir.checkpoint import (
     BackgroundWriter,
     CheckpointError,
     CheckpointManager,
@@ -42,18 +45,15 @@ from thalweg.train.checkpoint import (
     save_generation,
     snapshot,
 )
-from thalweg.train.commands import exit_on_run_errors
-from thalweg.train.config import ConfigError
-from thalweg.train.lock import RunLock, claim_run_dir, clear_run, holds_run
-from thalweg.train.progress import ProgressView
-from thalweg.train.resume import ConfigChangedError, config_diff
-from thalweg.train.runs import (
+from thalweg.train.rundir.lock import RunLock, claim_run_dir, clear_run, holds_run
+from thalweg.train.rundir.resume import ConfigChangedError, config_diff
+from thalweg.train.rundir.runs import (
     MetricsLog,
     RunPaths,
     config_to_resume,
     write_atomic,
 )
-from thalweg.train.state import capture_rng, restore_rng, seed_everything
+from thalweg.train.rundir.state import capture_rng, restore_rng, seed_everything
 
 __all__ = ["MetaResult", "MetaRun", "register", "run_meta"]
 

@@ -25,19 +25,19 @@ from thalweg import regularize as R
 from thalweg.integrations import board
 from thalweg.train import distributed, validation
 from thalweg.train.build import build_run
-from thalweg.train.checkpoint import (
+from thalweg.train.components import evaluate
+from thalweg.train.config import RunConfig
+from thalweg.train.guard import Action, NonFiniteError, first_nonfinite_grad, on_nonfinite
+from thalweg.train.progress import ProgressView
+from thalweg.train.rundir.checkpoint import (
     BackgroundWriter,
     CheckpointManager,
     kill_point,
     snapshot,
 )
-from thalweg.train.components import evaluate
-from thalweg.train.config import RunConfig
-from thalweg.train.guard import Action, NonFiniteError, first_nonfinite_grad, on_nonfinite
-from thalweg.train.progress import ProgressView
-from thalweg.train.resume import config_hash
-from thalweg.train.runs import MetricsLog, RunPaths
-from thalweg.train.state import TrainState, capture_rng, restore_rng
+from thalweg.train.rundir.resume import config_hash
+from thalweg.train.rundir.runs import MetricsLog, RunPaths
+from thalweg.train.rundir.state import TrainState, capture_rng, restore_rng
 
 __all__ = ["NonFiniteError", "Trainer"]
 

@@ -12,8 +12,8 @@ import torch
 
 from thalweg.integrations import board
 from thalweg.optim.engine.modes import eval_mode
-from thalweg.train.checkpoint import save_generation, snapshot
-from thalweg.train.resume import config_hash
+from thalweg.train.rundir.checkpoint import save_generation, snapshot
+from thalweg.train.rundir.resume import config_hash
 
 if TYPE_CHECKING:
     from thalweg.train.loop import Trainer

@@ -22,8 +22,13 @@ import torch
 from pydantic import BaseModel
 from torch import nn
 
-from thalweg.train.checkpoint import CheckpointError, CheckpointManager, disk_error, load_checkpoint
 from thalweg.train.config import RunConfig, parse_config, read_config_file
+from thalweg.train.rundir.checkpoint import (
+    CheckpointError,
+    CheckpointManager,
+    disk_error,
+    load_checkpoint,
+)
 
 __all__ = [
     "LoadedRun", "MetricsLog", "RunPaths", "RunResult", "config_to_resume", "dumps", "jsonable",
@@ -246,8 +251,8 @@ def load_run(path: str | Path, map_location: str | torch.device = "cpu") -> Load
     loads, one :class:`CheckpointError` lists every file and why.
     """
     from thalweg.train.build import build_run
-    from thalweg.train.resume import model_mismatch
-    from thalweg.train.state import capture_rng, restore_rng
+    from thalweg.train.rundir.resume import model_mismatch
+    from thalweg.train.rundir.state import capture_rng, restore_rng
 
     p = Path(path)
     if not p.exists():
