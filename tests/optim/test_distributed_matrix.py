@@ -91,8 +91,8 @@ class _Count:
     eigenbases, power iterations): their batch sizes, summed."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        import thalweg.optim.kronecker as kr
-        import thalweg.optim.muon as mu
+        import thalweg.optim.matrix.kronecker as kr
+        import thalweg.optim.matrix.muon as mu
 
         self.n = 0
         for mod, name in ((mu, "newton_schulz"), (kr, "inverse_root"), (kr, "eigenbasis"),

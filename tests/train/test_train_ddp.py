@@ -88,8 +88,8 @@ def _shards(run: Path, step: int) -> dict[str, Any]:
     import torch.distributed.checkpoint as dcp
 
     from thalweg.train.build import build_run
-    from thalweg.train.checkpoint import load_checkpoint
     from thalweg.train.config import load_config
+    from thalweg.train.rundir.checkpoint import load_checkpoint
 
     cfg = load_config(run / "config.toml")
     parts = build_run(cfg, check_budget=False)

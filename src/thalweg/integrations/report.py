@@ -47,7 +47,7 @@ class Report:
 def claim(root: Path, *, overwrite: bool = False) -> tuple[Any, str | None]:
     """Lock `root` for this process; a directory holding an earlier run or report is never
     replaced unless `overwrite`: the first free `root-2`, `root-3`, … is used and the note says so."""
-    from thalweg.train.lock import claim_run_dir, clear_run, holds_run
+    from thalweg.train.rundir.lock import claim_run_dir, clear_run, holds_run
 
     lock, note = claim_run_dir(root, overwrite=overwrite)
     if note:
@@ -110,7 +110,7 @@ def evidence(w: Watcher, *, curvature: bool = True) -> RunEvidence:
         ev.end.update(lr=w.lr(), optimizer=opt.get("name"), momentum=opt.get("momentum"))
         ev.init = w.init_measurement
         if curvature:
-            from thalweg.train.doctor import curvature as classify_here
+            from thalweg.diagnose.examine import curvature as classify_here
 
             z = torch.zeros(1)
             c = classify_here(_LossModule(model, w.held), _as_loss, z, z, mode="eval")
@@ -165,7 +165,7 @@ def write_report(w: Watcher, target: Path, *, overwrite: bool = False, curvature
     from thalweg.diagnose import diagnose_run, to_html, to_json
     from thalweg.diagnose.plots import FIGURE_OF, figure_for, plot_evidence
     from thalweg.train.report import plot_curves, render_page
-    from thalweg.train.runs import dumps, write_atomic
+    from thalweg.train.rundir.runs import dumps, write_atomic
 
     own = w.out_dir is not None and target.resolve() == w.out_dir.resolve() and w.lock is not None
     lock, note = (None, None) if own else claim(target, overwrite=overwrite)

@@ -9,15 +9,15 @@ from typing import Any
 import torch
 from torch import nn
 
-from thalweg.optim.modes import set_mode
+from thalweg.optim.engine.modes import set_mode
 from thalweg.train import distributed
 from thalweg.train.build import as_config
-from thalweg.train.checkpoint import CheckpointError, load_checkpoint
 from thalweg.train.components import build_model
 from thalweg.train.config import RunConfig, parse_config
 from thalweg.train.loop import Trainer
-from thalweg.train.resume import model_mismatch
-from thalweg.train.runs import RunResult, config_to_resume, dumps, write_atomic
+from thalweg.train.rundir.checkpoint import CheckpointError, load_checkpoint
+from thalweg.train.rundir.resume import model_mismatch
+from thalweg.train.rundir.runs import RunResult, config_to_resume, dumps, write_atomic
 
 __all__ = ["finish", "fit"]
 

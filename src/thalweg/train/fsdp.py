@@ -12,7 +12,6 @@ leaves at most a temporary directory, removed at the next resume.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 from pathlib import Path
@@ -21,10 +20,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from thalweg.train.checkpoint import _debug_kill
 from thalweg.train.config import ConfigError, RunConfig
+from thalweg.train.rundir.checkpoint import _debug_kill
 
-__all__ = ["check", "full_model_state", "load", "save", "shard", "verify"]
+__all__ = ["check", "full_model_state", "load", "save", "shard"]
 
 
 def check(cfg: RunConfig, info: Any) -> None:
@@ -113,32 +112,6 @@ def save(directory: Path, model: nn.Module, opt: torch.optim.Optimizer, main: bo
             os.close(fd)
     dist.barrier()
     return directory, with_opt
-
-
-def digests(directory: Path) -> dict[str, str]:
-    """SHA-256 of every file of a checkpoint directory (the step file keeps them)."""
-    out = {}
-    for f in sorted(directory.iterdir()):
-        h = hashlib.sha256()
-        with open(f, "rb") as fh:
-            for block in iter(lambda fh=fh: fh.read(1 << 20), b""):
-                h.update(block)
-        out[f.name] = h.hexdigest()
-    return out
-
-
-def verify(directory: Path, expected: dict[str, str]) -> str | None:
-    """Why the shards in `directory` are not the ones the step file lists, or None."""
-    if not directory.is_dir():
-        return f"its shards {directory.name}/ are missing"
-    got = digests(directory)
-    missing = sorted(set(expected) - set(got))
-    if missing:
-        return f"its shards {directory.name}/ lack {missing[:3]}"
-    bad = sorted(k for k in expected if got[k] != expected[k])
-    if bad:
-        return f"its shards {directory.name}/{bad[0]} do not match their checksum"
-    return None
 
 
 def load(directory: Path, model: nn.Module, opt: torch.optim.Optimizer | None) -> None:

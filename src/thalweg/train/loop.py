@@ -22,21 +22,23 @@ from rich.markup import escape
 from torch import nn
 
 from thalweg import regularize as R
-from thalweg.train import board, distributed, fsdp, validation
+from thalweg.integrations import board
+from thalweg.train import distributed, fsdp, validation
 from thalweg.train.build import build_run
-from thalweg.train.checkpoint import (
-    BackgroundWriter,
-    CheckpointManager,
-    kill_point,
-    snapshot,
-)
 from thalweg.train.components import build_optimizer, evaluate
 from thalweg.train.config import RunConfig
 from thalweg.train.guard import Action, NonFiniteError, first_nonfinite_grad, on_nonfinite
 from thalweg.train.progress import ProgressView
-from thalweg.train.resume import config_hash
-from thalweg.train.runs import MetricsLog, RunPaths
-from thalweg.train.state import TrainState, capture_rng, restore_rng
+from thalweg.train.rundir.checkpoint import (
+    BackgroundWriter,
+    CheckpointManager,
+    kill_point,
+    shard_digests,
+    snapshot,
+)
+from thalweg.train.rundir.resume import config_hash
+from thalweg.train.rundir.runs import MetricsLog, RunPaths
+from thalweg.train.rundir.state import TrainState, capture_rng, restore_rng
 
 __all__ = ["NonFiniteError", "Trainer"]
 
@@ -199,7 +201,7 @@ class Trainer:
         with contextlib.suppress(OSError, ValueError):  # closed meanwhile: nothing to sync
             self.log.sync()
         if state.get("sharded"):
-            state["sharded"]["files"] = fsdp.digests(self.ckpts.directory / state["sharded"]["dir"])
+            state["sharded"]["files"] = shard_digests(self.ckpts.directory / state["sharded"]["dir"])
         self.ckpts.save(state, step)
 
     def sync_writes(self) -> None:

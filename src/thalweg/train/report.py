@@ -9,7 +9,7 @@ from typing import Any
 
 from thalweg.diagnose import surviving
 from thalweg.train.config import RunConfig, dump_config
-from thalweg.train.runs import RunPaths, read_metrics
+from thalweg.train.rundir.runs import RunPaths, read_metrics
 
 __all__ = ["lr_used", "plot_curves", "quick_findings", "render_page", "write_report"]
 

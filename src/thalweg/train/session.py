@@ -14,17 +14,17 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from thalweg.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from thalweg.train.config import ConfigError, dump_config
-from thalweg.train.lock import claim_run_dir, clear_run, holds_run
-from thalweg.train.resume import (
+from thalweg.train.rundir.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from thalweg.train.rundir.lock import claim_run_dir, clear_run, holds_run
+from thalweg.train.rundir.resume import (
     ConfigChangedError,
     config_diff,
     config_hash,
     model_mismatch,
     state_problem,
 )
-from thalweg.train.runs import write_atomic
+from thalweg.train.rundir.runs import write_atomic
 
 if TYPE_CHECKING:
     from thalweg.train.loop import Trainer

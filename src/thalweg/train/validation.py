@@ -10,10 +10,11 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from thalweg.optim.modes import eval_mode
-from thalweg.train import board, fsdp
-from thalweg.train.checkpoint import save_generation, snapshot
-from thalweg.train.resume import config_hash
+from thalweg.integrations import board
+from thalweg.optim.engine.modes import eval_mode
+from thalweg.train import fsdp
+from thalweg.train.rundir.checkpoint import save_generation, snapshot
+from thalweg.train.rundir.resume import config_hash
 
 if TYPE_CHECKING:
     from thalweg.train.loop import Trainer
