@@ -143,9 +143,9 @@ def _time_worker(rank: int, world: int, rounds: int, out: str) -> None:
 
 def _memory_worker(rank: int, world: int, what: str, out: str) -> None:
     sys.path.insert(0, os.path.dirname(__file__))
-    from rss import reset_peak, vm_kb
-
     import gc
+
+    from rss import reset_peak, vm_kb
 
     gc.collect()
     if what.startswith("fsdp2 "):
