@@ -201,62 +201,74 @@ def _table(title: str, head: tuple[str, ...], lines: list[tuple[str, ...]]) -> s
     return "\n".join([title, fmt.format(*head), *(fmt.format(*r) for r in lines)])
 
 
+def _key(row: str) -> str:
+    """A figure key for a row: muon, shampoo_f1, shampoo_f10, soap_f10, fsdp2_adamw."""
+    if row.startswith("fsdp2"):
+        return "fsdp2_adamw"
+    rule, _, rest = row.partition(" ")
+    return rule if not rest else f"{rule}_f{rest.split()[-1].rstrip(')')}"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rounds", type=int, default=7)
-    ap.add_argument("--json", help="write the figures here")
+    ap.add_argument("--json", help="write the tables and figures (thalweg.record) here")
     ap.add_argument("--skip-memory", action="store_true")
     args = ap.parse_args()
     import tempfile
 
-    record: dict[str, Any] = {"rounds": args.rounds, "matrices": MATRICES, "vectors": VECTORS,
-                              "fsdp2_model": f"{DEPTH} x Linear({WIDTH}, {WIDTH})", "time": {}, "memory_kb": {}}
+    from thalweg.record import Record
+
+    rec = Record()
     with tempfile.TemporaryDirectory() as tmp:
         _spawn(_time_worker, args.rounds, f"{tmp}/t.json")
         with open(f"{tmp}/t.json") as f:
             per_rank = json.load(f)
+    head = ("step", "ours", "theirs", "rank 0 ms (ours / theirs)", "rank 1 ms (ours / theirs)", "ours/theirs")
     lines = []
     for row in per_rank[0]:
-        med = [{k: statistics.median(v) for k, v in r[row].items() if k != "error"} for r in per_rank]
-        if row == "fsdp2 adamw" and "error" in per_rank[0][row]:
-            lines.append((row, "-", "-", "-", f"not run: {per_rank[0][row]['error'][0]}"))
+        if "error" in per_rank[0][row]:
+            lines.append((row, "-", "-", "-", "-", f"not run: {per_rank[0][row]['error'][0]}"))
             continue
-        ours, theirs = ("owners", "every rank") if row != "fsdp2 adamw" else ("thalweg", "torch-foreach")
-        slow_ours = max(m[ours] for m in med)
-        slow_theirs = max(m[theirs] for m in med)
-        record["time"][row] = {"per_rank_ms": [{k: 1e3 * v for k, v in m.items()} for m in med],
-                               "ratio": slow_ours / slow_theirs}
-        extra = ""
-        if row == "fsdp2 adamw":
+        med = [{k: statistics.median(v) for k, v in r[row].items()} for r in per_rank]
+        fsdp = row.startswith("fsdp2")
+        ours, theirs = ("thalweg", "torch-foreach") if fsdp else ("owners", "every rank")
+        ratio = max(m[ours] for m in med) / max(m[theirs] for m in med)  # the slower rank ends the step
+        rec.figure(f"{_key(row)}.ratio", ratio)
+        cells = [f"{1e3 * m[ours]:.1f} / {1e3 * m[theirs]:.1f}" for m in med]
+        lines.append((row, "thalweg AdamW" if fsdp else "one owner per matrix",
+                      "torch AdamW (foreach)" if fsdp else "every rank, all matrices", *cells, f"{ratio:.2f}"))
+        if fsdp:
             loop = max(m["torch-forloop"] for m in med)
-            extra = f"torch for-loop {1e3 * loop:.2f} ms (ratio {slow_ours / loop:.2f})"
-            record["time"][row]["ratio_forloop"] = slow_ours / loop
-        lines.append((row, f"{1e3 * slow_ours:.2f}", f"{1e3 * slow_theirs:.2f}", f"{slow_ours / slow_theirs:.2f}", extra))
-    print(_table("step time per rank (ms, the slower rank's median; 2 gloo ranks, 1 thread each)",
-                 ("row", "ours", "theirs", "ours/theirs", "note"), lines))
-    print("  matrix rows: ours = one owner per matrix, theirs = every rank repeats the matrix work")
-    print("  fsdp2 adamw: ours = thalweg.optim.AdamW, theirs = torch.optim.AdamW(foreach=True)")
+            rec.figure("fsdp2_adamw.ratio_forloop", max(m[ours] for m in med) / loop)
+            lines.append((row, "thalweg AdamW", "torch AdamW (for-loop)",
+                          *[f"{1e3 * m[ours]:.1f} / {1e3 * m['torch-forloop']:.1f}" for m in med],
+                          f"{max(m[ours] for m in med) / loop:.2f}"))
+    rec.table("time", list(head), [list(r) for r in lines], align="lllrrr")
+    print(_table("step time per rank (median ms; 2 gloo ranks, 1 thread each; the slower rank ends a step)",
+                 head, lines))
     if not args.skip_memory:
         mem_rows = [f"{r} {f} {m}" for r, f in MATRIX_ROWS[:2] for m in ("owners", "every")]
         mem_rows += ["fsdp2 thalweg", "fsdp2 torch-foreach"]
-        lines = []
+        mlines = []
         for what in mem_rows:
             with tempfile.TemporaryDirectory() as tmp:
                 try:
                     _spawn(_memory_worker, what, f"{tmp}/m.json")
                 except mp.ProcessRaisedException as e:
-                    lines.append((what, "not run:", str(e).strip().splitlines()[-1][:100]))
+                    mlines.append((what, "not run", str(e).strip().splitlines()[-1][:100]))
                     continue
                 with open(f"{tmp}/m.json") as f:
                     kb = json.load(f)
-            record["memory_kb"][what] = kb
-            lines.append((what, *(f"{k / 1024:.1f}" for k in kb)))
+            for r, k in enumerate(kb):
+                rec.figure(f"memory.{what.replace(' ', '_')}.rank{r}_mib", k / 1024)
+            mlines.append((what, *(f"{k / 1024:.1f}" for k in kb)))
+        mhead = ("configuration", "rank 0 MiB", "rank 1 MiB")
+        rec.table("memory", list(mhead), [list(r) for r in mlines])
         print()
-        print(_table("peak memory growth per rank (MiB: building the optimizer + 3 steps)",
-                     ("configuration", "rank 0", "rank 1"), lines))
+        print(_table("peak memory growth per rank (building the optimizer + 3 steps)", mhead, mlines))
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(record, f, indent=1)
+        rec.write(args.json)
 
 
 if __name__ == "__main__":

@@ -154,6 +154,8 @@ add(Source("matrix_quadratic_small", "the same at 32×16 (docs/contenders.md)",
            [f"{PY} benchmarks/matrix_quadratic.py --m 32 --n 16 --steps 200 --json {{json}}"]))
 add(Source("step_time_matrix", "the matrix rules' step time (docs/contenders.md)",
            [f"{PY} benchmarks/step_time_matrix.py --rounds 5 --threads 1 --json {{json}}"]))
+add(Source("distributed", "2 gloo ranks: one owner per matrix against every rank, FSDP2 AdamW against torch, "
+           "memory per rank (docs/distributed.md)", [f"{PY} benchmarks/distributed.py --json {{json}}"]))
 add(Source("meta_speed", "meta-update time against a for-loop and learn2learn (docs/meta.md)",
            [f"{PY} benchmarks/meta.py --json {{json}}"]))
 add(Source("zoo", "the doctor's sick-run zoo, treated and verified (docs/doctor.md)",
