@@ -33,7 +33,7 @@ def probe(model: nn.Module, loss: Any, x_train: Tensor, y_train: Tensor) -> dict
     """λ_max of the training objective on the first 512 training rows (Lanczos, eval mode). It
     touches no gradient, weight or random stream, so a resumed run stays bitwise the same."""
     from thalweg.curvature import HessianOperator
-    from thalweg.integrations.watcher import top_eigenvalues
+    from thalweg.integrations.held import top_eigenvalues
 
     n = min(PROBE_ROWS, len(x_train))
     try:
