@@ -31,11 +31,12 @@ from thalweg.diagnose import (
     rank,
     weight_changes,
 )
+from thalweg.train.api import load_run
 from thalweg.train.build import RunParts, build_run
 from thalweg.train.components import build_model
 from thalweg.train.config import RunConfig, parse_config
 from thalweg.train.rundir.checkpoint import CheckpointManager, load_checkpoint
-from thalweg.train.rundir.runs import RunPaths, load_run, read_metrics
+from thalweg.train.rundir.runs import RunPaths, read_metrics
 
 __all__ = ["Examination", "examine", "write_findings"]
 
