@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from thalweg.train.config import ConfigError, dump_config
+from thalweg.train.run import Run
 from thalweg.train.rundir.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from thalweg.train.rundir.lock import claim_run_dir, clear_run, holds_run
 from thalweg.train.rundir.resume import (
@@ -26,13 +27,10 @@ from thalweg.train.rundir.resume import (
 )
 from thalweg.train.rundir.runs import write_atomic
 
-if TYPE_CHECKING:
-    from thalweg.train.loop import Trainer
-
 __all__ = ["check_parallel", "claim", "start"]
 
 
-def check_parallel(tr: Trainer) -> None:
+def check_parallel(tr: Run) -> None:
     """A closure optimizer cannot run data-parallel, nor some settings sharded (FSDP2):
     refuse them before anything is written."""
     from thalweg.optim import registry
@@ -49,7 +47,7 @@ def check_parallel(tr: Trainer) -> None:
                           "DistributedDataParallel does not synchronize; run one process")
 
 
-def claim(tr: Trainer, *, overwrite: bool, resume: bool) -> Path:
+def claim(tr: Run, *, overwrite: bool, resume: bool) -> Path:
     """Rank 0 locks the run directory (maybe under a fresh name) and tells the other ranks."""
     answer: tuple[str, str, str | None] | None = None
     error: BaseException | None = None
@@ -70,7 +68,7 @@ def claim(tr: Trainer, *, overwrite: bool, resume: bool) -> Path:
     return Path(answer[1])
 
 
-def start(tr: Trainer, *, resume: bool, overwrite: bool, allow_config_change: bool) -> None:
+def start(tr: Run, *, resume: bool, overwrite: bool, allow_config_change: bool) -> None:
     """A new run writes config.toml and empty logs; a resumed one restores its checkpoint."""
     if tr.claim_note:
         tr.warn(tr.claim_note)
@@ -90,7 +88,7 @@ def start(tr: Trainer, *, resume: bool, overwrite: bool, allow_config_change: bo
     tr.ctx.barrier()
 
 
-def _resume(tr: Trainer, allow: bool) -> None:
+def _resume(tr: Run, allow: bool) -> None:
     tr.ctx.barrier()
     if tr.main:
         tr.ckpts.remove_stale_temps()
@@ -126,7 +124,7 @@ def _resume(tr: Trainer, allow: bool) -> None:
     _check_best(tr)
 
 
-def _choose(tr: Trainer, allow: bool) -> tuple[tuple[Path, dict[str, Any], dict] | None, list]:
+def _choose(tr: Run, allow: bool) -> tuple[tuple[Path, dict[str, Any], dict] | None, list]:
     """The newest checkpoint that verifies and fits, restored into `tr`; and those skipped."""
     skipped: list[tuple[Path, str, str]] = []
     foreign: tuple[Path, dict] | None = None  # the newest skipped one written with another config
@@ -160,7 +158,7 @@ def _choose(tr: Trainer, allow: bool) -> tuple[tuple[Path, dict[str, Any], dict]
     return None, skipped
 
 
-def _generations(tr: Trainer) -> list[tuple[Path, dict[str, Any]]]:
+def _generations(tr: Run) -> list[tuple[Path, dict[str, Any]]]:
     """Valid best.pt / best.prev.pt files that fit the model and the run's best metric."""
     out = []
     for path in (tr.paths.best, tr.paths.best_prev):
@@ -184,7 +182,7 @@ def _generations(tr: Trainer) -> list[tuple[Path, dict[str, Any]]]:
     return out
 
 
-def _rederive(tr: Trainer) -> list[tuple[Path, dict[str, Any]]]:
+def _rederive(tr: Run) -> list[tuple[Path, dict[str, Any]]]:
     """best.pt rebuilt from the checkpoint written at the best step, if there is one (an
     evaluation at an epoch's end and that epoch's checkpoint hold the same weights)."""
     s = tr.state
@@ -205,7 +203,7 @@ def _rederive(tr: Trainer) -> list[tuple[Path, dict[str, Any]]]:
     return [(tr.paths.best, best)]
 
 
-def _check_best(tr: Trainer) -> None:
+def _check_best(tr: Run) -> None:
     """Make best.pt the best valid model known and the trainer's best agree with it."""
     s, gens = tr.state, _generations(tr)
     matched = any(b["step"] == s.best_step and b["value"] == s.best_value for _, b in gens)

@@ -37,24 +37,22 @@ from torch import Tensor
 
 from thalweg.optim.transforms.chain import Chain
 
-from . import plan
+from . import kernel, plan
+from .flat import FlatCore
 from .kernel import autocast_off
 from .memory import DEFAULT_BUCKET
 
 if TYPE_CHECKING:
-    from .core import FlatOptimizer
     from .segment import Segment
 
 __all__ = ["BackwardStepper", "step_in_backward"]
 
 
-def step_in_backward(model: torch.nn.Module | Any, opt: FlatOptimizer, bucket_numel: int | None = None) -> FlatOptimizer:
+def step_in_backward(model: torch.nn.Module | Any, opt: FlatCore, bucket_numel: int | None = None) -> FlatCore:
     """Switch `opt` (a flat optimizer over `model`'s parameters) to updating during
     backward; returns `opt`, whose `step()` then only runs a closure and `zero_grad()`
     nothing. Same as constructing it with `in_backward=True`."""
-    from .core import FlatOptimizer
-
-    if not isinstance(opt, FlatOptimizer):
+    if not isinstance(opt, FlatCore):
         raise TypeError(f"step_in_backward needs a thalweg flat optimizer, got {type(opt).__name__}")
     params = set(map(id, model.parameters() if isinstance(model, torch.nn.Module) else model))
     ours = {id(p) for seg in opt._segments for p in seg.params}
@@ -85,7 +83,7 @@ class _Bucket:
 class BackwardStepper:
     """The hooks and buckets of one optimizer in step-in-backward mode."""
 
-    def __init__(self, opt: FlatOptimizer, bucket_numel: int | None = None) -> None:
+    def __init__(self, opt: FlatCore, bucket_numel: int | None = None) -> None:
         self.opt = opt
         self.bucket_numel = int(bucket_numel or DEFAULT_BUCKET)
         self.handles: list[Any] = []
@@ -210,13 +208,11 @@ class BackwardStepper:
             runs = [(idx, seg.steps[idx[0]])]
         else:  # some parameters got no gradient, or step counts differ: one at a time
             runs = [([i], seg.steps[i]) for i in idx]
-        from .core import EAGER_CHUNK
-
         for run, s in runs:
             a = seg.offsets[run[0]]
             b = seg.offsets[run[-1]] + seg.numels[run[-1]]
             g = bucket.buf[a - bucket.start : b - bucket.start]
-            unit = plan.range_unit(opt, seg, chain, group, s + 1, run[0], run[-1] + 1, g, EAGER_CHUNK)
-            plan.run([(chain, [unit], lambda: None)], opt._reduced, EAGER_CHUNK)
+            unit = plan.range_unit(opt, seg, chain, group, s + 1, run[0], run[-1] + 1, g, kernel.EAGER_CHUNK)
+            plan.run([(chain, [unit], lambda: None)], opt._reduced, kernel.EAGER_CHUNK)
         plan.count_steps(opt, seg, chain, idx)
         self._release(bucket)

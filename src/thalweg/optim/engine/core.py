@@ -30,7 +30,8 @@ from torch import Tensor
 from thalweg.optim.registry import Hyperparameter
 from thalweg.optim.transforms.chain import Chain
 
-from . import plan, storage, stored
+from . import kernel, plan, storage, stored
+from .backward import BackwardStepper
 from .kernel import autocast_off, fresh_function, run_pass
 from .lowprec import Layout
 from .memory import MEMORY_OPTIONS, accepts_memory_options, memory_options
@@ -77,28 +78,9 @@ def _compiler_available(device: torch.device) -> bool:
     return device.type == "cpu" and (shutil.which("g++") or shutil.which("c++") or shutil.which("clang++")) is not None
 
 
-#: eager updates walk the flat buffer in chunks of this many elements, so each chunk stays in
-#: cache across the chain's several elementwise ops (one pass over memory, not one per op)
-EAGER_CHUNK = 1 << 18
-
-
 #: a compiled low-precision update runs in chunks of this many elements: the float32 values
 #: inductor keeps between the block reduction and the re-quantization are one chunk's
 COMPILED_CHUNK = 1 << 18
-
-
-def _chunked(kernel: Callable[..., None], chain: Chain, p: Tensor, g: Tensor, state: list[Tensor],
-             hp: Any, norm: Tensor | None, part: int, out: Tensor | None) -> None:
-    """Run an elementwise kernel chunk by chunk (exact: every transform is elementwise)."""
-    n = p.numel()
-    if n <= EAGER_CHUNK:
-        kernel(chain, p, g, state, hp, norm, part, out)
-        return
-    for a in range(0, n, EAGER_CHUNK):
-        b = min(a + EAGER_CHUNK, n)
-        piece = (norm[0], norm[1][a:b]) if isinstance(norm, tuple) else norm  # per-tensor values, element index
-        kernel(chain, p[a:b], g[a:b], [s[a:b] for s in state], hp, piece, part,
-               None if out is None else out[a:b])
 
 
 class FlatOptimizer(torch.optim.Optimizer):
@@ -157,8 +139,6 @@ class FlatOptimizer(torch.optim.Optimizer):
         self._built = True
         self._bucket_numel = opts.get("bucket_numel")
         if opts.get("in_backward"):
-            from .backward import BackwardStepper
-
             self._backward = BackwardStepper(self, opts.get("bucket_numel"))
 
     # ------------------------------------------------------------------ construction
@@ -258,7 +238,7 @@ class FlatOptimizer(torch.optim.Optimizer):
                 if chain.single_pass:  # already one pass; chunks would only add overhead
                     seg.fn = lambda p, g, st, hp, n, k, o: eager(chain, p, g, st, hp, n, k, o)
                 else:
-                    seg.fn = lambda p, g, st, hp, n, k, o: _chunked(eager, chain, p, g, st, hp, n, k, o)
+                    seg.fn = lambda p, g, st, hp, n, k, o: kernel.chunked(eager, chain, p, g, st, hp, n, k, o)
                 seg.compiled = False
         return seg.fn
 
@@ -270,7 +250,7 @@ class FlatOptimizer(torch.optim.Optimizer):
                      type(self).__name__, seg.device)
         seg.compiled = compiled
         return stored.runner(seg, self._seed, compiled, self.compile_options,
-                             COMPILED_CHUNK if compiled else EAGER_CHUNK)
+                             COMPILED_CHUNK if compiled else kernel.EAGER_CHUNK)
 
     # ------------------------------------------------------------------ stepping
     def _schedule_step(self, seg: Segment) -> int:
@@ -295,9 +275,9 @@ class FlatOptimizer(torch.optim.Optimizer):
         then count the step; the step hooks before and after."""
         self._begin_step()
         actives = [seg.sync() for seg in self._segments]
-        plans = [plan.plan_segment(self, seg, act, EAGER_CHUNK) for seg, act in zip(self._segments, actives, strict=True)]
+        plans = [plan.plan_segment(self, seg, act, kernel.EAGER_CHUNK) for seg, act in zip(self._segments, actives, strict=True)]
         plans += [plan.plan_loose(self, gi, p) for gi, p in self._loose if p.grad is not None]
-        plan.run(plans, self._reduced, EAGER_CHUNK)
+        plan.run(plans, self._reduced, kernel.EAGER_CHUNK)
         self._end_step()
 
     # hooks for rules with host state of their own (see docs/CONTRACTS.md): once per step()

@@ -19,15 +19,15 @@ import torch
 from torch import Tensor
 
 from thalweg.optim.transforms.chain import Chain, global_norm
+from thalweg.optim.transforms.context import scalar_dtype
 
-from . import storage, stored
-from .kernel import Unit, compute_dtype, run_pass
+from . import kernel, storage, stored
+from .flat import FlatCore
+from .kernel import Unit, chunked, compute_dtype, fresh_function, run_pass
 from .lowprec import Layout
 from .reduction import reduce_pass
-from .segment import scalar_dtype
 
 if TYPE_CHECKING:
-    from .core import FlatOptimizer
     from .segment import Segment
 
 __all__ = ["Plan", "apply_chain", "count_steps", "plan_loose", "plan_segment", "range_unit", "run"]
@@ -79,7 +79,7 @@ def _sums(seg: Segment, chain: Chain, first: int, chunk: int) -> Any:
     return functools.partial(stored.sums, seg, first, chunk) if chain.reduces else None
 
 
-def plan_segment(opt: FlatOptimizer, seg: Segment, active: list[bool], chunk: int) -> Plan:
+def plan_segment(opt: FlatCore, seg: Segment, active: list[bool], chunk: int) -> Plan:
     """The units of one segment: the whole buffer, or one per parameter with a gradient."""
     chain = opt._ensure_chain(seg)
     group = opt.param_groups[seg.group_index]
@@ -135,7 +135,7 @@ def plan_segment(opt: FlatOptimizer, seg: Segment, active: list[bool], chunk: in
     return chain, units, lambda: count_steps(opt, seg, chain, taken)
 
 
-def count_steps(opt: FlatOptimizer, seg: Segment, chain: Chain, idx: Sequence[int]) -> None:
+def count_steps(opt: FlatCore, seg: Segment, chain: Chain, idx: Sequence[int]) -> None:
     """After a step of parameters `idx`: their step counters move on, their state is exposed."""
     for i in idx:
         seg.steps[i] += 1
@@ -145,20 +145,18 @@ def count_steps(opt: FlatOptimizer, seg: Segment, chain: Chain, idx: Sequence[in
             opt._start(seg, i)
 
 
-def _range_function(opt: FlatOptimizer, seg: Segment, first: int) -> Callable[..., None]:
+def _range_function(opt: FlatCore, seg: Segment, first: int) -> Callable[..., None]:
     """The low-precision update of the segment elements from `first` on."""
     fn = opt._function(seg)
     return lambda p, g, st, hp, n, k, o: fn(p, g, st, hp, n, k, o, first)
 
 
-def range_unit(opt: FlatOptimizer, seg: Segment, chain: Chain, group: Any, t: int, i0: int, i1: int,
+def range_unit(opt: FlatCore, seg: Segment, chain: Chain, group: Any, t: int, i0: int, i1: int,
                g: Tensor, chunk: int) -> Unit:
     """Parameters i0 … i1−1 of `seg` (a step-in-backward bucket, or part of one) with
     gradient `g` over their range of the flat buffer, as one unit: the segment's
     low-precision update on that range, or the plain pass (compiled once for every range
     length, or eager in chunks)."""
-    from .core import _chunked
-
     layout = seg.layout
     assert layout is not None
     first, stop = seg.offsets[i0], seg.offsets[i1 - 1] + seg.numels[i1 - 1]
@@ -178,17 +176,15 @@ def range_unit(opt: FlatOptimizer, seg: Segment, chain: Chain, group: Any, t: in
     if compiled:
         fn = getattr(seg, "range_fn", None)
         if fn is None:  # one compilation for every bucket size
-            from .kernel import fresh_function
-
             fn = torch.compile(fresh_function(run_pass), fullgraph=True, dynamic=None, **opt.compile_options)
             seg.range_fn = fn  # type: ignore[attr-defined]
-        kernel = lambda p, g, st, hp, n, k, o: fn(chain, p, g, st, hp, n, k, o)  # noqa: E731
+        call = lambda p, g, st, hp, n, k, o: fn(chain, p, g, st, hp, n, k, o)  # noqa: E731
     else:
-        kernel = lambda p, g, st, hp, n, k, o: _chunked(run_pass, chain, p, g, st, hp, n, k, o)  # noqa: E731
-    return Unit(kernel, p, g, states, hp, scratch, shapes, group, t)
+        call = lambda p, g, st, hp, n, k, o: chunked(run_pass, chain, p, g, st, hp, n, k, o)  # noqa: E731
+    return Unit(call, p, g, states, hp, scratch, shapes, group, t)
 
 
-def plan_loose(opt: FlatOptimizer, gi: int, p: Tensor) -> Plan:
+def plan_loose(opt: FlatCore, gi: int, p: Tensor) -> Plan:
     """A parameter created with requires_grad=False that has a gradient anyway."""
     group = opt.param_groups[gi]
     chain = opt.rule.build(group)
@@ -217,7 +213,7 @@ def plan_loose(opt: FlatOptimizer, gi: int, p: Tensor) -> Plan:
 _ASIDE_SEED = 0x2545F491
 
 
-def apply_chain(opt: FlatOptimizer, seg: Segment, chain: Chain, hp: list[float], indices: Sequence[int]) -> None:
+def apply_chain(opt: FlatCore, seg: Segment, chain: Chain, hp: list[float], indices: Sequence[int]) -> None:
     """Run the one-pass, gradient-free `chain` (whose state keys are some of the segment's)
     over parameters `indices` of `seg`, through the storage path a step takes."""
     layout = seg.layout
@@ -233,9 +229,7 @@ def apply_chain(opt: FlatOptimizer, seg: Segment, chain: Chain, hp: list[float],
     assert seg.chain is not None
     sub = Layout(tuple(layout.states[seg.chain.state_keys.index(k)] for k in chain.state_keys), layout.block,
                  layout.param_sr, layout.master)
-    from .core import EAGER_CHUNK
-
-    fn = stored.runner(seg, opt._seed ^ _ASIDE_SEED, False, {}, EAGER_CHUNK, chain, sub)
+    fn = stored.runner(seg, opt._seed ^ _ASIDE_SEED, False, {}, kernel.EAGER_CHUNK, chain, sub)
     st = storage.kernel_state(seg, chain, sub)
     for i in [None] if whole else indices:
         p = seg.flat_p if i is None else seg.p_views[i].view(-1)

@@ -13,13 +13,9 @@ import torch
 from torch import Tensor
 
 from thalweg.optim.transforms.chain import Chain
+from thalweg.optim.transforms.context import scalar_dtype
 
-__all__ = ["Segment", "scalar_dtype"]
-
-
-def scalar_dtype() -> torch.dtype:
-    """torch.optim's dtype for the per-parameter `step` counter."""
-    return torch.float64 if torch.get_default_dtype() == torch.float64 else torch.float32
+__all__ = ["Segment"]
 
 
 class Segment:
