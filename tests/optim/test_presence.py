@@ -15,7 +15,7 @@ from optim_cases import FIRST_ORDER, LR, eager, presence_run, unmoved_without_gr
 
 import thalweg.optim as to
 from thalweg.optim import registry
-from thalweg.optim.storage import decode_saved
+from thalweg.optim.engine.storage import decode_saved
 
 MODES = [pytest.param(None, id="default"), pytest.param(False, id="set_to_none=False")]
 NO_TWIN = [i for i in registry.infos() if i.order == "first" and i.torch_reference is None]

@@ -9,20 +9,21 @@ from typing import Any
 import torch
 from torch import nn
 
-from thalweg.optim.modes import set_mode
+from thalweg.optim.engine.modes import set_mode
 from thalweg.train import distributed
 from thalweg.train.build import as_config
-from thalweg.train.checkpoint import CheckpointError, load_checkpoint
 from thalweg.train.components import build_model
 from thalweg.train.config import RunConfig, parse_config
 from thalweg.train.loop import Trainer
-from thalweg.train.resume import model_mismatch
-from thalweg.train.runs import RunResult, config_to_resume, dumps, write_atomic
+from thalweg.train.run import Run
+from thalweg.train.rundir.checkpoint import CheckpointError, load_checkpoint
+from thalweg.train.rundir.resume import model_mismatch
+from thalweg.train.rundir.runs import RunResult, config_to_resume, dumps, write_atomic
 
 __all__ = ["finish", "fit"]
 
 
-def _best_model(tr: Trainer) -> nn.Module | None:
+def _best_model(tr: Run) -> nn.Module | None:
     """The model in best.pt (best.prev.pt if best.pt fails to verify, with a warning)."""
     for path in (tr.paths.best, tr.paths.best_prev):
         if not path.is_file():
@@ -41,7 +42,7 @@ def _best_model(tr: Trainer) -> nn.Module | None:
     return None
 
 
-def finish(tr: Trainer) -> RunResult:
+def finish(tr: Run) -> RunResult:
     """Test metrics with the best weights, summary, figures and report (rank 0 writes)."""
     test: dict[str, float] = {}
     s = tr.state
