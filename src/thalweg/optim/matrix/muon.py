@@ -147,7 +147,7 @@ class Muon(StackedOptimizer):
 
     def _add_adamw_group(self, gi: int) -> None:
         group = self.param_groups[gi]
-        rest = [p for p in group["params"] if not (p.requires_grad and self._stacked(p, group))]
+        rest = [p for p in group["params"] if not self._stacked(p, group)]  # frozen matrices stay Muon's
         if not rest:
             return
         spec = {"params": rest, **self._adamw_hparams(group)}
@@ -207,7 +207,7 @@ class Muon(StackedOptimizer):
             if p in self._adamw.state:
                 self.state[p] = self._adamw.state[p]
 
-    def zero_grad(self, set_to_none: bool | None = None) -> None:
+    def zero_grad(self, set_to_none: bool = True) -> None:
         super().zero_grad(set_to_none)
         if self._adamw is not None:
             self._adamw.zero_grad(set_to_none)

@@ -31,7 +31,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from thalweg.optim.engine.segment import Segment, scalar_dtype
+from thalweg.optim.engine.segment import Segment, clear_grad, scalar_dtype
 
 __all__ = ["FullCopy", "Spread", "is_dtensor", "matrix_cost"]
 
@@ -90,6 +90,12 @@ class FullCopy:
     def sync(self) -> list[bool]:
         """Which parameters have a gradient this step (set when the gradients were gathered)."""
         return list(self.active)
+
+    def push(self) -> None:
+        """Nothing to write back here: :meth:`Spread.after_step` scatters the new values."""
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        """The parameters' own gradients are cleared by :meth:`Spread.zero_grad`."""
 
 
 @dataclass(eq=False)
@@ -336,18 +342,13 @@ class Spread:
 
     # ------------------------------------------------------------------ gradients
     def zero_grad(self, set_to_none: bool) -> None:
-        """The gradients the stacks do not hold as views: every DTensor's, others' matrices'."""
+        """torch's `zero_grad` for the gradients no stack holds as views: every DTensor's (the
+        full copies are refilled each step), and the other owners' matrices on replicas."""
         for b in self.buckets:
-            views = b.mine is not None and not self.dtensor
+            views = set() if self.dtensor or b.mine is None else {id(p) for p in b.mine.params}
             for p in b.params:
-                if views and any(p is q for q in b.mine.params):
-                    continue
-                if p.grad is None:
-                    continue
-                if set_to_none:
-                    p.grad = None
-                else:
-                    p.grad.zero_()
+                if id(p) not in views:
+                    clear_grad(p, set_to_none)
 
     # ------------------------------------------------------------------ state dicts
     def owner(self, p: Tensor) -> int | None:
