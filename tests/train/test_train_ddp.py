@@ -97,7 +97,6 @@ def _shards(run: Path, step: int) -> dict[str, Any]:
     assert st["model"] is None and st["sharded"]["files"]
     from torch.distributed.checkpoint.state_dict import get_state_dict
 
-    parts.optimizer.zero_grad(set_to_none=True)  # DCP initializes the state of parameters without gradients
     msd, osd = get_state_dict(parts.model, parts.optimizer)
     state = {"model": msd, "optimizer": osd}
     dcp.load(state, checkpoint_id=str(run / "checkpoints" / st["sharded"]["dir"]))

@@ -38,6 +38,7 @@ from torch import Tensor
 from thalweg.optim.transforms.chain import Chain
 
 from . import kernel, plan
+from .dtensor import ShardSegment, local_part
 from .flat import FlatCore
 from .kernel import autocast_off
 from .memory import DEFAULT_BUCKET
@@ -118,6 +119,11 @@ class BackwardStepper:
                 "is updated, but step-in-backward updates each bucket as soon as its gradients arrive; "
                 "use the ordinary step (or clip per parameter with clip())")
         for ps in chain.passes:
+            if ps.reducer is not None and any(isinstance(s, ShardSegment) for s in self.opt._segments):
+                raise ValueError(
+                    f"in_backward: {type(self.opt).__name__}'s {ps.reducer.transform.name} sums each tensor over "
+                    "every rank's shard (DTensor parameters, FSDP2), which step-in-backward cannot do while the "
+                    "ranks' buckets fill at different moments; use the ordinary step")
             if ps.reducer is not None and ps.reducer.transform.reduces == "global":
                 raise ValueError(
                     f"in_backward: {type(self.opt).__name__}'s {ps.reducer.transform.name} reduces over every "
@@ -161,15 +167,16 @@ class BackwardStepper:
             self.opt._begin_step()
             torch.autograd.Variable._execution_engine.queue_callback(self.flush)
             self.queued = True
+        g = None if p.grad is None else local_part(p.grad, p)  # a DTensor's: its local shard
         if bucket.stop - bucket.first == 1:  # one parameter: its own gradient is the bucket
-            bucket.buf = p.grad.reshape(-1) if p.grad is not None else None
+            bucket.buf = g.reshape(-1) if g is not None else None
             p.grad = None
         else:
             if bucket.buf is None:  # not ready (backward came in another order): allocate now
                 self._prepare(bucket)
             view = self._view(bucket, i)
-            if p.grad is not None and p.grad.data_ptr() != view.data_ptr():
-                view.copy_(p.grad)
+            if g is not None and g.data_ptr() != view.data_ptr():
+                view.copy_(g)
             p.grad = None
         if bucket.buf is None:
             return
@@ -188,13 +195,25 @@ class BackwardStepper:
         seg = bucket.seg
         bucket.buf = torch.zeros(bucket.numel, dtype=seg.dtype, device=seg.device)
         for j in range(bucket.first, bucket.stop):
-            seg.params[j].grad = self._view(bucket, j)
+            seg.params[j].grad = self._grad_view(bucket, j)
+
+    def _grad_view(self, bucket: _Bucket, j: int) -> Tensor:
+        """Parameter j's gradient as a view of its bucket (a DTensor's: wrapping the view of its
+        local shard, so FSDP2 adds its reduce-scattered gradient into it in place)."""
+        view, seg = self._view(bucket, j), bucket.seg
+        if isinstance(seg, ShardSegment):
+            from torch.distributed.tensor import DTensor
+
+            p = seg.params[j]
+            return DTensor.from_local(view, seg.mesh, seg.placements, run_check=False, shape=p.shape,
+                                      stride=p.stride())
+        return view
 
     @staticmethod
     def _view(bucket: _Bucket, j: int) -> Tensor:
         seg, a = bucket.seg, bucket.seg.offsets[j] - bucket.start
         assert bucket.buf is not None
-        return bucket.buf[a : a + seg.numels[j]].view_as(seg.params[j])
+        return bucket.buf[a : a + seg.numels[j]].view(seg.shapes[j])
 
     def flush(self) -> None:
         """End of backward: update what incomplete buckets received (the rest is skipped) and

@@ -33,8 +33,9 @@ from torch import Tensor
 from thalweg.optim.registry import Hyperparameter
 from thalweg.optim.transforms.chain import Chain
 
-from . import kernel, plan, storage, stored
+from . import dtensor, kernel, plan, storage, stored
 from .backward import BackwardStepper
+from .dtensor import ShardSegment
 from .kernel import autocast_off, fresh_function, run_pass
 from .lowprec import Layout
 from .memory import MEMORY_OPTIONS, accepts_memory_options, memory_options
@@ -157,16 +158,16 @@ class FlatOptimizer(torch.optim.Optimizer):
     def _build_segments(self, group_indices: Iterable[int]) -> None:
         for gi in group_indices:
             _refuse_rounded_weights(self.param_groups[gi], self.rule.build(self.param_groups[gi]), gi)
-            buckets: dict[tuple[torch.device, torch.dtype], list[Tensor]] = {}
+            buckets: dict[tuple[Any, ...], list[Tensor]] = {}
             for p in self.param_groups[gi]["params"]:
                 if p.is_complex():
                     raise ValueError("thalweg optimizers do not support complex parameters yet")
                 if not p.requires_grad:
                     self._loose.append((gi, p))
                     continue
-                buckets.setdefault((p.device, p.dtype), []).append(p)
-            for plist in buckets.values():
-                seg = Segment(gi, plist)
+                buckets.setdefault(dtensor.segment_key(p), []).append(p)
+            for plist in buckets.values():  # DTensors (FSDP2): their local shards, copied in and out
+                seg = ShardSegment(gi, plist, type(self).__name__) if dtensor.is_dtensor(plist[0]) else Segment(gi, plist)
                 self._segments.append(seg)
                 if self.rule.eager_state:
                     self._ensure_chain(seg)
@@ -207,7 +208,8 @@ class FlatOptimizer(torch.optim.Optimizer):
         st: dict[str, Any] = {}
         if chain.counts_steps:
             st["step"] = seg.step_t[i]
-        st.update(storage.param_entries(seg, chain, layout, i))
+        entries = storage.param_entries(seg, chain, layout, i)
+        st.update(dtensor.present(seg, i, entries) if isinstance(seg, ShardSegment) else entries)
         if st:
             self.state[seg.params[i]] = st
         else:  # a stateless rule (plain SGD) has no entry, as in torch
@@ -316,6 +318,7 @@ class FlatOptimizer(torch.optim.Optimizer):
                 step = max((self._schedule_step(s) for s in segs), default=0)
                 g["lr"] = float(lr(step))
                 g["lr_schedule_step"] = step
+        dtensor.decode_int8(self, sd)
         return sd
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:

@@ -167,6 +167,9 @@ class Unit:
     step: int = 0
     # a low-precision unit's sums, `stats(unit, part, scope)` (decoded as its update decodes)
     stats: Callable[[Unit, int, str], Tensor] | None = None
+    # the process group holding the other shards of these tensors (DTensor parameters): the
+    # sums a reduction takes over them are all-reduced there (engine/dtensor.py)
+    over: Any = None
 
     def source(self, part: int) -> Tensor:
         return self.g if part == 0 else self.scratch  # type: ignore[return-value]

@@ -22,6 +22,7 @@ from thalweg.optim.transforms.chain import Chain, global_norm
 from thalweg.optim.transforms.context import scalar_dtype
 
 from . import kernel, storage, stored
+from .dtensor import norm_over
 from .flat import FlatCore
 from .kernel import Unit, chunked, compute_dtype, fresh_function, run_pass
 from .lowprec import Layout
@@ -49,8 +50,11 @@ def run(plans: Sequence[Plan], reduced: Callable[[int, Tensor], None], chunk: in
     for part in range(last + 1):
         norm = None
         if any(chain.passes[part].needs_norm for chain, _, _ in plans):
-            bufs = [u.source(part) for _, units, _ in plans for u in units]
-            norm = global_norm(bufs) if bufs else None
+            every = [u for _, units, _ in plans for u in units]
+            if any(u.over is not None for u in every):  # DTensor shards: summed over their mesh
+                norm = norm_over(every, part)
+            else:
+                norm = global_norm([u.source(part) for u in every]) if every else None
         values = reduce_pass(part, plans, reduced, chunk)  # Transform.reduces
         for _, units, _ in plans:
             for u in units:
@@ -92,8 +96,8 @@ def plan_segment(opt: FlatCore, seg: Segment, active: list[bool], chunk: int) ->
         else:
             hp = vals
         states = storage.kernel_state(seg, chain, layout)
-        unit = Unit(fn, seg.flat_p, seg.flat_g, states, hp, scratch, tuple(p.shape for p in seg.params), group, t,
-                    None if layout.plain else _sums(seg, chain, 0, chunk))
+        unit = Unit(fn, seg.flat_p, seg.flat_g, states, hp, scratch, tuple(seg.shapes), group, t,
+                    None if layout.plain else _sums(seg, chain, 0, chunk), seg.over)
 
         def finish() -> None:
             seg.steps = [t] * len(seg.params)
@@ -159,7 +163,7 @@ def range_unit(opt: FlatCore, seg: Segment, chain: Chain, group: Any, t: int, i0
     layout = seg.layout
     assert layout is not None
     first, stop = seg.offsets[i0], seg.offsets[i1 - 1] + seg.numels[i1 - 1]
-    shapes = tuple(p.shape for p in seg.params[i0:i1])
+    shapes = tuple(seg.shapes[i0:i1])
     vals = chain.scalars(group, t)
     compiled = opt._want_compile(seg)
     hp: Any = vals
@@ -170,7 +174,7 @@ def range_unit(opt: FlatCore, seg: Segment, chain: Chain, group: Any, t: int, i0
     p = seg.flat_p[first:stop]
     if not layout.plain:
         return Unit(_range_function(opt, seg, first), p, g, storage.kernel_state(seg, chain, layout), hp, scratch,
-                    shapes, group, t, _sums(seg, chain, first, chunk))
+                    shapes, group, t, _sums(seg, chain, first, chunk), seg.over)
     states = [seg.state[k][first:stop] for k in chain.state_keys]
     if compiled:
         fn = getattr(seg, "range_fn", None)
@@ -180,7 +184,7 @@ def range_unit(opt: FlatCore, seg: Segment, chain: Chain, group: Any, t: int, i0
         call = lambda p, g, st, hp, n, k, o: fn(chain, p, g, st, hp, n, k, o)  # noqa: E731
     else:
         call = lambda p, g, st, hp, n, k, o: chunked(run_pass, chain, p, g, st, hp, n, k, o)  # noqa: E731
-    return Unit(call, p, g, states, hp, scratch, shapes, group, t)
+    return Unit(call, p, g, states, hp, scratch, shapes, group, t, over=seg.over)
 
 
 def plan_loose(opt: FlatCore, gi: int, p: Tensor) -> Plan:

@@ -21,6 +21,7 @@ from torch import Tensor
 
 from thalweg.optim.transforms.chain import Chain, StepContext, Totals
 
+from .dtensor import reduce_over
 from .kernel import Unit, fresh_function, run_stats
 
 __all__ = ["reduce_pass"]
@@ -98,7 +99,7 @@ def reduce_pass(part: int, plans: Sequence[Plan], reduced: Callable[[int, Tensor
                          "must stand at the same place, with the same scope, in every group")
     scope = scopes.pop()
     assert scope is not None
-    sums = [(chain, u, _unit_sums(chain, part, u, scope, chunk)) for chain, u in work]
+    sums = reduce_over([(chain, u, _unit_sums(chain, part, u, scope, chunk)) for chain, u in work])
     out: dict[int, Any] = {}
     if scope == "global":
         dev = sums[0][2].device

@@ -54,17 +54,22 @@ def _arrive_hook(ref: weakref.ref[Segment], i: int) -> Callable[[Any], None]:
 class Segment:
     """The parameters of one group on one (device, dtype), packed into flat buffers."""
 
+    #: the process group holding the other shards of these tensors (DTensor segments), else None
+    over: Any = None
+
     def __init__(self, group_index: int, params: list[Tensor]) -> None:
         self.group_index = group_index
         self.params = params
-        self.numels = [p.numel() for p in params]
+        #: the shapes packed (a DTensor's local shard: :class:`~.dtensor.ShardSegment`)
+        self.shapes = [self._local(p).shape for p in params]
+        self.numels = [s.numel() for s in self.shapes]
         self.offsets: list[int] = []
         off = 0
         for n in self.numels:
             self.offsets.append(off)
             off += n
         self.numel = off
-        p0 = params[0]
+        p0 = self._local(params[0])
         self.device, self.dtype = p0.device, p0.dtype
         self.flat_p = torch.empty(off, dtype=p0.dtype, device=p0.device)
         self.flat_g = torch.zeros(off, dtype=p0.dtype, device=p0.device)
@@ -76,15 +81,8 @@ class Segment:
         self.grad_views = True
         self._nodes: list[Any] = [None] * len(params)  # AccumulateGrad nodes (kept: their hooks live on them)
         self._handles: list[Any] = [None] * len(params)
-        for i, (p, pv, gv) in enumerate(zip(params, self.p_views, self.g_views, strict=True)):
-            pv.copy_(p.detach())
-            had_grad = p.grad
-            p.data = pv
-            if had_grad is not None:  # the user's gradient is kept (torch would step it)
-                gv.copy_(had_grad)
-                p.grad = gv
-                self.clean[i] = False
-            self.watch(i)
+        for i in range(len(params)):
+            self._bind(i)
         self.ptrs = [p.data_ptr() for p in params]
         self.outside: list[int] = []  # parameters whose data another owner rebound (see `sync`)
         self.state: dict[str, Tensor] = {}  # per state key: its buffer (int8: codes, padded to whole blocks)
@@ -113,7 +111,25 @@ class Segment:
             self.watch(i)
 
     def _view(self, flat: Tensor, i: int) -> Tensor:
-        return flat[self.offsets[i] : self.offsets[i] + self.numels[i]].view_as(self.params[i])
+        return flat[self.offsets[i] : self.offsets[i] + self.numels[i]].view(self.shapes[i])
+
+    @staticmethod
+    def _local(p: Tensor) -> Tensor:
+        """The tensor whose elements this segment packs for parameter `p` (`p` itself)."""
+        return p
+
+    def _bind(self, i: int) -> None:
+        """Make parameter i's `p.data` its view of the flat buffer (its values copied in),
+        keep a gradient it already has, and watch for the ones to come."""
+        p, pv, gv = self.params[i], self.p_views[i], self.g_views[i]
+        pv.copy_(p.detach())
+        had_grad = p.grad
+        p.data = pv
+        if had_grad is not None:  # the user's gradient is kept (torch would step it)
+            gv.copy_(had_grad)
+            p.grad = gv
+            self.clean[i] = False
+        self.watch(i)
 
     # ------------------------------------------------------------------ gradient presence
     def watch(self, i: int) -> None:

@@ -20,6 +20,7 @@ from torch import Tensor
 from thalweg.optim.registry import Hyperparameter, HyperparameterError, check_values
 
 from . import storage
+from .dtensor import local_part
 from .flat import FlatCore
 from .memory import MEMORY_SCHEMA
 
@@ -86,7 +87,8 @@ def check_loadable(opt: FlatCore, sd: Any) -> None:
             except (KeyError, TypeError, ValueError) as e:
                 _fail(f"param group {gi}: {e}")
         keys = chains[gi].state_keys
-        int8 = saved_group.get("state_dtype") == "int8"  # the checkpoint's format, not ours
+        # the checkpoint's format, not ours (DTensor shards' int8 state is saved decoded)
+        int8 = saved_group.get("state_dtype") == "int8" and not saved_group.get("state_decoded")
         need = [*keys, *(f"{k}.scale" for k in keys)] + (["block_offset"] if keys else []) if int8 else keys
         lacking = [k for k in need if k not in st]
         if lacking:
@@ -156,7 +158,7 @@ def apply_loaded(opt: FlatCore, sd: Mapping[str, Any], torch_load: Callable[[Any
             schedule_steps[i] = int(g.pop("lr_schedule_step"))
         if i in schedules:
             g["lr"] = schedules[i]
-        for k in storage.MEMORY_KEYS:  # this optimizer's formats, not the checkpoint's
+        for k in (*storage.MEMORY_KEYS, "state_decoded"):  # this optimizer's formats, not the checkpoint's
             g.pop(k, None)
         g.update(mine[i])
     for seg in opt._segments:
@@ -174,7 +176,7 @@ def apply_loaded(opt: FlatCore, sd: Mapping[str, Any], torch_load: Callable[[Any
                 seg.step_t[i] = 0
                 continue
             if layout.master and seg.master is not None:
-                seg._view(seg.master, i).copy_(entry.get("master_param", seg.p_views[i]))
+                seg._view(seg.master, i).copy_(local_part(entry.get("master_param", seg.p_views[i]), seg.params[i]))
             if "step" in entry:
                 n = float(entry["step"])
             else:  # SGD keeps no step; a momentum buffer means at least one step was taken
@@ -190,8 +192,8 @@ def _saved_values(seg: Any, layout: Any, k: str, i: int, entry: Mapping[str, Any
     int8 codes and scales, copied here as they are so a round trip is exact)."""
     if not entry:
         return None
-    if group.get("state_dtype") != "int8":
-        return entry[k].to(seg.device)
+    if group.get("state_dtype") != "int8" or group.get("state_decoded"):
+        return local_part(entry[k], seg.params[i]).to(seg.device)
     block, off = int(group.get("state_block_size", storage.DEFAULT_BLOCK)), seg.offsets[i]
     if layout.quantized and block == layout.block and int(entry["block_offset"]) == off % block:
         seg._view(seg.state[k], i).copy_(entry[k].to(torch.int8))

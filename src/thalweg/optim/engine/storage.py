@@ -139,7 +139,7 @@ def read_param(seg: Segment, layout: Layout, key: str, i: int) -> Tensor:
     off, n, block = seg.offsets[i], seg.numels[i], layout.block
     b0, b1 = off // block, -(-(off + n) // block)
     cover = dequantize(seg.state[key][b0 * block : b1 * block], seg.scales[key][b0:b1], block)
-    return cover[off - b0 * block : off - b0 * block + n].view_as(seg.params[i])
+    return cover[off - b0 * block : off - b0 * block + n].view(seg.shapes[i])
 
 
 def write_params(seg: Segment, layout: Layout, key: str, values: list[Tensor | None]) -> None:

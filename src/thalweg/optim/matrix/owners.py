@@ -31,18 +31,10 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
+from thalweg.optim.engine.dtensor import check_layout, is_dtensor
 from thalweg.optim.engine.segment import Segment, clear_grad, scalar_dtype
 
-__all__ = ["FullCopy", "Spread", "is_dtensor", "matrix_cost"]
-
-
-def is_dtensor(t: Any) -> bool:
-    """Whether `t` is a DTensor (without importing torch.distributed.tensor where it is absent)."""
-    if not dist.is_available():
-        return False
-    from torch.distributed.tensor import DTensor
-
-    return isinstance(t, DTensor)
+__all__ = ["FullCopy", "Spread", "matrix_cost"]
 
 
 def matrix_cost(shape: Sequence[int], ns_steps: int = 0, block: int = 0, frequency: int = 1) -> float:
@@ -153,16 +145,7 @@ class Spread:
         for p in dts:
             if p.device_mesh != mesh:
                 raise ValueError(f"{who}: parameters on different device meshes; one optimizer per mesh")
-            if p.device_mesh.ndim != 1:
-                raise ValueError(f"{who}: a {p.device_mesh.ndim}-D device mesh (HSDP or tensor parallel) is "
-                                 "not supported; use fully_shard over a 1-D mesh (FSDP2) or DDP")
-            for pl in p.placements:
-                if not (pl.is_shard() or pl.is_replicate()):
-                    raise ValueError(f"{who}: placement {pl} of a parameter is not supported "
-                                     "(Shard(d) or Replicate on a 1-D mesh)")
-            if p.to_local().device.type != mesh.device_type:
-                raise ValueError(f"{who}: FSDP2 CPU offload (offload_policy=CPUOffloadPolicy) is not supported; "
-                                 "keep the parameters on the mesh's device")
+            check_layout(p, who, replicate=True)
         group = mesh.get_group()
         if process_group is not None and (dist.get_process_group_ranks(process_group)
                                           != dist.get_process_group_ranks(group)):

@@ -16,6 +16,7 @@ from torch import Tensor
 
 from thalweg.linalg import grad_graph_reached, hvp_from_graph, rademacher, unflatten
 from thalweg.optim import registry
+from thalweg.optim.engine.dtensor import refuse_dtensor
 from thalweg.optim.second_order.newton import evaluate_closure
 
 __all__ = ["AdaHessian", "hutchinson_diagonal"]
@@ -91,6 +92,7 @@ class AdaHessian(torch.optim.Optimizer):
         defaults = dict(lr=lr, betas=(b1, b2), eps=eps, weight_decay=weight_decay,
                         hessian_power=hessian_power)
         super().__init__(params, defaults)
+        refuse_dtensor(self.param_groups, type(self).__name__)
         self.update_every = update_every
         self.n_samples = n_samples
         first = self.param_groups[0]["params"][0]

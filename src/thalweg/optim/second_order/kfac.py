@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from thalweg.optim import registry
+from thalweg.optim.engine.dtensor import refuse_dtensor
 
 __all__ = ["KFAC"]
 
@@ -110,6 +111,7 @@ class KFAC(torch.optim.Optimizer):
         defaults = dict(lr=lr, damping=damping, factor_decay=factor_decay, kl_clip=kl_clip,
                         momentum=momentum, weight_decay=weight_decay, inverse=inverse)
         super().__init__(params, defaults)
+        refuse_dtensor(self.param_groups, type(self).__name__)
         self.factor_update_every = factor_update_every
         self.inverse_update_every = inverse_update_every
         self._step = 0

@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 
 from thalweg.optim import registry
+from thalweg.optim.engine.dtensor import refuse_dtensor
 
 __all__ = ["LBFGS"]
 
@@ -49,6 +50,7 @@ class LBFGS(torch.optim.LBFGS):
             tolerance_grad=tolerance_grad, tolerance_change=tolerance_change,
             history_size=history_size, line_search_fn=line_search_fn,
         )
+        refuse_dtensor(self.param_groups, type(self).__name__)
 
     def step(self, closure: Callable[[], Tensor]) -> Tensor:  # type: ignore[override]
         """Run up to ``max_iter`` L-BFGS iterations; returns the loss before the first one."""

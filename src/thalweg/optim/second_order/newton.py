@@ -28,6 +28,7 @@ from thalweg.linalg import (
     unflatten,
 )
 from thalweg.optim import registry
+from thalweg.optim.engine.dtensor import refuse_dtensor
 
 __all__ = ["Newton"]
 
@@ -125,6 +126,7 @@ class Newton(torch.optim.Optimizer):
             armijo_c=armijo_c, backtrack=backtrack, max_backtracks=max_backtracks,
         )
         super().__init__(params, defaults)
+        refuse_dtensor(self.param_groups, type(self).__name__)
         if len(self.param_groups) != 1:
             raise ValueError(
                 f"Newton couples all parameters through H and takes one parameter group; "
