@@ -127,7 +127,11 @@ def test_muon_matches_torch_muon_on_the_device() -> None:
 
 def _fsdp_worker(rank: int, world: int) -> None:
     import torch.distributed as dist
-    from test_distributed_matrix import RULES, _batches, _full, _model, _shard
+    from dist_cases import batches as _batches
+    from dist_cases import full as _full
+    from dist_cases import model as _model
+    from dist_cases import shard as _shard
+    from test_distributed_matrix import RULES
 
     device = torch.device("cuda", rank) if DEVICE.type == "cuda" else DEVICE
     if device.type == "cuda":
@@ -151,6 +155,6 @@ def _fsdp_worker(rank: int, world: int) -> None:
 @pytest.mark.slow
 @pytest.mark.skipif(DEVICE.type == "cuda" and torch.cuda.device_count() < 2, reason="needs two CUDA devices")
 def test_fsdp2_over_two_devices_follows_one_device() -> None:
-    from dist_spawn import run
+    from dist_cases import run
 
     run(_fsdp_worker, 2, backend="nccl" if DEVICE.type == "cuda" else "gloo")
