@@ -134,6 +134,14 @@ def _time_worker(rank: int, world: int, rounds: int, out: str) -> None:
                 setter()
                 times[kind].append(_timed(fs[kind].step, 1))
         rows["fsdp2 adamw"] = times
+        segs = fs["thalweg"]._segments  # what copying the shards in and out costs of thalweg's step
+
+        def copies() -> None:
+            for seg in segs:
+                seg.sync()
+                seg.push()
+        setter()
+        rows["fsdp2 copies"] = {"copy in + out": [_timed(copies, 1) for _ in range(rounds)]}
     everyone: list[Any] = [None] * world
     dist.all_gather_object(everyone, rows)
     if rank == 0:
@@ -227,6 +235,14 @@ def main() -> None:
     head = ("step", "ours", "theirs", "rank 0 ms (ours / theirs)", "rank 1 ms (ours / theirs)", "ours/theirs")
     lines = []
     for row in per_rank[0]:
+        if row == "fsdp2 copies":
+            med = [statistics.median(r[row]["copy in + out"]) for r in per_rank]
+            step = [statistics.median(r["fsdp2 adamw"]["thalweg"]) for r in per_rank]
+            share = max(med) / max(step)
+            rec.figure("fsdp2_adamw.copy_share", share)
+            lines.append((row, "shards and gradients copied in, values out", "thalweg's whole step",
+                          *[f"{1e3 * a:.1f} / {1e3 * b:.1f}" for a, b in zip(med, step, strict=True)], f"{share:.2f}"))
+            continue
         if "error" in per_rank[0][row]:
             lines.append((row, "-", "-", "-", "-", f"not run: {per_rank[0][row]['error'][0]}"))
             continue

@@ -113,7 +113,7 @@ def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
 
 @pytest.mark.slow
 def test_fsdp2_trains_is_killed_on_one_rank_and_resumes_bitwise(tmp_path: Path) -> None:
-    opt = {"name": "adafactor", "lr": 0.01}
+    opt = {"name": "adamw", "lr": 0.01}  # the flat core over the shards (matrix rules: the optim tests)
     cfg = {**config(tmp_path / "runs", opt), "distributed": {"strategy": "fsdp2"}}
     cfg_path = tmp_path / "c.toml"
     cfg_path.write_text(tomli_w.dumps(cfg))
@@ -146,3 +146,21 @@ def test_fsdp2_trains_is_killed_on_one_rank_and_resumes_bitwise(tmp_path: Path) 
     one = fit(config(tmp_path / "single", opt), quiet=True)  # and one process, to rounding
     for name, p1 in one.model.state_dict().items():
         torch.testing.assert_close(a["model"][name], p1, rtol=1e-4, atol=1e-5)
+
+
+def test_the_strategy_is_checked_and_fsdp2_refuses_what_cannot_run_sharded() -> None:
+    from thalweg.optim import registry
+    from thalweg.train import fsdp
+    from thalweg.train.config import ConfigError, parse_config
+
+    with pytest.raises(ConfigError, match=r"\[distributed\] strategy = 'zero': Input should be 'ddp' or 'fsdp2'"):
+        parse_config({"distributed": {"strategy": "zero"}})
+    sharded = {"distributed": {"strategy": "fsdp2"}}
+    for extra, field in (({"diagnostics": {"monitors": True}}, "monitors"),
+                         ({"diagnostics": {"curvature_every": 4}}, "curvature_every")):
+        with pytest.raises(ConfigError, match=field) as e:
+            fsdp.check(parse_config({**sharded, **extra}), registry.get("adamw"))
+        assert e.value.section == "diagnostics" and e.value.field == field
+    with pytest.raises(ConfigError, match='strategy = "ddp"') as e:
+        fsdp.check(parse_config(sharded), registry.get("kfac"))
+    assert e.value.field == "name"
