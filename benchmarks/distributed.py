@@ -12,7 +12,7 @@ rank), implementations interleaved round by round in the same processes:
 Gradients are fixed random tensors, the same on both ranks (what DDP's all-reduce leaves);
 a round of a Shampoo/SOAP row is `freq` steps (one refresh of the roots / bases per round).
 
-    python benchmarks/distributed.py [--rounds 7] [--json out.json] [--skip-memory]
+    python benchmarks/distributed.py [--rounds 7] [--json out.json] [--skip-memory] [--only matrix|fsdp2]
 """
 
 from __future__ import annotations
@@ -36,8 +36,9 @@ MATRICES = [(256, 256)] * 8 + [(512, 128)] * 4
 VECTORS = [(256,)] * 8
 #: (rule, precondition frequency): the matrix rows
 MATRIX_ROWS = [("muon", 1), ("shampoo", 1), ("shampoo", 10), ("soap", 10)]
-#: the FSDP2 model: a stack of linear layers (width × width), 2 × 6 = 12 tensors
-WIDTH, DEPTH = 512, 6
+#: the FSDP2 model: a stack of linear layers (width × width), 2 × 8 = 16 tensors, 4.7 M
+#: parameters (2.4 M per rank: compile="auto" compiles thalweg's update, as in one process)
+WIDTH, DEPTH = 768, 8
 
 
 def _matrix_opt(rule: str, freq: int, params: list[torch.Tensor], owners: bool) -> torch.optim.Optimizer:
@@ -88,60 +89,68 @@ def _adamw(kind: str, params: list[torch.Tensor]) -> torch.optim.Optimizer:
     return torch.optim.AdamW(params, lr=1e-3, weight_decay=0.01, foreach=kind == "torch-foreach")
 
 
-def _time_worker(rank: int, world: int, rounds: int, out: str) -> None:
-    rows: dict[str, dict[str, list[float]]] = {}
+def _interleaved(steps: dict[str, Callable[[], None]], rounds: int, n: int, seed: int) -> dict[str, list[float]]:
+    """Per label, the time of `n` calls of its step in each of `rounds` rounds, the labels
+    shuffled each round (the same order on every rank)."""
+    times: dict[str, list[float]] = {k: [] for k in steps}
+    order = list(steps)
+    rng = random.Random(seed)
+    for _ in range(rounds):
+        rng.shuffle(order)
+        for label in order:
+            times[label].append(_timed(steps[label], n))
+    return times
+
+
+def _matrix_rows(rounds: int) -> dict[str, dict[str, list[float]]]:
+    rows = {}
     for rule, freq in MATRIX_ROWS:
         steps = {}
         for label, owners in (("owners", True), ("every rank", False)):
-            ps = _params(rule, 0)
-            opt = _matrix_opt(rule, freq, ps, owners)
+            opt = _matrix_opt(rule, freq, _params(rule, 0), owners)
             opt.step()  # state made, first refresh done
-            steps[label] = opt
-        times: dict[str, list[float]] = {k: [] for k in steps}
-        order = list(steps)
-        rng = random.Random(0)  # the same order on every rank
-        for _ in range(rounds):
-            rng.shuffle(order)
-            for label in order:
-                times[label].append(_timed(steps[label].step, freq))
-        rows[f"{rule} (precondition every {freq})" if rule != "muon" else "muon"] = times
+            steps[label] = opt.step
+        rows[f"{rule} (precondition every {freq})" if rule != "muon" else "muon"] = _interleaved(steps, rounds, freq, 0)
+    return rows
+
+
+def _fsdp_rows(rounds: int) -> dict[str, dict[str, list[float]]]:
+    from torch.distributed.tensor import DTensor
+
     model = _fsdp_model()
     g = torch.Generator().manual_seed(1)
     grads = [torch.randn(p.to_local().shape, generator=g) * 1e-2 for p in model.parameters()]
-    fs: dict[str, torch.optim.Optimizer] = {}
-    try:
-        for kind in ("thalweg", "torch-foreach", "torch-forloop"):
-            fs[kind] = _adamw(kind, list(model.parameters()))
-    except Exception as e:  # the flat core without DTensor support: say so in the table
-        fs = {}
-        rows["fsdp2 adamw"] = {"error": [str(e).splitlines()[0][:120]]}  # type: ignore[dict-item]
-    if fs:
-        from torch.distributed.tensor import DTensor
 
-        def setter() -> None:
+    def with_grads(step: Callable[[], Any]) -> Callable[[], None]:
+        def run() -> None:  # FSDP2 hands every step fresh gradient DTensors
             for p, gl in zip(model.parameters(), grads, strict=True):
                 p.grad = DTensor.from_local(gl, p.device_mesh, p.placements, run_check=False,
                                             shape=p.shape, stride=p.stride())
-        times = {k: [] for k in fs}
-        for o in fs.values():
-            setter()
-            o.step()
-        order = list(fs)
-        rng = random.Random(1)
-        for _ in range(rounds):
-            rng.shuffle(order)
-            for kind in order:
-                setter()
-                times[kind].append(_timed(fs[kind].step, 1))
-        rows["fsdp2 adamw"] = times
-        segs = fs["thalweg"]._segments  # what copying the shards in and out costs of thalweg's step
+            step()
+        return run
 
-        def copies() -> None:
-            for seg in segs:
-                seg.sync()
-                seg.push()
-        setter()
-        rows["fsdp2 copies"] = {"copy in + out": [_timed(copies, 1) for _ in range(rounds)]}
+    opts = {kind: _adamw(kind, list(model.parameters())) for kind in ("thalweg", "torch-foreach", "torch-forloop")}
+    steps = {kind: with_grads(o.step) for kind, o in opts.items()}
+    for step in steps.values():
+        step()  # state made (thalweg: compiled)
+    segs = opts["thalweg"]._segments
+
+    def copies() -> None:  # what copying the shards in and out costs of thalweg's step
+        for seg in segs:
+            seg.sync()
+            seg.push()
+    steps["copy in + out"] = with_grads(copies)
+    times = _interleaved(steps, rounds, 1, 1)
+    return {"fsdp2 adamw": {k: v for k, v in times.items() if k != "copy in + out"},
+            "fsdp2 copies": {"copy in + out": times["copy in + out"]}}
+
+
+def _time_worker(rank: int, world: int, rounds: int, out: str, only: str) -> None:
+    rows = {}
+    if only in ("", "matrix"):
+        rows.update(_matrix_rows(rounds))
+    if only in ("", "fsdp2"):
+        rows.update(_fsdp_rows(rounds))
     everyone: list[Any] = [None] * world
     dist.all_gather_object(everyone, rows)
     if rank == 0:
@@ -222,6 +231,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--json", help="write the tables and figures (thalweg.record) here")
     ap.add_argument("--skip-memory", action="store_true")
+    ap.add_argument("--only", choices=("matrix", "fsdp2"), default="", help="time only these rows")
     args = ap.parse_args()
     import tempfile
 
@@ -229,7 +239,7 @@ def main() -> None:
 
     rec = Record()
     with tempfile.TemporaryDirectory() as tmp:
-        _spawn(_time_worker, args.rounds, f"{tmp}/t.json")
+        _spawn(_time_worker, args.rounds, f"{tmp}/t.json", args.only)
         with open(f"{tmp}/t.json") as f:
             per_rank = json.load(f)
     head = ("step", "ours", "theirs", "rank 0 ms (ours / theirs)", "rank 1 ms (ours / theirs)", "ours/theirs")
@@ -242,9 +252,6 @@ def main() -> None:
             rec.figure("fsdp2_adamw.copy_share", share)
             lines.append((row, "shards and gradients copied in, values out", "thalweg's whole step",
                           *[f"{1e3 * a:.1f} / {1e3 * b:.1f}" for a, b in zip(med, step, strict=True)], f"{share:.2f}"))
-            continue
-        if "error" in per_rank[0][row]:
-            lines.append((row, "-", "-", "-", "-", f"not run: {per_rank[0][row]['error'][0]}"))
             continue
         med = [{k: statistics.median(v) for k, v in r[row].items()} for r in per_rank]
         fsdp = row.startswith("fsdp2")

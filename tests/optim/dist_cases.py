@@ -135,3 +135,40 @@ def load(model: nn.Module, opt: torch.optim.Optimizer, path: Path) -> None:
     sd = {"model": msd, "optim": osd}
     dcp.load(sd, checkpoint_id=str(path))
     set_state_dict(model, opt, model_state_dict=sd["model"], optim_state_dict=sd["optim"])
+
+
+def saved_by_one(make: Callable[..., torch.optim.Optimizer], bias: bool, data: list[Any], path: Path) -> None:
+    """One process trains 2 steps and saves model and optimizer through DCP to `path`."""
+    net = make_model(bias)
+    opt = make(list(net.parameters()))
+    train(net, opt, data[:2])
+    save(net, opt, path)
+
+
+def resumed_on_two(make: Callable[..., torch.optim.Optimizer], bias: bool, data: list[Any],
+                   root: Path, name: str) -> dict[str, list[torch.Tensor]]:
+    """On 2 ranks: train 2 steps sharded and save to `root/NAME-2`; then, from `NAME-2` and
+    from `NAME-1` (one process's), a fresh sharded model and optimizer load and train on:
+    their full weights at the end, per source."""
+    a = shard(make_model(bias))
+    oa = make(list(a.parameters()))
+    train(a, oa, data[:2])
+    save(a, oa, root / f"{name}-2")
+    out = {}
+    for source in ("2", "1"):
+        b = shard(make_model(bias))
+        ob = make(list(b.parameters()))
+        load(b, ob, root / f"{name}-{source}")
+        train(b, ob, data[2:])
+        out[source] = full(b)
+    return out
+
+
+def resumed_on_one(make: Callable[..., torch.optim.Optimizer], bias: bool, data: list[Any],
+                   path: Path) -> list[torch.Tensor]:
+    """One process loads what 2 ranks saved at `path` and trains on: its weights at the end."""
+    net = make_model(bias)
+    opt = make(list(net.parameters()))
+    load(net, opt, path)
+    train(net, opt, data[2:])
+    return list(net.parameters())

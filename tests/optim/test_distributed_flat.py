@@ -47,16 +47,42 @@ def _close(a: list[torch.Tensor], b: list[torch.Tensor], name: str, what: str) -
         torch.testing.assert_close(x, y, rtol=1e-5, atol=1e-6, msg=lambda m: f"{name} {what}: {m}")
 
 
+def _reference(make: Any, data: list[Any]) -> list[torch.Tensor]:
+    """The one-process weights after training on `data`."""
+    ref = dc.make_model(True)
+    dc.train(ref, make(list(ref.parameters())), data)
+    return list(ref.parameters())
+
+
 def _trajectory_worker(rank: int, world: int) -> None:
     data = dc.make_batches()
     for name, make in _makers().items():
-        ref = dc.make_model(True)
-        dc.train(ref, make(list(ref.parameters())), data)
+        ref = _reference(make, data)
         model = dc.shard(dc.make_model(True))
         opt = make(list(model.parameters()))
         dc.train(model, opt, data)
-        _close(dc.full(model), list(ref.parameters()), name, "under FSDP2")
+        _close(dc.full(model), ref, name, "under FSDP2")
         assert all(type(p.grad).__name__ == "DTensor" for p in model.parameters() if p.grad is not None)
+    # weights written from outside between steps (in place on the DTensors; a state dict
+    # loaded into the model) are what the next step starts from, as in one process
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
+    nets = [dc.make_model(True), dc.shard(dc.make_model(True))]
+    opts = [to.AdamW(m.parameters(), lr=0.01, compile=False) for m in nets]
+    for k, (x, y) in enumerate(data):
+        for net, opt in zip(nets, opts, strict=True):
+            opt.zero_grad()
+            F.mse_loss(net(x), y).backward()
+            opt.step()
+            with torch.no_grad():
+                if k == 1:
+                    for p in net.parameters():
+                        p.mul_(0.5)
+                if k == 2:
+                    whole = {n: (v.full_tensor() if hasattr(v, "full_tensor") else v) * 1.5
+                             for n, v in net.state_dict().items()}
+                    set_model_state_dict(net, whole, options=StateDictOptions(full_state_dict=True))
+    dc.same(dc.full(nets[1]), list(nets[0].parameters()), "weights written between steps")
 
 
 @pytest.mark.slow
@@ -67,40 +93,26 @@ def test_every_first_order_rule_under_fsdp2_is_the_one_process_trajectory() -> N
 def _dcp_worker(rank: int, world: int, root: str) -> None:
     data = dc.make_batches()
     for name, make in _makers().items():
-        ref = dc.make_model(True)
-        dc.train(ref, make(list(ref.parameters())), data)
+        ref = _reference(make, data)
         a = dc.shard(dc.make_model(True))
         oa = make(list(a.parameters()))
-        dc.train(a, oa, data[:2])
+        dc.train(a, oa, data[:1])
         st = oa.state_dict()
-        assert all(type(v).__name__ == "DTensor" for e in st["state"].values() for k, v in e.items()
+        assert all(type(v).__name__ == "DTensor" for e in st["state"].values() for v in e.values()
                    if isinstance(v, torch.Tensor) and v.dim() > 0), f"{name}: state entries are DTensors"
-        dc.save(a, oa, Path(root) / f"{name}-2")
-        for source in ("2", "1"):  # written by these 2 ranks, and by one process
-            b = dc.shard(dc.make_model(True))
-            ob = make(list(b.parameters()))
-            dc.load(b, ob, Path(root) / f"{name}-{source}")
-            dc.train(b, ob, data[2:])
-            _close(dc.full(b), list(ref.parameters()), name, f"resumed from {source} rank(s) on 2")
+        for source, got in dc.resumed_on_two(make, True, data, Path(root), name).items():
+            _close(got, ref, name, f"resumed from {source} rank(s) on 2")
 
 
 @pytest.mark.slow
 def test_every_first_order_rule_checkpoints_through_dcp_and_reshards(tmp_path: Path) -> None:
     data = dc.make_batches()
     for name, make in _makers().items():
-        a = dc.make_model(True)
-        oa = make(list(a.parameters()))
-        dc.train(a, oa, data[:2])
-        dc.save(a, oa, tmp_path / f"{name}-1")
+        dc.saved_by_one(make, True, data, tmp_path / f"{name}-1")
     dc.run(_dcp_worker, 2, str(tmp_path), timeout=600)
     for name, make in _makers().items():  # one process goes on from what 2 ranks saved
-        ref = dc.make_model(True)
-        dc.train(ref, make(list(ref.parameters())), data)
-        c = dc.make_model(True)
-        oc = make(list(c.parameters()))
-        dc.load(c, oc, tmp_path / f"{name}-2")
-        dc.train(c, oc, data[2:])
-        _close(list(c.parameters()), list(ref.parameters()), name, "resumed from 2 ranks on 1")
+        got = dc.resumed_on_one(make, True, data, tmp_path / f"{name}-2")
+        _close(got, _reference(make, data), name, "resumed from 2 ranks on 1")
 
 
 def _moved(run: list[torch.Tensor], start: list[torch.Tensor]) -> float:

@@ -106,35 +106,21 @@ def _dcp_worker(rank: int, world: int, root: str) -> None:
     for name, (bias, make) in RULES.items():
         ref = dc.make_model(bias)
         dc.train(ref, make(list(ref.parameters())), batches)
-        a = dc.shard(dc.make_model(bias))
-        oa = make(list(a.parameters()))
-        dc.train(a, oa, batches[:2])
-        dc.save(a, oa, Path(root) / f"{name}-2")
-        for source in ("2", "1"):  # saved by these 2 ranks, and by one process
-            b = dc.shard(dc.make_model(bias))
-            ob = make(list(b.parameters()))
-            dc.load(b, ob, Path(root) / f"{name}-{source}")
-            dc.train(b, ob, batches[2:])
-            dc.same(dc.full(b), list(ref.parameters()), f"{name}: {source} → 2 ranks")
+        for source, got in dc.resumed_on_two(make, bias, batches, Path(root), name).items():
+            dc.same(got, list(ref.parameters()), f"{name}: {source} → 2 ranks")
 
 
 @pytest.mark.slow
 def test_dcp_checkpoints_reshard_two_to_one_and_one_to_two(tmp_path: Path) -> None:
     batches = dc.make_batches()
-    for name, (bias, make) in RULES.items():  # one process saves after 2 steps
-        a = dc.make_model(bias)
-        oa = make(list(a.parameters()))
-        dc.train(a, oa, batches[:2])
-        dc.save(a, oa, tmp_path / f"{name}-1")
+    for name, (bias, make) in RULES.items():
+        dc.saved_by_one(make, bias, batches, tmp_path / f"{name}-1")
     dc.run(_dcp_worker, 2, str(tmp_path))
-    for name, (bias, make) in RULES.items():  # one process loads what 2 ranks saved
+    for name, (bias, make) in RULES.items():
         ref = dc.make_model(bias)
         dc.train(ref, make(list(ref.parameters())), batches)
-        c = dc.make_model(bias)
-        oc = make(list(c.parameters()))
-        dc.load(c, oc, tmp_path / f"{name}-2")
-        dc.train(c, oc, batches[2:])
-        dc.same(list(c.parameters()), list(ref.parameters()), f"{name}: 2 ranks → 1")
+        got = dc.resumed_on_one(make, bias, batches, tmp_path / f"{name}-2")
+        dc.same(got, list(ref.parameters()), f"{name}: 2 ranks → 1")
 
 
 def _refusal_worker(rank: int, world: int) -> None:

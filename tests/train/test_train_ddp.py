@@ -52,19 +52,26 @@ def torchrun(args: list[str], kill_at: str | None = None) -> subprocess.Complete
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
 
 
-@pytest.mark.parametrize("optimizer", [None, {"name": "muon", "lr": 0.02}], ids=["sgd", "muon-owners"])
-def test_two_processes_match_one_and_resume(tmp_path: Path, optimizer: dict[str, Any] | None) -> None:
-    cfg = config(tmp_path / "runs", optimizer)
+def _killed_and_resumed(tmp_path: Path, cfg: dict[str, Any], kill_at: str,
+                        kept: int) -> tuple[Path, subprocess.CompletedProcess[str]]:
+    """Train `cfg` under torchrun, killed at `kill_at` (the checkpoint of step `kept` is the
+    newest left, the next one 5 steps on is not), then resume it to the end."""
     cfg_path = tmp_path / "c.toml"
     cfg_path.write_text(tomli_w.dumps(cfg))
     run = tmp_path / "runs" / "d"
-    # every rank SIGKILLs itself after step 13 (checkpoints at 0, 5, 10 exist), torchrun fails
-    p = torchrun([str(cfg_path)], kill_at="step:13")
+    p = torchrun([str(cfg_path)], kill_at=kill_at)
     assert p.returncode != 0
-    assert (run / "checkpoints" / "step_00000010.pt").is_file()
-    assert not (run / "checkpoints" / "step_00000015.pt").exists()
+    assert (run / "checkpoints" / f"step_{kept:08d}.pt").is_file()
+    assert not (run / "checkpoints" / f"step_{kept + 5:08d}.pt").exists()
     p = torchrun(["--resume", str(run)])
     assert p.returncode == 0, p.stderr[-3000:]
+    return run, p
+
+
+@pytest.mark.parametrize("optimizer", [None, {"name": "muon", "lr": 0.02}], ids=["sgd", "muon-owners"])
+def test_two_processes_match_one_and_resume(tmp_path: Path, optimizer: dict[str, Any] | None) -> None:
+    # every rank SIGKILLs itself after step 13 (checkpoints at 0, 5, 10 exist), torchrun fails
+    run, p = _killed_and_resumed(tmp_path, config(tmp_path / "runs", optimizer), "step:13", kept=10)
     assert p.stdout.count("test accuracy: ") == 1  # rank 0 alone reports
     ddp = torch.load(run / "checkpoints" / f"step_{STEPS:08d}.pt", weights_only=True)["state"]
     assert ddp["world_size"] == 2 and len(ddp["ranks"]) == 2
@@ -115,16 +122,8 @@ def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
 def test_fsdp2_trains_is_killed_on_one_rank_and_resumes_bitwise(tmp_path: Path) -> None:
     opt = {"name": "adamw", "lr": 0.01}  # the flat core over the shards (matrix rules: the optim tests)
     cfg = {**config(tmp_path / "runs", opt), "distributed": {"strategy": "fsdp2"}}
-    cfg_path = tmp_path / "c.toml"
-    cfg_path.write_text(tomli_w.dumps(cfg))
-    run = tmp_path / "runs" / "d"
     # rank 1 is SIGKILLed inside the 3rd checkpoint (step 10), its shards written, not renamed
-    p = torchrun([str(cfg_path)], kill_at="shards:3@1")
-    assert p.returncode != 0
-    assert (run / "checkpoints" / "step_00000005.pt").is_file()
-    assert not (run / "checkpoints" / "step_00000010.pt").exists()
-    p = torchrun(["--resume", str(run)])
-    assert p.returncode == 0, p.stderr[-3000:]
+    run, _ = _killed_and_resumed(tmp_path, cfg, "shards:3@1", kept=5)
     assert not list((run / "checkpoints").glob(".*tmp*"))
     cfg2 = {**cfg, "name": "whole"}
     cfg2_path = tmp_path / "c2.toml"
