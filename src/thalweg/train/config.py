@@ -34,6 +34,7 @@ __all__ = [
     "dump_config",
     "from_validation_error",
     "load_config",
+    "lr_notice",
     "parse_config",
     "quoted_number",
     "read_config",
@@ -347,7 +348,29 @@ def parse_config(data: dict[str, Any], *, check_optimizer: bool = True) -> RunCo
     if check_optimizer:
         validate_optimizer(cfg.optimizer)
         _validate_combinations(cfg)
+        _default_lr(cfg.optimizer)
     return cfg
+
+
+def _default_lr(opt: OptimizerConfig) -> None:
+    """A config that names no lr gets the rule's default lr (its registry entry's), written
+    into the resolved config so config.toml says what the run used."""
+    from thalweg.optim import registry
+
+    info = registry.get(opt.name)
+    extra = opt.model_extra
+    if extra is not None and "lr" not in extra and info.default_lr is not None:
+        extra["lr"] = info.default_lr
+
+
+def lr_notice(opt: OptimizerConfig) -> str | None:
+    """One line when [optimizer] lr looks carried over from another rule (e.g. name = "muon"
+    with AdamW's 1e-3 or the default run's 0.005), pointing at `thalweg lr-find`."""
+    from thalweg.optim import registry
+
+    tuned = {DEFAULT_RUN["optimizer"]["lr"]: f"the default run's, tuned for {DEFAULT_RUN['optimizer']['name']}"}
+    note = registry.lr_notice(opt.name, opt.hyperparameters().get("lr"), tuned)
+    return None if note is None else f"[optimizer] {note}"
 
 
 def _validate_combinations(cfg: RunConfig) -> None:
@@ -401,16 +424,13 @@ def read_config(path: str | Path | None, default: str,
     """The TOML at `path` (or the text `default` when `path` is None) as a dict, with dotted
     overrides applied ("train.epochs" -> data["train"]["epochs"]); what `thalweg train` and
     `thalweg meta` read before validating."""
+    from thalweg import overrides as ov
+
     data = tomllib.loads(default) if path is None else read_config_file(path)
-    for key, value in (overrides or {}).items():
-        *parents, leaf = key.split(".")
-        node = data
-        for i, part in enumerate(parents):
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                where = ".".join(parents[:i])
-                raise ConfigError(where, part, node, f"is not a table, so {key} cannot be set")
-        node[leaf] = value
+    try:
+        ov.apply(data, overrides or {})
+    except ov.OverrideError as e:
+        raise ConfigError(e.section, e.field, e.value, str(e)) from None
     return data
 
 
