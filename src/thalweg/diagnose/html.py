@@ -11,7 +11,7 @@ from typing import Any
 
 from thalweg.diagnose.findings import Finding, _fmt
 
-__all__ = ["markers", "to_html", "write_html_section"]
+__all__ = ["markers", "read_sections", "to_html", "write_html_section"]
 
 _COLORS = {"critical": "#b00020", "warning": "#b26a00", "info": "#2f6f3e"}
 
@@ -19,6 +19,20 @@ _COLORS = {"critical": "#b00020", "warning": "#b26a00", "info": "#2f6f3e"}
 def markers(name: str = "doctor") -> tuple[str, str]:
     """The comment pair that delimits a section `name` in a report."""
     return f"<!-- thalweg-{name}:start -->", f"<!-- thalweg-{name}:end -->"
+
+
+def read_sections(doc: str) -> dict[str, str]:
+    """Every marked section of a report (name → the section with its markers), in page order:
+    what other commands (`thalweg doctor`, `thalweg inspect`) put into a run's report.html."""
+    import re
+
+    out: dict[str, str] = {}
+    for m in re.finditer(r"<!-- thalweg-([\w.-]+):start -->", doc):
+        end = markers(m.group(1))[1]
+        j = doc.find(end, m.end())
+        if j >= 0:
+            out[m.group(1)] = doc[m.start(): j + len(end)]
+    return out
 
 
 def _img(path: Path | None, base: Path | None) -> str:

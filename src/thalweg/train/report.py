@@ -160,13 +160,41 @@ def write_report(paths: RunPaths, cfg: RunConfig, summary: dict[str, Any], *, fi
         return None
     from thalweg.diagnose import to_html
 
-    doctor = to_html(findings, figures=figs, base=paths.root,
-                     note="From the learning curves, the data and the config; `thalweg doctor` on this run adds "
-                          "gradients, activations, weights and curvature.")
+    doctor = to_html(findings, figures=figs, base=paths.root, note=QUICK_NOTE)
     doc = render_page(f"thalweg run {cfg.name}", doctor=doctor, summary=summary, figures=pngs,
                       records=records, config=dump_config(cfg))
-    paths.report.write_text(doc, encoding="utf-8")
+    paths.report.write_text(_keep_sections(paths.report, doc), encoding="utf-8")
     return paths.report
+
+
+#: the note of the trainer's own findings section (the quick diagnosis from curves, data, config)
+QUICK_NOTE = ("From the learning curves, the data and the config; `thalweg doctor` on this run adds "
+              "gradients, activations, weights and curvature.")
+
+
+def _keep_sections(report: Path, doc: str) -> str:
+    """`doc` with the sections other commands wrote into the earlier report.html put back, so a
+    resumed (or re-reported) run loses nothing: `thalweg doctor`'s diagnosis in place of the
+    trainer's quick findings, `thalweg inspect`'s curvature after it, and any other."""
+    from thalweg.diagnose.html import markers, read_sections
+
+    try:
+        old = read_sections(report.read_text(encoding="utf-8")) if report.is_file() else {}
+    except (OSError, UnicodeDecodeError):
+        return doc
+    new = read_sections(doc)
+    prev = "doctor"
+    for name, section in old.items():
+        if name in new:
+            if html.escape(QUICK_NOTE) not in section:  # not the trainer's own: the user's command wrote it
+                doc = doc.replace(new[name], section)
+        else:
+            end = markers(prev)[1]
+            i = doc.find(end)
+            i = i + len(end) if i >= 0 else doc.index("<h2>Final numbers</h2>")
+            doc = doc[:i] + "\n" + section + doc[i:]
+        prev = name
+    return doc
 
 
 def render_page(title: str, *, doctor: str, summary: dict[str, Any], figures: list[Path],
