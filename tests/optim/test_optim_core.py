@@ -285,7 +285,7 @@ def test_moving_the_model_after_construction_is_a_clear_error():
 
 
 def test_auto_compiles_large_multi_pass_rules_only(monkeypatch):
-    import thalweg.optim.core as core
+    import thalweg.optim.engine.core as core
 
     monkeypatch.setattr(core, "AUTO_COMPILE_MIN_NUMEL", 10)
     ps = make_params()
@@ -301,7 +301,7 @@ def test_auto_compiles_large_multi_pass_rules_only(monkeypatch):
 def test_chunked_eager_update_equals_one_pass(monkeypatch):
     """Eager updates walk big buffers in chunks; every transform is elementwise, so the
     result is the same to the bit."""
-    import thalweg.optim.core as core
+    import thalweg.optim.engine.core as core
 
     runs = []
     for chunk in (core.EAGER_CHUNK, 7):  # one pass, then many uneven chunks over ~50 elements

@@ -5,7 +5,7 @@ config change to try; treatments and their before/after verification.
 `diagnose(measurements)` reads one `Monitor.measure()` dict (plus curvature / lr keys);
 `diagnose_run(RunEvidence)` reads a whole run. Gathering the evidence from a run directory,
 writing treated.toml and training it for verification live in the train layer
-(`thalweg.train.doctor`, the `thalweg doctor` command).
+(`thalweg.diagnose.examine`, the `thalweg doctor` command).
 """
 
 from thalweg.diagnose.curves import Curves, read_curves, surviving

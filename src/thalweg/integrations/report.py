@@ -110,7 +110,7 @@ def evidence(w: Watcher, *, curvature: bool = True) -> RunEvidence:
         ev.end.update(lr=w.lr(), optimizer=opt.get("name"), momentum=opt.get("momentum"))
         ev.init = w.init_measurement
         if curvature:
-            from thalweg.train.doctor import curvature as classify_here
+            from thalweg.diagnose.examine import curvature as classify_here
 
             z = torch.zeros(1)
             c = classify_here(_LossModule(model, w.held), _as_loss, z, z, mode="eval")

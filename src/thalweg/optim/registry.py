@@ -40,10 +40,10 @@ __all__ = [
 
 # Modules that register optimizers when imported. Append yours here.
 _PROVIDERS: list[str] = [
-    "thalweg.optim.rules",
-    "thalweg.optim.second_order",
-    "thalweg.optim.matrix",
-    "thalweg.optim.contender_registry",
+    "thalweg.optim.rules.twins",
+    "thalweg.optim.second_order.catalog",
+    "thalweg.optim.matrix.catalog",
+    "thalweg.optim.rules.catalog",
 ]
 
 _REGISTRY: dict[str, OptimizerInfo] = {}

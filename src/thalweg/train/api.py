@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from thalweg.optim.modes import set_mode
+from thalweg.optim.engine.modes import set_mode
 from thalweg.train import distributed
 from thalweg.train.build import as_config
 from thalweg.train.checkpoint import CheckpointError, load_checkpoint

@@ -117,7 +117,7 @@ def register(app: typer.Typer) -> None:
         """Continue an interrupted run from its newest good checkpoint (= train --resume, or
         meta --resume for a `thalweg meta` run)."""
         if _is_meta_run(run_dir):
-            from thalweg.train.meta_run import run_meta
+            from thalweg.meta.run import run_meta
 
             if allow_config_change:
                 raise typer.BadParameter("--allow-config-change is for `thalweg train` runs; this is a meta run")

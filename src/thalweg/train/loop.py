@@ -22,7 +22,8 @@ from rich.markup import escape
 from torch import nn
 
 from thalweg import regularize as R
-from thalweg.train import board, distributed, validation
+from thalweg.integrations import board
+from thalweg.train import distributed, validation
 from thalweg.train.build import build_run
 from thalweg.train.checkpoint import (
     BackgroundWriter,

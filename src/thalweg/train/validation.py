@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from thalweg.optim.modes import eval_mode
-from thalweg.train import board
+from thalweg.integrations import board
+from thalweg.optim.engine.modes import eval_mode
 from thalweg.train.checkpoint import save_generation, snapshot
 from thalweg.train.resume import config_hash
 
