@@ -34,7 +34,7 @@ def _num(v: Any, digits: int = 4) -> str:
 def _table(head: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     h = "".join(f"<th>{_e(c)}</th>" for c in head)
     body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows)
-    return f"<table><tr>{h}</tr>{body}</table>"
+    return f'<div class="wide"><table><tr>{h}</tr>{body}</table></div>'  # scrolls, never overflows
 
 
 def _img(path: Path | None, alt: str) -> str:
@@ -80,17 +80,31 @@ def _score_rows(records: Sequence[Mapping[str, Any]], rs: str, r_max: float) -> 
 
 
 def _ttt_rows(records: Sequence[Mapping[str, Any]], rs: str) -> tuple[list[str], list[list[str]]]:
+    """One row per submission, one column per workload (19 submissions as columns overflow)."""
     sec, stp = scoring.workload_times(records, "seconds", rs), scoring.workload_times(records, "steps", rs)
     subs = sorted(sec)
     wls = list(dict.fromkeys(r["workload"] for r in records if r.get("ruleset") == rs))
     rows = []
-    for w in wls:
+    for s in subs:
         cells = []
-        for s in subs:
+        for w in wls:
             t, k = stp[s].get(w, math.inf), sec[s].get(w, math.inf)
             cells.append(f"{t:.0f} <small>({k:.2f} s)</small>" if math.isfinite(t) else "∞")
-        rows.append([_e(w), *cells])
-    return ["workload", *subs], rows
+        rows.append([f"<b>{_e(s)}</b>", *cells])
+    return ["submission", *wls], rows
+
+
+def _interval(c: tuple[float, float, float] | None, lo: float | None = None, hi: float | None = None,
+              n: int = 0) -> str:
+    """"mean [low, high]" of a Student-t interval, clipped to what the quantity can be (a step
+    count is ≥ 0, an accuracy in [0, 1]); with 2 values the interval is ±6.4 sd wide — said so."""
+    if c is None:
+        return "—"
+    m, a, b = c
+    a = a if lo is None else max(a, lo)
+    b = b if hi is None else min(b, hi)
+    note = " <small>(2 seeds: t-interval ±6.4 sd)</small>" if n == 2 else ""
+    return f"{m:.4g} [{a:.4g}, {b:.4g}]{note}"
 
 
 def _rerun_rows(records: Sequence[Mapping[str, Any]]) -> list[list[str]]:
@@ -101,11 +115,15 @@ def _rerun_rows(records: Sequence[Mapping[str, Any]]) -> list[list[str]]:
     rows = []
     for (w, s), rs in sorted(groups.items()):
         hit = [r["time_to_target"]["steps"] for r in rs if r.get("reached")]
-        ci_t = scoring.mean_ci(hit)
-        ci_m = scoring.mean_ci([r.get("final_metric") for r in rs])
-        fmt = (lambda c: "—" if c is None else f"{c[0]:.4g} [{c[1]:.4g}, {c[2]:.4g}]")  # noqa: E731
-        test = scoring.mean_ci([(r.get("test") or {}).get("test_accuracy") for r in rs])
-        rows.append([_e(w), _e(s), f"{len(hit)}/{len(rs)}", fmt(ci_t), fmt(ci_m), fmt(test)])
+        finals = [r.get("final_metric") for r in rs]
+        tests = [(r.get("test") or {}).get("test_accuracy") for r in rs]
+        metric = rs[0].get("metric") or ""
+        bounds = (0, 1) if metric.endswith("accuracy") else (0, None) if "loss" in metric else (None, None)
+        rows.append([_e(w), _e(s), f"{len(hit)}/{len(rs)}",
+                     _interval(scoring.mean_ci(hit), lo=0, n=len(hit)),
+                     _interval(scoring.mean_ci(finals), *bounds,
+                               n=sum(v is not None for v in finals)),
+                     _interval(scoring.mean_ci(tests), 0, 1, n=sum(v is not None for v in tests))])
     return rows
 
 
@@ -161,13 +179,15 @@ def write_report(bench_dir: str | Path) -> Path:
         parts.append(_table(["submission", "score (seconds)", "score (steps)", "workloads within r_max", "trials"],
                             _score_rows(records, rs, r_max)))  # fmt: skip
         head, rows = _ttt_rows(records, rs)
-        parts.append(f"<h3>Time to target — {rs} (steps; training seconds)</h3>" + _table(head, rows))
+        parts.append(f"<h3>Time to target — {rs}: steps of the median study's fastest trial (its "
+                     "training seconds)</h3>" + _table(head, rows))
     parts.append("<h2>Performance profiles</h2>" + _img(prof, "performance profile"))
     parts.append("<h2>Learning-rate sensitivity</h2>" + _img(sens, "learning-rate sensitivity"))
     reruns = _rerun_rows(records)
     if reruns:
         parts.append("<h2>The chosen configuration over seeds</h2><p>Mean and 95 % Student-t "
-                     "interval over the re-run seeds.</p>")  # fmt: skip
+                     "interval over the re-run seeds, clipped to what the quantity can be (steps ≥ 0, "
+                     "accuracies in [0, 1]).</p>")  # fmt: skip
         parts.append(_table(["workload", "submission", "reached", "steps to target", "final metric",
                              "test accuracy"], reruns))  # fmt: skip
     gap = _gap_rows(records)
@@ -187,6 +207,7 @@ def write_report(bench_dir: str | Path) -> Path:
            "body{font-family:sans-serif;max-width:1200px;margin:2em auto;color:#222}"
            "table{border-collapse:collapse;margin:0.5em 0}th,td{border-bottom:1px solid #ddd;"
            "padding:3px 9px;text-align:left;font-size:13px}img{max-width:100%}"
+           ".wide{overflow-x:auto;max-width:100%}"
            "</style></head><body>" + "\n".join(parts) + "</body></html>\n")  # fmt: skip
     out = root / "report.html"
     out.write_text(doc, encoding="utf-8")

@@ -38,10 +38,42 @@ _MARK = {
     "degenerate": dict(marker="D", s=70, c="white", edgecolors="black", linewidths=0.8),
 }
 _COLORS = plt.get_cmap("tab10").colors
+# paths that coincide (Shampoo on a vector is Adam; Newton = saddle-free Newton on a convex bowl)
+# must both stay visible: each path gets its own dash pattern and marker, later ones smaller
+_DASHES = ("-", (0, (5, 2)), (0, (1.5, 1.5)), (0, (6, 2, 1.5, 2)))
+_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<")
 
 
 def _color(i: int) -> tuple[float, ...]:
     return _COLORS[i % len(_COLORS)]
+
+
+def _style(i: int) -> dict[str, object]:
+    """Line style of path `i`: color, dash pattern and marker all differ between neighbours."""
+    return {"color": _color(i), "ls": _DASHES[i % len(_DASHES)], "marker": _MARKERS[i % len(_MARKERS)],
+            "ms": max(2.5, 4.5 - 0.4 * i)}
+
+
+def _same_as(trajs: Sequence[Trajectory]) -> dict[int, int]:
+    """Path i → an earlier path it coincides with (same points to 1e-6 of the path's extent)."""
+    out: dict[int, int] = {}
+    for i, t in enumerate(trajs):
+        for j in range(i):
+            u = trajs[j]
+            if j in out or u.points.shape != t.points.shape or not len(t.points):
+                continue
+            scale = float(np.abs(t.points).max()) or 1.0
+            if np.allclose(t.points, u.points, rtol=0, atol=1e-6 * scale, equal_nan=True):
+                out[i] = j
+                break
+    return out
+
+
+def _labels(trajs: Sequence[Trajectory]) -> list[str]:
+    """Each path's legend label, saying so when it coincides with an earlier one."""
+    same = _same_as(trajs)
+    return [_diverged_label(t) + (f" (same path as {trajs[same[i]].label})" if i in same else "")
+            for i, t in enumerate(trajs)]
 
 
 def _window(fn: TestFunction, trajs: Sequence[Trajectory], grow: float = 2.0
@@ -179,27 +211,27 @@ def plot_paths(fn: str | TestFunction, trajs: Sequence[Trajectory], ax: Axes | N
         ax.set_xlabel("x")
         ax.set_ylabel("y")
         ax.set_aspect("equal" if _aspect_ok(win) else "auto")
+    labels = _labels(trajs)
+    notes: list[tuple[str, tuple[float, float]]] = []
     for i, t in enumerate(trajs):
         pts = t.points if upto is None else t.points[: upto + 1]
-        c = _color(i)
+        st = _style(i)
+        c = st["color"]
         if f.dim == 1:
             xs, ys = pts[:, 0], t.losses[: len(pts)]
         else:
             xs, ys = pts[:, 0], pts[:, 1]
-        ax.plot(xs, ys, "-o", color=c, ms=3.5, lw=1.0 if t.diverged else 1.5, zorder=4,
-                label=_diverged_label(t), markevery=max(1, len(xs) // 40),
-                alpha=0.65 if t.diverged else 1.0, markeredgecolor="white",
-                markeredgewidth=0.4)
+        ax.plot(xs, ys, color=c, ls=st["ls"], marker=st["marker"], ms=st["ms"], lw=1.0 if t.diverged else 1.5,
+                zorder=4 + 0.01 * i, label=labels[i], markevery=max(1, len(xs) // 40),
+                alpha=0.65 if t.diverged else 1.0, markeredgecolor="white", markeredgewidth=0.4)
         if t.diverged and (upto is None or upto >= t.steps):
             last_in = max((k for k in range(len(pts)) if _inside(
                 np.array([xs[k]]) if f.dim == 1 else pts[k], win[:1] if f.dim == 1 else win)),
                 default=0)
             ax.scatter([xs[last_in]], [ys[last_in]], marker=">" if t.escaped else "X", s=120, c=[c],
                        edgecolors="black", zorder=6)
-            note = ax.annotate("leaves the window" if t.escaped else "diverges", (xs[last_in], ys[last_in]),
-                               textcoords="offset points", xytext=(6, 6), fontsize=8, color="black",
-                               bbox=dict(boxstyle="round,pad=0.2", fc="white", alpha=0.8))
-            note._thalweg_mark = True  # type: ignore[attr-defined]
+            notes.append(("leaves the window" if t.escaped else "diverges", (xs[last_in], ys[last_in])))
+    _place_notes(ax, notes)
     starts = {tuple(t.points[0]): t for t in trajs}  # every distinct start, labelled once
     for j, (p0, t) in enumerate(starts.items()):
         y0 = t.losses[0] if f.dim == 1 else p0[1]
@@ -219,6 +251,25 @@ def plot_paths(fn: str | TestFunction, trajs: Sequence[Trajectory], ax: Axes | N
     return ax
 
 
+def _place_notes(ax: Axes, notes: Sequence[tuple[str, tuple[float, float]]]) -> None:
+    """Label each point with its note ("diverges", "leaves the window"); where two paths end
+    close together their notes are stacked, never drawn over each other."""
+    renderer = ax.figure.canvas.get_renderer()
+    placed: list[object] = []
+    offsets = [(6, 6), (6, -16), (-6, 6), (-6, -16), (6, 20), (6, -30), (-6, 20), (-6, -30)]
+    for text, xy in notes:
+        for k, (dx, dy) in enumerate(offsets):
+            note = ax.annotate(text, xy, textcoords="offset points", xytext=(dx, dy), fontsize=8, color="black",
+                               ha="left" if dx > 0 else "right",
+                               bbox=dict(boxstyle="round,pad=0.2", fc="white", alpha=0.8))
+            box = note.get_window_extent(renderer)
+            if k == len(offsets) - 1 or not any(box.overlaps(b) for b in placed):
+                break
+            note.remove()
+        note._thalweg_mark = True  # type: ignore[attr-defined]
+        placed.append(box)
+
+
 def _aspect_ok(win: Sequence[tuple[float, float]]) -> bool:
     w, h = win[0][1] - win[0][0], win[1][1] - win[1][0]
     return 0.33 < w / h < 3
@@ -230,12 +281,14 @@ def plot_losses(fn: str | TestFunction, trajs: Sequence[Trajectory], ax: Axes | 
     f = as_function(fn)
     ax = ax if ax is not None else plt.gca()
     gap = f.global_minimum is not None
+    labels = _labels(trajs)
     for i, t in enumerate(trajs):
         y = t.losses - f.global_minimum if gap else t.losses
         if gap:
             y = np.maximum(y, 1e-16)
         steps = np.arange(len(y))
-        ax.plot(steps, y, color=_color(i), lw=1.5, label=_diverged_label(t))
+        st = _style(i)
+        ax.plot(steps, y, color=st["color"], ls=st["ls"], lw=1.5, label=labels[i], zorder=2 + 0.01 * i)
         if t.diverged:
             ax.scatter([steps[-1]], [y[-1]], marker=">" if t.escaped else "X", s=80, c=[_color(i)],
                        edgecolors="black", zorder=5)
@@ -297,24 +350,39 @@ def figure_lr_panel(rows: Sequence[tuple[str | TestFunction, Sequence[Trajectory
     for r, (fn, trajs) in enumerate(rows):
         f = as_function(fn)
         vs = verdicts[r] if verdicts is not None else _verdicts(trajs, f)
-        win = _window(f, [t for t in trajs if not t.diverged] or trajs)
-        if f.dim == 1:  # show where a too-large path goes, up to 1.5 domain widths out
-            (lo, hi), = f.domain
-            for t in trajs:
-                seen = t.points[:, 0]
-                win[0] = (max(min(win[0][0], float(seen.min())), lo - 1.5 * (hi - lo)),
-                          min(max(win[0][1], float(seen.max())), hi + 1.5 * (hi - lo)))
         for c in range(ncol):
             ax = axs[r][c]
             if c >= len(trajs):
                 ax.axis("off")
                 continue
             t = trajs[c]
-            plot_paths(f, [t], ax, window=win, legend=False)
-            ax.set_title(f"{f.latex}, η={t.hparams.get('lr', '?')}: {vs[c]}", fontsize=9)
+            # each panel its own window: one shared with a diverging path squashes the others
+            # into the bottom of the bowl, where "too small" and "good" look the same
+            plot_paths(f, [t], ax, window=_panel_window(f, t), legend=False)
+            ax.set_title(f"{f.latex}, η={t.hparams.get('lr', '?')}: {vs[c]}\n{_after(f, t)}", fontsize=9)
         place_legend(axs[r][0])
     fig.suptitle(title or "the learning rate decides: too small, good, too large", fontsize=11)
     return finish_layout(fig)
+
+
+def _panel_window(f: TestFunction, t: Trajectory) -> list[tuple[float, float]]:
+    """One learning-rate panel's window: the domain, widened to where a 1-D path goes (up to
+    1.5 domain widths out, so a divergence shows its first swings)."""
+    win = _window(f, [t])
+    if f.dim == 1:
+        (lo, hi), = f.domain
+        seen = t.points[:, 0]
+        win[0] = (max(min(win[0][0], float(seen.min())), lo - 1.5 * (hi - lo)),
+                  min(max(win[0][1], float(seen.max())), hi + 1.5 * (hi - lo)))
+    return win
+
+
+def _after(f: TestFunction, t: Trajectory) -> str:
+    """What a panel's path reached: "after 40 steps: f − f* = 2.1e-04"."""
+    last = float(t.losses[-1])
+    if f.global_minimum is not None and np.isfinite(last):
+        return f"after {t.steps} steps: f − f* = {last - f.global_minimum:.2g}"
+    return f"after {t.steps} steps: f = {last:.3g}"
 
 
 def figure_panels(panels: Sequence[tuple[str | TestFunction, Sequence[Trajectory], str]],
