@@ -50,11 +50,22 @@ def to_html(findings: Sequence[Finding], *, title: str = "Diagnosis (thalweg doc
     `figures` maps a finding's index to the image of its evidence; `base` is the report's folder
     (image paths are written relative to it)."""
     figs: Mapping[Any, Path | None] = figures or {}
+    shown: dict[Path, int] = {}  # a figure several findings share is shown once, with the first
+
+    def picture(i: int) -> str:
+        p = figs.get(i)
+        if p is None:
+            return ""
+        if Path(p) in shown:
+            return f"<br><small>(its evidence: the figure of finding {shown[Path(p)] + 1} above)</small>"
+        shown[Path(p)] = i
+        return _img(p, base)
+
     items = "".join(
         f'<li><b style="color:{_COLORS[f.severity]}">{f.severity.upper()}</b> <code>{html.escape(f.code)}</code> '
         f"{html.escape(f.title)} <small>(confidence {f.confidence:.2f})</small><br><small>evidence: "
         f"{html.escape(', '.join(f'{k}={_fmt(v)}' for k, v in f.evidence.items()))}</small><br>"
-        f"→ {html.escape(f.action)}{_img(figs.get(i), base)}</li>" for i, f in enumerate(findings))
+        f"→ {html.escape(f.action)}{picture(i)}</li>" for i, f in enumerate(findings))
     body = f"<ol>{items}</ol>" if findings else "<p>No findings: gradients, activations and curvature look healthy.</p>"
     start, end = markers("doctor")
     note_html = f"<p><small>{html.escape(note)}</small></p>" if note else ""

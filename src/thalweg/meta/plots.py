@@ -117,16 +117,18 @@ def write_report(path: Path, title: str, summary: Mapping[str, Any], figures: Se
                  config_text: str) -> Path:
     """report.html: the adaptation table (mean ± 95 % CI per step), the figures, the config."""
     import html
-    import json
 
     table = summary["adaptation"]
     steps = next(iter(table.values()))["steps"]
     head = "".join(f"<th>{s}</th>" for s in steps)
-    rows = "".join(f"<tr><th>{html.escape(k)}</th>"
+    rows = "".join(f"<tr><th>{html.escape(_LABEL.get(k, k))}</th>"
                    + "".join(f"<td>{m:.4g} ± {c:.2g}</td>" for m, c in zip(v["mean"], v["ci95"], strict=True))
                    + "</tr>" for k, v in table.items())
     imgs = "".join(f'<figure><img src="figures/{p.name}" alt="{p.stem}"><figcaption>{p.stem}</figcaption>'
                    "</figure>" for p in figures)
+    best = "".join(f"<tr><th>{html.escape(_LABEL.get(k, k))}</th><td>{b.get('iteration', '—')}</td>"
+                   f"<td>{html.escape(str(b.get('metric', '')))}</td><td>{b['value']:.4g}</td></tr>"
+                   for k, b in (summary.get("best") or {}).items())
     doc = f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}}table{{border-collapse:collapse}}
 th,td{{border-bottom:1px solid #ddd;padding:3px 8px;text-align:right}}img{{max-width:520px}}
@@ -135,7 +137,8 @@ figure{{display:inline-block;margin:6px}}pre{{background:#f6f6f6;padding:1em}}</
 <h2>{html.escape(summary["metric"])} after k inner steps (mean ± 95 % CI over {summary["test_tasks"]} meta-test tasks)</h2>
 <table><tr><th>method \\ k</th>{head}</tr>{rows}</table>
 <h2>Figures</h2>{imgs}
-<h2>Best meta-validation weights</h2><pre>{html.escape(json.dumps(summary["best"], indent=1))}</pre>
+<h2>Best meta-validation weights (what the table above adapts)</h2>
+<table><tr><th>method</th><th>meta-iteration</th><th>meta-validation metric</th><th>value</th></tr>{best}</table>
 <h2>Resolved config</h2><pre>{html.escape(config_text)}</pre></body></html>
 """
     path.write_text(doc, encoding="utf-8")

@@ -35,10 +35,12 @@ def lr_used(records: list[dict[str, Any]], schedule: Any, steps: int, spe: float
 def plot_curves(records: list[dict[str, Any]], out_dir: Path, title: str = "",
                 best_epoch: float | None = None,
                 schedule: tuple[list[float], list[float]] | None = None,
-                chance: float | None = None, x: str = "epoch") -> list[Path]:
+                chance: float | None = None, x: str = "epoch",
+                step_losses: tuple[list[float], list[float]] | None = None) -> list[Path]:
     """Write losses.png, accuracy.png (classification), lr.png and grad_norm.png against `x`
     ("epoch" or "step"); mark the point whose weights are in best.pt, the chance-level loss,
-    and draw the lr each step used (`schedule`: see `lr_used`) on a log axis if given."""
+    and draw the lr each step used (`schedule`: see `lr_used`) on a log axis if given;
+    `step_losses` (x, loss of each step) is drawn faintly under the window means."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -55,6 +57,8 @@ def plot_curves(records: list[dict[str, Any]], out_dir: Path, title: str = "",
         if not any(_series(records, k, x)[0] for k, _, _ in panels):
             return
         fig, ax = plt.subplots(figsize=(7.2, 4.0), dpi=120)
+        if name == "losses" and step_losses is not None and len(step_losses[0]) > 1:
+            ax.plot(*step_losses, color="C0", alpha=0.3, lw=0.8, label="train, every step")
         if curve is not None:
             ax.plot(*curve, color="0.45", lw=1.3, label="lr used at every step (schedule × rollback factor)")
         for key, label, marker in panels:
