@@ -120,16 +120,21 @@ def problems(fig: Figure) -> list[str]:
     title_boxes = [(t, t.get_window_extent(r)) for t in notes]
     for leg, own in _legends(fig):
         b = leg.get_window_extent(r)
+        # a twin (twinx) shares its axes' area: its data counts as the axes' own
+        mine = [] if own is None else [ax for ax in axes if ax is own or
+                                       ax.get_window_extent(r).bounds == own.get_window_extent(r).bounds]
         for ax in axes:
-            if ax is own:
+            if ax in mine:
                 continue
             if _area(b, ax.get_window_extent(r)) > 4:
                 out.append(f"a legend covers another panel's data area ({ax.get_title()!r})")
         for t, tb in title_boxes:
             if _area(b, tb) > 4:
                 out.append(f"a legend covers the text {_name(t)}")
-        if own is not None and own in data_axes:
-            pts = _data_points(own)
+        for ax in mine:
+            if ax not in data_axes:
+                continue
+            pts = _data_points(ax)
             hit = ((pts[:, 0] > b.x0) & (pts[:, 0] < b.x1) & (pts[:, 1] > b.y0) & (pts[:, 1] < b.y1)).sum()
             if hit:
                 out.append(f"the legend of {own.get_title()!r} covers {int(hit)} data points")
