@@ -1,11 +1,15 @@
-"""A first install as a user makes it: build the wheel as `make dist` does, make a fresh virtual
-environment, then run the README's "Install" lines there — torch first, then the wheel with no
-extra — and the README's "your own training script" example and `thalweg --version` with it.
-Measures the time of each step and the environment's size (and the size of `.venv`, what
-`make` installs: torch and every extra). Downloads from the package index: slow on a slow
-network, which the figures then include.
+"""A first install as a user makes it: the wheel `make dist` built (or built here as it does),
+a fresh virtual environment, then the README's "Install" lines there — torch first, then the
+wheel with no extra — and the README's "your own training script" example and
+`thalweg --version` with it. Measures the time of each step and the environment's size (and
+the size of `.venv`, what `make` installs: torch and every extra). Downloads from the package
+index: slow on a slow network, which the figures then include.
 
-    .venv/bin/python benchmarks/install.py [--keep DIR] [--json PATH]
+    .venv/bin/python benchmarks/install.py [--dist dist] [--keep DIR] [--json PATH]
+
+`--torch-line LINE` replaces the README's torch line (default: `pip install torch==2.13.0`, as
+the Makefile installs it: the README's `--index-url https://download.pytorch.org/whl/cpu` is
+not reachable from this project's machines, where torch comes from a local wheel).
 
 The README lines and example are read from README.md (`<!--install:project-->`,
 `<!--example:own-script-->`), so what is measured is what the README says.
@@ -75,11 +79,17 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--keep", type=Path, default=None, help="make the environment here and keep it")
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--dist", type=Path, default=None, help="use the wheel in this folder (make dist's)")
+    ap.add_argument("--torch-line", default="pip install torch==2.13.0", help="how torch is installed first")
     a = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="thalweg-install-"))
     try:
         t0 = time.perf_counter()
-        wheel = build_wheel(work / "dist")
+        if a.dist is not None:
+            (wheel,) = a.dist.glob("thalweg-*.whl")
+            shutil.copytree(a.dist, work / "dist")
+        else:
+            wheel = build_wheel(work / "dist")
         t_build = time.perf_counter() - t0
         venv = a.keep or work / "venv"
         bindir = fresh_venv(venv)
@@ -87,6 +97,8 @@ def main() -> None:
         for line in install_lines():
             if "[" in line:  # the extras: not part of a first, plain install
                 continue
+            if line.startswith("pip install torch"):
+                line = a.torch_line
             t0 = time.perf_counter()
             res = run_line(line, bindir, work)
             times[line] = time.perf_counter() - t0
@@ -114,7 +126,9 @@ def main() -> None:
 
             rec = Record()
             rec.figure("wheel_kb", wheel.stat().st_size / 1024)
-            rec.figure("build_seconds", t_build)
+            if a.dist is None:
+                rec.figure("build_seconds", t_build)
+            rec.block("torch_line", a.torch_line)
             rec.figure("torch_seconds", times[torch_line])
             rec.figure("rest_seconds", rest)
             rec.figure("venv_gb", size / 1e9)
