@@ -9,6 +9,7 @@ any code saves while it is active, so a test can drive the real commands and fun
 from __future__ import annotations
 
 import contextlib
+import itertools
 from collections.abc import Iterator
 from typing import Any
 
@@ -57,7 +58,7 @@ def _data_points(ax: Any) -> np.ndarray:
         d = d[np.isfinite(d).all(1)]
         if len(d) > 1 and ln.get_linestyle() not in ("None", "", " ", "none"):
             segs = []
-            for a, b in zip(d[:-1], d[1:], strict=True):
+            for a, b in itertools.pairwise(d):
                 n = max(1, min(200, int(np.hypot(*(b - a)) / 3)))
                 segs.append(a + (b - a) * np.linspace(0, 1, n, endpoint=False)[:, None])
             segs.append(d[-1:])

@@ -16,9 +16,9 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 import torch
-from figcheck import checking_savefig, problems
 from typer.testing import CliRunner
 
+from figcheck import checking_savefig, problems
 from thalweg.cli import app
 
 
@@ -100,7 +100,6 @@ def test_bench_report_figures_and_tables(tmp_path: Path) -> None:
     1e35 does not stretch the curves' axis; no interval of a count or an accuracy goes
     negative; the wide tables scroll."""
     from fake_records import records
-
     from thalweg.bench.report import write_report
 
     recs = records()

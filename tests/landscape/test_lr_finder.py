@@ -91,7 +91,6 @@ def test_sweep_is_geometric_smoothed_and_stops_on_divergence() -> None:
     ratios = res.lrs[1:] / res.lrs[:-1]
     np.testing.assert_allclose(ratios, (1e8) ** (1 / 79), rtol=1e-9)
     assert res.diverged and len(res.lrs) < 80
-    finite = np.isfinite(res.smoothed)
     # the returned curve is the centered smoothing of the raw losses, not a lagging EMA
     np.testing.assert_allclose(res.smoothed, L.smooth(res.lrs, res.losses, res.meta["width"]))
     assert res.suggestion is not None and res.lrs[0] <= res.suggestion <= res.best_lr

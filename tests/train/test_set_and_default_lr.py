@@ -30,7 +30,7 @@ def test_set_values_are_toml_else_strings() -> None:
     cfg = load_config(None, got)
     assert cfg.train.epochs == 5 and cfg.optimizer.name == "muon" and cfg.model.norm == "batch"
     for bad in ("trainepochs", "=3", "train.=3", ".epochs=3"):
-        with pytest.raises(overrides.OverrideError, match="expected SECTION.FIELD=VALUE"):
+        with pytest.raises(overrides.OverrideError, match=r"expected SECTION\.FIELD=VALUE"):
             overrides.parse([bad])
 
 
