@@ -76,14 +76,9 @@ def _problem(w: Any, overrides: dict[str, Any], seed: int) -> Any:
     from thalweg.bench.problems import _config_problem
     from thalweg.train import parse_config
 
-    data = w.config.model_dump(mode="json")
-    for key, value in overrides.items():
-        *parents, leaf = key.split(".")
-        node = data
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = value
-    return _config_problem(parse_config(data), seed)
+    from thalweg.overrides import apply
+
+    return _config_problem(parse_config(apply(w.config.model_dump(mode="json"), overrides)), seed)
 
 
 def _schedule(cfg: dict[str, Any], steps: int, steps_per_epoch: int) -> Any:
