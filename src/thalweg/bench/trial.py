@@ -74,9 +74,8 @@ def _problem(w: Any, overrides: dict[str, Any], seed: int) -> Any:
     if w.config is None:
         raise ValueError(f"workload {w.key!r} is not a config workload; it takes no config overrides")
     from thalweg.bench.problems import _config_problem
-    from thalweg.train import parse_config
-
     from thalweg.overrides import apply
+    from thalweg.train import parse_config
 
     return _config_problem(parse_config(apply(w.config.model_dump(mode="json"), overrides)), seed)
 
