@@ -69,11 +69,22 @@ def _same_as(trajs: Sequence[Trajectory]) -> dict[int, int]:
     return out
 
 
-def _labels(trajs: Sequence[Trajectory]) -> list[str]:
-    """Each path's legend label, saying so when it coincides with an earlier one."""
+def _labels(trajs: Sequence[Trajectory], fn: TestFunction | None = None) -> list[str]:
+    """Each path's legend label, saying so when it coincides with an earlier one, or when it
+    ends on a saddle or a maximum (a short path there hides under the markers)."""
     same = _same_as(trajs)
-    return [_diverged_label(t) + (f" (same path as {trajs[same[i]].label})" if i in same else "")
-            for i, t in enumerate(trajs)]
+    out = []
+    for i, t in enumerate(trajs):
+        label = _diverged_label(t) + (f" (same path as {trajs[same[i]].label})" if i in same else "")
+        if fn is not None and not t.diverged and len(t.points):
+            scale = max(hi - lo for lo, hi in fn.domain)
+            for cp in fn.critical_points:
+                if cp.kind in ("saddle", "maximum") and \
+                        np.linalg.norm(np.asarray(t.points[-1], float) - np.asarray(cp.point, float)) < 1e-3 * scale:
+                    label += f" — ends at the {cp.kind}"
+                    break
+        out.append(label)
+    return out
 
 
 def _window(fn: TestFunction, trajs: Sequence[Trajectory], grow: float = 2.0
@@ -211,8 +222,13 @@ def plot_paths(fn: str | TestFunction, trajs: Sequence[Trajectory], ax: Axes | N
         ax.set_xlabel("x")
         ax.set_ylabel("y")
         ax.set_aspect("equal" if _aspect_ok(win) else "auto")
-    labels = _labels(trajs)
+    labels = _labels(trajs, f)
     notes: list[tuple[str, tuple[float, float]]] = []
+    # the shorter a path, the higher it is drawn: a short one (Newton's one step into the
+    # saddle) would vanish under a long one that starts the same way
+    lengths = [float(np.nansum(np.linalg.norm(np.diff(t.points, axis=0), axis=1))) if len(t.points) > 1 else 0.0
+               for t in trajs]
+    order = {i: r for r, i in enumerate(sorted(range(len(trajs)), key=lambda i: -lengths[i]))}
     for i, t in enumerate(trajs):
         pts = t.points if upto is None else t.points[: upto + 1]
         st = _style(i)
@@ -222,7 +238,7 @@ def plot_paths(fn: str | TestFunction, trajs: Sequence[Trajectory], ax: Axes | N
         else:
             xs, ys = pts[:, 0], pts[:, 1]
         ax.plot(xs, ys, color=c, ls=st["ls"], marker=st["marker"], ms=st["ms"], lw=1.0 if t.diverged else 1.5,
-                zorder=4 + 0.01 * i, label=labels[i], markevery=max(1, len(xs) // 40),
+                zorder=4 + 0.01 * order[i], label=labels[i], markevery=max(1, len(xs) // 40),
                 alpha=0.65 if t.diverged else 1.0, markeredgecolor="white", markeredgewidth=0.4)
         if t.diverged and (upto is None or upto >= t.steps):
             last_in = max((k for k in range(len(pts)) if _inside(
@@ -281,7 +297,7 @@ def plot_losses(fn: str | TestFunction, trajs: Sequence[Trajectory], ax: Axes | 
     f = as_function(fn)
     ax = ax if ax is not None else plt.gca()
     gap = f.global_minimum is not None
-    labels = _labels(trajs)
+    labels = _labels(trajs, f)
     for i, t in enumerate(trajs):
         y = t.losses - f.global_minimum if gap else t.losses
         if gap:
