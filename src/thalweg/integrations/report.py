@@ -47,7 +47,7 @@ class Report:
 def claim(root: Path, *, overwrite: bool = False) -> tuple[Any, str | None]:
     """Lock `root` for this process; a directory holding an earlier run or report is never
     replaced unless `overwrite`: the first free `root-2`, `root-3`, … is used and the note says so."""
-    from thalweg.train.lock import claim_run_dir, clear_run, holds_run
+    from thalweg.lock import claim_run_dir, clear_run, holds_run
 
     lock, note = claim_run_dir(root, overwrite=overwrite)
     if note:

@@ -16,7 +16,7 @@ from thalweg.train.checkpoint import (
 )
 from thalweg.train.config import DEFAULT_TOML, ConfigError, RunConfig, load_config, parse_config
 from thalweg.train.guard import NonFiniteError
-from thalweg.train.lock import RunLock, RunLockedError
+from thalweg.lock import RunLock, RunLockedError
 from thalweg.train.resume import ConfigChangedError
 from thalweg.train.runs import LoadedRun, RunResult, load_run, read_metrics
 

@@ -35,7 +35,7 @@ from thalweg.train.checkpoint import (
 )
 from thalweg.train.commands import exit_on_run_errors
 from thalweg.train.config import ConfigError
-from thalweg.train.lock import RunLock, claim_run_dir, clear_run, holds_run
+from thalweg.lock import RunLock, claim_run_dir, clear_run, holds_run
 from thalweg.train.meta_config import (
     MetaRunConfig,
     build_tasks,

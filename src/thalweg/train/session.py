@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from thalweg.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from thalweg.train.config import ConfigError, dump_config
-from thalweg.train.lock import claim_run_dir, clear_run, holds_run
+from thalweg.lock import claim_run_dir, clear_run, holds_run
 from thalweg.train.resume import (
     ConfigChangedError,
     config_diff,
