@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -54,18 +55,39 @@ def scan_results(path: str | Path) -> tuple[list[dict[str, Any]], list[tuple[int
     return out, bad
 
 
-def read_results(path: str | Path) -> list[dict[str, Any]]:
-    """The records of a results.jsonl (a line that is not a JSON object is an error naming the
-    file and line)."""
+def _lacks(rec: dict[str, Any], required: Mapping[str, type | tuple[type, ...]]) -> str | None:
+    """What `rec` lacks of `required` (dotted keys reach into nested objects), or None."""
+    for key, kind in required.items():
+        v: Any = rec
+        for part in key.split("."):
+            if not isinstance(v, dict) or part not in v:
+                return f"lacks {key!r}"
+            v = v[part]
+        if (isinstance(v, bool) and kind in (int, float)) or not isinstance(v, kind):
+            names = "/".join(t.__name__ for t in (kind if isinstance(kind, tuple) else (kind,)))
+            return f"{key!r} = {json.dumps(v)[:60]} is not {names}"
+    return None
+
+
+def read_results(path: str | Path, required: Mapping[str, type | tuple[type, ...]] | None = None) -> list[dict[str, Any]]:
+    """The records of a results.jsonl: a line that is not a JSON object, or (with `required`:
+    key → type, dotted keys reach into nested objects) a record that lacks a key, is an error
+    naming the file and line."""
     if not Path(path).is_file():
         raise FileNotFoundError(f"{path}: no such file")
     try:
         out, bad = scan_results(path)
+        numbers = [i for i, line in enumerate(Path(path).read_text(encoding="utf-8", errors="replace").splitlines(), 1)
+                   if line.strip()]
     except OSError as e:
         raise ValueError(f"{path}: cannot read it ({e.strerror or e})") from None
     if bad:
         i, _, why = bad[0]
         raise ValueError(f"{path}:{i}: {why}")
+    for line, rec in zip(numbers, out, strict=False) if required else ():
+        if (why := _lacks(rec, required)) is not None:
+            raise ValueError(f"{path}:{line}: not a bench trial record: it {why}" if why.startswith("lacks")
+                             else f"{path}:{line}: not a bench trial record: {why}")
     return out
 
 

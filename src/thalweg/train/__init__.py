@@ -5,6 +5,7 @@ data, losses, optimizer, schedule) for anyone who needs one; `load_run(path) -> 
 rebuilds a trained run for analysis.
 """
 
+from thalweg.lock import RunLock, RunLockedError
 from thalweg.losses import TaskLoss  # the loss for a task lives in the library (thalweg.losses)
 from thalweg.train.api import fit
 from thalweg.train.build import RunParts, build_run
@@ -16,7 +17,6 @@ from thalweg.train.checkpoint import (
 )
 from thalweg.train.config import DEFAULT_TOML, ConfigError, RunConfig, load_config, parse_config
 from thalweg.train.guard import NonFiniteError
-from thalweg.lock import RunLock, RunLockedError
 from thalweg.train.resume import ConfigChangedError
 from thalweg.train.runs import LoadedRun, RunResult, load_run, read_metrics
 

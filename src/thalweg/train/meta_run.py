@@ -23,6 +23,7 @@ import torch
 from rich.markup import escape
 
 from thalweg import meta as M
+from thalweg.lock import RunLock, claim_run_dir, clear_run, holds_run
 from thalweg.train.checkpoint import (
     BackgroundWriter,
     CheckpointError,
@@ -35,7 +36,6 @@ from thalweg.train.checkpoint import (
 )
 from thalweg.train.commands import exit_on_run_errors
 from thalweg.train.config import ConfigError
-from thalweg.lock import RunLock, claim_run_dir, clear_run, holds_run
 from thalweg.train.meta_config import (
     MetaRunConfig,
     build_tasks,

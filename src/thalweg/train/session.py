@@ -14,9 +14,9 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from thalweg.lock import claim_run_dir, clear_run, holds_run
 from thalweg.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from thalweg.train.config import ConfigError, dump_config
-from thalweg.lock import claim_run_dir, clear_run, holds_run
 from thalweg.train.resume import (
     ConfigChangedError,
     config_diff,
