@@ -3,7 +3,7 @@
 A bench lives in `<out_dir>/<name>/`: `study.db` (the Optuna studies, unless `storage` names
 another database), `results.jsonl`, `bench.json` (the resolved configuration per ruleset),
 `report.html` and `figures/`. Running the same bench again resumes it; one process at a time
-(a second one is refused: `thalweg.lock.RunLockedError`).
+(a second one is refused: `thalweg.train.rundir.lock.RunLockedError`).
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ def run_bench(bench: BenchConfig | str | Path, *, out_dir: str | Path = "bench",
     cfg = bench if isinstance(bench, BenchConfig) else load_bench(bench, **overrides)
     if isinstance(bench, BenchConfig) and overrides:
         cfg = BenchConfig.model_validate({**cfg.model_dump(), **{k: v for k, v in overrides.items() if v is not None}})
-    from thalweg.lock import RunLock, check_dirs
+    from thalweg.train.rundir.lock import RunLock, check_dirs
 
     plans = build_plans(cfg)
     root = Path(out_dir) / cfg.name

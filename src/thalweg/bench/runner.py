@@ -6,7 +6,7 @@ configuration re-run over seeds (`rerun`) and swept over its learning rate (`sen
 Self-tuning: M `self` studies of one default trial with 1.5× the budget. Calibration: `tune`
 and `rerun` with no target (the AlgoPerf target-setting procedure).
 
-Only this process touches the database (the bench directory's lock, `thalweg.lock`, keeps a
+Only this process touches the database (the bench directory's lock, `thalweg.train.rundir.lock`, keeps a
 second `bench run` out). A trial's record is stored on the trial before it is told finished,
 and appended to results.jsonl after, so a bench killed at any moment (SIGKILL included) and
 started again re-runs no finished trial and loses none: finished trials are read back (those
