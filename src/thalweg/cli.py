@@ -25,7 +25,7 @@ COMMAND_MODULES: list[str] = [
     "thalweg.landscape.commands",
     "thalweg.optim.commands",
     "thalweg.train.commands",
-    "thalweg.meta.run",
+    "thalweg.meta.commands",
     "thalweg.diagnose.commands",
 ]
 

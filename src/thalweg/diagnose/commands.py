@@ -60,7 +60,7 @@ def _outcome(result: Any, metric: str) -> float | None:
     if result is None:
         return None
     if metric == "final_val_loss":
-        from thalweg.train.runs import read_metrics
+        from thalweg.train.rundir.runs import read_metrics
 
         vals = [r["val_loss"] for r in read_metrics(result.run_dir) if "val_loss" in r and "event" not in r]
         return float(vals[-1]) if vals else None

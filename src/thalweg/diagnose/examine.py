@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from thalweg.curvature.critical import classify_loss
 from thalweg.diagnose import (
     LR_CODES,
     Finding,
@@ -30,11 +31,12 @@ from thalweg.diagnose import (
     rank,
     weight_changes,
 )
+from thalweg.train.api import load_run
 from thalweg.train.build import RunParts, build_run
-from thalweg.train.checkpoint import CheckpointManager, load_checkpoint
 from thalweg.train.components import build_model
 from thalweg.train.config import RunConfig, parse_config
-from thalweg.train.runs import RunPaths, load_run, read_metrics
+from thalweg.train.rundir.checkpoint import CheckpointManager, load_checkpoint
+from thalweg.train.rundir.runs import RunPaths, read_metrics
 
 __all__ = ["Examination", "examine", "write_findings"]
 
@@ -72,19 +74,6 @@ def measure(model: nn.Module, loss_fn: Any, x: torch.Tensor, y: torch.Tensor) ->
     model.zero_grad()
     model.train(was)
     return out
-
-
-def curvature(model: nn.Module, loss_fn: Any, x: torch.Tensor, y: torch.Tensor, *, mode: str = "eval",
-              grad_tol: float = 1e-3, max_hvps: int = 80) -> dict[str, Any] | None:
-    """λ_max, λ_min (with residuals), the gradient norm and the verdict, by `classify`."""
-    from thalweg.curvature.critical import classify
-    from thalweg.curvature.hvp import HessianOperator
-
-    try:
-        op = HessianOperator(model, loss_fn, (x, y), mode=mode)  # type: ignore[arg-type]
-        return classify(op, grad_tol=grad_tol, max_hvps=max(2, min(max_hvps, op.dim)), dense_max=0).to_dict()
-    except (FloatingPointError, RuntimeError, ValueError):
-        return None  # non-finite weights: no curvature to read
 
 
 def _initial_parts(cfg: RunConfig, *, optimizer: bool = False) -> RunParts:
@@ -168,7 +157,7 @@ def _examine_run(path: Path, *, max_samples: int, mode: str, grad_tol: float, wi
     trainable = {n: not any(n == f or n.startswith(f + ".") for f in cfg.init.freeze) for n in init_weights}
     ev.weights = weight_changes(end_model.state_dict(), init_weights, trainable)
     if with_curvature:
-        c = curvature(end_model, objective, x, y, mode=mode, grad_tol=grad_tol)
+        c = classify_loss(end_model, objective, x, y, mode=mode, grad_tol=grad_tol)
         if c is not None:
             ev.end["curvature"] = c
     findings = diagnose_run(ev, t)
@@ -195,7 +184,7 @@ def _examine_probe(path: Path, *, max_samples: int, mode: str, grad_tol: float, 
     meas = measure(probe.model, probe.loss_fn, x, y)
     meas["lr"], meas["optimizer"], meas["momentum"] = probe.lr, probe.optimizer, probe.extras.get("momentum")
     if with_curvature:
-        c = curvature(probe.model, probe.loss_fn, x, y, mode=mode, grad_tol=grad_tol, max_hvps=150)
+        c = classify_loss(probe.model, probe.loss_fn, x, y, mode=mode, grad_tol=grad_tol, max_hvps=150)
         if c is not None:
             meas["curvature"] = c
     return Examination(path, rank(diagnose(meas, t)), measurements=meas)
@@ -241,12 +230,14 @@ def write_findings(ex: Examination, report: Path | None = None, *, figures: bool
         kinds = {f.figure or FIGURE_OF.get(f.code) or "loss" for f in ex.findings if f.severity != "info"} | {"loss"}
         ex.figures = plot_evidence(ex.evidence, report.parent / "figures", kinds=kinds)
     figs = {i: figure_for(f, ex.figures) for i, f in enumerate(ex.findings)} if ex.figures else {}
+    from thalweg.page import html
+
     extra = ""
     c = ex.measurements.get("curvature")
     if c:
-        extra = (f"<p><small>curvature at the end (training objective): λ_max = {c['lambda_max']:.4g}, "
-                 f"λ_min = {c['lambda_min']:.4g} ± {c['residual_min']:.2g}, ‖∇L‖ = {c['grad_norm']:.3g}; "
-                 f"verdict: {c['kind']}</small></p>")
+        extra = html("<p><small>curvature at the end (training objective): λ_max = {}, λ_min = {} ± {}, "
+                     "‖∇L‖ = {}; verdict: {}</small></p>", f"{c['lambda_max']:.4g}", f"{c['lambda_min']:.4g}",
+                     f"{c['residual_min']:.2g}", f"{c['grad_norm']:.3g}", c["kind"])
     write_html_section(report, to_html(ex.findings, figures=figs, base=report.parent, extra=extra, note=note))
     ex.report = report
     return report

@@ -4,18 +4,34 @@ tasks, the adaptation table (`summary.json`), the figures and `report.html`."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import torch
 
 from thalweg import meta as M
 from thalweg.meta.config import MetaRunConfig, dump_meta_config
-from thalweg.train.runs import dumps, read_metrics, write_atomic
+from thalweg.train.rundir.runs import RunPaths, dumps, read_metrics, write_atomic
 
-if TYPE_CHECKING:
-    from thalweg.meta.run import MetaRun
+__all__ = ["STREAM_TEST", "Finished", "finish"]
 
-__all__ = ["STREAM_TEST", "finish"]
+
+class Finished(Protocol):
+    """What the end of a run reads of it (a :class:`~thalweg.meta.run.MetaRun`, which calls
+    :func:`finish`): the config, tasks and files, each method's best weights, and `begin`, which
+    makes a method's learner on the run's device."""
+
+    cfg: MetaRunConfig
+    paths: RunPaths
+    tasks: dict[str, M.TaskDistribution]
+    device: torch.device
+    regression: bool
+    measure: Any
+    s: dict[str, Any]
+    best_weights: dict[str, Any]
+    learner: M.MetaLearner | None
+    opt: Any
+
+    def begin(self, method: str, quiet: bool = False) -> None: ...
 
 STREAM_TEST = 2  # the episode stream of the meta-test tasks (0 train, 1 validation)
 
@@ -27,7 +43,7 @@ def _title(cfg: MetaRunConfig) -> str:
     return f"{t.n_way}-way {t.k_shot}-shot {t.dataset}, held-out classes"
 
 
-def finish(run: MetaRun) -> dict[str, Any]:
+def finish(run: Finished) -> dict[str, Any]:
     """Evaluate every method's best weights on the meta-test tasks; write the summary,
     figures and report."""
     from thalweg.meta import plots

@@ -32,7 +32,7 @@ from thalweg.optim.second_order.kfac import KFAC
 from thalweg.optim.second_order.lbfgs import LBFGS
 from thalweg.optim.second_order.newton import Newton
 
-from . import registry
+from . import catalog, registry  # noqa: F401 (catalog registers every optimizer thalweg ships)
 from .transforms import (
     Chain,
     Hyper,

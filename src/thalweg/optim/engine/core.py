@@ -3,12 +3,15 @@ flat buffer per (param group, device, dtype) and runs a transform chain over it.
 
 Why: an update rule over 60 tensors costs 60 kernel launches (or a foreach list walk); over
 one flat buffer it is one pass, and `torch.compile` fuses the whole chain into one kernel.
-`p.data` and `p.grad` become views of the flat buffers, so autograd accumulates straight into
-them and `state_dict()` hands out torch's exact per-parameter layout (as views).
+`p.data` is a view of the flat buffer, and `p.grad` one exactly while torch would hold a
+gradient (None until a backward reaches the parameter, or after `zero_grad()`), so autograd
+accumulates straight into the flat gradient and `state_dict()` hands out torch's exact
+per-parameter layout (as views).
 
-Correct first: a gradient the user replaced (or set to None), a parameter rebound with
+Correct first, torch's semantics exactly: a parameter without a gradient takes no part in a
+step (no update, no decay, no state); a gradient the user replaced, a parameter rebound with
 `p.data = ...`, params with different step counts: all are noticed at `step()` and handled
-(the odd cases on a slower per-parameter path that runs the same math).
+(the parameters that step run as few contiguous ranges of the flat buffers as they allow).
 
 Fewer bytes (docs/memory.md): every flat optimizer takes `state_dtype` ("fp32", "bf16" with
 stochastic rounding, "int8" block-wise codes), `param_rounding="stochastic"` and
@@ -30,11 +33,12 @@ from torch import Tensor
 from thalweg.optim.registry import Hyperparameter
 from thalweg.optim.transforms.chain import Chain
 
-from . import plan, storage, stored
+from . import kernel, plan, storage, stored
+from .backward import BackwardStepper
 from .kernel import autocast_off, fresh_function, run_pass
 from .lowprec import Layout
 from .memory import MEMORY_OPTIONS, accepts_memory_options, memory_options
-from .segment import Segment
+from .segment import Segment, clear_grad
 from .statedict import apply_loaded, check_loadable
 
 __all__ = ["AUTO_COMPILE_MIN_NUMEL", "FlatOptimizer", "Rule"]
@@ -77,28 +81,9 @@ def _compiler_available(device: torch.device) -> bool:
     return device.type == "cpu" and (shutil.which("g++") or shutil.which("c++") or shutil.which("clang++")) is not None
 
 
-#: eager updates walk the flat buffer in chunks of this many elements, so each chunk stays in
-#: cache across the chain's several elementwise ops (one pass over memory, not one per op)
-EAGER_CHUNK = 1 << 18
-
-
 #: a compiled low-precision update runs in chunks of this many elements: the float32 values
 #: inductor keeps between the block reduction and the re-quantization are one chunk's
 COMPILED_CHUNK = 1 << 18
-
-
-def _chunked(kernel: Callable[..., None], chain: Chain, p: Tensor, g: Tensor, state: list[Tensor],
-             hp: Any, norm: Tensor | None, part: int, out: Tensor | None) -> None:
-    """Run an elementwise kernel chunk by chunk (exact: every transform is elementwise)."""
-    n = p.numel()
-    if n <= EAGER_CHUNK:
-        kernel(chain, p, g, state, hp, norm, part, out)
-        return
-    for a in range(0, n, EAGER_CHUNK):
-        b = min(a + EAGER_CHUNK, n)
-        piece = (norm[0], norm[1][a:b]) if isinstance(norm, tuple) else norm  # per-tensor values, element index
-        kernel(chain, p[a:b], g[a:b], [s[a:b] for s in state], hp, piece, part,
-               None if out is None else out[a:b])
 
 
 class FlatOptimizer(torch.optim.Optimizer):
@@ -115,9 +100,9 @@ class FlatOptimizer(torch.optim.Optimizer):
     `in_backward` (update during backward, `bucket_numel` elements at a time). The first
     four may also be set per param group.
 
-    Differences from torch.optim, by design: `p.grad` is a zero view from construction on and
-    `zero_grad()` zeroes in place (torch's `set_to_none=False`); create the optimizer after
-    moving the model to its device.
+    As in torch.optim, a parameter steps exactly when its `p.grad` is not None (`zero_grad()`
+    sets it to None; `zero_grad(set_to_none=False)` keeps a zero gradient, which steps).
+    Difference by design: create the optimizer after moving the model to its device.
     """
 
     #: hyperparameter schema of the param groups (the named optimizers set theirs)
@@ -157,8 +142,6 @@ class FlatOptimizer(torch.optim.Optimizer):
         self._built = True
         self._bucket_numel = opts.get("bucket_numel")
         if opts.get("in_backward"):
-            from .backward import BackwardStepper
-
             self._backward = BackwardStepper(self, opts.get("bucket_numel"))
 
     # ------------------------------------------------------------------ construction
@@ -222,7 +205,7 @@ class FlatOptimizer(torch.optim.Optimizer):
     def _expose(self, seg: Segment, i: int, chain: Chain, layout: Layout) -> None:
         """Per-parameter state dict entries as views of the flat buffers (torch's layout)."""
         st: dict[str, Any] = {}
-        if chain.counts_steps:
+        if storage.keeps_step(chain, layout):
             st["step"] = seg.step_t[i]
         st.update(storage.param_entries(seg, chain, layout, i))
         if st:
@@ -258,7 +241,7 @@ class FlatOptimizer(torch.optim.Optimizer):
                 if chain.single_pass:  # already one pass; chunks would only add overhead
                     seg.fn = lambda p, g, st, hp, n, k, o: eager(chain, p, g, st, hp, n, k, o)
                 else:
-                    seg.fn = lambda p, g, st, hp, n, k, o: _chunked(eager, chain, p, g, st, hp, n, k, o)
+                    seg.fn = lambda p, g, st, hp, n, k, o: kernel.chunked(eager, chain, p, g, st, hp, n, k, o)
                 seg.compiled = False
         return seg.fn
 
@@ -270,7 +253,7 @@ class FlatOptimizer(torch.optim.Optimizer):
                      type(self).__name__, seg.device)
         seg.compiled = compiled
         return stored.runner(seg, self._seed, compiled, self.compile_options,
-                             COMPILED_CHUNK if compiled else EAGER_CHUNK)
+                             COMPILED_CHUNK if compiled else kernel.EAGER_CHUNK)
 
     # ------------------------------------------------------------------ stepping
     def _schedule_step(self, seg: Segment) -> int:
@@ -295,9 +278,11 @@ class FlatOptimizer(torch.optim.Optimizer):
         then count the step; the step hooks before and after."""
         self._begin_step()
         actives = [seg.sync() for seg in self._segments]
-        plans = [plan.plan_segment(self, seg, act, EAGER_CHUNK) for seg, act in zip(self._segments, actives, strict=True)]
+        plans = [plan.plan_segment(self, seg, act, kernel.EAGER_CHUNK) for seg, act in zip(self._segments, actives, strict=True)]
         plans += [plan.plan_loose(self, gi, p) for gi, p in self._loose if p.grad is not None]
-        plan.run(plans, self._reduced, EAGER_CHUNK)
+        plan.run(plans, self._reduced, kernel.EAGER_CHUNK)
+        for seg in self._segments:
+            seg.push()
         self._end_step()
 
     # hooks for rules with host state of their own (see docs/CONTRACTS.md): once per step()
@@ -311,28 +296,15 @@ class FlatOptimizer(torch.optim.Optimizer):
     def _end_step(self) -> None:
         """After every update of the step."""
 
-    def zero_grad(self, set_to_none: bool | None = None) -> None:
-        """Zero the flat gradient buffers in place (keeps the fast path).
-
-        `set_to_none=True` (torch's meaning, explicit only) sets `p.grad = None`; parameters
-        still without a gradient at `step()` are then skipped, as in torch. With `in_backward`
-        the gradients are freed by the updates already; this does nothing.
-        """
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        """torch's `zero_grad`: every `p.grad` None (the default), or zeroed where present with
+        `set_to_none=False`; the flat gradient buffers are zeroed in one memset each, so the
+        next backward accumulates into them in place. With `in_backward` the updates freed
+        the gradients already; this does nothing."""
         for seg in self._segments if self._backward is None else ():
-            if set_to_none:
-                for p in seg.params:
-                    p.grad = None
-            else:
-                seg.flat_g.zero_()
-                for p, gv in zip(seg.params, seg.g_views, strict=True):
-                    if p.grad is not gv:
-                        p.grad = gv
+            seg.zero_grad(set_to_none)
         for _, p in self._loose:
-            if p.grad is not None:
-                if set_to_none:
-                    p.grad = None
-                else:
-                    p.grad.zero_()
+            clear_grad(p, set_to_none)
 
     # ------------------------------------------------------------------ state dicts
     def state_dict(self) -> dict[str, Any]:
@@ -373,6 +345,13 @@ class FlatOptimizer(torch.optim.Optimizer):
                 g.setdefault(k, v)
 
     # ------------------------------------------------------------------ introspection
+    def grad_views(self, params: Iterable[Tensor]) -> list[Tensor]:
+        """The views of the flat gradient buffers that `params` take as `p.grad` (for rules
+        that write their own gradients, e.g. Shampoo's inner optimizer over probes)."""
+        where = {id(p): (seg, i) for seg in self._segments for i, p in enumerate(seg.params)}
+        return [where[id(p)][0].g_views[where[id(p)][1]] for p in params]
+
+
     @property
     def num_segments(self) -> int:
         """How many flat buffers (one per group × device × dtype) this optimizer runs over."""

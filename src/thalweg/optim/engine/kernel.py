@@ -16,10 +16,26 @@ from thalweg.optim.transforms.chain import Chain, Totals
 
 from .lowprec import Layout, dequantize, quantize, round_to_bf16, stochastic_bf16
 
-__all__ = ["LOW_PRECISION", "Unit", "autocast_off", "compute_dtype", "fresh_function", "pass_states",
-           "run_pass", "run_stats", "run_stored_pass", "run_stored_stats"]
+__all__ = [
+    "EAGER_CHUNK",
+    "LOW_PRECISION",
+    "Unit",
+    "autocast_off",
+    "chunked",
+    "compute_dtype",
+    "fresh_function",
+    "pass_states",
+    "run_pass",
+    "run_stats",
+    "run_stored_pass",
+    "run_stored_stats",
+]
 
 LOW_PRECISION = (torch.float16, torch.bfloat16)
+
+#: eager updates walk the flat buffer in chunks of this many elements, so each chunk stays in
+#: cache across the chain's several elementwise ops (one pass over memory, not one per op)
+EAGER_CHUNK = 1 << 18
 
 
 def run_pass(chain: Chain, p: Tensor, g: Tensor, state: list[Tensor], hp: Any, norm: Tensor | None,
@@ -169,3 +185,17 @@ def fresh_function(fn: Callable[..., Any]) -> Callable[..., Any]:
     """A copy of `fn` with its own code object, so dynamo keeps a separate cache for it and
     many optimizers never exhaust one function's recompile limit."""
     return types.FunctionType(fn.__code__.replace(), fn.__globals__, fn.__name__, fn.__defaults__, fn.__closure__)
+
+
+def chunked(kernel: Callable[..., None], chain: Chain, p: Tensor, g: Tensor, state: list[Tensor],
+             hp: Any, norm: Tensor | None, part: int, out: Tensor | None) -> None:
+    """Run an elementwise kernel chunk by chunk (exact: every transform is elementwise)."""
+    n = p.numel()
+    if n <= EAGER_CHUNK:
+        kernel(chain, p, g, state, hp, norm, part, out)
+        return
+    for a in range(0, n, EAGER_CHUNK):
+        b = min(a + EAGER_CHUNK, n)
+        piece = (norm[0], norm[1][a:b]) if isinstance(norm, tuple) else norm  # per-tensor values, element index
+        kernel(chain, p[a:b], g[a:b], [s[a:b] for s in state], hp, piece, part,
+               None if out is None else out[a:b])

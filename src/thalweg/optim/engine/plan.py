@@ -1,6 +1,6 @@
 """One `step()` of the flat core as kernel calls: each segment planned as one unit (the fast
-path) or one unit per parameter (some without a gradient, or step counts that differ: the
-same math on views), loose parameters, then the chain's passes run over every unit with the
+path) or one unit per range of neighbouring parameters that step together (some without a
+gradient, or step counts that differ: the same math on ranges), loose parameters, then the chain's passes run over every unit with the
 global norm or a reducing transform's values (`Transform.reduces`) taken between passes.
 
 A step-in-backward bucket is one more unit (:func:`range_unit`), and :func:`apply_chain`
@@ -19,18 +19,18 @@ import torch
 from torch import Tensor
 
 from thalweg.optim.transforms.chain import Chain, global_norm
+from thalweg.optim.transforms.context import scalar_dtype
 
-from . import storage, stored
-from .kernel import Unit, compute_dtype, run_pass
+from . import kernel, storage, stored
+from .flat import FlatCore
+from .kernel import Unit, chunked, compute_dtype, fresh_function, run_pass
 from .lowprec import Layout
 from .reduction import reduce_pass
-from .segment import scalar_dtype
 
 if TYPE_CHECKING:
-    from .core import FlatOptimizer
     from .segment import Segment
 
-__all__ = ["Plan", "apply_chain", "count_steps", "plan_loose", "plan_segment", "range_unit", "run"]
+__all__ = ["Plan", "apply_chain", "count_steps", "plan_loose", "plan_segment", "range_unit", "run", "runs"]
 
 Plan = tuple[Chain, list[Unit], Callable[[], None]]
 
@@ -67,19 +67,12 @@ def _scratch(seg: Segment, chain: Chain) -> Tensor | None:
     return seg.scratch
 
 
-def _scalars(seg: Segment, vals: list[float]) -> Any:
-    """A compiled segment's scalars as a tensor (new values never recompile), else the list."""
-    if not seg.compiled:
-        return vals
-    return torch.tensor(vals or [0.0], dtype=compute_dtype(seg.dtype), device=seg.device)
-
-
 def _sums(seg: Segment, chain: Chain, first: int, chunk: int) -> Any:
     """A low-precision unit's reduction (`Unit.stats`), None where nothing reduces."""
     return functools.partial(stored.sums, seg, first, chunk) if chain.reduces else None
 
 
-def plan_segment(opt: FlatOptimizer, seg: Segment, active: list[bool], chunk: int) -> Plan:
+def plan_segment(opt: FlatCore, seg: Segment, active: list[bool], chunk: int) -> Plan:
     """The units of one segment: the whole buffer, or one per parameter with a gradient."""
     chain = opt._ensure_chain(seg)
     group = opt.param_groups[seg.group_index]
@@ -104,61 +97,65 @@ def plan_segment(opt: FlatOptimizer, seg: Segment, active: list[bool], chunk: in
 
         def finish() -> None:
             seg.steps = [t] * len(seg.params)
-            if chain.counts_steps:
+            if storage.keeps_step(chain, layout):
                 seg.step_t.add_(1)
             for i in range(len(seg.params)):
                 if not seg.started[i]:
                     opt._start(seg, i)
 
         return chain, [unit], finish
-    # Odd case: some params without a gradient, or different step counts. Same math,
-    # one parameter at a time, on views of the flat buffers.
-    per_param = lambda p, g, st, hp, n, k, o: run_pass(chain, p, g, st, hp, n, k, o)  # noqa: E731
+    # Some params without a gradient, or different step counts: the same math over each
+    # maximal range of neighbours that step together (one unit each; few units, not one per
+    # parameter, when a few parameters are idle)
     units, taken = [], []
-    for i, a in enumerate(active):
-        if not a:
-            continue
-        t = seg.steps[i] + 1
-        vals = chain.scalars(group, t)
-        sv = None if scratch is None else seg._view(scratch, i)
-        shapes = (seg.params[i].shape,)
-        if layout.plain:
-            states = [seg._view(seg.state[k], i) for k in chain.state_keys]
-            units.append(Unit(per_param, seg.p_views[i], seg.g_views[i], states, vals, sv, shapes, group, t))
-        else:  # the segment's low-precision update, on this parameter's range only
-            units.append(Unit(_range_function(opt, seg, seg.offsets[i]), seg.p_views[i].view(-1),
-                              seg.g_views[i].view(-1), storage.kernel_state(seg, chain, layout),
-                              _scalars(seg, vals), None if sv is None else sv.view(-1), shapes, group, t,
-                              _sums(seg, chain, seg.offsets[i], chunk)))
-        taken.append(i)
-
+    for i0, i1 in runs(active, seg.steps):
+        a, b = seg.offsets[i0], seg.offsets[i1 - 1] + seg.numels[i1 - 1]
+        units.append(range_unit(opt, seg, chain, group, seg.steps[i0] + 1, i0, i1, seg.flat_g[a:b], chunk,
+                                None if scratch is None else scratch[a:b]))
+        taken.extend(range(i0, i1))
     return chain, units, lambda: count_steps(opt, seg, chain, taken)
 
 
-def count_steps(opt: FlatOptimizer, seg: Segment, chain: Chain, idx: Sequence[int]) -> None:
+def runs(active: Sequence[bool], steps: Sequence[int]) -> list[tuple[int, int]]:
+    """Maximal ranges [i0, i1) of neighbouring parameters that have a gradient and equal
+    step counts (each is one kernel call over its range of the flat buffers)."""
+    out: list[tuple[int, int]] = []
+    i = 0
+    n = len(active)
+    while i < n:
+        if not active[i]:
+            i += 1
+            continue
+        j = i + 1
+        while j < n and active[j] and steps[j] == steps[i]:
+            j += 1
+        out.append((i, j))
+        i = j
+    return out
+
+
+def count_steps(opt: FlatCore, seg: Segment, chain: Chain, idx: Sequence[int]) -> None:
     """After a step of parameters `idx`: their step counters move on, their state is exposed."""
     for i in idx:
         seg.steps[i] += 1
-        if chain.counts_steps:
+        if storage.keeps_step(chain, seg.layout):
             seg.step_t[i] += 1
         if not seg.started[i]:
             opt._start(seg, i)
 
 
-def _range_function(opt: FlatOptimizer, seg: Segment, first: int) -> Callable[..., None]:
+def _range_function(opt: FlatCore, seg: Segment, first: int) -> Callable[..., None]:
     """The low-precision update of the segment elements from `first` on."""
     fn = opt._function(seg)
     return lambda p, g, st, hp, n, k, o: fn(p, g, st, hp, n, k, o, first)
 
 
-def range_unit(opt: FlatOptimizer, seg: Segment, chain: Chain, group: Any, t: int, i0: int, i1: int,
-               g: Tensor, chunk: int) -> Unit:
+def range_unit(opt: FlatCore, seg: Segment, chain: Chain, group: Any, t: int, i0: int, i1: int,
+               g: Tensor, chunk: int, scratch: Tensor | None = None) -> Unit:
     """Parameters i0 … i1−1 of `seg` (a step-in-backward bucket, or part of one) with
     gradient `g` over their range of the flat buffer, as one unit: the segment's
     low-precision update on that range, or the plain pass (compiled once for every range
     length, or eager in chunks)."""
-    from .core import _chunked
-
     layout = seg.layout
     assert layout is not None
     first, stop = seg.offsets[i0], seg.offsets[i1 - 1] + seg.numels[i1 - 1]
@@ -168,8 +165,8 @@ def range_unit(opt: FlatOptimizer, seg: Segment, chain: Chain, group: Any, t: in
     hp: Any = vals
     if compiled:
         hp = torch.tensor(vals or [0.0], dtype=compute_dtype(seg.dtype), device=seg.device)
-    scratch = None if len(chain.passes) == 1 else torch.empty(stop - first, dtype=compute_dtype(seg.dtype),
-                                                               device=seg.device)
+    if scratch is None and len(chain.passes) > 1:
+        scratch = torch.empty(stop - first, dtype=compute_dtype(seg.dtype), device=seg.device)
     p = seg.flat_p[first:stop]
     if not layout.plain:
         return Unit(_range_function(opt, seg, first), p, g, storage.kernel_state(seg, chain, layout), hp, scratch,
@@ -178,17 +175,15 @@ def range_unit(opt: FlatOptimizer, seg: Segment, chain: Chain, group: Any, t: in
     if compiled:
         fn = getattr(seg, "range_fn", None)
         if fn is None:  # one compilation for every bucket size
-            from .kernel import fresh_function
-
             fn = torch.compile(fresh_function(run_pass), fullgraph=True, dynamic=None, **opt.compile_options)
             seg.range_fn = fn  # type: ignore[attr-defined]
-        kernel = lambda p, g, st, hp, n, k, o: fn(chain, p, g, st, hp, n, k, o)  # noqa: E731
+        call = lambda p, g, st, hp, n, k, o: fn(chain, p, g, st, hp, n, k, o)  # noqa: E731
     else:
-        kernel = lambda p, g, st, hp, n, k, o: _chunked(run_pass, chain, p, g, st, hp, n, k, o)  # noqa: E731
-    return Unit(kernel, p, g, states, hp, scratch, shapes, group, t)
+        call = lambda p, g, st, hp, n, k, o: chunked(run_pass, chain, p, g, st, hp, n, k, o)  # noqa: E731
+    return Unit(call, p, g, states, hp, scratch, shapes, group, t)
 
 
-def plan_loose(opt: FlatOptimizer, gi: int, p: Tensor) -> Plan:
+def plan_loose(opt: FlatCore, gi: int, p: Tensor) -> Plan:
     """A parameter created with requires_grad=False that has a gradient anyway."""
     group = opt.param_groups[gi]
     chain = opt.rule.build(group)
@@ -217,7 +212,7 @@ def plan_loose(opt: FlatOptimizer, gi: int, p: Tensor) -> Plan:
 _ASIDE_SEED = 0x2545F491
 
 
-def apply_chain(opt: FlatOptimizer, seg: Segment, chain: Chain, hp: list[float], indices: Sequence[int]) -> None:
+def apply_chain(opt: FlatCore, seg: Segment, chain: Chain, hp: list[float], indices: Sequence[int]) -> None:
     """Run the one-pass, gradient-free `chain` (whose state keys are some of the segment's)
     over parameters `indices` of `seg`, through the storage path a step takes."""
     layout = seg.layout
@@ -233,9 +228,7 @@ def apply_chain(opt: FlatOptimizer, seg: Segment, chain: Chain, hp: list[float],
     assert seg.chain is not None
     sub = Layout(tuple(layout.states[seg.chain.state_keys.index(k)] for k in chain.state_keys), layout.block,
                  layout.param_sr, layout.master)
-    from .core import EAGER_CHUNK
-
-    fn = stored.runner(seg, opt._seed ^ _ASIDE_SEED, False, {}, EAGER_CHUNK, chain, sub)
+    fn = stored.runner(seg, opt._seed ^ _ASIDE_SEED, False, {}, kernel.EAGER_CHUNK, chain, sub)
     st = storage.kernel_state(seg, chain, sub)
     for i in [None] if whole else indices:
         p = seg.flat_p if i is None else seg.p_views[i].view(-1)

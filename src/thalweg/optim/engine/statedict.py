@@ -12,7 +12,7 @@ first. `master_param` is a bf16 parameter's float32 master copy.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -20,10 +20,8 @@ from torch import Tensor
 from thalweg.optim.registry import Hyperparameter, HyperparameterError, check_values
 
 from . import storage
+from .flat import FlatCore
 from .memory import MEMORY_SCHEMA
-
-if TYPE_CHECKING:
-    from .core import FlatOptimizer
 
 __all__ = ["apply_loaded", "check_loadable", "to_torch_state_dict"]
 
@@ -39,7 +37,7 @@ def _fail(msg: str) -> None:
     raise ValueError(f"cannot load this optimizer state: {msg}")
 
 
-def check_loadable(opt: FlatOptimizer, sd: Any) -> None:
+def check_loadable(opt: FlatCore, sd: Any) -> None:
     """Raise a ValueError unless `sd` is a state dict `opt` can load completely."""
     name = type(opt).__name__
     if not isinstance(sd, Mapping):
@@ -131,7 +129,7 @@ def _check_int8(where: str, k: str, st: Mapping[str, Any], p: Tensor, block: int
               f"(blocks of {block} from offset {off}), got {shape}")
 
 
-def _saved_entries(opt: FlatOptimizer, sd: Mapping[str, Any]) -> dict[int, tuple[Mapping[str, Any], Mapping[str, Any]]]:
+def _saved_entries(opt: FlatCore, sd: Mapping[str, Any]) -> dict[int, tuple[Mapping[str, Any], Mapping[str, Any]]]:
     """id(param) → (its entry in the saved state, its saved param group), before torch's
     loader casts every floating tensor to the parameter's dtype (a float32 master copy of a
     bf16 parameter would lose its point)."""
@@ -143,7 +141,7 @@ def _saved_entries(opt: FlatOptimizer, sd: Mapping[str, Any]) -> dict[int, tuple
     return out
 
 
-def apply_loaded(opt: FlatOptimizer, sd: Mapping[str, Any], torch_load: Callable[[Any], None]) -> None:
+def apply_loaded(opt: FlatCore, sd: Mapping[str, Any], torch_load: Callable[[Any], None]) -> None:
     """Load a checked state dict: torch's loader for the groups, then every segment's state
     written in this optimizer's own formats (int8 ↔ bf16 ↔ float32 converted; the same
     int8 layout copied code for code, so a save/load round trip is exact)."""

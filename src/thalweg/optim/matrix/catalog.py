@@ -1,11 +1,11 @@
-"""Registers the per-tensor and matrix rules (adafactor, muon, shampoo, soap) with the
-registry: schemas, option grids for the agreement tests, and the bench's search spaces."""
+"""The registry entries of the per-tensor and matrix rules (adafactor, muon, shampoo, soap):
+schemas, option grids for the agreement tests, and the bench's search spaces."""
 
 from __future__ import annotations
 
 import torch
 
-from thalweg.optim.registry import OptimizerInfo, SearchDim, register
+from thalweg.optim.registry import OptimizerInfo, SearchDim
 
 from .adafactor import Adafactor
 from .muon import Muon
@@ -17,7 +17,7 @@ S = SearchDim
 _B = (False, True)
 _WD = S("weight_decay", 1e-6, 1e-1, log=True)
 
-INFOS = tuple(register(i) for i in (
+INFOS = (
     OptimizerInfo(
         name="adafactor", factory=Adafactor, hyperparameters=Adafactor.schema,
         torch_reference=torch.optim.Adafactor,
@@ -56,4 +56,4 @@ INFOS = tuple(register(i) for i in (
         search_space=(S("lr", 1e-4, 1e-1, log=True), S("betas", 1e-2, 0.5, log=True, index=0, one_minus=True),
                       S("shampoo_beta", 1e-2, 0.2, log=True, one_minus=True), _WD),
     ),
-))
+)

@@ -1,4 +1,4 @@
-"""Registers the elementwise and per-tensor contenders (nadam, radam, adamax, lion,
+"""The registry entries of the elementwise and per-tensor contenders (nadam, radam, adamax, lion,
 schedulefree_adamw, schedulefree_sgd, prodigy, lamb, lars): schemas, option grids for the
 agreement tests, references, and the bench's default search spaces."""
 
@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import torch
 
-from thalweg.optim.registry import OptimizerInfo, SearchDim, register
+from thalweg.optim.registry import OptimizerInfo, SearchDim
 
 from .contenders import Adamax, Lion, NAdam, RAdam, ScheduleFreeAdamW, ScheduleFreeSGD
 from .large_batch import LAMB, LARS
@@ -21,7 +21,7 @@ _B1 = S("betas", 1e-2, 0.5, log=True, index=0, one_minus=True)
 _COMPILE = ("compile", "compile_options")
 _TORCH = (*_COMPILE, "foreach", "capturable", "differentiable")
 
-INFOS = tuple(register(i) for i in (
+INFOS = (
     OptimizerInfo(
         name="nadam", factory=NAdam, hyperparameters=NAdam.schema, torch_reference=torch.optim.NAdam,
         description="Adam with Nesterov momentum (decoupled decay: NAdamW, AlgoPerf's baseline)",
@@ -88,4 +88,4 @@ INFOS = tuple(register(i) for i in (
         search_space=(S("lr", 1e-2, 30.0, log=True), S("momentum", 1e-2, 0.5, log=True, one_minus=True),
                       S("trust_coefficient", 1e-4, 1e-1, log=True), S("weight_decay", 1e-6, 1e-2, log=True)),
     ),
-))
+)

@@ -1,7 +1,7 @@
 """The elementwise contenders as named optimizers on the flat core, each a short transform
 chain: NAdam, RAdam, Adamax (torch.optim's signatures, state and trajectories), Lion
 (lion-pytorch's), Schedule-Free AdamW and SGD (schedulefree's). LAMB and LARS are in
-:mod:`.large_batch`, Prodigy in :mod:`.prodigy`; :mod:`.contender_registry` registers them all.
+:mod:`.large_batch`, Prodigy in :mod:`.prodigy`; their registry entries are in :mod:`.catalog`.
 """
 
 from __future__ import annotations
@@ -11,9 +11,11 @@ from collections.abc import Mapping
 from typing import Any
 
 import torch
+from torch import Tensor
 
+from thalweg.optim.engine import plan
 from thalweg.optim.engine.core import CompileMode, Rule
-from thalweg.optim.engine.segment import scalar_dtype
+from thalweg.optim.engine.kernel import run_pass
 from thalweg.optim.registry import Hyperparameter as H
 from thalweg.optim.transforms import (
     Chain,
@@ -27,10 +29,12 @@ from thalweg.optim.transforms import (
     scale_by_radam,
 )
 from thalweg.optim.transforms.adam_variants import mu_product
+from thalweg.optim.transforms.context import scalar_dtype
 from thalweg.optim.transforms.schedule_free import (
+    InterpolateToZ,
     ScaleBySecondMoment,
     ScheduleFree,
-    ScheduleFreeMixin,
+    schedule_free_lr,
 )
 
 from .twins import _BOOL, LR, _adam_schema, _compat, _lr, _Named, _prefix, validate
@@ -257,6 +261,65 @@ class _SFSGDRule(_SFAdamWRule):
     def build(self, g):
         ts = [add_decayed_weights(Hyper("weight_decay"))] if g["weight_decay"] != 0 else []
         return Chain([*ts, ScheduleFree(Hyper("momentum"))])
+
+
+class ScheduleFreeMixin:
+    """The group bookkeeping and the train()/eval() switch of a schedule-free FlatOptimizer
+    (mixed into ScheduleFreeAdamW / ScheduleFreeSGD; `_beta(group)` gives β)."""
+
+    param_groups: list[dict[str, Any]]
+    state: Any
+    _segments: list[Any]
+    _loose: list[tuple[int, Tensor]]
+
+    def _beta(self, group: Mapping[str, Any]) -> float:
+        raise NotImplementedError
+
+    @property
+    def training(self) -> bool:
+        """True while the parameters hold y (where gradients are taken), False while x."""
+        return bool(self.param_groups[0]["train_mode"]) if self.param_groups else True
+
+    def _begin_step(self) -> None:
+        if not self.training:
+            raise RuntimeError(f"{type(self).__name__}.step() while in eval mode (the parameters hold "
+                               "the averaged weights x): call optimizer.train() first")
+        for g in self.param_groups:
+            lr = g["scheduled_lr"] = schedule_free_lr(g)
+            lr_max = g["lr_max"] = max(lr, g["lr_max"])
+            g["weight_sum"] = g["weight_sum"] + ((g["k"] + 1) ** g["r"]) * (lr_max ** g["weight_lr_power"])
+
+    def _end_step(self) -> None:
+        for g in self.param_groups:
+            g["k"] = g["k"] + 1
+
+    @torch.no_grad()
+    def eval(self) -> None:
+        """Parameters ← x, the average to evaluate (no-op if already there)."""
+        self._switch(train=False)
+
+    @torch.no_grad()
+    def train(self) -> None:
+        """Parameters ← y, where gradients are taken (no-op if already there)."""
+        self._switch(train=True)
+
+    def _switch(self, train: bool) -> None:
+        for gi, group in enumerate(self.param_groups):
+            if bool(group["train_mode"]) == train:
+                continue
+            beta = self._beta(group)
+            chain = Chain([InterpolateToZ(1 - beta if train else 1 - 1 / beta)])
+            hp = chain.scalars(group, 1)
+            for seg in self._segments:
+                if seg.group_index != gi or "z" not in seg.state:
+                    continue
+                # parameters never stepped have no z yet (as in schedulefree); low-precision z is
+                # decoded and re-encoded, master weights moved, as in a step
+                plan.apply_chain(self, seg, chain, hp, [i for i, s in enumerate(seg.started) if s])
+            for gj, p in self._loose:
+                if gj == gi and "z" in self.state.get(p, {}):
+                    run_pass(chain, p.data, p.data, [self.state[p]["z"]], hp, None, 0, None)
+            group["train_mode"] = train
 
 
 class ScheduleFreeAdamW(ScheduleFreeMixin, _Named):

@@ -324,6 +324,8 @@ def _signature(cls: type) -> set[str]:
 
 
 _TORCH_SWITCHES = ("foreach", "fused", "capturable", "differentiable")
+#: the registry entries of the six (registered by :mod:`thalweg.optim.catalog`)
+TWINS: list[registry.OptimizerInfo] = []
 _ALIASES: dict[str, dict[str, dict[str, Any]]] = {
     "sgd": {"gd": {}, "momentum": {"momentum": 0.9}, "nesterov": {"momentum": 0.9, "nesterov": True}},
 }
@@ -347,7 +349,7 @@ for _name, _cls, _ref, _grid, _desc in (
      {"amsgrad": _B, "weight_decay": (0.0, 0.1), "maximize": _B},
      "Adam with decoupled weight decay"),
 ):
-    registry.register(registry.OptimizerInfo(
+    TWINS.append(registry.OptimizerInfo(
         name=_name, factory=_cls, hyperparameters=_cls.schema, description=_desc,
         torch_reference=_ref, option_grid=_grid,
         options=("compile", "compile_options", *(k for k in _TORCH_SWITCHES if k in _signature(_cls))),

@@ -1,6 +1,6 @@
-"""Registers the second-order optimizers (newton, lbfgs, kfac, adahessian) with the registry.
+"""The registry entries of the second-order optimizers (newton, lbfgs, kfac, adahessian).
 
-Imported by :mod:`thalweg.optim.registry` on first use; the schemas here drive the trainer's
+Registered by :mod:`thalweg.optim.catalog`; the schemas here drive the trainer's
 config validation, the CLI's ``optimizers`` listing and the benchmarks.
 """
 
@@ -11,7 +11,7 @@ import math
 import torch
 
 from thalweg.optim.registry import Hyperparameter as H
-from thalweg.optim.registry import OptimizerInfo, SearchDim, register
+from thalweg.optim.registry import OptimizerInfo, SearchDim
 from thalweg.optim.second_order.adahessian import AdaHessian
 from thalweg.optim.second_order.kfac import KFAC
 from thalweg.optim.second_order.lbfgs import LBFGS
@@ -116,4 +116,4 @@ ADAHESSIAN = OptimizerInfo(
     search_space=(SearchDim("lr", 1e-3, 1.0, log=True), SearchDim("betas", 1e-2, 0.5, log=True, index=0, one_minus=True)),
 )
 
-INFOS = tuple(register(i) for i in (NEWTON, LBFGS_INFO, KFAC_INFO, ADAHESSIAN))
+INFOS = (NEWTON, LBFGS_INFO, KFAC_INFO, ADAHESSIAN)

@@ -9,8 +9,8 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor
 
-from thalweg.optim.engine.segment import scalar_dtype
 from thalweg.optim.registry import Hyperparameter as H
+from thalweg.optim.transforms.context import scalar_dtype
 
 from .chain import HyperValue, StepContext, Transform, addcmul_
 

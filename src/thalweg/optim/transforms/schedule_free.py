@@ -9,7 +9,8 @@ g the (Adam-normalized, decayed) gradient at y and w_t = t^r·lr_max^p. The para
 while training and x after `optimizer.eval()`; `optimizer.train()` switches back. The trainer
 and every evaluation path call these through :func:`thalweg.optim.eval_mode`. Trajectories,
 state (z, exp_avg_sq) and param-group keys (k, weight_sum, lr_max, scheduled_lr, train_mode)
-are the `schedulefree` package's.
+are the `schedulefree` package's. The train()/eval() switch of the optimizers is
+:class:`thalweg.optim.rules.contenders.ScheduleFreeMixin` (it runs `InterpolateToZ`).
 """
 
 from __future__ import annotations
@@ -20,13 +21,11 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor
 
-from thalweg.optim.engine import plan
-from thalweg.optim.engine.kernel import run_pass
 from thalweg.optim.registry import Hyperparameter as H
 
-from .chain import Chain, HyperValue, StepContext, Transform, add_scaled_, addcmul_, resolve
+from .chain import HyperValue, StepContext, Transform, add_scaled_, addcmul_, resolve
 
-__all__ = ["InterpolateToZ", "ScaleBySecondMoment", "ScheduleFree", "ScheduleFreeMixin", "schedule_free_lr"]
+__all__ = ["InterpolateToZ", "ScaleBySecondMoment", "ScheduleFree", "schedule_free_lr"]
 
 _S = {"schedulable": True}
 _UNIT = {"low": 0.0, "high": 1.0, "high_inclusive": False, **_S}
@@ -145,63 +144,3 @@ class InterpolateToZ(Transform):
 
     def apply_into(self, u, p, state: ZState, s: Weight, norm) -> None:
         p.lerp_(state.z, s.weight)
-
-
-class ScheduleFreeMixin:
-    """The group bookkeeping and the train()/eval() switch of a schedule-free FlatOptimizer
-    (mixed into ScheduleFreeAdamW / ScheduleFreeSGD; `_beta(group)` gives β)."""
-
-    param_groups: list[dict[str, Any]]
-    state: Any
-    _segments: list[Any]
-    _loose: list[tuple[int, Tensor]]
-
-    def _beta(self, group: Mapping[str, Any]) -> float:
-        raise NotImplementedError
-
-    @property
-    def training(self) -> bool:
-        """True while the parameters hold y (where gradients are taken), False while x."""
-        return bool(self.param_groups[0]["train_mode"]) if self.param_groups else True
-
-    def _begin_step(self) -> None:
-        if not self.training:
-            raise RuntimeError(f"{type(self).__name__}.step() while in eval mode (the parameters hold "
-                               "the averaged weights x): call optimizer.train() first")
-        for g in self.param_groups:
-            lr = g["scheduled_lr"] = schedule_free_lr(g)
-            lr_max = g["lr_max"] = max(lr, g["lr_max"])
-            g["weight_sum"] = g["weight_sum"] + ((g["k"] + 1) ** g["r"]) * (lr_max ** g["weight_lr_power"])
-
-    def _end_step(self) -> None:
-        for g in self.param_groups:
-            g["k"] = g["k"] + 1
-
-    @torch.no_grad()
-    def eval(self) -> None:
-        """Parameters ← x, the average to evaluate (no-op if already there)."""
-        self._switch(train=False)
-
-    @torch.no_grad()
-    def train(self) -> None:
-        """Parameters ← y, where gradients are taken (no-op if already there)."""
-        self._switch(train=True)
-
-    def _switch(self, train: bool) -> None:
-        for gi, group in enumerate(self.param_groups):
-            if bool(group["train_mode"]) == train:
-                continue
-            beta = self._beta(group)
-            chain = Chain([InterpolateToZ(1 - beta if train else 1 - 1 / beta)])
-            hp = chain.scalars(group, 1)
-            for seg in self._segments:
-                if seg.group_index != gi or "z" not in seg.state:
-                    continue
-                # parameters never stepped have no z yet (as in schedulefree); low-precision z is
-                # decoded and re-encoded, master weights moved, as in a step
-                plan.apply_chain(self, seg, chain, hp, [i for i, s in enumerate(seg.started) if s])
-            for gj, p in self._loose:
-                if gj == gi and "z" in self.state.get(p, {}):
-                    run_pass(chain, p.data, p.data, [self.state[p]["z"]], hp, None, 0, None)
-            group["train_mode"] = train
-
