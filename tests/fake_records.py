@@ -41,12 +41,14 @@ def records(seed: int = 0) -> list[dict[str, Any]]:
                         "config": {"optimizer": {"name": sub, "lr": 10 ** rnd.uniform(-4, -1)}},
                     })
             for s in range(2):  # two-seed re-runs: a Student-t interval of 2 values is wide
+                steps = [390, 3363][s] if k == 0 else 200 + 50 * s
                 out.append({"ruleset": "external", "phase": "rerun", "workload": wl, "submission": sub,
-                            "reached": good, "time_to_target": {"steps": [390, 3363][s] if k == 0 else 200 + 50 * s},
-                            "final_metric": 0.5 + 0.1 * s, "test": {"test_accuracy": 0.8 + 0.15 * s},
-                            "status": "ok", "metric": metric})
+                            "reached": good, "time_to_target": {"steps": steps, "seconds": steps / 300},
+                            "best": {"metric": 0.5 + 0.1 * s}, "final_metric": 0.5 + 0.1 * s,
+                            "test": {"test_accuracy": 0.8 + 0.15 * s}, "status": "ok", "metric": metric})
             for lr in (1e-4, 1e-3, 1e-2, 1e-1, 1.0):
                 out.append({"ruleset": "external", "phase": "sensitivity", "workload": wl, "submission": sub,
                             "metric": metric, "target": target, "status": "diverged" if lr == 1.0 and k % 2 else "ok",
+                            "time_to_target": {"steps": None, "seconds": None}, "best": {"metric": None},
                             "final_metric": (0.5 if acc else 1e-3 * lr), "config": {"optimizer": {"lr": lr}}})
     return out

@@ -19,6 +19,10 @@ _LABEL = {"maml": "MAML (second order)", "fomaml": "first-order MAML", "reptile"
           "scratch": "untrained init, fine-tuned"}
 
 
+def _num(v: Any) -> str:
+    return f"{v:.4g}" if isinstance(v, int | float) and not isinstance(v, bool) else str(v)
+
+
 def _plt() -> Any:
     import matplotlib
 
@@ -123,7 +127,8 @@ def write_report(path: Path, title: str, summary: Mapping[str, Any], figures: Se
     steps = next(iter(adaptation.values()))["steps"]
     rows = [[_LABEL.get(k, k), *(f"{m:.4g} ± {c:.2g}" for m, c in zip(v["mean"], v["ci95"], strict=True))]
             for k, v in adaptation.items()]
-    best = [[_LABEL.get(k, k), b.get("iteration", "—"), b.get("metric", ""), f"{b['value']:.4g}"]
+    best = [[_LABEL.get(k, k), b.get("iteration", "—"), b.get("metric", ""), _num(b.get("value"))]
+            if isinstance(b, Mapping) else [_LABEL.get(k, k), "—", "", b]
             for k, b in (summary.get("best") or {}).items()]
     doc = document(title, [
         html("<h2>{} after k inner steps (mean ± 95 % CI over {} meta-test tasks)</h2>", summary["metric"],
