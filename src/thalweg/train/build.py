@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,7 @@ from thalweg.train.components import (
     prepare_data,
     task_losses,
 )
-from thalweg.train.config import ConfigError, RunConfig, load_config, parse_config
+from thalweg.train.config import ConfigError, RunConfig, load_config, lr_notice, parse_config
 from thalweg.train.rundir.state import seed_everything
 
 __all__ = ["RunParts", "as_config", "build_run"]
@@ -70,14 +71,16 @@ def as_config(config: RunConfig | dict[str, Any] | str | Path | None) -> RunConf
 def build_run(config: RunConfig | dict[str, Any] | str | Path | None, *,
               device: str | torch.device | None = None, rank: int = 0, world_size: int = 1,
               optimizer: bool = True, check_budget: bool = True,
-              data: tuple[Any, Any] | None = None, process_group: Any = None) -> RunParts:
+              data: tuple[Any, Any] | None = None, process_group: Any = None,
+              shard: Callable[[nn.Module], nn.Module] | None = None) -> RunParts:
     """Seed, load and standardize the data, estimate the cost (refusing what cannot fit),
     build and initialize the model, then the optimizer, loader, schedule and losses.
 
     `device` defaults to `[train] device`; `rank`/`world_size` shard the loader for DDP;
     `optimizer=False` skips the optimizer (K-FAC, for one, hooks into the model); `data` is
     what `prepare_data(config)` returned, reused (the bench keeps one copy per worker);
-    `process_group`: DDP's replicas, for rules that split their matrix work across them.
+    `process_group`: DDP's replicas, for rules that split their matrix work across them;
+    `shard(model)` (FSDP2's) runs before the optimizer is made, which then sees the shards.
     """
     from thalweg.data import Loader
     from thalweg.optim import registry
@@ -113,8 +116,12 @@ def build_run(config: RunConfig | dict[str, Any] | str | Path | None, *,
     est = estimate(cfg, splits, dev, total_steps, world_size, model=model)
     if check_budget:
         check_fits(est, cfg, dev)
+    if shard is not None:
+        model = shard(model)
     if optimizer:
         opt, info = build_optimizer(cfg, model, process_group)
+        if (note := lr_notice(cfg.optimizer)) is not None:
+            notes.append(note)
     else:
         opt, info = None, None
         with contextlib.suppress(ValueError):  # a loaded run's optimizer may not be registered

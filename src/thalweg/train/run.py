@@ -21,7 +21,7 @@ from torch import nn
 from thalweg import regularize as R
 from thalweg.train import distributed, fsdp
 from thalweg.train.build import build_run
-from thalweg.train.components import build_optimizer, evaluate
+from thalweg.train.components import evaluate
 from thalweg.train.config import RunConfig
 from thalweg.train.distributed import DistContext
 from thalweg.train.progress import ProgressView
@@ -63,12 +63,10 @@ class Run:
             self.monitor.detach()
         self.sharded = self.ctx.enabled and cfg.distributed.strategy == "fsdp2"
         group = distributed.replicas(self.ctx) if not self.sharded else None
-        parts = build_run(cfg, device=self.ctx.device, rank=self.ctx.rank,
-                          world_size=self.ctx.world_size, optimizer=not self.sharded, process_group=group)
+        parts = build_run(cfg, device=self.ctx.device, rank=self.ctx.rank, world_size=self.ctx.world_size,
+                          process_group=group, shard=fsdp.shard if self.sharded else None)
         self.parts, self.splits, self.model = parts, parts.splits, parts.model
         self.opt, self.info, self.loader = parts.optimizer, parts.info, parts.loader
-        if self.sharded:  # the optimizer is made over the shards
-            self.opt = build_optimizer(cfg, fsdp.shard(self.model))[0]
         self.schedule, self.steps_per_epoch = parts.schedule, parts.steps_per_epoch
         self.total_steps, self.best_metric = parts.total_steps, parts.best_metric
         self.train_loss, self.eval_loss = parts.loss_fn, parts.eval_loss_fn
