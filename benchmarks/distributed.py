@@ -6,8 +6,9 @@ rank), implementations interleaved round by round in the same processes:
    every rank repeating all the matrix work (DDP without owners): step time per rank, ratio
    owners / every rank (goal ≤ 0.6 for Muon and Shampoo);
 2. AdamW under FSDP2 (`fully_shard`): thalweg against torch.optim.AdamW (goal ≤ 1.0);
-3. peak memory per rank (VmHWM growth over building the optimizer and stepping it, each
-   configuration in fresh processes).
+3. memory per rank, each configuration in fresh processes: the optimizer's tensors (state
+   as stored; thalweg's flat parameter and gradient buffers too), the RSS it keeps after
+   its first step (state, buffers, compiled code), and the peak growth of 3 later steps.
 
 Gradients are fixed random tensors, the same on both ranks (what DDP's all-reduce leaves);
 a round of a Shampoo/SOAP row is `freq` steps (one refresh of the roots / bases per round).
@@ -181,15 +182,37 @@ def _memory_worker(rank: int, world: int, what: str, out: str) -> None:
         ps = _params(rule, 0)
         base = reset_peak()
         opt = _matrix_opt(rule, int(freq), ps, mode == "owners")
+    opt.step()  # state made (thalweg: compiled)
+    dist.barrier()
+    kept = vm_kb("VmRSS") - base
+    before = reset_peak()
     for _ in range(3):
         opt.step()
     dist.barrier()
-    peak = vm_kb("VmHWM") - base
+    later = vm_kb("VmHWM") - before
     everyone: list[Any] = [None] * world
-    dist.all_gather_object(everyone, peak)
+    dist.all_gather_object(everyone, {"kept_kb": kept, "later_kb": later, "buffers_b": _buffer_bytes(opt)})
     if rank == 0:
         with open(out, "w") as f:
             json.dump(everyone, f)
+
+
+def _buffer_bytes(opt: torch.optim.Optimizer) -> int:
+    """Bytes of this rank's optimizer tensors: its state (as stored; DTensors' local shards)
+    and, for thalweg's flat optimizers, the flat parameter and gradient buffers."""
+    if hasattr(opt, "state_nbytes"):
+        segs = getattr(opt, "_segments", [])
+        return opt.state_nbytes() + sum(s.flat_p.numel() * s.flat_p.element_size() +
+                                        s.flat_g.numel() * s.flat_g.element_size() for s in segs)
+    seen, total = set(), 0
+    for st in opt.state.values():
+        for v in st.values():
+            if isinstance(v, torch.Tensor):
+                t = v.to_local() if hasattr(v, "to_local") else v
+                if t.data_ptr() not in seen:
+                    seen.add(t.data_ptr())
+                    total += t.numel() * t.element_size()
+    return total
 
 
 def _entry(rank: int, fn: Callable[..., None], world: int, port: int, args: tuple[Any, ...]) -> None:
@@ -283,13 +306,18 @@ def main() -> None:
                     continue
                 with open(f"{tmp}/m.json") as f:
                     kb = json.load(f)
+            cells = []
             for r, k in enumerate(kb):
-                rec.figure(f"memory.{what.replace(' ', '_')}.rank{r}_mib", k / 1024)
-            mlines.append((what, *(f"{k / 1024:.1f}" for k in kb)))
+                for field in ("kept_kb", "later_kb"):
+                    rec.figure(f"memory.{what.replace(' ', '_')}.rank{r}.{field[:-3]}_mib", k[field] / 1024)
+                rec.figure(f"memory.{what.replace(' ', '_')}.rank{r}.buffers_mib", k["buffers_b"] / 2**20)
+                cells.append(f"{k['buffers_b'] / 2**20:.1f} / {k['kept_kb'] / 1024:.1f} / {k['later_kb'] / 1024:.1f}")
+            mlines.append((what, *cells))
         mhead = ("configuration", "rank 0 MiB", "rank 1 MiB")
+        sub = "tensors held / RSS kept after the first step / peak of later steps"
         rec.table("memory", list(mhead), [list(r) for r in mlines])
         print()
-        print(_table("peak memory growth per rank (building the optimizer + 3 steps)", mhead, mlines))
+        print(_table(f"memory per rank ({sub})", mhead, mlines))
     if args.json:
         rec.write(args.json)
 
