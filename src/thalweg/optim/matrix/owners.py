@@ -186,7 +186,7 @@ class Spread:
             self.buckets.append(b)
         return out
 
-    def _rows(self, size: int, q: int) -> tuple[int, int]:
+    def rows(self, size: int, q: int) -> tuple[int, int]:
         """Rank q's range along a sharded dimension of `size` (torch.chunk's split, as DTensor's)."""
         c = -(-size // self.world)
         return min(q * c, size), min((q + 1) * c, size)
@@ -194,7 +194,7 @@ class Spread:
     def _check_local(self, p: Tensor, d: int | None) -> None:
         want = list(p.shape)
         if d is not None:
-            a, b = self._rows(p.shape[d], self.rank)
+            a, b = self.rows(p.shape[d], self.rank)
             want[d] = b - a
         if list(p.to_local().shape) != want:
             raise ValueError(f"local shard of shape {tuple(p.to_local().shape)} where {tuple(want)} was expected; "
@@ -213,7 +213,7 @@ class Spread:
                     continue
                 send = torch.cat([self._local_pair(b, b.params[i]) for i in idx])
                 bufs = [torch.empty_like(send) for _ in range(self.world)] if r == self.rank else None
-                works.append((b, r, idx, bufs, dist.gather(send, bufs, dst=self._global(r), group=self.group,
+                works.append((b, r, idx, bufs, dist.gather(send, bufs, dst=self.global_rank(r), group=self.group,
                                                             async_op=True)))
         for b, r, idx, bufs, w in works:
             w.wait()
@@ -232,7 +232,8 @@ class Spread:
             w.wait()
             done()
 
-    def _global(self, r: int) -> int:
+    def global_rank(self, r: int) -> int:
+        """Rank r of the group, as torch.distributed numbers it."""
         return dist.get_global_rank(self.group, r) if self.group is not None else r
 
     def _padded(self, b: _Bucket) -> int:
@@ -240,7 +241,7 @@ class Spread:
         n = math.prod(b.shape)
         if b.shard_dim is None:
             return n
-        a, e = self._rows(b.shape[b.shard_dim], 0)
+        a, e = self.rows(b.shape[b.shard_dim], 0)
         return n // b.shape[b.shard_dim] * (e - a)
 
     def _local_pair(self, b: _Bucket, p: Tensor) -> Tensor:
@@ -281,7 +282,7 @@ class Spread:
     def _local_shape(self, b: _Bucket, q: int) -> list[int]:
         shape = list(b.shape)
         if b.shard_dim is not None:
-            a, e = self._rows(shape[b.shard_dim], q)
+            a, e = self.rows(shape[b.shard_dim], q)
             shape[b.shard_dim] = e - a
         return shape
 
@@ -291,7 +292,7 @@ class Spread:
         if not self.dtensor:  # replicas: the owner's segment is the parameters themselves
             buf = b.mine.flat_p if mine else b.recv.setdefault(r, torch.empty(
                 len(idx) * math.prod(b.shape), dtype=params[0].dtype, device=params[0].device))
-            w = dist.broadcast(buf, src=self._global(r), group=self.group, async_op=True)
+            w = dist.broadcast(buf, src=self.global_rank(r), group=self.group, async_op=True)
 
             def done() -> None:
                 if not mine:
@@ -300,7 +301,7 @@ class Spread:
         if b.shard_dim is None:  # replicated DTensors
             buf = b.mine.flat_p if mine else torch.empty(len(idx) * math.prod(b.shape), dtype=params[0].dtype,
                                                          device=params[0].to_local().device)
-            w = dist.broadcast(buf, src=self._global(r), group=self.group, async_op=True)
+            w = dist.broadcast(buf, src=self.global_rank(r), group=self.group, async_op=True)
             return w, lambda: torch._foreach_copy_([p.to_local() for p in params],
                                                    list(buf.view(len(idx), *b.shape)))
         size = self._padded(b)
@@ -310,12 +311,12 @@ class Spread:
             scatter = []
             for q in range(self.world):
                 out = torch.zeros(len(idx) * size, dtype=recv.dtype, device=recv.device)
-                a, e = self._rows(b.shape[b.shard_dim], q)
+                a, e = self.rows(b.shape[b.shard_dim], q)
                 for j in range(len(idx)):
                     piece = b.mine.p_views[j].narrow(b.shard_dim, a, e - a)
                     out[j * size:j * size + piece.numel()].copy_(piece.reshape(-1))
                 scatter.append(out)
-        w = dist.scatter(recv, scatter, src=self._global(r), group=self.group, async_op=True)
+        w = dist.scatter(recv, scatter, src=self.global_rank(r), group=self.group, async_op=True)
 
         def place() -> None:
             for j, p in enumerate(params):
@@ -333,93 +334,6 @@ class Spread:
                 if id(p) not in views:
                     clear_grad(p, set_to_none)
 
-    # ------------------------------------------------------------------ state dicts
     def owner(self, p: Tensor) -> int | None:
         """The rank whose state holds `p`'s matrix state (None: not one of ours)."""
         return self._owner_of.get(id(p))
-
-    def state_dict(self, sd: dict[str, Any], order: list[Tensor]) -> dict[str, Any]:
-        """A rank's state dict made whole (collective: every rank calls it). Replicas: every
-        owner's entries on every rank, as plain tensors (what one process would save).
-        DTensor: every entry as a DTensor with its parameter's layout (a state tensor of
-        another shape is split along dimension 0), so DCP saves each shard once and loads
-        it at another world size."""
-        owners = [self.owner(p) for p in order]
-        state = sd["state"]
-        if not self.dtensor:
-            mine = {i: {k: v.cpu() if isinstance(v, Tensor) else v for k, v in st.items()}
-                    for i, st in state.items() if owners[i] == self.rank}
-            every: list[Any] = [None] * self.world
-            dist.all_gather_object(every, mine, group=self.group)
-            dev = {i: p.device for i, p in enumerate(order)}
-            for r, part in enumerate(every):
-                for i, st in part.items():
-                    if owners[i] == r:
-                        state[i] = {k: v.to(dev[i]) if isinstance(v, Tensor) else v for k, v in st.items()}
-            sd["state"] = {i: state[i] for i in sorted(state)}
-            return sd
-        meta = {i: {k: (tuple(v.shape), v.dtype) if isinstance(v, Tensor) else v for k, v in st.items()}
-                for i, st in state.items() if owners[i] == self.rank}
-        every = [None] * self.world
-        dist.all_gather_object(every, meta, group=self.group)
-        for r, part in enumerate(every):
-            for i, entries in part.items():
-                if owners[i] != r:
-                    continue
-                mine = state.get(i, {}) if r == self.rank else {}
-                out = {}
-                for k, m in entries.items():
-                    if not isinstance(m, tuple) or len(m) != 2 or not isinstance(m[1], torch.dtype):
-                        out[k] = m  # a plain value, the same everywhere
-                        continue
-                    out[k] = self._spread_tensor(mine.get(k), m[0], m[1], order[i], r)
-                state[i] = out
-        sd["state"] = {i: state[i] for i in sorted(state)}  # one order on every rank
-        return sd
-
-    def _spread_tensor(self, full: Tensor | None, shape: tuple[int, ...], dtype: torch.dtype, p: Tensor,
-                       src: int) -> Tensor:
-        """Owner `src`'s full state tensor as a DTensor laid out like `p` (or split along dim 0);
-        a 0-d tensor (a step count) as a plain tensor on every rank."""
-        from torch.distributed.tensor import DTensor, Shard
-
-        dev = p.to_local().device
-        if len(shape) == 0:
-            t = full.clone() if full is not None else torch.empty((), dtype=dtype)
-            t = t.to(dev)
-            dist.broadcast(t, src=self._global(src), group=self.group)
-            return t
-        d = p.placements[0].dim if tuple(shape) == tuple(p.shape) and p.placements[0].is_shard() else 0
-        if tuple(shape) == tuple(p.shape) and p.placements[0].is_replicate():
-            t = full.clone() if full is not None else torch.empty(shape, dtype=dtype, device=dev)
-            dist.broadcast(t, src=self._global(src), group=self.group)
-            return DTensor.from_local(t, self.mesh, p.placements, run_check=False)
-        ranges = [self._rows(shape[d], q) for q in range(self.world)]
-        pad = list(shape)
-        pad[d] = ranges[0][1] - ranges[0][0]
-        recv = torch.empty(pad, dtype=dtype, device=dev)
-        pieces = None
-        if full is not None:
-            pieces = []
-            for a, e in ranges:
-                piece = torch.zeros(pad, dtype=dtype, device=dev)
-                piece.narrow(d, 0, e - a).copy_(full.narrow(d, a, e - a))
-                pieces.append(piece)
-        dist.scatter(recv, pieces, src=self._global(src), group=self.group)
-        a, e = ranges[self.rank]
-        local = recv.narrow(d, 0, e - a).contiguous()
-        return DTensor.from_local(local, self.mesh, [Shard(d)], run_check=False, shape=torch.Size(shape),
-                                  stride=torch.empty(shape, device="meta").stride())
-
-    def load(self, sd: dict[str, Any], order: list[Tensor]) -> dict[str, Any]:
-        """The part of a whole state dict this rank keeps: its matrices' entries (DTensor
-        entries made full first — collective: every rank calls it) and every entry of a
-        parameter that no owner holds (a helper optimizer's, replicated)."""
-        owners = [self.owner(p) for p in order]
-        state = {}
-        for i in sorted(sd["state"], key=str):  # every rank in one order (full_tensor is a collective)
-            st = sd["state"][i]
-            full = {k: v.full_tensor() if is_dtensor(v) else v for k, v in st.items()}
-            if not isinstance(i, int) or i >= len(owners) or owners[i] in (None, self.rank):
-                state[i] = full
-        return {**sd, "state": state}

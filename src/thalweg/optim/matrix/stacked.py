@@ -23,6 +23,7 @@ from torch import Tensor
 
 from thalweg.optim.engine.segment import Segment, clear_grad
 
+from .owner_state import owned_part, whole_state_dict
 from .owners import Spread, matrix_cost
 
 __all__ = ["Stack", "StackedOptimizer", "resolve_params"]
@@ -244,11 +245,11 @@ class StackedOptimizer(torch.optim.Optimizer):
         collective): it returns the whole state (DDP) or every entry as a DTensor laid out
         like its parameter (FSDP2), as DCP expects."""
         sd = super().state_dict()
-        return sd if self._spread is None else self._spread.state_dict(sd, self._order())
+        return sd if self._spread is None else whole_state_dict(self._spread, sd, self._order())
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         if self._spread is not None:  # this rank keeps its matrices' state (a collective)
-            state_dict = self._spread.load(state_dict, self._order())
+            state_dict = owned_part(self._spread, state_dict, self._order())
         super().load_state_dict(state_dict)
         for st in self._stacks:
             self._load_stack(st)
