@@ -23,7 +23,7 @@ from optim_cases import presence_run
 from thalweg.optim import registry
 
 pytest.importorskip("expecttest")  # torch's test utilities need it (the dev extra)
-from torch.testing._internal.common_optimizers import (  # noqa: E402
+from torch.testing._internal.common_optimizers import (
     OptimizerErrorEnum,
     _get_optim_inputs_including_global_cliquey_kwargs,
     optim_db,
@@ -102,7 +102,7 @@ def test_every_input_torch_refuses_is_refused_alike(oinfo, error):
         return
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        with pytest.raises(Exception) as caught:  # noqa: PT011 — the type is checked below
+        with pytest.raises(Exception) as caught:
             if error.error_on == OptimizerErrorEnum.CONSTRUCTION_ERROR:
                 cls(inp.params, **inp.kwargs)
             else:
