@@ -6,7 +6,7 @@ rebuilds a trained run for analysis.
 """
 
 from thalweg.losses import TaskLoss  # the loss for a task lives in the library (thalweg.losses)
-from thalweg.train.api import fit
+from thalweg.train.api import LoadedRun, fit, load_run
 from thalweg.train.build import RunParts, build_run
 from thalweg.train.config import DEFAULT_TOML, ConfigError, RunConfig, load_config, parse_config
 from thalweg.train.guard import NonFiniteError
@@ -18,7 +18,7 @@ from thalweg.train.rundir.checkpoint import (
 )
 from thalweg.train.rundir.lock import RunLock, RunLockedError
 from thalweg.train.rundir.resume import ConfigChangedError
-from thalweg.train.rundir.runs import LoadedRun, RunResult, load_run, read_metrics
+from thalweg.train.rundir.runs import RunResult, read_metrics
 
 __all__ = [
     "DEFAULT_TOML",

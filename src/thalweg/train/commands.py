@@ -14,10 +14,12 @@ import typer
 
 
 @contextlib.contextmanager
-def exit_on_run_errors(resume_hint: str) -> Iterator[None]:
-    """The exit codes of a run command (train, meta): 2 bad config, file, checkpoint or a run
-    locked by another process; 3 non-finite; 4 the disk refused (`resume_hint` says how to go
-    on) — each one message, never a traceback."""
+def exit_on_run_errors(resume_hint: str, also: tuple[type[Exception], ...] = ()) -> Iterator[None]:
+    """The exit codes of a command that writes a run or a bench (train, meta, bench run): 2 bad
+    config, file, checkpoint, output path (or one of `also`: the command's own config errors)
+    or a directory locked by another process; 3 non-finite; 4 the disk refused (`resume_hint`
+    says how to go on) — each one message, never a traceback."""
+    from thalweg.outputs import OutputError
     from thalweg.train import ConfigError, NonFiniteError, RunLockedError
     from thalweg.train.rundir.checkpoint import CheckpointError
 
@@ -26,12 +28,12 @@ def exit_on_run_errors(resume_hint: str) -> Iterator[None]:
     except (ConfigError, FileNotFoundError, CheckpointError) as e:
         typer.echo(str(e), err=True)
         raise typer.Exit(2) from None
-    except RunLockedError as e:
-        typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(2) from None
     except (NonFiniteError, FloatingPointError) as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(3) from None
+    except (RunLockedError, OutputError, *also) as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from None
     except OSError as e:  # the disk refused: the path and the OS error, nothing lost
         typer.echo(f"error: {e}\nnothing written before this was lost; fix the disk, then {resume_hint}", err=True)
         raise typer.Exit(4) from None

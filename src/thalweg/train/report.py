@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import html
 import json
 from pathlib import Path
 from typing import Any
@@ -134,9 +133,7 @@ def plot_curvature(records: list[dict[str, Any]], path: Path, *, momentum: float
 
 
 def _fmt(v: Any) -> str:
-    if isinstance(v, float):
-        return f"{v:.4g}"
-    return html.escape(str(v))
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
 def quick_findings(paths: RunPaths, cfg: RunConfig, summary: dict[str, Any], splits: Any = None,
@@ -206,28 +203,18 @@ def write_report(paths: RunPaths, cfg: RunConfig, summary: dict[str, Any], *, fi
 
 def render_page(title: str, *, doctor: str, summary: dict[str, Any], figures: list[Path],
                 records: list[dict[str, Any]], config: str) -> str:
-    """report.html: the doctor's findings first, the final numbers, the figures at full width
-    (`figures/<name>.png` next to the page), the non-finite events and the config."""
-    import html as _html
+    """report.html: the doctor's findings first (`doctor`: the section `to_html` wrote), the
+    final numbers, the figures at full width (`figures/<name>.png` next to the page), the
+    non-finite events and the config — every value escaped (`thalweg.page`)."""
+    from thalweg.page import Markup, document, figure, html, join, table
 
-    rows = "".join(f"<tr><th>{_html.escape(k)}</th><td>{_fmt(v)}</td></tr>"
-                   for k, v in summary.items() if k != "event")
+    rows = [(k, _fmt(v)) for k, v in summary.items() if k != "event"]
     events = [r for r in records if r.get("event") in ("nonfinite", "rollback", "stopped")]
-    ev_html = "".join(f"<li>{_html.escape(json.dumps(e))}</li>" for e in events[:50])
-    imgs = "".join(f'<figure><img src="figures/{p.name}" alt="{p.stem}"><figcaption>{p.stem}'
-                   "</figcaption></figure>" for p in figures)
-    return f"""<!doctype html>
-<html><head><meta charset="utf-8"><title>{_html.escape(title)}</title>
-<style>body{{font-family:sans-serif;max-width:1180px;margin:2em auto;padding:0 1em;color:#222}}
-table{{border-collapse:collapse}}th,td{{border-bottom:1px solid #ddd;padding:4px 10px;text-align:left}}
-figure{{display:inline-block;margin:6px;vertical-align:top;max-width:100%}}
-img{{max-width:100%;height:auto}}pre{{background:#f6f6f6;padding:1em;overflow-x:auto}}</style>
-</head><body>
-<h1>{_html.escape(title)}</h1>
-{doctor}
-<h2>Final numbers</h2><table>{rows}</table>
-<h2>Curves</h2>{imgs or "<p>(figures disabled)</p>"}
-<h2>Non-finite events</h2>{f"<ul>{ev_html}</ul>" if events else "<p>none</p>"}
-<h2>Resolved config</h2><pre>{_html.escape(config)}</pre>
-</body></html>
-"""
+    ev_html = join(html("<li>{}</li>", json.dumps(e)) for e in events[:50])
+    imgs = join(figure(f"figures/{p.name}", p.stem, p.stem) for p in figures)
+    return document(title, [
+        Markup(doctor),  # written by the doctor's to_html, which escapes what it shows
+        html("<h2>Final numbers</h2>{}", table((), rows, row_heads=True)),
+        html("<h2>Curves</h2>{}", imgs or Markup("<p>(figures disabled)</p>")),
+        html("<h2>Non-finite events</h2>{}", html("<ul>{}</ul>", ev_html) if events else Markup("<p>none</p>")),
+        html("<h2>Resolved config</h2><pre>{}</pre>", config)])

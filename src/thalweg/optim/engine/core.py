@@ -232,7 +232,7 @@ class FlatOptimizer(torch.optim.Optimizer):
     def _expose(self, seg: Segment, i: int, chain: Chain, layout: Layout) -> None:
         """Per-parameter state dict entries as views of the flat buffers (torch's layout)."""
         st: dict[str, Any] = {}
-        if chain.counts_steps:
+        if storage.keeps_step(chain, layout):
             st["step"] = seg.step_t[i]
         st.update(storage.param_entries(seg, chain, layout, i))
         if st:

@@ -97,7 +97,7 @@ def plan_segment(opt: FlatCore, seg: Segment, active: list[bool], chunk: int) ->
 
         def finish() -> None:
             seg.steps = [t] * len(seg.params)
-            if chain.counts_steps:
+            if storage.keeps_step(chain, layout):
                 seg.step_t.add_(1)
             for i in range(len(seg.params)):
                 if not seg.started[i]:
@@ -138,7 +138,7 @@ def count_steps(opt: FlatCore, seg: Segment, chain: Chain, idx: Sequence[int]) -
     """After a step of parameters `idx`: their step counters move on, their state is exposed."""
     for i in idx:
         seg.steps[i] += 1
-        if chain.counts_steps:
+        if storage.keeps_step(chain, seg.layout):
             seg.step_t[i] += 1
         if not seg.started[i]:
             opt._start(seg, i)

@@ -1,7 +1,7 @@
 """The elementwise contenders as named optimizers on the flat core, each a short transform
 chain: NAdam, RAdam, Adamax (torch.optim's signatures, state and trajectories), Lion
 (lion-pytorch's), Schedule-Free AdamW and SGD (schedulefree's). LAMB and LARS are in
-:mod:`.large_batch`, Prodigy in :mod:`.prodigy`; :mod:`.contender_registry` registers them all.
+:mod:`.large_batch`, Prodigy in :mod:`.prodigy`; their registry entries are in :mod:`.catalog`.
 """
 
 from __future__ import annotations
