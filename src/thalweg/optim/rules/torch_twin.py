@@ -22,6 +22,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from thalweg.optim.registry import HyperparameterError
+
 __all__ = ["check_like_torch", "delegate_step", "delegated_method", "torch_refusal"]
 
 #: the options that make a twin run torch's own implementation (see the module docstring)
@@ -62,9 +64,14 @@ def check_like_torch(torch_cls: type[torch.optim.Optimizer] | None, params: Any,
     try:
         check()
     except (ValueError, TypeError) as ours:
-        if refusal is None:
-            raise
-        raise type(refusal)(f"{ours} (torch.optim: {refusal})") from None
+        if refusal is None or not isinstance(refusal, (ValueError, TypeError, RuntimeError)):
+            raise  # torch accepts it, or crashes on it (an IndexError is no refusal to copy)
+        # an instance of both types: torch's (what torch users catch) and ours (what ours do)
+        cls = type(ours) if isinstance(ours, type(refusal)) else type(type(ours).__name__, (type(ours), type(refusal)), {})
+        if isinstance(ours, HyperparameterError):  # ours, naming the argument, then torch's words
+            note = f"{ours.note}; " if ours.note else ""
+            raise cls(ours.where, ours.value, ours.problem, f"{note}torch.optim: {refusal}") from None
+        raise cls(f"{ours} (torch.optim: {refusal})") from None
     if refusal is not None:
         raise refusal
     return params
