@@ -136,8 +136,8 @@ class Segment:
         """Autograd is about to accumulate into parameter i: if it has no gradient (torch's
         None), its zeroed view of the flat buffer becomes `p.grad`, so autograd adds into it."""
         p = self.params[i]
-        if p.grad is not None or not self.grad_views:
-            return
+        if p.grad is not None or not self.grad_views or p.shape != self.g_views[i].shape:
+            return  # a wrapper's resized parameter (FSDP's unsharded flat parameter): its own gradient
         with torch.no_grad():
             if not self.clean[i]:  # the user set p.grad = None by hand: the view holds old values
                 self.g_views[i].zero_()

@@ -68,10 +68,13 @@ def check_like_torch(torch_cls: type[torch.optim.Optimizer] | None, params: Any,
             raise  # torch accepts it, or crashes on it (an IndexError is no refusal to copy)
         # an instance of both types: torch's (what torch users catch) and ours (what ours do)
         cls = type(ours) if isinstance(ours, type(refusal)) else type(type(ours).__name__, (type(ours), type(refusal)), {})
+        # torch's own words where it refused on purpose (its ValueErrors); a TypeError from
+        # comparing a string with a number says nothing ours does not
+        words = "" if isinstance(refusal, TypeError) else f"torch.optim: {refusal}"
         if isinstance(ours, HyperparameterError):  # ours, naming the argument, then torch's words
-            note = f"{ours.note}; " if ours.note else ""
-            raise cls(ours.where, ours.value, ours.problem, f"{note}torch.optim: {refusal}") from None
-        raise cls(f"{ours} (torch.optim: {refusal})") from None
+            note = "; ".join(x for x in (ours.note, words) if x)
+            raise cls(ours.where, ours.value, ours.problem, note) from None
+        raise cls(f"{ours} ({words})" if words else str(ours)) from None
     if refusal is not None:
         raise refusal
     return params
