@@ -126,7 +126,10 @@ class Segment:
         """Hook parameter i's AccumulateGrad node (once it requires grad; a parameter frozen
         at the time is hooked when it is first seen unfrozen)."""
         p = self.params[i]
-        if self._nodes[i] is not None or not p.requires_grad:
+        if self._nodes[i] is not None or not p.requires_grad or type(p).__name__ == "FlatParameter":
+            # FSDP1's flat parameter changes shape between sharded and unsharded every step: a
+            # node kept from the sharded one would pin the wrong shape into autograd (its
+            # gradient, set by FSDP, is copied in at step instead)
             return
         node = torch.autograd.graph.get_gradient_edge(p).node
         self._nodes[i] = node  # autograd keeps only a weak reference: without ours, hook and node go
