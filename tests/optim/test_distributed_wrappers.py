@@ -88,10 +88,18 @@ def test_step_in_backward_under_ddp_is_refused_by_name(tmp_path):
         assert isinstance(r, str) and "in_backward=True" in r and "in_backward=False" in r, r
 
 
+_FLAT_BEFORE = pytest.mark.xfail(strict=True, reason=(
+    "not reached (issue 21): FSDP1 use_orig_params=False with the optimizer built before the first "
+    "forward fails in backward (SplitWithSizesBackward0: gradient [212] for the sharded flat "
+    "parameter's [106]) -- an error, not a silent divergence; build it after the first forward"))
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("when", ["before_forward", "after_forward"])
-@pytest.mark.parametrize("orig", ["orig", "flat"])
-def test_fsdp1_trains_as_one_process(orig, when, tmp_path):
+@pytest.mark.parametrize("orig", ["orig", pytest.param("flat", marks=())])
+def test_fsdp1_trains_as_one_process(orig, when, tmp_path, request):
+    if orig == "flat" and when == "before_forward":
+        request.applymarker(_FLAT_BEFORE)
     ranks = _launch(f"fsdp1:sgd:{orig}:{when}", tmp_path)
     if any(isinstance(r, str) for r in ranks):
         pytest.fail(f"FSDP1 use_orig_params={orig == 'orig'}, optimizer built {when}: {ranks}")
