@@ -32,7 +32,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from .segment import Segment
+from .segment import Segment, real_dtype
 
 __all__ = ["ShardSegment", "check_layout", "decode_int8", "is_dtensor", "local_part", "norm_over", "present", "reduce_over",
            "refuse_dtensor", "segment_key"]
@@ -58,9 +58,9 @@ def refuse_dtensor(groups: Sequence[dict[str, Any]], who: str) -> None:
 def segment_key(p: Tensor) -> tuple[Any, ...]:
     """What parameters must share to be packed into one segment."""
     if not is_dtensor(p):
-        return (p.device, p.dtype)
+        return (p.device, real_dtype(p.dtype))
     local = p.to_local()
-    return (local.device, local.dtype, p.device_mesh, tuple(p.placements))
+    return (local.device, real_dtype(local.dtype), p.device_mesh, tuple(p.placements))
 
 
 def check_layout(p: Tensor, who: str, replicate: bool = False) -> None:

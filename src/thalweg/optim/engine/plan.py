@@ -199,10 +199,12 @@ def plan_loose(opt: FlatCore, gi: int, p: Tensor) -> Plan:
         st["_thalweg_steps"] = torch.tensor(int(float(st.get("step", 0))), dtype=torch.int64)
     t = int(st["_thalweg_steps"]) + 1
     loose = lambda p, g, s, hp, n, k, o: run_pass(chain, p, g, s, hp, n, k, o)  # noqa: E731
-    scratch = None if len(chain.passes) == 1 else torch.empty_like(p, dtype=compute_dtype(p.dtype))
     assert p.grad is not None
-    unit = Unit(loose, p.data, p.grad, [st[k] for k in chain.state_keys], chain.scalars(group, t), scratch,
-                (p.shape,), group, t)
+    real = torch.view_as_real if p.is_complex() else (lambda t: t)  # complex: its real view, as torch
+    x = real(p.data)
+    scratch = None if len(chain.passes) == 1 else torch.empty_like(x, dtype=compute_dtype(x.dtype))
+    unit = Unit(loose, x, real(p.grad), [real(st[k]) for k in chain.state_keys], chain.scalars(group, t), scratch,
+                (x.shape,), group, t)
 
     def finish() -> None:
         st["_thalweg_steps"] += 1
