@@ -119,6 +119,7 @@ class ShardSegment(Segment):
     def sync(self) -> list[bool]:
         """Before a step: every shard and local gradient copied in; which have a gradient."""
         self.outside = self.pull(range(len(self.params)))
+        self.sparse = {}  # DTensor gradients are dense: no sparse path
         active = []
         for i, p in enumerate(self.params):
             g = p.grad
