@@ -87,8 +87,8 @@ def test_a_second_bench_run_on_the_same_directory_is_refused(tmp_path: Path) -> 
     deadline = time.monotonic() + 120
     while not lines(results) and time.monotonic() < deadline and (a.poll() is None or b.poll() is None):
         time.sleep(0.05)
-    late = subprocess.run(cli(tmp_path), env=env, capture_output=True, text=True, timeout=120)
-    outs = [(p.wait(timeout=300), *p.communicate()) for p in (a, b)]
+    late = subprocess.run(cli(tmp_path), env=env, capture_output=True, text=True, timeout=600)
+    outs = [(p.wait(timeout=900), *p.communicate()) for p in (a, b)]
     codes = sorted(rc for rc, _, _ in outs)
     assert codes == [0, 2], outs
     for rc, _, err in [*outs, (late.returncode, late.stdout, late.stderr)]:
