@@ -3,12 +3,15 @@ flat buffer per (param group, device, dtype) and runs a transform chain over it.
 
 Why: an update rule over 60 tensors costs 60 kernel launches (or a foreach list walk); over
 one flat buffer it is one pass, and `torch.compile` fuses the whole chain into one kernel.
-`p.data` and `p.grad` become views of the flat buffers, so autograd accumulates straight into
-them and `state_dict()` hands out torch's exact per-parameter layout (as views).
+`p.data` is a view of the flat buffer, and `p.grad` one exactly while torch would hold a
+gradient (None until a backward reaches the parameter, or after `zero_grad()`), so autograd
+accumulates straight into the flat gradient and `state_dict()` hands out torch's exact
+per-parameter layout (as views).
 
-Correct first: a gradient the user replaced (or set to None), a parameter rebound with
+Correct first, torch's semantics exactly: a parameter without a gradient takes no part in a
+step (no update, no decay, no state); a gradient the user replaced, a parameter rebound with
 `p.data = ...`, params with different step counts: all are noticed at `step()` and handled
-(the odd cases on a slower per-parameter path that runs the same math).
+(the parameters that step run as few contiguous ranges of the flat buffers as they allow).
 
 Fewer bytes (docs/memory.md): every flat optimizer takes `state_dtype` ("fp32", "bf16" with
 stochastic rounding, "int8" block-wise codes), `param_rounding="stochastic"` and
@@ -35,7 +38,7 @@ from .backward import BackwardStepper
 from .kernel import autocast_off, fresh_function, run_pass
 from .lowprec import Layout
 from .memory import MEMORY_OPTIONS, accepts_memory_options, memory_options
-from .segment import Segment
+from .segment import Segment, clear_grad
 from .statedict import apply_loaded, check_loadable
 
 __all__ = ["AUTO_COMPILE_MIN_NUMEL", "FlatOptimizer", "Rule"]
@@ -97,9 +100,9 @@ class FlatOptimizer(torch.optim.Optimizer):
     `in_backward` (update during backward, `bucket_numel` elements at a time). The first
     four may also be set per param group.
 
-    Differences from torch.optim, by design: `p.grad` is a zero view from construction on and
-    `zero_grad()` zeroes in place (torch's `set_to_none=False`); create the optimizer after
-    moving the model to its device.
+    As in torch.optim, a parameter steps exactly when its `p.grad` is not None (`zero_grad()`
+    sets it to None; `zero_grad(set_to_none=False)` keeps a zero gradient, which steps).
+    Difference by design: create the optimizer after moving the model to its device.
     """
 
     #: hyperparameter schema of the param groups (the named optimizers set theirs)
@@ -278,6 +281,8 @@ class FlatOptimizer(torch.optim.Optimizer):
         plans = [plan.plan_segment(self, seg, act, kernel.EAGER_CHUNK) for seg, act in zip(self._segments, actives, strict=True)]
         plans += [plan.plan_loose(self, gi, p) for gi, p in self._loose if p.grad is not None]
         plan.run(plans, self._reduced, kernel.EAGER_CHUNK)
+        for seg in self._segments:
+            seg.push()
         self._end_step()
 
     # hooks for rules with host state of their own (see docs/CONTRACTS.md): once per step()
@@ -291,28 +296,15 @@ class FlatOptimizer(torch.optim.Optimizer):
     def _end_step(self) -> None:
         """After every update of the step."""
 
-    def zero_grad(self, set_to_none: bool | None = None) -> None:
-        """Zero the flat gradient buffers in place (keeps the fast path).
-
-        `set_to_none=True` (torch's meaning, explicit only) sets `p.grad = None`; parameters
-        still without a gradient at `step()` are then skipped, as in torch. With `in_backward`
-        the gradients are freed by the updates already; this does nothing.
-        """
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        """torch's `zero_grad`: every `p.grad` None (the default), or zeroed where present with
+        `set_to_none=False`; the flat gradient buffers are zeroed in one memset each, so the
+        next backward accumulates into them in place. With `in_backward` the updates freed
+        the gradients already; this does nothing."""
         for seg in self._segments if self._backward is None else ():
-            if set_to_none:
-                for p in seg.params:
-                    p.grad = None
-            else:
-                seg.flat_g.zero_()
-                for p, gv in zip(seg.params, seg.g_views, strict=True):
-                    if p.grad is not gv:
-                        p.grad = gv
+            seg.zero_grad(set_to_none)
         for _, p in self._loose:
-            if p.grad is not None:
-                if set_to_none:
-                    p.grad = None
-                else:
-                    p.grad.zero_()
+            clear_grad(p, set_to_none)
 
     # ------------------------------------------------------------------ state dicts
     def state_dict(self) -> dict[str, Any]:
@@ -353,6 +345,13 @@ class FlatOptimizer(torch.optim.Optimizer):
                 g.setdefault(k, v)
 
     # ------------------------------------------------------------------ introspection
+    def grad_views(self, params: Iterable[Tensor]) -> list[Tensor]:
+        """The views of the flat gradient buffers that `params` take as `p.grad` (for rules
+        that write their own gradients, e.g. Shampoo's inner optimizer over probes)."""
+        where = {id(p): (seg, i) for seg in self._segments for i, p in enumerate(seg.params)}
+        return [where[id(p)][0].g_views[where[id(p)][1]] for p in params]
+
+
     @property
     def num_segments(self) -> int:
         """How many flat buffers (one per group × device × dtype) this optimizer runs over."""
