@@ -238,3 +238,25 @@ def test_a_bench_killed_while_asking_asks_what_an_uninterrupted_one_asks(finishe
     assert asked(res.records) == asked(ref)
     assert asked(lines(tmp_path / "f" / "results.jsonl")) == asked(ref)
     assert len(lines(tmp_path / "f" / "results.jsonl")) == len(ref)
+
+
+# ----- caps: what no bench can run is refused before any trial ---------------------------------
+@pytest.mark.parametrize(("extra", "says"), [
+    ("[budgets.linreg]\nsteps = 1000000000000", "budgets.linreg.steps = 1000000000000: Input should be less than or equal to 1000000000"),
+    ("[budgets.linreg]\nmax_seconds = inf", "budgets.linreg.max_seconds = inf: Input should be a finite number"),
+    ("[targets]\nlinreg = nan", "targets.linreg = nan: Input should be a finite number"),
+    ("[targets]\nlinreg = inf", "targets.linreg = inf: Input should be a finite number"),
+    ("r_max = inf", "r_max = inf: Input should be a finite number"),
+    ("budget_scale = inf", "budget_scale = inf: Input should be a finite number"),
+    ("budget_scale = 1000000.0", "budget_scale = 1000000.0: Input should be less than or equal to 1000"),
+    ("trials = 1000000000", "trials: bench 'c' would take at least"),
+], ids=["steps-1e12", "inf-seconds", "nan-target", "inf-target", "inf-r_max", "inf-scale", "huge-scale", "1e9-trials"])
+def test_a_bench_no_machine_can_run_is_refused_naming_the_field(tmp_path, extra, says):
+    head = 'name = "c"\nworkloads = ["linreg"]\noptimizers = ["sgd"]\nstudies = 1\nseeds = 0\nsensitivity_points = 0\n'
+    table = extra.startswith("[")
+    (tmp_path / "c.toml").write_text(head + ("" if table else extra + "\n")
+                                     + ("" if "[targets]" in extra else "[targets]\nlinreg = 1e-2\n")
+                                     + (extra + "\n" if table else ""))
+    out = CliRunner().invoke(app, ["bench", "run", str(tmp_path / "c.toml"), "--dir", str(tmp_path), "--workers", "0", "-q"])
+    assert out.exit_code == 2 and says in out.output, out.output
+    assert not (tmp_path / "c").exists()  # nothing ran, nothing was written
