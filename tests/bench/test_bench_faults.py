@@ -260,3 +260,18 @@ def test_a_bench_no_machine_can_run_is_refused_naming_the_field(tmp_path, extra,
     out = CliRunner().invoke(app, ["bench", "run", str(tmp_path / "c.toml"), "--dir", str(tmp_path), "--workers", "0", "-q"])
     assert out.exit_code == 2 and says in out.output, out.output
     assert not (tmp_path / "c").exists()  # nothing ran, nothing was written
+
+
+@pytest.mark.parametrize(("workload", "dim", "says"), [
+    ("mnist1d_mlp", 'name = "model.widht"\nlow = 10\nhigh = 20\nkind = "int"', "model.widht = 10.0: config error: [model] widht = 10: unknown key"),
+    ("mnist1d_mlp", 'name = "model.dropout"\nlow = 0.0\nhigh = 1.5', "model.dropout = 1.5: config error: [model] dropout = 1.5"),
+    ("linreg", 'name = "model.width"\nlow = 10\nhigh = 20\nkind = "int"', "workload 'linreg' is not a config workload"),
+], ids=["unknown-key", "out-of-range", "not-a-config-workload"])
+def test_a_config_space_every_trial_would_crash_on_is_refused_up_front(tmp_path, workload, dim, says):
+    """Before: every trial crashed and the bench exited 0 with a score of 0."""
+    (tmp_path / "c.toml").write_text(
+        f'name = "c"\nworkloads = ["{workload}"]\noptimizers = ["sgd"]\ntrials = 2\nstudies = 1\nseeds = 0\n'
+        f'sensitivity_points = 0\n[targets]\n{workload} = 0.5\n[[config_space.{workload}]]\n{dim}\nwhere = "config"\n')
+    out = CliRunner().invoke(app, ["bench", "run", str(tmp_path / "c.toml"), "--dir", str(tmp_path), "--workers", "0", "-q"])
+    assert out.exit_code == 2 and f"config_space.{workload}: " in out.output and says in out.output, out.output
+    assert not (tmp_path / "c").exists()

@@ -77,9 +77,11 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """The configuration the bench chose for a workload, as a `thalweg train` TOML."""
         from thalweg.bench.recipes import recipe_toml
-        from thalweg.outputs import OutputError, fresh, output_dir
+        from thalweg.outputs import OutputError, fresh, output_dir, plain_name
 
         try:
+            if name is not None:
+                plain_name(name)
             text = recipe_toml(bench_dir, workload, submission)
             folder = None if out is None else output_dir(out)
         except (FileNotFoundError, ValueError) as e:  # OutputError is a ValueError

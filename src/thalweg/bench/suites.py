@@ -159,12 +159,30 @@ class BenchConfig(_Strict):
         """`sub` for workload `w`: its extra config dimensions (recipe search) added, weight
         decay dropped where the workload's objective must stay unregularized."""
         extra = tuple(d.to_dim() for d in self.config_space.get(w.key) or self.config_space.get(w.name) or ())
+        self._check_config_space(w, extra)
         dims = sub.dims()
         if not w.weight_decay:
             dims = tuple(d for d in dims if not (d.where == "optimizer" and d.dim.name == "weight_decay"))
         if not extra and dims == sub.dims():
             return sub
         return replace(sub, space=dims + extra)
+
+
+    def _check_config_space(self, w: Workload, dims: tuple[Dim, ...]) -> None:
+        """Every config dimension of `w` applied at its ends (each choice) makes a valid
+        `thalweg train` config — else every trial would crash: refused before any runs."""
+        from thalweg.bench.trial import with_overrides
+
+        for d in dims:
+            if d.where != "config":
+                continue
+            q = d.dim
+            values = list(q.choices) if q.kind == "choice" else [v for v in (q.low, q.high) if v is not None]
+            for v in values:
+                try:
+                    with_overrides(w, {q.name: round(v) if q.kind == "int" else v})
+                except ValueError as e:  # a ConfigError is a ValueError
+                    raise BenchConfigError(f"bench {self.name!r}: config_space.{w.key}: {q.name} = {v!r}: {e}") from None
 
 
 def _sgd_nesterov() -> Submission:
