@@ -47,6 +47,7 @@ class Curves:
     stopped: dict[str, Any] | None = None
     final: dict[str, Any] | None = None
     nonfinite_since_rollback: list[dict[str, Any]] = field(default_factory=list)  # logged after the last one
+    val_nonfinite: list[int] = field(default_factory=list)  # steps whose validation loss was inf/NaN (or null)
 
     @property
     def lr_now(self) -> float | None:
@@ -75,6 +76,7 @@ def read_curves(records: Sequence[dict[str, Any]]) -> Curves:
         stopped=next((e for e in events if e["event"] == "stopped"), None),
         final=next((e for e in events if e["event"] == "final"), None),
         nonfinite_since_rollback=[e for e in events[last_rb + 1:] if e["event"] == "nonfinite"],
+        val_nonfinite=[r["step"] for r in kept if "val_loss" in r and not _finite(r["val_loss"])],
     )
 
 
@@ -109,6 +111,12 @@ class _Ctx:
 
 def _nonfinite(x: _Ctx) -> list[Finding]:
     c = x.c
+    if not c.nonfinite and c.val_nonfinite:  # training went on, the model it evaluates is broken
+        ev = {"val_nonfinite": len(c.val_nonfinite), "first_step": c.val_nonfinite[0], "last_step": c.val_nonfinite[-1]}
+        return [Finding("NONFINITE", "The validation loss became inf/NaN", "critical", ev,
+                        "The model evaluates to inf/NaN (overflowed weights or activations): lower the learning rate, "
+                        "clip the gradient norm, and check the validation data for inf/NaN", confidence=0.9,
+                        fix={"regularization.clip_norm": 1.0}, figure="loss")]
     if not c.nonfinite:
         return []
     first, last = c.nonfinite[0], c.nonfinite[-1]
