@@ -50,6 +50,7 @@ def eval_and_keep_best(tr: Run, rec: dict[str, Any]) -> None:
     # a model whose val loss or weights are not finite is never best, whatever its accuracy
     finite = math.isfinite(value) and math.isfinite(res["loss"]) and \
         all(bool(torch.isfinite(p).all()) for p in tr.params)
+    tr.last_val_finite = finite
     if finite and tr.better(value, s.best_value):
         s.best_value, s.best_step = value, s.step
         if tr.main:
