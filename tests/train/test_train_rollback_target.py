@@ -63,3 +63,20 @@ def test_a_run_that_ends_with_a_broken_model_is_not_completed(tmp_path: Path, mo
     best = torch.load(tmp_path / "r" / "best.pt", weights_only=True)["state"]
     assert all(bool(torch.isfinite(v).all()) for v in best["model"].values())
     assert events(tmp_path / "r")[-1]["event"] == "stopped"
+
+
+def test_eps_zero_is_named_not_the_learning_rate(tmp_path: Path) -> None:
+    """Adam with eps = 0 divides 0 by 0 where a gradient is zero (digits has pixels that are
+    always 0): the trainer and the doctor say eps, not "lower the learning rate"."""
+    from thalweg.diagnose import RunEvidence, diagnose_run
+    from thalweg.train import read_metrics
+
+    cfg = config(tmp_path)
+    cfg["optimizer"] = {"name": "adam", "lr": 1e-3, "eps": 0.0}
+    with pytest.raises(NonFiniteError, match=r"set \[optimizer\] eps above 0") as e:
+        fit(cfg, quiet=True)
+    assert "lower [optimizer] lr" not in str(e.value)
+    run = tmp_path / "r"
+    found = diagnose_run(RunEvidence(config={"optimizer": cfg["optimizer"]}, records=read_metrics(run / "metrics.jsonl")))
+    nf = next(f for f in found if f.code == "NONFINITE")
+    assert nf.fix == {"optimizer.eps": 1e-8} and "eps = 0 divides by zero" in nf.title

@@ -125,6 +125,12 @@ def _nonfinite(x: _Ctx) -> list[Finding]:
     ev: dict[str, Any] = {"nonfinite_steps": len(c.nonfinite), "first_step": first["step"], "what": last.get("what"),
                           "lr_at_blowup": lr_bad, "rollbacks": len(c.rollbacks)}
     fix = {"optimizer.lr": lr_bad / 10} if lr_bad else {}
+    if (x.config.get("optimizer") or {}).get("eps") == 0:  # 0/0 where a gradient is zero, at any lr
+        ev["eps"] = 0.0
+        return [Finding("NONFINITE", "Non-finite updates: eps = 0 divides by zero", "critical", ev,
+                        "With eps = 0 an adaptive update divides by √v + 0, which is 0 wherever a gradient is zero "
+                        "(an input that is always 0, a dead unit): 0/0 = NaN at any learning rate; set eps above 0",
+                        confidence=0.95, fix={"optimizer.eps": 1e-8}, figure="loss")]
     if c.stopped is not None:
         ev["stopped_at_step"] = c.stopped["step"]
         return [Finding("NONFINITE", "Training stopped: the loss or gradients became inf/NaN", "critical", ev,
