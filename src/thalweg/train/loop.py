@@ -77,7 +77,7 @@ class Trainer(Run):
                 validation.record(self, evaluate=True)
             self.save()
             self.sync_writes()
-            if not self.last_val_finite:  # the last step reached, the model it left broken
+            if self.model_broken:  # the last step reached, the model it left broken
                 msg = (f"the run reached step {s.step} with a non-finite model (validation loss inf/NaN; "
                        f"{s.skipped} step(s) skipped, {s.rollbacks} rollback(s)); best.pt holds the best finite "
                        f"model{f' (step {s.best_step})' if s.best_step >= 0 else ''}; {advice(self.cfg)}")
@@ -204,13 +204,14 @@ class Trainer(Run):
     def _healthy(self, state: dict[str, Any]) -> str | None:
         """Why a checkpoint is no place to roll back to (None: it is one): its weights are not
         finite, or the validation of that model (the last one logged at or before its step, in
-        the surviving history) was inf/NaN — rolling back there would only skip steps."""
+        the surviving history) had gone inf/NaN — rolling back there would only skip steps."""
         bad = [k for k, v in state["model"].items() if torch.is_floating_point(v) and not bool(torch.isfinite(v).all())]
         if bad:
             return f"non-finite weights in {bad[0]}"
         step = int(state["trainer"]["step"])
         vals = [r["val_loss"] for r in surviving(read_metrics(self.paths.metrics)) if "val_loss" in r and r["step"] <= step]
-        if vals and not (isinstance(vals[-1], int | float) and math.isfinite(vals[-1])):
+        finite = [isinstance(v, int | float) and math.isfinite(v) for v in vals]
+        if vals and not finite[-1] and any(finite):  # it had been finite: the model broke (not the data)
             return f"its validation loss was {vals[-1]}"
         return None
 
