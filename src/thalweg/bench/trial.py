@@ -73,16 +73,10 @@ def with_overrides(w: Any, overrides: dict[str, Any]) -> Any:
     validated (a ConfigError names the field; a ValueError says `w` takes none)."""
     if w.config is None:
         raise ValueError(f"workload {w.key!r} is not a config workload; it takes no config overrides")
+    from thalweg.overrides import apply
     from thalweg.train import parse_config
 
-    data = w.config.model_dump(mode="json")
-    for key, value in overrides.items():
-        *parents, leaf = key.split(".")
-        node = data
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = value
-    return parse_config(data)
+    return parse_config(apply(w.config.model_dump(mode="json"), overrides))
 
 
 def _problem(w: Any, overrides: dict[str, Any], seed: int) -> Any:

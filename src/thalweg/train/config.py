@@ -35,6 +35,7 @@ __all__ = [
     "dump_config",
     "from_validation_error",
     "load_config",
+    "lr_notice",
     "parse_config",
     "quoted_number",
     "read_config",
@@ -335,7 +336,29 @@ def parse_config(data: dict[str, Any], *, check_optimizer: bool = True) -> RunCo
     if check_optimizer:
         validate_optimizer(cfg.optimizer)
         _validate_combinations(cfg)
+        _default_lr(cfg.optimizer)
     return cfg
+
+
+def _default_lr(opt: OptimizerConfig) -> None:
+    """A config that names no lr gets the rule's default lr (its registry entry's), written
+    into the resolved config so config.toml says what the run used."""
+    from thalweg.optim import registry
+
+    info = registry.get(opt.name)
+    extra = opt.model_extra
+    if extra is not None and "lr" not in extra and info.default_lr is not None:
+        extra["lr"] = info.default_lr
+
+
+def lr_notice(opt: OptimizerConfig) -> str | None:
+    """One line when [optimizer] lr looks carried over from another rule (e.g. name = "muon"
+    with AdamW's 1e-3 or the default run's 0.005), pointing at `thalweg lr-find`."""
+    from thalweg.optim import registry
+
+    tuned = {DEFAULT_RUN["optimizer"]["lr"]: f"the default run's, tuned for {DEFAULT_RUN['optimizer']['name']}"}
+    note = registry.lr_notice(opt.name, opt.hyperparameters().get("lr"), tuned)
+    return None if note is None else f"[optimizer] {note}"
 
 
 def _validate_combinations(cfg: RunConfig) -> None:

@@ -53,16 +53,13 @@ def read_config(path: str | Path | None, default: str,
     """The TOML at `path` (or the text `default` when `path` is None) as a dict, with dotted
     overrides applied ("train.epochs" -> data["train"]["epochs"]); what `thalweg train` and
     `thalweg meta` read before validating."""
+    from thalweg import overrides as ov
+
     data = tomllib.loads(default) if path is None else read_config_file(path)
-    for key, value in (overrides or {}).items():
-        *parents, leaf = key.split(".")
-        node = data
-        for i, part in enumerate(parents):
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                where = ".".join(parents[:i])
-                raise ConfigError(where, part, node, f"is not a table, so {key} cannot be set")
-        node[leaf] = value
+    try:
+        ov.apply(data, overrides or {})
+    except ov.OverrideError as e:
+        raise ConfigError(e.section, e.field, e.value, str(e)) from None
     return data
 
 

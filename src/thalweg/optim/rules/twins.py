@@ -314,6 +314,11 @@ _SPACES: dict[str, tuple[registry.SearchDim, ...]] = {
 }
 
 
+# a run's starting lr where torch's constructor default is not one: SGD's 1e-3 barely moves a
+# network (0.1 is the classic start), RMSProp's 0.01 is 10× Hinton's/Keras' 1e-3
+_START_LR = {"sgd": 0.1, "rmsprop": 1e-3}
+
+
 def _signature(cls: type) -> set[str]:
     return set(inspect.signature(cls.__init__).parameters)
 
@@ -348,5 +353,5 @@ for _name, _cls, _ref, _grid, _desc in (
         name=_name, factory=_cls, hyperparameters=_cls.schema, description=_desc,
         torch_reference=_ref, option_grid=_grid,
         options=("compile", "compile_options", *(k for k in _TORCH_SWITCHES if k in _signature(_cls))),
-        search_space=_SPACES[_name], aliases=_ALIASES.get(_name, {}),
+        search_space=_SPACES[_name], aliases=_ALIASES.get(_name, {}), default_lr=_START_LR.get(_name),
     ))
