@@ -16,15 +16,7 @@ from typing import Any
 
 import torch
 
-from thalweg.budget import (
-    STEP_FLOOR_S,
-    duration,
-    flop_rate,
-    forward_cost,
-    memory_problem,
-    size,
-    time_problem,
-)
+from thalweg import budget as cap
 
 __all__ = ["Cost", "check", "describe", "estimate"]
 
@@ -47,28 +39,28 @@ def estimate(cfg: Any, tasks: dict[str, Any], model: torch.nn.Module, device: to
     m, t = cfg.meta, cfg.task
     d = tasks["train"]
     x = torch.zeros(1, *d.in_shape)
-    fwd, act, _ = forward_cost(model, x)
+    fwd, act, _ = cap.forward_cost(model, x)
     per_task = (t.n_way if t.name == "fewshot" else 1) * (t.k_shot + t.k_query)
     feats = math.prod(d.in_shape) + d.out_features
     params = sum(p.numel() for p in model.parameters())
-    rate = flop_rate(device, m.num_threads)
+    rate = cap.flop_rate(device, m.num_threads)
     step = 3.0 * fwd * per_task  # one inner step of one task: forward and backward on its examples
     costs = []
     for method in m.methods:
         n = 0 if method == "scratch" else int(cfg.setting(method, "iterations"))
         inner = int(cfg.setting(method, "inner_steps"))
         order = 2.0 if method == "maml" else 1.0
-        train_s = n * (m.meta_batch * (inner + 1) * step * order / rate + (inner + 1) * STEP_FLOOR_S)
+        train_s = n * (m.meta_batch * (inner + 1) * step * order / rate + (inner + 1) * cap.STEP_FLOOR_S)
         graph = m.meta_batch * (per_task * act * 2 + params * 4 * 3) * (inner + 1)
         costs.append(Cost(f"meta-training {method} (one meta-batch's graph)", ("meta", "meta_batch"), graph))
         where = ("meta", "meta_batch") if m.meta_batch / 25 > n / 10_000 else cfg.where(method, "iterations")
         costs.append(Cost(f"meta-training {method}", where, 0.0, train_s))
         evals = math.ceil(n / m.eval_every) if n else 0
         costs.append(Cost(f"meta-validating {method}", ("meta", "val_tasks"), 0.0,
-                          evals * (m.val_tasks * (m.val_steps + 1) * step / rate + (m.val_steps + 1) * STEP_FLOOR_S)))
+                          evals * (m.val_tasks * (m.val_steps + 1) * step / rate + (m.val_steps + 1) * cap.STEP_FLOOR_S)))
         costs.append(Cost(f"testing {method}", ("meta", "adapt_steps"), 0.0,
                           m.test_tasks * (m.adapt_steps + 1) * step / rate
-                          + math.ceil(m.test_tasks / _EVAL_CHUNK) * (m.adapt_steps + 1) * STEP_FLOOR_S))
+                          + math.ceil(m.test_tasks / _EVAL_CHUNK) * (m.adapt_steps + 1) * cap.STEP_FLOOR_S))
     costs += [
         Cost("the meta-validation tasks", ("meta", "val_tasks"), m.val_tasks * per_task * feats * 4.0),
         Cost("the meta-test tasks", ("meta", "test_tasks"), m.test_tasks * per_task * feats * 4.0),
@@ -91,15 +83,15 @@ def check(costs: list[Cost], device: torch.device) -> tuple[str, str, str] | Non
     """(section, field, problem) when the run cannot fit in the free memory or in a year;
     None when it can. The field is the one the largest cost grows with."""
     mem = max(costs, key=lambda c: c.bytes)
-    if (why := memory_problem(_peak(costs), device, "this meta run")) is not None:
-        return (*mem.where, f"{why} ({mem.what}: {size(mem.bytes)})")
+    if (why := cap.memory_problem(_peak(costs), device, "this meta run")) is not None:
+        return (*mem.where, f"{why} ({mem.what}: {cap.size(mem.bytes)})")
     slow = max(costs, key=lambda c: c.seconds)
     total_s = sum(c.seconds for c in costs)
-    if (why := time_problem(total_s, "this meta run", f"{slow.what}: {duration(slow.seconds)}")) is not None:
+    if (why := cap.time_problem(total_s, "this meta run", f"{slow.what}: {cap.duration(slow.seconds)}")) is not None:
         return (*slow.where, why)
     return None
 
 
 def describe(costs: list[Cost]) -> str:
     """One line: the peak memory and the least time."""
-    return f"~{size(_peak(costs))} of memory, at least {duration(sum(c.seconds for c in costs))} of compute"
+    return f"~{cap.size(_peak(costs))} of memory, at least {cap.duration(sum(c.seconds for c in costs))} of compute"
