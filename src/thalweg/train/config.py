@@ -14,7 +14,13 @@ from typing import Any, Literal
 import tomli_w
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from thalweg.train.config_text import ConfigError, read_config, read_config_file, render, toml_value
+from thalweg.train.config_text import (
+    ConfigError,
+    optimizer_lines,
+    read_config,
+    read_config_file,
+    render,
+)
 
 __all__ = [
     "DEFAULT_RUN",
@@ -237,25 +243,10 @@ DEFAULT_RUN: dict[str, Any] = {
 }
 
 
-def _optimizer_lines(section: str, values: dict[str, Any]) -> list[str]:
-    """The optimizer's other hyperparameters with their defaults, as comments (from the registry)."""
-    if section != "optimizer":
-        return []
-    from thalweg.optim import registry
-
-    try:
-        info = registry.get(str(values.get("name", "adamw")))
-    except ValueError:
-        return []
-    rest = [h for h in info.hyperparameters if h.name not in values]
-    return [f"# {h.name} = {toml_value(list(h.default) if isinstance(h.default, tuple) else h.default)}"
-            for h in rest if h.default is not None]
-
-
 def config_toml(values: dict[str, Any] | None = None) -> str:
     """`values` (default: the embedded default run) as commented TOML listing every field."""
     return render(RunConfig, DEFAULT_RUN if values is None else values, header=_HEADER,
-                  extra=_optimizer_lines)
+                  extra=optimizer_lines)
 
 
 def validate_optimizer(opt: OptimizerConfig, section: str = "optimizer") -> None:

@@ -16,7 +16,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-__all__ = ["ConfigError", "model_fields", "read_config", "read_config_file", "render", "toml_value"]
+__all__ = ["ConfigError", "model_fields", "optimizer_lines", "read_config", "read_config_file", "render", "toml_value"]
 
 _COMMENT_AT = 34  # column where the explanation starts
 
@@ -156,3 +156,18 @@ def model_fields(model: type[BaseModel], _path: str = "") -> list[str]:
         sub = _section_model(field.annotation)
         out += model_fields(sub, path) if sub is not None else [path]
     return out
+
+
+def optimizer_lines(section: str, values: dict[str, Any]) -> list[str]:
+    """The optimizer's other hyperparameters with their defaults, as comments (from the registry)."""
+    if section != "optimizer":
+        return []
+    from thalweg.optim import registry
+
+    try:
+        info = registry.get(str(values.get("name", "adamw")))
+    except ValueError:
+        return []
+    rest = [h for h in info.hyperparameters if h.name not in values]
+    return [f"# {h.name} = {toml_value(list(h.default) if isinstance(h.default, tuple) else h.default)}"
+            for h in rest if h.default is not None]
