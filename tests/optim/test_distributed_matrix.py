@@ -16,7 +16,7 @@ import pytest
 import torch
 from torch import nn
 
-from thalweg.optim import SOAP, Adafactor, Muon, Shampoo
+from thalweg.optim import KFAC, LBFGS, SOAP, Adafactor, AdaHessian, AdamW, Muon, Newton, Shampoo
 
 #: name → (biases in the model, constructor); Muon's vectors would go to its AdamW
 RULES: dict[str, tuple[bool, Callable[..., torch.optim.Optimizer]]] = {
@@ -133,10 +133,19 @@ def _refusal_worker(rank: int, world: int) -> None:
     for _name, (_, make) in RULES.items():
         with pytest.raises(ValueError, match="2-D device mesh \\(HSDP or tensor parallel\\)"):
             make(list(model.parameters()))
+    with pytest.raises(ValueError, match="2-D device mesh"):  # the flat core too
+        AdamW(model.parameters(), compile=False)
     half = dc.shard(dc.make_model(False)[:1])
     mixed = [*half.parameters(), nn.Parameter(torch.zeros(3, 3))]
     with pytest.raises(ValueError, match="mixed with plain tensors"):
         Muon(mixed)
+    # the second-order rules need whole tensors for their curvature products: refused at
+    # construction, naming FSDP2 and the way out (DDP)
+    sharded = dc.shard(dc.make_model(True))
+    for make in (lambda: LBFGS(sharded.parameters()), lambda: Newton(sharded.parameters()),
+                 lambda: AdaHessian(sharded.parameters()), lambda: KFAC(sharded)):
+        with pytest.raises(ValueError, match=r"does not support DTensor parameters \(FSDP2.*strategy = \"ddp\""):
+            make()
 
 
 @pytest.mark.slow

@@ -32,6 +32,7 @@ def config(out_dir: Path, optimizer: dict[str, Any] | None = None) -> dict[str, 
         "train": {"epochs": 2, "batch_size": 64, "num_threads": 1, "log_every": 4,
                   "checkpoint_every": 5},
         "diagnostics": {"figures": False, "report": False},
+        "distributed": {"timeout_s": 60},  # a lost rank fails the others' collectives, never hangs them
     }
 
 
@@ -121,7 +122,8 @@ def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
 @pytest.mark.slow
 def test_fsdp2_trains_is_killed_on_one_rank_and_resumes_bitwise(tmp_path: Path) -> None:
     opt = {"name": "adamw", "lr": 0.01}  # the flat core over the shards (matrix rules: the optim tests)
-    cfg = {**config(tmp_path / "runs", opt), "distributed": {"strategy": "fsdp2"}}
+    cfg = config(tmp_path / "runs", opt)
+    cfg["distributed"]["strategy"] = "fsdp2"
     # rank 1 is SIGKILLed inside the 3rd checkpoint (step 10), its shards written, not renamed
     run, _ = _killed_and_resumed(tmp_path, cfg, "shards:3@1", kept=5)
     assert not list((run / "checkpoints").glob(".*tmp*"))
@@ -154,6 +156,12 @@ def test_the_strategy_is_checked_and_fsdp2_refuses_what_cannot_run_sharded() -> 
 
     with pytest.raises(ConfigError, match=r"\[distributed\] strategy = 'zero': Input should be 'ddp' or 'fsdp2'"):
         parse_config({"distributed": {"strategy": "zero"}})
+    with pytest.raises(ConfigError, match=r"\[distributed\] timeout_s"):
+        parse_config({"distributed": {"timeout_s": 0}})
+    from thalweg.train.rundir.resume import config_hash
+
+    # how long a collective may wait changes nothing computed: a run resumes with another timeout
+    assert config_hash(parse_config({"distributed": {"timeout_s": 30}})) == config_hash(parse_config({}))
     sharded = {"distributed": {"strategy": "fsdp2"}}
     for extra, field in (({"diagnostics": {"monitors": True}}, "monitors"),
                          ({"diagnostics": {"curvature_every": 4}}, "curvature_every")):

@@ -189,6 +189,9 @@ class DistributedConfig(Section):
         default="ddp", description="ddp: every rank holds the model, gradients all-reduced (matrix rules: one "
         "owner rank per matrix); fsdp2: parameters, gradients and optimizer state sharded (fully_shard), "
         "checkpoints through torch.distributed.checkpoint")
+    timeout_s: float = Field(default=600.0, gt=0.0, le=86400.0, description="a collective (all-reduce, "
+                             "checkpoint barrier) waiting longer than this fails the run instead of hanging on "
+                             "a lost rank")
 
 
 class DiagnosticsConfig(Section):

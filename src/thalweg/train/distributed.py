@@ -74,8 +74,9 @@ def pick_device(preference: str, local_rank: int = 0) -> torch.device:
     return torch.device("cpu")
 
 
-def setup(device: str = "auto") -> DistContext:
-    """Join the torchrun job if there is one (gloo on CPU, nccl on GPU), else a single process."""
+def setup(device: str = "auto", timeout_s: float = 600.0) -> DistContext:
+    """Join the torchrun job if there is one (gloo on CPU, nccl on GPU), else a single process;
+    a collective that waits more than `timeout_s` fails (a lost rank never hangs the others)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     dev = pick_device(device, local_rank)
@@ -86,7 +87,7 @@ def setup(device: str = "auto") -> DistContext:
     here = False
     if not dist.is_initialized():
         backend = "nccl" if dev.type == "cuda" else "gloo"
-        dist.init_process_group(backend=backend, timeout=datetime.timedelta(minutes=10))
+        dist.init_process_group(backend=backend, timeout=datetime.timedelta(seconds=timeout_s))
         here = True
     return DistContext(
         rank=dist.get_rank(), world_size=dist.get_world_size(), local_rank=local_rank,

@@ -43,7 +43,7 @@ class Trainer(Run):
 
     def __init__(self, cfg: RunConfig, *, resume: bool = False, quiet: bool = False,
                  overwrite: bool = False, allow_config_change: bool = False) -> None:
-        ctx = distributed.setup(cfg.train.device)
+        ctx = distributed.setup(cfg.train.device, timeout_s=cfg.distributed.timeout_s)
         super().__init__(cfg, ctx, ProgressView(enabled=ctx.is_main and not quiet, notices=ctx.is_main))
         try:
             session.check_parallel(self)

@@ -28,8 +28,9 @@ STATE_KEYS = ("model", "optimizer", "loader", "ranks", "trainer", "early_stoppin
               "metrics_lines", "monitor_lines", "world_size", "config", "config_hash")
 
 
-# where a run lives, and where else it reports, is not what it computes
-_LOCATION = ("name", "out_dir", "diagnostics.tensorboard", "diagnostics.mlflow")
+# where a run lives, where else it reports, and how long a collective may wait are not
+# what it computes
+_LOCATION = ("name", "out_dir", "diagnostics.tensorboard", "diagnostics.mlflow", "distributed.timeout_s")
 
 
 def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
