@@ -1,7 +1,8 @@
 """`thalweg train` under `torchrun --nproc_per_node 2` (gloo on CPU) matches one process with
 the same global batch, writes from rank 0 only, and resumes after every rank was killed; with
 `[distributed] strategy = "fsdp2"` it shards the model, checkpoints through DCP, and a run
-whose rank 1 was killed inside a checkpoint resumes to the uninterrupted run's bits."""
+whose rank 1 was killed inside a checkpoint, then (resumed) rank 0 after a step, resumes to
+the uninterrupted run's bits."""
 
 from __future__ import annotations
 
@@ -53,17 +54,19 @@ def torchrun(args: list[str], kill_at: str | None = None) -> subprocess.Complete
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
 
 
-def _killed_and_resumed(tmp_path: Path, cfg: dict[str, Any], kill_at: str,
-                        kept: int) -> tuple[Path, subprocess.CompletedProcess[str]]:
-    """Train `cfg` under torchrun, killed at `kill_at` (the checkpoint of step `kept` is the
-    newest left, the next one 5 steps on is not), then resume it to the end."""
+def _killed_and_resumed(tmp_path: Path, cfg: dict[str, Any],
+                        *kills: tuple[str, int]) -> tuple[Path, subprocess.CompletedProcess[str]]:
+    """Train `cfg` under torchrun, killed at each `(kill_at, kept)` in turn (the first run
+    fresh, the next ones resumed; the checkpoint of step `kept` is the newest left, the next
+    one 5 steps on is not), then resume it to the end."""
     cfg_path = tmp_path / "c.toml"
     cfg_path.write_text(tomli_w.dumps(cfg))
     run = tmp_path / "runs" / "d"
-    p = torchrun([str(cfg_path)], kill_at=kill_at)
-    assert p.returncode != 0
-    assert (run / "checkpoints" / f"step_{kept:08d}.pt").is_file()
-    assert not (run / "checkpoints" / f"step_{kept + 5:08d}.pt").exists()
+    for k, (kill_at, kept) in enumerate(kills):
+        p = torchrun([str(cfg_path)] if k == 0 else ["--resume", str(run)], kill_at=kill_at)
+        assert p.returncode != 0
+        assert (run / "checkpoints" / f"step_{kept:08d}.pt").is_file()
+        assert not (run / "checkpoints" / f"step_{kept + 5:08d}.pt").exists()
     p = torchrun(["--resume", str(run)])
     assert p.returncode == 0, p.stderr[-3000:]
     return run, p
@@ -72,7 +75,7 @@ def _killed_and_resumed(tmp_path: Path, cfg: dict[str, Any], kill_at: str,
 @pytest.mark.parametrize("optimizer", [None, {"name": "muon", "lr": 0.02}], ids=["sgd", "muon-owners"])
 def test_two_processes_match_one_and_resume(tmp_path: Path, optimizer: dict[str, Any] | None) -> None:
     # every rank SIGKILLs itself after step 13 (checkpoints at 0, 5, 10 exist), torchrun fails
-    run, p = _killed_and_resumed(tmp_path, config(tmp_path / "runs", optimizer), "step:13", kept=10)
+    run, p = _killed_and_resumed(tmp_path, config(tmp_path / "runs", optimizer), ("step:13", 10))
     assert p.stdout.count("test accuracy: ") == 1  # rank 0 alone reports
     ddp = torch.load(run / "checkpoints" / f"step_{STEPS:08d}.pt", weights_only=True)["state"]
     assert ddp["world_size"] == 2 and len(ddp["ranks"]) == 2
@@ -120,12 +123,13 @@ def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
 
 
 @pytest.mark.slow
-def test_fsdp2_trains_is_killed_on_one_rank_and_resumes_bitwise(tmp_path: Path) -> None:
+def test_fsdp2_trains_is_killed_on_either_rank_and_resumes_bitwise(tmp_path: Path) -> None:
     opt = {"name": "adamw", "lr": 0.01}  # the flat core over the shards (matrix rules: the optim tests)
     cfg = config(tmp_path / "runs", opt)
     cfg["distributed"]["strategy"] = "fsdp2"
-    # rank 1 is SIGKILLed inside the 3rd checkpoint (step 10), its shards written, not renamed
-    run, _ = _killed_and_resumed(tmp_path, cfg, "shards:3@1", kept=5)
+    # rank 1 is SIGKILLed inside the 3rd checkpoint (step 10), its shards written, not renamed;
+    # resumed from step 5, rank 0 (the one writing step files) is SIGKILLed after step 17
+    run, _ = _killed_and_resumed(tmp_path, cfg, ("shards:3@1", 5), ("step:17@0", 15))
     assert not list((run / "checkpoints").glob(".*tmp*"))
     cfg2 = {**cfg, "name": "whole"}
     cfg2_path = tmp_path / "c2.toml"
