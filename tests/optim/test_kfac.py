@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import copy
 import io
-import socket
 
+import dist_cases as dc
 import pytest
 import torch
 import torch.nn.functional as F
@@ -211,23 +211,15 @@ def test_state_dict_round_trip_resumes_bitwise() -> None:
         assert torch.equal(opt_a.state[a[0].weight][key], opt_b.state[b[0].weight][key])
 
 
-def _ddp_worker(rank: int, port: int, out: str) -> None:
-    import torch.distributed as dist
-
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
-                            world_size=2)
-    try:
-        model = _conv_net()
-        ddp = nn.parallel.DistributedDataParallel(model)
-        opt = KFAC(ddp, lr=0.1)
-        xs, ys = _ddp_batch()
-        half = slice(rank * 8, rank * 8 + 8)
-        _step(ddp, opt, xs[half], ys[half], F.cross_entropy)
-        torch.save({"A": opt.state[model[0].weight]["A"], "G": opt.state[model[3].weight]["G"],
-                    "params": [p.detach() for p in model.parameters()]}, f"{out}/rank{rank}.pt")
-    finally:
-        dist.destroy_process_group()
+def _ddp_worker(rank: int, world: int, out: str) -> None:
+    model = _conv_net()
+    ddp = nn.parallel.DistributedDataParallel(model)
+    opt = KFAC(ddp, lr=0.1)
+    xs, ys = _ddp_batch()
+    half = slice(rank * 8, rank * 8 + 8)
+    _step(ddp, opt, xs[half], ys[half], F.cross_entropy)
+    torch.save({"A": opt.state[model[0].weight]["A"], "G": opt.state[model[3].weight]["G"],
+                "params": [p.detach() for p in model.parameters()]}, f"{out}/rank{rank}.pt")
 
 
 def _ddp_batch() -> tuple[torch.Tensor, torch.Tensor]:
@@ -237,10 +229,7 @@ def _ddp_batch() -> tuple[torch.Tensor, torch.Tensor]:
 
 @pytest.mark.slow
 def test_ddp_all_reduces_factors_to_the_full_batch_values(tmp_path) -> None:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    torch.multiprocessing.spawn(_ddp_worker, args=(port, str(tmp_path)), nprocs=2, join=True)
+    dc.run(_ddp_worker, 2, str(tmp_path))  # gloo, every collective with a timeout
     model = _conv_net()
     opt = KFAC(model, lr=0.1)
     _step(model, opt, *_ddp_batch(), F.cross_entropy)
