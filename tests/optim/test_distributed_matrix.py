@@ -1,5 +1,5 @@
 """Muon, Shampoo, SOAP and Adafactor across 2 gloo ranks: each matrix has one owner that runs
-the one-process update, under DDP-style replicas (`process_group=`) and under FSDP2
+the one-process update, under DDP (`process_group=`, every rank the same batch) and under FSDP2
 (`fully_shard`, uneven shards). The trajectories are the one-process trajectories bit for
 bit, each matrix's Newton–Schulz / inverse root / eigenbasis is computed once across the
 ranks (counted), and the state round-trips through `state_dict`, DCP, and 2→1 / 1→2
@@ -47,6 +47,14 @@ class _Count:
         return counted
 
 
+def _wrapped(mode: str, bias: bool) -> nn.Module:
+    """The test model under DDP (every rank the same batch: the all-reduced mean of two equal
+    gradients is that gradient, bit for bit) or sharded by FSDP2."""
+    if mode == "ddp":
+        return nn.parallel.DistributedDataParallel(dc.make_model(bias))
+    return dc.shard(dc.make_model(bias))
+
+
 def _trajectories_worker(rank: int, world: int) -> None:
     import torch.distributed as dist
 
@@ -59,13 +67,13 @@ def _trajectories_worker(rank: int, world: int) -> None:
             count.n = 0
             dc.train(ref, make(list(ref.parameters())), batches)
             alone = count.n
-            for mode in ("replicas", "fsdp2"):
-                model = dc.make_model(bias) if mode == "replicas" else dc.shard(dc.make_model(bias))
-                kw = {"process_group": dist.group.WORLD} if mode == "replicas" else {}
+            for mode in ("ddp", "fsdp2"):
+                model = _wrapped(mode, bias)
+                kw = {"process_group": dist.group.WORLD} if mode == "ddp" else {}
                 count.n = 0
                 opt = make(list(model.parameters()), **kw)
                 dc.train(model, opt, batches[:2])
-                sd = opt.state_dict()  # collective: whole (replicas) or DTensors (FSDP2)
+                sd = opt.state_dict()  # collective: whole (DDP) or DTensors (FSDP2)
                 dc.train(model, opt, batches[2:])
                 dc.same(dc.full(model), list(ref.parameters()), f"{name} {mode}")
                 mine = torch.tensor([count.n])
@@ -86,7 +94,7 @@ def _trajectories_worker(rank: int, world: int) -> None:
                         got = sd["state"][i][k]
                         got = got.full_tensor() if hasattr(got, "full_tensor") else got
                         assert torch.equal(torch.as_tensor(got), torch.as_tensor(v)), f"{name} {mode}: state {i}.{k}"
-                again = dc.make_model(bias) if mode == "replicas" else dc.shard(dc.make_model(bias))
+                again = _wrapped(mode, bias)
                 dc.assign(again, list(two.parameters()))
                 oa = make(list(again.parameters()), **kw)
                 oa.load_state_dict(sd)
