@@ -115,7 +115,7 @@ def test_closure_optimizers_are_refused_data_parallel(tmp_path: Path, monkeypatc
     """Regression: under DDP the closure path skipped the ranks' agreement on whether to step."""
     from thalweg.train import distributed
 
-    monkeypatch.setattr(distributed, "setup", lambda device="auto": distributed.DistContext(
+    monkeypatch.setattr(distributed, "setup", lambda device="auto", **_: distributed.DistContext(
         rank=0, world_size=2))
     with pytest.raises(ConfigError, match="cannot train data-parallel") as e:
         Trainer(parse_config(tiny(tmp_path, optimizer={"name": "newton"})), quiet=True)
