@@ -175,3 +175,17 @@ def test_the_strategy_is_checked_and_fsdp2_refuses_what_cannot_run_sharded() -> 
     with pytest.raises(ConfigError, match='strategy = "ddp"') as e:
         fsdp.check(parse_config(sharded), registry.get("kfac"))
     assert e.value.field == "name"
+
+
+def test_a_rollback_judges_an_fsdp2_step_file_by_its_validation_alone(tmp_path: Path) -> None:
+    """An FSDP2 step file holds no weights ("model": None, they are in the DCP shards): the
+    rollback's health check reads the validation history instead of failing on them."""
+    from types import SimpleNamespace
+
+    from thalweg.train.loop import Trainer
+
+    metrics = tmp_path / "metrics.jsonl"
+    metrics.write_text('{"step": 5, "val_loss": 1.0}\n{"step": 10, "val_loss": null}\n')
+    tr = SimpleNamespace(paths=SimpleNamespace(metrics=metrics))
+    assert Trainer._healthy(tr, {"model": None, "trainer": {"step": 5}}) is None
+    assert "validation loss was None" in str(Trainer._healthy(tr, {"model": None, "trainer": {"step": 10}}))
