@@ -1,0 +1,387 @@
+"""The doctor's accuracy on sick runs it has never seen, built by a generator (issue 25).
+
+    .venv/bin/python benchmarks/doctor_zoo.py --seeds 1000-1083               # held-out seeds
+    .venv/bin/python benchmarks/doctor_zoo.py --seeds 0-69 --probe            # with --probe
+    .venv/bin/python benchmarks/doctor_zoo.py --seeds 1000-1083 --before REV  # also the doctor at REV
+    .venv/bin/python benchmarks/doctor_zoo.py --seeds 1000-1083 --verify 20 --json zoo.json
+
+Each seed draws a healthy base and one fault (benchmarks/doctor_faults.py; seed s gets fault
+s mod 14), trains both briefly, keeps the case only if the fault really hurts (best validation
+accuracy ≥ 0.05 lower, the run stopped by the guard, or — for a too-large model — a final
+validation loss ≥ 1.25× the base's; otherwise it retries harsher, twice), then asks the doctor.
+Reported: top-1 and top-3 accuracy per fault (the expected cause ranked first / among the first
+three), the confusion matrix (fault × first code), and the false alarms on the base runs (any
+warning-level finding on a healthy run). `--verify N` treats and verifies the first N sick
+cases. `--before REV` runs the doctor of git revision REV on the same runs (its sources
+exported to a temporary folder) for a before/after table.
+
+Runs and results are cached under `--out` (default bench/doctor_zoo): a re-run trains nothing
+it trained before and re-asks the doctor only where its answer is not cached for `--tag`.
+Seeds 0–69 were used to tune the doctor's thresholds; 1000 and up were not.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import inspect
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter, defaultdict
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import doctor_faults as F  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _key(cfg: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(cfg, sort_keys=True).encode()).hexdigest()[:10]
+
+
+def _read(path: Path) -> Any:
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+def _write(path: Path, obj: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(obj, indent=1, default=str), encoding="utf-8")
+    tmp.replace(path)
+
+
+def train(cfg: dict[str, Any], out: Path) -> dict[str, Any]:
+    """Train `cfg` once (cached by its content): best value, final val loss, run dir."""
+    key = _key(cfg)
+    cache = out / "runs" / f"{cfg['name']}-{key}.json"
+    got = _read(cache)
+    if got is not None and Path(got["run_dir"]).is_dir():
+        return got
+    from thalweg.train import NonFiniteError, fit
+
+    run_dir = out / "runs" / f"{cfg['name']}-{key}"
+    d = {**cfg, "name": run_dir.name, "out_dir": str(run_dir.parent)}
+    t0 = time.perf_counter()
+    failed = False
+    with contextlib.redirect_stderr(open(os.devnull, "w")):  # noqa: SIM115 (the trainer's notes)
+        try:
+            res = fit(d, quiet=True, overwrite=True)
+            best = res.best_value
+        except NonFiniteError:
+            failed, best = True, None
+    vals = [r["val_loss"] for r in _metrics(run_dir) if "val_loss" in r and "event" not in r]
+    got = {"run_dir": str(run_dir), "best": best, "failed": failed,
+           "final_val_loss": vals[-1] if vals else None, "seconds": time.perf_counter() - t0}
+    _write(cache, got)
+    return got
+
+
+def _metrics(run_dir: Path) -> list[dict[str, Any]]:
+    p = run_dir / "metrics.jsonl"
+    if not p.is_file():
+        return []
+    out = []
+    for line in p.read_text(encoding="utf-8").splitlines():
+        with contextlib.suppress(json.JSONDecodeError):
+            out.append(json.loads(line))
+    return out
+
+
+def hurts(fault: str, base: dict[str, Any], sick: dict[str, Any]) -> bool:
+    """Did the fault make the run worse than the same base without it?"""
+    if sick["failed"] or sick["best"] is None:
+        return True
+    if base["best"] is None:
+        return False
+    if fault == "model_too_large":
+        b, s = base["final_val_loss"], sick["final_val_loss"]
+        return b is not None and s is not None and s >= 1.25 * b and s >= b + 0.05
+    return sick["best"] <= base["best"] - 0.05
+
+
+def build_case(seed: int, out: Path, log: Any) -> dict[str, Any]:
+    """Draw, train and keep a seed's case (cached): the first level whose fault hurts."""
+    cache = out / "cases" / f"seed-{seed}.json"
+    got = _read(cache)
+    if got is not None:
+        return got
+    case: dict[str, Any] = {}
+    for level in range(3):
+        c = F.draw(seed, out, level=level)
+        base, sick = train(c.base, out), train(c.sick, out)
+        case = {"seed": seed, "fault": c.fault, "expected": c.expected, "level": level, "note": c.note,
+                "base": base, "sick": sick, "hurts": hurts(c.fault, base, sick), "sick_config": c.sick}
+        log(f"seed {seed} {c.fault} level {level} ({c.note}): base {base['best']}, sick {sick['best']}"
+            f"{' failed' if sick['failed'] else ''} → {'hurts' if case['hurts'] else 'does not hurt'}")
+        if case["hurts"]:
+            break
+    _write(cache, case)
+    return case
+
+
+def _examine() -> Any:
+    try:
+        from thalweg.diagnose.commands import examine
+    except ImportError:
+        from thalweg.train.doctor import examine
+    return examine
+
+
+def _facts(ex: Any) -> dict[str, Any]:
+    """What the doctor measured, for tuning its thresholds (not part of the report)."""
+    ev = getattr(ex, "evidence", None)
+    if ev is None:
+        return {}
+    out: dict[str, Any] = {}
+    for k in ("lr_suggestion", "label_fit", "parameters", "probes"):
+        out[k] = getattr(ev, k, None)
+    d = ev.data
+    if d is not None:
+        out.update(num_train=d.num_train, num_classes=d.num_classes, label_signal=getattr(d, "label_signal", None),
+                   scale_orders=d.scale_orders, chance_loss=d.chance_loss, chance_accuracy=d.chance_accuracy)
+    if ev.weights is not None:
+        out["init_gain"] = getattr(ev.weights, "init_gain", None)
+        out["moved"] = ev.weights.moved
+    for where in ("init", "end", "best"):
+        m = getattr(ev, where, None) or {}
+        acts = m.get("activations") or []
+        layers = [x for x in m.get("layers") or [] if x.get("matrix") and x.get("grad_norm") is not None]
+        out[where] = {"dead": [a.get("dead_fraction") for a in acts], "sat": [a.get("saturation") for a in acts],
+                      "rms": [a.get("rms") for a in acts], "input_rms": m.get("input_rms"),
+                      "grad": [x["grad_norm"] for x in layers], "loss": m.get("loss")}
+    out["config"] = {k: ev.config.get(k) for k in ("model", "optimizer", "init", "schedule", "train")}
+    from thalweg.diagnose.curves import read_curves
+
+    c = read_curves(ev.records)
+    out["train"] = [y for _, y in c.train]
+    out["val"] = [(v, a) for _, v, a in c.val]
+    out["lr"] = [y for _, y in c.lr]
+    return out
+
+
+def ask(run_dir: str, out: Path, tag: str, *, probe: bool) -> dict[str, Any]:
+    """The doctor's answer on one run (cached per tag): the ranked codes and warnings."""
+    cache = out / "doctor" / tag / f"{Path(run_dir).name}.json"
+    got = _read(cache)
+    if got is not None:
+        return got
+    examine = _examine()
+    kw = {"probe": True} if probe and "probe" in inspect.signature(examine).parameters else {}
+    t0 = time.perf_counter()
+    with contextlib.redirect_stderr(open(os.devnull, "w")):  # noqa: SIM115
+        ex = examine(run_dir, **kw)
+    fs = ex.findings
+    got = {"codes": [f.code for f in fs], "severity": [f.severity for f in fs],
+           "warnings": [f.code for f in fs if f.severity != "info"],
+           "confidence": fs[0].confidence if fs else None, "fix": fs[0].fix if fs else None,
+           "seconds": time.perf_counter() - t0, "facts": _facts(ex)}
+    _write(cache, got)
+    return got
+
+
+def verify_case(case: dict[str, Any], out: Path, tag: str) -> dict[str, Any]:
+    """Treat the sick run and verify the treatment on the same budget (cached per tag)."""
+    run_dir = Path(case["sick"]["run_dir"])
+    cache = out / "verify" / tag / f"{run_dir.name}.json"
+    got = _read(cache)
+    if got is not None:
+        return got
+    try:
+        from thalweg.diagnose.treatment import treat, verify
+    except ImportError:
+        from thalweg.train.treatment import treat, verify
+    with contextlib.redirect_stderr(open(os.devnull, "w")):  # noqa: SIM115
+        ex = _examine()(run_dir)
+        done = treat(ex)
+        if done is None:
+            got = {"code": ex.findings[0].code, "fix": None, "improved": None,
+                   "why": "no config treatment for the first finding"}
+        else:
+            f, cfg, _ = done
+            v = verify(ex, f, cfg, rediagnose=False)
+            got = {"code": f.code, "fix": f.fix, "metric": v.metric, "before": v.before, "after": v.after,
+                   "improved": v.improved, "why": getattr(v, "why", None) or ""}
+    _write(cache, got)
+    return got
+
+
+def _seeds(spec: str) -> list[int]:
+    out: list[int] = []
+    for part in spec.split(","):
+        lo, _, hi = part.partition("-")
+        out += list(range(int(lo), int(hi) + 1)) if hi else [int(lo)]
+    return out
+
+
+def _pct(a: int, n: int) -> str:
+    return f"{100 * a / n:.0f} %" if n else "—"
+
+
+def report(cases: list[dict[str, Any]], answers: dict[str, dict[str, dict[str, Any]]], tags: list[str],
+           healthy: dict[str, dict[str, dict[str, Any]]]) -> tuple[dict[str, Any], list[str]]:
+    """Accuracy per fault for each tag, the confusion matrix of the last tag, false alarms."""
+    lines: list[str] = []
+    figures: dict[str, Any] = {}
+    tables: dict[str, Any] = {}
+    kept = [c for c in cases if c["hurts"]]
+    head = ["fault", "expected", "runs"]
+    for t in tags:
+        head += [f"top-1 {t}", f"top-3 {t}"]
+    rows = []
+    by_fault: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for c in kept:
+        by_fault[c["fault"]].append(c)
+    totals = {t: [0, 0] for t in tags}
+    for fault in F.FAULTS:
+        cs = by_fault.get(fault, [])
+        row = [fault, F.EXPECTED[fault], str(len(cs))]
+        for t in tags:
+            a = [answers[t][c["sick"]["run_dir"]] for c in cs]
+            one = sum(x["codes"][:1] == [c["expected"]] for x, c in zip(a, cs, strict=True))
+            three = sum(c["expected"] in x["codes"][:3] for x, c in zip(a, cs, strict=True))
+            totals[t][0] += one
+            totals[t][1] += three
+            row += [_pct(one, len(cs)), _pct(three, len(cs))]
+            figures[f"{t}.{fault}.top1"] = one / len(cs) if cs else None
+        rows.append(row)
+    n = len(kept)
+    row = ["**all**", "", str(n)]
+    for t in tags:
+        row += [f"**{_pct(totals[t][0], n)}**", f"**{_pct(totals[t][1], n)}**"]
+        figures[f"{t}.top1"] = 100 * totals[t][0] / n if n else None
+        figures[f"{t}.top3"] = 100 * totals[t][1] / n if n else None
+    rows.append(row)
+    tables["accuracy"] = {"header": head, "rows": rows}
+    figures["sick_runs"] = n
+    figures["did_not_hurt"] = len(cases) - n
+    last = tags[-1]
+    got_codes = Counter(answers[last][c["sick"]["run_dir"]]["codes"][0] for c in kept)
+    cols = sorted(got_codes, key=lambda k: -got_codes[k])
+    conf_rows = []
+    for fault in F.FAULTS:
+        cs = by_fault.get(fault, [])
+        cnt = Counter(answers[last][c["sick"]["run_dir"]]["codes"][0] for c in cs)
+        conf_rows.append([fault] + [str(cnt[k]) if cnt[k] else "·" for k in cols])
+    tables["confusion"] = {"header": ["fault \\ first code", *cols], "rows": conf_rows}
+    for t in tags:
+        h = healthy[t]
+        alarms = {k: v["warnings"] for k, v in h.items() if v["warnings"]}
+        figures[f"{t}.healthy_runs"] = len(h)
+        figures[f"{t}.false_alarms"] = len(alarms)
+        figures[f"{t}.false_alarm_rate"] = 100 * len(alarms) / len(h) if h else None
+        lines.append(f"healthy base runs ({t}): {len(h)}, false alarms {len(alarms)} ({_pct(len(alarms), len(h))})"
+                     + "".join(f"\n    {Path(k).name}: {v}" for k, v in alarms.items()))
+    return {"figures": figures, "tables": tables}, lines
+
+
+def _table(t: dict[str, Any]) -> str:
+    out = ["| " + " | ".join(t["header"]) + " |", "|" + "---|" * len(t["header"])]
+    out += ["| " + " | ".join(r) + " |" for r in t["rows"]]
+    return "\n".join(out)
+
+
+def _before(rev: str, seeds: str, out: Path) -> str:
+    """Ask the doctor of git revision `rev` on the same runs (its sources exported to a temporary
+    folder, this script run again under them; the trainings are cached and shared)."""
+    tag = f"at-{rev}"
+    tmp = Path(tempfile.mkdtemp(prefix="thalweg-doctor-before-"))
+    arch = subprocess.run(["git", "-C", str(ROOT), "archive", rev, "src"], check=True, capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(tmp)], input=arch, check=True)
+    env = {**os.environ, "PYTHONPATH": str(tmp / "src")}
+    subprocess.run([sys.executable, __file__, "--seeds", seeds, "--out", str(out), "--tag", tag, "--quiet-report"],
+                   env=env, check=True)
+    return tag
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seeds", default="1000-1083", help="generator seeds, e.g. 0-69 or 1000-1083,2000")
+    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "doctor_zoo")
+    ap.add_argument("--tag", default="now", help="name of this doctor's cached answers")
+    ap.add_argument("--probe", action="store_true", help="ask the doctor with --probe")
+    ap.add_argument("--before", default=None, help="also the doctor of this git revision")
+    ap.add_argument("--verify", type=int, default=0, help="treat and verify the first N sick runs")
+    ap.add_argument("--json", type=Path, default=None, help="write the tables and figures (thalweg.record)")
+    ap.add_argument("--quiet-report", action="store_true", help=argparse.SUPPRESS)
+    a = ap.parse_args(argv)
+    t0 = time.perf_counter()
+
+    def log(msg: str) -> None:
+        print(f"[{time.perf_counter() - t0:6.0f} s] {msg}", flush=True)
+
+    seeds = _seeds(a.seeds)
+    cases = [build_case(s, a.out, log) for s in seeds]
+    tags = []
+    if a.before:
+        tags.append(_before(a.before, a.seeds, a.out))
+    tag = a.tag + ("-probe" if a.probe else "")
+    tags.append(tag)
+    answers: dict[str, dict[str, dict[str, Any]]] = {}
+    healthy: dict[str, dict[str, dict[str, Any]]] = {}
+    for t in tags:
+        probe = t == tag and a.probe
+        answers[t] = {}
+        healthy[t] = {}
+        for c in cases:
+            if not c["hurts"]:
+                continue
+            x = ask(c["sick"]["run_dir"], a.out, t, probe=probe)
+            answers[t][c["sick"]["run_dir"]] = x
+            ok = "✓" if x["codes"][:1] == [c["expected"]] else "✗"
+            if t == tag:
+                log(f"seed {c['seed']} {c['fault']}: expected {c['expected']}, got {x['codes'][:3]} {ok}")
+            if not c["base"]["failed"] and c["base"]["run_dir"] not in healthy[t]:
+                h = ask(c["base"]["run_dir"], a.out, t, probe=probe)
+                healthy[t][c["base"]["run_dir"]] = h
+                if h["warnings"] and t == tag:
+                    log(f"seed {c['seed']} base: false alarm {h['warnings']}")
+    if a.quiet_report:
+        return 0
+    rec, lines = report(cases, answers, tags, healthy)
+    print(f"\ngenerator seeds {a.seeds}: {len(cases)} cases, {rec['figures']['sick_runs']} where the fault hurt")
+    print(_table(rec["tables"]["accuracy"]))
+    print("\nconfusion (" + tags[-1] + "):")
+    print(_table(rec["tables"]["confusion"]))
+    print("\n".join(lines))
+    if a.verify:
+        vrows, improved, n = [], 0, 0
+        for c in [c for c in cases if c["hurts"]][: a.verify]:
+            v = verify_case(c, a.out, tag)
+            n += 1
+            improved += bool(v["improved"])
+            vrows.append([str(c["seed"]), c["fault"], v["code"], json.dumps(v["fix"]) if v["fix"] else "—",
+                          v.get("metric") or "—", _fmt(v.get("before")), _fmt(v.get("after")),
+                          "yes" if v["improved"] else "no" if v["improved"] is False else "—", v.get("why") or ""])
+        rec["tables"]["verification"] = {"header": ["seed", "fault", "treated", "fix", "metric", "before", "after",
+                                                    "improved", "why not"], "rows": vrows}
+        rec["figures"]["verified"] = n
+        rec["figures"]["improved"] = improved
+        print(f"\ntreatments verified on {n} sick runs: {improved} improved")
+        print(_table(rec["tables"]["verification"]))
+    rec["figures"]["minutes"] = (time.perf_counter() - t0) / 60
+    if a.json:
+        from thalweg.record import Record
+
+        r = Record()
+        for k, v in rec["figures"].items():
+            r.figure(k, v)
+        for name, t in rec["tables"].items():
+            r.table(name, t["header"], t["rows"])
+        print(f"wrote {r.write(a.json)}")
+    return 0
+
+
+def _fmt(v: Any) -> str:
+    return "—" if v is None else f"{v:.3f}" if isinstance(v, float) else str(v)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
