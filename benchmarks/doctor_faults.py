@@ -298,9 +298,18 @@ def _too_small(base: Config, rng: np.random.Generator, level: int, folder: Path)
 
 
 def _too_large(base: Config, rng: np.random.Generator, level: int, folder: Path) -> tuple[Config, Config, str]:
+    """A model far wider and deeper than the base, on a base trained long enough to overfit
+    (constant rate, twice the epochs) — the precondition applies to the base too. An MLP on
+    MNIST-1D is too small at any width these runs afford (bigger is simply better there), so
+    that base takes digits instead."""
     b = copy.deepcopy(base)
-    if b["model"]["name"] != "mlp":  # a bigger CNN on MNIST-1D is simply better: an MLP base
+    if b["model"]["name"] != "mlp":
         b["model"] = {"name": "mlp", "width": 64, "depth": 2, "activation": b["model"]["activation"]}
+    if b["_dataset"] == "mnist1d":
+        b["data"], b["_dataset"], b["_data_seed"] = {"name": "digits", "seed": 0}, "digits", 0
+        b["train"]["epochs"] = max(2, round(b["train"]["epochs"] * 1257 / 1440))
+    b["schedule"] = {"name": "constant"}
+    b["train"]["epochs"] *= 2
     sick = copy.deepcopy(b)
     sick["model"].update(width=256 * (1 + min(level, 1)), depth=min(4, b["model"]["depth"] + 1 + level))
     return b, sick, f"width {sick['model']['width']}, depth {sick['model']['depth']}"

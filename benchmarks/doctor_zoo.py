@@ -38,9 +38,30 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import doctor_faults as F  # noqa: E402
+import doctor_faults as F
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+#: what a cached training depends on (besides its config), and what the doctor's answers depend on
+TRAINER = ("train/*.py", "optim/**/*.py", "data/*.py", "schedules/**/*.py", "linalg/**/*.py", "models.py",
+           "init.py", "losses.py", "monitors.py")
+DOCTOR = ("diagnose/**/*.py", "**/doctor*.py", "**/treatment.py", "curvature/**/*.py", "landscape/lr_finder.py",
+          "monitors.py")
+
+
+def fingerprint(patterns: tuple[str, ...]) -> str:
+    """A short hash of the thalweg sources matching `patterns` (the code a cached result came from)."""
+    import thalweg
+
+    pkg = Path(thalweg.__file__).resolve().parent
+    h = hashlib.sha256()
+    for f in sorted({p for pat in patterns for p in pkg.glob(pat)}):
+        if patterns is TRAINER and ("doctor" in f.name or f.name == "treatment.py"):
+            continue  # the doctor's own files are not the trainer
+        h.update(str(f.relative_to(pkg)).encode())
+        h.update(f.read_bytes())
+    return h.hexdigest()[:8]
 
 
 def _key(cfg: dict[str, Any]) -> str:
@@ -71,7 +92,7 @@ def train(cfg: dict[str, Any], out: Path) -> dict[str, Any]:
     d = {**cfg, "name": run_dir.name, "out_dir": str(run_dir.parent)}
     t0 = time.perf_counter()
     failed = False
-    with contextlib.redirect_stderr(open(os.devnull, "w")):  # noqa: SIM115 (the trainer's notes)
+    with contextlib.redirect_stderr(open(os.devnull, "w")):
         try:
             res = fit(d, quiet=True, overwrite=True)
             best = res.best_value
@@ -107,7 +128,7 @@ def hurts(fault: str, base: dict[str, Any], sick: dict[str, Any]) -> bool:
     return sick["best"] <= base["best"] - 0.05
 
 
-def build_case(seed: int, out: Path, log: Any) -> dict[str, Any]:
+def build_case(seed: int, out: Path, log: Any, data: Path) -> dict[str, Any]:
     """Draw, train and keep a seed's case (cached): the first level whose fault hurts."""
     cache = out / "cases" / f"seed-{seed}.json"
     got = _read(cache)
@@ -115,7 +136,7 @@ def build_case(seed: int, out: Path, log: Any) -> dict[str, Any]:
         return got
     case: dict[str, Any] = {}
     for level in range(3):
-        c = F.draw(seed, out, level=level)
+        c = F.draw(seed, data, level=level)
         base, sick = train(c.base, out), train(c.sick, out)
         case = {"seed": seed, "fault": c.fault, "expected": c.expected, "level": level, "note": c.note,
                 "base": base, "sick": sick, "hurts": hurts(c.fault, base, sick), "sick_config": c.sick}
@@ -141,7 +162,7 @@ def _facts(ex: Any) -> dict[str, Any]:
     if ev is None:
         return {}
     out: dict[str, Any] = {}
-    for k in ("lr_suggestion", "label_fit", "parameters", "probes"):
+    for k in ("lr_suggestion", "label_fit", "parameters", "probes", "bottleneck"):
         out[k] = getattr(ev, k, None)
     d = ev.data
     if d is not None:
@@ -176,7 +197,7 @@ def ask(run_dir: str, out: Path, tag: str, *, probe: bool) -> dict[str, Any]:
     examine = _examine()
     kw = {"probe": True} if probe and "probe" in inspect.signature(examine).parameters else {}
     t0 = time.perf_counter()
-    with contextlib.redirect_stderr(open(os.devnull, "w")):  # noqa: SIM115
+    with contextlib.redirect_stderr(open(os.devnull, "w")):
         ex = examine(run_dir, **kw)
     fs = ex.findings
     got = {"codes": [f.code for f in fs], "severity": [f.severity for f in fs],
@@ -198,7 +219,7 @@ def verify_case(case: dict[str, Any], out: Path, tag: str) -> dict[str, Any]:
         from thalweg.diagnose.treatment import treat, verify
     except ImportError:
         from thalweg.train.treatment import treat, verify
-    with contextlib.redirect_stderr(open(os.devnull, "w")):  # noqa: SIM115
+    with contextlib.redirect_stderr(open(os.devnull, "w")):
         ex = _examine()(run_dir)
         done = treat(ex)
         if done is None:
@@ -225,60 +246,81 @@ def _pct(a: int, n: int) -> str:
     return f"{100 * a / n:.0f} %" if n else "—"
 
 
+def _label(tag: str) -> str:
+    """A tag as the report names it: `before` for an older revision's doctor, else `now`."""
+    return "before" if tag.startswith("at-") else "now"
+
+
+def _right(x: dict[str, Any], c: dict[str, Any], k: int, lenient: bool = False) -> bool:
+    """The expected cause among the first `k` codes (lenient: or the old doctor's name for it)."""
+    names = {c["expected"], *(F.OLD_NAMES.get(c["fault"], set()) if lenient else set())}
+    return bool(names & set(x["codes"][:k]))
+
+
 def report(cases: list[dict[str, Any]], answers: dict[str, dict[str, dict[str, Any]]], tags: list[str],
            healthy: dict[str, dict[str, dict[str, Any]]]) -> tuple[dict[str, Any], list[str]]:
-    """Accuracy per fault for each tag, the confusion matrix of the last tag, false alarms."""
+    """Accuracy per fault for each tag (for an older doctor also with its symptom names counted as
+    right), the confusion matrix of the last tag, false alarms on the healthy bases."""
     lines: list[str] = []
     figures: dict[str, Any] = {}
     tables: dict[str, Any] = {}
     kept = [c for c in cases if c["hurts"]]
-    head = ["fault", "expected", "runs"]
-    for t in tags:
-        head += [f"top-1 {t}", f"top-3 {t}"]
-    rows = []
     by_fault: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for c in kept:
         by_fault[c["fault"]].append(c)
-    totals = {t: [0, 0] for t in tags}
+    cols = [(t, False) for t in tags] + [(t, True) for t in tags if _label(t) == "before"]
+    head = ["fault", "expected cause", "runs"]
+    for t, lenient in cols:
+        name = _label(t) + (", its symptom names accepted" if lenient else "")
+        head += [f"top-1 {name}", f"top-3 {name}"]
+    rows, totals = [], {col: [0, 0] for col in cols}
     for fault in F.FAULTS:
         cs = by_fault.get(fault, [])
         row = [fault, F.EXPECTED[fault], str(len(cs))]
-        for t in tags:
+        for col in cols:
+            t, lenient = col
             a = [answers[t][c["sick"]["run_dir"]] for c in cs]
-            one = sum(x["codes"][:1] == [c["expected"]] for x, c in zip(a, cs, strict=True))
-            three = sum(c["expected"] in x["codes"][:3] for x, c in zip(a, cs, strict=True))
-            totals[t][0] += one
-            totals[t][1] += three
+            one = sum(_right(x, c, 1, lenient) for x, c in zip(a, cs, strict=True))
+            three = sum(_right(x, c, 3, lenient) for x, c in zip(a, cs, strict=True))
+            totals[col][0] += one
+            totals[col][1] += three
             row += [_pct(one, len(cs)), _pct(three, len(cs))]
-            figures[f"{t}.{fault}.top1"] = one / len(cs) if cs else None
+            if not lenient:
+                figures[f"{_label(t)}.{fault}.top1"] = 100 * one / len(cs) if cs else None
         rows.append(row)
     n = len(kept)
     row = ["**all**", "", str(n)]
-    for t in tags:
-        row += [f"**{_pct(totals[t][0], n)}**", f"**{_pct(totals[t][1], n)}**"]
-        figures[f"{t}.top1"] = 100 * totals[t][0] / n if n else None
-        figures[f"{t}.top3"] = 100 * totals[t][1] / n if n else None
+    for col in cols:
+        t, lenient = col
+        row += [f"**{_pct(totals[col][0], n)}**", f"**{_pct(totals[col][1], n)}**"]
+        key = _label(t) + (".lenient" if lenient else "")
+        figures[f"{key}.top1"] = 100 * totals[col][0] / n if n else None
+        figures[f"{key}.top3"] = 100 * totals[col][1] / n if n else None
     rows.append(row)
     tables["accuracy"] = {"header": head, "rows": rows}
     figures["sick_runs"] = n
     figures["did_not_hurt"] = len(cases) - n
     last = tags[-1]
-    got_codes = Counter(answers[last][c["sick"]["run_dir"]]["codes"][0] for c in kept)
-    cols = sorted(got_codes, key=lambda k: -got_codes[k])
+    got = Counter(answers[last][c["sick"]["run_dir"]]["codes"][0] for c in kept)
+    order = [F.EXPECTED[f] for f in F.FAULTS]
+    codes = sorted(got, key=lambda k: (order.index(k) if k in order else len(order), k))
     conf_rows = []
     for fault in F.FAULTS:
-        cs = by_fault.get(fault, [])
-        cnt = Counter(answers[last][c["sick"]["run_dir"]]["codes"][0] for c in cs)
-        conf_rows.append([fault] + [str(cnt[k]) if cnt[k] else "·" for k in cols])
-    tables["confusion"] = {"header": ["fault \\ first code", *cols], "rows": conf_rows}
+        cnt = Counter(answers[last][c["sick"]["run_dir"]]["codes"][0] for c in by_fault.get(fault, []))
+        conf_rows.append([fault] + [str(cnt[k]) if cnt[k] else "·" for k in codes])
+    tables["confusion"] = {"header": ["fault \\ first code", *codes], "rows": conf_rows}
     for t in tags:
         h = healthy[t]
         alarms = {k: v["warnings"] for k, v in h.items() if v["warnings"]}
-        figures[f"{t}.healthy_runs"] = len(h)
-        figures[f"{t}.false_alarms"] = len(alarms)
-        figures[f"{t}.false_alarm_rate"] = 100 * len(alarms) / len(h) if h else None
-        lines.append(f"healthy base runs ({t}): {len(h)}, false alarms {len(alarms)} ({_pct(len(alarms), len(h))})"
-                     + "".join(f"\n    {Path(k).name}: {v}" for k, v in alarms.items()))
+        figures[f"{_label(t)}.healthy_runs"] = len(h)
+        figures[f"{_label(t)}.false_alarms"] = len(alarms)
+        figures[f"{_label(t)}.false_alarm_rate"] = 100 * len(alarms) / len(h) if h else None
+        lines.append(f"healthy base runs ({_label(t)}): {len(h)}, false alarms {len(alarms)} "
+                     f"({_pct(len(alarms), len(h))})" + "".join(f"\n    {Path(k).name}: {v}" for k, v in alarms.items()))
+    tables["false_alarms"] = {"header": ["doctor", "healthy runs", "false alarms", "rate", "codes"], "rows": [
+        [_label(t), str(figures[f"{_label(t)}.healthy_runs"]), str(figures[f"{_label(t)}.false_alarms"]),
+         _pct(figures[f"{_label(t)}.false_alarms"], figures[f"{_label(t)}.healthy_runs"]),
+         ", ".join(sorted({c for v in healthy[t].values() for c in v["warnings"]})) or "—"] for t in tags]}
     return {"figures": figures, "tables": tables}, lines
 
 
@@ -288,7 +330,7 @@ def _table(t: dict[str, Any]) -> str:
     return "\n".join(out)
 
 
-def _before(rev: str, seeds: str, out: Path) -> str:
+def _before(rev: str, seeds: str, out: Path, trainer: str) -> str:
     """Ask the doctor of git revision `rev` on the same runs (its sources exported to a temporary
     folder, this script run again under them; the trainings are cached and shared)."""
     tag = f"at-{rev}"
@@ -296,8 +338,8 @@ def _before(rev: str, seeds: str, out: Path) -> str:
     arch = subprocess.run(["git", "-C", str(ROOT), "archive", rev, "src"], check=True, capture_output=True).stdout
     subprocess.run(["tar", "-x", "-C", str(tmp)], input=arch, check=True)
     env = {**os.environ, "PYTHONPATH": str(tmp / "src")}
-    subprocess.run([sys.executable, __file__, "--seeds", seeds, "--out", str(out), "--tag", tag, "--quiet-report"],
-                   env=env, check=True)
+    subprocess.run([sys.executable, __file__, "--seeds", seeds, "--out", str(out), "--tag", tag, "--trainer", trainer,
+                    "--quiet-report"], env=env, check=True)
     return tag
 
 
@@ -305,7 +347,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seeds", default="1000-1083", help="generator seeds, e.g. 0-69 or 1000-1083,2000")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "doctor_zoo")
-    ap.add_argument("--tag", default="now", help="name of this doctor's cached answers")
+    ap.add_argument("--tag", default=None, help="name of this doctor's cached answers (default: a hash of its code)")
+    ap.add_argument("--trainer", default=None, help=argparse.SUPPRESS)  # the runs of another process (--before)
     ap.add_argument("--probe", action="store_true", help="ask the doctor with --probe")
     ap.add_argument("--before", default=None, help="also the doctor of this git revision")
     ap.add_argument("--verify", type=int, default=0, help="treat and verify the first N sick runs")
@@ -318,11 +361,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[{time.perf_counter() - t0:6.0f} s] {msg}", flush=True)
 
     seeds = _seeds(a.seeds)
-    cases = [build_case(s, a.out, log) for s in seeds]
+    a.out.mkdir(parents=True, exist_ok=True)
+    data = a.out  # the generated data files are shared: the configs name them
+    a.out = a.out / f"trainer-{a.trainer or fingerprint(TRAINER)}"  # runs trained by other code are other runs
+    cases = [build_case(s, a.out, log, data) for s in seeds]
+    for c in cases:  # the expectation of today's table, not of the day the case was cached
+        c["expected"] = F.EXPECTED[c["fault"]]
     tags = []
     if a.before:
-        tags.append(_before(a.before, a.seeds, a.out))
-    tag = a.tag + ("-probe" if a.probe else "")
+        tags.append(_before(a.before, a.seeds, data, a.out.name.removeprefix("trainer-")))
+    tag = (a.tag or f"doctor-{fingerprint(DOCTOR)}") + ("-probe" if a.probe else "")
     tags.append(tag)
     answers: dict[str, dict[str, dict[str, Any]]] = {}
     healthy: dict[str, dict[str, dict[str, Any]]] = {}

@@ -28,20 +28,41 @@ def _img(path: Path | None, base: Path | None) -> str:
     return f'<br><img src="{html.escape(src)}" alt="{html.escape(Path(path).stem)}" style="max-width:100%;height:auto">'
 
 
+def _finding(f: Finding, img: str) -> str:
+    ev = html.escape(", ".join(f"{k}={_fmt(v)}" for k, v in f.evidence.items() if k != "explained_by"))
+    out = (f'<li><b style="color:{_COLORS[f.severity]}">{f.severity.upper()}</b> <code>{html.escape(f.code)}</code> '
+           f"{html.escape(f.title)} <small>(confidence {f.confidence:.2f})</small><br><small>evidence: {ev}</small>"
+           f"<br>→ {html.escape(f.action)}")
+    if f.symptoms:
+        out += "<br><small>symptoms it explains:</small><ul>" + "".join(
+            f"<li><small><code>{html.escape(s.code)}</code> {html.escape(s.title)}: "
+            f"{html.escape(', '.join(f'{k}={_fmt(v)}' for k, v in s.evidence.items() if k != 'explained_by'))}"
+            "</small></li>" for s in f.symptoms) + "</ul>"
+    if f.differential:
+        out += (f"<br><small>could be: {html.escape(', '.join(f.differential))} — not told apart"
+                + (f"; {html.escape(f.tell_apart)}" if f.tell_apart else "") + "</small>")
+    return out + img + "</li>"
+
+
 def to_html(findings: Sequence[Finding], *, title: str = "Diagnosis (thalweg doctor)", extra: str = "",
             figures: Mapping[Finding, Path | None] | Mapping[int, Path | None] | None = None,
             base: Path | None = None, note: str = "") -> str:
-    """An HTML section listing the findings, most likely first (for a run's report.html).
+    """An HTML section listing the findings, most likely cause first, each cause with the
+    symptoms it explains (for a run's report.html).
 
     `figures` maps a finding's index to the image of its evidence; `base` is the report's folder
-    (image paths are written relative to it)."""
+    (image paths are written relative to it). An image is shown once, at the first finding that
+    points at it (several findings often share the loss curves)."""
     figs: Mapping[Any, Path | None] = figures or {}
-    items = "".join(
-        f'<li><b style="color:{_COLORS[f.severity]}">{f.severity.upper()}</b> <code>{html.escape(f.code)}</code> '
-        f"{html.escape(f.title)} <small>(confidence {f.confidence:.2f})</small><br><small>evidence: "
-        f"{html.escape(', '.join(f'{k}={_fmt(v)}' for k, v in f.evidence.items()))}</small><br>"
-        f"→ {html.escape(f.action)}{_img(figs.get(i), base)}</li>" for i, f in enumerate(findings))
-    body = f"<ol>{items}</ol>" if findings else "<p>No findings: gradients, activations and curvature look healthy.</p>"
+    shown: set[Path] = set()
+    items = []
+    for i, f in enumerate(findings):
+        path = figs.get(i)
+        items.append(_finding(f, _img(path, base) if path is not None and path not in shown else ""))
+        if path is not None:
+            shown.add(path)
+    body = f"<ol>{''.join(items)}</ol>" if findings else \
+        "<p>No findings: gradients, activations and curvature look healthy.</p>"
     start, end = markers("doctor")
     note_html = f"<p><small>{html.escape(note)}</small></p>" if note else ""
     return f'{start}\n<section id="thalweg-doctor"><h2>{html.escape(title)}</h2>{note_html}{body}{extra}</section>\n{end}'
