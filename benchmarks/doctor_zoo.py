@@ -150,8 +150,8 @@ def build_case(seed: int, out: Path, log: Any, data: Path) -> dict[str, Any]:
 
 def _examine() -> Any:
     try:
-        from thalweg.diagnose.commands import examine
-    except ImportError:
+        from thalweg.diagnose.examine import examine
+    except ImportError:  # the doctor before the layout of issue 27
         from thalweg.train.doctor import examine
     return examine
 
@@ -216,8 +216,8 @@ def verify_case(case: dict[str, Any], out: Path, tag: str) -> dict[str, Any]:
     if got is not None:
         return got
     try:
-        from thalweg.diagnose.treatment import treat, verify
-    except ImportError:
+        from thalweg.diagnose.commands import treat, verify
+    except ImportError:  # the doctor before the layout of issue 27
         from thalweg.train.treatment import treat, verify
     with contextlib.redirect_stderr(open(os.devnull, "w")):
         ex = _examine()(run_dir)

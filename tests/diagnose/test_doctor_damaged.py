@@ -94,9 +94,9 @@ def test_an_edited_config_is_not_what_the_doctor_treats_or_verifies(tmp_path: Pa
 
 
 def test_the_lr_probe_finds_a_rate_far_too_low(tmp_path: Path) -> None:
+    from thalweg.diagnose.examine import examine
+    from thalweg.diagnose.probes import lr_probe
     from thalweg.train import parse_config
-    from thalweg.train.doctor import examine
-    from thalweg.train.doctor_probe import lr_probe
 
     cfg = {"name": "slow", "out_dir": str(tmp_path), "data": {"name": "digits"},
            "model": {"name": "mlp", "width": 32, "depth": 2}, "optimizer": {"name": "adam", "lr": 1e-5},

@@ -34,18 +34,17 @@ def register(app: typer.Typer) -> None:
         from thalweg.bench.api import run_bench
         from thalweg.bench.runner import BenchError
         from thalweg.bench.suites import BenchConfigError
+        from thalweg.train.commands import exit_on_run_errors
 
         if ruleset not in (None, "external", "self"):
             raise typer.BadParameter("--ruleset must be external or self")
         if executor not in ("local", "ray"):
             raise typer.BadParameter("--executor must be local or ray")
-        try:
+        with exit_on_run_errors("run the same `thalweg bench run` again: it resumes the bench",
+                                also=(BenchConfigError, BenchError, RuntimeError)):
             res = run_bench(source, out_dir=out_dir, workers=workers, threads=threads, storage=storage,
                             executor=executor, ray_address=ray_address, quiet=quiet, ruleset=ruleset,
                             name=name, trials=trials, studies=studies)  # fmt: skip
-        except (BenchConfigError, BenchError, RuntimeError) as e:
-            typer.echo(f"error: {e}", err=True)
-            raise typer.Exit(2) from None
         rs = ruleset or next((r["ruleset"] for r in res.records), "external")
         typer.echo(f"bench: {res.dir}  ({len(res.records)} trials, {res.recovered} resumed, "
                    f"{res.seconds:.0f} s); report: {res.report}")  # fmt: skip

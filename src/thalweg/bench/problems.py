@@ -1,4 +1,5 @@
-"""The built-in workloads: the seeds' problems (Rosenbrock, the ill-conditioned quadratic,
+"""What a workload is (:class:`Workload`: model + data + loss + target + budgets; a seeded
+:class:`Problem`), and the built-in workloads: the seeds' problems (Rosenbrock, the ill-conditioned quadratic,
 seed 004's linear regression, a deep linear network), logistic regression on digits, and
 MNIST-1D on the paper's protocol (MLP and 1-D CNN).
 
@@ -12,15 +13,124 @@ from __future__ import annotations
 import copy
 import itertools
 import json
-from collections.abc import Callable, Iterator
-from typing import Any
+import math
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
 
 import torch
 from torch import nn
 
-from thalweg.bench.workloads import Problem, Workload, register
+__all__ = ["BUILTIN", "PointModel", "Problem", "Workload", "WorkloadError", "config_workload", "mnist1d_config",
+           "workload_key"]
 
-__all__ = ["PointModel", "config_workload", "mnist1d_config"]
+
+class WorkloadError(ValueError):
+    """An unknown workload, a bad parameter, or a workload without a target."""
+
+
+@dataclass
+class Problem:
+    """One seeded instance of a workload: what a trial trains and how it is measured.
+
+    ``batches`` yields training batches forever (``None`` for full-batch problems);
+    ``loss(batch)`` is the scalar training objective; ``evaluate()`` returns the metrics
+    (the workload's ``metric`` among them) with the model in eval mode."""
+
+    model: nn.Module
+    loss: Callable[[Any], torch.Tensor]
+    batches: Iterator[Any]
+    evaluate: Callable[[], dict[str, float]]
+    steps_per_epoch: int = 1
+    clip_norm: float | None = None
+    clip_value: float | None = None
+    #: metrics on held-out test data after training (config workloads), else empty.
+    test: Callable[[], dict[str, float]] = field(default=lambda: {})
+
+
+@dataclass(frozen=True)
+class Workload:
+    """Model + data + loss + target + budgets; `build(seed)` makes a :class:`Problem`."""
+
+    name: str
+    build: Callable[[int], Problem]
+    metric: str
+    mode: Literal["min", "max"]
+    step_budget: int
+    max_seconds: float
+    eval_every: int = 1
+    target: float | None = None
+    #: targets are never tighter than this (exactly solvable problems reach float precision).
+    tolerance: float | None = None
+    description: str = ""
+    params: Mapping[str, Any] = field(default_factory=dict)
+    #: the `thalweg train` config a config workload is built from (recipes are exported from it).
+    config: Any = None
+    #: how the stored target was obtained (command, date, host).
+    target_source: str = ""
+    #: False for the exactly solvable problems: a weight decay changes their objective, so
+    #: the bench holds it at 0 instead of searching it.
+    weight_decay: bool = True
+    #: what `get` resolves back to this workload (in worker processes and Ray tasks).
+    ref: str = ""
+
+    @property
+    def key(self) -> str:
+        """Name plus parameters: the identity of the workload in studies and results."""
+        return workload_key(self.name, self.params)
+
+    def reached(self, value: float | None) -> bool:
+        """Whether a metric value meets the target."""
+        if value is None or self.target is None or not math.isfinite(value):
+            return False
+        return value <= self.target if self.mode == "min" else value >= self.target
+
+    def better(self, a: float | None, b: float | None) -> bool:
+        """Whether metric value `a` is strictly better than `b` (None/NaN is worst)."""
+        if a is None or not math.isfinite(a):
+            return False
+        if b is None or not math.isfinite(b):
+            return True
+        return a < b if self.mode == "min" else a > b
+
+    def with_target(self, value: float | None, source: str = "") -> Workload:
+        return replace(self, target=value, target_source=source or self.target_source)
+
+    def scaled(self, factor: float) -> Workload:
+        """The same workload with step and wall-clock budgets times `factor` (self-tuning: 1.5)."""
+        return replace(self, step_budget=max(1, round(self.step_budget * factor)),
+                       max_seconds=self.max_seconds * factor)
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-able summary (for `thalweg bench workloads --json` and the results)."""
+        return {
+            "key": self.key, "name": self.name, "metric": self.metric, "mode": self.mode,
+            "target": self.target, "tolerance": self.tolerance, "target_source": self.target_source,
+            "step_budget": self.step_budget, "max_seconds": self.max_seconds,
+            "eval_every": self.eval_every, "params": dict(self.params),
+            "description": self.description,
+        }  # fmt: skip
+
+
+def workload_key(name: str, params: Mapping[str, Any]) -> str:
+    """`name` or `name(k=v, ...)` with sorted keys: how results name a workload."""
+    if not params:
+        return name
+    return f"{name}({', '.join(f'{k}={params[k]!r}' for k in sorted(params))})"
+
+
+#: the built-in workloads by name (:mod:`thalweg.bench.workloads` starts its registry with them)
+BUILTIN: dict[str, Callable[..., Workload]] = {}
+
+
+def builtin(name: str) -> Callable[[Callable[..., Workload]], Callable[..., Workload]]:
+    """Decorator: a built-in workload factory under `name`."""
+
+    def deco(factory: Callable[..., Workload]) -> Callable[..., Workload]:
+        BUILTIN[name] = factory
+        return factory
+
+    return deco
 
 
 class PointModel(nn.Module):
@@ -57,7 +167,7 @@ def _seeded(build: Callable[[], nn.Module], seed: int) -> nn.Module:
         return build()
 
 
-@register("rosenbrock")
+@builtin("rosenbrock")
 def rosenbrock(start: tuple[float, float] = (-1.5, 2.0)) -> Workload:
     """Rosenbrock's banana valley from (−1.5, 2): easy to enter, slow to follow to (1, 1)."""
     from thalweg.landscape import functions
@@ -94,7 +204,7 @@ def _regression(splits: Any, model: nn.Module, bias: bool) -> Problem:
     return _full_batch(model, loss, _least_squares(x, y, bias))
 
 
-@register("quadratic")
+@builtin("quadratic")
 def quadratic(condition_number: float = 100.0, dim: int = 20) -> Workload:
     """The ill-conditioned quadratic: least squares whose Hessian has condition number κ."""
     from thalweg.data import load_dataset
@@ -109,7 +219,7 @@ def quadratic(condition_number: float = 100.0, dim: int = 20) -> Workload:
                     description=f"least squares on 512 points in R^{dim}, Hessian condition {condition_number:g}")  # fmt: skip
 
 
-@register("linreg")
+@builtin("linreg")
 def linreg() -> Workload:
     """Seed 004's linear regression: X = [1, 2, 3, 4, 5], Y = [2, 3, 5, 7, 11] (f* = 0.56)."""
     from thalweg.data import load_dataset
@@ -123,7 +233,7 @@ def linreg() -> Workload:
                     max_seconds=60.0, tolerance=1e-6, weight_decay=False, description=_doc(linreg))  # fmt: skip
 
 
-@register("deep_linear")
+@builtin("deep_linear")
 def deep_linear(depth: int = 3, width: int = 16, dim: int = 8) -> Workload:
     """A deep *linear* network (seed 001): hidden layers at least as wide as input and output,
     so every local minimum is global; more than one hidden layer adds saddles."""
@@ -204,7 +314,7 @@ def config_workload(name: str, config: dict[str, Any], *, metric: str, mode: str
                     description=description, config=cfg)  # fmt: skip
 
 
-@register("digits_logreg")
+@builtin("digits_logreg")
 def digits_logreg(batch_size: int = 128) -> Workload:
     """Logistic (softmax) regression on scikit-learn's 8×8 digits; metric: validation loss."""
     cfg = {"name": "digits-logreg", "data": {"name": "digits"}, "model": {"name": "linear"},
@@ -227,7 +337,7 @@ def mnist1d_config(model: dict[str, Any], name: str) -> dict[str, Any]:
     }
 
 
-@register("mnist1d_mlp")
+@builtin("mnist1d_mlp")
 def mnist1d_mlp(width: int = 100, depth: int = 2) -> Workload:
     """MNIST-1D (paper protocol), the paper's MLP (2 hidden layers of 100); metric: val accuracy."""
     cfg = mnist1d_config({"name": "mlp", "width": width, "depth": depth}, "mnist1d-mlp")
@@ -235,7 +345,7 @@ def mnist1d_mlp(width: int = 100, depth: int = 2) -> Workload:
                            max_seconds=120.0, eval_every=40, description=_doc(mnist1d_mlp))
 
 
-@register("mnist1d_cnn")
+@builtin("mnist1d_cnn")
 def mnist1d_cnn(channels: int = 25, depth: int = 3) -> Workload:
     """MNIST-1D (paper protocol), the paper's CNN (3 stride-2 convolutions of 25 channels);
     metric: validation accuracy."""

@@ -4,8 +4,6 @@ configurations — one self-contained page (figures embedded), from `results.jso
 
 from __future__ import annotations
 
-import base64
-import html
 import json
 import math
 from collections import defaultdict
@@ -15,12 +13,17 @@ from typing import Any
 
 from thalweg.bench import figures, scoring
 from thalweg.bench.results import read_results
+from thalweg.page import Markup, document, html, png_data, table
 
 __all__ = ["summary", "write_report"]
 
 
-def _e(x: Any) -> str:
-    return html.escape(str(x))
+#: what every record the report reads must hold (results.jsonl written by `bench run` does)
+_NUM = (int, float, type(None))
+REQUIRED: dict[str, type | tuple[type, ...]] = {
+    "workload": str, "submission": str, "phase": str, "ruleset": str, "status": str,
+    "time_to_target": dict, "time_to_target.steps": _NUM, "time_to_target.seconds": _NUM,
+    "best": dict, "best.metric": _NUM}  # fmt: skip
 
 
 def _num(v: Any, digits: int = 4) -> str:
@@ -28,20 +31,29 @@ def _num(v: Any, digits: int = 4) -> str:
         return "—"
     if isinstance(v, float):
         return f"{v:.{digits}g}"
-    return _e(v)
+    return str(v)
 
 
-def _table(head: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    h = "".join(f"<th>{_e(c)}</th>" for c in head)
-    body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows)
-    return f"<table><tr>{h}</tr>{body}</table>"
-
-
-def _img(path: Path | None, alt: str) -> str:
+def _img(path: Path | None, alt: str) -> Markup:
     if path is None:
-        return "<p>(no data for this figure)</p>"
-    data = base64.b64encode(path.read_bytes()).decode()
-    return f'<figure><img src="data:image/png;base64,{data}" alt="{_e(alt)}"></figure>'
+        return Markup("<p>(no data for this figure)</p>")
+    return html('<figure><img src="{}" alt="{}"></figure>', png_data(path), alt)
+
+
+def _bench_json(path: Path) -> dict[str, Any]:
+    """bench.json, checked: a JSON object by ruleset, each with its `config` (a ValueError naming
+    the file otherwise); {} when there is none."""
+    if not path.is_file():
+        return {}
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path}: not JSON ({e})") from None
+    if not isinstance(meta, dict) or not all(isinstance(m, dict) and isinstance(m.get("config"), dict)
+                                             for m in meta.values()):
+        raise ValueError(f"{path}: not a bench description (a JSON object by ruleset, each with its "
+                         f"'config'), got {type(meta).__name__} {json.dumps(meta)[:60]}")
+    return meta
 
 
 def _chosen(records: Sequence[Mapping[str, Any]], ruleset: str) -> dict[tuple[str, str], Mapping[str, Any]]:
@@ -74,12 +86,12 @@ def _score_rows(records: Sequence[Mapping[str, Any]], rs: str, r_max: float) -> 
     rows = []
     for s in sorted(sec, key=lambda s: (-sec[s], -stp[s], s)):
         within = sum(math.isfinite(x) for x in ratios[s].values())
-        rows.append([f"<b>{_e(s)}</b>", f"{sec[s]:.3f}", f"{stp[s]:.3f}",
+        rows.append([html("<b>{}</b>", s), f"{sec[s]:.3f}", f"{stp[s]:.3f}",
                      f"{within}/{len(ratios[s])}", str(n[s])])  # fmt: skip
     return rows
 
 
-def _ttt_rows(records: Sequence[Mapping[str, Any]], rs: str) -> tuple[list[str], list[list[str]]]:
+def _ttt_rows(records: Sequence[Mapping[str, Any]], rs: str) -> tuple[list[str], list[list[Any]]]:
     sec, stp = scoring.workload_times(records, "seconds", rs), scoring.workload_times(records, "steps", rs)
     subs = sorted(sec)
     wls = list(dict.fromkeys(r["workload"] for r in records if r.get("ruleset") == rs))
@@ -88,8 +100,8 @@ def _ttt_rows(records: Sequence[Mapping[str, Any]], rs: str) -> tuple[list[str],
         cells = []
         for s in subs:
             t, k = stp[s].get(w, math.inf), sec[s].get(w, math.inf)
-            cells.append(f"{t:.0f} <small>({k:.2f} s)</small>" if math.isfinite(t) else "∞")
-        rows.append([_e(w), *cells])
+            cells.append(html("{} <small>({} s)</small>", f"{t:.0f}", f"{k:.2f}") if math.isfinite(t) else "∞")
+        rows.append([w, *cells])
     return ["workload", *subs], rows
 
 
@@ -105,7 +117,7 @@ def _rerun_rows(records: Sequence[Mapping[str, Any]]) -> list[list[str]]:
         ci_m = scoring.mean_ci([r.get("final_metric") for r in rs])
         fmt = (lambda c: "—" if c is None else f"{c[0]:.4g} [{c[1]:.4g}, {c[2]:.4g}]")  # noqa: E731
         test = scoring.mean_ci([(r.get("test") or {}).get("test_accuracy") for r in rs])
-        rows.append([_e(w), _e(s), f"{len(hit)}/{len(rs)}", fmt(ci_t), fmt(ci_m), fmt(test)])
+        rows.append([w, s, f"{len(hit)}/{len(rs)}", fmt(ci_t), fmt(ci_m), fmt(test)])
     return rows
 
 
@@ -119,14 +131,14 @@ def _gap_rows(records: Sequence[Mapping[str, Any]]) -> list[list[str]]:
         if best is None:
             continue
         d_t, t_t = r["time_to_target"]["steps"], best["time_to_target"]["steps"]
-        rows.append([_e(r["workload"]), _e(r["submission"]), _num(r["best"]["metric"]),
-                     _num(best["best"]["metric"]), "∞" if d_t is None else str(d_t),
-                     "∞" if t_t is None else str(t_t), _e(r["status"])])  # fmt: skip
+        rows.append([r["workload"], r["submission"], _num(r["best"].get("metric")),
+                     _num(best["best"].get("metric")), "∞" if d_t is None else str(d_t),
+                     "∞" if t_t is None else str(t_t), r["status"]])  # fmt: skip
     return rows
 
 
 def _params(p: Mapping[str, Any]) -> str:
-    return ", ".join(f"{_e(k)}={_num(v, 3)}" for k, v in sorted(p.items())) or "(defaults)"
+    return ", ".join(f"{k}={_num(v, 3)}" for k, v in sorted(p.items())) or "(defaults)"
 
 
 def write_report(bench_dir: str | Path) -> Path:
@@ -135,9 +147,11 @@ def write_report(bench_dir: str | Path) -> Path:
     results = root / "results.jsonl"
     if not results.is_file():
         raise FileNotFoundError(f"{results}: no results (is {root} a bench directory?)")
-    records = read_results(results)
-    meta = json.loads((root / "bench.json").read_text()) if (root / "bench.json").is_file() else {}
+    records = read_results(results, required=REQUIRED)
+    meta = _bench_json(root / "bench.json")
     r_max = next((m["config"].get("r_max", scoring.R_MAX) for m in meta.values()), scoring.R_MAX)
+    if isinstance(r_max, bool) or not isinstance(r_max, int | float) or not math.isfinite(r_max) or r_max <= 1:
+        raise ValueError(f"{root / 'bench.json'}: r_max = {r_max!r}: must be a finite number above 1")
     rulesets = [rs for rs in ("external", "self") if any(r.get("ruleset") == rs for r in records)]
     figs = root / "figures"
     figs.mkdir(exist_ok=True)
@@ -148,46 +162,43 @@ def write_report(bench_dir: str | Path) -> Path:
     for r in records:
         status[r["status"]] += 1
     env = records[0] if records else {}
-    parts = [f"<h1>thalweg bench <code>{_e(root.name)}</code></h1>",
-             f"<p>{len(records)} trials: " + ", ".join(f"{k} {v}" for k, v in sorted(status.items())) + ". "
-             f"Host {_e((env.get('host') or {}).get('name', '?'))} ({_e((env.get('host') or {}).get('processor', ''))}); "
-             + ", ".join(f"{_e(k)} {_e(v)}" for k, v in (env.get('versions') or {}).items()) + ".</p>"]  # fmt: skip
+    host = env.get("host") if isinstance(env.get("host"), dict) else {}
+    versions = env.get("versions") if isinstance(env.get("versions"), dict) else {}
+    parts: list[Any] = [
+        html("<p>{} trials: {}. Host {} ({}); {}.</p>", len(records),
+             ", ".join(f"{k} {v}" for k, v in sorted(status.items())), host.get("name", "?"),
+             host.get("processor", ""), ", ".join(f"{k} {v}" for k, v in versions.items()))]  # fmt: skip
     for rs in rulesets:
-        parts.append(f"<h2>Scores — {rs} tuning</h2>")
-        parts.append("<p>AlgoPerf score: ∫₁<sup>r_max</sup> ρ(τ) dτ / (r_max − 1), r_max = "
-                     f"{r_max:g}; 1 = fastest on every workload, 0 = never within r_max× of the "
-                     "fastest. Time per workload: median over studies of each study's fastest "
-                     "trial to the target.</p>")  # fmt: skip
-        parts.append(_table(["submission", "score (seconds)", "score (steps)", "workloads within r_max", "trials"],
-                            _score_rows(records, rs, r_max)))  # fmt: skip
+        parts.append(html("<h2>Scores — {} tuning</h2>", rs))
+        parts.append(html("<p>AlgoPerf score: ∫₁<sup>r_max</sup> ρ(τ) dτ / (r_max − 1), r_max = "
+                          "{}; 1 = fastest on every workload, 0 = never within r_max× of the "
+                          "fastest. Time per workload: median over studies of each study's fastest "
+                          "trial to the target.</p>", f"{r_max:g}"))  # fmt: skip
+        parts.append(table(["submission", "score (seconds)", "score (steps)", "workloads within r_max", "trials"],
+                           _score_rows(records, rs, r_max)))  # fmt: skip
         head, rows = _ttt_rows(records, rs)
-        parts.append(f"<h3>Time to target — {rs} (steps; training seconds)</h3>" + _table(head, rows))
-    parts.append("<h2>Performance profiles</h2>" + _img(prof, "performance profile"))
-    parts.append("<h2>Learning-rate sensitivity</h2>" + _img(sens, "learning-rate sensitivity"))
+        parts.append(html("<h3>Time to target — {} (steps; training seconds)</h3>{}", rs, table(head, rows)))
+    parts.append(html("<h2>Performance profiles</h2>{}", _img(prof, "performance profile")))
+    parts.append(html("<h2>Learning-rate sensitivity</h2>{}", _img(sens, "learning-rate sensitivity")))
     reruns = _rerun_rows(records)
     if reruns:
-        parts.append("<h2>The chosen configuration over seeds</h2><p>Mean and 95 % Student-t "
-                     "interval over the re-run seeds.</p>")  # fmt: skip
-        parts.append(_table(["workload", "submission", "reached", "steps to target", "final metric",
-                             "test accuracy"], reruns))  # fmt: skip
+        parts.append(Markup("<h2>The chosen configuration over seeds</h2><p>Mean and 95 % Student-t "
+                            "interval over the re-run seeds.</p>"))  # fmt: skip
+        parts.append(table(["workload", "submission", "reached", "steps to target", "final metric",
+                            "test accuracy"], reruns))  # fmt: skip
     gap = _gap_rows(records)
     if gap:
-        parts.append("<h2>Default vs tuned</h2>")
-        parts.append(_table(["workload", "submission", "best metric (defaults)", "best metric (tuned)",
-                             "steps to target (defaults)", "steps to target (tuned)", "defaults status"], gap))  # fmt: skip
-    parts.append("<h2>Curves of the chosen configurations</h2>" + _img(curves, "curves"))
+        parts.append(Markup("<h2>Default vs tuned</h2>"))
+        parts.append(table(["workload", "submission", "best metric (defaults)", "best metric (tuned)",
+                            "steps to target (defaults)", "steps to target (tuned)", "defaults status"], gap))  # fmt: skip
+    parts.append(html("<h2>Curves of the chosen configurations</h2>{}", _img(curves, "curves")))
     chosen = _chosen(records, "external")
     if chosen:
-        parts.append("<h2>Chosen configurations</h2>" + _table(
+        parts.append(html("<h2>Chosen configurations</h2>{}", table(
             ["workload", "submission", "parameters", "steps to target"],
-            [[_e(w), _e(s), _params(r.get("params") or {}), _num(r["time_to_target"]["steps"])]
-             for (w, s), r in sorted(chosen.items())]))  # fmt: skip
-    doc = ("<!doctype html><html><head><meta charset='utf-8'>"
-           f"<title>thalweg bench {_e(root.name)}</title><style>"
-           "body{font-family:sans-serif;max-width:1200px;margin:2em auto;color:#222}"
-           "table{border-collapse:collapse;margin:0.5em 0}th,td{border-bottom:1px solid #ddd;"
-           "padding:3px 9px;text-align:left;font-size:13px}img{max-width:100%}"
-           "</style></head><body>" + "\n".join(parts) + "</body></html>\n")  # fmt: skip
+            [[w, s, _params(r.get("params") or {}), _num(r["time_to_target"].get("steps"))]
+             for (w, s), r in sorted(chosen.items())])))  # fmt: skip
+    doc = document(f"thalweg bench {root.name}", parts)
     out = root / "report.html"
     out.write_text(doc, encoding="utf-8")
     (root / "scores.json").write_text(json.dumps(summary(records, r_max), indent=1, sort_keys=True))

@@ -3,13 +3,13 @@ and the helper that puts a marked section into a report (replacing an earlier co
 
 from __future__ import annotations
 
-import html
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from thalweg.diagnose.findings import Finding, _fmt
+from thalweg.page import Markup, document, html, join
 
 __all__ = ["markers", "to_html", "write_html_section"]
 
@@ -21,51 +21,53 @@ def markers(name: str = "doctor") -> tuple[str, str]:
     return f"<!-- thalweg-{name}:start -->", f"<!-- thalweg-{name}:end -->"
 
 
-def _img(path: Path | None, base: Path | None) -> str:
+def _img(path: Path | None, base: Path | None) -> Markup:
     if path is None:
-        return ""
+        return Markup("")
     src = os.path.relpath(path, base) if base is not None else str(path)
-    return f'<br><img src="{html.escape(src)}" alt="{html.escape(Path(path).stem)}" style="max-width:100%;height:auto">'
+    return html('<br><img src="{}" alt="{}" style="max-width:100%;height:auto">', src, Path(path).stem)
 
 
-def _finding(f: Finding, img: str) -> str:
-    ev = html.escape(", ".join(f"{k}={_fmt(v)}" for k, v in f.evidence.items() if k != "explained_by"))
-    out = (f'<li><b style="color:{_COLORS[f.severity]}">{f.severity.upper()}</b> <code>{html.escape(f.code)}</code> '
-           f"{html.escape(f.title)} <small>(confidence {f.confidence:.2f})</small><br><small>evidence: {ev}</small>"
-           f"<br>→ {html.escape(f.action)}")
-    if f.symptoms:
-        out += "<br><small>symptoms it explains:</small><ul>" + "".join(
-            f"<li><small><code>{html.escape(s.code)}</code> {html.escape(s.title)}: "
-            f"{html.escape(', '.join(f'{k}={_fmt(v)}' for k, v in s.evidence.items() if k != 'explained_by'))}"
-            "</small></li>" for s in f.symptoms) + "</ul>"
-    if f.differential:
-        out += (f"<br><small>could be: {html.escape(', '.join(f.differential))} — not told apart"
-                + (f"; {html.escape(f.tell_apart)}" if f.tell_apart else "") + "</small>")
-    return out + img + "</li>"
+def _evidence(f: Finding) -> str:
+    return ", ".join(f"{k}={_fmt(v)}" for k, v in f.evidence.items() if k != "explained_by")
+
+
+def _finding(f: Finding, img: Markup) -> Markup:
+    """One finding: its line, the symptoms it explains, the causes it could not tell apart."""
+    symptoms = html("<br><small>symptoms it explains:</small><ul>{}</ul>", join(
+        html("<li><small><code>{}</code> {}: {}</small></li>", s.code, s.title, _evidence(s))
+        for s in f.symptoms)) if f.symptoms else Markup("")
+    could = html("<br><small>could be: {} — not told apart{}</small>", ", ".join(f.differential),
+                 f"; {f.tell_apart}" if f.tell_apart else "") if f.differential else Markup("")
+    return html('<li><b style="color:{}">{}</b> <code>{}</code> {} <small>(confidence {})</small><br><small>evidence: '
+                "{}</small><br>→ {}{}{}{}</li>", _COLORS.get(f.severity, "#222"), f.severity.upper(), f.code, f.title,
+                f"{f.confidence:.2f}", _evidence(f), f.action, symptoms, could, img)
 
 
 def to_html(findings: Sequence[Finding], *, title: str = "Diagnosis (thalweg doctor)", extra: str = "",
             figures: Mapping[Finding, Path | None] | Mapping[int, Path | None] | None = None,
-            base: Path | None = None, note: str = "") -> str:
+            base: Path | None = None, note: str = "") -> Markup:
     """An HTML section listing the findings, most likely cause first, each cause with the
     symptoms it explains (for a run's report.html).
 
     `figures` maps a finding's index to the image of its evidence; `base` is the report's folder
-    (image paths are written relative to it). An image is shown once, at the first finding that
-    points at it (several findings often share the loss curves)."""
+    (image paths are written relative to it); `extra` is HTML the caller wrote (`thalweg.page`).
+    An image is shown once, at the first finding that points at it (several findings often
+    share the loss curves)."""
     figs: Mapping[Any, Path | None] = figures or {}
     shown: set[Path] = set()
     items = []
     for i, f in enumerate(findings):
         path = figs.get(i)
-        items.append(_finding(f, _img(path, base) if path is not None and path not in shown else ""))
+        items.append(_finding(f, _img(path, base) if path is not None and path not in shown else Markup("")))
         if path is not None:
             shown.add(path)
-    body = f"<ol>{''.join(items)}</ol>" if findings else \
-        "<p>No findings: gradients, activations and curvature look healthy.</p>"
+    body = (html("<ol>{}</ol>", join(items)) if findings
+            else Markup("<p>No findings: gradients, activations and curvature look healthy.</p>"))
     start, end = markers("doctor")
-    note_html = f"<p><small>{html.escape(note)}</small></p>" if note else ""
-    return f'{start}\n<section id="thalweg-doctor"><h2>{html.escape(title)}</h2>{note_html}{body}{extra}</section>\n{end}'
+    note_html = html("<p><small>{}</small></p>", note) if note else Markup("")
+    return html('{}\n<section id="thalweg-doctor"><h2>{}</h2>{}{}{}</section>\n{}', Markup(start), title,
+                note_html, body, Markup(extra), Markup(end))
 
 
 def write_html_section(path: Any, section: str, *, name: str = "doctor", lead: bool = True,
@@ -75,6 +77,7 @@ def write_html_section(path: Any, section: str, *, name: str = "doctor", lead: b
     title (`lead`, so findings come before the config) or before ``</body>``; create a minimal
     page when the file does not exist."""
     p = Path(path)
+    section = str(section)  # plain text from here: a Markup would escape the page it is joined to
     start, end = markers(name)
     after_end = markers(after)[1] if after else None
     if p.is_file():
@@ -95,8 +98,7 @@ def write_html_section(path: Any, section: str, *, name: str = "doctor", lead: b
             doc = doc + "\n" + section + "\n"
     else:
         p.parent.mkdir(parents=True, exist_ok=True)
-        doc = ('<!doctype html>\n<html><head><meta charset="utf-8"><title>thalweg doctor</title></head>'
-               f"<body style=\"font-family:sans-serif;max-width:960px;margin:2em auto\">\n{section}\n</body></html>\n")
+        doc = document("thalweg doctor", [Markup(section)])
     tmp = p.with_name(f".{p.name}.tmp-{os.getpid()}")
     tmp.write_text(doc, encoding="utf-8")
     os.replace(tmp, p)

@@ -14,24 +14,26 @@ import typer
 
 
 @contextlib.contextmanager
-def exit_on_run_errors(resume_hint: str) -> Iterator[None]:
-    """The exit codes of a run command (train, meta): 2 bad config, file, checkpoint or a run
-    locked by another process; 3 non-finite; 4 the disk refused (`resume_hint` says how to go
-    on) — each one message, never a traceback."""
+def exit_on_run_errors(resume_hint: str, also: tuple[type[Exception], ...] = ()) -> Iterator[None]:
+    """The exit codes of a command that writes a run or a bench (train, meta, bench run): 2 bad
+    config, file, checkpoint, output path (or one of `also`: the command's own config errors)
+    or a directory locked by another process; 3 non-finite; 4 the disk refused (`resume_hint`
+    says how to go on) — each one message, never a traceback."""
+    from thalweg.outputs import OutputError
     from thalweg.train import ConfigError, NonFiniteError, RunLockedError
-    from thalweg.train.checkpoint import CheckpointError
+    from thalweg.train.rundir.checkpoint import CheckpointError
 
     try:
         yield
     except (ConfigError, FileNotFoundError, CheckpointError) as e:
         typer.echo(str(e), err=True)
         raise typer.Exit(2) from None
-    except RunLockedError as e:
-        typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(2) from None
     except (NonFiniteError, FloatingPointError) as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(3) from None
+    except (RunLockedError, OutputError, *also) as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from None
     except OSError as e:  # the disk refused: the path and the OS error, nothing lost
         typer.echo(f"error: {e}\nnothing written before this was lost; fix the disk, then {resume_hint}", err=True)
         raise typer.Exit(4) from None
@@ -41,7 +43,7 @@ def _is_meta_run(run_dir: Path) -> bool:
     """A `thalweg meta` run: its config.toml has a [meta] section (a training run's never does)."""
     import tomllib
 
-    from thalweg.train.runs import RunPaths
+    from thalweg.train.rundir.runs import RunPaths
 
     try:
         return "meta" in tomllib.loads(RunPaths(run_dir).config.read_text(encoding="utf-8"))
@@ -104,7 +106,7 @@ def register(app: typer.Typer) -> None:
         """Continue an interrupted run from its newest good checkpoint (= train --resume, or
         meta --resume for a `thalweg meta` run)."""
         if _is_meta_run(run_dir):
-            from thalweg.train.meta_run import run_meta
+            from thalweg.meta.run import run_meta
 
             if allow_config_change:
                 raise typer.BadParameter("--allow-config-change is for `thalweg train` runs; this is a meta run")

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import html
 import json
 from pathlib import Path
 from typing import Any
 
 from thalweg.diagnose import surviving
 from thalweg.train.config import RunConfig, dump_config
-from thalweg.train.runs import RunPaths, read_metrics
+from thalweg.train.rundir.runs import RunPaths, read_metrics
 
-__all__ = ["lr_used", "plot_curves", "quick_findings", "render_page", "write_report"]
+__all__ = ["lr_used", "plot_curvature", "plot_curves", "quick_findings", "render_page", "write_report"]
 
 
 def _series(records: list[dict[str, Any]], key: str, x: str = "epoch") -> tuple[list[float], list[float]]:
@@ -96,10 +95,45 @@ def plot_curves(records: list[dict[str, Any]], out_dir: Path, title: str = "",
     return written
 
 
+def plot_curvature(records: list[dict[str, Any]], path: Path, *, momentum: float = 0.0,
+                   edge: bool = True) -> Path | None:
+    """The probe's top Hessian eigenvalues against step, with the stability edge 2(1+β)/η of
+    (heavy-ball) gradient descent when `edge` (an adaptive method's edge is preconditioned)."""
+    if not records:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8.0, 4.2), dpi=110)
+    steps = [r["step"] for r in records]
+    k = max(len(r["eigenvalues"]) for r in records)
+    for i in range(k):
+        pts = [(r["step"], r["eigenvalues"][i]) for r in records if len(r["eigenvalues"]) > i]
+        ax.plot(*zip(*pts, strict=True), "o-", ms=3, lw=1.4, label=f"λ_{i + 1} (held batch)")
+    edge_pts = [(r["step"], 2 * (1 + momentum) / r["lr"]) for r in records if r.get("lr") and edge]
+    if edge_pts:
+        ax.plot(*zip(*edge_pts, strict=True), color="C3", ls="--", lw=1.2, label="stability edge 2(1+β)/η")
+    vals = [v for r in records for v in r["eigenvalues"]] + [e for _, e in edge_pts]
+    if vals and min(vals) > 0 and max(vals) > 20 * min(vals):
+        ax.set_yscale("log")
+    if len(steps) == 1:
+        ax.set_xlim(steps[0] - 0.5, steps[0] + 0.5)
+    ax.set_xlabel("step")
+    ax.set_ylabel("Hessian eigenvalue")
+    ax.set_title("curvature probe: top eigenvalues during training", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
 def _fmt(v: Any) -> str:
-    if isinstance(v, float):
-        return f"{v:.4g}"
-    return html.escape(str(v))
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
 def quick_findings(paths: RunPaths, cfg: RunConfig, summary: dict[str, Any], splits: Any = None,
@@ -147,8 +181,6 @@ def write_report(paths: RunPaths, cfg: RunConfig, summary: dict[str, Any], *, fi
     trace = [{"step": r["step"], "lr": r.get("lr"), "eigenvalues": [r["lambda_max"]]}
              for r in surviving(records) if isinstance(r.get("lambda_max"), float)]
     if figures and trace:  # [diagnostics] curvature_every
-        from thalweg.integrations.report import plot_curvature
-
         hp = cfg.optimizer.hyperparameters()
         png = plot_curvature(trace, paths.figures / "curvature_trace.png", momentum=float(hp.get("momentum") or 0.0),
                              edge=cfg.optimizer.name == "sgd")
@@ -171,28 +203,18 @@ def write_report(paths: RunPaths, cfg: RunConfig, summary: dict[str, Any], *, fi
 
 def render_page(title: str, *, doctor: str, summary: dict[str, Any], figures: list[Path],
                 records: list[dict[str, Any]], config: str) -> str:
-    """report.html: the doctor's findings first, the final numbers, the figures at full width
-    (`figures/<name>.png` next to the page), the non-finite events and the config."""
-    import html as _html
+    """report.html: the doctor's findings first (`doctor`: the section `to_html` wrote), the
+    final numbers, the figures at full width (`figures/<name>.png` next to the page), the
+    non-finite events and the config — every value escaped (`thalweg.page`)."""
+    from thalweg.page import Markup, document, figure, html, join, table
 
-    rows = "".join(f"<tr><th>{_html.escape(k)}</th><td>{_fmt(v)}</td></tr>"
-                   for k, v in summary.items() if k != "event")
+    rows = [(k, _fmt(v)) for k, v in summary.items() if k != "event"]
     events = [r for r in records if r.get("event") in ("nonfinite", "rollback", "stopped")]
-    ev_html = "".join(f"<li>{_html.escape(json.dumps(e))}</li>" for e in events[:50])
-    imgs = "".join(f'<figure><img src="figures/{p.name}" alt="{p.stem}"><figcaption>{p.stem}'
-                   "</figcaption></figure>" for p in figures)
-    return f"""<!doctype html>
-<html><head><meta charset="utf-8"><title>{_html.escape(title)}</title>
-<style>body{{font-family:sans-serif;max-width:1180px;margin:2em auto;padding:0 1em;color:#222}}
-table{{border-collapse:collapse}}th,td{{border-bottom:1px solid #ddd;padding:4px 10px;text-align:left}}
-figure{{display:inline-block;margin:6px;vertical-align:top;max-width:100%}}
-img{{max-width:100%;height:auto}}pre{{background:#f6f6f6;padding:1em;overflow-x:auto}}</style>
-</head><body>
-<h1>{_html.escape(title)}</h1>
-{doctor}
-<h2>Final numbers</h2><table>{rows}</table>
-<h2>Curves</h2>{imgs or "<p>(figures disabled)</p>"}
-<h2>Non-finite events</h2>{f"<ul>{ev_html}</ul>" if events else "<p>none</p>"}
-<h2>Resolved config</h2><pre>{_html.escape(config)}</pre>
-</body></html>
-"""
+    ev_html = join(html("<li>{}</li>", json.dumps(e)) for e in events[:50])
+    imgs = join(figure(f"figures/{p.name}", p.stem, p.stem) for p in figures)
+    return document(title, [
+        Markup(doctor),  # written by the doctor's to_html, which escapes what it shows
+        html("<h2>Final numbers</h2>{}", table((), rows, row_heads=True)),
+        html("<h2>Curves</h2>{}", imgs or Markup("<p>(figures disabled)</p>")),
+        html("<h2>Non-finite events</h2>{}", html("<ul>{}</ul>", ev_html) if events else Markup("<p>none</p>")),
+        html("<h2>Resolved config</h2><pre>{}</pre>", config)])
