@@ -207,7 +207,7 @@ def _capacity(ev: Any, found: Mapping[str, Finding], t: Thresholds) -> list[Find
                                "warning", reg, "The training loss cannot fall: reduce the constraint named in the "
                                "evidence", confidence=0.8, fix=fix, figure="loss"))
     over = found.get("OVERFITTING")
-    if d is None or not k:
+    if d is None or not k or getattr(d, "sample", False):
         return out
     per_class = d.num_train / k
     params = getattr(ev, "parameters", None)
@@ -357,7 +357,8 @@ def _ruled_out(code: str, ev: Any, t: Thresholds) -> bool:
     if code == "SMALL_BATCH_NORM":
         return m.get("norm") != "batch"
     if code == "TOO_LITTLE_DATA":
-        return d is None or not d.num_classes or d.num_train / d.num_classes >= t.little_data_per_class
+        return d is None or not d.num_classes or getattr(d, "sample", False) \
+            or d.num_train / d.num_classes >= t.little_data_per_class
     if code == "OVER_REGULARIZED":
         return True  # the config shows it, or not: _capacity names it when it does
     if code == "MODEL_TOO_SMALL":

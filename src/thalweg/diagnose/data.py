@@ -41,6 +41,7 @@ class DataStats:
     majority_fraction: float | None = None
     target_std: float | None = None  # regression
     label_signal: float | None = None  # nearest-neighbour label agreement above chance (0 = none, 1 = all)
+    sample: bool = False  # computed from a batch, not the training split: num_train is not the data's size
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -100,7 +101,7 @@ def label_signal(x: Tensor, y: Tensor, *, max_rows: int = 2000) -> float | None:
     on the inputs score well above 0 (digits ≈ 0.97); labels independent of them (shuffled)
     ≈ 0; a fraction q of random labels scales it by about (1 − q)². No model is involved."""
     n = min(len(x), max_rows)
-    if n < 10 or x[:n].reshape(n, -1).std(0).max() <= 0:
+    if n < 100 or x[:n].reshape(n, -1).std(0).max() <= 0:  # a batch says too little about the labels
         return None
     y = y[:n]
     agree = float((y[_neighbours(x[:n], 1)[:, 0]] == y).double().mean())
