@@ -14,7 +14,7 @@ import pytest
 ZOO = Path(__file__).resolve().parents[2] / "examples" / "sick"
 # epochs per member in CI (None: the config's own); the rest train 3 epochs
 BUDGET: dict[str, int | None] = {"overfitting": None, "underfitting": None, "small_batch_norm": 1,
-                                 "little_data": None, "noisy_labels": None}
+                                 "little_data": None, "noisy_labels": None, "over_regularized": None}
 UNTREATABLE = {"healthy", "label_imbalance", "noisy_labels"}
 #: the cause is the data: the config treatment can only regularize, and says so when it does not help
 DATA_CAUSED = {"little_data"}
