@@ -359,10 +359,11 @@ _APPLY: dict[str, Callable[[Config, np.random.Generator, int, Path], tuple[Confi
 }
 
 
-def draw(seed: int, folder: Path, *, healthy: bool = False, level: int = 0) -> Case:
+def draw(seed: int, folder: Path, *, healthy: bool = False, level: int = 0, attempt: int = 0) -> Case:
     """The case of generator seed `seed`: its fault is FAULTS[seed % len(FAULTS)] (so every
-    run of consecutive seeds covers the faults evenly), or none when `healthy`."""
-    rng = np.random.default_rng(seed)
+    run of consecutive seeds covers the faults evenly), or none when `healthy`. `attempt` > 0
+    draws another base for the same seed and fault (the zoo redraws a base that is not healthy)."""
+    rng = np.random.default_rng(seed if attempt == 0 else [seed, 1000 + attempt])
     base = draw_base(rng, seed, folder / "data")
     if healthy:
         return Case(seed, None, 0, _clean(base), None, "healthy")
@@ -371,6 +372,6 @@ def draw(seed: int, folder: Path, *, healthy: bool = False, level: int = 0) -> C
     b, s, note = _APPLY[fault](base, frng, level, folder / "data")
     b = _clean(b)
     s = _clean(s)
-    s["name"] = f"sick-{seed}-{level}"
-    b["name"] = f"base-{seed}-{fault}"
+    s["name"] = f"sick-{seed}-{level}" + (f"-a{attempt}" if attempt else "")
+    b["name"] = f"base-{seed}-{fault}" + (f"-a{attempt}" if attempt else "")
     return Case(seed, fault, level, b, s, note)

@@ -128,22 +128,48 @@ def hurts(fault: str, base: dict[str, Any], sick: dict[str, Any]) -> bool:
     return sick["best"] <= base["best"] - 0.05
 
 
+#: the generator's version: a cached case of another version is built again (its trainings stay cached)
+GENERATOR = 2
+
+
+def healthy_base(base: dict[str, Any]) -> bool:
+    """A base is healthy when it finished and did not overfit on its own: its final validation
+    loss within 1.25× its best (the bar a too-large model must clear to count as hurting)."""
+    if base["failed"] or base["best"] is None:
+        return False
+    vals = [r["val_loss"] for r in _metrics(Path(base["run_dir"])) if "val_loss" in r and "event" not in r]
+    return bool(vals) and vals[-1] <= 1.25 * min(vals)
+
+
 def build_case(seed: int, out: Path, log: Any, data: Path) -> dict[str, Any]:
-    """Draw, train and keep a seed's case (cached): the first level whose fault hurts."""
+    """Draw, train and keep a seed's case (cached): a healthy base (redrawn up to twice when the
+    drawn one overfits on its own), and the first fault level that hurts it."""
     cache = out / "cases" / f"seed-{seed}.json"
     got = _read(cache)
-    if got is not None:
+    if got is not None and got.get("generator") == GENERATOR:
         return got
     case: dict[str, Any] = {}
-    for level in range(3):
-        c = F.draw(seed, data, level=level)
-        base, sick = train(c.base, out), train(c.sick, out)
-        case = {"seed": seed, "fault": c.fault, "expected": c.expected, "level": level, "note": c.note,
-                "base": base, "sick": sick, "hurts": hurts(c.fault, base, sick), "sick_config": c.sick}
-        log(f"seed {seed} {c.fault} level {level} ({c.note}): base {base['best']}, sick {sick['best']}"
-            f"{' failed' if sick['failed'] else ''} → {'hurts' if case['hurts'] else 'does not hurt'}")
-        if case["hurts"]:
+    for attempt in range(3):
+        for level in range(3):
+            c = F.draw(seed, data, level=level, attempt=attempt)
+            base = train(c.base, out)
+            if not healthy_base(base):
+                log(f"seed {seed} attempt {attempt}: the base is not healthy (it overfits or failed) — redrawn")
+                case = {}
+                break
+            sick = train(c.sick, out)
+            case = {"seed": seed, "fault": c.fault, "expected": c.expected, "level": level, "note": c.note,
+                    "attempt": attempt, "base": base, "sick": sick, "hurts": hurts(c.fault, base, sick),
+                    "sick_config": c.sick, "generator": GENERATOR}
+            log(f"seed {seed} {c.fault} level {level} ({c.note}): base {base['best']}, sick {sick['best']}"
+                f"{' failed' if sick['failed'] else ''} → {'hurts' if case['hurts'] else 'does not hurt'}")
+            if case["hurts"]:
+                break
+        if case:
             break
+    if not case:  # three unhealthy bases: the seed is reported as such, not used
+        case = {"seed": seed, "fault": F.FAULTS[seed % len(F.FAULTS)], "hurts": False, "unhealthy_base": True,
+                "generator": GENERATOR}
     _write(cache, case)
     return case
 
@@ -299,7 +325,9 @@ def report(cases: list[dict[str, Any]], answers: dict[str, dict[str, dict[str, A
     rows.append(row)
     tables["accuracy"] = {"header": head, "rows": rows}
     figures["sick_runs"] = n
-    figures["did_not_hurt"] = len(cases) - n
+    figures["unhealthy_bases"] = sum(bool(c.get("unhealthy_base")) for c in cases)
+    figures["redrawn_bases"] = sum(int(c.get("attempt") or 0) for c in cases)
+    figures["did_not_hurt"] = len(cases) - n - figures["unhealthy_bases"]
     last = tags[-1]
     got = Counter(answers[last][c["sick"]["run_dir"]]["codes"][0] for c in kept)
     order = [F.EXPECTED[f] for f in F.FAULTS]
@@ -394,7 +422,9 @@ def main(argv: list[str] | None = None) -> int:
     if a.quiet_report:
         return 0
     rec, lines = report(cases, answers, tags, healthy)
-    print(f"\ngenerator seeds {a.seeds}: {len(cases)} cases, {rec['figures']['sick_runs']} where the fault hurt")
+    f = rec["figures"]
+    print(f"\ngenerator seeds {a.seeds}: {len(cases)} cases, {f['sick_runs']} where the fault hurt "
+          f"({f['did_not_hurt']} did not; {f['redrawn_bases']} bases redrawn because they overfit on their own)")
     print(_table(rec["tables"]["accuracy"]))
     print("\nconfusion (" + tags[-1] + "):")
     print(_table(rec["tables"]["confusion"]))

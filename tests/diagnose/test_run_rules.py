@@ -131,7 +131,7 @@ def test_underfitting_is_a_symptom_whose_cause_leads() -> None:
     tr = [2.3 * math.exp(-i / 3) * 0.5 + 1.05 for i in range(20)]
     cfg = {**SGD, "model": {"name": "mlp", "width": 2, "depth": 1}}
     f = diagnose_run(RunEvidence(config=cfg, records=_records(tr, [(1.3, 0.45), (1.2, 0.5)], acc=0.6), data=_data()))[0]
-    assert f.code == "MODEL_TOO_SMALL" and f.evidence["narrowest_layer_units"] == 2 and f.fix == {"model.width": 64}
+    assert f.code == "MODEL_TOO_SMALL" and f.evidence["narrowest_layer_features"] == 2 and f.fix == {"model.width": 64}
     assert [s.code for s in f.symptoms] == ["UNDERFITTING"]  # shown under its cause, not ranked on its own
     heavy = {**SGD, "optimizer": {"name": "adamw", "lr": 1e-3, "weight_decay": 30.0}}
     f = _run(_records(tr, [(1.3, 0.45), (1.2, 0.5)], acc=0.6), heavy)[0]

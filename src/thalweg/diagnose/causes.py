@@ -154,7 +154,8 @@ def _saturating(ev: Any, found: Mapping[str, Finding], t: Thresholds) -> list[Fi
 
 
 def _representation(ev: Any) -> int | None:
-    """The narrowest hidden representation: measured (the doctor's forward pass), else an MLP's width."""
+    """The narrowest hidden layer, in features per position (an MLP's width, a CNN's channels):
+    measured (the doctor's forward pass), else an MLP's configured width."""
     b = getattr(ev, "bottleneck", None)
     m = _cfg(ev, "model")
     if b is None and m.get("name", "mlp") == "mlp" and (m.get("depth") is None or m.get("depth") > 0):
@@ -181,14 +182,14 @@ def _capacity(ev: Any, found: Mapping[str, Finding], t: Thresholds) -> list[Find
         narrow = _representation(ev)
         fit = (getattr(ev, "label_fit", None) or {}).get("train_accuracy")
         poor = under or (fit is not None and fit < 0.9)
-        if poor and narrow is not None and narrow <= k and m.get("name") != "linear":
+        if poor and narrow is not None and narrow < k and m.get("name") != "linear":
             width = m.get("width") if m.get("name") != "cnn1d" else m.get("channels")
             key = "model.channels" if m.get("name") == "cnn1d" else "model.width"
             fix = {key: max(64 if key == "model.width" else 32, 8 * int(width or 1))}
-            out.append(Finding("MODEL_TOO_SMALL", "Too little capacity: a layer no wider than the number of classes",
-                               "warning", {"narrowest_layer_units": narrow, "num_classes": k,
+            out.append(Finding("MODEL_TOO_SMALL", "Too little capacity: a layer narrower than the number of classes",
+                               "warning", {"narrowest_layer_features": narrow, "num_classes": k,
                                            "parameters": getattr(ev, "parameters", None)},
-                               "Every prediction passes through no more units than there are classes to tell apart, "
+                               "Every prediction passes through fewer features than there are classes to tell apart, "
                                "so the model cannot fit even its training data; widen it", confidence=0.85, fix=fix,
                                figure="loss"))
     if under and k:
@@ -213,8 +214,8 @@ def _capacity(ev: Any, found: Mapping[str, Finding], t: Thresholds) -> list[Find
     params = getattr(ev, "parameters", None)
     gap = _gap(ev)
     skill = _val_skill(ev)
-    if per_class < t.little_data_per_class and (over is not None or _troubled(found) or (gap or 0) > 0.2
-                                                or (skill is not None and skill < 0.5)):
+    if per_class < t.little_data_per_class and (over is not None or _troubled(found) or (gap or 0) > 0.1
+                                                or (skill is not None and skill < 0.8)):
         ev_ = {"training_examples": d.num_train, "num_classes": k, "examples_per_class": per_class,
                "parameters": params}
         if gap is not None:
@@ -257,7 +258,7 @@ def _noisy_labels(ev: Any, found: Mapping[str, Finding], t: Thresholds) -> list[
         return []
     signal = getattr(d, "label_signal", None)
     fit = getattr(ev, "label_fit", None) or {}
-    if signal is not None and signal < t.label_signal_weak and "NO_LEARNING" in found:
+    if signal is not None and signal < t.label_signal_weak and ("NO_LEARNING" in found or "UNDERFITTING" in found):
         return [Finding("LABEL_PROBLEMS", "The labels look unrelated to the inputs", "critical",
                         {"nearest_neighbour_label_signal": signal, "threshold": t.label_signal_weak},
                         "An example's nearest neighbour shares its label hardly more often than two random "
@@ -284,15 +285,16 @@ def _lr(ev: Any, found: Mapping[str, Finding], t: Thresholds, peak: float | None
     """LR_TOO_HIGH / LR_TOO_LOW from the range test, units killed during training and the probe."""
     out: list[Finding] = []
     trouble = _troubled(found)
+    poor = trouble or (["UNDERFITTING"] if "UNDERFITTING" in found else [])  # a run that cannot fit
     sugg = getattr(ev, "lr_suggestion", None)
-    if peak and sugg and trouble:
+    if peak and sugg and poor:
         edge = 10 * sugg  # the range test's loss minimum (the suggestion is a tenth of it)
         if peak >= t.lr_above_range * edge:
             out.append(Finding("LR_TOO_HIGH", "Learning rate too high: beyond the range test's loss minimum",
-                               "warning", {"lr": peak, "range_test_loss_minimum_at": edge, "signs": trouble},
+                               "warning", {"lr": peak, "range_test_loss_minimum_at": edge, "signs": poor},
                                "At this rate the range test's loss was already rising; lower it",
                                confidence=0.75 if peak >= 3 * edge else 0.6, figure="loss"))
-        elif peak <= edge / t.lr_below_range:
+        elif peak <= edge / t.lr_below_range and trouble:  # a slow but fitting run may just need time
             out.append(Finding("LR_TOO_LOW", "Learning rate too low: far below the range test's loss minimum",
                                "warning", {"lr": peak, "range_test_loss_minimum_at": edge, "signs": trouble},
                                "The range test kept improving for orders of magnitude above this rate; raise it",

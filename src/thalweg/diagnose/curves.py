@@ -199,7 +199,13 @@ def _lr_too_high(x: _Ctx) -> list[Finding]:
     if x.lr_edge_ratio is not None:
         ev["lr_x_lambda_max_over_edge"] = x.lr_edge_ratio
     what = "the loss ended far above its minimum" if diverged else "the loss spiked"
-    return [Finding("LR_TOO_HIGH", f"Learning rate too high: {what}", "critical" if diverged else "warning", ev,
+    learned = x.chance is None or lo < x.chance  # its best was better than predicting the label frequencies
+    recovered = not diverged and not beyond and tail <= lo + add and learned  # spiked, came back to its best
+    if recovered:
+        ev["recovered"] = True
+        conf = 0.4
+    return [Finding("LR_TOO_HIGH", f"Learning rate too high: {what}" + (" (and recovered)" if recovered else ""),
+                    "critical" if diverged else "info" if recovered else "warning", ev,
                     "Steps overshoot (oscillation, spikes, divergence); lower the learning rate",
                     confidence=min(conf, 0.95), fix={"optimizer.lr": lr / 10} if lr else {}, figure="loss")]
 
@@ -280,6 +286,7 @@ def _overfitting(x: _Ctx) -> list[Finding]:
     if c.train_acc and acc_best is not None:
         gap = c.train_acc[-1][1] - acc_best[1]
     by_rise = rise > x.t.overfit_rise and len(after) >= 2 and falling
+    steep = rise > x.t.overfit_rise_alone and len(after) >= 2 and falling  # accuracy held, loss far up
     by_gap = gap is not None and gap > x.t.overfit_gap and c.train_acc[-1][1] > 0.9 and rise > x.t.overfit_rise / 3
     if not (by_rise or by_gap or (rise > x.t.overfit_rise / 3 and len(after) >= 2 and falling)):
         return []
@@ -289,7 +296,7 @@ def _overfitting(x: _Ctx) -> list[Finding]:
     wide = gap is not None and gap > x.t.overfit_gap / 3
     if gap is None and c.train:  # regression: compare the two losses
         wide = end > 2 * max(c.train[-1][1], 1e-12)
-    if by_gap or (by_rise and wide):
+    if by_gap or (by_rise and wide) or steep:
         conf = max(min(rise / 0.3, 0.9) if by_rise else 0.0, min(0.5 + (gap or 0.0), 0.9) if by_gap else 0.0)
         return [Finding("OVERFITTING", "Overfitting: validation loss rises after its best while training loss falls",
                         "warning", ev, "The model memorizes the training set (best.pt keeps the weights from the "

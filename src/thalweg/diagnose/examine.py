@@ -27,6 +27,7 @@ from thalweg.diagnose import (
     data_statistics,
     diagnose,
     diagnose_run,
+    flatten,
     rank,
     weight_changes,
 )
@@ -166,7 +167,8 @@ def _examine_run(path: Path, *, max_samples: int, mode: str, grad_tol: float, wi
         if c is not None:
             ev.end["curvature"] = c
     findings = diagnose_run(ev, t)
-    if lr_finder and any(f.severity != "info" for f in findings):  # a sick run: is the rate in range?
+    if lr_finder and any(f.severity != "info" or f.code == "UNDERFITTING" for f in flatten(findings)):
+        # a sick run, or one that cannot fit: is the rate in range?
         ev.lr_suggestion = _lr_suggestion(cfg, splits.x_train, splits.y_train, objective)
         findings = diagnose_run(ev, t)
     if probe:
@@ -202,12 +204,12 @@ def _trained_config(cfg: RunConfig, latest: tuple[Path, dict[str, Any]] | None,
 
 
 def _bottleneck(model: nn.Module, x: torch.Tensor) -> int | None:
-    """The fewest units (per example) any activation layer outputs: the narrowest hidden
-    representation every prediction passes through (None without activation layers)."""
+    """The fewest features any activation layer outputs per position (an MLP layer's units, a
+    convolution's channels): the narrowest hidden representation (None without activations)."""
     from thalweg.monitors import ACTIVATION_TYPES
 
     sizes: list[int] = []
-    hooks = [m.register_forward_hook(lambda _m, _i, out: sizes.append(out[0].numel()))
+    hooks = [m.register_forward_hook(lambda _m, _i, out: sizes.append(out.shape[1] if out.ndim > 1 else 1))
              for m in model.modules() if type(m) in ACTIVATION_TYPES]
     was = model.training
     model.eval()

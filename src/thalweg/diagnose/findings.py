@@ -149,14 +149,15 @@ class Thresholds:
     # run-level rules (curves, data, config)
     no_learning_skill: float = 0.05  # best val loss within 5 % of the chance level
     no_learning_accuracy: float = 0.1  # and accuracy within 10 % of the way from chance to perfect
-    overfit_rise: float = 0.3  # val loss 30 % above its best at the end
+    overfit_rise: float = 0.3  # val loss 30 % above its best at the end (with an accuracy gap)
+    overfit_rise_alone: float = 0.5  # or 50 % above it whatever the accuracy does
     overfit_gap: float = 0.3  # train accuracy − val accuracy
     spike_factor: float = 2.0  # a train-loss record this many times its running minimum
     diverged_factor: float = 1.5  # ended this many times above its minimum
     plateau_fraction: float = 0.4  # flat for this fraction of the run
     plateau_tolerance: float = 0.02  # "flat": within 2 % of the chance-to-floor range
     slow_late_fraction: float = 0.15  # share of the total decrease still made in the last quarter
-    moved_little: float = 0.05  # relative weight change over the whole run
+    moved_little: float = 0.1  # relative weight change over the whole run
     scale_orders: float = 2.0  # feature scales spanning this many decades
     scale_max: float = 100.0  # or a feature RMS this large
     imbalance: float = 0.9  # majority class share

@@ -278,6 +278,9 @@ def diagnose_run(ev: RunEvidence, thresholds: Thresholds | None = None) -> list[
             if f.evidence.get("at") == "initialization" and f.code != "NONFINITE":
                 f.severity, f.confidence = "info", min(f.confidence, 0.4)
                 f.evidence["note"] = "at the start only: the run trained past it"
+            elif f.code == "LR_BEYOND_STABILITY":  # gradient descent often runs at the edge of stability
+                f.severity, f.confidence = "info", min(f.confidence, 0.4)
+                f.evidence["note"] = "the loss still fell: training at the edge of stability is common"
     if any(f.code in ("RECOVERED",) for f in found):  # the blow-up is history: the present is what counts
         measured = [f for f in measured if f.code != "NONFINITE" or f.evidence.get("at") == "end of the run"]
     found = _merge(found + measured)
