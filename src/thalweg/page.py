@@ -20,7 +20,7 @@ __all__ = ["Markup", "document", "escape", "figure", "html", "join", "png_data",
 
 #: the pages' shared look
 STYLE = ("body{font-family:sans-serif;max-width:1180px;margin:2em auto;padding:0 1em;color:#222}"
-         "table{border-collapse:collapse;margin:0.5em 0}th,td{border-bottom:1px solid #ddd;padding:3px 9px;"
+         "table{border-collapse:collapse;margin:0.5em 0;display:block;overflow-x:auto;max-width:100%}th,td{border-bottom:1px solid #ddd;padding:3px 9px;"
          "text-align:left;font-size:13px}figure{display:inline-block;margin:6px;vertical-align:top;max-width:100%}"
          "img{max-width:100%;height:auto}pre{background:#f6f6f6;padding:1em;overflow-x:auto}")
 

@@ -104,6 +104,42 @@ def bf16_training(make: Callable[[Any], torch.optim.Optimizer], scheduler: Calla
     return start, torch.cat([p.detach().flatten() for p in model.parameters()])
 
 
+def bf16_forced_steps(make: Callable[[Any], torch.optim.Optimizer], make_ref: Callable[[Any], torch.optim.Optimizer],
+                      steps: int = 60) -> list[float]:
+    """The reference trains the MLP of :func:`bf16_training` under bf16 autocast; at every step
+    the other optimizer starts from the reference's parameters with the reference's gradients
+    (its own state, which the same gradients drive). Returns, per step, the largest difference
+    of the two updated parameter sets relative to the largest update. Teacher forcing keeps
+    a last-bit difference from reaching the next bf16 forward, where a flipped bf16 rounding
+    turns it into an O(bf16 ulp) gradient change (chaos, not the optimizer's error)."""
+    x = torch.randn(256, 40, generator=torch.Generator().manual_seed(1))
+    y = torch.randint(0, 10, (256,), generator=torch.Generator().manual_seed(2))
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(40, 64), torch.nn.ReLU(), torch.nn.Linear(64, 10))
+    shadow = [torch.nn.Parameter(p.detach().clone()) for p in model.parameters()]
+    ref, ours = make_ref(model.parameters()), make(shadow)
+    for opt in (ref, ours):
+        if callable(getattr(opt, "train", None)):
+            opt.train()
+    rel = []
+    for _ in range(steps):
+        ref.zero_grad()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss = torch.nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        before = [p.detach().clone() for p in model.parameters()]
+        with torch.no_grad():
+            for s, p in zip(shadow, model.parameters(), strict=True):
+                s.copy_(p)
+                s.grad = p.grad.clone()
+        ref.step()
+        ours.step()
+        step = max((p.detach() - b).abs().max().item() for p, b in zip(model.parameters(), before, strict=True))
+        diff = max((s.detach() - p.detach()).abs().max().item() for s, p in zip(shadow, model.parameters(), strict=True))
+        rel.append(diff / max(step, 1e-30))
+    return rel
+
+
 def train_steps(opt: torch.optim.Optimizer, ps: list[torch.nn.Parameter], steps: int) -> None:
     """`steps` optimizer steps on :func:`loss_fn`."""
     for _ in range(steps):

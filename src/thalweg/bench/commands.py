@@ -14,6 +14,15 @@ def register(app: typer.Typer) -> None:
                         no_args_is_help=True)  # fmt: skip
     app.add_typer(bench, name="bench")
 
+    @bench.callback()
+    def _needs_optuna() -> None:
+        """Benchmark optimizers (needs the [bench] extra: Optuna)."""
+        import importlib.util
+
+        if importlib.util.find_spec("optuna") is None:
+            typer.echo("error: thalweg bench needs Optuna: pip install 'thalweg[bench]'", err=True)
+            raise typer.Exit(2)
+
     @bench.command("run")
     def run(
         source: str = typer.Argument("quick", help="A suite (quick, seeds, mnist1d, full) or a bench TOML."),
@@ -28,9 +37,13 @@ def register(app: typer.Typer) -> None:
         storage: str | None = typer.Option(None, "--storage", help="SQLAlchemy URL of the study database (default: DIR/NAME/study.db)."),
         executor: str = typer.Option("local", "--executor", help="local or ray."),
         ray_address: str | None = typer.Option(None, "--ray-address", help="Ray cluster to join (default: a local one)."),
+        sets: list[str] | None = typer.Option(
+            None, "--set", help="FIELD=VALUE: change one field of the suite or TOML (repeatable), checked "
+                                "as if it were in the file, e.g. --set seeds=3 --set 'optimizers=[\"adam\"]'."),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No live progress."),
     ) -> None:
         """Run (or resume) a bench; writes DIR/NAME/{results.jsonl, report.html, study.db}."""
+        from thalweg import overrides
         from thalweg.bench.api import run_bench
         from thalweg.bench.runner import BenchError
         from thalweg.bench.suites import BenchConfigError
@@ -43,8 +56,9 @@ def register(app: typer.Typer) -> None:
         with exit_on_run_errors("run the same `thalweg bench run` again: it resumes the bench",
                                 also=(BenchConfigError, BenchError, RuntimeError)):
             res = run_bench(source, out_dir=out_dir, workers=workers, threads=threads, storage=storage,
-                            executor=executor, ray_address=ray_address, quiet=quiet, ruleset=ruleset,
-                            name=name, trials=trials, studies=studies)  # fmt: skip
+                            executor=executor, ray_address=ray_address, quiet=quiet,
+                            **{**overrides.parse(sets or []), "ruleset": ruleset, "name": name,
+                               "trials": trials, "studies": studies})  # fmt: skip
         rs = ruleset or next((r["ruleset"] for r in res.records), "external")
         typer.echo(f"bench: {res.dir}  ({len(res.records)} trials, {res.recovered} resumed, "
                    f"{res.seconds:.0f} s); report: {res.report}")  # fmt: skip

@@ -92,17 +92,31 @@ def _score_rows(records: Sequence[Mapping[str, Any]], rs: str, r_max: float) -> 
 
 
 def _ttt_rows(records: Sequence[Mapping[str, Any]], rs: str) -> tuple[list[str], list[list[Any]]]:
+    """One row per submission, one column per workload (19 submissions as columns overflow)."""
     sec, stp = scoring.workload_times(records, "seconds", rs), scoring.workload_times(records, "steps", rs)
     subs = sorted(sec)
     wls = list(dict.fromkeys(r["workload"] for r in records if r.get("ruleset") == rs))
     rows = []
-    for w in wls:
+    for s in subs:
         cells = []
-        for s in subs:
+        for w in wls:
             t, k = stp[s].get(w, math.inf), sec[s].get(w, math.inf)
             cells.append(html("{} <small>({} s)</small>", f"{t:.0f}", f"{k:.2f}") if math.isfinite(t) else "∞")
-        rows.append([w, *cells])
-    return ["workload", *subs], rows
+        rows.append([html("<b>{}</b>", s), *cells])
+    return ["submission", *wls], rows
+
+
+def _interval(c: tuple[float, float, float] | None, lo: float | None = None, hi: float | None = None,
+              n: int = 0) -> Markup:
+    """"mean [low, high]" of a Student-t interval, clipped to what the quantity can be (a step
+    count is ≥ 0, an accuracy in [0, 1]); with 2 values the interval is ±6.4 sd wide — said so."""
+    if c is None:
+        return Markup("—")
+    m, a, b = c
+    a = a if lo is None else max(a, lo)
+    b = b if hi is None else min(b, hi)
+    note = Markup(" <small>(2 seeds: t-interval ±6.4 sd)</small>") if n == 2 else Markup("")
+    return html("{} [{}, {}]{}", f"{m:.4g}", f"{a:.4g}", f"{b:.4g}", note)
 
 
 def _rerun_rows(records: Sequence[Mapping[str, Any]]) -> list[list[str]]:
@@ -113,11 +127,14 @@ def _rerun_rows(records: Sequence[Mapping[str, Any]]) -> list[list[str]]:
     rows = []
     for (w, s), rs in sorted(groups.items()):
         hit = [r["time_to_target"]["steps"] for r in rs if r.get("reached")]
-        ci_t = scoring.mean_ci(hit)
-        ci_m = scoring.mean_ci([r.get("final_metric") for r in rs])
-        fmt = (lambda c: "—" if c is None else f"{c[0]:.4g} [{c[1]:.4g}, {c[2]:.4g}]")  # noqa: E731
-        test = scoring.mean_ci([(r.get("test") or {}).get("test_accuracy") for r in rs])
-        rows.append([w, s, f"{len(hit)}/{len(rs)}", fmt(ci_t), fmt(ci_m), fmt(test)])
+        finals = [r.get("final_metric") for r in rs]
+        tests = [(r.get("test") or {}).get("test_accuracy") for r in rs]
+        metric = str(rs[0].get("metric") or "")
+        bounds = (0, 1) if metric.endswith("accuracy") else (0, None) if "loss" in metric else (None, None)
+        rows.append([w, s, f"{len(hit)}/{len(rs)}",
+                     _interval(scoring.mean_ci(hit), lo=0, n=len(hit)),
+                     _interval(scoring.mean_ci(finals), *bounds, n=sum(v is not None for v in finals)),
+                     _interval(scoring.mean_ci(tests), 0, 1, n=sum(v is not None for v in tests))])
     return rows
 
 
@@ -177,13 +194,15 @@ def write_report(bench_dir: str | Path) -> Path:
         parts.append(table(["submission", "score (seconds)", "score (steps)", "workloads within r_max", "trials"],
                            _score_rows(records, rs, r_max)))  # fmt: skip
         head, rows = _ttt_rows(records, rs)
-        parts.append(html("<h3>Time to target — {} (steps; training seconds)</h3>{}", rs, table(head, rows)))
+        parts.append(html("<h3>Time to target — {}: steps of the median study's fastest trial (its training "
+                          "seconds)</h3>{}", rs, table(head, rows)))
     parts.append(html("<h2>Performance profiles</h2>{}", _img(prof, "performance profile")))
     parts.append(html("<h2>Learning-rate sensitivity</h2>{}", _img(sens, "learning-rate sensitivity")))
     reruns = _rerun_rows(records)
     if reruns:
         parts.append(Markup("<h2>The chosen configuration over seeds</h2><p>Mean and 95 % Student-t "
-                            "interval over the re-run seeds.</p>"))  # fmt: skip
+                            "interval over the re-run seeds, clipped to what the quantity can be (steps ≥ 0, "
+                            "losses ≥ 0, accuracies in [0, 1]).</p>"))  # fmt: skip
         parts.append(table(["workload", "submission", "reached", "steps to target", "final metric",
                             "test accuracy"], reruns))  # fmt: skip
     gap = _gap_rows(records)

@@ -9,6 +9,7 @@ learning-rate sweep), the sampler and pruner, and optional target/budget overrid
 
 from __future__ import annotations
 
+import copy
 import math
 import tomllib
 from dataclasses import replace
@@ -22,6 +23,8 @@ from thalweg.bench.runner import Plan
 from thalweg.bench.submissions import Dim, Submission, SubmissionError
 from thalweg.bench.workloads import Workload, WorkloadError
 from thalweg.optim.registry import SearchDim
+from thalweg.overrides import OverrideError
+from thalweg.overrides import apply as apply_overrides
 
 __all__ = ["SUITES", "BenchConfig", "BenchConfigError", "build_plans", "follow_up_for", "load_bench"]
 
@@ -211,10 +214,11 @@ def _error(where: str, err: ValidationError) -> BenchConfigError:
 
 
 def load_bench(source: str | Path, **overrides: Any) -> BenchConfig:
-    """A built-in suite by name, or a TOML file; `overrides` replace top-level keys."""
+    """A built-in suite by name, or a TOML file; `overrides` replace keys (dotted ones reach
+    into tables: "targets.quadratic" — `thalweg bench run --set`); None leaves a key alone."""
     src = str(source)
     if src in SUITES:
-        data, where = dict(SUITES[src]), f"suite {src!r}"
+        data, where = copy.deepcopy(SUITES[src]), f"suite {src!r}"
     else:
         p = Path(src)
         if not p.is_file():
@@ -225,7 +229,10 @@ def load_bench(source: str | Path, **overrides: Any) -> BenchConfig:
             raise BenchConfigError(f"{p}: not valid TOML: {e}") from None
         data.setdefault("name", p.stem)
         where = str(p)
-    data.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        apply_overrides(data, {k: v for k, v in overrides.items() if v is not None})
+    except OverrideError as e:
+        raise BenchConfigError(f"{where}: --set {e.section + '.' if e.section else ''}{e.field}: {e}") from None
     try:
         return BenchConfig.model_validate(data)
     except ValidationError as e:

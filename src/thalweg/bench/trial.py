@@ -74,16 +74,10 @@ def _problem(w: Any, overrides: dict[str, Any], seed: int) -> Any:
     if w.config is None:
         raise ValueError(f"workload {w.key!r} is not a config workload; it takes no config overrides")
     from thalweg.bench.problems import _config_problem
+    from thalweg.overrides import apply
     from thalweg.train import parse_config
 
-    data = w.config.model_dump(mode="json")
-    for key, value in overrides.items():
-        *parents, leaf = key.split(".")
-        node = data
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = value
-    return _config_problem(parse_config(data), seed)
+    return _config_problem(parse_config(apply(w.config.model_dump(mode="json"), overrides)), seed)
 
 
 def _schedule(cfg: dict[str, Any], steps: int, steps_per_epoch: int) -> Any:

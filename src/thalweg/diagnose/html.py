@@ -11,7 +11,7 @@ from typing import Any
 from thalweg.diagnose.findings import Finding, _fmt
 from thalweg.page import Markup, document, html, join
 
-__all__ = ["markers", "to_html", "write_html_section"]
+__all__ = ["markers", "read_sections", "to_html", "write_html_section"]
 
 _COLORS = {"critical": "#b00020", "warning": "#b26a00", "info": "#2f6f3e"}
 
@@ -19,6 +19,20 @@ _COLORS = {"critical": "#b00020", "warning": "#b26a00", "info": "#2f6f3e"}
 def markers(name: str = "doctor") -> tuple[str, str]:
     """The comment pair that delimits a section `name` in a report."""
     return f"<!-- thalweg-{name}:start -->", f"<!-- thalweg-{name}:end -->"
+
+
+def read_sections(doc: str) -> dict[str, str]:
+    """Every marked section of a report (name → the section with its markers), in page order:
+    what other commands (`thalweg doctor`, `thalweg inspect`) put into a run's report.html."""
+    import re
+
+    out: dict[str, str] = {}
+    for m in re.finditer(r"<!-- thalweg-([\w.-]+):start -->", doc):
+        end = markers(m.group(1))[1]
+        j = doc.find(end, m.end())
+        if j >= 0:
+            out[m.group(1)] = doc[m.start(): j + len(end)]
+    return out
 
 
 def _img(path: Path | None, base: Path | None) -> Markup:
@@ -55,14 +69,19 @@ def to_html(findings: Sequence[Finding], *, title: str = "Diagnosis (thalweg doc
     An image is shown once, at the first finding that points at it (several findings often
     share the loss curves)."""
     figs: Mapping[Any, Path | None] = figures or {}
-    shown: set[Path] = set()
-    items = []
-    for i, f in enumerate(findings):
-        path = figs.get(i)
-        items.append(_finding(f, _img(path, base) if path is not None and path not in shown else Markup("")))
-        if path is not None:
-            shown.add(path)
-    body = (html("<ol>{}</ol>", join(items)) if findings
+    shown: dict[Path, int] = {}  # a figure several findings share is shown once, with the first
+
+    def picture(i: int) -> Markup:
+        p = figs.get(i)
+        if p is None:
+            return Markup("")
+        if Path(p) in shown:
+            return html("<br><small>(its evidence: the figure of finding {} above)</small>", shown[Path(p)] + 1)
+        shown[Path(p)] = i
+        return _img(p, base)
+
+    items = join(_finding(f, picture(i)) for i, f in enumerate(findings))
+    body = (html("<ol>{}</ol>", items) if findings
             else Markup("<p>No findings: gradients, activations and curvature look healthy.</p>"))
     start, end = markers("doctor")
     note_html = html("<p><small>{}</small></p>", note) if note else Markup("")

@@ -187,7 +187,7 @@ def register(app: typer.Typer) -> None:
         start_lr: float = typer.Option(1e-6, help="First learning rate."),
         end_lr: float = typer.Option(10.0, help="Last learning rate."),
         steps: int = typer.Option(100, min=3, help="Number of minibatches in the sweep."),
-        rule: str = typer.Option("steepest", help="Suggestion rule: steepest or min/10."),
+        rule: str = typer.Option("min/10", help="Suggestion rule: min/10 (stable across --steps) or steepest."),
         diverge_factor: float = typer.Option(4.0, help="Stop when loss > this × best."),
         seed: int = typer.Option(0, help="Seed for the model and the batches."),
         out: Path = typer.Option(Path("lr_find"), "--out", "-o", help="Directory for lr_find.png and lr_find.npz."),

@@ -19,6 +19,10 @@ _LABEL = {"maml": "MAML (second order)", "fomaml": "first-order MAML", "reptile"
           "scratch": "untrained init, fine-tuned"}
 
 
+def _num(v: Any) -> str:
+    return f"{v:.4g}" if isinstance(v, int | float) and not isinstance(v, bool) else str(v)
+
+
 def _plt() -> Any:
     import matplotlib
 
@@ -115,22 +119,24 @@ def plot_meta_training(records: Sequence[Mapping[str, Any]], key: str, path: Pat
 
 def write_report(path: Path, title: str, summary: Mapping[str, Any], figures: Sequence[Path],
                  config_text: str) -> Path:
-    """report.html: the adaptation table (mean ± 95 % CI per step), the figures, the config —
-    every value escaped (`thalweg.page`)."""
-    import json
-
+    """report.html: the adaptation table (mean ± 95 % CI per step), the figures, the weights
+    each method's row adapts (a table) and the config — every value escaped (`thalweg.page`)."""
     from thalweg.page import document, figure, html, join, table
 
     adaptation = summary["adaptation"]
     steps = next(iter(adaptation.values()))["steps"]
-    rows = [[k, *(f"{m:.4g} ± {c:.2g}" for m, c in zip(v["mean"], v["ci95"], strict=True))]
+    rows = [[_LABEL.get(k, k), *(f"{m:.4g} ± {c:.2g}" for m, c in zip(v["mean"], v["ci95"], strict=True))]
             for k, v in adaptation.items()]
+    best = [[_LABEL.get(k, k), b.get("iteration", "—"), b.get("metric", ""), _num(b.get("value"))]
+            if isinstance(b, Mapping) else [_LABEL.get(k, k), "—", "", b]
+            for k, b in (summary.get("best") or {}).items()]
     doc = document(title, [
         html("<h2>{} after k inner steps (mean ± 95 % CI over {} meta-test tasks)</h2>", summary["metric"],
              summary["test_tasks"]),
         table(["method \\ k", *steps], rows, row_heads=True),
         html("<h2>Figures</h2>{}", join(figure(f"figures/{p.name}", p.stem, p.stem) for p in figures)),
-        html("<h2>Best meta-validation weights</h2><pre>{}</pre>", json.dumps(summary["best"], indent=1)),
+        html("<h2>Best meta-validation weights (what the table above adapts)</h2>{}",
+             table(["method", "meta-iteration", "meta-validation metric", "value"], best, row_heads=True)),
         html("<h2>Resolved config</h2><pre>{}</pre>", config_text)])
     path.write_text(doc, encoding="utf-8")
     return path

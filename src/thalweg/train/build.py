@@ -26,7 +26,7 @@ from thalweg.train.components import (
     prepare_data,
     task_losses,
 )
-from thalweg.train.config import ConfigError, RunConfig, load_config, parse_config
+from thalweg.train.config import ConfigError, RunConfig, load_config, lr_notice, parse_config
 from thalweg.train.rundir.state import seed_everything
 
 __all__ = ["RunParts", "as_config", "build_run"]
@@ -114,6 +114,8 @@ def build_run(config: RunConfig | dict[str, Any] | str | Path | None, *,
         check_fits(est, cfg, dev)
     if optimizer:
         opt, info = build_optimizer(cfg, model)
+        if (note := lr_notice(cfg.optimizer)) is not None:
+            notes.append(note)
     else:
         opt, info = None, None
         with contextlib.suppress(ValueError):  # a loaded run's optimizer may not be registered

@@ -194,7 +194,8 @@ class BackwardStepper:
     def _view(bucket: _Bucket, j: int) -> Tensor:
         seg, a = bucket.seg, bucket.seg.offsets[j] - bucket.start
         assert bucket.buf is not None
-        return bucket.buf[a : a + seg.numels[j]].view_as(seg.params[j])
+        v = bucket.buf[a : a + seg.numels[j]].view(seg.shapes[j])
+        return torch.view_as_complex(v) if seg.complex[j] else v
 
     def flush(self) -> None:
         """End of backward: update what incomplete buckets received (the rest is skipped) and

@@ -92,7 +92,7 @@ def plan_segment(opt: FlatCore, seg: Segment, active: list[bool], chunk: int) ->
         else:
             hp = vals
         states = storage.kernel_state(seg, chain, layout)
-        unit = Unit(fn, seg.flat_p, seg.flat_g, states, hp, scratch, tuple(p.shape for p in seg.params), group, t,
+        unit = Unit(fn, seg.flat_p, seg.flat_g, states, hp, scratch, tuple(seg.shapes), group, t,
                     None if layout.plain else _sums(seg, chain, 0, chunk))
 
         def finish() -> None:
@@ -159,7 +159,7 @@ def range_unit(opt: FlatCore, seg: Segment, chain: Chain, group: Any, t: int, i0
     layout = seg.layout
     assert layout is not None
     first, stop = seg.offsets[i0], seg.offsets[i1 - 1] + seg.numels[i1 - 1]
-    shapes = tuple(p.shape for p in seg.params[i0:i1])
+    shapes = tuple(seg.shapes[i0:i1])
     vals = chain.scalars(group, t)
     compiled = opt._want_compile(seg)
     hp: Any = vals
@@ -195,10 +195,12 @@ def plan_loose(opt: FlatCore, gi: int, p: Tensor) -> Plan:
         st["_thalweg_steps"] = torch.tensor(int(float(st.get("step", 0))), dtype=torch.int64)
     t = int(st["_thalweg_steps"]) + 1
     loose = lambda p, g, s, hp, n, k, o: run_pass(chain, p, g, s, hp, n, k, o)  # noqa: E731
-    scratch = None if len(chain.passes) == 1 else torch.empty_like(p, dtype=compute_dtype(p.dtype))
     assert p.grad is not None
-    unit = Unit(loose, p.data, p.grad, [st[k] for k in chain.state_keys], chain.scalars(group, t), scratch,
-                (p.shape,), group, t)
+    real = torch.view_as_real if p.is_complex() else (lambda t: t)  # complex: its real view, as torch
+    x = real(p.data)
+    scratch = None if len(chain.passes) == 1 else torch.empty_like(x, dtype=compute_dtype(x.dtype))
+    unit = Unit(loose, x, real(p.grad), [real(st[k]) for k in chain.state_keys], chain.scalars(group, t), scratch,
+                (x.shape,), group, t)
 
     def finish() -> None:
         st["_thalweg_steps"] += 1

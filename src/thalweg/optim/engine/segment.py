@@ -11,6 +11,7 @@ and a whole update is one pass over memory. The hook runs only when the node run
 
 from __future__ import annotations
 
+import math
 import weakref
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -21,7 +22,13 @@ from torch import Tensor
 from thalweg.optim.transforms.chain import Chain
 from thalweg.optim.transforms.context import scalar_dtype
 
-__all__ = ["Segment", "clear_grad"]
+__all__ = ["Segment", "clear_grad", "real_dtype"]
+
+
+def real_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype of a tensor's real view (complex64 → float32; a real dtype is its own)."""
+    return {torch.complex64: torch.float32, torch.complex128: torch.float64,
+            torch.complex32: torch.float16}.get(dtype, dtype)
 
 
 def clear_grad(p: Tensor, set_to_none: bool) -> None:
@@ -57,7 +64,10 @@ class Segment:
     def __init__(self, group_index: int, params: list[Tensor]) -> None:
         self.group_index = group_index
         self.params = params
-        self.numels = [p.numel() for p in params]
+        #: a complex parameter is kept as its real view (…, 2), as torch's own rules run it
+        self.complex = [p.is_complex() for p in params]
+        self.shapes = [torch.Size((*p.shape, 2)) if c else p.shape for p, c in zip(params, self.complex, strict=True)]
+        self.numels = [math.prod(s) for s in self.shapes]
         self.offsets: list[int] = []
         off = 0
         for n in self.numels:
@@ -65,9 +75,9 @@ class Segment:
             off += n
         self.numel = off
         p0 = params[0]
-        self.device, self.dtype = p0.device, p0.dtype
-        self.flat_p = torch.empty(off, dtype=p0.dtype, device=p0.device)
-        self.flat_g = torch.zeros(off, dtype=p0.dtype, device=p0.device)
+        self.device, self.dtype = p0.device, real_dtype(p0.dtype)
+        self.flat_p = torch.empty(off, dtype=self.dtype, device=p0.device)
+        self.flat_g = torch.zeros(off, dtype=self.dtype, device=p0.device)
         self.p_views = [self._view(self.flat_p, i) for i in range(len(params))]
         self.g_views = [self._view(self.flat_g, i) for i in range(len(params))]
         #: g_views[i] holds zeros (set by zero_grad, cleared when autograd starts adding into it)
@@ -76,14 +86,9 @@ class Segment:
         self.grad_views = True
         self._nodes: list[Any] = [None] * len(params)  # AccumulateGrad nodes (kept: their hooks live on them)
         self._handles: list[Any] = [None] * len(params)
-        for i, (p, pv, gv) in enumerate(zip(params, self.p_views, self.g_views, strict=True)):
+        for i, (p, pv) in enumerate(zip(params, self.p_views, strict=True)):
             pv.copy_(p.detach())
-            had_grad = p.grad
-            p.data = pv
-            if had_grad is not None:  # the user's gradient is kept (torch would step it)
-                gv.copy_(had_grad)
-                p.grad = gv
-                self.clean[i] = False
+            p.data = pv  # a gradient the user set stays `p.grad` (read by `sync`, never written)
             self.watch(i)
         self.ptrs = [p.data_ptr() for p in params]
         self.outside: list[int] = []  # parameters whose data another owner rebound (see `sync`)
@@ -113,14 +118,18 @@ class Segment:
             self.watch(i)
 
     def _view(self, flat: Tensor, i: int) -> Tensor:
-        return flat[self.offsets[i] : self.offsets[i] + self.numels[i]].view_as(self.params[i])
+        v = flat[self.offsets[i] : self.offsets[i] + self.numels[i]].view(self.shapes[i])
+        return torch.view_as_complex(v) if self.complex[i] and flat.dtype == self.dtype else v
 
     # ------------------------------------------------------------------ gradient presence
     def watch(self, i: int) -> None:
         """Hook parameter i's AccumulateGrad node (once it requires grad; a parameter frozen
         at the time is hooked when it is first seen unfrozen)."""
         p = self.params[i]
-        if self._nodes[i] is not None or not p.requires_grad:
+        if self._nodes[i] is not None or not p.requires_grad or type(p).__name__ == "FlatParameter":
+            # FSDP1's flat parameter changes shape between sharded and unsharded every step: a
+            # node kept from the sharded one would pin the wrong shape into autograd (its
+            # gradient, set by FSDP, is copied in at step instead)
             return
         node = torch.autograd.graph.get_gradient_edge(p).node
         self._nodes[i] = node  # autograd keeps only a weak reference: without ours, hook and node go
@@ -130,8 +139,8 @@ class Segment:
         """Autograd is about to accumulate into parameter i: if it has no gradient (torch's
         None), its zeroed view of the flat buffer becomes `p.grad`, so autograd adds into it."""
         p = self.params[i]
-        if p.grad is not None or not self.grad_views:
-            return
+        if p.grad is not None or not self.grad_views or p.shape != self.g_views[i].shape:
+            return  # a wrapper's resized parameter (FSDP's unsharded flat parameter): its own gradient
         with torch.no_grad():
             if not self.clean[i]:  # the user set p.grad = None by hand: the view holds old values
                 self.g_views[i].zero_()
@@ -182,6 +191,7 @@ class Segment:
         tensor, never written) and rebound parameters (:meth:`pull`) into the flat buffers. Returns which parameters have a gradient (torch skips the
         others)."""
         self.outside = self.pull(range(len(self.params)))
+        self.sparse: dict[int, Tensor] = {}  # parameter index → its sparse gradient this step
         active = []
         for i, p in enumerate(self.params):
             g = p.grad
@@ -189,9 +199,10 @@ class Segment:
                 active.append(True)
             elif g is None:
                 active.append(False)
+            elif g.layout != torch.strided:  # sparse: stepped by the rule's sparse path (torch's)
+                self.sparse[i] = g
+                active.append(True)
             else:
-                if g.is_sparse:
-                    raise RuntimeError("thalweg optimizers do not support sparse gradients")
                 if g.shape != p.shape:
                     raise ValueError(f"gradient of parameter {i} has shape {tuple(g.shape)}, expected {tuple(p.shape)}")
                 self.g_views[i].copy_(g)  # read only: the user's tensor stays `p.grad`, as in torch

@@ -98,11 +98,9 @@ class StackedOptimizer(torch.optim.Optimizer):
         group = self.param_groups[gi]
         buckets: dict[tuple[Any, ...], list[Tensor]] = {}
         for p in group["params"]:
-            if p.is_complex():
-                raise ValueError(f"{type(self).__name__} does not support complex parameters")
             if not self._stacked(p, group):
                 continue
-            if p.requires_grad:
+            if p.requires_grad and not p.is_complex():  # complex: refused at step, as torch does
                 buckets.setdefault((p.device, p.dtype, tuple(p.shape)), []).append(p)
             else:
                 self._loose.append((gi, p))
@@ -115,6 +113,8 @@ class StackedOptimizer(torch.optim.Optimizer):
         ready = [(gi, p) for gi, p in self._loose if p.grad is not None]
         if not ready:
             return
+        if any(p.is_complex() for _, p in ready):
+            raise RuntimeError(f"{type(self).__name__} does not support complex parameters")
         self._loose = [(gi, p) for gi, p in self._loose if p.grad is None]
         buckets: dict[tuple[Any, ...], list[Tensor]] = {}
         for gi, p in ready:
