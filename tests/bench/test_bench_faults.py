@@ -87,8 +87,8 @@ def test_a_second_bench_run_on_the_same_directory_is_refused(tmp_path: Path) -> 
     deadline = time.monotonic() + 120
     while not lines(results) and time.monotonic() < deadline and (a.poll() is None or b.poll() is None):
         time.sleep(0.05)
-    late = subprocess.run(cli(tmp_path), env=env, capture_output=True, text=True, timeout=120)
-    outs = [(p.wait(timeout=300), *p.communicate()) for p in (a, b)]
+    late = subprocess.run(cli(tmp_path), env=env, capture_output=True, text=True, timeout=600)
+    outs = [(p.wait(timeout=900), *p.communicate()) for p in (a, b)]
     codes = sorted(rc for rc, _, _ in outs)
     assert codes == [0, 2], outs
     for rc, _, err in [*outs, (late.returncode, late.stdout, late.stderr)]:
@@ -238,3 +238,40 @@ def test_a_bench_killed_while_asking_asks_what_an_uninterrupted_one_asks(finishe
     assert asked(res.records) == asked(ref)
     assert asked(lines(tmp_path / "f" / "results.jsonl")) == asked(ref)
     assert len(lines(tmp_path / "f" / "results.jsonl")) == len(ref)
+
+
+# ----- caps: what no bench can run is refused before any trial ---------------------------------
+@pytest.mark.parametrize(("extra", "says"), [
+    ("[budgets.linreg]\nsteps = 1000000000000", "budgets.linreg.steps = 1000000000000: Input should be less than or equal to 1000000000"),
+    ("[budgets.linreg]\nmax_seconds = inf", "budgets.linreg.max_seconds = inf: Input should be a finite number"),
+    ("[targets]\nlinreg = nan", "targets.linreg = nan: Input should be a finite number"),
+    ("[targets]\nlinreg = inf", "targets.linreg = inf: Input should be a finite number"),
+    ("r_max = inf", "r_max = inf: Input should be a finite number"),
+    ("budget_scale = inf", "budget_scale = inf: Input should be a finite number"),
+    ("budget_scale = 1000000.0", "budget_scale = 1000000.0: Input should be less than or equal to 1000"),
+    ("trials = 1000000000", "trials: bench 'c' would take at least"),
+], ids=["steps-1e12", "inf-seconds", "nan-target", "inf-target", "inf-r_max", "inf-scale", "huge-scale", "1e9-trials"])
+def test_a_bench_no_machine_can_run_is_refused_naming_the_field(tmp_path, extra, says):
+    head = 'name = "c"\nworkloads = ["linreg"]\noptimizers = ["sgd"]\nstudies = 1\nseeds = 0\nsensitivity_points = 0\n'
+    table = extra.startswith("[")
+    (tmp_path / "c.toml").write_text(head + ("" if table else extra + "\n")
+                                     + ("" if "[targets]" in extra else "[targets]\nlinreg = 1e-2\n")
+                                     + (extra + "\n" if table else ""))
+    out = CliRunner().invoke(app, ["bench", "run", str(tmp_path / "c.toml"), "--dir", str(tmp_path), "--workers", "0", "-q"])
+    assert out.exit_code == 2 and says in out.output, out.output
+    assert not (tmp_path / "c").exists()  # nothing ran, nothing was written
+
+
+@pytest.mark.parametrize(("workload", "dim", "says"), [
+    ("mnist1d_mlp", 'name = "model.widht"\nlow = 10\nhigh = 20\nkind = "int"', "model.widht = 10.0: config error: [model] widht = 10: unknown key"),
+    ("mnist1d_mlp", 'name = "model.dropout"\nlow = 0.0\nhigh = 1.5', "model.dropout = 1.5: config error: [model] dropout = 1.5"),
+    ("linreg", 'name = "model.width"\nlow = 10\nhigh = 20\nkind = "int"', "workload 'linreg' is not a config workload"),
+], ids=["unknown-key", "out-of-range", "not-a-config-workload"])
+def test_a_config_space_every_trial_would_crash_on_is_refused_up_front(tmp_path, workload, dim, says):
+    """Before: every trial crashed and the bench exited 0 with a score of 0."""
+    (tmp_path / "c.toml").write_text(
+        f'name = "c"\nworkloads = ["{workload}"]\noptimizers = ["sgd"]\ntrials = 2\nstudies = 1\nseeds = 0\n'
+        f'sensitivity_points = 0\n[targets]\n{workload} = 0.5\n[[config_space.{workload}]]\n{dim}\nwhere = "config"\n')
+    out = CliRunner().invoke(app, ["bench", "run", str(tmp_path / "c.toml"), "--dir", str(tmp_path), "--workers", "0", "-q"])
+    assert out.exit_code == 2 and f"config_space.{workload}: " in out.output and says in out.output, out.output
+    assert not (tmp_path / "c").exists()

@@ -69,7 +69,8 @@ def test_a_kept_lr_gets_a_notice() -> None:
     assert "\n" not in note
     kept = load_config(None, {"optimizer.name": "lion", "optimizer.weight_decay": 0.0})  # the default run's 0.005
     assert "the default run's, tuned for adamw" in lr_notice(kept.optimizer)
-    for hp in ({"optimizer.name": "adam", "optimizer.weight_decay": 0.0},  # 0.005 vs 1e-3: within 5×
+    for hp in ({"optimizer.name": "adam", "optimizer.weight_decay": 0.0},  # 0.005 vs 1e-3: within 10×
+               {"optimizer.name": "adamw", "optimizer.lr": 0.01},  # adagrad's default, but a common AdamW step
                {"optimizer.name": "sgd", "optimizer.lr": 0.0123, "optimizer.weight_decay": 0.0},  # the user's own
                {}):  # the default run itself
         assert lr_notice(load_config(None, hp).optimizer) is None, hp

@@ -91,9 +91,11 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """The configuration the bench chose for a workload, as a `thalweg train` TOML."""
         from thalweg.bench.recipes import recipe_toml
-        from thalweg.outputs import OutputError, fresh, output_dir
+        from thalweg.outputs import OutputError, fresh, output_dir, plain_name
 
         try:
+            if name is not None:
+                plain_name(name)
             text = recipe_toml(bench_dir, workload, submission)
             folder = None if out is None else output_dir(out)
         except (FileNotFoundError, ValueError) as e:  # OutputError is a ValueError
@@ -147,14 +149,14 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Recompute targets as AlgoPerf does (tuned AdamW and Nesterov SGD; median over seeds)."""
         from thalweg.bench.api import calibrate
+        from thalweg.bench.runner import BenchError
         from thalweg.bench.suites import BenchConfigError
+        from thalweg.train.commands import exit_on_run_errors
 
-        try:
+        with exit_on_run_errors("run the same `thalweg bench calibrate` again: it resumes",
+                                also=(BenchConfigError, BenchError, RuntimeError)):
             targets = calibrate(workload, trials=trials, studies=studies, seeds=seeds, out_dir=out_dir,
                                 workers=workers, quiet=quiet)  # fmt: skip
-        except BenchConfigError as e:
-            typer.echo(f"error: {e}", err=True)
-            raise typer.Exit(2) from None
         typer.echo("# entries for thalweg/bench/targets.py (also in DIR/calibrate/targets.json)")
         for key, t in targets.items():
             typer.echo(f"{key!r}: {{'value': {t['value']!r}, 'source': {t['source']!r}}},")

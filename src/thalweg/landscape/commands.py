@@ -65,7 +65,7 @@ def register(app: typer.Typer) -> None:
         """Draw optimizer paths on a test surface, side by side with loss against step; writes
         DIR/NAME.png (a numbered NAME-2 … when that exists, unless --overwrite)."""
         from thalweg.landscape import functions as F
-        from thalweg.outputs import fresh, holds_any
+        from thalweg.outputs import OutputError, fresh, holds_any, plain_name
 
         if list_functions:
             for name in F.names():
@@ -96,6 +96,11 @@ def register(app: typer.Typer) -> None:
             _fail(str(err))
             return
         exts = (".png", ".gif", "_surface.png")
+        if out_name is not None:
+            try:
+                plain_name(out_name)
+            except OutputError as err:
+                _fail(str(err))
         stem, note = fresh(out / (out_name or (f"{fn.name}_lr" if lr else fn.name)), overwrite=overwrite,
                            taken=lambda s: any(s.with_name(s.name + e).exists() for e in exts),
                            what="a picture of that name")

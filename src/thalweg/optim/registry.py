@@ -350,13 +350,13 @@ def validate_hparams(name: str, hparams: Mapping[str, Any]) -> None:
 
 
 def lr_notice(name: str, lr: Any, tuned: Mapping[float, str] | None = None) -> str | None:
-    """One line when `lr` looks carried over from another rule: it is more than 5× away from
+    """One line when `lr` looks carried over from another rule: it is more than 10× away from
     `name`'s default lr *and* it is another rule's default (or one of `tuned`: lr → whose it
     is). An lr of the user's own choosing is left alone; None when there is nothing to say."""
     info = get(name)
     usual = info.default_lr
     if usual is None or isinstance(lr, bool) or not isinstance(lr, numbers.Real) or lr <= 0 or \
-            usual / 5 <= float(lr) <= usual * 5:
+            usual / 10 <= float(lr) <= usual * 10:  # 10×: a common hand-tuned step (AdamW at 1e-2) is not flagged
         return None
     owners: dict[float, list[str]] = {}
     for i in infos():
