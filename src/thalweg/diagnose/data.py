@@ -176,7 +176,9 @@ def _labels(d: DataStats, best_accuracy: float | None, t: Thresholds) -> list[Fi
             conf = 0.95
     rare = [k for k, c in enumerate(counts) if 0 < c < t.min_class_count]
     missing = [k for k, c in enumerate(counts) if c == 0]
-    small = d.num_train < t.little_data_per_class * len(present)  # uniformly little data: TOO_LITTLE_DATA's
+    # uniformly little data is TOO_LITTLE_DATA's; under min_class_count rows per class on average the
+    # labels themselves are suspect (an ID or a measured value read as classes)
+    small = t.min_class_count * len(present) <= d.num_train < t.little_data_per_class * len(present)
     if (rare or len(present) * t.min_class_count > d.num_train) and not small:
         problems.append(f"{len(rare)} class(es) have fewer than {t.min_class_count} training examples")
         ev["rare_classes"] = rare
