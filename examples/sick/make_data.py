@@ -5,6 +5,8 @@
 - ``data/unscaled.csv``: 4 Gaussian classes in 8 dimensions, each feature then measured in
   its own unit (scales 1e-2 … 1e5, offsets): learnable once standardized, not before.
 - ``data/imbalanced.csv``: 3 classes in 6 dimensions with 96 % / 3 % / 1 % of the rows.
+- ``data/noisy.csv``: 4 Gaussian classes in 8 dimensions, 45 % of the labels replaced by a random
+  class (of 4: about a third of all labels end up wrong).
 """
 
 from __future__ import annotations
@@ -40,6 +42,10 @@ def main() -> None:
     _write(HERE / "unscaled.csv", x * scales + offsets, y)
     x, y = _blobs(rng, [1152, 36, 12], 6, sep=1.0)
     _write(HERE / "imbalanced.csv", x, y)
+    x, y = _blobs(rng, [400] * 4, 8, sep=3.0)
+    flip = rng.random(len(y)) < 0.45
+    y[flip] = rng.integers(0, 4, int(flip.sum()))
+    _write(HERE / "noisy.csv", x, y)
 
 
 if __name__ == "__main__":

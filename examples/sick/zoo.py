@@ -5,9 +5,10 @@
     python examples/sick/zoo.py healthy nonfinite
     python examples/sick/zoo.py --json zoo.json # also the table and figures (thalweg.record)
 
-Each config's first line names the code the doctor must rank first (`# expected: CODE`;
+Each config's first line names the cause the doctor must rank first (`# expected: CODE`;
 HEALTHY means no warning-level finding). The table shows expected, got, and the verified
-treatment's metric before → after (both trained for the same budget on the same data).
+treatment's metric before → after (both trained for the same budget on the same data), and
+why, when a treatment did not help.
 """
 
 from __future__ import annotations
@@ -63,14 +64,15 @@ def run_member(path: Path, out_dir: Path, *, epochs: int | None = None, verify: 
     warn = [f.code for f in ex.findings if f.severity != "info"]
     row: dict[str, Any] = {"run": path.stem, "expected": expected(path), "got": top.code, "warnings": warn,
                            "confidence": top.confidence, "fix": None, "before": None, "after": None,
-                           "improved": None, "metric": None, "after_top": None}
+                           "improved": None, "metric": None, "after_top": None, "why": None}
     done = treat(ex)
     if done is not None:
         f, treated, _ = done
         row["fix"] = f.fix
         if verify:
             v = verify_treatment(ex, f, treated, epochs=verify_epochs, rediagnose=rediagnose)
-            row.update(before=v.before, after=v.after, improved=v.improved, metric=v.metric, after_top=v.after_top)
+            row.update(before=v.before, after=v.after, improved=v.improved, metric=v.metric, after_top=v.after_top,
+                       why=v.why or None)
     row["seconds"] = time.perf_counter() - t0
     return row
 
@@ -89,8 +91,8 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     out = a.out or Path(tempfile.mkdtemp(prefix="thalweg-zoo-"))
     print(f"runs in {out}")
-    print("| run | expected | got | treatment | metric | before | after | after's top |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| run | expected | got | treatment | metric | before | after | after's top | why not |")
+    print("|---|---|---|---|---|---|---|---|---|")
     bad, rows, t0 = 0, [], time.perf_counter()
     from thalweg.record import Record
 
@@ -98,17 +100,18 @@ def main(argv: list[str] | None = None) -> int:
     for p in members(a.names or None):
         r = run_member(p, out, epochs=a.epochs, verify=not a.no_verify, verify_epochs=a.epochs)
         ok = r["got"] == r["expected"] and (r["expected"] != "HEALTHY" or not r["warnings"])
-        bad += (not ok) + (r["improved"] is False)
+        bad += (not ok) + (r["improved"] is False and not r["why"])
         fix = ", ".join(f"{k}={v}" for k, v in (r["fix"] or {}).items()) or "—"
         row = [r["run"], r["expected"], f"{r['got']}{'' if ok else ' ✗'}", fix, _fmt(r["metric"]), _fmt(r["before"]),
-               f"{_fmt(r['after'])}{'' if r['improved'] in (None, True) else ' ✗'}", _fmt(r["after_top"])]
+               f"{_fmt(r['after'])}{'' if r['improved'] in (None, True) else ' ✗'}", _fmt(r["after_top"]),
+               r["why"] or ""]
         rows.append(row)
         print("| " + " | ".join(row) + " |", flush=True)
         for k in ("got", "before", "after", "after_top", "confidence"):
             rec.figure(f"{r['run']}.{k}", r[k])
     if a.json:
-        rec.table("zoo", ["run", "expected", "got", "treatment", "metric", "before", "after", "after's top"], rows,
-                  "llllllll")
+        rec.table("zoo", ["run", "expected", "got", "treatment", "metric", "before", "after", "after's top",
+                          "why not"], rows, "lllllllll")
         rec.figure("members", len(rows))
         rec.figure("wrong", bad)
         rec.figure("minutes", (time.perf_counter() - t0) / 60)

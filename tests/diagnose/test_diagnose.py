@@ -162,3 +162,17 @@ def test_text_json_and_html_outputs(tmp_path) -> None:
     assert "No findings" in fresh.read_text()
     with pytest.raises(TypeError, match="measurements"):
         diagnose([1, 2])  # type: ignore[arg-type]
+
+
+def test_the_doctors_page_shows_each_figure_once_and_symptoms_under_their_cause(tmp_path) -> None:
+    from thalweg.diagnose import Finding, rank, to_html
+
+    cause = Finding("LR_TOO_HIGH", "rate", "warning", {"lr": 1.5}, "lower it", confidence=0.9, figure="loss")
+    symptom = Finding("DEAD_UNITS", "<dead> & gone", "critical", {"dead_fraction": 0.9}, "a", confidence=0.97)
+    other = Finding("FROZEN_PARAMETERS", "frozen", "warning", {}, "b", confidence=0.8, figure="loss")
+    ranked = rank([symptom, cause, other])
+    assert [f.code for f in ranked] == ["LR_TOO_HIGH", "FROZEN_PARAMETERS"]
+    loss = tmp_path / "figures" / "doctor_loss.png"
+    page = str(to_html(ranked, figures={0: loss, 1: loss}, base=tmp_path))
+    assert page.count('src="figures/doctor_loss.png"') == 1  # not once per finding that points at it
+    assert "symptoms it explains" in page and "DEAD_UNITS" in page and "&lt;dead&gt; &amp; gone" in page

@@ -59,6 +59,9 @@ def test_doctor_json_treat_verify_and_the_report(tmp_path: Path) -> None:
     assert html.index("</h1>") < i < html.index("Final numbers") < html.index("Resolved config")
     assert html.count("thalweg-doctor:start") == 1 and "Treatment for SYMMETRIC_INIT" in html
     assert 'src="figures/doctor_weights.png"' in html
+    section = html[html.index("thalweg-doctor:start"):html.index("thalweg-doctor:end")]
+    srcs = [part.split('"')[0] for part in section.split('src="')[1:]]
+    assert srcs and len(srcs) == len(set(srcs)), srcs  # each figure once, however many findings point at it
     assert (run / "figures" / "doctor_weights.png").read_bytes()[:4] == b"\x89PNG"
     # nothing is overwritten: an edited treated.toml stays, the new one gets a fresh name; verify runs too
     treated.write_text(treated.read_text() + "# my edit\n")

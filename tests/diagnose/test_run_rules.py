@@ -19,6 +19,7 @@ from thalweg.diagnose import (
     data_statistics,
     describe_fix,
     diagnose_run,
+    flatten,
     rank,
     read_curves,
     surviving,
@@ -55,7 +56,8 @@ def _codes(found: list[Finding], warnings_only: bool = True) -> list[str]:
 
 
 def _run(records: list[dict], config: dict | None = None, **kw) -> list[Finding]:
-    return diagnose_run(RunEvidence(config=config or SGD, records=records, data=kw.pop("data", _data()), **kw))
+    """The ranked findings, each cause followed by the symptoms listed under it."""
+    return flatten(diagnose_run(RunEvidence(config=config or SGD, records=records, data=kw.pop("data", _data()), **kw)))
 
 
 def _healthy_curve(n: int = 30) -> list[float]:
@@ -80,13 +82,19 @@ def test_no_learning_at_the_chance_level() -> None:
 
 def test_lr_too_high_from_spikes_and_a_collapse_to_chance() -> None:
     tr = [1.9, 1.7, 40.0, 2.5, 2.4, 2.35, 2.36, 2.34, 2.35, 2.36, 2.35, 2.34]
-    found = _run(_records(tr, [(2.34, 0.1), (2.35, 0.1)], lr=1.5))
+    cfg = {**SGD, "optimizer": {"name": "sgd", "lr": 1.5, "momentum": 0.9}}
+    found = _run(_records(tr, [(2.34, 0.1), (2.35, 0.1)], lr=1.5), cfg)
     top = found[0]
     assert top.code == "LR_TOO_HIGH" and top.evidence["loss_spikes"] >= 1 and top.confidence >= 0.8
     assert top.fix == {"optimizer.lr": pytest.approx(0.15)} and "[optimizer] lr = 0.15" in top.action
     # with the LR range test's suggestion (lower than the lr in use) the fix takes it
-    found = _run(_records(tr, [(2.34, 0.1), (2.35, 0.1)], lr=1.5), lr_suggestion=0.2)
+    found = _run(_records(tr, [(2.34, 0.1), (2.35, 0.1)], lr=1.5), cfg, lr_suggestion=0.2)
     assert found[0].fix == {"optimizer.lr": 0.2} and found[0].evidence["lr_finder_suggestion"] == 0.2
+    # a decaying schedule: the run ended at 1/1000 of its peak; the fix scales the peak, not that
+    decayed = [{**r, "lr": 1.5 * 0.001 ** (i / 11)} for i, r in enumerate(_records(tr, [(2.34, 0.1), (2.35, 0.1)]))]
+    top = _run(decayed, cfg)[0]
+    assert top.code == "LR_TOO_HIGH" and top.fix == {"optimizer.lr": pytest.approx(0.15)}
+    assert top.evidence["peak_lr"] == 1.5 and top.evidence["lr_at_end"] == pytest.approx(0.0015)
     # minibatch noise around a low loss is no spike
     noisy = [0.02, 0.03, 0.015, 0.04, 0.02, 0.03, 0.02, 0.025]
     assert "LR_TOO_HIGH" not in _codes(_run(_records(noisy, [(0.1, 0.97)], acc=1.0)))
@@ -97,7 +105,8 @@ def test_lr_too_low_slow_steady_and_weights_that_barely_moved() -> None:
     g = torch.Generator().manual_seed(0)
     w0 = {"net.1.weight": torch.randn(4, 4, generator=g), "net.3.weight": torch.randn(3, 4, generator=g)}
     w1 = {k: v * 1.001 for k, v in w0.items()}
-    found = _run(_records(tr, [(2.29, 0.2), (2.25, 0.3), (2.2, 0.35)], acc=0.35, lr=5e-4),
+    cfg = {**SGD, "optimizer": {"name": "sgd", "lr": 5e-4, "momentum": 0.9}}
+    found = _run(_records(tr, [(2.29, 0.2), (2.25, 0.3), (2.2, 0.35)], acc=0.35, lr=5e-4), cfg,
                  weights=weight_changes(w1, w0), lr_suggestion=0.2)
     f = found[0]
     assert f.code == "LR_TOO_LOW" and f.fix == {"optimizer.lr": 0.2}
@@ -118,14 +127,18 @@ def test_overfitting_warning_and_the_mild_kind() -> None:
     assert f.severity == "info"
 
 
-def test_underfitting_names_the_bottleneck() -> None:
+def test_underfitting_is_a_symptom_whose_cause_leads() -> None:
     tr = [2.3 * math.exp(-i / 3) * 0.5 + 1.05 for i in range(20)]
     cfg = {**SGD, "model": {"name": "mlp", "width": 2, "depth": 1}}
-    f = _run(_records(tr, [(1.3, 0.45), (1.2, 0.5)], acc=0.6), cfg)[0]
-    assert f.code == "UNDERFITTING" and f.evidence["width"] == 2 and f.fix == {"model.width": 64}
+    f = diagnose_run(RunEvidence(config=cfg, records=_records(tr, [(1.3, 0.45), (1.2, 0.5)], acc=0.6), data=_data()))[0]
+    assert f.code == "MODEL_TOO_SMALL" and f.evidence["narrowest_layer_features"] == 2 and f.fix == {"model.width": 64}
+    assert [s.code for s in f.symptoms] == ["UNDERFITTING"]  # shown under its cause, not ranked on its own
     heavy = {**SGD, "optimizer": {"name": "adamw", "lr": 1e-3, "weight_decay": 30.0}}
     f = _run(_records(tr, [(1.3, 0.45), (1.2, 0.5)], acc=0.6), heavy)[0]
-    assert f.code == "UNDERFITTING" and f.fix == {"optimizer.weight_decay": pytest.approx(0.3)}
+    assert f.code == "OVER_REGULARIZED" and f.fix == {"optimizer.weight_decay": pytest.approx(0.3)}
+    # no cause in sight: the symptom alone is a note, and names what it could not tell apart
+    f = next(f for f in _run(_records(tr, [(1.3, 0.45), (1.2, 0.5)], acc=0.6)) if f.code == "UNDERFITTING")
+    assert f.severity == "info"
 
 
 def test_plateau_present_and_as_history() -> None:
@@ -153,7 +166,7 @@ def test_nonfinite_stopped_versus_recovered() -> None:
             {"event": "nonfinite", "step": 7, "what": "loss", "loss": math.inf, "lr": 50.0, "streak": 1},
             {"event": "nonfinite", "step": 8, "what": "loss", "loss": math.inf, "lr": 50.0, "streak": 2},
             {"event": "stopped", "step": 8, "reason": "..."}]
-    f = _run(recs)[0]
+    f = _run(recs, {**SGD, "optimizer": {"name": "sgd", "lr": 50.0, "momentum": 0.9}})[0]
     assert f.code == "NONFINITE" and f.severity == "critical" and f.fix == {"optimizer.lr": 5.0}
     # the diverge-and-recover shape: blow-up, rollback to step 0 with lr x 0.001, then healthy
     rec = [{"step": 5, "epoch": 0.2, "lr": 100.0, "train_loss": 1e4},
@@ -231,9 +244,14 @@ def test_measurements_get_config_fixes_and_init_time_evidence() -> None:
     nl = next(f for f in found if f.code == "NO_LEARNING")
     assert "VANISHING_GRADIENTS" in nl.evidence["explained_by"]
     grow = [{**a, "rms": r} for a, r in zip(acts, (3.0, 60.0), strict=True)]
-    f = _run(_records(_healthy_curve()), {**SGD, "init": {"rule": "normal", "std": 0.4}},
+    f = _run(_records([2.3] * 12), {**SGD, "init": {"rule": "normal", "std": 0.4}},
              init={"layers": [], "activations": grow, "input_rms": 1.0})[0]
-    assert f.code == "EXPLODING_GRADIENTS" and f.evidence["at"] == "initialization"
+    assert f.code == "EXPLODING_GRADIENTS" and f.evidence["at"] == "initialization" and f.severity == "warning"
+    # a run that trained past its start: the same start is a note
+    f = next(f for f in _run(_records(_healthy_curve()), {**SGD, "init": {"rule": "normal", "std": 0.4}},
+                             init={"layers": [], "activations": grow, "input_rms": 1.0})
+             if f.code == "EXPLODING_GRADIENTS")
+    assert f.severity == "info" and "trained past it" in f.evidence["note"]
     dead = {"layers": [], "activations": [{"name": "net.2", "type": "relu", "dead_fraction": 1.0, "units": 64}]}
     f = _run(_records([2.3] * 10), {**SGD, "init": {"rule": "kaiming_uniform", "bias": -10.0}}, end=dead)[0]
     assert f.code == "DEAD_UNITS" and f.fix == {"init.bias": 0.0}
@@ -256,9 +274,14 @@ def test_causes_form_an_acyclic_graph_and_rank_puts_causes_first() -> None:
     symptom = Finding("NO_LEARNING", "t", "critical", {}, "a", confidence=0.95)
     cause = Finding("SYMMETRIC_INIT", "t", "warning", {}, "a", confidence=0.6)
     note = Finding("AT_MINIMUM", "t", "info", {}, "a", confidence=1.0)
-    assert [f.code for f in rank([note, symptom, cause])] == ["SYMMETRIC_INIT", "NO_LEARNING", "AT_MINIMUM"]
+    ranked = rank([note, symptom, cause])
+    assert [f.code for f in ranked] == ["SYMMETRIC_INIT", "AT_MINIMUM"]  # the symptom is under its cause
+    assert [s.code for s in ranked[0].symptoms] == ["NO_LEARNING"]
+    assert symptom.evidence["explained_by"] == ["SYMMETRIC_INIT"] and "↳ symptom NO_LEARNING" in str(ranked[0])
     unsure = Finding("SYMMETRIC_INIT", "t", "warning", {}, "a", confidence=0.3)
-    assert [f.code for f in rank([unsure, symptom])] == ["NO_LEARNING", "SYMMETRIC_INIT"]
+    symptom = Finding("NO_LEARNING", "t", "critical", {}, "a", confidence=0.95)
+    assert [f.code for f in rank([unsure, symptom])] == ["NO_LEARNING", "SYMMETRIC_INIT"]  # a hunch explains nothing
+    assert rank([unsure, symptom])[0].symptoms == []
 
 
 def test_fixes_apply_to_a_config_and_treatments_compare() -> None:
@@ -272,3 +295,23 @@ def test_fixes_apply_to_a_config_and_treatments_compare() -> None:
     assert compare(0.5, 0.9, higher_is_better=True) and not compare(0.9, 0.5, higher_is_better=True)
     assert compare(None, 0.3, higher_is_better=True) and not compare(0.3, None, higher_is_better=True)
     assert compare(2.0, 1.5, higher_is_better=False) and not compare(1.5, math.nan, higher_is_better=False)
+
+
+def test_an_unexplained_symptom_names_the_causes_left_open_and_the_probe_decides() -> None:
+    flat = _records([2.30] * 25, [(2.3, 0.1)], acc=0.1)
+    cfg = {**SGD, "model": {"name": "mlp", "width": 16, "depth": 2, "activation": "relu"}}  # narrow, not < classes
+    top = diagnose_run(RunEvidence(config=cfg, records=flat, data=_data()))[0]
+    assert top.code == "PLATEAU" and [s.code for s in top.symptoms] == ["NO_LEARNING"]  # no cause in sight
+    assert {"LR_TOO_HIGH", "LR_TOO_LOW", "MODEL_TOO_SMALL", "LABEL_PROBLEMS"} <= set(top.differential)
+    assert "SATURATING_ACTIVATION" not in top.differential and "SMALL_BATCH_NORM" not in top.differential
+    assert "--probe" in top.tell_apart and "lr probe" in top.tell_apart and "capacity probe" in top.tell_apart
+    assert "could be: " in str(top)
+    # the lr probe says ×10 learns: the rate was the cause, and the fix is the peak × 10
+    probed = diagnose_run(RunEvidence(config=cfg, records=flat, data=_data(),
+                                      probes={"lr": {"best_factor": 10.0, "factors": [0.1, 1.0, 10.0]}}))[0]
+    assert probed.code == "LR_TOO_LOW" and probed.fix == {"optimizer.lr": pytest.approx(1.0)}
+    assert {"NO_LEARNING", "PLATEAU"} <= {s.code for s in probed.symptoms}
+    # the probes rule the rate and the capacity out: they leave the differential
+    ruled = diagnose_run(RunEvidence(config=cfg, records=flat, data=_data(),
+                                     probes={"lr": {"best_factor": 1.0}, "capacity": {"helps": False}}))[0]
+    assert ruled.code == "PLATEAU" and not {"LR_TOO_HIGH", "LR_TOO_LOW", "MODEL_TOO_SMALL"} & set(ruled.differential)

@@ -73,7 +73,11 @@ def load_probe(path: str | Path) -> Probe:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"probe file not found: {path}")
-    d = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        d = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # torch's own message would advise weights_only=False: never repeat it
+        raise ValueError(f"{path} is not a thalweg probe file: it is not a torch file of tensors and plain "
+                         "values (truncated, another format, or holding code objects); it was not loaded") from None
     if not isinstance(d, dict) or d.get("format") != FORMAT:
         raise ValueError(f"{path} is not a thalweg probe file (format tag {FORMAT!r} missing)")
     spec = dict(d["spec"])

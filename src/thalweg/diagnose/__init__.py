@@ -13,9 +13,11 @@ from thalweg.diagnose.curves import Curves, read_curves, surviving
 from thalweg.diagnose.data import DataStats, data_findings, data_statistics
 from thalweg.diagnose.findings import (
     CAUSES,
+    ROOT_CAUSES,
     Finding,
     Thresholds,
     describe_fix,
+    flatten,
     format_findings,
     rank,
     to_json,
@@ -35,6 +37,7 @@ from thalweg.diagnose.weights import (
 __all__ = [
     "CAUSES",
     "LR_CODES",
+    "ROOT_CAUSES",
     "Curves",
     "DataStats",
     "Finding",
@@ -51,6 +54,7 @@ __all__ = [
     "describe_fix",
     "diagnose",
     "diagnose_run",
+    "flatten",
     "format_findings",
     "rank",
     "read_curves",

@@ -24,6 +24,7 @@ from thalweg.diagnose import (
 )
 from thalweg.diagnose.examine import Examination, examine, write_findings
 from thalweg.diagnose.findings import clean
+from thalweg.diagnose.treat import why_not
 from thalweg.outputs import fresh
 from thalweg.train.config import ConfigError, RunConfig, dump_config, parse_config
 
@@ -50,10 +51,18 @@ def treat(ex: Examination) -> tuple[Finding, RunConfig, Path] | None:
     text = f"# thalweg doctor: {f.code} — {describe_fix(f.fix)}\n# from {ex.run_dir / 'config.toml'}\n"
     text += dump_config(cfg)
     target = ex.run_dir / "treated.toml"
-    if target.exists() and target.read_text(encoding="utf-8") != text:
+    if target.exists() and not _holds(target, text):  # another treatment, or not a file: keep it
         target = _fresh(ex.run_dir, "treated", ".toml")
     target.write_text(text, encoding="utf-8")
     return f, cfg, target
+
+
+def _holds(path: Path, text: str) -> bool:
+    """Whether `path` is a file holding exactly `text`."""
+    try:
+        return path.is_file() and path.read_text(encoding="utf-8") == text
+    except (OSError, UnicodeDecodeError):
+        return False
 
 
 def _outcome(result: Any, metric: str) -> float | None:
@@ -107,6 +116,8 @@ def verify(ex: Examination, finding: Finding, treated: RunConfig, *, epochs: int
     assert ex.config is not None and ex.run_dir is not None
     n = epochs or min(ex.config.train.epochs, 20)
     out = ex.run_dir / "doctor"
+    if out.exists() and not out.is_dir():  # a file of that name is the user's: keep it
+        out = _fresh(ex.run_dir, "doctor")
     out.mkdir(parents=True, exist_ok=True)
     before, before_dir = _reuse(ex, n)
     if before_dir is None:
@@ -127,8 +138,11 @@ def verify(ex: Examination, finding: Finding, treated: RunConfig, *, epochs: int
                 tops[i] = examine(d, with_curvature=False, lr_finder=False).findings[0].code
             except (FileNotFoundError, ValueError):
                 tops[i] = None
-    return Verification(finding.code, finding.fix, metric, higher, b, a, compare(b, a, higher_is_better=higher),
-                        before_dir, after_dir, n, tops[0], tops[1])
+    improved = compare(b, a, higher_is_better=higher)
+    v = Verification(finding.code, finding.fix, metric, higher, b, a, improved, before_dir, after_dir, n, tops[0],
+                     tops[1])
+    v.why = "" if improved else why_not(v, finding)
+    return v
 
 
 def register(app: typer.Typer) -> None:
@@ -145,21 +159,31 @@ def register(app: typer.Typer) -> None:
         no_figures: bool = typer.Option(False, "--no-figures", help="Write the report without evidence plots."),
         report: Path | None = typer.Option(None, help="HTML file to write (default: the run's report.html)."),
         as_json: bool = typer.Option(False, "--json", help="Print JSON: the ranked findings and more."),
+        probe: bool = typer.Option(False, "--probe", help="Also run the short probes (lr ×0.01…×100, a 4× wider "
+                                   "model; a few hundred steps each) that tell apart causes the diagnosis left open."),
     ) -> None:
-        """Why a run is sick, most likely cause first — learning curves, data, config, gradients,
-        activations, curvature — each finding with evidence, confidence and a config change to try;
-        written at the top of report.html. --treat writes treated.toml, --verify checks it."""
+        """Why a run is sick, the cause first and its symptoms under it — learning curves, data,
+        config, the initial weights, gradients, activations, curvature — each finding with
+        evidence, confidence and a config change to try; written at the top of report.html.
+        --treat writes treated.toml, --verify checks it, --probe tells apart what is left open."""
         try:
             ex = examine(path, max_samples=max_samples, mode=mode, grad_tol=grad_tol,
-                         with_curvature=not no_curvature)
+                         with_curvature=not no_curvature, probe=probe)
         except (FileNotFoundError, ValueError) as e:
             raise typer.BadParameter(str(e), param_hint="PATH") from None
-        out: dict[str, Any] = {"findings": [f.to_dict() for f in ex.findings], "measurements": ex.measurements}
-        lines = [f"thalweg doctor {path}", *(str(f) for f in ex.findings)] if ex.findings else [
-            f"thalweg doctor {path}", "No findings: gradients, activations and curvature look healthy."]
+        out: dict[str, Any] = {"findings": [f.to_dict() for f in ex.findings], "measurements": ex.measurements,
+                               "notes": ex.notes}
+        if ex.evidence is not None and ex.evidence.probes:
+            out["probes"] = ex.evidence.probes
+        lines = [f"thalweg doctor {path}", *(f"note: {n}" for n in ex.notes), *(str(f) for f in ex.findings)] \
+            if ex.findings else [f"thalweg doctor {path}", "No findings: gradients, activations and curvature look healthy."]
         note = ""
         if treat_ or verify_:
-            done = treat(ex) if ex.run_dir is not None else None
+            try:
+                done = treat(ex) if ex.run_dir is not None else None
+            except OSError as e:
+                _refuse(f"cannot write the treatment next to the run: {e}", "copy the run to a writable folder, "
+                        "or run thalweg doctor without --treat/--verify")
             if done is None:
                 top = ex.findings[0] if ex.findings else None
                 why = ("healthy: nothing to treat" if top is None or top.severity == "info" else
@@ -172,11 +196,25 @@ def register(app: typer.Typer) -> None:
                 out["treatment"] = {"code": f.code, "fix": f.fix, "path": str(target)}
                 note = f"Treatment for {f.code}: {describe_fix(f.fix)} (written to {target.name})"
                 if verify_:
-                    v = verify(ex, f, cfg, epochs=epochs)
+                    try:
+                        v = verify(ex, f, cfg, epochs=epochs)
+                    except OSError as e:
+                        _refuse(f"cannot write the verification runs under the run: {e}",
+                                "copy the run to a writable folder")
                     lines.append(str(v))
                     out["verification"] = v.to_dict()
                     note += f"; verified: {v.metric} {v.before} → {v.after} ({'improved' if v.improved else 'not improved'})"
-        rep = write_findings(ex, report, figures=not no_figures, note=note)
-        out["report"] = str(rep)
-        lines.append(f"report: {rep}")
+        try:
+            rep = write_findings(ex, report, figures=not no_figures, note=" ".join([*ex.notes, note]).strip())
+            out["report"] = str(rep)
+            lines.append(f"report: {rep}")
+        except OSError as e:  # a read-only run is still diagnosed: the findings are printed
+            out["report"] = None
+            lines.append(f"report: not written ({e}); --report PATH writes it elsewhere")
         typer.echo(json.dumps(clean(out), indent=2) if as_json else "\n".join(lines))
+
+
+def _refuse(problem: str, hint: str) -> None:
+    """One message on stderr and exit status 4 (the disk refused), as `thalweg train` does."""
+    typer.echo(f"error: {problem}\nnothing of the run was changed; {hint}", err=True)
+    raise typer.Exit(4)

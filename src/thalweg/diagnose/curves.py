@@ -15,7 +15,7 @@ from typing import Any
 
 from thalweg.diagnose.findings import Finding, Thresholds
 
-__all__ = ["Curves", "curve_findings", "read_curves", "surviving"]
+__all__ = ["Curves", "curve_findings", "overfit_fix", "read_curves", "surviving"]
 
 
 def surviving(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -175,12 +175,15 @@ def _no_learning(x: _Ctx) -> list[Finding]:
 
 
 def _spikes(v: list[float], x: _Ctx) -> list[int]:
+    """Records far above the lowest *smoothed* level so far: one lucky minibatch sets no record
+    that every ordinary batch after it then "spikes" above."""
     add = 0.1 * (x.span or 1.0)
-    out, m = [], v[0]
+    sm = _smooth(v, 5)
+    out, m = [], sm[0]
     for i in range(1, len(v)):
         if v[i] > x.t.spike_factor * m and v[i] > m + add:
             out.append(i)
-        m = min(m, v[i])
+        m = min(m, sm[i])
     return out
 
 
@@ -210,7 +213,13 @@ def _lr_too_high(x: _Ctx) -> list[Finding]:
     if x.lr_edge_ratio is not None:
         ev["lr_x_lambda_max_over_edge"] = x.lr_edge_ratio
     what = "the loss ended far above its minimum" if diverged else "the loss spiked"
-    return [Finding("LR_TOO_HIGH", f"Learning rate too high: {what}", "critical" if diverged else "warning", ev,
+    learned = x.chance is None or lo < x.chance  # its best was better than predicting the label frequencies
+    recovered = not diverged and not beyond and tail <= lo + add and learned  # spiked, came back to its best
+    if recovered:
+        ev["recovered"] = True
+        conf = 0.4
+    return [Finding("LR_TOO_HIGH", f"Learning rate too high: {what}" + (" (and recovered)" if recovered else ""),
+                    "critical" if diverged else "info" if recovered else "warning", ev,
                     "Steps overshoot (oscillation, spikes, divergence); lower the learning rate",
                     confidence=min(conf, 0.95), fix={"optimizer.lr": lr / 10} if lr else {}, figure="loss")]
 
@@ -264,7 +273,7 @@ def _takes(optimizer: str, hp: str) -> bool:
     return True
 
 
-def _overfit_fix(config: dict[str, Any]) -> dict[str, Any]:
+def overfit_fix(config: dict[str, Any]) -> dict[str, Any]:
     """Weight decay where the optimizer takes it (decoupled AdamW needs ~10× more), else dropout."""
     o, m = config.get("optimizer") or {}, config.get("model") or {}
     name = str(o.get("name", ""))
@@ -291,8 +300,9 @@ def _overfitting(x: _Ctx) -> list[Finding]:
     if c.train_acc and acc_best is not None:
         gap = c.train_acc[-1][1] - acc_best[1]
     by_rise = rise > x.t.overfit_rise and len(after) >= 2 and falling
-    by_gap = gap is not None and gap > x.t.overfit_gap and c.train_acc[-1][1] > 0.9
-    if not (by_rise or by_gap):
+    steep = rise > x.t.overfit_rise_alone and len(after) >= 2 and falling  # accuracy held, loss far up
+    by_gap = gap is not None and gap > x.t.overfit_gap and c.train_acc[-1][1] > 0.9 and rise > x.t.overfit_rise / 3
+    if not (by_rise or by_gap or (rise > x.t.overfit_rise / 3 and len(after) >= 2 and falling)):
         return []
     ev: dict[str, Any] = {"best_val_loss": best[1], "best_step": best[0], "end_val_loss": end, "rise": rise}
     if gap is not None:
@@ -300,11 +310,11 @@ def _overfitting(x: _Ctx) -> list[Finding]:
     wide = gap is not None and gap > x.t.overfit_gap / 3
     if gap is None and c.train:  # regression: compare the two losses
         wide = end > 2 * max(c.train[-1][1], 1e-12)
-    if by_gap or (by_rise and wide):
+    if by_gap or (by_rise and wide) or steep:
         conf = max(min(rise / 0.3, 0.9) if by_rise else 0.0, min(0.5 + (gap or 0.0), 0.9) if by_gap else 0.0)
         return [Finding("OVERFITTING", "Overfitting: validation loss rises after its best while training loss falls",
                         "warning", ev, "The model memorizes the training set (best.pt keeps the weights from the "
-                        "best validation step); regularize", confidence=max(conf, 0.5), fix=_overfit_fix(x.config),
+                        "best validation step); regularize", confidence=max(conf, 0.5), fix=overfit_fix(x.config),
                         figure="loss", metric="final_val_loss")]
     return [Finding("OVERFITTING", "Mild overfitting: validation loss rose after its best, accuracy held", "info", ev,
                     "The model grows overconfident on held-out data while its accuracy stays; best.pt has the best "
@@ -312,30 +322,7 @@ def _overfitting(x: _Ctx) -> list[Finding]:
                     metric="final_val_loss")]
 
 
-def _capacity_causes(config: dict[str, Any], num_classes: int | None) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Evidence and a fix for an underfitting run: a bottleneck, heavy weight decay or dropout."""
-    m, o, r = config.get("model") or {}, config.get("optimizer") or {}, config.get("regularization") or {}
-    ev: dict[str, Any] = {}
-    fix: dict[str, Any] = {}
-    width = m.get("width") if m.get("width") is not None else (32 if m.get("name") == "cnn1d" else 128)
-    if m.get("name") != "linear" and num_classes and width < num_classes:
-        ev["width"], ev["num_classes"] = width, num_classes
-        fix["model.width"] = max(64, 8 * width)
-    wd = float(o.get("weight_decay") or 0.0)
-    if wd >= (0.5 if str(o.get("name", "")).lower() == "adamw" else 0.05):
-        ev["weight_decay"] = wd
-        fix.setdefault("optimizer.weight_decay", wd / 100)
-    for key, lim in (("l2", 0.01), ("l1", 1e-3)):
-        if float(r.get(key) or 0.0) >= lim:
-            ev[key] = r[key]
-            fix.setdefault(f"regularization.{key}", 0.0)
-    if float(m.get("dropout") or 0.0) >= 0.5:
-        ev["dropout"] = m["dropout"]
-        fix.setdefault("model.dropout", 0.1)
-    return ev, fix
-
-
-def _underfitting(x: _Ctx, num_classes: int | None) -> list[Finding]:
+def _underfitting(x: _Ctx) -> list[Finding]:
     v = _smooth([y for _, y in x.c.train])
     if len(v) < 4 or x.span is None or x.chance is None:
         return []
@@ -346,16 +333,13 @@ def _underfitting(x: _Ctx, num_classes: int | None) -> list[Finding]:
     late = (v[int(0.75 * (len(v) - 1))] - v[-1]) / total if total > 0 else 0.0
     if not poor or skill < x.t.no_learning_skill or late >= x.t.slow_late_fraction:
         return []  # fits well, learned nothing (NO_LEARNING), or still descending (not a plateau yet)
-    causes, fix = _capacity_causes(x.config, num_classes)
-    ev: dict[str, Any] = {"train_skill_at_end": skill, "end_train_loss": v[-1], "chance_loss": x.chance, **causes}
+    ev: dict[str, Any] = {"train_skill_at_end": skill, "end_train_loss": v[-1], "chance_loss": x.chance}
     if acc is not None:
         ev["end_train_accuracy"] = acc
-    sev = "warning" if causes else "info"
-    return [Finding("UNDERFITTING", "Underfitting: the training loss stays high", sev, ev,
-                    "The model cannot fit even the training data; " + ("reduce the constraint named in the evidence"
-                                                                       if causes else "a bigger model, longer "
-                                                                       "training or a higher learning rate may help"),
-                    confidence=0.8 if causes else 0.4, fix=fix, figure="loss")]
+    return [Finding("UNDERFITTING", "Underfitting: the training loss stays high", "info", ev,
+                    "The model cannot fit even the training data: its cause (a model too small, penalties too "
+                    "strong, a rate too low) leads when the doctor finds one; else a bigger model, longer training "
+                    "or a higher learning rate may help", confidence=0.4, figure="loss")]
 
 
 def _plateau(x: _Ctx) -> list[Finding]:
@@ -395,5 +379,5 @@ def curve_findings(curves: Curves, config: dict[str, Any], *, chance_loss: float
     found = _nonfinite(x) + _no_learning(x) + _lr_too_high(x) + _overfitting(x) + _plateau(x)
     codes = {f.code for f in found}
     found += _lr_too_low(x) if "LR_TOO_HIGH" not in codes else []
-    found += _underfitting(x, num_classes) if "NO_LEARNING" not in codes else []
+    found += _underfitting(x) if "NO_LEARNING" not in codes else []
     return found

@@ -17,7 +17,7 @@ from torch import Tensor
 
 from thalweg.diagnose.findings import Finding, Thresholds
 
-__all__ = ["DataStats", "data_findings", "data_statistics"]
+__all__ = ["DataStats", "data_findings", "data_statistics", "label_fit", "label_signal"]
 
 
 @dataclass
@@ -40,6 +40,8 @@ class DataStats:
     class_counts: list[int] = field(default_factory=list)
     majority_fraction: float | None = None
     target_std: float | None = None  # regression
+    label_signal: float | None = None  # nearest-neighbour label agreement above chance (0 = none, 1 = all)
+    sample: bool = False  # computed from a batch, not the training split: num_train is not the data's size
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -75,10 +77,58 @@ def data_statistics(x_train: Tensor, y_train: Tensor, x_val: Tensor, y_val: Tens
         with torch.no_grad():  # a class absent from training costs −ln(ε): effectively a wrong guess
             chance = float(-(val_freq * prior.clamp_min(1e-12).log()).sum())
         return DataStats(**common, chance_loss=chance, chance_accuracy=float(val_freq[int(prior.argmax())]),
-                         num_classes=k, class_counts=counts.tolist(), majority_fraction=float(prior.max()))
+                         num_classes=k, class_counts=counts.tolist(), majority_fraction=float(prior.max()),
+                         label_signal=label_signal(x, y_train.reshape(-1)))
     yt, yv = y_train.reshape(len(y_train), -1).double(), y_val.reshape(len(y_val), -1).double()
     chance = float((yv - yt.mean(0)).square().mean())
     return DataStats(**common, chance_loss=chance, target_std=float(yt.std(0, unbiased=False).mean()))
+
+
+def _neighbours(x: Tensor, k: int) -> Tensor:
+    """Indices of each row's `k` nearest other rows (standardized features)."""
+    x = x.reshape(len(x), -1).double()
+    std = x.std(0)
+    live = std > 0
+    x = (x[:, live] - x[:, live].mean(0)) / std[live]
+    d = torch.cdist(x, x)
+    d.fill_diagonal_(math.inf)
+    return d.topk(k, largest=False).indices
+
+
+def label_signal(x: Tensor, y: Tensor, *, max_rows: int = 2000) -> float | None:
+    """How much more often a training example's nearest neighbour (standardized inputs) has the
+    same label than two random examples do: (agree − chance) / (1 − chance). Labels that depend
+    on the inputs score well above 0 (digits ≈ 0.97); labels independent of them (shuffled)
+    ≈ 0; a fraction q of random labels scales it by about (1 − q)². No model is involved."""
+    n = min(len(x), max_rows)
+    if n < 100 or x[:n].reshape(n, -1).std(0).max() <= 0:  # a batch says too little about the labels
+        return None
+    y = y[:n]
+    agree = float((y[_neighbours(x[:n], 1)[:, 0]] == y).double().mean())
+    p = torch.bincount(y).double() / n
+    chance = float(p.square().sum())
+    return (agree - chance) / (1 - chance) if chance < 1 else None
+
+
+def label_fit(logits: Tensor, y: Tensor, x: Tensor | None = None, *, k: int = 10) -> dict[str, float]:
+    """How a trained model's predictions on training rows sit with their labels: its accuracy,
+    and (with the inputs `x`) the share of rows whose label is *outvoted* — the model predicts
+    another class and the majority of the row's `k` nearest neighbours carries that same other
+    class. A wrong label looks like that (the model and the neighbourhood learned the pattern,
+    the label does not follow it); a hard example rarely does, a model too weak to learn the
+    pattern hardly ever agrees with the neighbours against the label."""
+    y = y.reshape(-1)
+    pred = logits.detach().argmax(1)
+    out = {"train_accuracy": float((pred == y).double().mean()), "rows": float(len(y))}
+    if x is not None and len(y) > k:
+        votes = y[_neighbours(x, k)]
+        kk = int(max(int(y.max()), int(pred.max())) + 1)
+        counts = torch.zeros(len(y), kk, dtype=torch.long).scatter_add_(1, votes, torch.ones_like(votes))
+        majority = counts.argmax(1)
+        out["outvoted"] = float(((pred == majority) & (pred != y)).double().mean())
+        out["neighbours_agree"] = float((majority == y).double().mean())
+        out["model_agrees_with_neighbours"] = float((majority == pred).double().mean())
+    return out
 
 
 def _unnormalized(d: DataStats, config: dict[str, Any], t: Thresholds) -> list[Finding]:
@@ -126,7 +176,10 @@ def _labels(d: DataStats, best_accuracy: float | None, t: Thresholds) -> list[Fi
             conf = 0.95
     rare = [k for k, c in enumerate(counts) if 0 < c < t.min_class_count]
     missing = [k for k, c in enumerate(counts) if c == 0]
-    if rare or len(present) * t.min_class_count > d.num_train:
+    # uniformly little data is TOO_LITTLE_DATA's; under min_class_count rows per class on average the
+    # labels themselves are suspect (an ID or a measured value read as classes)
+    small = t.min_class_count * len(present) <= d.num_train < t.little_data_per_class * len(present)
+    if (rare or len(present) * t.min_class_count > d.num_train) and not small:
         problems.append(f"{len(rare)} class(es) have fewer than {t.min_class_count} training examples")
         ev["rare_classes"] = rare
         conf = max(conf, 0.6)

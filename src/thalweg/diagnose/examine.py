@@ -21,13 +21,13 @@ from torch import nn
 
 from thalweg.curvature.critical import classify_loss
 from thalweg.diagnose import (
-    LR_CODES,
     Finding,
     RunEvidence,
     Thresholds,
     data_statistics,
     diagnose,
     diagnose_run,
+    flatten,
     rank,
     weight_changes,
 )
@@ -53,6 +53,7 @@ class Examination:
     measurements: dict[str, Any] = field(default_factory=dict)  # the end-of-run measurement
     report: Path | None = None
     figures: dict[str, Path] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)  # what the reader should know (an edited config.toml)
 
 
 
@@ -98,6 +99,9 @@ def _lr_suggestion(cfg: RunConfig, x: torch.Tensor, y: torch.Tensor, loss_fn: An
     with torch.random.fork_rng():
         res = lr_find(model, opt, loss_fn, (x, y), start_lr=1e-6, end_lr=10.0, num_steps=100,
                       batch_size=min(cfg.train.batch_size, len(x)), seed=cfg.train.seed, rule="min/10")
+    sm = [float(v) for v in res.smoothed if v == v]
+    if not sm or min(sm) > 0.9 * sm[0]:  # no rate lowered the loss: the sweep says nothing about the rate
+        return None
     return res.suggestion
 
 
@@ -114,12 +118,14 @@ def _with_run_keys(m: dict[str, Any], lr: float | None, cfg: RunConfig) -> dict[
 
 
 def _examine_run(path: Path, *, max_samples: int, mode: str, grad_tol: float, with_curvature: bool,
-                 lr_finder: bool, t: Thresholds) -> Examination:
+                 lr_finder: bool, t: Thresholds, probe: bool = False) -> Examination:
     run_dir = next((c for c in (path, *path.parents) if (c / "config.toml").is_file()), None)
     if run_dir is None:
         raise FileNotFoundError(f"{path} is not a run directory, a checkpoint inside one, or a probe file")
     paths = RunPaths(run_dir)
     cfg = parse_config(tomllib.loads(paths.config.read_text()), check_optimizer=False)
+    latest = (path, load_checkpoint(path)) if path.is_file() else CheckpointManager(paths.checkpoints).load_latest()
+    cfg, notes = _trained_config(cfg, latest, paths)
     if cfg.train.num_threads:  # as the run trained: small models are fastest single-threaded
         torch.set_num_threads(cfg.train.num_threads)
     cfg_d = cfg.model_dump(mode="json")
@@ -132,9 +138,6 @@ def _examine_run(path: Path, *, max_samples: int, mode: str, grad_tol: float, wi
                             num_classes=splits.num_classes, standardized=cfg.data.standardize)
     objective = start_parts.loss_fn
     x, y = splits.x_train[:max_samples], splits.y_train[:max_samples]
-    latest = CheckpointManager(paths.checkpoints).load_latest()
-    if path.is_file():
-        latest = (path, load_checkpoint(path))
     # the best weights through the trainer's loader: a damaged best.pt falls back (with a warning)
     # to the newest good checkpoint or best.prev.pt, never to a traceback
     has_best = paths.best.is_file() or paths.best_prev.is_file()
@@ -154,6 +157,9 @@ def _examine_run(path: Path, *, max_samples: int, mode: str, grad_tol: float, wi
     ev.init = measure(start, objective, x, y)
     if best_model is not None and latest is not None:
         ev.best = measure(best_model, objective, x, y)
+    ev.label_fit = _label_fit(best_model or end_model, splits)
+    ev.parameters = sum(p.numel() for p in start.parameters())
+    ev.bottleneck = _bottleneck(start, x[:2])
     trainable = {n: not any(n == f or n.startswith(f + ".") for f in cfg.init.freeze) for n in init_weights}
     ev.weights = weight_changes(end_model.state_dict(), init_weights, trainable)
     if with_curvature:
@@ -161,10 +167,76 @@ def _examine_run(path: Path, *, max_samples: int, mode: str, grad_tol: float, wi
         if c is not None:
             ev.end["curvature"] = c
     findings = diagnose_run(ev, t)
-    if lr_finder and any(f.code in LR_CODES and f.severity != "info" for f in findings[:3]):
+    if lr_finder and any(f.severity != "info" or f.code == "UNDERFITTING" for f in flatten(findings)):
+        # a sick run, or one that cannot fit: is the rate in range?
         ev.lr_suggestion = _lr_suggestion(cfg, splits.x_train, splits.y_train, objective)
         findings = diagnose_run(ev, t)
-    return Examination(path, findings, ev, run_dir, cfg, ev.end)
+    if probe:
+        from thalweg.diagnose.causes import probes_wanted
+        from thalweg.diagnose.probes import run_probes
+
+        wanted = probes_wanted(findings)
+        if wanted:
+            ev.probes = run_probes(cfg, len(splits.x_train), wanted)
+            findings = diagnose_run(ev, t)
+        else:
+            notes.append("--probe: nothing to probe (no symptom was left with causes it could not tell apart)")
+    return Examination(path, findings, ev, run_dir, cfg, ev.end, notes=notes)
+
+
+def _trained_config(cfg: RunConfig, latest: tuple[Path, dict[str, Any]] | None,
+                    paths: RunPaths) -> tuple[RunConfig, list[str]]:
+    """The config the run trained with: config.toml, unless it was edited after the checkpoint
+    was written (the hash check `thalweg resume` makes) — then the checkpoint's own config, so
+    that the diagnosis, the treatment and the verification's "before" are the run as it was."""
+    from thalweg.train.rundir.resume import config_diff, config_hash
+
+    if latest is None or not isinstance(latest[1].get("config"), dict) or \
+            latest[1].get("config_hash") == config_hash(cfg):
+        return cfg, []
+    changes = config_diff(latest[1]["config"], cfg)
+    if not changes:
+        return cfg, []
+    trained = parse_config(latest[1]["config"], check_optimizer=False)
+    listed = "; ".join(f"{k}: {a!r} → {b!r}" for k, (a, b) in list(changes.items())[:6])
+    return trained, [f"{paths.config} was edited after the run trained ({listed}): the doctor reads, treats "
+                     f"and verifies the run as it trained, with the config saved in checkpoint {latest[0].name}"]
+
+
+def _bottleneck(model: nn.Module, x: torch.Tensor) -> int | None:
+    """The fewest features any activation layer outputs per position (an MLP layer's units, a
+    convolution's channels): the narrowest hidden representation (None without activations)."""
+    from thalweg.monitors import ACTIVATION_TYPES
+
+    sizes: list[int] = []
+    hooks = [m.register_forward_hook(lambda _m, _i, out: sizes.append(out.shape[1] if out.ndim > 1 else 1))
+             for m in model.modules() if type(m) in ACTIVATION_TYPES]
+    was = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(was)
+    return min(sizes) if sizes else None
+
+
+def _label_fit(model: nn.Module, splits: Any, rows: int = 2048) -> dict[str, float] | None:
+    """`label_fit` of the model on the first training rows (classification only)."""
+    from thalweg.diagnose.data import label_fit
+
+    if splits.task != "classification":
+        return None
+    was = model.training
+    model.eval()
+    with torch.no_grad():
+        logits = model(splits.x_train[:rows])
+    model.train(was)
+    if not torch.isfinite(logits).all():
+        return None
+    return label_fit(logits, splits.y_train[:rows], splits.x_train[:rows])
 
 
 def _output_layer(model: nn.Module) -> str | None:
@@ -191,8 +263,10 @@ def _examine_probe(path: Path, *, max_samples: int, mode: str, grad_tol: float, 
 
 
 def examine(path: str | Path, *, max_samples: int = 512, mode: str = "eval", grad_tol: float = 1e-3,
-            with_curvature: bool = True, lr_finder: bool = True, thresholds: Thresholds | None = None) -> Examination:
-    """Diagnose a run directory (or a checkpoint in one) or a probe file; nothing is written."""
+            with_curvature: bool = True, lr_finder: bool = True, thresholds: Thresholds | None = None,
+            probe: bool = False) -> Examination:
+    """Diagnose a run directory (or a checkpoint in one) or a probe file; nothing is written.
+    `probe` also runs the short probes (diagnose.probes) that tell apart what the diagnosis could not."""
     p = Path(path)
     if not p.exists():
         raise FileNotFoundError(f"no run directory, checkpoint or probe file at {p}")
@@ -202,20 +276,20 @@ def examine(path: str | Path, *, max_samples: int = 512, mode: str = "eval", gra
     threads = torch.get_num_threads()
     try:
         return _examine(p, max_samples=max_samples, mode=mode, grad_tol=grad_tol, with_curvature=with_curvature,
-                        lr_finder=lr_finder, t=t)
+                        lr_finder=lr_finder, t=t, probe=probe)
     finally:
         torch.set_num_threads(threads)
 
 
 def _examine(p: Path, *, max_samples: int, mode: str, grad_tol: float, with_curvature: bool, lr_finder: bool,
-             t: Thresholds) -> Examination:
+             t: Thresholds, probe: bool = False) -> Examination:
     if p.is_file():
         ex = _examine_probe(p, max_samples=max_samples, mode=mode, grad_tol=grad_tol,
                             with_curvature=with_curvature, t=t)
         if ex is not None:
             return ex
     return _examine_run(p, max_samples=max_samples, mode=mode, grad_tol=grad_tol, with_curvature=with_curvature,
-                        lr_finder=lr_finder, t=t)
+                        lr_finder=lr_finder, t=t, probe=probe)
 
 
 def write_findings(ex: Examination, report: Path | None = None, *, figures: bool = True,

@@ -42,13 +42,32 @@ def _img(path: Path | None, base: Path | None) -> Markup:
     return html('<br><img src="{}" alt="{}" style="max-width:100%;height:auto">', src, Path(path).stem)
 
 
+def _evidence(f: Finding) -> str:
+    return ", ".join(f"{k}={_fmt(v)}" for k, v in f.evidence.items() if k != "explained_by")
+
+
+def _finding(f: Finding, img: Markup) -> Markup:
+    """One finding: its line, the symptoms it explains, the causes it could not tell apart."""
+    symptoms = html("<br><small>symptoms it explains:</small><ul>{}</ul>", join(
+        html("<li><small><code>{}</code> {}: {}</small></li>", s.code, s.title, _evidence(s))
+        for s in f.symptoms)) if f.symptoms else Markup("")
+    could = html("<br><small>could be: {} — not told apart{}</small>", ", ".join(f.differential),
+                 f"; {f.tell_apart}" if f.tell_apart else "") if f.differential else Markup("")
+    return html('<li><b style="color:{}">{}</b> <code>{}</code> {} <small>(confidence {})</small><br><small>evidence: '
+                "{}</small><br>→ {}{}{}{}</li>", _COLORS.get(f.severity, "#222"), f.severity.upper(), f.code, f.title,
+                f"{f.confidence:.2f}", _evidence(f), f.action, symptoms, could, img)
+
+
 def to_html(findings: Sequence[Finding], *, title: str = "Diagnosis (thalweg doctor)", extra: str = "",
             figures: Mapping[Finding, Path | None] | Mapping[int, Path | None] | None = None,
             base: Path | None = None, note: str = "") -> Markup:
-    """An HTML section listing the findings, most likely first (for a run's report.html).
+    """An HTML section listing the findings, most likely cause first, each cause with the
+    symptoms it explains (for a run's report.html).
 
     `figures` maps a finding's index to the image of its evidence; `base` is the report's folder
-    (image paths are written relative to it); `extra` is HTML the caller wrote (`thalweg.page`)."""
+    (image paths are written relative to it); `extra` is HTML the caller wrote (`thalweg.page`).
+    An image is shown once, at the first finding that points at it (several findings often
+    share the loss curves)."""
     figs: Mapping[Any, Path | None] = figures or {}
     shown: dict[Path, int] = {}  # a figure several findings share is shown once, with the first
 
@@ -61,11 +80,7 @@ def to_html(findings: Sequence[Finding], *, title: str = "Diagnosis (thalweg doc
         shown[Path(p)] = i
         return _img(p, base)
 
-    items = join(
-        html('<li><b style="color:{}">{}</b> <code>{}</code> {} <small>(confidence {})</small><br><small>evidence: '
-             "{}</small><br>→ {}{}</li>", _COLORS.get(f.severity, "#222"), f.severity.upper(), f.code, f.title,
-             f"{f.confidence:.2f}", ", ".join(f"{k}={_fmt(v)}" for k, v in f.evidence.items()), f.action,
-             picture(i)) for i, f in enumerate(findings))
+    items = join(_finding(f, picture(i)) for i, f in enumerate(findings))
     body = (html("<ol>{}</ol>", items) if findings
             else Markup("<p>No findings: gradients, activations and curvature look healthy.</p>"))
     start, end = markers("doctor")

@@ -13,6 +13,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from thalweg.diagnose.causes import cause_findings, differential
 from thalweg.diagnose.curves import curve_findings, read_curves
 from thalweg.diagnose.data import DataStats, data_findings
 from thalweg.diagnose.findings import SEVERITY_ORDER, Finding, Thresholds, describe_fix, rank
@@ -26,6 +27,8 @@ LR_CODES = ("LR_TOO_LOW", "LR_TOO_HIGH", "NONFINITE", "NO_LEARNING", "LR_BEYOND_
 _ADAPTIVE = ("adam", "adamw", "rmsprop", "adagrad", "adadelta", "adahessian", "lion", "prodigy")
 _QUIET = ("NOT_CRITICAL",)  # "the gradient is not zero" is no diagnosis of a run
 _UNSCALED = ("normal", "zeros", "constant")
+#: what the learning curves say when a run is in trouble
+_CURVE_TROUBLE = ("NO_LEARNING", "PLATEAU", "LR_TOO_HIGH", "LR_TOO_LOW", "NONFINITE", "OVERFITTING", "SADDLE")
 
 
 @dataclass
@@ -44,6 +47,10 @@ class RunEvidence:
     output_layer: str | None = None
     lr_suggestion: float | None = None  # the LR range test's suggestion, when it was run
     world_size: int = 1
+    label_fit: dict[str, float] | None = None  # data.label_fit of the best weights on training rows
+    parameters: int | None = None  # trainable parameters of the model
+    probes: dict[str, Any] = field(default_factory=dict)  # what --probe measured ("lr", "capacity")
+    bottleneck: int | None = None  # the fewest units any hidden representation has (per example)
 
 
 def _opt(config: dict[str, Any]) -> tuple[str, float | None, float]:
@@ -170,15 +177,42 @@ def _round(fix: dict[str, Any]) -> dict[str, Any]:
     return {k: float(f"{v:.3g}") if k == "optimizer.lr" and isinstance(v, float) else v for k, v in fix.items()}
 
 
-def _refine_lr(f: Finding, suggestion: float | None, lr: float | None) -> None:
-    """The LR range test's suggestion replaces the ×10 / ÷10 rule of thumb where it agrees in direction."""
-    if suggestion is None or lr is None or ("optimizer.lr" not in f.fix and f.code != "NO_LEARNING"):
+_DOWN = ("LR_TOO_HIGH", "NONFINITE", "LR_BEYOND_STABILITY", "UPDATE_TOO_LARGE", "DEAD_UNITS")
+_UP = ("LR_TOO_LOW", "UPDATE_TOO_SMALL", "NO_LEARNING")
+
+
+def _peak_fix(f: Finding, ev: RunEvidence, peak: float | None, lr_now: float | None) -> None:
+    """A learning-rate fix as a new *peak* (the optimizer's `lr`, which the schedule scales): the
+    rules judge the rate the run ended with, so their ×/÷ is applied to the peak, never to a
+    decayed last value; the LR range test's suggestion (a rate from the start) and the lr
+    probe's best factor replace the rule of thumb where they agree in direction."""
+    if peak is None:
         return
-    if (f.code in ("LR_TOO_LOW", "NO_LEARNING") and suggestion > 2 * lr) or (f.code in ("LR_TOO_HIGH", "NONFINITE", "LR_BEYOND_STABILITY") and suggestion < lr / 2):
-        f.fix = {"optimizer.lr": suggestion}
-    else:
+    if f.code == "RECOVERED":  # the rate the run went on with after its rollbacks, as a peak
+        rb = float((ev.config.get("train") or {}).get("rollback_lr_factor") or 0.1)
+        f.fix = {"optimizer.lr": peak * math.prod(float(r.get("lr_scale", rb)) for r in read_curves(ev.records).rollbacks)}
         return
-    f.evidence["lr_finder_suggestion"] = suggestion
+    lr = f.fix.get("optimizer.lr")
+    if lr is not None and f.code != "NONFINITE":
+        f.fix = {**f.fix, "optimizer.lr": peak * lr / lr_now if lr_now else lr}
+    elif lr is not None:
+        f.fix = {**f.fix, "optimizer.lr": min(lr, peak / 10)}
+    elif f.code in ("LR_TOO_HIGH", "LR_TOO_LOW"):
+        f.fix = {"optimizer.lr": peak / 10 if f.code == "LR_TOO_HIGH" else peak * 10}
+    probe = (ev.probes.get("lr") or {}).get("best_factor")
+    s = ev.lr_suggestion
+    if probe and probe != 1.0 and f.code in ("LR_TOO_HIGH", "LR_TOO_LOW") and (probe < 1) == (f.code == "LR_TOO_HIGH"):
+        f.fix = {"optimizer.lr": peak * probe}
+        f.evidence["lr_probe_best_factor"] = probe
+    elif s is not None and ("optimizer.lr" in f.fix or f.code == "NO_LEARNING") and (
+            (f.code in _DOWN and s < min(peak, f.fix.get("optimizer.lr", peak) * 10) / 2)
+            or (f.code in _UP and s > 2 * peak)):
+        f.fix = {"optimizer.lr": s}
+        f.evidence["lr_finder_suggestion"] = s
+    if "optimizer.lr" in f.fix:
+        f.evidence.setdefault("peak_lr", peak)
+        if lr_now is not None and abs(lr_now - peak) > 1e-3 * peak:
+            f.evidence.setdefault("lr_at_end", lr_now)
 
 
 def _healthy(ev: RunEvidence) -> Finding:
@@ -217,10 +251,13 @@ def _saddle(found: list[Finding], ev: RunEvidence) -> list[Finding]:
 
 
 def diagnose_run(ev: RunEvidence, thresholds: Thresholds | None = None) -> list[Finding]:
-    """Every rule over everything the run has, merged per code, each with a fix, ranked."""
+    """Every rule over everything the run has, merged per code, the causes with evidence of their
+    own, each finding with a fix, ranked causes-first (symptoms under their cause); a symptom
+    left unexplained names the causes it could not tell apart."""
     t = thresholds or Thresholds()
     curves = read_curves(ev.records)
-    lr = curves.lr_now if curves.lr_now is not None else _opt(ev.config)[1]
+    peak = _opt(ev.config)[1]
+    lr = curves.lr_now if curves.lr_now is not None else peak
     d = ev.data
     task_classes = d.num_classes if d is not None else None
     best_acc = curves.best_val(2, lower=False)
@@ -236,17 +273,29 @@ def diagnose_run(ev: RunEvidence, thresholds: Thresholds | None = None) -> list[
                             lr_edge_ratio=_edge_ratio(ev, lr), thresholds=t)
     found += _saddle(found, ev)
     measured = _measured(ev, t)
+    if not any(f.severity != "info" for f in found if f.code in _CURVE_TROUBLE):
+        for f in measured:  # a start the run trained past is a note, not a warning
+            if f.evidence.get("at") == "initialization" and f.code != "NONFINITE":
+                f.severity, f.confidence = "info", min(f.confidence, 0.4)
+                f.evidence["note"] = "at the start only: the run trained past it"
+            elif f.code == "LR_BEYOND_STABILITY":  # gradient descent often runs at the edge of stability
+                f.severity, f.confidence = "info", min(f.confidence, 0.4)
+                f.evidence["note"] = "the loss still fell: training at the edge of stability is common"
     if any(f.code in ("RECOVERED",) for f in found):  # the blow-up is history: the present is what counts
         measured = [f for f in measured if f.code != "NONFINITE" or f.evidence.get("at") == "end of the run"]
     found = _merge(found + measured)
+    found = _merge(found + cause_findings(ev, found, t, peak_lr=peak))
     codes = {f.code for f in found}
     for f in found:
         if not f.fix:
             _fix_measured(f, ev, codes, lr)
-        _refine_lr(f, ev.lr_suggestion, lr)
+        _peak_fix(f, ev, peak, lr)
         f.fix = _round(f.fix)
         if f.fix and "→" not in f.action:
             f.action = f"{f.action} → {describe_fix(f.fix)}"
     if not any(f.severity != "info" for f in found):
         found.append(_healthy(ev))
-    return rank(found)
+    ranked = rank(found)
+    for f in ranked:
+        differential(f, ev, t)
+    return ranked

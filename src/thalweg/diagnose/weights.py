@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -18,7 +18,7 @@ from torch import Tensor
 
 from thalweg.diagnose.findings import Finding, Thresholds
 
-__all__ = ["WeightReport", "config_findings", "unit_spread", "weight_changes", "weight_findings"]
+__all__ = ["WeightReport", "config_findings", "init_gain", "unit_spread", "weight_changes", "weight_findings"]
 
 
 @dataclass
@@ -28,6 +28,7 @@ class WeightReport:
     change: dict[str, float]  # ‖w_end − w_start‖ / ‖w_start‖ (absolute when w_start = 0)
     spread: dict[str, float]  # mean distance of a row from the mean row, relative to the row scale
     trainable: dict[str, bool]
+    init_gain: dict[str, float] = field(default_factory=dict)  # RMS(w_start)·√fan_in per weight matrix
 
     @property
     def moved(self) -> float | None:
@@ -36,7 +37,15 @@ class WeightReport:
         return max(vals) if vals else None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"change": self.change, "spread": self.spread, "trainable": self.trainable}
+        return {"change": self.change, "spread": self.spread, "trainable": self.trainable,
+                "init_gain": self.init_gain}
+
+
+def init_gain(w: Tensor) -> float:
+    """RMS(w)·√fan_in: the factor one layer multiplies a unit-variance signal by (before its
+    activation). Kaiming's init gives √2 for ReLU, Xavier ≈ 1, torch's default 1/√3."""
+    fan_in = math.prod(w.shape[1:])
+    return float(w.detach().double().square().mean().sqrt()) * math.sqrt(fan_in)
 
 
 def unit_spread(w: Tensor) -> float:
@@ -55,6 +64,8 @@ def weight_changes(end: Mapping[str, Tensor], start: Mapping[str, Tensor] | None
     """Relative change from `start` to `end` for every floating-point tensor both hold."""
     change: dict[str, float] = {}
     spread: dict[str, float] = {}
+    gains = {k: init_gain(v) for k, v in (start or {}).items()
+             if torch.is_floating_point(v) and v.ndim >= 2 and k.endswith("weight")}
     for name, w in end.items():
         if not torch.is_floating_point(w) or "running_" in name:
             continue
@@ -65,7 +76,7 @@ def weight_changes(end: Mapping[str, Tensor], start: Mapping[str, Tensor] | None
             d = float((w.double() - w0).norm())
             n0 = float(w0.norm())
             change[name] = d / n0 if n0 > 0 else d
-    return WeightReport(change, spread, dict(trainable or {}))
+    return WeightReport(change, spread, dict(trainable or {}), gains)
 
 
 def _layer(name: str) -> str:
@@ -101,7 +112,8 @@ def weight_findings(w: WeightReport, config: Mapping[str, Any], *, output_layer:
             "Parameters without gradient updates keep their initial (random) values"
             + ("; unfreeze them → [init] freeze = []" if frozen_cfg else
                ": check requires_grad and that the optimizer receives every parameter"),
-            confidence=0.95 if frozen_cfg and still else 0.7, fix={"init.freeze": []} if frozen_cfg else {},
+            confidence=0.95 if frozen_cfg and still else 0.7 if frozen_cfg else 0.45,
+            fix={"init.freeze": []} if frozen_cfg else {},
             figure="weights"))
     return out
 

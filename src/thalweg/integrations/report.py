@@ -97,10 +97,10 @@ def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
 def _data_stats(w: Watched) -> Any:
     from thalweg.diagnose import data_statistics
 
-    d = w.data
+    d, sample = w.data, False
     if d is None and w.held is not None and w.held.labels() is not None:
         x, y = w.held.labels()  # type: ignore[misc]
-        d = (x, y, x, y)
+        d, sample = (x, y, x, y), True  # one held batch: its size says nothing about the data set's
     if d is None:
         return None
     if hasattr(d, "x_train"):
@@ -110,7 +110,9 @@ def _data_stats(w: Watched) -> Any:
         task = "regression" if yt.is_floating_point() else "classification"
         k = None
     standardized = bool((w.user_config.get("data") or {}).get("standardize", False))
-    return data_statistics(xt.cpu(), yt.cpu(), xv.cpu(), yv.cpu(), task=task, num_classes=k, standardized=standardized)
+    stats = data_statistics(xt.cpu(), yt.cpu(), xv.cpu(), yv.cpu(), task=task, num_classes=k, standardized=standardized)
+    stats.sample = sample
+    return stats
 
 
 def _output_layer(model: nn.Module) -> str | None:
