@@ -1,7 +1,8 @@
 """Run a bench: studies in an Optuna database, trials on an executor, records to results.jsonl.
 
 Each (ruleset, phase, workload, submission, study index) is one Optuna study. External
-tuning: M `tune` studies of N quasi-random trials each, one `defaults` trial, then the best
+tuning: M `tune` studies of N quasi-random trials each, one `defaults` trial, each study's
+chosen configuration on fresh seeds (`confirm`, as soon as that study is done), then the best
 configuration re-run over seeds (`rerun`) and swept over its learning rate (`sensitivity`).
 Self-tuning: M `self` studies of one default trial with 1.5× the budget. Calibration: `tune`
 and `rerun` with no target (the AlgoPerf target-setting procedure).
@@ -57,6 +58,8 @@ class Plan:
     index: int
     n: int
     sampler: str = "random"
+    #: added to every trial's seed and the sampler's (an independent run of the same bench)
+    seed: int = 0
     #: (params, seed) per trial for fixed phases; None until the tuning it depends on is done.
     items: list[tuple[dict[str, Any], int]] | None = None
     study: Any = None
@@ -82,7 +85,12 @@ class Plan:
         for k in ("target_source", "description"):
             w.pop(k, None)
         return {"phase": self.phase, "ruleset": self.ruleset, "index": self.index, "n": self.n,
-                "sampler": self.sampler, "workload": w, "submission": self.submission.describe()}  # fmt: skip
+                "sampler": self.sampler, "seed": self.seed, "workload": w,
+                "submission": self.submission.describe()}  # fmt: skip
+
+    def trial_seed(self, number: int) -> int:
+        """The seed of tuning trial `number` of this study."""
+        return self.seed + self.index * 100_003 + number
 
 
 def _sqlite_wal(engine: Any) -> None:
@@ -173,7 +181,8 @@ class Runner:
             dists = plan.submission.distributions() if plan.phase == "tune" else {}
             plan.study = optuna.create_study(
                 storage=self.storage, study_name=plan.name, direction="minimize",
-                sampler=_sampler(plan.sampler, plan.index, dists, plan.n), load_if_exists=True)  # fmt: skip
+                sampler=_sampler(plan.sampler, plan.seed * 1009 + plan.index, dists, plan.n),
+                load_if_exists=True)  # fmt: skip
             want = json.loads(json.dumps(jsonable(plan.spec_attr())))
             have = plan.study.user_attrs.get("bench")
             if have is None:
@@ -236,7 +245,7 @@ class Runner:
             return
         trial = optuna.Trial(study, t._trial_id)
         params = {name: trial._suggest(name, dist) for name, dist in plan.submission.distributions().items()}
-        seed = plan.index * 100_003 + t.number
+        seed = plan.trial_seed(t.number)
         self._describe(t._trial_id, seed, None, None)
         plan.queued.append((t.number, t._trial_id, params, seed, None))
         self.recovered += 1
@@ -257,6 +266,8 @@ class Runner:
         if self.follow_up is None:
             return False
         deps = self._tuning[plan.pair]
+        if plan.phase == "confirm":  # a study's own chosen configuration: only that study
+            deps = [p for p in deps if p.index == plan.index]
         if not all(p.complete for p in deps):
             return False
         plan.items = self.follow_up(plan, deps)
@@ -271,7 +282,7 @@ class Runner:
                 return None
             study = self._open(plan)
             trial = study.ask(plan.submission.distributions())
-            seed = plan.index * 100_003 + trial.number
+            seed = plan.trial_seed(trial.number)
             self._describe(trial._trial_id, seed, None, None)
             return (trial.number, trial._trial_id, dict(trial.params), seed, None)
         if not self._unlock(plan):
@@ -307,13 +318,14 @@ class Runner:
             prune = {"reference": refs, "startup": 3, "warmup": w.step_budget // 4}
         return {
             "study": plan.name, "trial": number, "phase": plan.phase, "ruleset": plan.ruleset,
-            "workload": w.key, "workload_ref": w.ref or w.key, "submission": sub.name,
+            "workload": w.key, "workload_ref": w.ref or w.key, "group": w.group, "submission": sub.name,
             "study_index": plan.index, "seed": seed, "params": params,
             "config": sub.configure(params),
             "target": None if plan.ruleset == "calibrate" else w.target,
             "metric": w.metric, "mode": w.mode, "steps": w.step_budget,
             "eval_every": w.eval_every, "max_seconds": w.max_seconds, "threads": self.threads,
-            "prune": prune, "stop_at_target": self.stop_at_target,
+            "prune": prune,
+            "stop_at_target": self.stop_at_target and plan.phase in ("tune", "confirm", "defaults", "self"),
         }  # fmt: skip
 
     def _fill(self) -> None:
