@@ -106,7 +106,7 @@ def run_bench(bench: BenchConfig | str | Path, *, out_dir: str | Path = "bench",
         view.set_total(sum(p.n for p in plans))
     out: dict[str, dict[str, float]] = {}
     for unit in ("seconds", "steps"):
-        out[unit] = scoring.scores(scoring.real(records), unit, cfg.ruleset, cfg.r_max)
+        out[unit] = scoring.scores(scoring.headline(records), unit, cfg.ruleset, cfg.r_max)
     page = None
     if report:
         from thalweg.bench.report import write_report

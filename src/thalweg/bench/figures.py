@@ -32,9 +32,9 @@ def _colors(names: Sequence[str]) -> dict[str, Any]:
 
 def plot_profiles(records: Sequence[Mapping[str, Any]], rulesets: Sequence[str], path: Path,
                   r_max: float = scoring.R_MAX) -> Path | None:  # fmt: skip
-    """ρ(τ) per submission, one panel per (ruleset, unit): seconds and steps to the target."""
+    """ρ(τ) per submission, one panel per (ruleset, unit): steps and CPU seconds to the target."""
     plt = _plt()
-    panels = [(rs, u) for rs in rulesets for u in ("seconds", "steps")
+    panels = [(rs, u) for rs in rulesets for u in ("steps", "cpu")
               if scoring.workload_times(records, u, rs)]  # fmt: skip
     if not panels:
         return None

@@ -140,7 +140,7 @@ class BenchConfig(_Strict):
                 w = w.with_target(float(t), f"bench config {self.name!r}")
             elif w.target is None and calibrated and w.key in calibrated:
                 w = w.with_target(float(calibrated[w.key]["value"]), calibrated[w.key].get("source", ""))
-            if w.target is None and self.ruleset != "calibrate":
+            if w.target is None and self.ruleset != "calibrate" and self.objective == "time":
                 raise BenchConfigError(
                     f"bench {self.name!r}: workload {w.key!r} has no target; compute it with "
                     f"`thalweg bench calibrate {_quote(ref, code)}` (same -o), or set [targets] \"{w.key}\" = VALUE")  # fmt: skip
@@ -184,7 +184,9 @@ class BenchConfig(_Strict):
 
 
 def _quote(ref: str, code: bool) -> str:
-    return f"--code {ref}" if code else ref
+    import shlex
+
+    return f"--code {shlex.quote(ref)}" if code else shlex.quote(ref)
 
 
 def _cfg(name: str, low: float | None = None, high: float | None = None, **kw: Any) -> dict[str, Any]:
