@@ -325,7 +325,7 @@ class Runner:
             "metric": w.metric, "mode": w.mode, "steps": w.step_budget,
             "eval_every": w.eval_every, "max_seconds": w.max_seconds, "threads": self.threads,
             "prune": prune,
-            "stop_at_target": self.stop_at_target and plan.phase in ("tune", "confirm", "defaults", "self"),
+            "stop_at_target": self.stop_at_target and plan.phase in ("tune", "confirm", "defaults", "self", "sweep"),
         }  # fmt: skip
 
     def _fill(self) -> None:

@@ -33,8 +33,9 @@ REAL = ["char_lm", "mnist1d_cnn", "mnist1d_gru", "digits_cnn"]
 #: the target-setting baselines (AlgoPerf's AdamW, NAdamW and Nesterov)
 BASELINES = ["adamw", "nadamw", "sgd_nesterov"]
 #: the standard suite's optimizers: the baselines, the Adam family, heavy ball, Lion,
-#: schedule-free AdamW, the matrix rules and LAMB
-STANDARD = [*BASELINES, "adam", "radam", "sgd", "lion", "schedulefree_adamw", "muon", "soap", "shampoo", "lamb"]
+#: schedule-free AdamW, the matrix rules, LAMB, and AdamW under a constant lr (the decay's worth)
+STANDARD = [*BASELINES, "adam", "radam", "sgd", "lion", "schedulefree_adamw", "muon", "soap", "shampoo", "lamb",
+            "adamw_constant"]
 
 
 class BenchConfigError(ValueError):
@@ -200,7 +201,7 @@ SUITES: dict[str, dict[str, Any]] = {
               "optimizers": [*BASELINES, "muon", "lion", "schedulefree_adamw"],
               "sensitivity_points": 4},
     # the README's suite: every real workload (the character transformer included) and the
-    # toy problems, twelve optimizers
+    # toy problems, thirteen optimizers
     "standard": {"name": "standard", "workloads": [*REAL, *SEED_PROBLEMS], "optimizers": STANDARD},
     # every first-order rule, the built-in submissions, every workload
     "full": {"name": "full", "workloads": [*REAL, "digits_logreg", "mnist1d_mlp", *SEED_PROBLEMS],
