@@ -35,6 +35,8 @@ docs: $(STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks examples docs
+	$(VENV)/bin/lint-imports
+	$(PY) -m pytest -q tests/test_architecture.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

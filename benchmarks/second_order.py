@@ -27,10 +27,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from thalweg.landscape import functions
-from thalweg.optim.adahessian import AdaHessian
-from thalweg.optim.kfac import KFAC
-from thalweg.optim.lbfgs import LBFGS
-from thalweg.optim.newton import Newton
+from thalweg.optim.second_order.adahessian import AdaHessian
+from thalweg.optim.second_order.kfac import KFAC
+from thalweg.optim.second_order.lbfgs import LBFGS
+from thalweg.optim.second_order.newton import Newton
 
 torch.set_num_threads(1)
 D = torch.float64

@@ -43,10 +43,10 @@ def expected(path: Path) -> str:
 def run_member(path: Path, out_dir: Path, *, epochs: int | None = None, verify: bool = True,
                verify_epochs: int | None = None, rediagnose: bool = True) -> dict[str, Any]:
     """Train one member, diagnose it, and (if treatable) treat and verify it."""
+    from thalweg.diagnose.commands import treat
+    from thalweg.diagnose.commands import verify as verify_treatment
+    from thalweg.diagnose.examine import examine
     from thalweg.train import NonFiniteError, fit, load_config
-    from thalweg.train.doctor import examine
-    from thalweg.train.treatment import treat
-    from thalweg.train.treatment import verify as verify_treatment
 
     over: dict[str, Any] = {"out_dir": str(out_dir), "diagnostics.figures": False, "diagnostics.report": False}
     if epochs is not None:

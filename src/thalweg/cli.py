@@ -25,8 +25,8 @@ COMMAND_MODULES: list[str] = [
     "thalweg.landscape.commands",
     "thalweg.optim.commands",
     "thalweg.train.commands",
-    "thalweg.train.meta_run",
-    "thalweg.train.treatment",
+    "thalweg.meta.commands",
+    "thalweg.diagnose.commands",
 ]
 
 

@@ -5,7 +5,7 @@
 `DIR/NAME/`; `bench run`: `DIR/NAME/`; `trajectories`: `DIR/NAME.png`; `bench recipe`:
 `DIR/NAME.toml`). An output that already exists is never silently replaced: the first free
 `NAME-2`, `NAME-3`, … is taken and a note says so, unless `--overwrite` (runs:
-`thalweg.train.lock.claim_run_dir`, the same numbering with a lock).
+`thalweg.train.rundir.lock.claim_run_dir`, the same numbering with a lock).
 """
 
 from __future__ import annotations

@@ -103,7 +103,7 @@ def test_own_config_runs_calibrates_and_exports_a_recipe(tmp_path):
 
 CODE = '''
 from thalweg.bench.workloads import Workload
-from thalweg.bench.problems import config_workload
+from thalweg.bench.configs import config_workload
 
 def workload(epochs: int = 1):
     cfg = {"name": "coded", "data": {"name": "digits"}, "model": {"name": "linear"},

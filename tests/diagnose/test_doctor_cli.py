@@ -86,7 +86,7 @@ def test_diverge_and_recover_is_diagnosed_as_recovered(tmp_path: Path) -> None:
 
 
 def test_the_initialization_is_rebuilt_exactly(tmp_path: Path) -> None:
-    from thalweg.train.doctor import examine
+    from thalweg.diagnose.examine import examine
 
     cfg = _tiny(tmp_path, "init", train={"epochs": 1, "keep_checkpoints": 5},
                 diagnostics={"figures": False, "report": False})

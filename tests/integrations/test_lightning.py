@@ -119,7 +119,7 @@ def _tensorboard_scalars_are_the_losses_the_module_saw(run: Any) -> None:
 def _lr_follows_the_thalweg_schedule(run: Any) -> None:
     _, cb, trainer = run
     opt = trainer.optimizers[0]
-    from thalweg.optim.core import FlatOptimizer
+    from thalweg.optim.engine.core import FlatOptimizer
 
     assert isinstance(opt, FlatOptimizer)
     total = STEPS_PER_EPOCH * EPOCHS

@@ -11,7 +11,8 @@ from torch import nn
 from torch.func import functional_call
 
 from thalweg.meta import FOMAML, MAML, Episode, InnerChain, InnerSGD, Pretrained, Reptile, Sinusoid
-from thalweg.optim import chain, scale_by_lr, trace
+from thalweg.optim import scale_by_lr, trace
+from thalweg.optim.transforms import chain
 
 T, STEPS, LR = 3, 2, 0.1
 

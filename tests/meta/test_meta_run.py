@@ -21,8 +21,8 @@ import torch
 from typer.testing import CliRunner
 
 from thalweg.cli import app
+from thalweg.meta.run import run_meta
 from thalweg.train import ConfigChangedError, ConfigError, load_checkpoint, read_metrics
-from thalweg.train.meta_run import run_meta
 
 ITERS = 12  # per method; 2 methods -> 24 steps
 

@@ -22,8 +22,8 @@ from thalweg.meta import (
     episode_seed,
     fewshot_distributions,
 )
+from thalweg.meta.config import build_tasks, load_meta_config, make_learner, parse_meta_config
 from thalweg.train import ConfigError
-from thalweg.train.meta_config import build_tasks, load_meta_config, make_learner, parse_meta_config
 
 
 def same(a, b) -> bool:

@@ -12,7 +12,7 @@ from optim_cases import roundtrip
 
 import thalweg.optim as to
 from thalweg.optim import registry
-from thalweg.optim.muon import newton_schulz
+from thalweg.optim.matrix.muon import newton_schulz
 
 # equal shapes share a stack (batched), the odd ones are stacks of one; a 0-d and a 1-D too
 SHAPES = [(6, 5), (6, 5), (7,), (2, 3, 4), (1,), (4, 1, 3), (6, 5), ()]

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from thalweg.linalg import rademacher
-from thalweg.optim.adahessian import AdaHessian, hutchinson_diagonal
+from thalweg.optim.second_order.adahessian import AdaHessian, hutchinson_diagonal
 
 D = torch.float64
 

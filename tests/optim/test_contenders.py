@@ -135,9 +135,9 @@ def test_bf16_autocast_training_matches_the_reference(info):
 def test_reductions_over_chunks_that_cut_tensors_match(name, monkeypatch):
     """Eager updates and their sums walk the flat buffer in chunks; with a chunk of 7 elements
     every tensor is cut (per-tensor sums must add the pieces of each tensor, global sums all)."""
-    import thalweg.optim.core as core
+    import thalweg.optim.engine.kernel as kernel
 
-    monkeypatch.setattr(core, "EAGER_CHUNK", 7)
+    monkeypatch.setattr(kernel, "EAGER_CHUNK", 7)
     info = registry.get(name)
     hp = _richest(info)
     a, b, ours, _ = _run(info, hp, torch.float64, steps=40)

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from thalweg.optim.kfac import KFAC
+from thalweg.optim.second_order.kfac import KFAC
 
 D = torch.float64
 

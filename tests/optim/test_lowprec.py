@@ -10,7 +10,7 @@ from optim_cases import LR, combos, loss_fn, make_params
 
 import thalweg.optim as to
 from thalweg.optim import registry
-from thalweg.optim.lowprec import dequantize, int8_error_bound, quantize, stochastic_bf16
+from thalweg.optim.engine.lowprec import dequantize, int8_error_bound, quantize, stochastic_bf16
 
 #: rules whose update is sign(·)·lr (a coordinate differs by whole steps or not at all)
 SIGN_RULES = {"lion"}

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import thalweg.optim as to
-from thalweg.optim import core
+from thalweg.optim.engine import core
 
 
 @pytest.mark.slow

@@ -10,7 +10,7 @@ import torch
 from optim_cases import make_params, roundtrip, train_steps
 
 import thalweg.optim as to
-from thalweg.optim.lowprec import int8_error_bound
+from thalweg.optim.engine.lowprec import int8_error_bound
 
 
 @pytest.mark.parametrize("state_dtype", ["bf16", "int8"])

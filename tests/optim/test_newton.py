@@ -10,7 +10,7 @@ from torch import nn
 
 from thalweg.landscape import functions
 from thalweg.linalg import dense_hessian
-from thalweg.optim.newton import Newton
+from thalweg.optim.second_order.newton import Newton
 
 D = torch.float64
 

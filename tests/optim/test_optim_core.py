@@ -285,7 +285,7 @@ def test_moving_the_model_after_construction_is_a_clear_error():
 
 
 def test_auto_compiles_large_multi_pass_rules_only(monkeypatch):
-    import thalweg.optim.core as core
+    import thalweg.optim.engine.core as core
 
     monkeypatch.setattr(core, "AUTO_COMPILE_MIN_NUMEL", 10)
     ps = make_params()
@@ -301,11 +301,11 @@ def test_auto_compiles_large_multi_pass_rules_only(monkeypatch):
 def test_chunked_eager_update_equals_one_pass(monkeypatch):
     """Eager updates walk big buffers in chunks; every transform is elementwise, so the
     result is the same to the bit."""
-    import thalweg.optim.core as core
+    import thalweg.optim.engine.kernel as kernel
 
     runs = []
-    for chunk in (core.EAGER_CHUNK, 7):  # one pass, then many uneven chunks over ~50 elements
-        monkeypatch.setattr(core, "EAGER_CHUNK", chunk)
+    for chunk in (kernel.EAGER_CHUNK, 7):  # one pass, then many uneven chunks over ~50 elements
+        monkeypatch.setattr(kernel, "EAGER_CHUNK", chunk)
         ps = make_params()
         opt = to.RMSprop(ps, lr=0.01, centered=True, momentum=0.9, compile=False)
         for _ in range(10):

@@ -16,8 +16,8 @@ from torch import Tensor
 
 import thalweg.optim as to
 from thalweg.optim import transforms
-from thalweg.optim.chain import StepContext
 from thalweg.optim.registry import Hyperparameter as H
+from thalweg.optim.transforms.chain import StepContext
 
 
 def _adam_clip_reference(ps: list[Tensor], steps: int, max_norm: float, lr: float) -> list[Tensor]:

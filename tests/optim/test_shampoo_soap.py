@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import thalweg.optim as to
-from thalweg.optim import kronecker as kr
+from thalweg.optim.matrix import kronecker as kr
 
 RULES = {"shampoo": to.Shampoo, "soap": to.SOAP}
 

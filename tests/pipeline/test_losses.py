@@ -47,8 +47,8 @@ def test_every_area_takes_its_loss_from_here(tmp_path: Path) -> None:
     from thalweg.curvature.probe import load_probe, save_probe
     from thalweg.landscape.gallery import train_briefly
     from thalweg.meta import MAML, loss_function
+    from thalweg.meta.config import build_tasks, make_learner, parse_meta_config
     from thalweg.train import build_run
-    from thalweg.train.meta_config import build_tasks, make_learner, parse_meta_config
 
     _, splits, fn = train_briefly("digits", epochs=1)
     assert fn == TaskLoss(splits.task) == TaskLoss("classification")

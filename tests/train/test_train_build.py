@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from thalweg.train import ConfigError, build_run, fit, parse_config, read_metrics
 from thalweg.train.guard import Action, on_nonfinite
 from thalweg.train.loop import Trainer
-from thalweg.train.state import TrainState
+from thalweg.train.rundir.state import TrainState
 
 
 def tiny(tmp_path: Path, **sections: dict[str, Any]) -> dict[str, Any]:

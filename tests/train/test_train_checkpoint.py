@@ -8,14 +8,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from thalweg.train.checkpoint import (
+from thalweg.train.rundir.checkpoint import (
     CheckpointError,
     CheckpointManager,
     content_digest,
     load_checkpoint,
     save_checkpoint,
 )
-from thalweg.train.state import capture_rng, restore_rng
+from thalweg.train.rundir.state import capture_rng, restore_rng
 
 
 def _state(seed: int) -> dict:

@@ -13,8 +13,8 @@ import pytest
 import torch
 
 from thalweg.train import build_run, fit, load_run, parse_config, read_metrics
-from thalweg.train.checkpoint import load_checkpoint
 from thalweg.train.components import evaluate
+from thalweg.train.rundir.checkpoint import load_checkpoint
 
 
 def tiny(tmp_path: Path, optimizer: dict[str, Any], **train: Any) -> dict[str, Any]:

@@ -158,7 +158,7 @@ def test_a_failed_background_write_is_one_message_and_the_run_resumes(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Regression: a disk fault in the checkpoint thread ended in a traceback from another
     thread ('inline_container.cc: unexpected pos')."""
-    from thalweg.train import checkpoint
+    from thalweg.train.rundir import checkpoint
 
     real = checkpoint._Sink.write
 

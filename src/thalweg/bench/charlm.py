@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from thalweg.bench.workloads import Problem, Workload, register
+from thalweg.bench.problems import Problem, Workload, builtin, doc
 
 __all__ = ["CharTransformer", "char_lm", "text_splits"]
 
@@ -89,7 +89,7 @@ def _windows(ids: torch.Tensor, context: int, n: int) -> torch.Tensor:
     return torch.stack([ids[s : s + context + 1] for s in starts.tolist()])
 
 
-@register("char_lm")
+@builtin("char_lm")
 def char_lm(context: int = 64, d: int = 64, layers: int = 2, heads: int = 4, batch_size: int = 16,
             val_windows: int = 128) -> Workload:  # fmt: skip
     """A decoder-only transformer (2 layers, d = 64, 4 heads, context 64) on the characters of
@@ -134,11 +134,7 @@ def char_lm(context: int = 64, d: int = 64, layers: int = 2, heads: int = 4, bat
         return Problem(model=model, loss=loss, batches=batches(), evaluate=evaluate, steps_per_epoch=steps)
 
     return Workload("char_lm", build, metric="val_loss", mode="min", step_budget=300, max_seconds=300.0,
-                    eval_every=20, description=_first_line(char_lm.__doc__))  # fmt: skip
-
-
-def _first_line(doc: str | None) -> str:
-    return " ".join((doc or "").split("\n\n")[0].split())
+                    eval_every=20, description=doc(char_lm))  # fmt: skip
 
 
 def describe_data() -> dict[str, Any]:

@@ -59,7 +59,7 @@ def toml_workload(path: Path) -> Workload:
     """A `thalweg train` config as a workload: its data, model, loss, batch size and training
     length (epochs × steps per epoch); its best metric (`train.best_metric`) is the target's;
     evaluated every `train.eval_every` steps (else once per epoch). Key: the file's name."""
-    from thalweg.bench.problems import config_workload
+    from thalweg.bench.configs import config_workload
     from thalweg.train import ConfigError
     from thalweg.train.components import prepare_data
     from thalweg.train.config import load_config

@@ -90,7 +90,7 @@ WEIGHT_DECAY = SearchDim("weight_decay", 1e-6, 1e-1, log=True)
 
 def schedule_free(optimizer: str) -> bool:
     """Whether the rule averages its iterates instead of needing a decay (it has train/eval modes)."""
-    from thalweg.optim.modes import has_modes
+    from thalweg.optim import has_modes
 
     return has_modes(registry.get(optimizer).factory)
 

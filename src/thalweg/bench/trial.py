@@ -78,7 +78,7 @@ def _problem(w: Any, overrides: dict[str, Any], seed: int) -> Any:
         return w.build(seed)
     if w.config is None:
         raise ValueError(f"workload {w.key!r} is not a config workload; it takes no config overrides")
-    from thalweg.bench.problems import _config_problem
+    from thalweg.bench.configs import _config_problem
     from thalweg.train import parse_config
 
     data = w.config.model_dump(mode="json")
@@ -131,7 +131,7 @@ def _thin(n: int, keep: set[int]) -> list[int]:
 
 
 def _train(spec: dict[str, Any], w: Any, rec: dict[str, Any], t0: float) -> None:
-    from thalweg.optim.modes import eval_mode
+    from thalweg.optim import eval_mode
 
     cfg, seed, steps = spec["config"], int(spec["seed"]), int(spec["steps"])
     torch.manual_seed(seed)

@@ -1,5 +1,5 @@
 """CLI: `thalweg inspect PATH` (the Hessian at a run's weights: extreme eigenvalues, trace, density,
-classification). `thalweg doctor` lives in `thalweg.train.treatment`.
+classification). `thalweg doctor` lives in `thalweg.diagnose.commands`.
 
 PATH is a run directory or checkpoint (via `thalweg.train.load_run`) or a probe file written
 by `thalweg.curvature.save_probe`.

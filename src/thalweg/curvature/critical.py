@@ -25,6 +25,7 @@ __all__ = [
     "SignCertificate",
     "certify_min_sign",
     "classify",
+    "classify_loss",
     "condition_number",
     "find_critical_point",
     "minimum_odds",
@@ -183,6 +184,17 @@ class SignCertificate:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def classify_loss(model: nn.Module, loss_fn: Any, x: Tensor, y: Tensor, *, mode: str = "eval",
+                  grad_tol: float = 1e-3, max_hvps: int = 80) -> dict[str, Any] | None:
+    """:func:`classify` of `loss_fn(model(x), y)` at the model's weights, as a dict (λ_max, λ_min
+    with residuals, the gradient norm, the verdict); None when the weights are not finite."""
+    try:
+        op = HessianOperator(model, loss_fn, (x, y), mode=mode)  # type: ignore[arg-type]
+        return classify(op, grad_tol=grad_tol, max_hvps=max(2, min(max_hvps, op.dim)), dense_max=0).to_dict()
+    except (FloatingPointError, RuntimeError, ValueError):
+        return None  # non-finite weights: no curvature to read
 
 
 def certify_min_sign(op: Any, max_hvps: int = 150, *, seed: int = 0, margin: float = 0.0) -> SignCertificate:

@@ -4,8 +4,9 @@ config change to try; treatments and their before/after verification.
 
 `diagnose(measurements)` reads one `Monitor.measure()` dict (plus curvature / lr keys);
 `diagnose_run(RunEvidence)` reads a whole run. Gathering the evidence from a run directory,
-writing treated.toml and training it for verification live in the train layer
-(`thalweg.train.doctor`, the `thalweg doctor` command).
+writing treated.toml and training it for verification are the CLI layer's, in this folder
+(`thalweg.diagnose.examine`, `thalweg.diagnose.commands`: they wire the trainer in); nothing
+else here imports `thalweg.train`.
 """
 
 from thalweg.diagnose.curves import Curves, read_curves, surviving

@@ -4,7 +4,7 @@
 monitor measurements at the start / end / best weights, monitors.jsonl, the curvature probe,
 the weight changes); `diagnose_run` applies every rule, merges what several sources say about
 the same condition, attaches a config fix to each finding and ranks them (`findings.rank`).
-The train layer gathers the evidence (`thalweg.train.doctor`); nothing here imports it.
+`thalweg.diagnose.examine` (the CLI layer) gathers the evidence; nothing here imports it.
 """
 
 from __future__ import annotations

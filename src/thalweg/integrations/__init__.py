@@ -12,7 +12,7 @@ from typing import Any
 
 __all__ = ["Board", "HeldBatch", "Report", "Watch", "Watcher", "watch"]
 
-_WHERE = {"Board": "loggers", "HeldBatch": "watcher", "Watcher": "watcher", "Report": "report",
+_WHERE = {"Board": "loggers", "HeldBatch": "held", "Watcher": "watcher", "Report": "report",
           "Watch": "plain", "watch": "plain"}
 
 

@@ -9,16 +9,43 @@ import shutil
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
-from torch import nn
+from torch import Tensor, nn
+
+from thalweg.integrations.held import HeldBatch, LossModule, as_loss, measure
 
 if TYPE_CHECKING:
     from thalweg.diagnose import Finding, RunEvidence
-    from thalweg.integrations.watcher import Watcher
 
-__all__ = ["Report", "claim", "evidence", "plot_curvature", "write_report"]
+__all__ = ["Report", "Watched", "claim", "evidence", "write_report"]
+
+
+class Watched(Protocol):
+    """What the report reads of a watched run (a :class:`~thalweg.integrations.watcher.Watcher`,
+    which calls it)."""
+
+    name: str
+    model: nn.Module
+    step: int
+    records: list[dict[str, Any]]
+    monitor_records: list[dict[str, Any]]
+    curvature_records: list[dict[str, Any]]
+    skipped: int
+    should_stop: bool
+    held: HeldBatch | None
+    data: Any
+    user_config: dict[str, Any]
+    initial: dict[str, Tensor] | None
+    init_measurement: dict[str, Any] | None
+    out_dir: Path | None
+    lock: Any
+    board: Any
+
+    def lr(self) -> float | None: ...
+
+    def optimizer_config(self) -> dict[str, Any]: ...
 
 _OURS = ("findings.json", "curvature.jsonl", "monitors.jsonl", "report.html", "summary.json", "metrics.jsonl")
 
@@ -47,7 +74,7 @@ class Report:
 def claim(root: Path, *, overwrite: bool = False) -> tuple[Any, str | None]:
     """Lock `root` for this process; a directory holding an earlier run or report is never
     replaced unless `overwrite`: the first free `root-2`, `root-3`, … is used and the note says so."""
-    from thalweg.train.lock import claim_run_dir, clear_run, holds_run
+    from thalweg.train.rundir.lock import claim_run_dir, clear_run, holds_run
 
     lock, note = claim_run_dir(root, overwrite=overwrite)
     if note:
@@ -67,7 +94,7 @@ def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _data_stats(w: Watcher) -> Any:
+def _data_stats(w: Watched) -> Any:
     from thalweg.diagnose import data_statistics
 
     d = w.data
@@ -91,11 +118,10 @@ def _output_layer(model: nn.Module) -> str | None:
     return names[-1] if names else None
 
 
-def evidence(w: Watcher, *, curvature: bool = True) -> RunEvidence:
+def evidence(w: Watched, *, curvature: bool = True) -> RunEvidence:
     """Everything the watcher saw, as the doctor's `RunEvidence` (end measurement and curvature
     need the held batch)."""
     from thalweg.diagnose import RunEvidence, weight_changes
-    from thalweg.integrations.watcher import _as_loss, _LossModule, measure
 
     opt = w.optimizer_config()
     cfg = _merge({"optimizer": opt} if opt else {}, w.user_config)
@@ -110,10 +136,10 @@ def evidence(w: Watcher, *, curvature: bool = True) -> RunEvidence:
         ev.end.update(lr=w.lr(), optimizer=opt.get("name"), momentum=opt.get("momentum"))
         ev.init = w.init_measurement
         if curvature:
-            from thalweg.train.doctor import curvature as classify_here
+            from thalweg.curvature.critical import classify_loss
 
             z = torch.zeros(1)
-            c = classify_here(_LossModule(model, w.held), _as_loss, z, z, mode="eval")
+            c = classify_loss(LossModule(model, w.held), as_loss, z, z, mode="eval")
             if c is not None:
                 ev.end["curvature"] = c
     if w.initial is not None:
@@ -123,49 +149,12 @@ def evidence(w: Watcher, *, curvature: bool = True) -> RunEvidence:
     return ev
 
 
-def plot_curvature(records: list[dict[str, Any]], path: Path, *, momentum: float = 0.0,
-                   edge: bool = True) -> Path | None:
-    """The probe's top Hessian eigenvalues against step, with the stability edge 2(1+β)/η of
-    (heavy-ball) gradient descent when `edge` (an adaptive method's edge is preconditioned)."""
-    if not records:
-        return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(8.0, 4.2), dpi=110)
-    steps = [r["step"] for r in records]
-    k = max(len(r["eigenvalues"]) for r in records)
-    for i in range(k):
-        pts = [(r["step"], r["eigenvalues"][i]) for r in records if len(r["eigenvalues"]) > i]
-        ax.plot(*zip(*pts, strict=True), "o-", ms=3, lw=1.4, label=f"λ_{i + 1} (held batch)")
-    edge_pts = [(r["step"], 2 * (1 + momentum) / r["lr"]) for r in records if r.get("lr") and edge]
-    if edge_pts:
-        ax.plot(*zip(*edge_pts, strict=True), color="C3", ls="--", lw=1.2, label="stability edge 2(1+β)/η")
-    vals = [v for r in records for v in r["eigenvalues"]] + [e for _, e in edge_pts]
-    if vals and min(vals) > 0 and max(vals) > 20 * min(vals):
-        ax.set_yscale("log")
-    if len(steps) == 1:
-        ax.set_xlim(steps[0] - 0.5, steps[0] + 0.5)
-    ax.set_xlabel("step")
-    ax.set_ylabel("Hessian eigenvalue")
-    ax.set_title("curvature probe: top eigenvalues during training", fontsize=10)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
-
-
-def write_report(w: Watcher, target: Path, *, overwrite: bool = False, curvature: bool = True) -> Report:
+def write_report(w: Watched, target: Path, *, overwrite: bool = False, curvature: bool = True) -> Report:
     """The doctor over what `w` saw, and every file of the report, into `target` (claimed)."""
     from thalweg.diagnose import diagnose_run, to_html, to_json
     from thalweg.diagnose.plots import FIGURE_OF, figure_for, plot_evidence
-    from thalweg.train.report import plot_curves, render_page
-    from thalweg.train.runs import dumps, write_atomic
+    from thalweg.train.report import plot_curvature, plot_curves, render_page
+    from thalweg.train.rundir.runs import dumps, write_atomic
 
     own = w.out_dir is not None and target.resolve() == w.out_dir.resolve() and w.lock is not None
     lock, note = (None, None) if own else claim(target, overwrite=overwrite)

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from thalweg.optim.modes import train_mode
+from thalweg.optim.engine.modes import train_mode
 
 __all__ = ["LRFinderResult", "Rule", "figure_lr_find", "lr_find", "suggest"]
 

@@ -18,7 +18,7 @@ import torch
 
 from thalweg.landscape.functions import TestFunction, as_function
 from thalweg.optim import registry
-from thalweg.optim.modes import eval_mode
+from thalweg.optim.engine.modes import eval_mode
 
 __all__ = [
     "OptimizerSpec",

@@ -6,7 +6,9 @@ MAML, Reptile, Meta-SGD's learned inner step sizes, and offline task distributio
 >>> for i in range(1000):
 ...     opt.zero_grad(); learner.meta_backward(tasks.sample(25, seed=i)); opt.step()
 
-A library area: it never imports `thalweg.train` (the `thalweg meta` command lives there).
+A library area: its learners, inner optimizers and tasks never import `thalweg.train`; the
+`thalweg meta` run (`meta.config`, `meta.run`, `meta.report`, `meta.commands`) is the CLI
+layer's, in this folder: it runs on the trainer's config sections and run directory.
 """
 
 from thalweg.meta.inner import InnerChain, InnerOptimizer, InnerSGD, inner_optimizer

@@ -19,7 +19,7 @@ from torch import Tensor
 from torch.func import functionalize
 
 from thalweg.meta.tasks import MetaError
-from thalweg.optim.chain import Chain, global_norm
+from thalweg.optim.transforms.chain import Chain, global_norm
 
 __all__ = ["InnerChain", "InnerOptimizer", "InnerSGD", "Params", "inner_optimizer"]
 

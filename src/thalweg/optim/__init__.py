@@ -9,22 +9,30 @@ Transforms are named classes (`ScaleByAdam`, in :mod:`~thalweg.optim.transforms`
 lowercase factories (`scale_by_adam`); see that module for how to write a new one.
 """
 
-from . import registry
-from .adafactor import Adafactor
-from .adahessian import AdaHessian
-from .backward import step_in_backward
-from .contenders import Adamax, Lion, NAdam, RAdam, ScheduleFreeAdamW, ScheduleFreeSGD
-from .core import AUTO_COMPILE_MIN_NUMEL, FlatOptimizer, Rule
-from .kfac import KFAC
-from .large_batch import LAMB, LARS
-from .lbfgs import LBFGS
-from .modes import eval_mode, has_modes, is_training, set_mode, train_mode
-from .muon import Muon
-from .newton import Newton
-from .prodigy import Prodigy
-from .rules import SGD, Adadelta, Adagrad, Adam, AdamW, RMSprop
-from .shampoo import SOAP, Shampoo
-from .statedict import to_torch_state_dict
+from thalweg.optim.engine.backward import step_in_backward
+from thalweg.optim.engine.core import AUTO_COMPILE_MIN_NUMEL, FlatOptimizer, Rule
+from thalweg.optim.engine.modes import eval_mode, has_modes, is_training, set_mode, train_mode
+from thalweg.optim.engine.statedict import to_torch_state_dict
+from thalweg.optim.matrix.adafactor import Adafactor
+from thalweg.optim.matrix.muon import Muon
+from thalweg.optim.matrix.shampoo import SOAP, Shampoo
+from thalweg.optim.rules.contenders import (
+    Adamax,
+    Lion,
+    NAdam,
+    RAdam,
+    ScheduleFreeAdamW,
+    ScheduleFreeSGD,
+)
+from thalweg.optim.rules.large_batch import LAMB, LARS
+from thalweg.optim.rules.prodigy import Prodigy
+from thalweg.optim.rules.twins import SGD, Adadelta, Adagrad, Adam, AdamW, RMSprop
+from thalweg.optim.second_order.adahessian import AdaHessian
+from thalweg.optim.second_order.kfac import KFAC
+from thalweg.optim.second_order.lbfgs import LBFGS
+from thalweg.optim.second_order.newton import Newton
+
+from . import catalog, registry  # noqa: F401 (catalog registers every optimizer thalweg ships)
 from .transforms import (
     Chain,
     Hyper,

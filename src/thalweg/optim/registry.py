@@ -4,13 +4,12 @@ Tests, the CLI, the trainer's config and the benchmarks all iterate over this ta
 `OptimizerInfo` table is the model), so adding an optimizer here is enough for it to be
 tested, configurable and benchmarked.
 
-Providers are modules that call :func:`register` at import time; they are imported on first
-use so that `import thalweg.optim.registry` stays cheap.
+The entries thalweg ships are registered by :mod:`thalweg.optim.catalog` when `thalweg.optim`
+is imported (which any `import thalweg.optim.…` does first); :func:`register` adds your own.
 """
 
 from __future__ import annotations
 
-import importlib
 import math
 import numbers
 from collections.abc import Callable, Iterable, Mapping
@@ -37,17 +36,8 @@ __all__ = [
     "validate_hparams",
 ]
 
-# Modules that register optimizers when imported. Append yours here.
-_PROVIDERS: list[str] = [
-    "thalweg.optim.rules",
-    "thalweg.optim.second_order",
-    "thalweg.optim.matrix",
-    "thalweg.optim.contender_registry",
-]
-
 _REGISTRY: dict[str, OptimizerInfo] = {}
 _ALIASES: dict[str, tuple[str, dict[str, Any]]] = {}  # alias → (canonical name, preset values)
-_loaded = False
 
 
 class HyperparameterError(ValueError):
@@ -297,18 +287,8 @@ def register(info: OptimizerInfo) -> OptimizerInfo:
     return info
 
 
-def _load() -> None:
-    global _loaded
-    if _loaded:
-        return
-    _loaded = True
-    for mod in _PROVIDERS:
-        importlib.import_module(mod)
-
-
 def infos() -> list[OptimizerInfo]:
     """Every registered optimizer once (aliases not repeated), in registration order."""
-    _load()
     return list(_REGISTRY.values())
 
 
@@ -319,7 +299,6 @@ def names() -> list[str]:
 
 def get(name: str) -> OptimizerInfo:
     """Look an optimizer up by name or alias; a clear error lists what exists."""
-    _load()
     key = name.lower()
     if key in _ALIASES:
         key = _ALIASES[key][0]
@@ -341,7 +320,6 @@ def preset(name: str) -> dict[str, Any]:
 
 def aliases() -> dict[str, tuple[str, dict[str, Any]]]:
     """Every alias: name → (canonical optimizer, the hyperparameters it sets)."""
-    _load()
     return {a: (n, dict(hp)) for a, (n, hp) in _ALIASES.items()}
 
 

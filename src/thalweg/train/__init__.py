@@ -6,19 +6,19 @@ rebuilds a trained run for analysis.
 """
 
 from thalweg.losses import TaskLoss  # the loss for a task lives in the library (thalweg.losses)
-from thalweg.train.api import fit
+from thalweg.train.api import LoadedRun, fit, load_run
 from thalweg.train.build import RunParts, build_run
-from thalweg.train.checkpoint import (
+from thalweg.train.config import DEFAULT_TOML, ConfigError, RunConfig, load_config, parse_config
+from thalweg.train.guard import NonFiniteError
+from thalweg.train.rundir.checkpoint import (
     CheckpointError,
     CheckpointManager,
     load_checkpoint,
     save_checkpoint,
 )
-from thalweg.train.config import DEFAULT_TOML, ConfigError, RunConfig, load_config, parse_config
-from thalweg.train.guard import NonFiniteError
-from thalweg.train.lock import RunLock, RunLockedError
-from thalweg.train.resume import ConfigChangedError
-from thalweg.train.runs import LoadedRun, RunResult, load_run, read_metrics
+from thalweg.train.rundir.lock import RunLock, RunLockedError
+from thalweg.train.rundir.resume import ConfigChangedError
+from thalweg.train.rundir.runs import RunResult, read_metrics
 
 __all__ = [
     "DEFAULT_TOML",

@@ -1,28 +1,33 @@
-"""`fit(config) -> RunResult`: the Python entry point, the same behaviour as `thalweg train`."""
+"""`fit(config) -> RunResult`: the Python entry point, the same behaviour as `thalweg train`;
+and its inverse, `load_run(path) -> LoadedRun`: a run directory rebuilt for analysis."""
 
 from __future__ import annotations
 
 import time
+import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from thalweg.optim.modes import set_mode
+from thalweg.optim.engine.modes import set_mode
 from thalweg.train import distributed
-from thalweg.train.build import as_config
-from thalweg.train.checkpoint import CheckpointError, load_checkpoint
+from thalweg.train.build import as_config, build_run
 from thalweg.train.components import build_model
-from thalweg.train.config import RunConfig, parse_config
+from thalweg.train.config import RunConfig, parse_config, read_config_file
 from thalweg.train.loop import Trainer
-from thalweg.train.resume import model_mismatch
-from thalweg.train.runs import RunResult, config_to_resume, dumps, write_atomic
+from thalweg.train.run import Run
+from thalweg.train.rundir.checkpoint import CheckpointError, CheckpointManager, load_checkpoint
+from thalweg.train.rundir.resume import model_mismatch
+from thalweg.train.rundir.runs import RunPaths, RunResult, config_to_resume, dumps, write_atomic
+from thalweg.train.rundir.state import capture_rng, restore_rng
 
-__all__ = ["finish", "fit"]
+__all__ = ["LoadedRun", "finish", "fit", "load_run"]
 
 
-def _best_model(tr: Trainer) -> nn.Module | None:
+def _best_model(tr: Run) -> nn.Module | None:
     """The model in best.pt (best.prev.pt if best.pt fails to verify, with a warning)."""
     for path in (tr.paths.best, tr.paths.best_prev):
         if not path.is_file():
@@ -41,7 +46,7 @@ def _best_model(tr: Trainer) -> nn.Module | None:
     return None
 
 
-def finish(tr: Trainer) -> RunResult:
+def finish(tr: Run) -> RunResult:
     """Test metrics with the best weights, summary, figures and report (rank 0 writes)."""
     test: dict[str, float] = {}
     s = tr.state
@@ -115,3 +120,96 @@ def fit(config: RunConfig | dict[str, Any] | str | Path | None = None, *,
             trainer.close()
             distributed.teardown(trainer.ctx)
         torch.set_num_threads(threads)
+
+
+@dataclass
+class LoadedRun:
+    """A finished (or interrupted) run, rebuilt for analysis: eval-ready model + its data."""
+
+    model: nn.Module
+    splits: Any
+    loss_fn: Any  # (output, target) -> mean training loss (label smoothing included)
+    config: RunConfig
+    run_dir: Path
+    checkpoint: Path  # the file the weights came from
+    eval_loss_fn: Any = None  # (output, target) -> mean plain loss for the task
+    warnings: list[str] = field(default_factory=list)  # damaged files skipped on the way
+
+
+def _find_run_dir(path: Path) -> Path:
+    for cand in (path, *path.parents):
+        if (cand / "config.toml").is_file():
+            return cand
+    raise FileNotFoundError(f"{path} is not inside a thalweg run directory (no config.toml found)")
+
+
+def _evaluation_weights(cfg: Any, model: torch.nn.Module, state: dict[str, Any]) -> None:
+    """A training checkpoint of an optimizer with modes (schedule-free) holds the weights
+    gradients were taken at: rebuild the optimizer from it and switch to eval, so the model
+    holds the weights to use (best.pt holds them already)."""
+    from thalweg.optim import has_modes, registry, set_mode
+    from thalweg.train.components import build_optimizer
+
+    if "optimizer" not in state:
+        return
+    try:
+        if not has_modes(registry.get(cfg.optimizer.name).factory):
+            return
+    except ValueError:
+        return
+    opt, _ = build_optimizer(cfg, model)
+    opt.load_state_dict(state["optimizer"])
+    set_mode(opt, training=False)
+    for p in model.parameters():  # the optimizer is dropped: no gradient buffers of its own stay attached
+        p.grad = None
+
+
+def load_run(path: str | Path, map_location: str | torch.device = "cpu") -> LoadedRun:
+    """Rebuild a run from its directory (best weights) or from a checkpoint file inside one.
+
+    From a directory: best.pt, else (with a warning naming what was wrong) the newest good
+    checkpoint, else best.prev.pt. A damaged or foreign file is never loaded; if nothing
+    loads, one :class:`CheckpointError` lists every file and why.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"no such run directory or checkpoint: {p}")
+    run_dir = _find_run_dir(p if p.is_dir() else p.parent)
+    paths = RunPaths(run_dir)
+    cfg = parse_config(read_config_file(paths.config), check_optimizer=False)
+    rng = capture_rng()  # loading a run leaves the caller's random streams as they were
+    try:
+        parts = build_run(cfg, device=map_location, optimizer=False, check_budget=False)
+    finally:
+        restore_rng(rng)
+    model = parts.model
+    if p.is_file():
+        order = [p]
+    else:
+        order = [paths.best, *reversed(CheckpointManager(paths.checkpoints).paths()), paths.best_prev]
+    problems: list[str] = []
+    for cand in order:
+        if not cand.is_file():
+            if cand == paths.best:
+                problems.append("best.pt is missing")
+            continue
+        try:
+            state = load_checkpoint(cand, map_location)
+            why = model_mismatch(state.get("model"), model)
+        except CheckpointError as e:
+            why = str(e)
+        if why is None:
+            model.load_state_dict(state["model"])
+            _evaluation_weights(cfg, model, state)
+            break
+        problems.append(f"{cand.name}: {why}" if cand.name not in why else why)
+    else:
+        raise CheckpointError(f"run {run_dir} has no loadable model: " + "; ".join(problems or
+                              ["no best.pt and no checkpoint"]))
+    notes = [f"{run_dir}: {why}; using {cand.name} instead" for why in problems]
+    for note in notes:
+        warnings.warn(note, stacklevel=2)
+    model.eval()
+    return LoadedRun(model=model, splits=parts.splits, loss_fn=parts.loss_fn, config=cfg,
+                     run_dir=run_dir, checkpoint=cand, eval_loss_fn=parts.eval_loss_fn,
+                     warnings=notes)

@@ -27,7 +27,7 @@ from thalweg.train.components import (
     task_losses,
 )
 from thalweg.train.config import ConfigError, RunConfig, load_config, parse_config
-from thalweg.train.state import seed_everything
+from thalweg.train.rundir.state import seed_everything
 
 __all__ = ["RunParts", "as_config", "build_run"]
 

@@ -19,7 +19,7 @@ def exit_on_run_errors(resume_hint: str) -> Iterator[None]:
     locked by another process; 3 non-finite; 4 the disk refused (`resume_hint` says how to go
     on) — each one message, never a traceback."""
     from thalweg.train import ConfigError, NonFiniteError, RunLockedError
-    from thalweg.train.checkpoint import CheckpointError
+    from thalweg.train.rundir.checkpoint import CheckpointError
 
     try:
         yield
@@ -41,7 +41,7 @@ def _is_meta_run(run_dir: Path) -> bool:
     """A `thalweg meta` run: its config.toml has a [meta] section (a training run's never does)."""
     import tomllib
 
-    from thalweg.train.runs import RunPaths
+    from thalweg.train.rundir.runs import RunPaths
 
     try:
         return "meta" in tomllib.loads(RunPaths(run_dir).config.read_text(encoding="utf-8"))
@@ -104,7 +104,7 @@ def register(app: typer.Typer) -> None:
         """Continue an interrupted run from its newest good checkpoint (= train --resume, or
         meta --resume for a `thalweg meta` run)."""
         if _is_meta_run(run_dir):
-            from thalweg.train.meta_run import run_meta
+            from thalweg.meta.run import run_meta
 
             if allow_config_change:
                 raise typer.BadParameter("--allow-config-change is for `thalweg train` runs; this is a meta run")

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import importlib.util
 import re
-import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
 import tomli_w
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from thalweg.train.config_text import ConfigError, read_config, read_config_file, render, toml_value
 
 __all__ = [
     "DEFAULT_RUN",
@@ -41,15 +42,6 @@ __all__ = [
     "safe_run_name",
     "validate_optimizer",
 ]
-
-
-class ConfigError(ValueError):
-    """A bad configuration: `section`, `field` and `value` say exactly what is wrong."""
-
-    def __init__(self, section: str, field: str, value: Any, problem: str) -> None:
-        self.section, self.field, self.value, self.problem = section, field, value, problem
-        where = f"[{section}] {field}" if section else field
-        super().__init__(f"config error: {where} = {value!r}: {problem}")
 
 
 class Section(BaseModel):
@@ -255,16 +247,12 @@ def _optimizer_lines(section: str, values: dict[str, Any]) -> list[str]:
     except ValueError:
         return []
     rest = [h for h in info.hyperparameters if h.name not in values]
-    from thalweg.train.config_text import _toml
-
-    return [f"# {h.name} = {_toml(list(h.default) if isinstance(h.default, tuple) else h.default)}"
+    return [f"# {h.name} = {toml_value(list(h.default) if isinstance(h.default, tuple) else h.default)}"
             for h in rest if h.default is not None]
 
 
 def config_toml(values: dict[str, Any] | None = None) -> str:
     """`values` (default: the embedded default run) as commented TOML listing every field."""
-    from thalweg.train.config_text import render
-
     return render(RunConfig, DEFAULT_RUN if values is None else values, header=_HEADER,
                   extra=_optimizer_lines)
 
@@ -376,42 +364,6 @@ def _validate_combinations(cfg: RunConfig) -> None:
                     "regularization", key, value,
                     f"{info.name} computes its own gradients inside step(closure), so the loop "
                     "cannot clip them; remove it (or use a first-order optimizer)")
-
-
-def read_config_file(path: str | Path) -> dict[str, Any]:
-    """A TOML file as a dict; a missing, non-UTF-8 or malformed file is one ConfigError."""
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError("", "config", str(p), "no such file" if not p.exists() else "not a file")
-    raw = p.read_bytes()
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        line = raw[: e.start].count(b"\n") + 1
-        raise ConfigError("", "config", str(p), f"not UTF-8 text (byte 0x{raw[e.start]:02x} on "
-                          f"line {line}); save the file as UTF-8") from None
-    try:
-        return tomllib.loads(text)
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError("", "config", str(p), f"not valid TOML: {e}") from None
-
-
-def read_config(path: str | Path | None, default: str,
-                overrides: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The TOML at `path` (or the text `default` when `path` is None) as a dict, with dotted
-    overrides applied ("train.epochs" -> data["train"]["epochs"]); what `thalweg train` and
-    `thalweg meta` read before validating."""
-    data = tomllib.loads(default) if path is None else read_config_file(path)
-    for key, value in (overrides or {}).items():
-        *parents, leaf = key.split(".")
-        node = data
-        for i, part in enumerate(parents):
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                where = ".".join(parents[:i])
-                raise ConfigError(where, part, node, f"is not a table, so {key} cannot be set")
-        node[leaf] = value
-    return data
 
 
 def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> RunConfig:

@@ -1,22 +1,72 @@
-"""The config as commented TOML, generated from the pydantic models: every field of every
+"""The config as text. Reading: a TOML file or text, with dotted overrides, where anything
+wrong is one :class:`ConfigError` naming the section, field and value (the trainer's and meta
+runs' configs both read this way). Writing: the config as commented TOML, generated from the
+pydantic models: every field of every
 section with the value a run uses, what it means (the field's description), its choices, and
 its default when the shown value differs — so `thalweg train --print-config` cannot drift from
 what the config accepts. Unset optional fields appear as comments."""
 
 from __future__ import annotations
 
+import tomllib
 import typing
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
 
-__all__ = ["model_fields", "render"]
+__all__ = ["ConfigError", "model_fields", "read_config", "read_config_file", "render", "toml_value"]
 
 _COMMENT_AT = 34  # column where the explanation starts
 
 
-def _toml(v: Any) -> str:
+class ConfigError(ValueError):
+    """A bad configuration: `section`, `field` and `value` say exactly what is wrong."""
+
+    def __init__(self, section: str, field: str, value: Any, problem: str) -> None:
+        self.section, self.field, self.value, self.problem = section, field, value, problem
+        where = f"[{section}] {field}" if section else field
+        super().__init__(f"config error: {where} = {value!r}: {problem}")
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """A TOML file as a dict; a missing, non-UTF-8 or malformed file is one ConfigError."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError("", "config", str(p), "no such file" if not p.exists() else "not a file")
+    raw = p.read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        raise ConfigError("", "config", str(p), f"not UTF-8 text (byte 0x{raw[e.start]:02x} on "
+                          f"line {line}); save the file as UTF-8") from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError("", "config", str(p), f"not valid TOML: {e}") from None
+
+
+def read_config(path: str | Path | None, default: str,
+                overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The TOML at `path` (or the text `default` when `path` is None) as a dict, with dotted
+    overrides applied ("train.epochs" -> data["train"]["epochs"]); what `thalweg train` and
+    `thalweg meta` read before validating."""
+    data = tomllib.loads(default) if path is None else read_config_file(path)
+    for key, value in (overrides or {}).items():
+        *parents, leaf = key.split(".")
+        node = data
+        for i, part in enumerate(parents):
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                where = ".".join(parents[:i])
+                raise ConfigError(where, part, node, f"is not a table, so {key} cannot be set")
+        node[leaf] = value
+    return data
+
+
+def toml_value(v: Any) -> str:
     if isinstance(v, bool):
         return "true" if v else "false"
     if isinstance(v, str):
@@ -26,9 +76,9 @@ def _toml(v: Any) -> str:
     if isinstance(v, int):
         return str(v)
     if isinstance(v, list | tuple):
-        return "[" + ", ".join(_toml(x) for x in v) + "]"
+        return "[" + ", ".join(toml_value(x) for x in v) + "]"
     if isinstance(v, Mapping):
-        return "{ " + ", ".join(f"{k} = {_toml(x)}" for k, x in v.items()) + " }" if v else "{}"
+        return "{ " + ", ".join(f"{k} = {toml_value(x)}" for k, x in v.items()) + " }" if v else "{}"
     raise TypeError(f"cannot write {v!r} as TOML")
 
 
@@ -64,7 +114,7 @@ def _explain(field: Any, value: Any) -> str:
         parts.append(" | ".join(ch))
     d = _default(field)
     if value != d and d is not None and not isinstance(d, BaseModel):
-        parts.append(f"if left out: {_toml(d) if d is not None else 'unset'}")
+        parts.append(f"if left out: {toml_value(d) if d is not None else 'unset'}")
     return "; ".join(p for p in parts if p)
 
 
@@ -84,11 +134,11 @@ def render(model: type[BaseModel], values: Mapping[str, Any], *, header: str = "
         if value is None:
             lines.append(_line(f"# {name} =", _explain(field, value) or "unset"))
         else:
-            lines.append(_line(f"{name} = {_toml(value)}", _explain(field, value)))
+            lines.append(_line(f"{name} = {toml_value(value)}", _explain(field, value)))
     if model.model_config.get("extra") == "allow":  # free keys (an optimizer's hyperparameters)
         for k, v in values.items():
             if k not in model.model_fields:
-                lines.append(f"{k} = {_toml(v)}")
+                lines.append(f"{k} = {toml_value(v)}")
     if extra is not None:
         lines += extra(_path, values)
     for name, sub, vals in subs:

@@ -1,7 +1,7 @@
 """The non-finite guard: what blew up, and what the loop should do about it.
 
 The guard decides; the loop acts. :func:`on_nonfinite` counts a NaN/inf step in the
-:class:`~thalweg.train.state.TrainState` and returns a :class:`Decision`: skip the step, roll
+:class:`~thalweg.train.rundir.state.TrainState` and returns a :class:`Decision`: skip the step, roll
 back to the newest good checkpoint with a lower lr, or stop with a message that names the
 culprit and gives advice that fits the config.
 """
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from thalweg.train.config import RunConfig
-from thalweg.train.state import TrainState
+from thalweg.train.rundir.state import TrainState
 
 __all__ = ["Action", "Decision", "NonFiniteError", "first_nonfinite_grad", "on_nonfinite"]
 

@@ -9,9 +9,9 @@ from typing import Any
 
 from thalweg.diagnose import surviving
 from thalweg.train.config import RunConfig, dump_config
-from thalweg.train.runs import RunPaths, read_metrics
+from thalweg.train.rundir.runs import RunPaths, read_metrics
 
-__all__ = ["lr_used", "plot_curves", "quick_findings", "render_page", "write_report"]
+__all__ = ["lr_used", "plot_curvature", "plot_curves", "quick_findings", "render_page", "write_report"]
 
 
 def _series(records: list[dict[str, Any]], key: str, x: str = "epoch") -> tuple[list[float], list[float]]:
@@ -96,6 +96,43 @@ def plot_curves(records: list[dict[str, Any]], out_dir: Path, title: str = "",
     return written
 
 
+def plot_curvature(records: list[dict[str, Any]], path: Path, *, momentum: float = 0.0,
+                   edge: bool = True) -> Path | None:
+    """The probe's top Hessian eigenvalues against step, with the stability edge 2(1+β)/η of
+    (heavy-ball) gradient descent when `edge` (an adaptive method's edge is preconditioned)."""
+    if not records:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8.0, 4.2), dpi=110)
+    steps = [r["step"] for r in records]
+    k = max(len(r["eigenvalues"]) for r in records)
+    for i in range(k):
+        pts = [(r["step"], r["eigenvalues"][i]) for r in records if len(r["eigenvalues"]) > i]
+        ax.plot(*zip(*pts, strict=True), "o-", ms=3, lw=1.4, label=f"λ_{i + 1} (held batch)")
+    edge_pts = [(r["step"], 2 * (1 + momentum) / r["lr"]) for r in records if r.get("lr") and edge]
+    if edge_pts:
+        ax.plot(*zip(*edge_pts, strict=True), color="C3", ls="--", lw=1.2, label="stability edge 2(1+β)/η")
+    vals = [v for r in records for v in r["eigenvalues"]] + [e for _, e in edge_pts]
+    if vals and min(vals) > 0 and max(vals) > 20 * min(vals):
+        ax.set_yscale("log")
+    if len(steps) == 1:
+        ax.set_xlim(steps[0] - 0.5, steps[0] + 0.5)
+    ax.set_xlabel("step")
+    ax.set_ylabel("Hessian eigenvalue")
+    ax.set_title("curvature probe: top eigenvalues during training", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
 def _fmt(v: Any) -> str:
     if isinstance(v, float):
         return f"{v:.4g}"
@@ -147,8 +184,6 @@ def write_report(paths: RunPaths, cfg: RunConfig, summary: dict[str, Any], *, fi
     trace = [{"step": r["step"], "lr": r.get("lr"), "eigenvalues": [r["lambda_max"]]}
              for r in surviving(records) if isinstance(r.get("lambda_max"), float)]
     if figures and trace:  # [diagnostics] curvature_every
-        from thalweg.integrations.report import plot_curvature
-
         hp = cfg.optimizer.hyperparameters()
         png = plot_curvature(trace, paths.figures / "curvature_trace.png", momentum=float(hp.get("momentum") or 0.0),
                              edge=cfg.optimizer.name == "sgd")

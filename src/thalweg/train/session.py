@@ -12,27 +12,25 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from thalweg.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from thalweg.train.config import ConfigError, dump_config
-from thalweg.train.lock import claim_run_dir, clear_run, holds_run
-from thalweg.train.resume import (
+from thalweg.train.run import Run
+from thalweg.train.rundir.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from thalweg.train.rundir.lock import claim_run_dir, clear_run, holds_run
+from thalweg.train.rundir.resume import (
     ConfigChangedError,
     config_diff,
     config_hash,
     model_mismatch,
     state_problem,
 )
-from thalweg.train.runs import write_atomic
-
-if TYPE_CHECKING:
-    from thalweg.train.loop import Trainer
+from thalweg.train.rundir.runs import write_atomic
 
 __all__ = ["check_parallel", "claim", "start"]
 
 
-def check_parallel(tr: Trainer) -> None:
+def check_parallel(tr: Run) -> None:
     """A closure optimizer cannot run data-parallel: refuse it before anything is written."""
     from thalweg.optim import registry
 
@@ -44,7 +42,7 @@ def check_parallel(tr: Trainer) -> None:
                           "DistributedDataParallel does not synchronize; run one process")
 
 
-def claim(tr: Trainer, *, overwrite: bool, resume: bool) -> Path:
+def claim(tr: Run, *, overwrite: bool, resume: bool) -> Path:
     """Rank 0 locks the run directory (maybe under a fresh name) and tells the other ranks."""
     answer: tuple[str, str, str | None] | None = None
     error: BaseException | None = None
@@ -65,7 +63,7 @@ def claim(tr: Trainer, *, overwrite: bool, resume: bool) -> Path:
     return Path(answer[1])
 
 
-def start(tr: Trainer, *, resume: bool, overwrite: bool, allow_config_change: bool) -> None:
+def start(tr: Run, *, resume: bool, overwrite: bool, allow_config_change: bool) -> None:
     """A new run writes config.toml and empty logs; a resumed one restores its checkpoint."""
     if tr.claim_note:
         tr.warn(tr.claim_note)
@@ -85,7 +83,7 @@ def start(tr: Trainer, *, resume: bool, overwrite: bool, allow_config_change: bo
     tr.ctx.barrier()
 
 
-def _resume(tr: Trainer, allow: bool) -> None:
+def _resume(tr: Run, allow: bool) -> None:
     tr.ctx.barrier()
     if tr.main:
         tr.ckpts.remove_stale_temps()
@@ -121,7 +119,7 @@ def _resume(tr: Trainer, allow: bool) -> None:
     _check_best(tr)
 
 
-def _choose(tr: Trainer, allow: bool) -> tuple[tuple[Path, dict[str, Any], dict] | None, list]:
+def _choose(tr: Run, allow: bool) -> tuple[tuple[Path, dict[str, Any], dict] | None, list]:
     """The newest checkpoint that verifies and fits, restored into `tr`; and those skipped."""
     skipped: list[tuple[Path, str, str]] = []
     foreign: tuple[Path, dict] | None = None  # the newest skipped one written with another config
@@ -155,7 +153,7 @@ def _choose(tr: Trainer, allow: bool) -> tuple[tuple[Path, dict[str, Any], dict]
     return None, skipped
 
 
-def _generations(tr: Trainer) -> list[tuple[Path, dict[str, Any]]]:
+def _generations(tr: Run) -> list[tuple[Path, dict[str, Any]]]:
     """Valid best.pt / best.prev.pt files that fit the model and the run's best metric."""
     out = []
     for path in (tr.paths.best, tr.paths.best_prev):
@@ -179,7 +177,7 @@ def _generations(tr: Trainer) -> list[tuple[Path, dict[str, Any]]]:
     return out
 
 
-def _rederive(tr: Trainer) -> list[tuple[Path, dict[str, Any]]]:
+def _rederive(tr: Run) -> list[tuple[Path, dict[str, Any]]]:
     """best.pt rebuilt from the checkpoint written at the best step, if there is one (an
     evaluation at an epoch's end and that epoch's checkpoint hold the same weights)."""
     s = tr.state
@@ -200,7 +198,7 @@ def _rederive(tr: Trainer) -> list[tuple[Path, dict[str, Any]]]:
     return [(tr.paths.best, best)]
 
 
-def _check_best(tr: Trainer) -> None:
+def _check_best(tr: Run) -> None:
     """Make best.pt the best valid model known and the trainer's best agree with it."""
     s, gens = tr.state, _generations(tr)
     matched = any(b["step"] == s.best_step and b["value"] == s.best_value for _, b in gens)

@@ -6,22 +6,20 @@ from __future__ import annotations
 
 import math
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
-from thalweg.optim.modes import eval_mode
-from thalweg.train import board
-from thalweg.train.checkpoint import save_generation, snapshot
-from thalweg.train.resume import config_hash
-
-if TYPE_CHECKING:
-    from thalweg.train.loop import Trainer
+from thalweg.integrations import board
+from thalweg.optim.engine.modes import eval_mode
+from thalweg.train.run import Run
+from thalweg.train.rundir.checkpoint import save_generation, snapshot
+from thalweg.train.rundir.resume import config_hash
 
 __all__ = ["eval_and_keep_best", "record"]
 
 
-def _train_metrics(tr: Trainer, lr: float) -> dict[str, Any]:
+def _train_metrics(tr: Run, lr: float) -> dict[str, Any]:
     """The window since the last record (summed over ranks), then a fresh window."""
     tr._fold()
     w = {k: v.item() for k, v in tr.w.items()}
@@ -39,7 +37,7 @@ def _train_metrics(tr: Trainer, lr: float) -> dict[str, Any]:
     return rec
 
 
-def eval_and_keep_best(tr: Trainer, rec: dict[str, Any]) -> None:
+def eval_and_keep_best(tr: Run, rec: dict[str, Any]) -> None:
     """Validate into `rec`; a better finite model becomes best.pt (the old one best.prev.pt)."""
     res = tr.evaluate(tr.splits.x_val, tr.splits.y_val)
     res = tr.ctx.broadcast(res)
@@ -66,7 +64,7 @@ def eval_and_keep_best(tr: Trainer, rec: dict[str, Any]) -> None:
         s.stopped = "early_stopping"
 
 
-def record(tr: Trainer, evaluate: bool) -> None:
+def record(tr: Run, evaluate: bool) -> None:
     """Log the window (and, with `evaluate`, validate and keep the best) as one record."""
     lr = tr.opt.param_groups[0]["lr"]
     rec = _train_metrics(tr, lr)
@@ -75,7 +73,7 @@ def record(tr: Trainer, evaluate: bool) -> None:
             eval_and_keep_best(tr, rec)
     ce = tr.cfg.diagnostics.curvature_every
     if ce and tr.main and tr.state.step % ce == 0:
-        rec.update(board.probe(tr))
+        rec.update(board.probe(tr.model, tr.train_loss, tr.splits.x_train, tr.splits.y_train))
     rec["seconds"] = round(tr.state.elapsed + time.perf_counter() - tr._start, 3)
     tr.log.write(rec)
     if tr.board is not None:
