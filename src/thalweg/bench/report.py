@@ -37,7 +37,7 @@ def _num(v: Any, digits: int = 4) -> str:
 def _table(head: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     h = "".join(f"<th>{_e(c)}</th>" for c in head)
     body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows)
-    return f"<table><tr>{h}</tr>{body}</table>"
+    return f"<div class='wide'><table><tr>{h}</tr>{body}</table></div>"
 
 
 def _img(path: Path | None, alt: str) -> str:
@@ -278,7 +278,7 @@ def write_report(bench_dir: str | Path) -> Path:
            f"<title>thalweg bench {_e(root.name)}</title><style>"
            "body{font-family:sans-serif;max-width:1200px;margin:2em auto;color:#222}"
            "table{border-collapse:collapse;margin:0.5em 0}th,td{border-bottom:1px solid #ddd;"
-           "padding:3px 9px;text-align:left;font-size:13px}img{max-width:100%}"
+           "padding:3px 9px;text-align:left;font-size:13px}img{max-width:100%}.wide{overflow-x:auto}"
            "</style></head><body>" + "\n".join(parts) + "</body></html>\n")  # fmt: skip
     out = root / "report.html"
     out.write_text(doc, encoding="utf-8")
