@@ -142,3 +142,41 @@ def test_cpu_unit_is_steps_times_cpu_per_step_and_toy_is_apart():
     assert scoring.workload_times([rec], "cpu") == {"A": {"w1": pytest.approx(0.2)}}
     assert scoring.real([rec, {**rec, "group": "real"}, {**rec, "group": None}]) != []
     assert len(scoring.toy([rec, {**rec, "group": "real"}])) == 1
+
+
+def test_calibration_target_is_the_best_baselines_median_end_metric():
+    """Per baseline: the median over its re-run seeds of the end-of-budget metric (a diverged
+    seed counts as the worst value); the target: the best baseline's, never below a toy
+    problem's tolerance."""
+    from types import SimpleNamespace
+
+    from thalweg.bench.api import calibration_record
+    from thalweg.bench.problems import Workload
+
+    def runs(wl, sub, ends, mode):
+        return [{"workload": wl, "submission": sub, "phase": "rerun", "end_metric": e, "params": {"lr": 1},
+                 "config": {}, "mode": mode} for e in ends] + [{"workload": wl, "submission": sub, "phase": "tune"}]
+
+    acc = Workload("acc", lambda s: None, metric="val_accuracy", mode="max", step_budget=10, max_seconds=1)
+    toy = Workload("toy", lambda s: None, metric="excess_loss", mode="min", step_budget=10, max_seconds=1,
+                   tolerance=1e-6)
+    plans = [SimpleNamespace(workload=w, submission=SimpleNamespace(name=s)) for w in (acc, toy) for s in ("a", "b")]
+    recs = (runs("acc", "a", [0.90, 0.92, 0.91], "max") + runs("acc", "b", [0.95, None, 0.94, 0.93], "max")
+            + runs("toy", "a", [1e-9, 2e-9, 3e-9], "min") + runs("toy", "b", [1.0, 2.0, 3.0], "min"))
+    out = calibration_record(recs, plans, SimpleNamespace())
+    assert out["acc"]["baselines"]["a"]["median"] == pytest.approx(0.91)
+    assert out["acc"]["baselines"]["b"]["median"] == pytest.approx(0.935)  # (0.93 + 0.94) / 2, None lowest
+    assert out["acc"]["value"] == pytest.approx(0.935) and out["acc"]["baseline"] == "b"
+    assert out["toy"]["value"] == 1e-6 and out["toy"]["baseline"] == "a"  # floored at the tolerance
+    assert out["acc"]["baselines"]["b"]["seeds"][1] is None and out["acc"]["baselines"]["b"]["finite"] == 3
+
+
+def test_speedup_interval_brackets_the_point():
+    from thalweg.bench import uncertainty
+
+    a = uncertainty.Cell([200, 220, 180], [[200, 210], [220, 230], [180, 190]])
+    b = uncertainty.Cell([100, 120, 90], [[100, 105], [120, 110], [90, 95]])
+    p, lo, hi = uncertainty.speedup(a, b, replicates=300)
+    assert p == pytest.approx(2.0) and lo <= p <= hi and 1.4 < lo and hi < 2.6
+    never = uncertainty.Cell([INF, INF, INF], [[INF], [INF], [INF]])
+    assert uncertainty.speedup(never, b)[0] == INF and uncertainty.speedup(b, never)[0] == 0.0

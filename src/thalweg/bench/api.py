@@ -148,8 +148,26 @@ def calibrate(workloads: list[str], *, code: list[str] | None = None, out_dir: s
             "command": source, "wall_seconds": time.time() - t0, "cpu_seconds": _cpu() - c0,
             "trial_wall_seconds": sum((r.get("seconds") or {}).get("total") or 0.0 for r in res.records),
             "trials": len(res.records), "workloads": record}  # fmt: skip
-    (res.dir / "calibration.json").write_text(json.dumps(meta, indent=1, sort_keys=True))
+    _merge_record(res.dir / "calibration.json", meta)
     return record
+
+
+def _merge_record(path: Path, meta: dict[str, Any]) -> None:
+    """Write the calibration record, merged with an earlier calibration of other workloads
+    under the same protocol (their commands listed, their times added)."""
+    try:
+        old = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        old = None
+    if isinstance(old, dict) and old.get("protocol") == meta["protocol"]:
+        commands = [*(old.get("commands") or [old.get("command")]), meta["command"]]
+        meta = {**meta, "commands": commands, "command": "\n".join(c for c in commands if c),
+                "workloads": {**old.get("workloads", {}), **meta["workloads"]},
+                **{k: old.get(k, 0) + meta[k] for k in ("wall_seconds", "cpu_seconds", "trial_wall_seconds",
+                                                        "trials")}}  # fmt: skip
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(meta, indent=1, sort_keys=True))
+    os.replace(tmp, path)
 
 
 def _cpu() -> float:
