@@ -105,3 +105,17 @@ def test_bench_config_errors_name_the_field(tmp_path):
         BenchConfig(workloads=["quadratic(condition_number=7.0)"]).resolve_workloads()
     with pytest.raises(BenchConfigError, match="neither a suite"):
         load_bench("no-such-suite")
+
+
+def test_suites_keep_algoperfs_trials_and_the_standard_has_the_lm():
+    """AlgoPerf's 3 studies × 5 trials everywhere; quick has fewer optimizers and workloads,
+    not fewer trials; the standard suite runs every real workload, the character LM included."""
+    from thalweg.bench.suites import BASELINES, REAL
+
+    quick, standard = load_bench("quick"), load_bench("standard")
+    for cfg in (quick, standard):
+        assert (cfg.trials, cfg.studies, cfg.confirm_seeds) == (5, 3, 2)
+        assert set(BASELINES) <= set(cfg.optimizers)
+    assert set(REAL) <= set(standard.workloads) and "char_lm" in REAL
+    assert set(quick.optimizers) < set(standard.optimizers) and set(quick.workloads) < set(standard.workloads)
+    assert load_bench("quick", seed=3).seed == 3
