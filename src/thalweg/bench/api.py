@@ -118,7 +118,7 @@ def run_bench(bench: BenchConfig | str | Path, *, out_dir: str | Path = "bench",
 def calibrate(workloads: list[str], *, code: list[str] | None = None, out_dir: str | Path = "bench",
               name: str = "calibrate", base: Path | None = None, **kwargs: Any) -> dict[str, dict[str, Any]]:  # fmt: skip
     """Targets as AlgoPerf sets them (docs/bench.md, "Targets"): the baselines (AdamW, NAdamW,
-    Nesterov) tuned with 3 studies × 20 trials at `calibration_fraction` (½) of each workload's
+    Nesterov) tuned with 3 studies × 20 trials at `calibration_fraction` (¼ = 1 / r_max) of each workload's
     step budget, each one's best configuration re-run over 10 seeds; a baseline's value is the
     median over seeds of its end-of-budget metric (median of the last three evaluations), the
     target the best baseline's; never tighter than a toy problem's tolerance. `kwargs`: fields

@@ -133,7 +133,7 @@ def char_lm(context: int = 64, d: int = 64, layers: int = 2, heads: int = 4, bat
         steps = max(1, len(train) // (batch_size * context))
         return Problem(model=model, loss=loss, batches=batches(), evaluate=evaluate, steps_per_epoch=steps)
 
-    return Workload("char_lm", build, metric="val_loss", mode="min", step_budget=300, max_seconds=300.0,
+    return Workload("char_lm", build, metric="val_loss", mode="min", step_budget=600, max_seconds=600.0,
                     eval_every=20, description=doc(char_lm))  # fmt: skip
 
 

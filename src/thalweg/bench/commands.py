@@ -149,14 +149,14 @@ def register(app: typer.Typer) -> None:
         studies: int | None = typer.Option(None, "--studies", help="Studies per baseline (default 3)."),
         seeds: int | None = typer.Option(None, "--seeds", help="Seeds the chosen configurations re-run (default 10)."),
         fraction: float | None = typer.Option(None, "--fraction", help="Share of the step budget the baselines "
-                                              "train (default 0.5: submissions get twice their steps)."),
+                                              "train (default 0.25 = 1/r_max: submissions get 4× their steps)."),
         workers: int | None = typer.Option(None, "--workers"),
         out_dir: Path = typer.Option(Path("bench"), "--out", "-o", "--dir",
                                      help="Directory holding benches (the calibration is DIR/calibrate)."),
         quiet: bool = typer.Option(False, "--quiet", "-q"),
     ) -> None:
         """Set targets as AlgoPerf does: AdamW, NAdamW and Nesterov tuned (3 × 20 trials each) at
-        half the step budget, the best re-run over 10 seeds, the median end-of-budget metric of the
+        a quarter of the step budget, the best re-run over 10 seeds, the median end-of-budget metric of the
         best baseline. `thalweg bench run` with the same -o then uses them."""
         from thalweg.bench.api import calibrate
         from thalweg.bench.suites import BenchConfigError

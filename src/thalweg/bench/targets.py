@@ -4,11 +4,12 @@ workload each baseline's chosen configuration and end-of-budget metric on every 
 
 Set as AlgoPerf sets them (docs/bench.md, "Targets"): the target-setting baselines (AdamW,
 NAdamW with decoupled decay, SGD with Nesterov momentum) tuned with 3 studies × 20
-quasi-random trials (four times a submission's 15) at half of the workload's step budget;
+quasi-random trials (four times a submission's 15) at a quarter of the workload's step budget;
 each one's best configuration re-run over 10 seeds; a baseline's value is the median over
 seeds of its end-of-budget metric (the median of its last three evaluations, not a noisy
 peak); the target is the best baseline's — never tighter than a toy problem's tolerance.
-Submissions get the whole budget: twice the steps the baselines had.
+Submissions get the whole budget: r_max = 4 times the steps the baselines had, so a
+submission up to r_max times slower than the tuned baselines still reaches the target.
 
 `thalweg bench calibrate` recomputes them (DIR/calibrate/calibration.json has the same
 layout); a bench config may override a target (`[targets]`).
