@@ -174,7 +174,6 @@ def read_bench_standard(ctx: Context) -> Found:
     records = _records(ctx, "standard")
     rec = Record()
     s = score_table(rec, "scores", scoring.real(records), "standard")
-    score_table(rec, "toy", scoring.toy(records), "standard_toy")
     self_s = None
     if any(r.get("ruleset") == "self" for r in records):
         self_s = score_table(rec, "self", scoring.real(records), "standard_self", ruleset="self")
