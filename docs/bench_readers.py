@@ -51,6 +51,15 @@ def score_table(rec: Record, name: str, records: list[dict[str, Any]], prefix: s
     return s
 
 
+def _with_record(rec: Record, ctx: Context, prefix: str) -> Found:
+    """`rec` plus the record a `--json {json}` command of the source wrote (its figures under
+    `prefix.`)."""
+    found = rec.to_dict()
+    for part, values in ctx.records().items():
+        found[part].update({f"{prefix}.{k}" if part == "figures" else k: v for k, v in values.items()})
+    return found
+
+
 def _timing(rec: Record, ctx: Context, command: str, key: str) -> None:
     e = ctx.entry(command)
     rec.figure(f"{key}.wall_minutes", e["seconds"] / 60)
@@ -73,10 +82,7 @@ def read_bench_quick(ctx: Context) -> Found:
     rec.figure("real_workloads", len({r["workload"] for r in scoring.real(records)}))
     _timing(rec, ctx, f"{TW} bench run quick", "run")
     _timing(rec, ctx, f"{TW} bench run quick --seed 1", "run_seed1")
-    found = rec.to_dict()
-    for part, values in ctx.records().items():  # bench_stability.py's record
-        found[part].update({f"stability.{k}" if part == "figures" else k: v for k, v in values.items()})
-    return found
+    return _with_record(rec, ctx, "stability")  # bench_stability.py's record
 
 
 add(Source("bench_quick", "make bench-quick twice (seeds 0 and 1): scores with intervals and their stability "
@@ -192,10 +198,7 @@ def read_bench_standard(ctx: Context) -> Found:
     rec.figure("cells", sum(len(per_w) for per_w in s.verdicts.values()))
     _timing(rec, ctx, f"{TW} bench run standard", "run")
     _timing(rec, ctx, f"{TW} bench run standard --ruleset self", "run_self")
-    found = rec.to_dict()
-    for part, values in ctx.records().items():  # bench_sweep.py's record
-        found[part].update({f"sweep.{k}" if part == "figures" else k: v for k, v in values.items()})
-    return found
+    return _with_record(rec, ctx, "sweep")  # bench_sweep.py's record
 
 
 add(Source("bench_standard", "thalweg bench run standard (external and self-tuning) and the hand-picked lr "

@@ -133,6 +133,33 @@ def _conv_out_length(length: int, kernel_size: int, stride: int) -> int:
     return (length + 2 * pad - kernel_size) // stride + 1
 
 
+def _conv_blocks(dims: int, c_in: int, sizes: tuple[int, ...], channels: int, depth: int, kernel_size: int,
+                 activation: str, norm: str, dropout: float) -> tuple[nn.Sequential, tuple[int, ...]]:  # fmt: skip
+    """`depth` blocks of stride-2 convolution (1-D or 2-D) → norm → activation → dropout, the
+    arguments checked; returns the blocks and the output's spatial sizes. Layer norm on
+    feature maps is GroupNorm with one group."""
+    _check_int("channels", channels, 1)
+    _check_int("depth", depth, 1)
+    _check_int("kernel_size", kernel_size, 1)
+    _check_choice("norm", norm, NORMS)
+    _check_choice("activation", activation, list(ACTIVATIONS))
+    p = _check_dropout(dropout)
+    conv_cls, batch_norm = (nn.Conv1d, nn.BatchNorm1d) if dims == 1 else (nn.Conv2d, nn.BatchNorm2d)
+    layers: list[nn.Module] = []
+    for _ in range(depth):
+        conv = conv_cls(c_in, channels, kernel_size, stride=2, padding=kernel_size // 2)
+        layers.append(weight_norm(conv) if norm == "weight" else conv)
+        if norm == "batch":
+            layers.append(batch_norm(channels))
+        elif norm == "layer":
+            layers.append(nn.GroupNorm(1, channels))
+        layers.append(_activation(activation))
+        if p > 0:
+            layers.append(nn.Dropout(p))
+        c_in, sizes = channels, tuple(_conv_out_length(n, kernel_size, 2) for n in sizes)
+    return nn.Sequential(*layers), sizes
+
+
 class CNN1d(nn.Module):
     """A 1-D convolutional network (for MNIST-1D): ``depth`` blocks of
     Conv1d(stride 2) → norm → activation → dropout, then a Linear classifier.
@@ -156,28 +183,10 @@ class CNN1d(nn.Module):
         _check_int("length", length, 1)
         _check_int("out_features", out_features, 1)
         _check_int("in_channels", in_channels, 1)
-        _check_int("channels", channels, 1)
-        _check_int("depth", depth, 1)
-        _check_int("kernel_size", kernel_size, 1)
-        _check_choice("norm", norm, NORMS)
-        _check_choice("activation", activation, list(ACTIVATIONS))
-        p = _check_dropout(dropout)
         self.length = length
         self.in_channels = in_channels
-        layers: list[nn.Module] = []
-        c_in, n = in_channels, length
-        for _ in range(depth):
-            conv = nn.Conv1d(c_in, channels, kernel_size, stride=2, padding=kernel_size // 2)
-            layers.append(weight_norm(conv) if norm == "weight" else conv)
-            if norm == "batch":
-                layers.append(nn.BatchNorm1d(channels))
-            elif norm == "layer":
-                layers.append(nn.GroupNorm(1, channels))
-            layers.append(_activation(activation))
-            if p > 0:
-                layers.append(nn.Dropout(p))
-            c_in, n = channels, _conv_out_length(n, kernel_size, 2)
-        self.features = nn.Sequential(*layers)
+        self.features, (n,) = _conv_blocks(1, in_channels, (length,), channels, depth, kernel_size, activation,
+                                           norm, dropout)  # fmt: skip
         self.head = nn.Sequential(nn.Flatten(), _dense(channels * n, out_features, norm))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -211,27 +220,9 @@ class CNN2d(nn.Module):
     ) -> None:
         super().__init__()
         _check_int("out_features", out_features, 1)
-        _check_int("channels", channels, 1)
-        _check_int("depth", depth, 1)
-        _check_int("kernel_size", kernel_size, 1)
-        _check_choice("norm", norm, NORMS)
-        _check_choice("activation", activation, list(ACTIVATIONS))
-        p = _check_dropout(dropout)
         self.shape = tuple(shape)
-        layers: list[nn.Module] = []
-        c_in, h, w = self.shape
-        for _ in range(depth):
-            conv = nn.Conv2d(c_in, channels, kernel_size, stride=2, padding=kernel_size // 2)
-            layers.append(weight_norm(conv) if norm == "weight" else conv)
-            if norm == "batch":
-                layers.append(nn.BatchNorm2d(channels))
-            elif norm == "layer":
-                layers.append(nn.GroupNorm(1, channels))
-            layers.append(_activation(activation))
-            if p > 0:
-                layers.append(nn.Dropout(p))
-            c_in, h, w = channels, _conv_out_length(h, kernel_size, 2), _conv_out_length(w, kernel_size, 2)
-        self.features = nn.Sequential(*layers)
+        self.features, (h, w) = _conv_blocks(2, self.shape[0], self.shape[1:], channels, depth, kernel_size,
+                                             activation, norm, dropout)  # fmt: skip
         self.head = nn.Sequential(nn.Flatten(), _dense(channels * h * w, out_features, norm))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
