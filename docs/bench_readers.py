@@ -226,7 +226,7 @@ def read_bench_calibration(ctx: Context) -> Found:
         rec.figure(f"{key}.target", w["value"])
     rec.table("targets", ["workload", "metric", "target", "baseline steps", "AdamW: median [min, max] over seeds",
                           "NAdamW", "SGD-Nesterov"], rows, "llrrrrr")  # fmt: skip
-    rec.figure("cpu_minutes", data["cpu_seconds"] / 60)
+    rec.figure("cpu_minutes", data["trial_cpu_seconds"] / 60)
     rec.figure("wall_hours", data["wall_seconds"] / 3600)
     rec.figure("trials", data["trials"])
     for k, v in data["protocol"].items():
