@@ -147,6 +147,7 @@ def calibrate(workloads: list[str], *, code: list[str] | None = None, out_dir: s
                                                         "calibration_fraction", "sampler")},
             "command": source, "wall_seconds": time.time() - t0, "cpu_seconds": _cpu() - c0,
             "trial_wall_seconds": sum((r.get("seconds") or {}).get("total") or 0.0 for r in res.records),
+            "trial_cpu_seconds": sum((r.get("cpu") or {}).get("train") or 0.0 for r in res.records),
             "trials": len(res.records), "workloads": record}  # fmt: skip
     _merge_record(res.dir / "calibration.json", meta)
     return record
@@ -164,7 +165,7 @@ def _merge_record(path: Path, meta: dict[str, Any]) -> None:
         meta = {**meta, "commands": commands, "command": "\n".join(c for c in commands if c),
                 "workloads": {**old.get("workloads", {}), **meta["workloads"]},
                 **{k: old.get(k, 0) + meta[k] for k in ("wall_seconds", "cpu_seconds", "trial_wall_seconds",
-                                                        "trials")}}  # fmt: skip
+                                                        "trial_cpu_seconds", "trials")}}  # fmt: skip
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(meta, indent=1, sort_keys=True))
     os.replace(tmp, path)
