@@ -96,7 +96,7 @@ add(Source("bench_quick", "make bench-quick twice (seeds 0 and 1): scores with i
 
 
 # -- standard ---------------------------------------------------------------------------------
-ADAM_FAMILY = ("adam", "adamw", "nadamw", "radam")
+ADAM_FAMILY = ("adamw", "nadamw", "radam")
 
 
 def _ci(x: tuple[float, float], fmt: str = ".2f") -> str:
@@ -149,7 +149,7 @@ def _literature(rec: Record, s: Any, self_s: Any) -> None:
                      f"rank {self_s.rank[k]:g} {_ci(self_s.rank_ci[k], 'g')}; first: {best}",
                      "reproduced: it can rank first" if ok else "not reproduced"])
     parts, ahead = [], []
-    for sub in ("muon", "soap", "shampoo"):
+    for sub in ("muon", "soap"):
         sp = _speed(s, sub, "char_lm")
         if sp is not None:
             parts.append(f"{sub} {sp[0]:.2f}× {_ci(sp[1:])}")
@@ -158,7 +158,7 @@ def _literature(rec: Record, s: Any, self_s: Any) -> None:
         rows.append(["Matrix-based optimizers are the fastest on transformers, ≤ 1.4× a well-tuned AdamW "
                      "at 0.1 B parameters (Wen et al. 2025, *Fantastic Pretraining Optimizers*)",
                      "char LM, steps-to-target speedup over AdamW: " + "; ".join(parts),
-                     "reproduced: " + ", ".join(q for q, a in zip(("muon", "soap", "shampoo"), ahead, strict=False) if a)
+                     "reproduced: " + ", ".join(q for q, a in zip(("muon", "soap"), ahead, strict=False) if a)
                      + " ahead" if any(ahead) else "not reproduced: no interval above 1×"])
     if "adamw_constant" in s.score:
         best = max((q for q in s.score if not q.startswith("adamw")), key=lambda q: (s.score[q], q))
