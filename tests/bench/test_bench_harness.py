@@ -47,8 +47,7 @@ def test_schedule_free_runs_a_constant_lr_and_is_evaluated_at_x():
     rec = trial.run_trial(spec)
     assert rec["status"] == "ok", rec.get("error")
     # the same run by hand: the metric at the end is the loss at x (eval mode), not at y
-    from thalweg.optim import registry
-    from thalweg.optim import eval_mode
+    from thalweg.optim import eval_mode, registry
 
     torch.manual_seed(0)
     problem = workloads.get("linreg").build(0)

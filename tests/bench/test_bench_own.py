@@ -24,7 +24,7 @@ name = "digits"
 [model]
 name = "linear"
 [train]
-epochs = 2
+epochs = 4
 batch_size = 256
 eval_every = 2
 num_threads = 1
@@ -89,7 +89,7 @@ def test_own_config_runs_calibrates_and_exports_a_recipe(tmp_path):
     assert out.exit_code == 2 and f"thalweg bench calibrate {mine}" in out.output
     targets = calibrate([str(mine)], out_dir=tmp_path / "c", trials=1, studies=1, seeds=2, baselines=["sgd"],
                         workers=0, quiet=True)  # fmt: skip
-    assert targets["mine.toml"]["metric"] == "val_accuracy" and targets["mine.toml"]["calibration_steps"] == 5  # 2 epochs × 5 steps, halved
+    assert targets["mine.toml"]["metric"] == "val_accuracy" and targets["mine.toml"]["calibration_steps"] == 5  # 4 epochs × 5 steps, a quarter
     record = json.loads((tmp_path / "c" / "calibrate" / "calibration.json").read_text())
     assert record["protocol"]["seeds"] == 2 and record["workloads"]["mine.toml"]["baselines"]["sgd"]["seeds"]
     res2 = run_bench("quick", out_dir=tmp_path / "c", workers=0, quiet=True, report=False, workloads=[str(mine)],

@@ -111,7 +111,7 @@ def digits_cnn(channels: int = 32, depth: int = 2, batch_size: int = 64) -> Work
     cfg = _classifier("digits-cnn", {"name": "digits", "options": DIGITS_SPLIT},
                       {"name": "cnn2d", "channels": channels, "depth": depth, "kernel_size": 3}, batch_size)
     return config_workload("digits_cnn", cfg, metric="val_loss", mode="min", step_budget=STEPS["digits_cnn"],
-                           max_seconds=120.0, eval_every=EVERY["digits_cnn"], description=doc(digits_cnn))
+                           max_seconds=60.0, eval_every=EVERY["digits_cnn"], description=doc(digits_cnn))
 
 
 def mnist1d_config(model: dict[str, Any], name: str, val_samples: int = 2000) -> dict[str, Any]:
@@ -154,5 +154,5 @@ def mnist1d_gru(width: int = 6) -> Workload:
 
 
 #: step budgets and evaluation intervals of the real workloads (docs/bench.md: why these)
-STEPS = {"digits_cnn": 200, "mnist1d_cnn": 800, "mnist1d_gru": 400}
-EVERY = {"digits_cnn": 10, "mnist1d_cnn": 40, "mnist1d_gru": 20}
+STEPS = {"digits_cnn": 100, "mnist1d_cnn": 800, "mnist1d_gru": 400}
+EVERY = {"digits_cnn": 5, "mnist1d_cnn": 40, "mnist1d_gru": 20}

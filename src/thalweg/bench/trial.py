@@ -19,6 +19,7 @@ import math
 import os
 import platform
 import socket
+import statistics
 import time
 import traceback
 from typing import Any
@@ -223,7 +224,9 @@ def _train(spec: dict[str, Any], w: Any, rec: dict[str, Any], t0: float) -> None
             break
     keep = {hit} if hit is not None else set()
     idx = _thin(len(c_step), keep)
-    tail = [v for v in c_val[-3:] if math.isfinite(v)] if status == "ok" and step == steps else []
+    # the end-of-budget metric: the median of the last three evaluations after step 0 (fewer
+    # in a short run), none where the run diverged or stopped early
+    tail = [v for s_, v in zip(c_step, c_val, strict=True) if s_ > 0][-3:] if status == "ok" and step == steps else []
     rec.update(
         status=status, steps=step, steps_per_epoch=problem.steps_per_epoch,
         reached=hit is not None,
@@ -231,7 +234,7 @@ def _train(spec: dict[str, Any], w: Any, rec: dict[str, Any], t0: float) -> None
                         "seconds": c_sec[hit] if hit is not None else None},
         final=_clean(last), final_metric=finite_or_none(last.get(metric)),
         best={"metric": finite_or_none(best[0]) if best else None, "step": best[1] if best else None},
-        end_metric=float(sorted(tail)[len(tail) // 2]) if len(tail) == 3 else None,
+        end_metric=float(statistics.median(tail)) if tail and all(math.isfinite(v) for v in tail) else None,
         cpu={"train": cpu_s, "per_step": cpu_s / step if step else None},
         curve={"step": [c_step[i] for i in idx], "seconds": [round(c_sec[i], 6) for i in idx],
                "metric": [finite_or_none(c_val[i]) for i in idx]},
