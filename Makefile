@@ -3,7 +3,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: run test bench bench-quick lint examples docs clean
+.PHONY: run test bench bench-quick lint examples docs dist clean
 
 # make docs SOURCES=a,b re-measures only those sources (python docs/build.py --list names them)
 SOURCES ?=
@@ -33,10 +33,16 @@ examples: $(STAMP)
 docs: $(STAMP)
 	$(PY) docs/build.py --sources "$(SOURCES)"
 
+# the wheel and the sdist in dist/ (built from this tree, without an isolated build env), checked
+dist: $(STAMP)
+	rm -rf dist build
+	$(PY) -m build --no-isolation --sdist --wheel --outdir dist .
+	$(PY) -m twine check --strict dist/*
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks examples docs
 	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -q tests/test_architecture.py
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) runs .pytest_cache dist build

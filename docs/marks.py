@@ -120,8 +120,11 @@ def expand(command: str, targets: dict[str, list[str]] | None = None) -> list[st
 
 
 def is_skipped(command: str) -> bool:
-    """`make docs` itself: the one README command make docs does not run."""
-    return normalize(command).startswith("make docs")
+    """`make docs` itself, and the Install section's lines for your own environment (bare `pip`
+    and `thalweg`): make docs does not run those; tests/test_install.py runs them in a fresh
+    virtual environment, and `benchmarks/install.py` (the `install` source) measures them."""
+    c = normalize(command)
+    return c.startswith("make docs") or c.startswith(("pip ", "thalweg "))
 
 
 @dataclass

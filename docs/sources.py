@@ -139,6 +139,8 @@ add(Source("memory", "optimizer-state bytes, a step's peak memory and low-precis
                         for part in ("figures", "tables", "blocks")}))
 add(Source("step_time_memory", "peak memory of Adam's first and later steps (benchmarks/step_time.py --memory)",
            [f"{PY} benchmarks/step_time.py --rules adam --rounds 3 --memory --json {{json}}"]))
+add(Source("install", "a first install as a user makes it: the wheel, a fresh venv, the README's lines (README)",
+           ["make dist", f"{PY} benchmarks/install.py --dist dist --json {{json}}"], timeout=3600))
 add(Source("seeds", "make examples: the seeds' worked examples (README)", [f"{PY} examples/seeds.py --json {{json}}"]))
 add(Source("curvature", "thalweg.curvature against PyHessian (docs/terrain.md)",
            [f"{PY} benchmarks/curvature.py --json {{json}}", f"{PY} benchmarks/curvature.py --figures images"],

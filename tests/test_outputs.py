@@ -100,3 +100,17 @@ def test_train_o_is_the_directory_that_holds_runs(tmp_path: Path) -> None:
                    "[diagnostics]\nfigures = false\nreport = false\ntensorboard = false\n")
     assert f"run: {tmp_path / 'r' / 't'}" in _ok(["train", str(cfg), "-q", "-o", str(tmp_path / "r")])
     assert f"run: {tmp_path / 'r' / 't-2'}" in _ok(["train", str(cfg), "-q", "-o", str(tmp_path / "r")])
+
+
+@pytest.mark.parametrize("name", ["../../escaped", "/ABS/escaped", "sub/escaped", "..", ""])
+def test_a_name_that_is_a_path_is_refused_and_nothing_is_written_outside_o(tmp_path: Path, name: str) -> None:
+    """`--name` names a file inside `-o`: `../../x`, an absolute path or `a/b` would write
+    elsewhere (trajectories, bench recipe)."""
+    out = tmp_path / "a" / "b" / "out"
+    name = name.replace("/ABS", str(tmp_path))
+    r = CliRunner().invoke(app, ["trajectories", "rosenbrock", "--steps", "5", "-o", str(out), "--name", name])
+    assert r.exit_code == 2 and f"--name {name!r}: a name is one file name, not a path" in r.output, r.output
+    r = CliRunner().invoke(app, ["bench", "recipe", str(tmp_path / "nobench"), "linreg", "-o", str(out),
+                                 "--name", name])
+    assert r.exit_code == 2 and f"--name {name!r}: a name is one file name, not a path" in r.output, r.output
+    assert not [p for p in tmp_path.rglob("*") if p.is_file()]

@@ -35,6 +35,30 @@ def _register_all() -> None:
         importlib.import_module(name).register(app)
 
 
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        from thalweg import __version__
+
+        try:
+            torch = version("torch")  # read from the installed metadata: no torch import
+        except PackageNotFoundError:
+            torch = "not installed"
+        typer.echo(f"thalweg {__version__} (torch {torch})")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                 help="Print thalweg's version (and torch's) and exit."),
+) -> None:
+    """Optimizers for deep learning, and instruments that show why training is slow or stuck."""
+
+
 _register_all()
 
 

@@ -182,7 +182,7 @@ class Monitor:
             entry: dict[str, Any] = {"name": name, "type": st.kind, "forward_calls": st.calls, "nonfinite": st.nonfinite,
                                      "dead_fraction": None, "saturation": None,
                                      "rms": math.sqrt(st.sq_sum / st.count) if st.count else None}
-            if st.kind == "relu" and st.alive is not None:
+            if st.kind == "relu" and st.alive is not None and not st.nonfinite:  # NaN never fires: not "dead"
                 entry["dead_fraction"] = float(1.0 - st.alive.float().mean())
                 entry["units"] = int(st.alive.numel())
             if st.kind in ("tanh", "sigmoid") and st.total:

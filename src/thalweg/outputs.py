@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
-__all__ = ["OutputError", "fresh", "holds_any", "numbered", "output_dir"]
+__all__ = ["OutputError", "fresh", "holds_any", "numbered", "output_dir", "plain_name"]
 
 #: suffixes that say "a file", which `-o` never is
 _FILE_SUFFIXES = {".png", ".gif", ".svg", ".pdf", ".toml", ".json", ".jsonl", ".html", ".npz", ".pt", ".csv", ".txt"}
@@ -63,3 +63,13 @@ def output_dir(path: Path, option: str = "-o/--out") -> Path:
         raise OutputError(f"{option} {path}: looks like a file name; {option} is the directory the outputs "
                           "go in (--name names the file where a command has one)")
     return path
+
+
+def plain_name(name: str, option: str = "--name") -> str:
+    """`name` when it is one plain file name (it goes inside `-o`); refused (`OutputError`,
+    naming the option) when it is a path — `../../x`, `/tmp/x`, `a/b` — which would write
+    outside `-o`, or empty, `.` or `..`."""
+    if not name or name in (".", "..") or "/" in name or "\\" in name or "\0" in name or Path(name).is_absolute():
+        raise OutputError(f"{option} {name!r}: a name is one file name, not a path (it is written inside "
+                          "-o/--out; use -o to choose the directory)")
+    return name

@@ -6,6 +6,7 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import numpy as np
 
+from thalweg.landscape import legible as L
 from thalweg.landscape import plots as P
 from thalweg.landscape.trajectories import trajectories
 
@@ -33,7 +34,7 @@ def _covered(fig) -> list[tuple[int, tuple[float, float]]]:
     boxes += [ax.get_legend().get_window_extent(r) for ax in fig.axes if ax.get_legend() is not None]
     hits = []
     for i, ax in enumerate(fig.axes):
-        for x, y in P._marked_points(ax):
+        for x, y in L._marked_points(ax):
             if any(b.contains(x, y) for b in boxes):
                 hits.append((i, (float(x), float(y))))
     return hits
@@ -50,12 +51,12 @@ def test_no_legend_covers_a_critical_point() -> None:
                                                          steps=40), "runs off")], "hazards", ncols=1),
     ]
     for fig in figs:
-        assert all(len(P._marked_points(ax)) for ax in fig.axes if ax.get_title().startswith("paths"))
+        assert all(len(L._marked_points(ax)) for ax in fig.axes if ax.get_title().startswith("paths"))
         assert _covered(fig) == []
         plt.close(fig)
     one = plt.figure()
     ax = one.add_subplot()
     P.plot_paths("sinsin", trajectories("sinsin", ["sgd:lr=0.1"], start=[0.3, 0.2], steps=10), ax)
-    assert len(P._marked_points(ax)) >= 5 and _covered(one) == []
+    assert len(L._marked_points(ax)) >= 5 and _covered(one) == []
     assert np.isfinite(ax.get_xlim()).all()
     plt.close(one)

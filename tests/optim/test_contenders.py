@@ -9,7 +9,7 @@ import importlib
 
 import pytest
 import torch
-from optim_cases import bf16_training, combos, groups, loss_fn, make_params
+from optim_cases import bf16_forced_steps, bf16_training, combos, groups, loss_fn, make_params
 
 from thalweg.optim import has_modes, registry
 
@@ -113,22 +113,37 @@ def test_compiled_matches_the_reference(info):
         torch.testing.assert_close(x.detach(), y.detach(), rtol=max(tol[0], 1e-6), atol=max(tol[1], 1e-6))
 
 
-#: bf16 autocast: the bitwise rules are held to the torch grid's bound; the others' last-bit
-#: differences pass through bf16 forward roundings. Prodigy runs at lr 0.3 here: at lr 1 its
-#: d overshoots on this MLP for ~20 steps, and that phase turns a 1e-7 difference in d into
-#: O(1) weight differences (measured at lr 0.3 after 60 steps: 4.7e-5)
-BF16_TOL = {"prodigy": (2e-4, 2e-4), "lamb": (1e-4, 1e-4), "lars": (1e-5, 1e-5)}
+#: the rules whose float32 sums differ from the reference's in the last bits (float64 sums over
+#: the flat buffer, one `_foreach_norm`): under bf16 autocast a last-bit weight difference can
+#: flip a bf16 rounding in the next forward, an O(bf16 ulp) gradient change that chaos then
+#: grows (measured on one 2-core machine: Prodigy 1e-8 at step 20, 5e-3 at step 40; another
+#: machine's bf16 kernels flipped nothing in 60 steps). They are compared step by step instead:
+#: largest difference per step relative to the step, measured 1.0e-4 (Prodigy, lr 0.3),
+#: 2.1e-4 (lr 1), 7.7e-6 (LAMB), 0 (LARS); a formula error is O(1).
+BF16_FORCED_TOL = {"prodigy": 1e-3, "lamb": 1e-4, "lars": 1e-6}
 BF16_LR = {**LR, "prodigy": 0.3}
 
 
-@pytest.mark.parametrize("info", REFERENCED, ids=lambda i: i.name)
+@pytest.mark.parametrize("info", [i for i in REFERENCED if i.name not in BF16_FORCED_TOL], ids=lambda i: i.name)
 def test_bf16_autocast_training_matches_the_reference(info):
+    """Rules that call the reference's ops in its order: the whole 60-step trajectory, bitwise
+    up to the torch grid's bound (no last-bit difference to amplify)."""
     lr = BF16_LR[info.name]
     start, ours = bf16_training(lambda ps: info.factory(ps, lr=lr))
     _, theirs = bf16_training(lambda ps: reference(info)(ps, lr=lr))
     assert (ours - start).abs().max() > 1e-2
-    rtol, atol = BF16_TOL.get(info.name, (1e-6, 6e-8))
-    torch.testing.assert_close(ours, theirs, rtol=rtol, atol=atol)
+    torch.testing.assert_close(ours, theirs, rtol=1e-6, atol=6e-8)
+
+
+@pytest.mark.parametrize("info", [i for i in REFERENCED if i.name in BF16_FORCED_TOL], ids=lambda i: i.name)
+def test_bf16_autocast_steps_match_the_reference(info):
+    """Every step of the reference's 60-step bf16-autocast training, taken from the reference's
+    parameters with its gradients, gives the reference's update (see BF16_FORCED_TOL)."""
+    lr = BF16_LR[info.name]
+    start, moved = bf16_training(lambda ps: reference(info)(ps, lr=lr))
+    assert (moved - start).abs().max() > 1e-2
+    rel = bf16_forced_steps(lambda ps: info.factory(ps, lr=lr), lambda ps: reference(info)(ps, lr=lr))
+    assert max(rel) <= BF16_FORCED_TOL[info.name], f"step {rel.index(max(rel))}: {max(rel):.3g} of the step"
 
 
 @pytest.mark.parametrize("name", ["prodigy", "lamb", "lars"])

@@ -125,3 +125,37 @@ def test_step_in_backward_skips_parameters_without_a_gradient_and_refuses_global
     with pytest.raises(ValueError, match="clip_by_global_norm needs the norm of every gradient"):
         to.FlatOptimizer(_net().parameters(), to.chain(to.clip_by_global_norm(1.0), to.scale_by_lr(0.1)),
                          in_backward=True)
+
+
+@pytest.mark.parametrize(("rule", "state_dtype"), [("AdamW", "int8"), ("SGD", "bf16"), ("SGD", "int8")])
+def test_a_loaded_low_precision_state_continues_bitwise(rule, state_dtype):
+    """Everything the next steps depend on is in the state dict: int8's last block has
+    padding past the last element (it must not move that block's scale: a fresh optimizer's
+    padding once read as −1.016× the block's largest value), and SGD, which keeps no `step`
+    in torch, rounds bf16 state stochastically with bits drawn from the step count."""
+    x = torch.randn(128, 64, generator=torch.Generator().manual_seed(1))
+    y = torch.randint(0, 10, (128,), generator=torch.Generator().manual_seed(2))
+
+    def model() -> torch.nn.Module:
+        torch.manual_seed(0)  # 2410 parameters: the last of 10 blocks of 256 is padded
+        return torch.nn.Sequential(torch.nn.Linear(64, 32), torch.nn.ReLU(), torch.nn.Linear(32, 10))
+
+    def steps(m: torch.nn.Module, opt: torch.optim.Optimizer, n: int) -> None:
+        for _ in range(n):
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(m(x), y).backward()
+            opt.step()
+
+    kw = {"lr": 0.01, "state_dtype": state_dtype, "compile": False, **({"momentum": 0.9} if rule == "SGD" else {})}
+    a, b = model(), model()
+    oa = getattr(to, rule)(a.parameters(), **kw)
+    steps(a, oa, 20)
+    ob = getattr(to, rule)(b.parameters(), **kw)
+    b.load_state_dict(a.state_dict())
+    ob.load_state_dict(roundtrip(oa.state_dict()))
+    steps(a, oa, 5)
+    steps(b, ob, 5)
+    for p, q in zip(a.parameters(), b.parameters(), strict=True):
+        assert torch.equal(p, q)
+    if state_dtype == "bf16":
+        assert float(oa.state_dict()["state"][0]["step"]) == 25

@@ -275,11 +275,23 @@ def test_torch_lr_scheduler_drives_a_thalweg_optimizer():
     _close(a, b)
 
 
-def test_moving_the_model_after_construction_is_a_clear_error():
-    model = torch.nn.Linear(3, 2)
-    opt = to.SGD(model.parameters(), lr=0.1, compile=False)
-    model.double()
-    model(torch.ones(1, 3, dtype=torch.float64)).sum().backward()
+def test_moving_the_model_before_the_first_step_repacks_after_it_is_a_clear_error():
+    torch.manual_seed(0)
+    model, ref = torch.nn.Linear(3, 2), torch.nn.Linear(3, 2)
+    ref.load_state_dict(model.state_dict())
+    opt = to.SGD(model.parameters(), lr=0.1, momentum=0.9, compile=False)
+    ropt = torch.optim.SGD(ref.parameters(), lr=0.1, momentum=0.9)
+    for m in (model, ref):
+        m.double()  # before any step: packed anew in float64, as torch would just go on
+    for _ in range(2):
+        for m, o in ((model, opt), (ref, ropt)):
+            o.zero_grad()
+            m(torch.ones(1, 3, dtype=torch.float64)).sum().backward()
+            o.step()
+    assert opt._segments[0].dtype == torch.float64
+    _close(list(model.parameters()), list(ref.parameters()))
+    model.float()
+    model(torch.ones(1, 3)).sum().backward()
     with pytest.raises(ValueError, match="create the optimizer after moving the model"):
         opt.step()
 

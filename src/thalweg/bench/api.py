@@ -2,7 +2,8 @@
 
 A bench lives in `<out_dir>/<name>/`: `study.db` (the Optuna studies, unless `storage` names
 another database), `results.jsonl`, `bench.json` (the resolved configuration per ruleset),
-`report.html` and `figures/`. Running the same bench again resumes it.
+`report.html` and `figures/`. Running the same bench again resumes it; one process at a time
+(a second one is refused: `thalweg.train.rundir.lock.RunLockedError`).
 """
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ class BenchResult:
     report: Path | None
     recovered: int
     seconds: float
+    restored: int = 0  # finished trials the database lost, written back from results.jsonl
+    notes: tuple[str, ...] = ()
 
 
 def _write_bench_json(path: Path, cfg: BenchConfig, plans: list[Any]) -> None:
@@ -86,21 +89,39 @@ def run_bench(bench: BenchConfig | str | Path, *, out_dir: str | Path = "bench",
     cfg = bench if isinstance(bench, BenchConfig) else load_bench(bench, **overrides)
     if isinstance(bench, BenchConfig) and overrides:
         cfg = BenchConfig.model_validate({**cfg.model_dump(), **{k: v for k, v in overrides.items() if v is not None}})
+    from thalweg.train.rundir.lock import RunLock, check_dirs
+
     plans = build_plans(cfg, _base(bench), calibrated_targets(out_dir))
     root = Path(out_dir) / cfg.name
-    root.mkdir(parents=True, exist_ok=True)
-    _write_bench_json(root / "bench.json", cfg, plans)
+    check_dirs(root)
+    with RunLock(root, what="bench"):
+        return _run_locked(cfg, plans, root, t0, workers=workers, threads=threads, storage=storage,
+                           executor=executor, ray_address=ray_address, quiet=quiet, report=report)
+
+
+def _run_locked(cfg: BenchConfig, plans: list[Any], root: Path, t0: float, *, workers: int | None,
+                threads: int, storage: str | None, executor: str, ray_address: str | None, quiet: bool,
+                report: bool) -> BenchResult:  # fmt: skip
+    """`run_bench` once this process holds the bench directory."""
+    results = ResultsFile(root / "results.jsonl")
     pool = make_executor(executor, workers, threads, ray_address)
     subs = list(dict.fromkeys(p.submission.name for p in plans))
     wls = list(dict.fromkeys(p.workload.key for p in plans))
     total = sum(p.n for p in plans)
     view = BenchProgress(total, subs, wls, enabled=not quiet and sys.stderr.isatty(), title=cfg.name)
-    runner = Runner(plans, storage or sqlite_url(root / "study.db"), ResultsFile(root / "results.jsonl"),
-                    pool, threads=threads, pruner=cfg.pruner, stop_at_target=cfg.stop_at_target,
-                    objective=cfg.objective,
-                    follow_up=follow_up_for(cfg), on_record=view.add)  # fmt: skip
+    try:
+        runner = Runner(plans, storage or sqlite_url(root / "study.db"), results, pool, threads=threads,
+                        pruner=cfg.pruner, stop_at_target=cfg.stop_at_target, objective=cfg.objective,
+                        follow_up=follow_up_for(cfg), on_record=view.add)  # fmt: skip
+        recovered = runner.recover()
+    except BaseException:
+        pool.close()
+        raise
+    for note in runner.notes:
+        print(f"note: {note}", file=sys.stderr)
+    _write_bench_json(root / "bench.json", cfg, plans)  # once the database agreed with cfg
     with view:
-        for rec in runner.recover():
+        for rec in recovered:
             view.add(rec)
         records = runner.run()
         view.set_total(sum(p.n for p in plans))
@@ -112,7 +133,8 @@ def run_bench(bench: BenchConfig | str | Path, *, out_dir: str | Path = "bench",
         from thalweg.bench.report import write_report
 
         page = write_report(root)
-    return BenchResult(root, records, out, page, runner.recovered, time.perf_counter() - t0)
+    return BenchResult(root, records, out, page, runner.recovered, time.perf_counter() - t0,
+                       runner.restored, tuple(runner.notes))
 
 
 def calibrate(workloads: list[str], *, code: list[str] | None = None, out_dir: str | Path = "bench",

@@ -15,6 +15,15 @@ def register(app: typer.Typer) -> None:
                         no_args_is_help=True)  # fmt: skip
     app.add_typer(bench, name="bench")
 
+    @bench.callback()
+    def _needs_optuna() -> None:
+        """Benchmark optimizers (needs the [bench] extra: Optuna)."""
+        import importlib.util
+
+        if importlib.util.find_spec("optuna") is None:
+            typer.echo("error: thalweg bench needs Optuna: pip install 'thalweg[bench]'", err=True)
+            raise typer.Exit(2)
+
     @bench.command("run")
     def run(
         source: str = typer.Argument("quick", help="A suite (quick, standard, full, seeds, mnist1d, recipes) or a bench TOML."),
@@ -34,31 +43,35 @@ def register(app: typer.Typer) -> None:
         storage: str | None = typer.Option(None, "--storage", help="SQLAlchemy URL of the study database (default: DIR/NAME/study.db)."),
         executor: str = typer.Option("local", "--executor", help="local or ray."),
         ray_address: str | None = typer.Option(None, "--ray-address", help="Ray cluster to join (default: a local one)."),
+        sets: list[str] | None = typer.Option(
+            None, "--set", help="FIELD=VALUE: change one field of the suite or TOML (repeatable), checked "
+                                "as if it were in the file, e.g. --set seeds=3 --set 'optimizers=[\"adam\"]'."),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No live progress."),
     ) -> None:
         """Run (or resume) a bench; writes DIR/NAME/{results.jsonl, report.html, study.db}."""
+        from thalweg import overrides
         from thalweg.bench.api import run_bench
         from thalweg.bench.runner import BenchError
         from thalweg.bench.suites import BenchConfigError
+        from thalweg.train.commands import exit_on_run_errors
 
         if ruleset not in (None, "external", "self"):
             raise typer.BadParameter("--ruleset must be external or self")
         if executor not in ("local", "ray"):
             raise typer.BadParameter("--executor must be local or ray")
         own = {"workloads": list(workload), "code": list(code)} if workload or code else {}
-        try:
+        with exit_on_run_errors("run the same `thalweg bench run` again: it resumes the bench",
+                                also=(BenchConfigError, BenchError, RuntimeError)):
             res = run_bench(source, out_dir=out_dir, workers=workers, threads=threads, storage=storage,
-                            executor=executor, ray_address=ray_address, quiet=quiet, ruleset=ruleset,
-                            name=name, trials=trials, studies=studies, seed=seed, **own)  # fmt: skip
-        except (BenchConfigError, BenchError, RuntimeError) as e:
-            typer.echo(f"error: {e}", err=True)
-            raise typer.Exit(2) from None
-        _print_scores(res)
+                            executor=executor, ray_address=ray_address, quiet=quiet,
+                            **{**overrides.parse(sets or []), "ruleset": ruleset, "name": name,
+                               "trials": trials, "studies": studies, "seed": seed, **own})  # fmt: skip
+        _print_scores(res, ruleset)
 
-    def _print_scores(res: Any) -> None:
+    def _print_scores(res: Any, ruleset: str | None) -> None:
         from thalweg.bench import scoring, uncertainty
 
-        rs = next((r["ruleset"] for r in res.records), "external")
+        rs = ruleset or next((r["ruleset"] for r in res.records), "external")
         typer.echo(f"bench: {res.dir}  ({len(res.records)} trials, {res.recovered} resumed, "
                    f"{res.seconds:.0f} s); report: {res.report}")  # fmt: skip
         for title, recs in (("real workloads", scoring.real(res.records)), ("toy problems", scoring.toy(res.records))):
@@ -97,9 +110,11 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """The configuration the bench chose for a workload, as a `thalweg train` TOML."""
         from thalweg.bench.recipes import recipe_toml
-        from thalweg.outputs import OutputError, fresh, output_dir
+        from thalweg.outputs import OutputError, fresh, output_dir, plain_name
 
         try:
+            if name is not None:
+                plain_name(name)
             text = recipe_toml(bench_dir, workload, submission)
             folder = None if out is None else output_dir(out)
         except (FileNotFoundError, ValueError) as e:  # OutputError is a ValueError
@@ -159,18 +174,18 @@ def register(app: typer.Typer) -> None:
         a quarter of the step budget, the best re-run over 10 seeds, the median end-of-budget metric of the
         best baseline. `thalweg bench run` with the same -o then uses them."""
         from thalweg.bench.api import calibrate
+        from thalweg.bench.runner import BenchError
         from thalweg.bench.suites import BenchConfigError
+        from thalweg.train.commands import exit_on_run_errors
 
         if not workload and not code:
             raise typer.BadParameter("name at least one workload (or --code)")
         opts = {k: v for k, v in (("trials", trials), ("studies", studies), ("seeds", seeds),
                                   ("calibration_fraction", fraction)) if v is not None}  # fmt: skip
-        try:
+        with exit_on_run_errors("run the same `thalweg bench calibrate` again: it resumes",
+                                also=(BenchConfigError, BenchError, RuntimeError)):
             targets = calibrate(list(workload or []), code=list(code), out_dir=out_dir, workers=workers,
                                 quiet=quiet, **opts)  # fmt: skip
-        except BenchConfigError as e:
-            typer.echo(f"error: {e}", err=True)
-            raise typer.Exit(2) from None
         path = out_dir / "calibrate" / "targets.json"
         typer.echo(f"targets (in {path}; `thalweg bench run ... -o {out_dir}` uses them):")
         for key, t in targets.items():

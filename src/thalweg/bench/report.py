@@ -7,8 +7,6 @@ configurations — one self-contained page (figures embedded), from `results.jso
 
 from __future__ import annotations
 
-import base64
-import html
 import json
 import math
 from collections import defaultdict
@@ -18,12 +16,17 @@ from typing import Any
 
 from thalweg.bench import figures, scoring, uncertainty
 from thalweg.bench.results import read_results
+from thalweg.page import Markup, document, html, png_data, table
 
 __all__ = ["summary", "write_report"]
 
 
-def _e(x: Any) -> str:
-    return html.escape(str(x))
+#: what every record the report reads must hold (results.jsonl written by `bench run` does)
+_NUM = (int, float, type(None))
+REQUIRED: dict[str, type | tuple[type, ...]] = {
+    "workload": str, "submission": str, "phase": str, "ruleset": str, "status": str,
+    "time_to_target": dict, "time_to_target.steps": _NUM, "time_to_target.seconds": _NUM,
+    "best": dict, "best.metric": _NUM}  # fmt: skip
 
 
 def _num(v: Any, digits: int = 4) -> str:
@@ -31,20 +34,29 @@ def _num(v: Any, digits: int = 4) -> str:
         return "—"
     if isinstance(v, float):
         return f"{v:.{digits}g}"
-    return _e(v)
+    return str(v)
 
 
-def _table(head: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    h = "".join(f"<th>{_e(c)}</th>" for c in head)
-    body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows)
-    return f"<div class='wide'><table><tr>{h}</tr>{body}</table></div>"
-
-
-def _img(path: Path | None, alt: str) -> str:
+def _img(path: Path | None, alt: str) -> Markup:
     if path is None:
-        return "<p>(no data for this figure)</p>"
-    data = base64.b64encode(path.read_bytes()).decode()
-    return f'<figure><img src="data:image/png;base64,{data}" alt="{_e(alt)}"></figure>'
+        return Markup("<p>(no data for this figure)</p>")
+    return html('<figure><img src="{}" alt="{}"></figure>', png_data(path), alt)
+
+
+def _bench_json(path: Path) -> dict[str, Any]:
+    """bench.json, checked: a JSON object by ruleset, each with its `config` (a ValueError naming
+    the file otherwise); {} when there is none."""
+    if not path.is_file():
+        return {}
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path}: not JSON ({e})") from None
+    if not isinstance(meta, dict) or not all(isinstance(m, dict) and isinstance(m.get("config"), dict)
+                                             for m in meta.values()):
+        raise ValueError(f"{path}: not a bench description (a JSON object by ruleset, each with its "
+                         f"'config'), got {type(meta).__name__} {json.dumps(meta)[:60]}")
+    return meta
 
 
 def _chosen(records: Sequence[Mapping[str, Any]], ruleset: str) -> dict[tuple[str, str], Mapping[str, Any]]:
@@ -76,20 +88,19 @@ def summary(records: Sequence[Mapping[str, Any]], r_max: float = scoring.R_MAX) 
     return out
 
 
-VERDICT_MARK = {"reached": "", "too slow": " <i>too slow</i>", "inconclusive": " <i>inconclusive</i>",
-                "never reached": " <i>never reached</i>"}
+VERDICT_MARK = {v: Markup(f" <i>{v}</i>") for v in ("too slow", "inconclusive", "never reached")}
 
 
-def _cell(c: uncertainty.Cell, verdict: str) -> str:
+def _cell(c: uncertainty.Cell, verdict: str) -> Markup:
     """Steps to the target (median over studies), the verdict, and per study: tuning trials
     that reached / trials, confirmations that reached / confirmations."""
     t = c.time
     head = f"{t:.0f}" if math.isfinite(t) else "∞"
     counts = " ".join(f"{a}/{b}" + (f"·{x}/{y}" if y else "") for a, b, x, y in c.reach)
-    return f"{head}{VERDICT_MARK.get(verdict, '')}<br><small>{_e(counts)}</small>"
+    return html("{}{}<br><small>{}</small>", head, VERDICT_MARK.get(verdict, Markup("")), counts)
 
 
-def _score_rows(records: Sequence[Mapping[str, Any]], rs: str, r_max: float) -> tuple[list[str], list[list[str]]]:
+def _score_rows(records: Sequence[Mapping[str, Any]], rs: str, r_max: float) -> tuple[list[str], list[list[Any]]]:
     s = uncertainty.summarize(records, rs, "steps", r_max)
     wls = list(dict.fromkeys(r["workload"] for r in records if r.get("ruleset") == rs))
     cpu = scoring.scores(records, "cpu", rs, r_max)
@@ -98,8 +109,9 @@ def _score_rows(records: Sequence[Mapping[str, Any]], rs: str, r_max: float) -> 
         lo, hi = s.score_ci[sub]
         rlo, rhi = s.rank_ci[sub]
         cells = [_cell(s.cells[sub][w], s.verdicts[sub][w]) if w in s.cells[sub] else "—" for w in wls]
-        rows.append([f"<b>{_e(sub)}</b>", f"{s.score[sub]:.3f} <small>[{lo:.2f}, {hi:.2f}]</small>",
-                     f"{s.rank[sub]:g} <small>[{rlo:g}, {rhi:g}]</small>", f"{cpu.get(sub, 0.0):.3f}", *cells])  # fmt: skip
+        rows.append([html("<b>{}</b>", sub), html("{} <small>[{}, {}]</small>", f"{s.score[sub]:.3f}", f"{lo:.2f}", f"{hi:.2f}"),
+                     html("{} <small>[{}, {}]</small>", f"{s.rank[sub]:g}", f"{rlo:g}", f"{rhi:g}"),
+                     f"{cpu.get(sub, 0.0):.3f}", *cells])  # fmt: skip
     head = ["submission", "score (steps) [95 %]", "rank [95 %]", "score (CPU s)", *wls]
     return head, rows
 
@@ -109,11 +121,11 @@ def _cpu_rows(records: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[lis
     per: dict[tuple[str, str], list[float]] = defaultdict(list)
     for r in records:
         v = (r.get("cpu") or {}).get("per_step")
-        if v:
+        if isinstance(v, int | float) and v:
             per[(r["submission"], r["workload"])].append(float(v))
     subs = sorted({s for s, _ in per})
     wls = list(dict.fromkeys(w for _, w in per))
-    rows = [[_e(s), *(f"{1e3 * _median(per[(s, w)]):.2f}" if per.get((s, w)) else "—" for w in wls)] for s in subs]
+    rows = [[s, *(f"{1e3 * _median(per[(s, w)]):.2f}" if per.get((s, w)) else "—" for w in wls)] for s in subs]
     return ["submission", *wls], rows
 
 
@@ -134,32 +146,34 @@ def _edge_rows(records: Sequence[Mapping[str, Any]], meta: Mapping[str, Any]) ->
         if r.get("phase") == "tune" and r.get("ruleset") == "external":
             groups[(r["workload"], r["submission"], r.get("study_index"))].append(r)
     rows = []
-    for (w, s, k), recs in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2] or 0)):
+    for (w, s, k), recs in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1], str(kv[0][2] or 0))):
         best = scoring.best_record(recs)
         edge = at_edge(best.get("params") or {}, spaces.get(s, [])) if best is not None else []
         if edge:
-            rows.append([_e(w), _e(s), str(k), _e(", ".join(edge))])
+            rows.append([w, s, str(k), ", ".join(edge)])
     return rows
 
 
-def _ttt_rows(records: Sequence[Mapping[str, Any]], rs: str) -> tuple[list[str], list[list[str]]]:
+def _ttt_rows(records: Sequence[Mapping[str, Any]], rs: str) -> tuple[list[str], list[list[Any]]]:
+    """One row per submission, one column per workload (19 submissions as columns overflow)."""
     sec, stp = scoring.workload_times(records, "seconds", rs), scoring.workload_times(records, "steps", rs)
     subs = sorted(sec)
     wls = list(dict.fromkeys(r["workload"] for r in records if r.get("ruleset") == rs))
     rows = []
-    for w in wls:
+    for s in subs:
         cells = []
-        for s in subs:
+        for w in wls:
             t, k = stp[s].get(w, math.inf), sec[s].get(w, math.inf)
-            cells.append(f"{t:.0f} <small>({k:.2f} s)</small>" if math.isfinite(t) else "∞")
-        rows.append([_e(w), *cells])
-    return ["workload", *subs], rows
+            cells.append(html("{} <small>({} s)</small>", f"{t:.0f}", f"{k:.2f}") if math.isfinite(t) else "∞")
+        rows.append([html("<b>{}</b>", s), *cells])
+    return ["submission", *wls], rows
 
 
 def _spread(values: Sequence[Any]) -> str:
     """Median [min, max] of the finite values ("—" without any): never a negative interval
     from two seeds."""
-    xs = sorted(float(v) for v in values if v is not None and math.isfinite(float(v)))
+    xs = sorted(float(v) for v in values
+                if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v))
     return "—" if not xs else f"{_median(xs):.4g} [{xs[0]:.4g}, {xs[-1]:.4g}]"
 
 
@@ -172,8 +186,8 @@ def _rerun_rows(records: Sequence[Mapping[str, Any]]) -> list[list[str]]:
     for (w, s), rs in sorted(groups.items()):
         hit = [r["time_to_target"]["steps"] for r in rs if r.get("reached")]
         test = [(r.get("test") or {}).get("test_accuracy") for r in rs]
-        rows.append([_e(w), _e(s), f"{len(hit)}/{len(rs)}", _spread(hit),
-                     _spread([r.get("best", {}).get("metric") for r in rs]), _spread(test)])  # fmt: skip
+        rows.append([w, s, f"{len(hit)}/{len(rs)}", _spread(hit),
+                     _spread([(r.get("best") or {}).get("metric") for r in rs]), _spread(test)])  # fmt: skip
     return rows
 
 
@@ -187,9 +201,9 @@ def _gap_rows(records: Sequence[Mapping[str, Any]]) -> list[list[str]]:
         if best is None:
             continue
         d_t, t_t = r["time_to_target"]["steps"], best["time_to_target"]["steps"]
-        rows.append([_e(r["workload"]), _e(r["submission"]), _num(r["best"]["metric"]),
-                     _num(best["best"]["metric"]), "∞" if d_t is None else str(d_t),
-                     "∞" if t_t is None else str(t_t), _e(r["status"])])  # fmt: skip
+        rows.append([r["workload"], r["submission"], _num(r["best"].get("metric")),
+                     _num(best["best"].get("metric")), "∞" if d_t is None else str(d_t),
+                     "∞" if t_t is None else str(t_t), r["status"]])  # fmt: skip
     return rows
 
 
@@ -205,7 +219,7 @@ SCORE_NOTE = (
 
 
 def _params(p: Mapping[str, Any]) -> str:
-    return ", ".join(f"{_e(k)}={_num(v, 3)}" for k, v in sorted(p.items())) or "(defaults)"
+    return ", ".join(f"{k}={_num(v, 3)}" for k, v in sorted(p.items())) or "(defaults)"
 
 
 def write_report(bench_dir: str | Path) -> Path:
@@ -214,9 +228,11 @@ def write_report(bench_dir: str | Path) -> Path:
     results = root / "results.jsonl"
     if not results.is_file():
         raise FileNotFoundError(f"{results}: no results (is {root} a bench directory?)")
-    records = read_results(results)
-    meta = json.loads((root / "bench.json").read_text()) if (root / "bench.json").is_file() else {}
+    records = read_results(results, required=REQUIRED)
+    meta = _bench_json(root / "bench.json")
     r_max = next((m["config"].get("r_max", scoring.R_MAX) for m in meta.values()), scoring.R_MAX)
+    if isinstance(r_max, bool) or not isinstance(r_max, int | float) or not math.isfinite(r_max) or r_max <= 1:
+        raise ValueError(f"{root / 'bench.json'}: r_max = {r_max!r}: must be a finite number above 1")
     rulesets = [rs for rs in ("external", "self") if any(r.get("ruleset") == rs for r in records)]
     figs = root / "figures"
     figs.mkdir(exist_ok=True)
@@ -227,59 +243,57 @@ def write_report(bench_dir: str | Path) -> Path:
     for r in records:
         status[r["status"]] += 1
     env = records[0] if records else {}
-    parts = [f"<h1>thalweg bench <code>{_e(root.name)}</code></h1>",
-             f"<p>{len(records)} trials: " + ", ".join(f"{k} {v}" for k, v in sorted(status.items())) + ". "
-             f"Host {_e((env.get('host') or {}).get('name', '?'))} ({_e((env.get('host') or {}).get('processor', ''))}); "
-             + ", ".join(f"{_e(k)} {_e(v)}" for k, v in (env.get('versions') or {}).items()) + ".</p>"]  # fmt: skip
+    host = env.get("host") if isinstance(env.get("host"), dict) else {}
+    versions = env.get("versions") if isinstance(env.get("versions"), dict) else {}
+    parts: list[Any] = [
+        html("<p>{} trials: {}. Host {} ({}); {}.</p>", len(records),
+             ", ".join(f"{k} {v}" for k, v in sorted(status.items())), host.get("name", "?"),
+             host.get("processor", ""), ", ".join(f"{k} {v}" for k, v in versions.items()))]  # fmt: skip
     for rs in rulesets:
         for title, recs in (("real workloads (the headline)", scoring.real(records)),
                             ("toy problems (scored apart)", scoring.toy(records))):  # fmt: skip
             if not any(r.get("ruleset") == rs for r in recs):
                 continue
-            parts.append(f"<h2>Scores — {rs} tuning, {title}</h2>")
+            parts.append(html("<h2>Scores — {} tuning, {}</h2>", rs, title))
             head, rows = _score_rows(recs, rs, r_max)
-            parts.append(_table(head, rows))
-        parts.append(SCORE_NOTE.format(r_max=r_max))
+            parts.append(table(head, rows))
+        parts.append(html(SCORE_NOTE, r_max=r_max))
         head, rows = _ttt_rows(scoring.headline(records), rs)
-        parts.append(f"<h3>Time to target — {rs} (steps; wall seconds on this machine)</h3>"
-                     + _table(head, rows))  # fmt: skip
+        parts.append(html("<h3>Time to target — {} (steps of the median study's fastest trial; its wall seconds "
+                          "on this machine)</h3>{}", rs, table(head, rows)))  # fmt: skip
     head, rows = _cpu_rows(records)
     if rows:
-        parts.append("<h2>CPU time per step (ms)</h2><p>Median over each submission's trials of the training "
-                     "steps' CPU time (the trial thread's, evaluation excluded): what a step costs, "
-                     "measured apart from the wall clock of a shared machine.</p>" + _table(head, rows))  # fmt: skip
+        parts.append(html("<h2>CPU time per step (ms)</h2><p>Median over each submission's trials of the training "
+                          "steps' CPU time (the trial thread's, evaluation excluded): what a step costs, "
+                          "measured apart from the wall clock of a shared machine.</p>{}", table(head, rows)))  # fmt: skip
     edges = _edge_rows(records, meta)
     if edges:
-        parts.append("<h2>Tuned values at the edge of their range</h2><p>A study's chosen configuration "
-                     "within 5 % (log scale where log-uniform) of a range's end: the space may be too "
-                     "narrow there.</p>" + _table(["workload", "submission", "study", "values"], edges))  # fmt: skip
-    parts.append("<h2>Performance profiles</h2>" + _img(prof, "performance profile"))
-    parts.append("<h2>Learning-rate sensitivity</h2>" + _img(sens, "learning-rate sensitivity"))
+        parts.append(html("<h2>Tuned values at the edge of their range</h2><p>A study's chosen configuration "
+                          "within 5 % (log scale where log-uniform) of a range's end: the space may be too "
+                          "narrow there.</p>{}", table(["workload", "submission", "study", "values"], edges)))  # fmt: skip
+    parts.append(html("<h2>Performance profiles</h2>{}", _img(prof, "performance profile")))
+    parts.append(html("<h2>Learning-rate sensitivity</h2>{}", _img(sens, "learning-rate sensitivity")))
     reruns = _rerun_rows(records)
     if reruns:
-        parts.append("<h2>The chosen configurations on fresh seeds</h2><p>Each study's chosen "
-                     "configuration re-run on fresh seeds (and the overall choice's re-runs): median "
-                     "[min, max] over those seeds.</p>")  # fmt: skip
-        parts.append(_table(["workload", "submission", "reached", "steps to target", "best metric",
-                             "test accuracy"], reruns))  # fmt: skip
+        parts.append(Markup("<h2>The chosen configurations on fresh seeds</h2><p>Each study's chosen "
+                            "configuration re-run on fresh seeds (and the overall choice's re-runs): median "
+                            "[min, max] over those seeds (never an interval outside what the quantity can "
+                            "be).</p>"))  # fmt: skip
+        parts.append(table(["workload", "submission", "reached", "steps to target", "best metric",
+                            "test accuracy"], reruns))  # fmt: skip
     gap = _gap_rows(records)
     if gap:
-        parts.append("<h2>Default vs tuned</h2>")
-        parts.append(_table(["workload", "submission", "best metric (defaults)", "best metric (tuned)",
-                             "steps to target (defaults)", "steps to target (tuned)", "defaults status"], gap))  # fmt: skip
-    parts.append("<h2>Curves of the chosen configurations</h2>" + _img(curves, "curves"))
+        parts.append(Markup("<h2>Default vs tuned</h2>"))
+        parts.append(table(["workload", "submission", "best metric (defaults)", "best metric (tuned)",
+                            "steps to target (defaults)", "steps to target (tuned)", "defaults status"], gap))  # fmt: skip
+    parts.append(html("<h2>Curves of the chosen configurations</h2>{}", _img(curves, "curves")))
     chosen = _chosen(records, "external")
     if chosen:
-        parts.append("<h2>Chosen configurations</h2>" + _table(
+        parts.append(html("<h2>Chosen configurations</h2>{}", table(
             ["workload", "submission", "parameters", "steps to target"],
-            [[_e(w), _e(s), _params(r.get("params") or {}), _num(r["time_to_target"]["steps"])]
-             for (w, s), r in sorted(chosen.items())]))  # fmt: skip
-    doc = ("<!doctype html><html><head><meta charset='utf-8'>"
-           f"<title>thalweg bench {_e(root.name)}</title><style>"
-           "body{font-family:sans-serif;max-width:1200px;margin:2em auto;color:#222}"
-           "table{border-collapse:collapse;margin:0.5em 0}th,td{border-bottom:1px solid #ddd;"
-           "padding:3px 9px;text-align:left;font-size:13px}img{max-width:100%}.wide{overflow-x:auto}"
-           "</style></head><body>" + "\n".join(parts) + "</body></html>\n")  # fmt: skip
+            [[w, s, _params(r.get("params") or {}), _num(r["time_to_target"].get("steps"))]
+             for (w, s), r in sorted(chosen.items())])))  # fmt: skip
+    doc = document(f"thalweg bench {root.name}", parts)
     out = root / "report.html"
     out.write_text(doc, encoding="utf-8")
     (root / "scores.json").write_text(json.dumps(summary(records, r_max), indent=1, sort_keys=True))

@@ -7,10 +7,13 @@ configuration re-run over seeds (`rerun`) and swept over its learning rate (`sen
 Self-tuning: M `self` studies of one default trial with 1.5× the budget. Calibration: `tune`
 and `rerun` with no target (the AlgoPerf target-setting procedure).
 
-Only this process touches the database. A trial's record is stored on the trial before it is
-told finished, so a bench killed at any moment (SIGKILL included) and started again re-runs no
-finished trial and loses none: finished trials are read back, trials left running by a dead
-process are run again with the same parameters and seed.
+Only this process touches the database (the bench directory's lock, `thalweg.train.rundir.lock`, keeps a
+second `bench run` out). A trial's record is stored on the trial before it is told finished,
+and appended to results.jsonl after, so a bench killed at any moment (SIGKILL included) and
+started again re-runs no finished trial and loses none: finished trials are read back (those
+the database lost, from results.jsonl: :mod:`thalweg.bench.recovery`), trials left running by a
+dead process are run again with the same parameters and seed, and trial k of a study always
+draws the parameters of its number k.
 """
 
 from __future__ import annotations
@@ -20,13 +23,13 @@ import os
 import socket
 import time
 import uuid
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from thalweg.bench import scoring
+from thalweg.bench import recovery
+from thalweg.bench.recovery import BenchError
 from thalweg.bench.results import ResultsFile, jsonable
 from thalweg.bench.submissions import Submission
 from thalweg.bench.workloads import Workload
@@ -36,10 +39,6 @@ __all__ = ["BenchError", "Plan", "Runner", "sqlite_url"]
 HOST = socket.gethostname()
 STALE_AFTER = 600.0  # s without a heartbeat: another machine's trial is abandoned
 HEARTBEAT_EVERY = 60.0
-
-
-class BenchError(RuntimeError):
-    """A bench that cannot run as asked (e.g. its directory holds a different bench)."""
 
 
 def sqlite_url(path: Path) -> str:
@@ -92,21 +91,10 @@ class Plan:
         """The seed of tuning trial `number` of this study."""
         return self.seed + self.index * 100_003 + number
 
-
-def _sqlite_wal(engine: Any) -> None:
-    """Write-ahead log, synced at checkpoints: a commit survives the process being killed
-    (SIGKILL included), at a fraction of the cost of an fsync per commit; only an OS crash
-    could lose the last few trials."""
-    from sqlalchemy import event
-
-    def on_connect(conn: Any, _record: Any) -> None:
-        cur = conn.cursor()
-        cur.execute("PRAGMA journal_mode=WAL")
-        cur.execute("PRAGMA synchronous=NORMAL")
-        cur.close()
-
-    event.listen(engine, "connect", on_connect)
-    engine.dispose()  # connections opened while Optuna made its tables get the pragmas too
+    @property
+    def sample_seed(self) -> int:
+        """The seed of this study's sampler (the study index in the bench's first run)."""
+        return self.seed * 1009 + self.index
 
 
 def _pid_alive(pid: int) -> bool:
@@ -117,27 +105,6 @@ def _pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
-
-
-def _sampler(kind: str, seed: int, distributions: dict[str, Any], n: int) -> Any:
-    import optuna
-
-    if kind == "qmc":
-
-        class FixedSpaceQMC(optuna.samplers.QMCSampler):
-            """Optuna's scrambled Sobol sampler told the space up front, so that the first
-            trial is a quasi-random point too (Optuna otherwise samples it at random)."""
-
-            def infer_relative_search_space(self, study: Any, trial: Any) -> dict[str, Any]:
-                return dict(distributions)
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return FixedSpaceQMC(qmc_type="sobol", scramble=True, seed=seed,
-                                 warn_independent_sampling=False)  # fmt: skip
-    if kind == "tpe":
-        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=max(3, n // 4))
-    return optuna.samplers.RandomSampler(seed=seed)
 
 
 class Runner:
@@ -155,14 +122,11 @@ class Runner:
         self.threads, self.pruner, self.stop_at_target = threads, pruner, stop_at_target
         self.objective = objective
         self.follow_up, self.on_record = follow_up, on_record
-        sqlite = storage.startswith("sqlite")
-        kwargs = {"connect_args": {"timeout": 60}} if sqlite else {}
-        self.storage = optuna.storages.RDBStorage(storage, engine_kwargs=kwargs)
-        if sqlite:
-            _sqlite_wal(self.storage.engine)
+        self.url = storage
+        self.storage = recovery.open_storage(storage, len(results.read()[0]))
         self.token = uuid.uuid4().hex
         self.owner = {"host": HOST, "pid": os.getpid(), "token": self.token}
-        self.inflight: dict[int, tuple[Plan, int, int, float]] = {}
+        self.inflight: dict[int, tuple[Plan, int, int, int | None]] = {}
         self._tuning: dict[tuple[str, str, str], list[Plan]] = {}
         for p in plans:  # the tuning studies each follow-up (re-runs, lr sweep) waits for
             self._tuning.setdefault(p.pair, [])
@@ -170,7 +134,9 @@ class Runner:
                 self._tuning[p.pair].append(p)
         self._next_task = 0
         self._beat = time.monotonic()
-        self.recovered = 0
+        self.recovered = 0  # trials left running by a dead process, run again
+        self.restored = 0  # finished trials written back into the database from results.jsonl
+        self.notes: list[str] = []
         self._recovered: list[dict[str, Any]] | None = None
 
     # ----- studies -----------------------------------------------------------------------
@@ -181,7 +147,7 @@ class Runner:
             dists = plan.submission.distributions() if plan.phase == "tune" else {}
             plan.study = optuna.create_study(
                 storage=self.storage, study_name=plan.name, direction="minimize",
-                sampler=_sampler(plan.sampler, plan.seed * 1009 + plan.index, dists, plan.n),
+                sampler=recovery.sampler(plan.sampler, plan.sample_seed, 0, dists, plan.n),
                 load_if_exists=True)  # fmt: skip
             want = json.loads(json.dumps(jsonable(plan.spec_attr())))
             have = plan.study.user_attrs.get("bench")
@@ -195,11 +161,31 @@ class Runner:
         return plan.study
 
     def recover(self) -> list[dict[str, Any]]:
-        """Read back every existing study: finished records, trials to run again, orphans."""
-        from optuna.trial import TrialState
-
+        """Read back every existing study: finished records (those the database lost written
+        back from results.jsonl first), trials to run again, orphans."""
         if self._recovered is not None:
             return self._recovered
+        import sqlalchemy.exc
+
+        ledger, rejected = self.results.read()
+        if rejected:
+            self.notes.append(f"{self.results.path}: {len(rejected)} line(s) were not records (e.g. line "
+                              f"{rejected[0][0]}: {rejected[0][1]}); kept in {self.results.rejected_path}")
+            self.results.reject(rejected)
+        try:
+            self.restored = recovery.restore(self, ledger)
+            self._read_back()
+        except (sqlalchemy.exc.SQLAlchemyError, ValueError) as e:
+            raise recovery.storage_error(self.url, e, len(ledger)) from None
+        if self.restored:
+            self.notes.append(f"the study database had no record of {self.restored} finished trial(s) "
+                              f"that {self.results.path} holds: written back, they are not run again")
+        self._recovered = self.records()
+        return self._recovered
+
+    def _read_back(self) -> None:
+        from optuna.trial import TrialState
+
         existing = {s.study_name for s in self.storage.get_all_studies()}
         for plan in self.plans:
             if plan.name not in existing:
@@ -231,8 +217,6 @@ class Runner:
                 if pi is not None:
                     plan.present.add(int(pi))
                 self.recovered += 1
-        self._recovered = self.records()
-        return self._recovered
 
     def _adopt(self, plan: Plan, study: Any, t: Any) -> None:
         """A trial asked but never described (killed in between) runs as what it was asked to be:
@@ -243,8 +227,7 @@ class Runner:
         if plan.phase != "tune":
             plan.orphans.append((t.number, t._trial_id))
             return
-        trial = optuna.Trial(study, t._trial_id)
-        params = {name: trial._suggest(name, dist) for name, dist in plan.submission.distributions().items()}
+        params = self._suggest(plan, study, optuna.Trial(study, t._trial_id))
         seed = plan.trial_seed(t.number)
         self._describe(t._trial_id, seed, None, None)
         plan.queued.append((t.number, t._trial_id, params, seed, None))
@@ -261,17 +244,20 @@ class Runner:
 
     # ----- dispatch ----------------------------------------------------------------------
     def _unlock(self, plan: Plan) -> bool:
-        if plan.items is not None:
-            return True
-        if self.follow_up is None:
-            return False
-        deps = self._tuning[plan.pair]
-        if plan.phase == "confirm":  # a study's own chosen configuration: only that study
-            deps = [p for p in deps if p.index == plan.index]
-        if not all(p.complete for p in deps):
-            return False
-        plan.items = self.follow_up(plan, deps)
-        plan.n = len(plan.items)
+        if plan.items is None:
+            if self.follow_up is None:
+                return False
+            deps = self._tuning[plan.pair]
+            if plan.phase == "confirm":  # a study's own chosen configuration: only that study
+                deps = [p for p in deps if p.index == plan.index]
+            if not all(p.complete for p in deps):
+                return False
+            plan.items = self.follow_up(plan, deps)
+            plan.n = len(plan.items)
+        for rec in plan.done.values():  # records written back without their item's index
+            item = (rec.get("params") or {}, rec.get("seed"))
+            if rec.get("plan_index") is None and item in plan.items:
+                plan.present.add(plan.items.index(item))
         return True
 
     def _next(self, plan: Plan) -> tuple[int, int, dict[str, Any], int, int | None] | None:
@@ -281,10 +267,11 @@ class Runner:
             if len(plan.done) + len(plan.running) + plan.others >= plan.n:
                 return None
             study = self._open(plan)
-            trial = study.ask(plan.submission.distributions())
+            trial = study.ask()
+            params = self._suggest(plan, study, trial)
             seed = plan.trial_seed(trial.number)
             self._describe(trial._trial_id, seed, None, None)
-            return (trial.number, trial._trial_id, dict(trial.params), seed, None)
+            return (trial.number, trial._trial_id, params, seed, None)
         if not self._unlock(plan):
             return None
         assert plan.items is not None
@@ -301,6 +288,14 @@ class Runner:
         self._describe(trial_id, seed, params, i)
         plan.present.add(i)
         return (number, trial_id, dict(params), seed, i)
+
+    @staticmethod
+    def _suggest(plan: Plan, study: Any, trial: Any) -> dict[str, Any]:
+        """A tuning trial's parameters, drawn for its number alone (`recovery.sampler`); those
+        stored before a kill are kept as they are."""
+        dists = plan.submission.distributions()
+        study.sampler = recovery.sampler(plan.sampler, plan.sample_seed, trial.number, dists, plan.n)
+        return {name: trial._suggest(name, dist) for name, dist in dists.items()}
 
     def _describe(self, trial_id: int, seed: int, params: dict[str, Any] | None, index: int | None) -> None:
         """One attribute (one commit): seed, owner, and for fixed phases params and index."""
@@ -334,10 +329,10 @@ class Runner:
                 nxt = self._next(plan)
                 if nxt is None:
                     break
-                number, trial_id, params, seed, _ = nxt
+                number, trial_id, params, seed, index = nxt
                 task = self._next_task
                 self._next_task += 1
-                self.inflight[task] = (plan, number, trial_id, time.time())
+                self.inflight[task] = (plan, number, trial_id, index)
                 plan.running.add(number)
                 self.executor.submit(task, self.spec(plan, number, params, seed))
             if len(self.inflight) >= self.executor.capacity:
@@ -345,21 +340,12 @@ class Runner:
 
     # ----- results -----------------------------------------------------------------------
     def _tell(self, plan: Plan, number: int, rec: dict[str, Any]) -> None:
-        from optuna.trial import TrialState
-
-        study = self._open(plan)
-        status = rec.get("status")
-        if status == "crashed":
-            study.tell(number, state=TrialState.FAIL, skip_if_finished=True)
-        elif status == "pruned":
-            study.tell(number, state=TrialState.PRUNED, skip_if_finished=True)
-        else:
-            value = scoring.objective(rec, self.objective)
-            study.tell(number, 1e12 if value is None else value, skip_if_finished=True)
+        state, value = recovery.state_value(rec, self.objective)
+        self._open(plan).tell(number, value, state=state, skip_if_finished=True)
 
     def _finish(self, task: int, rec: dict[str, Any]) -> None:
-        plan, number, trial_id, _ = self.inflight.pop(task)
-        rec = jsonable(rec)
+        plan, number, trial_id, index = self.inflight.pop(task)
+        rec = jsonable({**rec, "plan_index": index} if index is not None else rec)
         self.storage.set_trial_user_attr(trial_id, "record", rec)  # first the record ...
         self._tell(plan, number, rec)  # ... then finished: a kill in between loses nothing
         plan.running.discard(number)

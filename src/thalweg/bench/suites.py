@@ -12,6 +12,7 @@ pruner, and optional target/budget overrides.
 
 from __future__ import annotations
 
+import copy
 import math
 import tomllib
 from dataclasses import replace
@@ -24,7 +25,10 @@ from thalweg.bench import scoring, submissions
 from thalweg.bench.runner import Plan
 from thalweg.bench.submissions import Dim, Submission, SubmissionError
 from thalweg.bench.workloads import Workload, WorkloadError
+from thalweg.budget import MAX_SECONDS, STEP_FLOOR_S, time_problem
 from thalweg.optim.registry import SearchDim
+from thalweg.overrides import OverrideError
+from thalweg.overrides import apply as apply_overrides
 
 __all__ = ["SUITES", "BenchConfig", "BenchConfigError", "build_plans", "follow_up_for", "load_bench"]
 
@@ -36,6 +40,10 @@ BASELINES = ["adamw", "nadamw", "sgd_nesterov"]
 #: AdamW, two matrix rules, and AdamW under a constant lr (what the decay is worth) — what the
 #: literature table needs, within an hour of two cores
 STANDARD = [*BASELINES, "radam", "lion", "schedulefree_adamw", "muon", "soap", "adamw_constant"]
+_COUNT = 10**9  # a cap on step and trial counts: finite, and far above any real bench (train's too)
+#: a trial's least cost beyond its steps (ask, describe, tell, record: ~0.3 s measured with
+#: `trials = 40`, `steps = 1` on 2 busy cores), a lower bound
+_TRIAL_FLOOR_S = 0.05
 
 
 class BenchConfigError(ValueError):
@@ -43,7 +51,8 @@ class BenchConfigError(ValueError):
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # inf and nan (TOML has both) are no budget, target or r_max: refused naming the field
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class DimSpec(_Strict):
@@ -74,9 +83,9 @@ class SubmissionSpec(_Strict):
 
 
 class BudgetSpec(_Strict):
-    steps: int | None = Field(default=None, ge=1)
-    max_seconds: float | None = Field(default=None, gt=0)
-    eval_every: int | None = Field(default=None, ge=1)
+    steps: int | None = Field(default=None, ge=1, le=_COUNT)
+    max_seconds: float | None = Field(default=None, gt=0, le=MAX_SECONDS)
+    eval_every: int | None = Field(default=None, ge=1, le=_COUNT)
 
 
 class BenchConfig(_Strict):
@@ -90,18 +99,18 @@ class BenchConfig(_Strict):
     code: list[str] = Field(default_factory=list)
     optimizers: list[str] = Field(default_factory=lambda: ["first-order"])
     submissions: dict[str, SubmissionSpec] = Field(default_factory=dict)
-    trials: int = Field(default=5, ge=1, description="N: quasi-random trials per study (AlgoPerf: 5)")
-    studies: int = Field(default=3, ge=1, description="M: independent studies (AlgoPerf: 3)")
-    confirm_seeds: int = Field(default=2, ge=0, description="fresh seeds per study's chosen configuration")
-    seeds: int = Field(default=0, ge=0, description="re-runs of the overall chosen configuration")
-    sensitivity_points: int = Field(default=0, ge=0)
-    sensitivity_seeds: int = Field(default=1, ge=1)
+    trials: int = Field(default=5, ge=1, le=_COUNT, description="N: quasi-random trials per study (AlgoPerf: 5)")
+    studies: int = Field(default=3, ge=1, le=_COUNT, description="M: independent studies (AlgoPerf: 3)")
+    confirm_seeds: int = Field(default=2, ge=0, le=_COUNT, description="fresh seeds per study's chosen configuration")
+    seeds: int = Field(default=0, ge=0, le=_COUNT, description="re-runs of the overall chosen configuration")
+    sensitivity_points: int = Field(default=0, ge=0, le=_COUNT)
+    sensitivity_seeds: int = Field(default=1, ge=1, le=_COUNT)
     #: added to every seed (trials, samplers): an independent run of the same bench
     seed: int = Field(default=0, ge=0, le=10**6)
     sampler: Literal["qmc", "tpe", "random"] = "qmc"
     pruner: Literal["none", "median"] = "none"
-    budget_scale: float = Field(default=1.0, gt=0)
-    self_scale: float = Field(default=1.5, gt=0, description="self-tuning budget factor")
+    budget_scale: float = Field(default=1.0, gt=0, le=1000.0)
+    self_scale: float = Field(default=1.5, gt=0, le=1000.0, description="self-tuning budget factor")
     r_max: float = Field(default=scoring.R_MAX, gt=1)
     #: a trial that reaches the target stops there (scoring needs nothing after it)
     stop_at_target: bool = True
@@ -136,6 +145,10 @@ class BenchConfig(_Strict):
             if b is not None:
                 w = replace(w, step_budget=b.steps or w.step_budget,
                             max_seconds=b.max_seconds or w.max_seconds, eval_every=b.eval_every or w.eval_every)  # fmt: skip
+            if w.step_budget > _COUNT:
+                field = "budget_scale" if b is None or b.steps is None else f"budgets.{w.key}.steps"
+                raise BenchConfigError(f"bench {self.name!r}: {field}: workload {w.key!r} would run "
+                                       f"{w.step_budget:.3g} steps a trial (at most {_COUNT:.0e})")
             t = self.targets.get(w.key, self.targets.get(w.name))
             if t is not None:
                 w = w.with_target(float(t), f"bench config {self.name!r}")
@@ -176,12 +189,29 @@ class BenchConfig(_Strict):
         """`sub` for workload `w`: its extra config dimensions (recipe search) added, weight
         decay dropped where the workload's objective must stay unregularized."""
         extra = tuple(d.to_dim() for d in self.config_space.get(w.key) or self.config_space.get(w.name) or ())
+        self._check_config_space(w, extra)
         dims = sub.dims()
         if not w.weight_decay:
             dims = tuple(d for d in dims if not (d.where == "optimizer" and d.dim.name == "weight_decay"))
         if not extra and dims == sub.dims():
             return sub
         return replace(sub, space=dims + extra)
+
+    def _check_config_space(self, w: Workload, dims: tuple[Dim, ...]) -> None:
+        """Every config dimension of `w` applied at its ends (each choice) makes a valid
+        `thalweg train` config — else every trial would crash: refused before any runs."""
+        from thalweg.bench.trial import with_overrides
+
+        for d in dims:
+            if d.where != "config":
+                continue
+            q = d.dim
+            values = list(q.choices) if q.kind == "choice" else [v for v in (q.low, q.high) if v is not None]
+            for v in values:
+                try:
+                    with_overrides(w, {q.name: round(v) if q.kind == "int" else v})
+                except ValueError as e:  # a ConfigError is a ValueError
+                    raise BenchConfigError(f"bench {self.name!r}: config_space.{w.key}: {q.name} = {v!r}: {e}") from None
 
 
 def _quote(ref: str, code: bool) -> str:
@@ -243,10 +273,11 @@ def _error(where: str, err: ValidationError) -> BenchConfigError:
 
 
 def load_bench(source: str | Path, **overrides: Any) -> BenchConfig:
-    """A built-in suite by name, or a TOML file; `overrides` replace top-level keys."""
+    """A built-in suite by name, or a TOML file; `overrides` replace keys (dotted ones reach
+    into tables: "targets.quadratic" — `thalweg bench run --set`); None leaves a key alone."""
     src = str(source)
     if src in SUITES:
-        data, where = dict(SUITES[src]), f"suite {src!r}"
+        data, where = copy.deepcopy(SUITES[src]), f"suite {src!r}"
     else:
         p = Path(src)
         if not p.is_file():
@@ -257,7 +288,10 @@ def load_bench(source: str | Path, **overrides: Any) -> BenchConfig:
             raise BenchConfigError(f"{p}: not valid TOML: {e}") from None
         data.setdefault("name", p.stem)
         where = str(p)
-    data.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        apply_overrides(data, {k: v for k, v in overrides.items() if v is not None})
+    except OverrideError as e:
+        raise BenchConfigError(f"{where}: --set {e.section + '.' if e.section else ''}{e.field}: {e}") from None
     try:
         return BenchConfig.model_validate(data)
     except ValidationError as e:
@@ -292,7 +326,24 @@ def build_plans(cfg: BenchConfig, base: Path | None = None, calibrated: dict[str
             dim = sub.sensitivity_dim()
             if rs == "external" and dim is not None and cfg.sensitivity_points:
                 plans.append(plan("sensitivity", 0, cfg.sensitivity_points * cfg.sensitivity_seeds))
+    _check_time(cfg, plans)
     return plans
+
+
+def _check_time(cfg: BenchConfig, plans: list[Plan]) -> None:
+    """Refuse, naming the field, a bench whose trials cannot all run in a year even at the
+    loop's least per-step cost (`thalweg.budget`'s cap, as every command)."""
+    by_phase: dict[str, float] = {}
+    for p in plans:
+        by_phase[p.phase] = by_phase.get(p.phase, 0.0) + p.n * (p.workload.step_budget * STEP_FLOOR_S + _TRIAL_FLOOR_S)
+    if not by_phase:
+        return
+    phase = max(by_phase, key=by_phase.__getitem__)
+    field = {"rerun": "seeds", "sensitivity": "sensitivity_points", "self": "studies", "confirm": "confirm_seeds",
+             "defaults": "workloads"}.get(phase, "studies" if cfg.studies > cfg.trials else "trials")  # fmt: skip
+    why = time_problem(sum(by_phase.values()), f"bench {cfg.name!r}", f"{field} = {getattr(cfg, field)!r}")
+    if why is not None:
+        raise BenchConfigError(f"bench {cfg.name!r}: {field}: {why}")
 
 
 def follow_up_for(cfg: BenchConfig) -> Any:

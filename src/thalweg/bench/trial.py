@@ -74,22 +74,23 @@ def _workload(spec: dict[str, Any]) -> Any:
     return _WORKLOADS[ref]
 
 
+def with_overrides(w: Any, overrides: dict[str, Any]) -> Any:
+    """The `thalweg train` config of config workload `w` with dotted `overrides` applied and
+    validated (a ConfigError names the field; a ValueError says `w` takes none)."""
+    if w.config is None:
+        raise ValueError(f"workload {w.key!r} is not a config workload; it takes no config overrides")
+    from thalweg.overrides import apply
+    from thalweg.train import parse_config
+
+    return parse_config(apply(w.config.model_dump(mode="json"), overrides))
+
+
 def _problem(w: Any, overrides: dict[str, Any], seed: int) -> Any:
     if not overrides:
         return w.build(seed)
-    if w.config is None:
-        raise ValueError(f"workload {w.key!r} is not a config workload; it takes no config overrides")
     from thalweg.bench.configs import _config_problem
-    from thalweg.train import parse_config
 
-    data = w.config.model_dump(mode="json")
-    for key, value in overrides.items():
-        *parents, leaf = key.split(".")
-        node = data
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = value
-    return _config_problem(parse_config(data), seed)
+    return _config_problem(with_overrides(w, overrides), seed)
 
 
 def _optimizer_and_schedule(cfg: dict[str, Any], model: Any, steps: int, steps_per_epoch: int) -> tuple[Any, Any, Any]:

@@ -237,22 +237,21 @@ def _inspect_text(r: dict[str, Any]) -> str:
 
 def _write_report_section(run_dir: Path, r: dict[str, Any]) -> Path:
     """The curvature summary and the density plot, into the run's report.html (after the doctor)."""
-    import html
-
     from thalweg.diagnose import write_html_section
     from thalweg.diagnose.html import markers
+    from thalweg.page import Markup, html
 
     start, end = markers("inspect")
-    img = ""
+    img = Markup("")
     png = Path(r["density_png"]) if "density_png" in r else run_dir / "figures" / "hessian_density.png"
     if png.is_file():  # computed now, or by an earlier inspect of this run
         import os
 
         rel = os.path.relpath(png, run_dir)
-        img = f'<img src="{html.escape(rel)}" alt="Hessian spectral density" style="max-width:600px">'
-    section = (f'{start}\n<section id="thalweg-inspect"><h2>Curvature (thalweg inspect)</h2>'
-               f"<pre>{html.escape(_inspect_text({k: v for k, v in r.items() if k != 'report'}))}</pre>{img}"
-               f"</section>\n{end}")
+        img = html('<img src="{}" alt="Hessian spectral density" style="max-width:600px">', rel)
+    section = html('{}\n<section id="thalweg-inspect"><h2>Curvature (thalweg inspect)</h2><pre>{}</pre>{}'
+                   "</section>\n{}", Markup(start), _inspect_text({k: v for k, v in r.items() if k != "report"}),
+                   img, Markup(end))
     return write_html_section(run_dir / "report.html", section, name="inspect", after="doctor")
 
 

@@ -101,8 +101,10 @@ def plot_density(result: DensityResult, path: str | Path, *, title: str | None =
     ax.axvline(0.0, color="0.5", lw=0.8, ls="--")
     ax.set_xlabel("eigenvalue λ")
     ax.set_ylabel("density" + (" (log)" if log else ""))
-    ax.set_title(title or f"Hessian spectral density (SLQ: {len(result.nodes)} probe(s) × {result.steps} steps)",
-                 fontsize=11)
+    import textwrap
+
+    text = title or f"Hessian spectral density (SLQ: {len(result.nodes)} probe(s) × {result.steps} steps)"
+    ax.set_title("\n".join(textwrap.wrap(text, 64)), fontsize=10)  # a long title wraps, never runs off
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=100)

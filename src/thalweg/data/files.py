@@ -7,7 +7,10 @@ from __future__ import annotations
 import csv
 import math
 import zipfile
+from array import array
+from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
@@ -18,6 +21,11 @@ __all__ = ["load_csv", "load_npz"]
 
 _MAX_AUTO_CLASSES = 20
 _F32_MAX = float(np.finfo(np.float32).max)  # data becomes float32 tensors: larger is inf
+_SAMPLE = 1 << 20  # bytes read first, to check the file is text and estimate its rows
+_MAX_LINE = 1 << 26  # a row longer than 64 MB is not a row of a table
+#: bytes a loaded value costs: float64 while parsing, float32 tensor, a standardized copy
+_BYTES_PER_VALUE = 16
+_BYTES_PER_ROW = 120  # the row's label as a Python string, and its share of the splits' indices
 
 
 def _as_path(path: object) -> Path:
@@ -80,6 +88,47 @@ def _finish(
     )  # fmt: skip
 
 
+def _text_lines(p: Path, fh: BinaryIO) -> Iterator[str]:
+    """The file's lines decoded as UTF-8, one at a time, so a byte that is not UTF-8 is an
+    error naming its line, and a line longer than any row (a file of NUL bytes, a binary file)
+    is refused before it is held in memory."""
+    i = 0
+    while raw := fh.readline(_MAX_LINE + 1):
+        i += 1
+        if len(raw) > _MAX_LINE and not raw.endswith(b"\n"):
+            raise ValueError(f"{p}, line {i}: longer than {_MAX_LINE >> 20} MB, so not a row of a CSV table")
+        try:
+            yield raw.decode("utf-8-sig" if i == 1 else "utf-8")
+        except UnicodeDecodeError as e:
+            raise ValueError(f"{p}, line {i}: not UTF-8 text (byte {raw[e.start]:#04x} at column {e.start + 1}); "
+                             "save the file as UTF-8") from None
+
+
+def _head(p: Path) -> bytes:
+    """The file's first megabyte, refused when it is not text (a NUL byte: a binary file, or
+    a file with holes, as `truncate -s` makes)."""
+    with p.open("rb") as fh:
+        head = fh.read(_SAMPLE)
+    nul = head.find(0)
+    if nul >= 0:
+        raise ValueError(f"{p}: not a text CSV file (a NUL byte at byte {nul})")
+    return head
+
+
+def _check_fits(p: Path, columns: int) -> None:
+    """Refuse (naming the file, its size and the memory it needs) a CSV file whose values
+    cannot fit in the free memory — estimated from the rows in its first megabyte, before it
+    is read (`thalweg.budget`, the cap every command applies)."""
+    from thalweg.budget import memory_problem, size
+
+    total = p.stat().st_size
+    head = _head(p)
+    rows = max(1, head.count(b"\n"))
+    need = total / (len(head) / rows) * (columns * _BYTES_PER_VALUE + _BYTES_PER_ROW)
+    if (why := memory_problem(need, what=f"reading {p.name} ({size(total)})")) is not None:
+        raise ValueError(f"{p}: {why}; use a smaller file (a sample of its rows)")
+
+
 def load_csv(
     *,
     path: str | Path,
@@ -93,10 +142,12 @@ def load_csv(
 ) -> Splits:
     """A CSV file with a header row: ``target`` (default: the last column) is the label,
     ``features`` (default: every other column) the inputs. ``task="auto"`` picks
-    classification for text labels or ≤ 20 distinct integer values, else regression."""
+    classification for text labels or ≤ 20 distinct integer values, else regression.
+    A file too large for the free memory is refused before it is read."""
     p = _as_path(path)
-    with p.open(newline="", encoding="utf-8-sig") as fh:
-        reader = csv.reader(fh, delimiter=delimiter)
+    _head(p)
+    with p.open("rb") as fh:
+        reader = csv.reader(_text_lines(p, fh), delimiter=delimiter)
         header = next(reader, None)
         if header is None or not any(h.strip() for h in header):
             raise ValueError(f"{p}: empty file, expected a header row of column names")
@@ -113,9 +164,10 @@ def load_csv(
             raise ValueError(f"{p}: column(s) {missing} not found; the columns are {header}")
         if target in features:
             raise ValueError(f"{p}: column {target!r} is both the target and a feature")
+        _check_fits(p, len(features))
         f_idx = [header.index(c) for c in features]
         t_idx = header.index(target)
-        rows_x: list[list[float]] = []
+        values = array("d")  # 8 bytes a value (a list of Python floats would take 32)
         rows_y: list[str] = []
         for row in reader:
             line = reader.line_num
@@ -123,17 +175,14 @@ def load_csv(
                 continue
             if len(row) != len(header):
                 raise ValueError(f"{p}, line {line}: expected {len(header)} fields, got {len(row)}")
-            vals = []
-            for j in f_idx:
-                vals.append(_number(row[j], p, line, header[j]))
-            rows_x.append(vals)
+            values.extend(_number(row[j], p, line, header[j]) for j in f_idx)
             rows_y.append(row[t_idx].strip())
-    if not rows_x:
+    if not rows_y:
         raise ValueError(f"{p}: no data rows after the header")
     y = _target_array(rows_y, p, target, task)
     return _finish(
-        np.asarray(rows_x, dtype=np.float64), y, task=task, where=str(p), name=p.stem,
-        seed=seed, val_fraction=val_fraction, test_fraction=test_fraction,
+        np.frombuffer(values, dtype=np.float64).reshape(len(rows_y), len(f_idx)), y, task=task, where=str(p),
+        name=p.stem, seed=seed, val_fraction=val_fraction, test_fraction=test_fraction,
         feature_names=tuple(features),
     )  # fmt: skip
 

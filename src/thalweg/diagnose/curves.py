@@ -47,6 +47,7 @@ class Curves:
     stopped: dict[str, Any] | None = None
     final: dict[str, Any] | None = None
     nonfinite_since_rollback: list[dict[str, Any]] = field(default_factory=list)  # logged after the last one
+    val_nonfinite: list[int] = field(default_factory=list)  # steps whose validation loss was inf/NaN (or null)
 
     @property
     def lr_now(self) -> float | None:
@@ -75,6 +76,7 @@ def read_curves(records: Sequence[dict[str, Any]]) -> Curves:
         stopped=next((e for e in events if e["event"] == "stopped"), None),
         final=next((e for e in events if e["event"] == "final"), None),
         nonfinite_since_rollback=[e for e in events[last_rb + 1:] if e["event"] == "nonfinite"],
+        val_nonfinite=[r["step"] for r in kept if "val_loss" in r and not _finite(r["val_loss"])],
     )
 
 
@@ -109,6 +111,12 @@ class _Ctx:
 
 def _nonfinite(x: _Ctx) -> list[Finding]:
     c = x.c
+    if not c.nonfinite and c.val_nonfinite:  # training went on, the model it evaluates is broken
+        ev = {"val_nonfinite": len(c.val_nonfinite), "first_step": c.val_nonfinite[0], "last_step": c.val_nonfinite[-1]}
+        return [Finding("NONFINITE", "The validation loss became inf/NaN", "critical", ev,
+                        "The model evaluates to inf/NaN (overflowed weights or activations): lower the learning rate, "
+                        "clip the gradient norm, and check the validation data for inf/NaN", confidence=0.9,
+                        fix={"regularization.clip_norm": 1.0}, figure="loss")]
     if not c.nonfinite:
         return []
     first, last = c.nonfinite[0], c.nonfinite[-1]
@@ -117,6 +125,12 @@ def _nonfinite(x: _Ctx) -> list[Finding]:
     ev: dict[str, Any] = {"nonfinite_steps": len(c.nonfinite), "first_step": first["step"], "what": last.get("what"),
                           "lr_at_blowup": lr_bad, "rollbacks": len(c.rollbacks)}
     fix = {"optimizer.lr": lr_bad / 10} if lr_bad else {}
+    if (x.config.get("optimizer") or {}).get("eps") == 0:  # 0/0 where a gradient is zero, at any lr
+        ev["eps"] = 0.0
+        return [Finding("NONFINITE", "Non-finite updates: eps = 0 divides by zero", "critical", ev,
+                        "With eps = 0 an adaptive update divides by √v + 0, which is 0 wherever a gradient is zero "
+                        "(an input that is always 0, a dead unit): 0/0 = NaN at any learning rate; set eps above 0",
+                        confidence=0.95, fix={"optimizer.eps": 1e-8}, figure="loss")]
     if c.stopped is not None:
         ev["stopped_at_step"] = c.stopped["step"]
         return [Finding("NONFINITE", "Training stopped: the loss or gradients became inf/NaN", "critical", ev,

@@ -230,12 +230,14 @@ def write_findings(ex: Examination, report: Path | None = None, *, figures: bool
         kinds = {f.figure or FIGURE_OF.get(f.code) or "loss" for f in ex.findings if f.severity != "info"} | {"loss"}
         ex.figures = plot_evidence(ex.evidence, report.parent / "figures", kinds=kinds)
     figs = {i: figure_for(f, ex.figures) for i, f in enumerate(ex.findings)} if ex.figures else {}
+    from thalweg.page import html
+
     extra = ""
     c = ex.measurements.get("curvature")
     if c:
-        extra = (f"<p><small>curvature at the end (training objective): λ_max = {c['lambda_max']:.4g}, "
-                 f"λ_min = {c['lambda_min']:.4g} ± {c['residual_min']:.2g}, ‖∇L‖ = {c['grad_norm']:.3g}; "
-                 f"verdict: {c['kind']}</small></p>")
+        extra = html("<p><small>curvature at the end (training objective): λ_max = {}, λ_min = {} ± {}, "
+                     "‖∇L‖ = {}; verdict: {}</small></p>", f"{c['lambda_max']:.4g}", f"{c['lambda_min']:.4g}",
+                     f"{c['residual_min']:.2g}", f"{c['grad_norm']:.3g}", c["kind"])
     write_html_section(report, to_html(ex.findings, figures=figs, base=report.parent, extra=extra, note=note))
     ex.report = report
     return report

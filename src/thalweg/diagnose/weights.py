@@ -40,9 +40,10 @@ class WeightReport:
 
 
 def unit_spread(w: Tensor) -> float:
-    """0 when every unit (row) of the matrix is the same vector, ~1 for independent random rows."""
+    """0 when every unit (row) of the matrix is the same vector, ~1 for independent random rows;
+    NaN when it cannot be told (one row, or inf/NaN weights)."""
     rows = w.detach().reshape(w.shape[0], -1).double()
-    if rows.shape[0] < 2:
+    if rows.shape[0] < 2 or not bool(torch.isfinite(rows).all()):  # NaN weights are broken, not symmetric
         return math.nan
     dev = (rows - rows.mean(0)).norm(dim=1).mean()
     scale = rows.norm(dim=1).mean()

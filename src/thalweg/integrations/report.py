@@ -174,7 +174,10 @@ def write_report(w: Watched, target: Path, *, overwrite: bool = False, curvature
         x = "epoch" if ev.records and all("epoch" in r for r in ev.records if "train_loss" in r or "val_loss" in r) \
             and any("epoch" in r for r in ev.records) else "step"
         chance = ev.data.chance_loss if ev.data is not None else None
-        pngs = plot_curves(ev.records, figdir, w.name, chance=chance, x=x)
+        per_step = None
+        if x == "step" and len(w.step_losses) > 1:
+            per_step = ([float(k) for k, _ in w.step_losses], [v for _, v in w.step_losses])
+        pngs = plot_curves(ev.records, figdir, w.name, chance=chance, x=x, step_losses=per_step)
         o = ev.config.get("optimizer", {})
         trace = plot_curvature(w.curvature_records, figdir / "curvature_trace.png",
                                momentum=float(o.get("momentum") or 0.0), edge=o.get("name") == "sgd")

@@ -82,6 +82,10 @@ class Watcher:
             self.monitor = Monitor(model).attach(record=every == 1)
         self.step = 0
         self.records: list[dict[str, Any]] = []
+        # the loss of every step (thinned to ≤ 4096 points by doubling the stride): the report's
+        # loss curve is not just the few window means of a short loop
+        self.step_losses: list[tuple[int, float]] = []
+        self._stride = 1
         self.monitor_records: list[dict[str, Any]] = []
         self.curvature_records: list[dict[str, Any]] = []
         self.skipped = self.streak = 0
@@ -190,6 +194,7 @@ class Watcher:
             if lv is not None:
                 self._win["loss"] += lv
                 self._win["losses"] += 1
+                self._keep_loss(step, lv)
             if self._gnorm is not None:
                 self._win["gnorm"] += self._gnorm
                 self._win["gnorms"] += 1
@@ -205,6 +210,14 @@ class Watcher:
             self._flush_window(step, lr, epoch)
         if self.held is not None and self.curvature_every and step % self.curvature_every == 0 and bad is None:
             self.probe_curvature(step)
+
+    def _keep_loss(self, step: int, loss: float) -> None:
+        if step % self._stride:
+            return
+        self.step_losses.append((step, loss))
+        if len(self.step_losses) > 4096:
+            self._stride *= 2
+            self.step_losses = [p for p in self.step_losses if p[0] % self._stride == 0]
 
     def _flush_window(self, step: int, lr: float | None, epoch: float | None) -> None:
         w = self._win

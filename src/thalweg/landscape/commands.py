@@ -65,7 +65,7 @@ def register(app: typer.Typer) -> None:
         """Draw optimizer paths on a test surface, side by side with loss against step; writes
         DIR/NAME.png (a numbered NAME-2 … when that exists, unless --overwrite)."""
         from thalweg.landscape import functions as F
-        from thalweg.outputs import fresh, holds_any
+        from thalweg.outputs import OutputError, fresh, holds_any, plain_name
 
         if list_functions:
             for name in F.names():
@@ -96,6 +96,11 @@ def register(app: typer.Typer) -> None:
             _fail(str(err))
             return
         exts = (".png", ".gif", "_surface.png")
+        if out_name is not None:
+            try:
+                plain_name(out_name)
+            except OutputError as err:
+                _fail(str(err))
         stem, note = fresh(out / (out_name or (f"{fn.name}_lr" if lr else fn.name)), overwrite=overwrite,
                            taken=lambda s: any(s.with_name(s.name + e).exists() for e in exts),
                            what="a picture of that name")
@@ -187,7 +192,7 @@ def register(app: typer.Typer) -> None:
         start_lr: float = typer.Option(1e-6, help="First learning rate."),
         end_lr: float = typer.Option(10.0, help="Last learning rate."),
         steps: int = typer.Option(100, min=3, help="Number of minibatches in the sweep."),
-        rule: str = typer.Option("steepest", help="Suggestion rule: steepest or min/10."),
+        rule: str = typer.Option("min/10", help="Suggestion rule: min/10 (stable across --steps) or steepest."),
         diverge_factor: float = typer.Option(4.0, help="Stop when loss > this × best."),
         seed: int = typer.Option(0, help="Seed for the model and the batches."),
         out: Path = typer.Option(Path("lr_find"), "--out", "-o", help="Directory for lr_find.png and lr_find.npz."),

@@ -1,6 +1,13 @@
 """The learning-rate range test (Smith, 2015): raise the learning rate exponentially over a few
 hundred minibatches, watch the smoothed loss, stop when it blows up, and suggest a rate. The
 model, the optimizer state and the RNG are restored exactly afterwards.
+
+The curve the suggestion reads is smoothed *without lag*: a running median of 5 (single spikes
+out), then a centered Gaussian of fixed width in log10(lr) (`width` decades). A trailing EMA,
+as most range tests use, lags by ~1/(1 − β) steps — with β = 0.98 and 100 steps over 7
+decades that is ~3 decades, so its "minimum" sits where the loss is already blowing up and
+the suggestion moves with the number of steps. The EMA still decides when to stop (a few late
+steps cost nothing there).
 """
 
 from __future__ import annotations
@@ -18,13 +25,19 @@ from torch import Tensor, nn
 
 from thalweg.optim.engine.modes import train_mode
 
-__all__ = ["LRFinderResult", "Rule", "figure_lr_find", "lr_find", "suggest"]
+__all__ = ["LRFinderResult", "Rule", "figure_lr_find", "lr_find", "smooth", "suggest"]
 
 Rule = Literal["steepest", "min/10"]
 RULES: dict[str, str] = {
-    "steepest": "steepest descent of the smoothed loss (most negative d loss / d log lr)",
     "min/10": "one tenth of the learning rate at the smoothed loss's minimum",
+    "steepest": "steepest descent of the smoothed loss before its minimum (most negative d loss / d log lr)",
 }
+#: the default rule: the minimum sits just below where training blows up, which does not
+#: depend on the sweep's length; the steepest point does (the loss falls once the summed
+#: learning rate is large enough, so twice the steps put it at about half the lr)
+DEFAULT_RULE = "min/10"
+#: σ of the centered Gaussian smoothing, in decades of learning rate
+WIDTH = 0.15
 LossFn = Callable[[Tensor, Tensor], Tensor]
 
 
@@ -55,9 +68,26 @@ class LRFinderResult:
         return path
 
 
-def suggest(lrs: np.ndarray, smoothed: np.ndarray, rule: str = "steepest", skip: float = 0.1
+def smooth(lrs: np.ndarray, losses: np.ndarray, width: float = WIDTH) -> np.ndarray:
+    """The losses smoothed without lag: a running median of 5 (a single spike cannot move the
+    curve), then a centered Gaussian of σ = `width` decades in log10(lr), so the same sweep
+    sampled by 100 or 400 steps gives the same curve. Non-finite losses stay non-finite."""
+    lrs, y = np.asarray(lrs, float), np.asarray(losses, float)
+    out = np.full(len(y), np.inf)
+    ok = np.isfinite(y)
+    if not ok.any():
+        return out
+    x, v = np.log10(lrs[ok]), y[ok]
+    med = np.array([np.median(v[max(0, i - 2): i + 3]) for i in range(len(v))])
+    w = np.exp(-0.5 * ((x[:, None] - x[None, :]) / width) ** 2)
+    out[ok] = (w @ med) / w.sum(axis=1)
+    return out
+
+
+def suggest(lrs: np.ndarray, smoothed: np.ndarray, rule: str = DEFAULT_RULE, skip: float = 0.1
             ) -> float | None:
-    """The suggested learning rate from a sweep, by ``rule`` (see ``RULES``); None if too short."""
+    """The suggested learning rate from a sweep, by ``rule`` (see ``RULES``); None if too short.
+    "steepest" looks only before the smoothed minimum, where the loss is still falling."""
     if rule not in RULES:
         raise ValueError(f"rule must be one of {sorted(RULES)}, got {rule!r}")
     lrs, smoothed = np.asarray(lrs, float), np.asarray(smoothed, float)
@@ -68,7 +98,7 @@ def suggest(lrs: np.ndarray, smoothed: np.ndarray, rule: str = "steepest", skip:
     i_min = int(np.argmin(smoothed))
     if rule == "min/10":
         return float(lrs[i_min] / 10)
-    lo = min(int(skip * len(lrs)), max(i_min - 2, 0))  # ignore the noisy first points
+    lo = min(int(skip * len(lrs)), max(i_min - 2, 0))  # ignore the first points
     seg = slice(lo, max(i_min + 1, lo + 3))
     slope = np.gradient(smoothed[seg], np.log(lrs[seg]))
     return float(lrs[seg][int(np.argmin(slope))])
@@ -107,12 +137,14 @@ def _set_lr(opt: torch.optim.Optimizer, lr: float) -> None:
 def lr_find(model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: LossFn, data: Any, *,
             start_lr: float = 1e-7, end_lr: float = 10.0, num_steps: int = 100,
             batch_size: int = 64, beta: float = 0.98, diverge_factor: float = 4.0,
-            rule: str = "steepest", seed: int = 0) -> LRFinderResult:
+            rule: str = DEFAULT_RULE, seed: int = 0, width: float = WIDTH) -> LRFinderResult:
     """Sweep the learning rate from ``start_lr`` to ``end_lr`` geometrically over ``num_steps``
-    minibatches; stop once the smoothed loss exceeds ``diverge_factor`` × its best.
+    minibatches; stop once a bias-corrected EMA (factor ``beta``) of the loss exceeds
+    ``diverge_factor`` × its best.
 
-    The loss is smoothed by a bias-corrected EMA with factor ``beta``. Model parameters and
-    buffers, optimizer state and torch's RNG are restored bit for bit afterwards.
+    The curve that is returned and suggested from is :func:`smooth` (centered, ``width``
+    decades), not the EMA. Model parameters and buffers, optimizer state and torch's RNG are
+    restored bit for bit afterwards.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -130,6 +162,8 @@ def lr_find(model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: LossFn,
         raise ValueError(f"rule must be one of {sorted(RULES)}, got {rule!r}")
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    if not (width > 0 and math.isfinite(width)):
+        raise ValueError(f"width must be a positive number of decades, got {width!r}")
 
     saved_model = copy.deepcopy(model.state_dict())
     saved_opt = copy.deepcopy(optimizer.state_dict())
@@ -137,7 +171,7 @@ def lr_find(model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: LossFn,
     was_training = model.training
     gen = torch.Generator().manual_seed(seed)
     lrs = start_lr * (end_lr / start_lr) ** (np.arange(num_steps) / (num_steps - 1))
-    tried, raw, smooth = [], [], []
+    tried, raw = [], []
     avg, best, diverged = 0.0, math.inf, False
     try:
         with train_mode(optimizer):  # a schedule-free optimizer steps at y, in train mode
@@ -152,12 +186,10 @@ def lr_find(model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: LossFn,
                 tried.append(float(lr))
                 raw.append(value)
                 if not math.isfinite(value):
-                    smooth.append(math.inf)
                     diverged = True
                     break
                 avg = beta * avg + (1 - beta) * value
                 s = avg / (1 - beta ** (i + 1))
-                smooth.append(s)
                 best = min(best, s)
                 if s > diverge_factor * best and i > 0:
                     diverged = True
@@ -169,10 +201,11 @@ def lr_find(model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: LossFn,
         optimizer.load_state_dict(saved_opt)
         torch.set_rng_state(saved_rng)
         model.train(was_training)
-    lr_arr, sm = np.array(tried), np.array(smooth)
-    return LRFinderResult(lr_arr, np.array(raw), sm, suggest(lr_arr, sm, rule), rule, diverged,
+    lr_arr, raw_arr = np.array(tried), np.array(raw)
+    sm = smooth(lr_arr, raw_arr, width)
+    return LRFinderResult(lr_arr, raw_arr, sm, suggest(lr_arr, sm, rule), rule, diverged,
                           diverge_factor, meta={"start_lr": start_lr, "end_lr": end_lr,
-                                                "num_steps": num_steps, "beta": beta})
+                                                "num_steps": num_steps, "beta": beta, "width": width})
 
 
 def _y_window(res: LRFinderResult) -> tuple[float | None, float | None]:
@@ -199,7 +232,7 @@ def figure_lr_find(res: LRFinderResult, title: str | None = None) -> Any:
 
     fig, ax = plt.subplots(figsize=(7, 4.4))
     ax.plot(res.lrs, res.losses, color="C0", alpha=0.3, lw=1, label="loss (per batch)")
-    ax.plot(res.lrs, res.smoothed, color="C0", lw=2, label="smoothed (bias-corrected EMA)")
+    ax.plot(res.lrs, res.smoothed, color="C0", lw=2, label=f"smoothed (centered, σ = {res.meta.get('width', WIDTH):g} decade)")
     ax.set_xscale("log")
     lo, top = _y_window(res)
     if lo is not None:

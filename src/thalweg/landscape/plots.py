@@ -16,6 +16,15 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from thalweg.landscape.functions import TestFunction, as_function
+from thalweg.landscape.legible import (
+    _color,
+    _diverged_label,
+    _labels,
+    _place_notes,
+    _style,
+    finish_layout,
+    place_legend,
+)
 from thalweg.landscape.trajectories import Trajectory
 
 __all__ = [
@@ -37,13 +46,6 @@ _MARK = {
     "saddle": dict(marker="X", s=110, c="white", edgecolors="black", linewidths=0.8),
     "degenerate": dict(marker="D", s=70, c="white", edgecolors="black", linewidths=0.8),
 }
-_COLORS = plt.get_cmap("tab10").colors
-
-
-def _color(i: int) -> tuple[float, ...]:
-    return _COLORS[i % len(_COLORS)]
-
-
 def _window(fn: TestFunction, trajs: Sequence[Trajectory], grow: float = 2.0
             ) -> list[tuple[float, float]]:
     """The domain, widened to show every point of the paths that did not diverge (≤ grow×)."""
@@ -80,77 +82,6 @@ def _mark_critical(ax: Axes, fn: TestFunction, win: Sequence[tuple[float, float]
         mark._thalweg_mark = True  # type: ignore[attr-defined]  # legends keep clear of it
 
 
-_LEGEND_SPOTS = ("upper right", "upper left", "lower left", "lower right", "upper center", "lower center",
-                 "center left", "center right")
-
-
-def _marked_points(ax: Axes) -> np.ndarray:
-    """Display coordinates of what a legend must not hide: the start and critical-point markers
-    and the "diverges" / "leaves the window" notes."""
-    pts = [c.get_offset_transform().transform(c.get_offsets()) for c in ax.collections
-           if getattr(c, "_thalweg_mark", False) and len(c.get_offsets())]
-    pts += [np.asarray([t.get_window_extent().get_points().mean(0)]) for t in ax.texts
-            if getattr(t, "_thalweg_mark", False)]
-    return np.concatenate(pts) if pts else np.zeros((0, 2))
-
-
-def _line_points(ax: Axes) -> np.ndarray:
-    """Display coordinates of every drawn path and curve vertex (what a legend should hide least)."""
-    pts = [ln.get_transform().transform(ln.get_xydata()) for ln in ax.lines if len(ln.get_xydata())]
-    return np.concatenate(pts) if pts else np.zeros((0, 2))
-
-
-def place_legend(ax: Axes, **kw: object) -> None:
-    """A legend that covers no start, critical point or note, and as little of the paths as
-    possible: the best corner or edge of the axes, else below the axes. Chosen again for the
-    final axes sizes by `finish_layout`."""
-    old = ax.get_legend()
-    if old is not None:
-        old.remove()
-    handles, _ = ax.get_legend_handles_labels()
-    if not handles:
-        return
-    renderer = ax.figure.canvas.get_renderer()
-    marks, lines = _marked_points(ax), _line_points(ax)
-    kw = {"fontsize": 7, "framealpha": 0.85, **kw}
-    best: tuple[int, str] | None = None
-    for loc in _LEGEND_SPOTS:
-        leg = ax.legend(loc=loc, **kw)
-        box = leg.get_window_extent(renderer).padded(8)  # a marker's radius
-        leg.remove()
-        inside_axes = box.x0 >= ax.bbox.x0 - 1 and box.x1 <= ax.bbox.x1 + 1
-        if not inside_axes or any(box.contains(x, y) for x, y in marks):
-            continue
-        hidden = int(sum(box.contains(x, y) for x, y in lines))
-        if best is None or hidden < best[0]:
-            best = (hidden, loc)
-    if best is not None:
-        leg = ax.legend(loc=best[1], **kw)
-    else:
-        leg = ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=2, **kw)
-    leg._thalweg_place = kw  # type: ignore[attr-defined]
-
-
-def finish_layout(fig: Figure) -> Figure:
-    """tight_layout, then every placed legend chosen again for the final axes sizes."""
-    fig.tight_layout()
-    moved = False
-    for ax in fig.axes:
-        leg = ax.get_legend()
-        if leg is not None and hasattr(leg, "_thalweg_place"):
-            place_legend(ax, **leg._thalweg_place)
-            moved = True
-    if moved:
-        fig.tight_layout()
-    return fig
-
-
-def _diverged_label(t: Trajectory) -> str:
-    if t.escaped:
-        return f"{t.label} — left the plotted window at step {t.diverged_at}"
-    return f"{t.label} — diverged at step {t.diverged_at}" if t.diverged else t.label
-
-
 def plot_paths(fn: str | TestFunction, trajs: Sequence[Trajectory], ax: Axes | None = None, *,
                resolution: int = 200, window: Sequence[tuple[float, float]] | None = None,
                legend: bool = True, upto: int | None = None) -> Axes:
@@ -179,27 +110,32 @@ def plot_paths(fn: str | TestFunction, trajs: Sequence[Trajectory], ax: Axes | N
         ax.set_xlabel("x")
         ax.set_ylabel("y")
         ax.set_aspect("equal" if _aspect_ok(win) else "auto")
+    labels = _labels(trajs, f)
+    notes: list[tuple[str, tuple[float, float]]] = []
+    # the shorter a path, the higher it is drawn: a short one (Newton's one step into the
+    # saddle) would vanish under a long one that starts the same way
+    lengths = [float(np.nansum(np.linalg.norm(np.diff(t.points, axis=0), axis=1))) if len(t.points) > 1 else 0.0
+               for t in trajs]
+    order = {i: r for r, i in enumerate(sorted(range(len(trajs)), key=lambda i: -lengths[i]))}
     for i, t in enumerate(trajs):
         pts = t.points if upto is None else t.points[: upto + 1]
-        c = _color(i)
+        st = _style(i)
+        c = st["color"]
         if f.dim == 1:
             xs, ys = pts[:, 0], t.losses[: len(pts)]
         else:
             xs, ys = pts[:, 0], pts[:, 1]
-        ax.plot(xs, ys, "-o", color=c, ms=3.5, lw=1.0 if t.diverged else 1.5, zorder=4,
-                label=_diverged_label(t), markevery=max(1, len(xs) // 40),
-                alpha=0.65 if t.diverged else 1.0, markeredgecolor="white",
-                markeredgewidth=0.4)
+        ax.plot(xs, ys, color=c, ls=st["ls"], marker=st["marker"], ms=st["ms"], lw=1.0 if t.diverged else 1.5,
+                zorder=4 + 0.01 * order[i], label=labels[i], markevery=max(1, len(xs) // 40),
+                alpha=0.65 if t.diverged else 1.0, markeredgecolor="white", markeredgewidth=0.4)
         if t.diverged and (upto is None or upto >= t.steps):
             last_in = max((k for k in range(len(pts)) if _inside(
                 np.array([xs[k]]) if f.dim == 1 else pts[k], win[:1] if f.dim == 1 else win)),
                 default=0)
             ax.scatter([xs[last_in]], [ys[last_in]], marker=">" if t.escaped else "X", s=120, c=[c],
                        edgecolors="black", zorder=6)
-            note = ax.annotate("leaves the window" if t.escaped else "diverges", (xs[last_in], ys[last_in]),
-                               textcoords="offset points", xytext=(6, 6), fontsize=8, color="black",
-                               bbox=dict(boxstyle="round,pad=0.2", fc="white", alpha=0.8))
-            note._thalweg_mark = True  # type: ignore[attr-defined]
+            notes.append(("leaves the window" if t.escaped else "diverges", (xs[last_in], ys[last_in])))
+    _place_notes(ax, notes)
     starts = {tuple(t.points[0]): t for t in trajs}  # every distinct start, labelled once
     for j, (p0, t) in enumerate(starts.items()):
         y0 = t.losses[0] if f.dim == 1 else p0[1]
@@ -230,12 +166,14 @@ def plot_losses(fn: str | TestFunction, trajs: Sequence[Trajectory], ax: Axes | 
     f = as_function(fn)
     ax = ax if ax is not None else plt.gca()
     gap = f.global_minimum is not None
+    labels = _labels(trajs, f)
     for i, t in enumerate(trajs):
         y = t.losses - f.global_minimum if gap else t.losses
         if gap:
             y = np.maximum(y, 1e-16)
         steps = np.arange(len(y))
-        ax.plot(steps, y, color=_color(i), lw=1.5, label=_diverged_label(t))
+        st = _style(i)
+        ax.plot(steps, y, color=st["color"], ls=st["ls"], lw=1.5, label=labels[i], zorder=2 + 0.01 * i)
         if t.diverged:
             ax.scatter([steps[-1]], [y[-1]], marker=">" if t.escaped else "X", s=80, c=[_color(i)],
                        edgecolors="black", zorder=5)
@@ -297,24 +235,39 @@ def figure_lr_panel(rows: Sequence[tuple[str | TestFunction, Sequence[Trajectory
     for r, (fn, trajs) in enumerate(rows):
         f = as_function(fn)
         vs = verdicts[r] if verdicts is not None else _verdicts(trajs, f)
-        win = _window(f, [t for t in trajs if not t.diverged] or trajs)
-        if f.dim == 1:  # show where a too-large path goes, up to 1.5 domain widths out
-            (lo, hi), = f.domain
-            for t in trajs:
-                seen = t.points[:, 0]
-                win[0] = (max(min(win[0][0], float(seen.min())), lo - 1.5 * (hi - lo)),
-                          min(max(win[0][1], float(seen.max())), hi + 1.5 * (hi - lo)))
         for c in range(ncol):
             ax = axs[r][c]
             if c >= len(trajs):
                 ax.axis("off")
                 continue
             t = trajs[c]
-            plot_paths(f, [t], ax, window=win, legend=False)
-            ax.set_title(f"{f.latex}, η={t.hparams.get('lr', '?')}: {vs[c]}", fontsize=9)
+            # each panel its own window: one shared with a diverging path squashes the others
+            # into the bottom of the bowl, where "too small" and "good" look the same
+            plot_paths(f, [t], ax, window=_panel_window(f, t), legend=False)
+            ax.set_title(f"{f.latex}, η={t.hparams.get('lr', '?')}: {vs[c]}\n{_after(f, t)}", fontsize=9)
         place_legend(axs[r][0])
     fig.suptitle(title or "the learning rate decides: too small, good, too large", fontsize=11)
     return finish_layout(fig)
+
+
+def _panel_window(f: TestFunction, t: Trajectory) -> list[tuple[float, float]]:
+    """One learning-rate panel's window: the domain, widened to where a 1-D path goes (up to
+    1.5 domain widths out, so a divergence shows its first swings)."""
+    win = _window(f, [t])
+    if f.dim == 1:
+        (lo, hi), = f.domain
+        seen = t.points[:, 0]
+        win[0] = (max(min(win[0][0], float(seen.min())), lo - 1.5 * (hi - lo)),
+                  min(max(win[0][1], float(seen.max())), hi + 1.5 * (hi - lo)))
+    return win
+
+
+def _after(f: TestFunction, t: Trajectory) -> str:
+    """What a panel's path reached: "after 40 steps: f − f* = 2.1e-04"."""
+    last = float(t.losses[-1])
+    if f.global_minimum is not None and np.isfinite(last):
+        return f"after {t.steps} steps: f − f* = {last - f.global_minimum:.2g}"
+    return f"after {t.steps} steps: f = {last:.3g}"
 
 
 def figure_panels(panels: Sequence[tuple[str | TestFunction, Sequence[Trajectory], str]],

@@ -256,9 +256,11 @@ def figure_slice(s: LandscapeSlice, title: str | None = None, *, log: bool = Fal
             ax2.set_ylim(0, 1.02)
             h1, l1 = ax.get_legend_handles_labels()
             h2, l2 = ax2.get_legend_handles_labels()
-            ax.legend(h1 + h2, l1 + l2, fontsize=8, loc="upper center")
         else:
-            ax.legend(fontsize=8, loc="upper center")
+            (h1, l1), h2, l2 = ax.get_legend_handles_labels(), [], []
+        # under the axis label, not over the curves (the accuracy curve runs along the top)
+        ax.legend(h1 + h2, l1 + l2, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=3,
+                  frameon=False)
         ax.grid(alpha=0.3)
     else:
         fig = plt.figure(figsize=(11, 4.6))

@@ -10,6 +10,7 @@ from thalweg.linalg.autodiff import (
     dense_hessian,
     flatten,
     grad_graph,
+    grad_graph_reached,
     hvp_from_graph,
     unflatten,
 )
@@ -36,6 +37,7 @@ __all__ = [
     "dense_hessian",
     "flatten",
     "grad_graph",
+    "grad_graph_reached",
     "hvp_from_graph",
     "lanczos",
     "matvec_of",

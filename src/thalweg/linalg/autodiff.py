@@ -16,7 +16,7 @@ from torch import Tensor
 
 from thalweg.linalg.operators import OperatorBase
 
-__all__ = ["GraphHessian", "dense_hessian", "flatten", "grad_graph", "hvp_from_graph", "unflatten"]
+__all__ = ["GraphHessian", "dense_hessian", "flatten", "grad_graph", "grad_graph_reached", "hvp_from_graph", "unflatten"]
 
 
 def flatten(tensors: Sequence[Tensor]) -> Tensor:
@@ -38,8 +38,16 @@ def grad_graph(loss: Tensor, params: Sequence[Tensor], *, create_graph: bool = T
     """∇loss with respect to `params`, with its graph kept for Hessian-vector products
     (``torch.autograd.grad``, never ``backward(create_graph=True)``, which leaves a reference
     cycle through ``p.grad``); a parameter the loss does not use gets a zero gradient."""
+    return grad_graph_reached(loss, params, create_graph=create_graph)[0]
+
+
+def grad_graph_reached(loss: Tensor, params: Sequence[Tensor], *,
+                       create_graph: bool = True) -> tuple[list[Tensor], list[bool]]:
+    """:func:`grad_graph`, and which parameters the loss reaches at all (torch.optim's rule:
+    a parameter that no gradient reached takes no part in a step)."""
     grads = torch.autograd.grad(loss, list(params), create_graph=create_graph, allow_unused=True)
-    return [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads, strict=True)]
+    return ([torch.zeros_like(p) if g is None else g for p, g in zip(params, grads, strict=True)],
+            [g is not None for g in grads])
 
 
 def _products(grads: Sequence[Tensor | None], params: Sequence[Tensor], live: list[int], vs: Tensor,

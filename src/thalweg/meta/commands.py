@@ -8,7 +8,7 @@ from typing import Any
 
 from thalweg.meta.config import load_meta_config
 from thalweg.meta.run import run_meta
-from thalweg.train.commands import exit_on_run_errors
+from thalweg.train.commands import SET_HELP, cli_overrides, exit_on_run_errors
 from thalweg.train.config import ConfigError
 
 __all__ = ["register"]
@@ -28,6 +28,7 @@ def register(app: Any) -> None:
         out_dir: str | None = typer.Option(
             None, "--out", "-o", "--out-dir", help="The directory that holds runs (the run is DIR/NAME)."),
         iterations: int | None = typer.Option(None, "--iterations", help="Override meta.iterations."),
+        sets: list[str] | None = typer.Option(None, "--set", help=SET_HELP),
         overwrite: bool = typer.Option(
             False, "--overwrite", help="Replace the run in runs/<name> (else a new name is picked)."),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or messages."),
@@ -39,9 +40,8 @@ def register(app: Any) -> None:
         if print_config:
             typer.echo(META_DEFAULT_TOML, nl=False)
             return
-        overrides = {k: v for k, v in {"name": name, "out_dir": out_dir,
-                                       "meta.iterations": iterations}.items() if v is not None}
         with exit_on_run_errors("`thalweg meta --resume RUN` continues the run"):
+            overrides = cli_overrides(sets, {"name": name, "out_dir": out_dir, "meta.iterations": iterations})
             if resume is not None:
                 if config is not None or overrides or overwrite:
                     raise ConfigError("", "--resume", str(resume), "takes the config from the run directory")

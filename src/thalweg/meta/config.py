@@ -19,6 +19,8 @@ from pydantic import Field, ValidationError, field_validator
 from thalweg import meta as M
 from thalweg.losses import TaskLoss
 from thalweg.train.config import (
+    _COUNT,
+    _SEED,
     ConfigError,
     ModelConfig,
     OptimizerConfig,
@@ -41,15 +43,15 @@ class TaskConfig(Section):
     """The task distribution: sinusoid regression or N-way K-shot classification."""
 
     name: Literal["sinusoid", "fewshot"] = "sinusoid"
-    k_shot: int = Field(default=10, ge=1)
-    k_query: int = Field(default=10, ge=1)
+    k_shot: int = Field(default=10, ge=1, le=_COUNT)
+    k_query: int = Field(default=10, ge=1, le=_COUNT)
     amplitude: tuple[float, float] = (0.1, 5.0)
     phase: tuple[float, float] = (0.0, math.pi)
     x_range: tuple[float, float] = (-5.0, 5.0)
     dataset: str = "digits"
-    dataset_seed: int = 0
+    dataset_seed: int = Field(default=0, **_SEED)
     dataset_options: dict[str, Any] = Field(default_factory=dict)
-    n_way: int = Field(default=5, ge=2)
+    n_way: int = Field(default=5, ge=2, le=_COUNT)
     train_classes: list[int] = Field(default_factory=list)
     test_classes: list[int] = Field(default_factory=list)
     val_classes: list[int] = Field(default_factory=list)
@@ -65,7 +67,7 @@ class TaskConfig(Section):
 class InnerConfig(Section):
     """The inner loop: steps of an elementwise optimizer (plain SGD by default) per task."""
 
-    steps: int = Field(default=1, ge=0)
+    steps: int = Field(default=1, ge=0, le=_COUNT)
     lr: float = Field(default=0.01, gt=0.0)
     learn_lr: bool = False
     optimizer: str = "sgd"
@@ -75,27 +77,27 @@ class InnerConfig(Section):
 class OverrideConfig(Section):
     """Per-method settings that replace the shared ones (Reptile wants more inner steps)."""
 
-    inner_steps: int | None = Field(default=None, ge=0)
+    inner_steps: int | None = Field(default=None, ge=0, le=_COUNT)
     inner_lr: float | None = Field(default=None, gt=0.0)
     outer_lr: float | None = Field(default=None, gt=0.0)
-    iterations: int | None = Field(default=None, ge=1)
+    iterations: int | None = Field(default=None, ge=1, le=_COUNT)
 
 
 class MetaConfig(Section):
     """Which methods, how long, how evaluated, how checkpointed."""
 
     methods: list[Method] = Field(default_factory=lambda: list(METHODS), min_length=1)
-    iterations: int = Field(default=10000, ge=1)
-    meta_batch: int = Field(default=25, ge=1)
-    seed: int = 0
-    log_every: int = Field(default=100, ge=1)
-    eval_every: int = Field(default=500, ge=1)
-    val_tasks: int = Field(default=200, ge=1)
-    val_steps: int = Field(default=1, ge=0)
-    test_tasks: int = Field(default=600, ge=2)
-    adapt_steps: int = Field(default=10, ge=0)
-    checkpoint_every: int = Field(default=500, ge=1)
-    keep_checkpoints: int = Field(default=3, ge=1)
+    iterations: int = Field(default=10000, ge=1, le=_COUNT)
+    meta_batch: int = Field(default=25, ge=1, le=_COUNT)
+    seed: int = Field(default=0, **_SEED)
+    log_every: int = Field(default=100, ge=1, le=_COUNT)
+    eval_every: int = Field(default=500, ge=1, le=_COUNT)
+    val_tasks: int = Field(default=200, ge=1, le=_COUNT)
+    val_steps: int = Field(default=1, ge=0, le=_COUNT)
+    test_tasks: int = Field(default=600, ge=2, le=_COUNT)
+    adapt_steps: int = Field(default=10, ge=0, le=_COUNT)
+    checkpoint_every: int = Field(default=500, ge=1, le=_COUNT)
+    keep_checkpoints: int = Field(default=3, ge=1, le=_COUNT)
     num_threads: int | None = Field(default=1, ge=1)
     device: Literal["cpu", "cuda", "auto"] = "cpu"
     vectorize: Literal["auto", "vmap", "loop"] = "auto"

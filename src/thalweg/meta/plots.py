@@ -19,6 +19,10 @@ _LABEL = {"maml": "MAML (second order)", "fomaml": "first-order MAML", "reptile"
           "scratch": "untrained init, fine-tuned"}
 
 
+def _num(v: Any) -> str:
+    return f"{v:.4g}" if isinstance(v, int | float) and not isinstance(v, bool) else str(v)
+
+
 def _plt() -> Any:
     import matplotlib
 
@@ -115,28 +119,24 @@ def plot_meta_training(records: Sequence[Mapping[str, Any]], key: str, path: Pat
 
 def write_report(path: Path, title: str, summary: Mapping[str, Any], figures: Sequence[Path],
                  config_text: str) -> Path:
-    """report.html: the adaptation table (mean ± 95 % CI per step), the figures, the config."""
-    import html
-    import json
+    """report.html: the adaptation table (mean ± 95 % CI per step), the figures, the weights
+    each method's row adapts (a table) and the config — every value escaped (`thalweg.page`)."""
+    from thalweg.page import document, figure, html, join, table
 
-    table = summary["adaptation"]
-    steps = next(iter(table.values()))["steps"]
-    head = "".join(f"<th>{s}</th>" for s in steps)
-    rows = "".join(f"<tr><th>{html.escape(k)}</th>"
-                   + "".join(f"<td>{m:.4g} ± {c:.2g}</td>" for m, c in zip(v["mean"], v["ci95"], strict=True))
-                   + "</tr>" for k, v in table.items())
-    imgs = "".join(f'<figure><img src="figures/{p.name}" alt="{p.stem}"><figcaption>{p.stem}</figcaption>'
-                   "</figure>" for p in figures)
-    doc = f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
-<style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}}table{{border-collapse:collapse}}
-th,td{{border-bottom:1px solid #ddd;padding:3px 8px;text-align:right}}img{{max-width:520px}}
-figure{{display:inline-block;margin:6px}}pre{{background:#f6f6f6;padding:1em}}</style></head><body>
-<h1>{html.escape(title)}</h1>
-<h2>{html.escape(summary["metric"])} after k inner steps (mean ± 95 % CI over {summary["test_tasks"]} meta-test tasks)</h2>
-<table><tr><th>method \\ k</th>{head}</tr>{rows}</table>
-<h2>Figures</h2>{imgs}
-<h2>Best meta-validation weights</h2><pre>{html.escape(json.dumps(summary["best"], indent=1))}</pre>
-<h2>Resolved config</h2><pre>{html.escape(config_text)}</pre></body></html>
-"""
+    adaptation = summary["adaptation"]
+    steps = next(iter(adaptation.values()))["steps"]
+    rows = [[_LABEL.get(k, k), *(f"{m:.4g} ± {c:.2g}" for m, c in zip(v["mean"], v["ci95"], strict=True))]
+            for k, v in adaptation.items()]
+    best = [[_LABEL.get(k, k), b.get("iteration", "—"), b.get("metric", ""), _num(b.get("value"))]
+            if isinstance(b, Mapping) else [_LABEL.get(k, k), "—", "", b]
+            for k, b in (summary.get("best") or {}).items()]
+    doc = document(title, [
+        html("<h2>{} after k inner steps (mean ± 95 % CI over {} meta-test tasks)</h2>", summary["metric"],
+             summary["test_tasks"]),
+        table(["method \\ k", *steps], rows, row_heads=True),
+        html("<h2>Figures</h2>{}", join(figure(f"figures/{p.name}", p.stem, p.stem) for p in figures)),
+        html("<h2>Best meta-validation weights (what the table above adapts)</h2>{}",
+             table(["method", "meta-iteration", "meta-validation metric", "value"], best, row_heads=True)),
+        html("<h2>Resolved config</h2><pre>{}</pre>", config_text)])
     path.write_text(doc, encoding="utf-8")
     return path

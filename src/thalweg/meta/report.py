@@ -93,6 +93,6 @@ def finish(run: Finished) -> dict[str, Any]:
                                         few.info["phase"].cpu())[..., 0]
             figs.append(plots.plot_fits(grid, truth, (few.support_x[..., 0].cpu(), few.support_y[..., 0].cpu()),
                                         fits, fit_steps, run.paths.figures / "fits.png"))
-    plots.write_report(run.paths.report, f"thalweg meta {run.cfg.name}", summary, figs,
+    plots.write_report(run.paths.report, f"{_title(run.cfg)} — thalweg meta run {run.paths.root.name}", summary, figs,
                        dump_meta_config(run.cfg))
     return summary

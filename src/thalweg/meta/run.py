@@ -23,6 +23,7 @@ import torch
 from rich.markup import escape
 
 from thalweg import meta as M
+from thalweg.meta import budget
 from thalweg.meta.config import (
     MetaRunConfig,
     build_tasks,
@@ -84,8 +85,13 @@ class MetaRun:
             raise ConfigError("meta", "device", "cuda", "no CUDA device is available")
         self.device = torch.device(dev)
         self.tasks = build_tasks(cfg)
-        for method in m.methods:  # every bad setting is reported before anything is written
-            make_learner(cfg, method, self.tasks)
+        learners = [make_learner(cfg, method, self.tasks) for method in m.methods]  # every bad setting first
+        costs = budget.estimate(cfg, self.tasks, learners[0].model, self.device)
+        if (refused := budget.check(costs, self.device)) is not None:
+            section, name, why = refused
+            owner = cfg.overrides[section.split(".", 1)[1]] if section.startswith("overrides.") else getattr(cfg, section)
+            raise ConfigError(section, name, getattr(owner, name), why)
+        self.view.print(f"estimate: {budget.describe(costs)}")
         self.regression = self.tasks["train"].task == "regression"
         self.measure = None if self.regression else M.accuracy
         self.val = self.tasks["val"].sample(m.val_tasks, M.episode_seed(m.seed, _STREAM_VAL, 0)).to(dev)

@@ -1,4 +1,5 @@
-"""CLI: `thalweg optimizers` lists the registry with each optimizer's hyperparameters."""
+"""CLI: `thalweg optimizers` lists the registry with each optimizer's hyperparameters and the
+lr a `thalweg train` config that names none starts from (the entry's `default_lr`)."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ def register(app: typer.Typer) -> None:
         table = Table(title="thalweg optimizers")
         table.add_column("name")
         table.add_column("order")
+        table.add_column("run lr")
         table.add_column("hyperparameters (default)")
         table.add_column("aliases (presets)")
         for info in registry.infos():
@@ -31,5 +33,6 @@ def register(app: typer.Typer) -> None:
                 a + (" (" + ", ".join(f"{k}={v!r}" for k, v in p.items()) + ")" if p else "")
                 for a, p in info.aliases.items()
             )
-            table.add_row(info.name, info.order, hp, presets)
+            lr = "—" if info.default_lr is None else f"{info.default_lr:g}"
+            table.add_row(info.name, info.order, lr, hp, presets)
         Console().print(table)

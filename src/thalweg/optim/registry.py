@@ -29,6 +29,7 @@ __all__ = [
     "create",
     "get",
     "infos",
+    "lr_notice",
     "names",
     "preset",
     "register",
@@ -236,8 +237,14 @@ class OptimizerInfo:
     options: tuple[str, ...] = ()
     #: the default search space of the bench (log-uniform lr and the rule's own knobs).
     search_space: tuple[SearchDim, ...] = ()
+    #: the learning rate a training run starts from when its config names none: the rule's
+    #: paper or reference implementation's usual value (unset: the constructor's `lr`, which
+    #: follows torch.optim's signature and is not always a good start, e.g. SGD's 1e-3).
+    default_lr: float | None = None
 
     def __post_init__(self) -> None:
+        if self.default_lr is None and any(h.name == "lr" for h in self.hyperparameters):
+            object.__setattr__(self, "default_lr", self.hyperparameter("lr").default)
         if isinstance(self.aliases, (tuple, list)):  # plain names: presets that set nothing
             object.__setattr__(self, "aliases", {a: {} for a in self.aliases})
         # every flat optimizer takes the memory options (state_dtype, in_backward, …)
@@ -340,6 +347,28 @@ def validate_hparams(name: str, hparams: Mapping[str, Any]) -> None:
             f"it takes: {', '.join(sorted(known))}"
         )
     info.check(hparams)
+
+
+def lr_notice(name: str, lr: Any, tuned: Mapping[float, str] | None = None) -> str | None:
+    """One line when `lr` looks carried over from another rule: it is more than 10× away from
+    `name`'s default lr *and* it is another rule's default (or one of `tuned`: lr → whose it
+    is). An lr of the user's own choosing is left alone; None when there is nothing to say."""
+    info = get(name)
+    usual = info.default_lr
+    if usual is None or isinstance(lr, bool) or not isinstance(lr, numbers.Real) or lr <= 0 or \
+            usual / 10 <= float(lr) <= usual * 10:  # 10×: a common hand-tuned step (AdamW at 1e-2) is not flagged
+        return None
+    owners: dict[float, list[str]] = {}
+    for i in infos():
+        if i.default_lr is not None and i.name != info.name:
+            owners.setdefault(float(i.default_lr), []).append(i.name)
+    whose = {v: f"the default of {', '.join(n[:3])}{', …' if len(n) > 3 else ''}" for v, n in owners.items()}
+    whose.update({float(v): k for v, k in (tuned or {}).items()})
+    said = whose.get(float(lr))
+    if said is None:
+        return None
+    return (f"lr = {float(lr):g} is {said}; {info.name}'s usual lr is {usual:g} "
+            "— `thalweg lr-find` with this config measures one for this run")
 
 
 def create(name: str, params: Iterable[Any] | torch.nn.Module, **hparams: Any) -> torch.optim.Optimizer:

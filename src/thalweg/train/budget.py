@@ -9,13 +9,22 @@ hooks that count the FLOPs of its Linear/Conv layers and the activations it make
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
+from thalweg.budget import (
+    STEP_FLOOR_S,
+    available_bytes,
+    duration,
+    flop_rate,
+    forward_cost,
+    memory_problem,
+    size,
+    time_problem,
+)
 from thalweg.train.config import ConfigError, RunConfig
 
 __all__ = ["Estimate", "check_fits", "estimate"]
@@ -23,10 +32,6 @@ __all__ = ["Estimate", "check_fits", "estimate"]
 # copies of the parameters a run holds: weights, gradients, two optimizer slots (Adam's
 # moments), and the checkpoint and best.pt snapshots taken while the disk is written
 _PARAM_COPIES = 7
-_CPU_FLOPS_PER_THREAD = 2e11  # optimistic (AVX-512 FMA peak), so the time is a lower bound
-_CUDA_FLOPS = 1e15
-_STEP_FLOOR_S = 20e-6  # the loop's own per-step work (Python, a fused optimizer kernel)
-_MAX_SECONDS = 365 * 24 * 3600.0
 
 
 @dataclass(frozen=True)
@@ -47,73 +52,9 @@ class Estimate:
         return self.param_bytes + self.activation_bytes + self.eval_bytes + self.data_bytes
 
     def describe(self) -> str:
-        avail = f" of {_size(self.available_bytes)} free" if self.available_bytes else ""
-        return (f"{self.parameters:,} parameters, ~{_size(self.memory_bytes)} of memory{avail}, "
-                f"at least {_duration(self.min_seconds)} of compute")
-
-
-def _size(n: float | None) -> str:
-    if n is None:
-        return "?"
-    for unit in ("B", "KB", "MB", "GB", "TB", "PB"):
-        if n < 1024 or unit == "PB":
-            return f"{n:.3g} {unit}"
-        n /= 1024
-    return f"{n:.3g} EB"
-
-
-def _duration(s: float) -> str:
-    for unit, size in (("years", 365 * 86400.0), ("days", 86400.0), ("h", 3600.0), ("min", 60.0)):
-        if s >= size:
-            return f"{s / size:.3g} {unit}"
-    return f"{s:.2g} s"
-
-
-def _available(device: torch.device) -> int | None:
-    if device.type == "cuda":
-        return int(torch.cuda.mem_get_info(device)[0])
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return None
-
-
-def _forward_cost(model: nn.Module, x: torch.Tensor) -> tuple[float, int, int]:
-    """(FLOPs, activation bytes, largest activation bytes) of one example's forward pass, by
-    forward hooks on the leaf modules, in eval mode and without grad (nothing changes)."""
-    cost = [0.0, 0, 0]
-
-    def hook(mod: nn.Module, inp: Any, out: Any) -> None:
-        if not isinstance(out, torch.Tensor):
-            return
-        size = out.numel() * out.element_size()
-        cost[1] += size
-        cost[2] = max(cost[2], size)
-        if isinstance(mod, nn.Linear):
-            cost[0] += 2.0 * mod.in_features * out.numel()
-        elif isinstance(mod, nn.modules.conv._ConvNd):
-            cost[0] += 2.0 * (mod.weight.numel() // mod.out_channels) * out.numel()
-        else:
-            cost[0] += out.numel()
-
-    handles = [m.register_forward_hook(hook) for m in model.modules() if not any(m.children())]
-    was = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            model(x[:1])
-    finally:
-        model.train(was)
-        for h in handles:
-            h.remove()
-    return cost[0], int(cost[1]), int(cost[2])
+        avail = f" of {size(self.available_bytes)} free" if self.available_bytes else ""
+        return (f"{self.parameters:,} parameters, ~{size(self.memory_bytes)} of memory{avail}, "
+                f"at least {duration(self.min_seconds)} of compute")
 
 
 def estimate(cfg: RunConfig, splits: Any, device: torch.device, total_steps: int,
@@ -134,30 +75,27 @@ def estimate(cfg: RunConfig, splits: Any, device: torch.device, total_steps: int
     batch = max(1, t.batch_size // world_size)
     flops, act, ev = 0.0, 0, 0
     if model is not None:
-        fwd, act_row, largest_row = _forward_cost(model, splits.x_train)
+        fwd, act_row, largest_row = forward_cost(model, splits.x_train)
         n_val = len(splits.x_val)
         evals = t.epochs if not t.eval_every else max(1, total_steps // t.eval_every)
         flops = 3.0 * fwd * batch * total_steps + fwd * n_val * evals  # backward ≈ 2 forwards
         act = act_row * batch
         ev = 2 * largest_row * min(t.eval_batch_size, max(n_val, 1))
-    if device.type == "cuda":
-        rate = _CUDA_FLOPS
-    else:
-        rate = _CPU_FLOPS_PER_THREAD * (t.num_threads or torch.get_num_threads())
+    rate = flop_rate(device, t.num_threads)
     data = 0
     if device.type != "cpu":
         data = sum(getattr(splits, k).numel() * getattr(splits, k).element_size()
                    for k in ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test"))
     return Estimate(
         parameters=n_params, param_bytes=p_bytes * _PARAM_COPIES, activation_bytes=act,
-        eval_bytes=ev, data_bytes=data, available_bytes=_available(device), flops=flops,
-        min_seconds=max(flops / rate, total_steps * _STEP_FLOOR_S),
+        eval_bytes=ev, data_bytes=data, available_bytes=available_bytes(device), flops=flops,
+        min_seconds=max(flops / rate, total_steps * STEP_FLOOR_S),
     )
 
 
 def check_fits(est: Estimate, cfg: RunConfig, device: torch.device) -> None:
     """Refuse, naming the field to change, a run that cannot fit in memory or in a year."""
-    if est.available_bytes is not None and est.memory_bytes > est.available_bytes:
+    if memory_problem(est.memory_bytes, device) is not None:
         m, t = cfg.model, cfg.train
         biggest = max(est.param_bytes, est.activation_bytes, est.eval_bytes)
         if biggest == est.param_bytes:
@@ -169,14 +107,12 @@ def check_fits(est: Estimate, cfg: RunConfig, device: torch.device) -> None:
             section, field, value = "train", "batch_size", t.batch_size
         else:
             section, field, value = "train", "eval_batch_size", t.eval_batch_size
-        acts = (f"; {_size(est.activation_bytes)} of activations in training, "
-                f"{_size(est.eval_bytes)} in evaluation") if est.flops else ""
+        acts = (f"; {size(est.activation_bytes)} of activations in training, "
+                f"{size(est.eval_bytes)} in evaluation") if est.flops else ""
         raise ConfigError(section, field, value,
-                          f"this run needs about {_size(est.memory_bytes)} of memory "
-                          f"({est.parameters:,} parameters: {_size(est.param_bytes)} with "
+                          f"this run needs about {size(est.memory_bytes)} of memory "
+                          f"({est.parameters:,} parameters: {size(est.param_bytes)} with "
                           f"gradients, optimizer state and checkpoint copies{acts}), but the "
-                          f"{device.type} device has {_size(est.available_bytes)} free")
-    if est.min_seconds > _MAX_SECONDS:
-        raise ConfigError("train", "epochs", cfg.train.epochs,
-                          f"this run would take at least {_duration(est.min_seconds)} "
-                          f"({est.flops:.3g} FLOPs at the device's peak rate); lower it")
+                          f"{device.type} device has {size(est.available_bytes)} free")
+    if (why := time_problem(est.min_seconds, detail=f"{est.flops:.3g} FLOPs at the device's peak rate")):
+        raise ConfigError("train", "epochs", cfg.train.epochs, why)

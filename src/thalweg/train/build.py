@@ -8,6 +8,7 @@ same initialized model, the same loss for the task, optimizer and schedule.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +27,7 @@ from thalweg.train.components import (
     prepare_data,
     task_losses,
 )
-from thalweg.train.config import ConfigError, RunConfig, load_config, parse_config
+from thalweg.train.config import ConfigError, RunConfig, load_config, lr_notice, parse_config
 from thalweg.train.rundir.state import seed_everything
 
 __all__ = ["RunParts", "as_config", "build_run"]
@@ -91,6 +92,11 @@ def build_run(config: RunConfig | dict[str, Any] | str | Path | None, *,
     seed_everything(t.seed)
     splits, stats = prepare_data(cfg) if data is None else data
     classify = splits.task == "classification"
+    if classify and (splits.num_classes or 0) < 2:
+        names = f" ({', '.join(map(repr, splits.class_names))})" if getattr(splits, "class_names", None) else ""
+        raise ConfigError("data", "name", cfg.data.name,
+                          f"the labels hold {splits.num_classes or 0} class{names}: there is nothing to classify; "
+                          "check the label column ([data] options target) or train a regression (task)")
     bm = t.best_metric
     best_metric = bm if bm != "auto" else ("val_accuracy" if classify else "val_loss")
     if best_metric == "val_accuracy" and not classify:
@@ -105,6 +111,7 @@ def build_run(config: RunConfig | dict[str, Any] | str | Path | None, *,
     model = build_model(cfg, splits).to(dev)
     initialize(model, cfg, splits)
     drop_last, notes = _single_example_batches(model, len(splits.x_train), per_rank, world_size, t.batch_size)
+    notes += _label_notes(cfg, splits)
     if drop_last:
         steps_per_epoch = len(Loader(splits.x_train, splits.y_train, per_rank, shuffle=False,
                                      drop_last=True, rank=rank, world_size=world_size))
@@ -114,6 +121,8 @@ def build_run(config: RunConfig | dict[str, Any] | str | Path | None, *,
         check_fits(est, cfg, dev)
     if optimizer:
         opt, info = build_optimizer(cfg, model)
+        if (note := lr_notice(cfg.optimizer)) is not None:
+            notes.append(note)
     else:
         opt, info = None, None
         with contextlib.suppress(ValueError):  # a loaded run's optimizer may not be registered
@@ -127,6 +136,24 @@ def build_run(config: RunConfig | dict[str, Any] | str | Path | None, *,
         loader=loader, steps_per_epoch=steps_per_epoch, total_steps=total_steps,
         best_metric=best_metric, device=dev, standardization=stats, estimate=est, notes=notes,
     )
+
+
+def _label_notes(cfg: RunConfig, splits: Any) -> list[str]:
+    """The doctor's label rule (LABEL_PROBLEMS), said before training rather than found after:
+    classes with too few examples — 180 classes in a small CSV is often an ID or a continuous
+    value read as labels."""
+    if splits.task != "classification":
+        return []
+    from thalweg.diagnose import data_findings, data_statistics
+
+    d = data_statistics(splits.x_train[:1], splits.y_train, splits.x_val[:1], splits.y_val, task=splits.task,
+                        num_classes=splits.num_classes, standardized=cfg.data.standardize)
+    d = dataclasses.replace(d, num_train=len(splits.y_train))  # the labels' statistics only: no copy of x
+    notes = [f"{f.title} — {f.action}" for f in data_findings(d, {}) if f.code == "LABEL_PROBLEMS"]
+    if notes and (splits.num_classes or 0) > 20 and d.num_classes * 5 > len(splits.y_train):
+        notes.append(f"{splits.num_classes} classes for {len(splits.y_train)} training examples: if the label "
+                     "column is an ID or a measured value, train a regression instead ([data] options task)")
+    return notes
 
 
 def _single_example_batches(model: nn.Module, n: int, per_rank: int, world_size: int,

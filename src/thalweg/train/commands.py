@@ -14,10 +14,13 @@ import typer
 
 
 @contextlib.contextmanager
-def exit_on_run_errors(resume_hint: str) -> Iterator[None]:
-    """The exit codes of a run command (train, meta): 2 bad config, file, checkpoint or a run
-    locked by another process; 3 non-finite; 4 the disk refused (`resume_hint` says how to go
-    on) — each one message, never a traceback."""
+def exit_on_run_errors(resume_hint: str, also: tuple[type[Exception], ...] = ()) -> Iterator[None]:
+    """The exit codes of a command that writes a run or a bench (train, meta, bench run): 2 bad
+    config, file, checkpoint, output path, `--set` (or one of `also`: the command's own config
+    errors) or a directory locked by another process; 3 non-finite; 4 the disk refused
+    (`resume_hint` says how to go on) — each one message, never a traceback."""
+    from thalweg.outputs import OutputError
+    from thalweg.overrides import OverrideError
     from thalweg.train import ConfigError, NonFiniteError, RunLockedError
     from thalweg.train.rundir.checkpoint import CheckpointError
 
@@ -26,15 +29,27 @@ def exit_on_run_errors(resume_hint: str) -> Iterator[None]:
     except (ConfigError, FileNotFoundError, CheckpointError) as e:
         typer.echo(str(e), err=True)
         raise typer.Exit(2) from None
-    except RunLockedError as e:
-        typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(2) from None
     except (NonFiniteError, FloatingPointError) as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(3) from None
+    except (RunLockedError, OutputError, OverrideError, *also) as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from None
     except OSError as e:  # the disk refused: the path and the OS error, nothing lost
         typer.echo(f"error: {e}\nnothing written before this was lost; fix the disk, then {resume_hint}", err=True)
         raise typer.Exit(4) from None
+
+
+SET_HELP = ("SECTION.FIELD=VALUE: change one setting of the config (repeatable), checked as "
+            "if it were in the file, e.g. --set optimizer.lr=3e-3 --set model.width=256.")
+
+
+def cli_overrides(sets: list[str] | None, options: dict[str, object]) -> dict[str, object]:
+    """The dotted overrides of a run command: its `--set` items, then its own options
+    (`--name`, `--epochs`, … where given)."""
+    from thalweg import overrides
+
+    return {**overrides.parse(sets or []), **{k: v for k, v in options.items() if v is not None}}
 
 
 def _is_meta_run(run_dir: Path) -> bool:
@@ -59,6 +74,7 @@ def register(app: typer.Typer) -> None:
         out_dir: str | None = typer.Option(
             None, "--out", "-o", "--out-dir", help="The directory that holds runs (the run is DIR/NAME)."),
         epochs: int | None = typer.Option(None, "--epochs", help="Override train.epochs."),
+        sets: list[str] | None = typer.Option(None, "--set", help=SET_HELP),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or messages."),
         overwrite: bool = typer.Option(
             False, "--overwrite", help="Replace the run in runs/<name> (else a new name is picked)."),
@@ -73,9 +89,8 @@ def register(app: typer.Typer) -> None:
         if print_config:
             typer.echo(DEFAULT_TOML, nl=False)
             return
-        overrides = {k: v for k, v in
-                     {"name": name, "out_dir": out_dir, "train.epochs": epochs}.items() if v is not None}
         with exit_on_run_errors("`thalweg resume` continues the run"):
+            overrides = cli_overrides(sets, {"name": name, "out_dir": out_dir, "train.epochs": epochs})
             if resume is not None:
                 if config is not None or overrides or overwrite:
                     raise typer.BadParameter("--resume takes the config from the run directory")
@@ -112,4 +127,4 @@ def register(app: typer.Typer) -> None:
                 run_meta(resume=run_dir, quiet=quiet)
             return
         train(config=None, resume=run_dir, print_config=False, name=None, out_dir=None,
-              epochs=None, quiet=quiet, overwrite=False, allow_config_change=allow_config_change)
+              epochs=None, sets=None, quiet=quiet, overwrite=False, allow_config_change=allow_config_change)

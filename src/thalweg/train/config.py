@@ -14,7 +14,13 @@ from typing import Any, Literal
 import tomli_w
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from thalweg.train.config_text import ConfigError, read_config, read_config_file, render, toml_value
+from thalweg.train.config_text import (
+    ConfigError,
+    optimizer_lines,
+    read_config,
+    read_config_file,
+    render,
+)
 
 __all__ = [
     "DEFAULT_RUN",
@@ -35,6 +41,7 @@ __all__ = [
     "dump_config",
     "from_validation_error",
     "load_config",
+    "lr_notice",
     "parse_config",
     "quoted_number",
     "read_config",
@@ -236,25 +243,10 @@ DEFAULT_RUN: dict[str, Any] = {
 }
 
 
-def _optimizer_lines(section: str, values: dict[str, Any]) -> list[str]:
-    """The optimizer's other hyperparameters with their defaults, as comments (from the registry)."""
-    if section != "optimizer":
-        return []
-    from thalweg.optim import registry
-
-    try:
-        info = registry.get(str(values.get("name", "adamw")))
-    except ValueError:
-        return []
-    rest = [h for h in info.hyperparameters if h.name not in values]
-    return [f"# {h.name} = {toml_value(list(h.default) if isinstance(h.default, tuple) else h.default)}"
-            for h in rest if h.default is not None]
-
-
 def config_toml(values: dict[str, Any] | None = None) -> str:
     """`values` (default: the embedded default run) as commented TOML listing every field."""
     return render(RunConfig, DEFAULT_RUN if values is None else values, header=_HEADER,
-                  extra=_optimizer_lines)
+                  extra=optimizer_lines)
 
 
 def validate_optimizer(opt: OptimizerConfig, section: str = "optimizer") -> None:
@@ -335,7 +327,29 @@ def parse_config(data: dict[str, Any], *, check_optimizer: bool = True) -> RunCo
     if check_optimizer:
         validate_optimizer(cfg.optimizer)
         _validate_combinations(cfg)
+        _default_lr(cfg.optimizer)
     return cfg
+
+
+def _default_lr(opt: OptimizerConfig) -> None:
+    """A config that names no lr gets the rule's default lr (its registry entry's), written
+    into the resolved config so config.toml says what the run used."""
+    from thalweg.optim import registry
+
+    info = registry.get(opt.name)
+    extra = opt.model_extra
+    if extra is not None and "lr" not in extra and info.default_lr is not None:
+        extra["lr"] = info.default_lr
+
+
+def lr_notice(opt: OptimizerConfig) -> str | None:
+    """One line when [optimizer] lr looks carried over from another rule (e.g. name = "muon"
+    with AdamW's 1e-3 or the default run's 0.005), pointing at `thalweg lr-find`."""
+    from thalweg.optim import registry
+
+    tuned = {DEFAULT_RUN["optimizer"]["lr"]: f"the default run's, tuned for {DEFAULT_RUN['optimizer']['name']}"}
+    note = registry.lr_notice(opt.name, opt.hyperparameters().get("lr"), tuned)
+    return None if note is None else f"[optimizer] {note}"
 
 
 def _validate_combinations(cfg: RunConfig) -> None:

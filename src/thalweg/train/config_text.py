@@ -16,7 +16,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-__all__ = ["ConfigError", "model_fields", "read_config", "read_config_file", "render", "toml_value"]
+__all__ = ["ConfigError", "model_fields", "optimizer_lines", "read_config", "read_config_file", "render", "toml_value"]
 
 _COMMENT_AT = 34  # column where the explanation starts
 
@@ -53,16 +53,13 @@ def read_config(path: str | Path | None, default: str,
     """The TOML at `path` (or the text `default` when `path` is None) as a dict, with dotted
     overrides applied ("train.epochs" -> data["train"]["epochs"]); what `thalweg train` and
     `thalweg meta` read before validating."""
+    from thalweg import overrides as ov
+
     data = tomllib.loads(default) if path is None else read_config_file(path)
-    for key, value in (overrides or {}).items():
-        *parents, leaf = key.split(".")
-        node = data
-        for i, part in enumerate(parents):
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                where = ".".join(parents[:i])
-                raise ConfigError(where, part, node, f"is not a table, so {key} cannot be set")
-        node[leaf] = value
+    try:
+        ov.apply(data, overrides or {})
+    except ov.OverrideError as e:
+        raise ConfigError(e.section, e.field, e.value, str(e)) from None
     return data
 
 
@@ -159,3 +156,18 @@ def model_fields(model: type[BaseModel], _path: str = "") -> list[str]:
         sub = _section_model(field.annotation)
         out += model_fields(sub, path) if sub is not None else [path]
     return out
+
+
+def optimizer_lines(section: str, values: dict[str, Any]) -> list[str]:
+    """The optimizer's other hyperparameters with their defaults, as comments (from the registry)."""
+    if section != "optimizer":
+        return []
+    from thalweg.optim import registry
+
+    try:
+        info = registry.get(str(values.get("name", "adamw")))
+    except ValueError:
+        return []
+    rest = [h for h in info.hyperparameters if h.name not in values]
+    return [f"# {h.name} = {toml_value(list(h.default) if isinstance(h.default, tuple) else h.default)}"
+            for h in rest if h.default is not None]

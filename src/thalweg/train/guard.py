@@ -58,7 +58,12 @@ def first_nonfinite_grad(names: list[str], params: list[torch.Tensor]) -> str:
 
 
 def advice(cfg: RunConfig) -> str:
-    """What to change after a blow-up, without suggesting what is already set."""
+    """What to change after a blow-up, without suggesting what is already set — and not the
+    learning rate when `eps = 0` is the cause (an adaptive rule divides 0 by 0 where a
+    gradient is zero, at any learning rate)."""
+    if cfg.optimizer.hyperparameters().get("eps") == 0:
+        return ("set [optimizer] eps above 0 (e.g. 1e-8): with eps = 0 the update divides by zero wherever a "
+                "gradient is zero, whatever the learning rate")
     clip = cfg.regularization.clip_norm
     if clip is None:
         return "lower [optimizer] lr or set [regularization] clip_norm"

@@ -20,15 +20,16 @@ from typing import Any
 import torch
 
 from thalweg import regularize as R
+from thalweg.diagnose.curves import surviving
 from thalweg.integrations import board
 from thalweg.train import distributed, session, validation
 from thalweg.train.config import RunConfig
-from thalweg.train.guard import Action, NonFiniteError, first_nonfinite_grad, on_nonfinite
+from thalweg.train.guard import Action, NonFiniteError, advice, first_nonfinite_grad, on_nonfinite
 from thalweg.train.progress import ProgressView
 from thalweg.train.run import Run
 from thalweg.train.rundir.checkpoint import kill_point
 from thalweg.train.rundir.resume import config_fields
-from thalweg.train.rundir.runs import RunPaths
+from thalweg.train.rundir.runs import RunPaths, read_metrics
 
 __all__ = ["NonFiniteError", "Trainer"]
 
@@ -76,6 +77,12 @@ class Trainer(Run):
                 validation.record(self, evaluate=True)
             self.save()
             self.sync_writes()
+            if self.model_broken:  # the last step reached, the model it left broken
+                msg = (f"the run reached step {s.step} with a non-finite model (validation loss inf/NaN; "
+                       f"{s.skipped} step(s) skipped, {s.rollbacks} rollback(s)); best.pt holds the best finite "
+                       f"model{f' (step {s.best_step})' if s.best_step >= 0 else ''}; {advice(self.cfg)}")
+                self.log.write({"event": "stopped", "step": s.step, "reason": msg})
+                raise NonFiniteError(msg, what="validation loss", step=s.step)
         finally:
             self.view.stop()
 
@@ -194,16 +201,32 @@ class Trainer(Run):
             self._rollback(what)
         return d.action
 
+    def _healthy(self, state: dict[str, Any]) -> str | None:
+        """Why a checkpoint is no place to roll back to (None: it is one): its weights are not
+        finite, or the validation of that model (the last one logged at or before its step, in
+        the surviving history) had gone inf/NaN — rolling back there would only skip steps."""
+        bad = [k for k, v in state["model"].items() if torch.is_floating_point(v) and not bool(torch.isfinite(v).all())]
+        if bad:
+            return f"non-finite weights in {bad[0]}"
+        step = int(state["trainer"]["step"])
+        vals = [r["val_loss"] for r in surviving(read_metrics(self.paths.metrics)) if "val_loss" in r and r["step"] <= step]
+        finite = [isinstance(v, int | float) and math.isfinite(v) for v in vals]
+        if vals and not finite[-1] and any(finite):  # it had been finite: the model broke (not the data)
+            return f"its validation loss was {vals[-1]}"
+        return None
+
     def _rollback(self, what: str) -> None:
         """Back to the newest good checkpoint with lr × rollback_lr_factor; the guard's counts
         and the best model so far survive it (best.pt is never replaced by a worse model)."""
         t, s = self.cfg.train, self.state
         keep = (s.rollbacks, s.lr_scale, s.skipped, s.best_value, s.best_step)
         self.sync_writes()
-        latest = self.ckpts.load_latest(self.ctx.device)
+        latest = self.ckpts.load_latest(self.ctx.device, accept=self._healthy)
         if latest is None:
-            raise NonFiniteError(f"non-finite {what} at step {s.step} and no checkpoint to "
-                                 "roll back to", what=what, step=s.step)
+            passed = "; ".join(f"{p.name}: {why}" for p, why in self.ckpts.passed_over[-3:])
+            raise NonFiniteError(f"non-finite {what} at step {s.step} and no checkpoint with a finite model to "
+                                 f"roll back to{f' ({passed})' if passed else ''}; {advice(self.cfg)}",
+                                 what=what, step=s.step)
         self.load_state_dict(latest[1])
         s = self.state
         s.rollbacks, s.lr_scale, s.skipped = keep[0] + 1, keep[1] * t.rollback_lr_factor, keep[2]

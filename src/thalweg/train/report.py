@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import html
 import json
 from pathlib import Path
 from typing import Any
@@ -35,10 +34,12 @@ def lr_used(records: list[dict[str, Any]], schedule: Any, steps: int, spe: float
 def plot_curves(records: list[dict[str, Any]], out_dir: Path, title: str = "",
                 best_epoch: float | None = None,
                 schedule: tuple[list[float], list[float]] | None = None,
-                chance: float | None = None, x: str = "epoch") -> list[Path]:
+                chance: float | None = None, x: str = "epoch",
+                step_losses: tuple[list[float], list[float]] | None = None) -> list[Path]:
     """Write losses.png, accuracy.png (classification), lr.png and grad_norm.png against `x`
     ("epoch" or "step"); mark the point whose weights are in best.pt, the chance-level loss,
-    and draw the lr each step used (`schedule`: see `lr_used`) on a log axis if given."""
+    and draw the lr each step used (`schedule`: see `lr_used`) on a log axis if given;
+    `step_losses` (x, loss of each step) is drawn faintly under the window means."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -55,6 +56,8 @@ def plot_curves(records: list[dict[str, Any]], out_dir: Path, title: str = "",
         if not any(_series(records, k, x)[0] for k, _, _ in panels):
             return
         fig, ax = plt.subplots(figsize=(7.2, 4.0), dpi=120)
+        if name == "losses" and step_losses is not None and len(step_losses[0]) > 1:
+            ax.plot(*step_losses, color="C0", alpha=0.3, lw=0.8, label="train, every step")
         if curve is not None:
             ax.plot(*curve, color="0.45", lw=1.3, label="lr used at every step (schedule × rollback factor)")
         for key, label, marker in panels:
@@ -134,9 +137,7 @@ def plot_curvature(records: list[dict[str, Any]], path: Path, *, momentum: float
 
 
 def _fmt(v: Any) -> str:
-    if isinstance(v, float):
-        return f"{v:.4g}"
-    return html.escape(str(v))
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
 def quick_findings(paths: RunPaths, cfg: RunConfig, summary: dict[str, Any], splits: Any = None,
@@ -195,39 +196,58 @@ def write_report(paths: RunPaths, cfg: RunConfig, summary: dict[str, Any], *, fi
         return None
     from thalweg.diagnose import to_html
 
-    doctor = to_html(findings, figures=figs, base=paths.root,
-                     note="From the learning curves, the data and the config; `thalweg doctor` on this run adds "
-                          "gradients, activations, weights and curvature.")
+    doctor = to_html(findings, figures=figs, base=paths.root, note=QUICK_NOTE)
     doc = render_page(f"thalweg run {cfg.name}", doctor=doctor, summary=summary, figures=pngs,
                       records=records, config=dump_config(cfg))
-    paths.report.write_text(doc, encoding="utf-8")
+    paths.report.write_text(_keep_sections(paths.report, doc), encoding="utf-8")
     return paths.report
+
+
+#: the note of the trainer's own findings section (the quick diagnosis from curves, data, config)
+QUICK_NOTE = ("From the learning curves, the data and the config; `thalweg doctor` on this run adds "
+              "gradients, activations, weights and curvature.")
+
+
+def _keep_sections(report: Path, doc: str) -> str:
+    """`doc` with the sections other commands wrote into the earlier report.html put back, so a
+    resumed (or re-reported) run loses nothing: `thalweg doctor`'s diagnosis in place of the
+    trainer's quick findings, `thalweg inspect`'s curvature after it, and any other."""
+    from thalweg.diagnose.html import markers, read_sections
+    from thalweg.page import escape
+
+    try:
+        old = read_sections(report.read_text(encoding="utf-8")) if report.is_file() else {}
+    except (OSError, UnicodeDecodeError):
+        return doc
+    new = read_sections(doc)
+    prev = "doctor"
+    for name, section in old.items():
+        if name in new:
+            if str(escape(QUICK_NOTE)) not in section:  # not the trainer's own: the user's command wrote it
+                doc = doc.replace(new[name], section)
+        else:
+            end = markers(prev)[1]
+            i = doc.find(end)
+            i = i + len(end) if i >= 0 else doc.index("<h2>Final numbers</h2>")
+            doc = doc[:i] + "\n" + section + doc[i:]
+        prev = name
+    return doc
 
 
 def render_page(title: str, *, doctor: str, summary: dict[str, Any], figures: list[Path],
                 records: list[dict[str, Any]], config: str) -> str:
-    """report.html: the doctor's findings first, the final numbers, the figures at full width
-    (`figures/<name>.png` next to the page), the non-finite events and the config."""
-    import html as _html
+    """report.html: the doctor's findings first (`doctor`: the section `to_html` wrote), the
+    final numbers, the figures at full width (`figures/<name>.png` next to the page), the
+    non-finite events and the config — every value escaped (`thalweg.page`)."""
+    from thalweg.page import Markup, document, figure, html, join, table
 
-    rows = "".join(f"<tr><th>{_html.escape(k)}</th><td>{_fmt(v)}</td></tr>"
-                   for k, v in summary.items() if k != "event")
+    rows = [(k, _fmt(v)) for k, v in summary.items() if k != "event"]
     events = [r for r in records if r.get("event") in ("nonfinite", "rollback", "stopped")]
-    ev_html = "".join(f"<li>{_html.escape(json.dumps(e))}</li>" for e in events[:50])
-    imgs = "".join(f'<figure><img src="figures/{p.name}" alt="{p.stem}"><figcaption>{p.stem}'
-                   "</figcaption></figure>" for p in figures)
-    return f"""<!doctype html>
-<html><head><meta charset="utf-8"><title>{_html.escape(title)}</title>
-<style>body{{font-family:sans-serif;max-width:1180px;margin:2em auto;padding:0 1em;color:#222}}
-table{{border-collapse:collapse}}th,td{{border-bottom:1px solid #ddd;padding:4px 10px;text-align:left}}
-figure{{display:inline-block;margin:6px;vertical-align:top;max-width:100%}}
-img{{max-width:100%;height:auto}}pre{{background:#f6f6f6;padding:1em;overflow-x:auto}}</style>
-</head><body>
-<h1>{_html.escape(title)}</h1>
-{doctor}
-<h2>Final numbers</h2><table>{rows}</table>
-<h2>Curves</h2>{imgs or "<p>(figures disabled)</p>"}
-<h2>Non-finite events</h2>{f"<ul>{ev_html}</ul>" if events else "<p>none</p>"}
-<h2>Resolved config</h2><pre>{_html.escape(config)}</pre>
-</body></html>
-"""
+    ev_html = join(html("<li>{}</li>", json.dumps(e)) for e in events[:50])
+    imgs = join(figure(f"figures/{p.name}", p.stem, p.stem) for p in figures)
+    return document(title, [
+        Markup(doctor),  # written by the doctor's to_html, which escapes what it shows
+        html("<h2>Final numbers</h2>{}", table((), rows, row_heads=True)),
+        html("<h2>Curves</h2>{}", imgs or Markup("<p>(figures disabled)</p>")),
+        html("<h2>Non-finite events</h2>{}", html("<ul>{}</ul>", ev_html) if events else Markup("<p>none</p>")),
+        html("<h2>Resolved config</h2><pre>{}</pre>", config)])

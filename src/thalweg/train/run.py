@@ -83,6 +83,7 @@ class Run:
         torch.manual_seed(t.seed + 1 + self.ctx.rank)  # dropout masks differ per rank
         self.state = TrainState()
         self.best_ok = False  # best.pt on disk is known good (so it may become best.prev.pt)
+        self.model_broken = False  # the last validation found inf/NaN weights, or a loss gone inf/NaN
         self._zero_window()
         self._start = time.perf_counter()
 

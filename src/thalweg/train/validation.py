@@ -48,8 +48,11 @@ def eval_and_keep_best(tr: Run, rec: dict[str, Any]) -> None:
     s.last_eval_step = s.step
     value = rec[tr.best_metric]
     # a model whose val loss or weights are not finite is never best, whatever its accuracy
-    finite = math.isfinite(value) and math.isfinite(res["loss"]) and \
-        all(bool(torch.isfinite(p).all()) for p in tr.params)
+    weights_ok = all(bool(torch.isfinite(p).all()) for p in tr.params)
+    finite = math.isfinite(value) and math.isfinite(res["loss"]) and weights_ok
+    # a broken model (not data that overflows the loss from the start): its weights, or a
+    # validation loss that was finite before (a best model exists) and no longer is
+    tr.model_broken = not weights_ok or (not math.isfinite(res["loss"]) and s.best_value is not None)
     if finite and tr.better(value, s.best_value):
         s.best_value, s.best_step = value, s.step
         if tr.main:

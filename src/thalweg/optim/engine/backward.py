@@ -45,7 +45,24 @@ from .memory import DEFAULT_BUCKET
 if TYPE_CHECKING:
     from .segment import Segment
 
-__all__ = ["BackwardStepper", "step_in_backward"]
+__all__ = ["BackwardStepper", "refuse_distributed", "step_in_backward"]
+
+
+def refuse_distributed(opt: Any) -> None:
+    """Step-in-backward under DDP (or any data parallelism over plain tensors) would update
+    each rank from its own local gradient, before the all-reduce: ranks would train apart."""
+    from torch import distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+        return
+    from torch.distributed.tensor import DTensor
+
+    if all(isinstance(p, DTensor) for seg in opt._segments for p in seg.params):
+        return
+    raise RuntimeError(
+        f"in_backward=True: {type(opt).__name__} would update each of the {dist.get_world_size()} ranks from "
+        "its own gradient before DistributedDataParallel averages them, so the ranks would train apart; "
+        "use in_backward=False (the ordinary step) under torch.distributed")
 
 
 def step_in_backward(model: torch.nn.Module | Any, opt: FlatCore, bucket_numel: int | None = None) -> FlatCore:
@@ -115,6 +132,7 @@ class BackwardStepper:
         for seg in self.opt._segments:
             seg.flat_g = seg.flat_g.new_empty(0)
             seg.g_views = [None] * len(seg.params)  # type: ignore[list-item]
+            seg.grad_views = False  # the buckets own the gradients now
             stop = len(seg.params)
             while stop > 0:  # backward meets the last parameters first
                 first, size = stop - 1, seg.numels[stop - 1]
@@ -139,6 +157,7 @@ class BackwardStepper:
 
     def _arrive(self, bucket: _Bucket, i: int, p: Tensor) -> None:
         if not self.queued:  # the first gradient of this backward: the step begins
+            refuse_distributed(self.opt)
             self.opt._begin_step()
             torch.autograd.Variable._execution_engine.queue_callback(self.flush)
             self.queued = True
@@ -175,7 +194,8 @@ class BackwardStepper:
     def _view(bucket: _Bucket, j: int) -> Tensor:
         seg, a = bucket.seg, bucket.seg.offsets[j] - bucket.start
         assert bucket.buf is not None
-        return bucket.buf[a : a + seg.numels[j]].view_as(seg.params[j])
+        v = bucket.buf[a : a + seg.numels[j]].view(seg.shapes[j])
+        return torch.view_as_complex(v) if seg.complex[j] else v
 
     def flush(self) -> None:
         """End of backward: update what incomplete buckets received (the rest is skipped) and
@@ -187,6 +207,12 @@ class BackwardStepper:
                     self._update(bucket)
                 elif bucket.buf is not None and bucket is not self.buckets[0]:
                     self._release(bucket)
+            loose = [(gi, p) for gi, p in self.opt._loose if p.grad is not None]  # unfrozen since construction
+            if loose:
+                plan.run([plan.plan_loose(self.opt, gi, p) for gi, p in loose], self.opt._reduced,
+                         kernel.EAGER_CHUNK)
+                for _, p in loose:
+                    p.grad = None
             if self.buckets:
                 self._prepare(self.buckets[0])
             self.opt._end_step()
@@ -202,17 +228,17 @@ class BackwardStepper:
         chain = opt._ensure_chain(seg)
         group = opt.param_groups[seg.group_index]
         idx = sorted(bucket.arrived)
-        steps = {seg.steps[i] for i in idx}
         assert bucket.buf is not None
-        if len(idx) == bucket.stop - bucket.first and len(steps) == 1:
-            runs = [(idx, seg.steps[idx[0]])]
-        else:  # some parameters got no gradient, or step counts differ: one at a time
-            runs = [([i], seg.steps[i]) for i in idx]
-        for run, s in runs:
-            a = seg.offsets[run[0]]
-            b = seg.offsets[run[-1]] + seg.numels[run[-1]]
+        # the parameters that got a gradient, in ranges of neighbours with equal step counts
+        active = [i in bucket.arrived for i in range(bucket.first, bucket.stop)]
+        outside = seg.pull(range(bucket.first, bucket.stop))
+        for r0, r1 in plan.runs(active, seg.steps[bucket.first : bucket.stop]):
+            i0, i1 = bucket.first + r0, bucket.first + r1
+            a = seg.offsets[i0]
+            b = seg.offsets[i1 - 1] + seg.numels[i1 - 1]
             g = bucket.buf[a - bucket.start : b - bucket.start]
-            unit = plan.range_unit(opt, seg, chain, group, s + 1, run[0], run[-1] + 1, g, kernel.EAGER_CHUNK)
+            unit = plan.range_unit(opt, seg, chain, group, seg.steps[i0] + 1, i0, i1, g, kernel.EAGER_CHUNK)
             plan.run([(chain, [unit], lambda: None)], opt._reduced, kernel.EAGER_CHUNK)
+        seg.push(outside)
         plan.count_steps(opt, seg, chain, idx)
         self._release(bucket)

@@ -3,12 +3,15 @@ flat buffer per (param group, device, dtype) and runs a transform chain over it.
 
 Why: an update rule over 60 tensors costs 60 kernel launches (or a foreach list walk); over
 one flat buffer it is one pass, and `torch.compile` fuses the whole chain into one kernel.
-`p.data` and `p.grad` become views of the flat buffers, so autograd accumulates straight into
-them and `state_dict()` hands out torch's exact per-parameter layout (as views).
+`p.data` is a view of the flat buffer, and `p.grad` one exactly while torch would hold a
+gradient (None until a backward reaches the parameter, or after `zero_grad()`), so autograd
+accumulates straight into the flat gradient and `state_dict()` hands out torch's exact
+per-parameter layout (as views).
 
-Correct first: a gradient the user replaced (or set to None), a parameter rebound with
+Correct first, torch's semantics exactly: a parameter without a gradient takes no part in a
+step (no update, no decay, no state); a gradient the user replaced, a parameter rebound with
 `p.data = ...`, params with different step counts: all are noticed at `step()` and handled
-(the odd cases on a slower per-parameter path that runs the same math).
+(the parameters that step run as few contiguous ranges of the flat buffers as they allow).
 
 Fewer bytes (docs/memory.md): every flat optimizer takes `state_dtype` ("fp32", "bf16" with
 stochastic rounding, "int8" block-wise codes), `param_rounding="stochastic"` and
@@ -35,7 +38,7 @@ from .backward import BackwardStepper
 from .kernel import autocast_off, fresh_function, run_pass
 from .lowprec import Layout
 from .memory import MEMORY_OPTIONS, accepts_memory_options, memory_options
-from .segment import Segment
+from .segment import Segment, clear_grad, real_dtype
 from .statedict import apply_loaded, check_loadable
 
 __all__ = ["AUTO_COMPILE_MIN_NUMEL", "FlatOptimizer", "Rule"]
@@ -97,15 +100,18 @@ class FlatOptimizer(torch.optim.Optimizer):
     `in_backward` (update during backward, `bucket_numel` elements at a time). The first
     four may also be set per param group.
 
-    Differences from torch.optim, by design: `p.grad` is a zero view from construction on and
-    `zero_grad()` zeroes in place (torch's `set_to_none=False`); create the optimizer after
-    moving the model to its device.
+    As in torch.optim, a parameter steps exactly when its `p.grad` is not None (`zero_grad()`
+    sets it to None; `zero_grad(set_to_none=False)` keeps a zero gradient, which steps).
+    Difference by design: create the optimizer after moving the model to its device.
     """
 
     #: hyperparameter schema of the param groups (the named optimizers set theirs)
     schema: tuple[Hyperparameter, ...] = ()
     #: keyword arguments every flat optimizer accepts besides its hyperparameters
     memory_options = MEMORY_OPTIONS
+    #: False: no flat buffers; a subclass steps the param groups another way (a torch twin's
+    #: `differentiable=True` runs torch's own implementation, rules/torch_twin.py)
+    _flat: bool = True
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -135,8 +141,9 @@ class FlatOptimizer(torch.optim.Optimizer):
         defaults = dict(defaults or {"lr": 1.0})
         defaults.update({k: v for k, v in opts.items() if k in storage.MEMORY_KEYS})
         super().__init__(params, defaults)
-        self._build_segments(range(len(self.param_groups)))
-        self._built = True
+        if self._flat:
+            self._build_segments(range(len(self.param_groups)))
+            self._built = True
         self._bucket_numel = opts.get("bucket_numel")
         if opts.get("in_backward"):
             self._backward = BackwardStepper(self, opts.get("bucket_numel"))
@@ -155,20 +162,43 @@ class FlatOptimizer(torch.optim.Optimizer):
         for gi in group_indices:
             _refuse_rounded_weights(self.param_groups[gi], self.rule.build(self.param_groups[gi]), gi)
             buckets: dict[tuple[torch.device, torch.dtype], list[Tensor]] = {}
-            for p in self.param_groups[gi]["params"]:
-                if p.is_complex():
-                    raise ValueError("thalweg optimizers do not support complex parameters yet")
+            group = self.param_groups[gi]
+            for p in group["params"]:
+                if p.is_complex() and group.get("state_dtype") in ("bf16", "int8"):
+                    raise ValueError(f"param group {gi}: state_dtype={group['state_dtype']!r} is not supported for "
+                                     "complex parameters; use state_dtype=None or 'fp32'")
                 if not p.requires_grad:
                     self._loose.append((gi, p))
                     continue
-                buckets.setdefault((p.device, p.dtype), []).append(p)
+                buckets.setdefault((p.device, real_dtype(p.dtype)), []).append(p)
             for plist in buckets.values():
-                seg = Segment(gi, plist)
-                self._segments.append(seg)
-                if self.rule.eager_state:
-                    self._ensure_chain(seg)
-                    for i in range(len(plist)):
-                        self._start(seg, i)
+                self._segments.append(self._new_segment(gi, plist))
+
+    def _new_segment(self, gi: int, plist: list[Tensor]) -> Segment:
+        # complex parameters (real views (…, 2)) first: each starts at an even offset
+        seg = Segment(gi, sorted(plist, key=lambda p: not p.is_complex()))
+        if self.rule.eager_state:
+            self._ensure_chain(seg)
+            for i in range(len(plist)):
+                self._start(seg, i)
+        return seg
+
+    def _repack_moved(self) -> None:
+        """A segment whose parameters moved to another device or dtype before its first step
+        (a model built on the meta device, then `to_empty`) is packed anew where they are now;
+        after a step, `Segment.pull` refuses the move with a clear error."""
+        if self._backward is not None:
+            return
+        for k, seg in enumerate(list(self._segments)):
+            if any(s for s in seg.steps) or all(
+                    p.device == seg.device and real_dtype(p.dtype) == seg.dtype for p in seg.params):
+                continue
+            buckets: dict[tuple[torch.device, torch.dtype], list[Tensor]] = {}
+            for p in seg.params:
+                buckets.setdefault((p.device, real_dtype(p.dtype)), []).append(p)
+            for p in seg.params:
+                self.state.pop(p, None)
+            self._segments[k:k + 1] = [self._new_segment(seg.group_index, plist) for plist in buckets.values()]
 
     def _ensure_chain(self, seg: Segment) -> Chain:
         group = self.param_groups[seg.group_index]
@@ -202,7 +232,7 @@ class FlatOptimizer(torch.optim.Optimizer):
     def _expose(self, seg: Segment, i: int, chain: Chain, layout: Layout) -> None:
         """Per-parameter state dict entries as views of the flat buffers (torch's layout)."""
         st: dict[str, Any] = {}
-        if chain.counts_steps:
+        if storage.keeps_step(chain, layout):
             st["step"] = seg.step_t[i]
         st.update(storage.param_entries(seg, chain, layout, i))
         if st:
@@ -273,12 +303,34 @@ class FlatOptimizer(torch.optim.Optimizer):
     def _update(self) -> None:
         """Plan every kernel call (:mod:`.plan`), run the chain's passes over all of them,
         then count the step; the step hooks before and after."""
+        self._repack_moved()
         self._begin_step()
         actives = [seg.sync() for seg in self._segments]
+        for seg, act in zip(self._segments, actives, strict=True):
+            for i, g in seg.sparse.items():
+                self._sparse_step(seg, i, g)
+                act[i] = False
         plans = [plan.plan_segment(self, seg, act, kernel.EAGER_CHUNK) for seg, act in zip(self._segments, actives, strict=True)]
         plans += [plan.plan_loose(self, gi, p) for gi, p in self._loose if p.grad is not None]
         plan.run(plans, self._reduced, kernel.EAGER_CHUNK)
+        for seg in self._segments:
+            seg.push()
         self._end_step()
+
+    def _sparse_step(self, seg: Segment, i: int, g: Tensor) -> None:
+        """Parameter i's step from a sparse gradient, by its rule's sparse path (torch's)."""
+        sparse = getattr(self.rule, "sparse_step", None)
+        if sparse is None:
+            raise RuntimeError(f"{type(self).__name__} does not support sparse gradients; use dense gradients "
+                               "(e.g. nn.Embedding(sparse=False)), or SGD / Adagrad")
+        chain = self._ensure_chain(seg)
+        assert seg.layout is not None
+        if not seg.layout.plain:
+            raise RuntimeError(f"{type(self).__name__}: sparse gradients need state_dtype None or 'fp32' "
+                               "(bf16/int8 state has no sparse path); use dense gradients")
+        states = {k: seg._view(seg.state[k], i) for k in chain.state_keys}
+        sparse(self.param_groups[seg.group_index], seg.p_views[i], g, states, seg.steps[i] + 1)
+        plan.count_steps(self, seg, chain, [i])
 
     # hooks for rules with host state of their own (see docs/CONTRACTS.md): once per step()
     # (with `in_backward`: once per backward, around its buckets' updates)
@@ -291,28 +343,15 @@ class FlatOptimizer(torch.optim.Optimizer):
     def _end_step(self) -> None:
         """After every update of the step."""
 
-    def zero_grad(self, set_to_none: bool | None = None) -> None:
-        """Zero the flat gradient buffers in place (keeps the fast path).
-
-        `set_to_none=True` (torch's meaning, explicit only) sets `p.grad = None`; parameters
-        still without a gradient at `step()` are then skipped, as in torch. With `in_backward`
-        the gradients are freed by the updates already; this does nothing.
-        """
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        """torch's `zero_grad`: every `p.grad` None (the default), or zeroed where present with
+        `set_to_none=False`; the flat gradient buffers are zeroed in one memset each, so the
+        next backward accumulates into them in place. With `in_backward` the updates freed
+        the gradients already; this does nothing."""
         for seg in self._segments if self._backward is None else ():
-            if set_to_none:
-                for p in seg.params:
-                    p.grad = None
-            else:
-                seg.flat_g.zero_()
-                for p, gv in zip(seg.params, seg.g_views, strict=True):
-                    if p.grad is not gv:
-                        p.grad = gv
+            seg.zero_grad(set_to_none)
         for _, p in self._loose:
-            if p.grad is not None:
-                if set_to_none:
-                    p.grad = None
-                else:
-                    p.grad.zero_()
+            clear_grad(p, set_to_none)
 
     # ------------------------------------------------------------------ state dicts
     def state_dict(self) -> dict[str, Any]:
@@ -353,6 +392,13 @@ class FlatOptimizer(torch.optim.Optimizer):
                 g.setdefault(k, v)
 
     # ------------------------------------------------------------------ introspection
+    def grad_views(self, params: Iterable[Tensor]) -> list[Tensor]:
+        """The views of the flat gradient buffers that `params` take as `p.grad` (for rules
+        that write their own gradients, e.g. Shampoo's inner optimizer over probes)."""
+        where = {id(p): (seg, i) for seg in self._segments for i, p in enumerate(seg.params)}
+        return [where[id(p)][0].g_views[where[id(p)][1]] for p in params]
+
+
     @property
     def num_segments(self) -> int:
         """How many flat buffers (one per group × device × dtype) this optimizer runs over."""

@@ -143,6 +143,13 @@ class Layout:
     def quantized(self) -> bool:
         return "int8" in self.states
 
+    @property
+    def stochastic(self) -> bool:
+        """Some write rounds stochastically: its bits depend on the step count, so the state
+        dict keeps a `step` even for a rule whose torch twin has none (SGD), and a resumed
+        optimizer draws the bits an uninterrupted one would."""
+        return "bf16" in self.states or self.param_sr
+
     def n_tensors(self, k: int) -> int:
         """How many kernel arguments state key `k` takes (int8: codes and scales)."""
         return 2 if self.states[k] == "int8" else 1

@@ -59,6 +59,11 @@ def memory_options(given: Mapping[str, Any], where: str = "") -> dict[str, Any]:
     return {k: v for k, v in merged.items() if v != _DEFAULTS[k]}
 
 
+def pending_memory_options() -> dict[str, Any]:
+    """The memory options a subclass's constructor was given (those not at their default)."""
+    return memory_options({})
+
+
 def accepts_memory_options(cls: type) -> None:
     """Let `cls.__init__` take the memory options even if its signature does not name them."""
     init = cls.__dict__.get("__init__")

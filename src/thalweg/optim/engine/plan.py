@@ -1,6 +1,6 @@
 """One `step()` of the flat core as kernel calls: each segment planned as one unit (the fast
-path) or one unit per parameter (some without a gradient, or step counts that differ: the
-same math on views), loose parameters, then the chain's passes run over every unit with the
+path) or one unit per range of neighbouring parameters that step together (some without a
+gradient, or step counts that differ: the same math on ranges), loose parameters, then the chain's passes run over every unit with the
 global norm or a reducing transform's values (`Transform.reduces`) taken between passes.
 
 A step-in-backward bucket is one more unit (:func:`range_unit`), and :func:`apply_chain`
@@ -30,7 +30,7 @@ from .reduction import reduce_pass
 if TYPE_CHECKING:
     from .segment import Segment
 
-__all__ = ["Plan", "apply_chain", "count_steps", "plan_loose", "plan_segment", "range_unit", "run"]
+__all__ = ["Plan", "apply_chain", "count_steps", "plan_loose", "plan_segment", "range_unit", "run", "runs"]
 
 Plan = tuple[Chain, list[Unit], Callable[[], None]]
 
@@ -67,13 +67,6 @@ def _scratch(seg: Segment, chain: Chain) -> Tensor | None:
     return seg.scratch
 
 
-def _scalars(seg: Segment, vals: list[float]) -> Any:
-    """A compiled segment's scalars as a tensor (new values never recompile), else the list."""
-    if not seg.compiled:
-        return vals
-    return torch.tensor(vals or [0.0], dtype=compute_dtype(seg.dtype), device=seg.device)
-
-
 def _sums(seg: Segment, chain: Chain, first: int, chunk: int) -> Any:
     """A low-precision unit's reduction (`Unit.stats`), None where nothing reduces."""
     return functools.partial(stored.sums, seg, first, chunk) if chain.reduces else None
@@ -99,47 +92,53 @@ def plan_segment(opt: FlatCore, seg: Segment, active: list[bool], chunk: int) ->
         else:
             hp = vals
         states = storage.kernel_state(seg, chain, layout)
-        unit = Unit(fn, seg.flat_p, seg.flat_g, states, hp, scratch, tuple(p.shape for p in seg.params), group, t,
+        unit = Unit(fn, seg.flat_p, seg.flat_g, states, hp, scratch, tuple(seg.shapes), group, t,
                     None if layout.plain else _sums(seg, chain, 0, chunk))
 
         def finish() -> None:
             seg.steps = [t] * len(seg.params)
-            if chain.counts_steps:
+            if storage.keeps_step(chain, layout):
                 seg.step_t.add_(1)
             for i in range(len(seg.params)):
                 if not seg.started[i]:
                     opt._start(seg, i)
 
         return chain, [unit], finish
-    # Odd case: some params without a gradient, or different step counts. Same math,
-    # one parameter at a time, on views of the flat buffers.
-    per_param = lambda p, g, st, hp, n, k, o: run_pass(chain, p, g, st, hp, n, k, o)  # noqa: E731
+    # Some params without a gradient, or different step counts: the same math over each
+    # maximal range of neighbours that step together (one unit each; few units, not one per
+    # parameter, when a few parameters are idle)
     units, taken = [], []
-    for i, a in enumerate(active):
-        if not a:
-            continue
-        t = seg.steps[i] + 1
-        vals = chain.scalars(group, t)
-        sv = None if scratch is None else seg._view(scratch, i)
-        shapes = (seg.params[i].shape,)
-        if layout.plain:
-            states = [seg._view(seg.state[k], i) for k in chain.state_keys]
-            units.append(Unit(per_param, seg.p_views[i], seg.g_views[i], states, vals, sv, shapes, group, t))
-        else:  # the segment's low-precision update, on this parameter's range only
-            units.append(Unit(_range_function(opt, seg, seg.offsets[i]), seg.p_views[i].view(-1),
-                              seg.g_views[i].view(-1), storage.kernel_state(seg, chain, layout),
-                              _scalars(seg, vals), None if sv is None else sv.view(-1), shapes, group, t,
-                              _sums(seg, chain, seg.offsets[i], chunk)))
-        taken.append(i)
-
+    for i0, i1 in runs(active, seg.steps):
+        a, b = seg.offsets[i0], seg.offsets[i1 - 1] + seg.numels[i1 - 1]
+        units.append(range_unit(opt, seg, chain, group, seg.steps[i0] + 1, i0, i1, seg.flat_g[a:b], chunk,
+                                None if scratch is None else scratch[a:b]))
+        taken.extend(range(i0, i1))
     return chain, units, lambda: count_steps(opt, seg, chain, taken)
+
+
+def runs(active: Sequence[bool], steps: Sequence[int]) -> list[tuple[int, int]]:
+    """Maximal ranges [i0, i1) of neighbouring parameters that have a gradient and equal
+    step counts (each is one kernel call over its range of the flat buffers)."""
+    out: list[tuple[int, int]] = []
+    i = 0
+    n = len(active)
+    while i < n:
+        if not active[i]:
+            i += 1
+            continue
+        j = i + 1
+        while j < n and active[j] and steps[j] == steps[i]:
+            j += 1
+        out.append((i, j))
+        i = j
+    return out
 
 
 def count_steps(opt: FlatCore, seg: Segment, chain: Chain, idx: Sequence[int]) -> None:
     """After a step of parameters `idx`: their step counters move on, their state is exposed."""
     for i in idx:
         seg.steps[i] += 1
-        if chain.counts_steps:
+        if storage.keeps_step(chain, seg.layout):
             seg.step_t[i] += 1
         if not seg.started[i]:
             opt._start(seg, i)
@@ -152,7 +151,7 @@ def _range_function(opt: FlatCore, seg: Segment, first: int) -> Callable[..., No
 
 
 def range_unit(opt: FlatCore, seg: Segment, chain: Chain, group: Any, t: int, i0: int, i1: int,
-               g: Tensor, chunk: int) -> Unit:
+               g: Tensor, chunk: int, scratch: Tensor | None = None) -> Unit:
     """Parameters i0 … i1−1 of `seg` (a step-in-backward bucket, or part of one) with
     gradient `g` over their range of the flat buffer, as one unit: the segment's
     low-precision update on that range, or the plain pass (compiled once for every range
@@ -160,14 +159,14 @@ def range_unit(opt: FlatCore, seg: Segment, chain: Chain, group: Any, t: int, i0
     layout = seg.layout
     assert layout is not None
     first, stop = seg.offsets[i0], seg.offsets[i1 - 1] + seg.numels[i1 - 1]
-    shapes = tuple(p.shape for p in seg.params[i0:i1])
+    shapes = tuple(seg.shapes[i0:i1])
     vals = chain.scalars(group, t)
     compiled = opt._want_compile(seg)
     hp: Any = vals
     if compiled:
         hp = torch.tensor(vals or [0.0], dtype=compute_dtype(seg.dtype), device=seg.device)
-    scratch = None if len(chain.passes) == 1 else torch.empty(stop - first, dtype=compute_dtype(seg.dtype),
-                                                               device=seg.device)
+    if scratch is None and len(chain.passes) > 1:
+        scratch = torch.empty(stop - first, dtype=compute_dtype(seg.dtype), device=seg.device)
     p = seg.flat_p[first:stop]
     if not layout.plain:
         return Unit(_range_function(opt, seg, first), p, g, storage.kernel_state(seg, chain, layout), hp, scratch,
@@ -196,10 +195,12 @@ def plan_loose(opt: FlatCore, gi: int, p: Tensor) -> Plan:
         st["_thalweg_steps"] = torch.tensor(int(float(st.get("step", 0))), dtype=torch.int64)
     t = int(st["_thalweg_steps"]) + 1
     loose = lambda p, g, s, hp, n, k, o: run_pass(chain, p, g, s, hp, n, k, o)  # noqa: E731
-    scratch = None if len(chain.passes) == 1 else torch.empty_like(p, dtype=compute_dtype(p.dtype))
     assert p.grad is not None
-    unit = Unit(loose, p.data, p.grad, [st[k] for k in chain.state_keys], chain.scalars(group, t), scratch,
-                (p.shape,), group, t)
+    real = torch.view_as_real if p.is_complex() else (lambda t: t)  # complex: its real view, as torch
+    x = real(p.data)
+    scratch = None if len(chain.passes) == 1 else torch.empty_like(x, dtype=compute_dtype(x.dtype))
+    unit = Unit(loose, x, real(p.grad), [real(st[k]) for k in chain.state_keys], chain.scalars(group, t), scratch,
+                (x.shape,), group, t)
 
     def finish() -> None:
         st["_thalweg_steps"] += 1

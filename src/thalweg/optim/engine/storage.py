@@ -21,8 +21,8 @@ from .kernel import LOW_PRECISION
 from .lowprec import DEFAULT_BLOCK, Layout, dequantize, quantize
 from .segment import Segment
 
-__all__ = ["MEMORY_KEYS", "init_state", "kernel_state", "layout_for", "nbytes", "param_cover",
-           "param_entries", "read_param", "write_params"]
+__all__ = ["MEMORY_KEYS", "clear_padding", "init_state", "keeps_step", "kernel_state", "layout_for", "nbytes",
+           "param_cover", "param_entries", "read_param", "write_params"]
 
 #: the param-group keys of the storage options (present only when not at their default)
 MEMORY_KEYS = ("state_dtype", "state_block_size", "param_rounding", "master_weights")
@@ -30,6 +30,12 @@ MEMORY_KEYS = ("state_dtype", "state_block_size", "param_rounding", "master_weig
 #: state buffers are created and converted in chunks of this many elements (a multiple of
 #: every block size), so no full-precision copy of a low-precision state is ever made
 INIT_CHUNK = 1 << 18
+
+
+def keeps_step(chain: Chain, layout: Layout | None) -> bool:
+    """Whether a parameter's state carries `step`: the rule counts steps (torch's), or the
+    storage rounds stochastically (see `Layout.stochastic`)."""
+    return chain.counts_steps or (layout is not None and layout.stochastic)
 
 
 def layout_for(group: Mapping[str, Any], seg: Segment, chain: Chain) -> Layout:
@@ -79,6 +85,21 @@ def init_state(seg: Segment, chain: Chain, layout: Layout, group: Mapping[str, A
                 seg.state[k][a:b].copy_(fresh[k])
 
 
+def clear_padding(seg: Segment, chain: Chain, layout: Layout) -> None:
+    """Set the int8 codes past the segment's last element (its last block's padding) to the
+    code of zero (a block with no negative value: its smallest value), so they never move
+    that block's scale. They are in no state dict: left to drift with each requantization,
+    a resumed optimizer (whose padding comes from its own start) would scale its last block
+    differently from an uninterrupted one and its steps would not be bitwise the same."""
+    n = seg.numel
+    if not layout.quantized or n % layout.block == 0:
+        return
+    for k, kind in zip(chain.state_keys, layout.states, strict=True):
+        if kind == "int8" and k in seg.state:
+            zero = torch.where(seg.scales[k][-1] < 0, -128, 0).to(torch.int8)
+            seg.state[k][n:] = zero
+
+
 def _store_range(seg: Segment, key: str, block: int, a: int, values: Tensor) -> None:
     """Quantize `values` into elements a … a+len of int8 state `key` (re-encoding the whole
     blocks it touches; a block's other values keep theirs)."""
@@ -86,6 +107,7 @@ def _store_range(seg: Segment, key: str, block: int, a: int, values: Tensor) -> 
     b0, b1 = a // block, -(-b // block)
     cover = dequantize(seg.state[key][b0 * block : b1 * block], seg.scales[key][b0:b1], block)
     cover[a - b0 * block : b - b0 * block] = values.reshape(-1)
+    cover[seg.numel - b0 * block :] = 0  # the padding past the last element holds nothing
     codes, scale = quantize(cover, block)
     seg.state[key][b0 * block : b1 * block] = codes
     seg.scales[key][b0:b1] = scale
@@ -164,6 +186,7 @@ def write_params(seg: Segment, layout: Layout, key: str, values: list[Tensor | N
             lo, hi = max(a, seg.offsets[i]), min(b, seg.offsets[i] + seg.numels[i])
             src = values[i].reshape(-1)[lo - seg.offsets[i] : hi - seg.offsets[i]]  # type: ignore[union-attr]
             cover[lo - a : hi - a] = src.to(cover)
+        cover[seg.numel - a :] = 0  # the padding past the last element holds nothing
         codes, scale = quantize(cover, block)
         seg.state[key][a:b1 * block] = codes
         seg.scales[key][a // block : b1] = scale

@@ -21,6 +21,7 @@ from .kernel import Unit, fresh_function, run_stored_pass, run_stored_stats
 from .lowprec import Layout
 from .memory import step_seed
 from .segment import Segment
+from .storage import clear_padding
 
 __all__ = ["runner", "state_slice", "sums"]
 
@@ -85,6 +86,8 @@ def runner(seg: Segment, seed: int, compiled: bool, compile_options: Mapping[str
         eager_hp = hp.tolist() if isinstance(hp, Tensor) else hp
         for a, b in ((0, lo), (hi, n)):
             if b > a:
+                if first + b == seg.numel:  # the last block: its padding starts from zero codes
+                    clear_padding(seg, chain, layout)
                 call(run_stored_pass, p, g, st, eager_hp, norm, part, out, first, a, b, s, False)
         for a in range(lo, hi, size):
             call(kernel, p, g, st, hp, norm, part, out, first, a, min(a + size, hi), s, compiled)

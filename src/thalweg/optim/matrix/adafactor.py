@@ -17,6 +17,7 @@ from torch import Tensor
 
 from thalweg.optim import registry
 from thalweg.optim.registry import Hyperparameter as H
+from thalweg.optim.rules.torch_twin import check_like_torch
 
 from .stacked import Stack, StackedOptimizer
 
@@ -62,9 +63,11 @@ class Adafactor(StackedOptimizer):
                  weight_decay: float = 0.0, *, foreach: bool | None = None, maximize: bool = False) -> None:
         defaults = dict(lr=lr, beta2_decay=beta2_decay, eps=eps, d=d, weight_decay=weight_decay,
                         foreach=foreach, maximize=maximize)
-        registry.check_values(defaults, self.schema)
-        _check_eps(eps)
-        super().__init__(params, defaults)
+        def check() -> None:
+            registry.check_values(defaults, self.schema)
+            _check_eps(eps)
+
+        super().__init__(check_like_torch(torch.optim.Adafactor, params, defaults, check), defaults)
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         registry.check_values(param_group, self.schema, "param group: ")

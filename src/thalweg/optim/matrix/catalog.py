@@ -34,6 +34,7 @@ INFOS = (
                     "rest (torch.optim.Muon's trajectories on 2-D parameters)",
         option_grid={"nesterov": _B, "adjust_lr_fn": (None, "match_rms_adamw"), "weight_decay": (0.0, 0.1)},
         options=("ns_coefficients", "compile"),
+        default_lr=0.02,  # Keller Jordan's Muon (the constructor keeps torch.optim.Muon's 1e-3)
         search_space=(S("lr", 1e-4, 1e-1, log=True), S("momentum", 1e-2, 0.2, log=True, one_minus=True),
                       S("adamw_lr_ratio", 1e-2, 1.0, log=True), _WD),
     ),

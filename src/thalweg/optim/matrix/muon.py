@@ -142,8 +142,7 @@ class Muon(StackedOptimizer):
 
     def _add_adamw_group(self, gi: int) -> None:
         group = self.param_groups[gi]
-        stacked = {id(p) for st in self._stacks if st.seg.group_index == gi for p in st.seg.params}
-        rest = [p for p in group["params"] if id(p) not in stacked]
+        rest = [p for p in group["params"] if not self._stacked(p, group)]  # frozen matrices stay Muon's
         if not rest:
             return
         spec = {"params": rest, **self._adamw_hparams(group)}
@@ -203,7 +202,7 @@ class Muon(StackedOptimizer):
             if p in self._adamw.state:
                 self.state[p] = self._adamw.state[p]
 
-    def zero_grad(self, set_to_none: bool | None = None) -> None:
+    def zero_grad(self, set_to_none: bool = True) -> None:
         super().zero_grad(set_to_none)
         if self._adamw is not None:
             self._adamw.zero_grad(set_to_none)

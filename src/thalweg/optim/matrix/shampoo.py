@@ -100,7 +100,9 @@ class _Kronecker(StackedOptimizer):
         inner = self._inner(group, probes)
         st.extra.update(inner=inner, probes=probes)
         st.extra["dir"] = [kr.stack_view(probes[j * st.k:(j + 1) * st.k]) for j in range(len(shapes))]
-        st.extra["gin"] = [kr.stack_view([p.grad for p in probes[j * st.k:(j + 1) * st.k]]) for j in range(len(shapes))]
+        views = inner.grad_views(probes)  # the probes' gradients, set before each inner step
+        st.extra["gviews"] = views
+        st.extra["gin"] = [kr.stack_view(views[j * st.k:(j + 1) * st.k]) for j in range(len(shapes))]
 
     def _init_piece(self, st: Stack, j: int, pc: kr.Piece) -> None:
         """Extra per-piece state (inverse roots, eigenbases)."""
@@ -158,15 +160,10 @@ class _Kronecker(StackedOptimizer):
         dirs = [d[sl] for d in st.extra["dir"]]
         for d in dirs:
             d.zero_()
-        if sl.start is None:
-            inner.step()
-        else:
-            idx = set(range(sl.start, sl.stop))
-            for n, p in enumerate(probes):
-                if n % st.k not in idx:
-                    p.grad = None
-            inner.step()
-            inner.zero_grad()
+        idx = range(st.k) if sl.start is None else range(sl.start, sl.stop)
+        for n, (p, view) in enumerate(zip(probes, st.extra["gviews"], strict=True)):
+            p.grad = view if n % st.k in idx else None  # only the probes of `sl` step
+        inner.step()
         return [d.neg() for d in dirs]
 
     def _sync_inner(self, inner: torch.optim.Optimizer, group: Mapping[str, Any]) -> None:

@@ -3,10 +3,13 @@ SOAP). Parameters of one group with equal (device, dtype, shape) are packed into
 that reads as a stack (k, *shape), so a rule's matrix work is one batched call over the
 stack (`torch.bmm`, `torch.linalg.eigh`) instead of one Python iteration per parameter.
 
-As in the flat core, `p.data` and `p.grad` are views of the stack (autograd accumulates into
-it), and `state_dict()` hands out torch.optim's per-parameter layout as views of the stacked
-state, so checkpoints load both ways. A parameter without a gradient, or with a different
-step count, runs the same math on its own slice of the stack.
+As in the flat core, `p.data` is a view of the stack and `p.grad` one while torch would hold a
+gradient (autograd accumulates into it), and `state_dict()` hands out torch.optim's
+per-parameter layout as views of the stacked state, so checkpoints load both ways. A
+parameter without a gradient takes no part in a step (torch's rule); one with a different
+step count runs the same math on its own slice of the stack. A parameter frozen
+(`requires_grad=False`) when the optimizer is made joins a stack of its own the first time it
+has a gradient, so unfreezing it trains it as torch would.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from thalweg.optim.engine.segment import Segment
+from thalweg.optim.engine.segment import Segment, clear_grad
 
 __all__ = ["Stack", "StackedOptimizer", "resolve_params"]
 
@@ -74,6 +77,7 @@ class StackedOptimizer(torch.optim.Optimizer):
 
     def __init__(self, params: Any, defaults: dict[str, Any]) -> None:
         self._stacks: list[Stack] = []
+        self._loose: list[tuple[int, Tensor]] = []  # frozen when built: stacked once they have a gradient
         self._built = False
         super().__init__(params, defaults)
         for gi in range(len(self.param_groups)):
@@ -94,12 +98,32 @@ class StackedOptimizer(torch.optim.Optimizer):
         group = self.param_groups[gi]
         buckets: dict[tuple[Any, ...], list[Tensor]] = {}
         for p in group["params"]:
-            if p.is_complex():
-                raise ValueError(f"{type(self).__name__} does not support complex parameters")
-            if p.requires_grad and self._stacked(p, group):
+            if not self._stacked(p, group):
+                continue
+            if p.requires_grad and not p.is_complex():  # complex: refused at step, as torch does
                 buckets.setdefault((p.device, p.dtype, tuple(p.shape)), []).append(p)
+            else:
+                self._loose.append((gi, p))
         for (_, _, shape), plist in buckets.items():
             self._stacks.append(Stack(Segment(gi, plist), torch.Size(shape)))
+
+    def _promote(self) -> None:
+        """Loose parameters that have a gradient now (unfrozen) join stacks of their own, with
+        any state a loaded checkpoint gave them."""
+        ready = [(gi, p) for gi, p in self._loose if p.grad is not None]
+        if not ready:
+            return
+        if any(p.is_complex() for _, p in ready):
+            raise RuntimeError(f"{type(self).__name__} does not support complex parameters")
+        self._loose = [(gi, p) for gi, p in self._loose if p.grad is None]
+        buckets: dict[tuple[Any, ...], list[Tensor]] = {}
+        for gi, p in ready:
+            buckets.setdefault((gi, p.device, p.dtype, tuple(p.shape)), []).append(p)
+        for (gi, _, _, shape), plist in buckets.items():
+            st = Stack(Segment(gi, plist), torch.Size(shape))
+            self._stacks.append(st)
+            if any(self.state.get(p) for p in plist):
+                self._load_stack(st)
 
     # ------------------------------------------------------------------ subclass hooks
     def _init_state(self, st: Stack, group: Mapping[str, Any]) -> None:
@@ -145,8 +169,10 @@ class StackedOptimizer(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        self._promote()
         for st in self._stacks:
             self._step_stack(st, st.seg.sync())
+            st.seg.push()
         self._after_step()
         return loss
 
@@ -177,42 +203,40 @@ class StackedOptimizer(torch.optim.Optimizer):
             seg.started[i] = True
             self._expose(st, i)
 
-    def zero_grad(self, set_to_none: bool | None = None) -> None:
-        """Zero the stacked gradients in place (`set_to_none=True`, explicitly: torch's None)."""
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        """torch's `zero_grad`: `p.grad` None (the default), or zeroed where present."""
         for st in self._stacks:
-            seg = st.seg
-            if set_to_none:
-                for p in seg.params:
-                    p.grad = None
-                continue
-            seg.flat_g.zero_()
-            for p, gv in zip(seg.params, seg.g_views, strict=True):
-                if p.grad is not gv:
-                    p.grad = gv
+            st.seg.zero_grad(set_to_none)
+        for _, p in self._loose:
+            clear_grad(p, set_to_none)
 
     # ------------------------------------------------------------------ state dicts
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         super().load_state_dict(state_dict)
         for st in self._stacks:
-            seg = st.seg
-            self._ensure_state(st)
-            for i, p in enumerate(seg.params):
-                loaded = self.state.get(p)
-                if not loaded:
-                    seg.started[i], seg.steps[i] = False, 0
-                    seg.step_t[i] = 0
-                    self.state.pop(p, None)
-                    continue
-                if self.counts_steps and "step" not in loaded:
-                    raise ValueError(f"state of parameter {i} lacks ['step'] needed by {type(self).__name__}")
-                self._load_param_state(st, i, loaded)
-                n = float(loaded["step"]) if "step" in loaded else 1.0  # a buffer: ≥ 1 step taken
-                seg.steps[i], seg.started[i] = int(n), True
-                seg.step_t[i] = n
-            self._loaded(st)
-            for i in range(st.k):
-                if seg.started[i]:
-                    self._expose(st, i)
+            self._load_stack(st)
+
+    def _load_stack(self, st: Stack) -> None:
+        """Move the state torch's loader put in `self.state` into the stack's buffers."""
+        seg = st.seg
+        self._ensure_state(st)
+        for i, p in enumerate(seg.params):
+            loaded = self.state.get(p)
+            if not loaded:
+                seg.started[i], seg.steps[i] = False, 0
+                seg.step_t[i] = 0
+                self.state.pop(p, None)
+                continue
+            if self.counts_steps and "step" not in loaded:
+                raise ValueError(f"state of parameter {i} lacks ['step'] needed by {type(self).__name__}")
+            self._load_param_state(st, i, loaded)
+            n = float(loaded["step"]) if "step" in loaded else 1.0  # a buffer: ≥ 1 step taken
+            seg.steps[i], seg.started[i] = int(n), True
+            seg.step_t[i] = n
+        self._loaded(st)
+        for i in range(st.k):
+            if seg.started[i]:
+                self._expose(st, i)
 
     def _loaded(self, st: Stack) -> None:
         """Hook: every parameter of `st` has had its state loaded."""

@@ -82,6 +82,9 @@ INFOS = (
         description="momentum SGD with per-tensor rates η‖θ‖/(‖g‖ + λ‖θ‖) (large batches)",
         option_grid={"weight_decay": (0.0, 0.1), "momentum": (0.0, 0.9), "nesterov": _B, "maximize": _B},
         options=_COMPILE,
+        # the per-tensor trust ratio (0.001 by default) scales the step: runs want lr ~1–15 (the
+        # bench's MNIST-1D sweep peaks near 2; examples/mnist1d_lars.toml uses 15 at batch 1024)
+        default_lr=1.0,
         search_space=(S("lr", 1e-2, 30.0, log=True), S("momentum", 1e-2, 0.5, log=True, one_minus=True),
                       S("trust_coefficient", 1e-4, 1e-1, log=True), S("weight_decay", 1e-6, 1e-2, log=True)),
     ),

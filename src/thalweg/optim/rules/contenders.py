@@ -37,7 +37,7 @@ from thalweg.optim.transforms.schedule_free import (
     schedule_free_lr,
 )
 
-from .twins import _BOOL, LR, _adam_schema, _compat, _lr, _Named, _prefix, validate
+from .twins import _BOOL, LR, _adam_schema, _lr, _Named, _prefix, validate
 
 __all__ = ["Adamax", "Lion", "NAdam", "RAdam", "ScheduleFreeAdamW", "ScheduleFreeSGD"]
 
@@ -80,6 +80,7 @@ class NAdam(_Named):
     the state dict carries torch's value and one made with β₁/ψ changed mid-run is refused.
     """
 
+    torch_twin = torch.optim.NAdam
     schema = NADAM_SCHEMA
 
     def __init__(self, params: Any, lr: Any = 2e-3, betas: tuple[float, float] = (0.9, 0.999),
@@ -87,7 +88,6 @@ class NAdam(_Named):
                  decoupled_weight_decay: bool = False, *, foreach: bool | None = None, maximize: bool = False,
                  capturable: bool = False, differentiable: bool = False, compile: CompileMode = "auto",
                  compile_options: Mapping[str, Any] | None = None) -> None:
-        _compat(foreach, None, capturable, differentiable)
         defaults = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, momentum_decay=momentum_decay,
                         decoupled_weight_decay=decoupled_weight_decay, maximize=maximize, foreach=foreach,
                         capturable=capturable, differentiable=differentiable)
@@ -141,6 +141,7 @@ class RAdam(_Named):
     """RAdam: Adam with the variance of its adaptive rate rectified (plain momentum for the
     first steps, while that variance is undefined); decoupled decay as an option (torch.optim.RAdam)."""
 
+    torch_twin = torch.optim.RAdam
     schema = RADAM_SCHEMA
 
     def __init__(self, params: Any, lr: Any = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
@@ -148,7 +149,6 @@ class RAdam(_Named):
                  foreach: bool | None = None, maximize: bool = False, capturable: bool = False,
                  differentiable: bool = False, compile: CompileMode = "auto",
                  compile_options: Mapping[str, Any] | None = None) -> None:
-        _compat(foreach, None, capturable, differentiable)
         defaults = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, maximize=maximize,
                         foreach=foreach, capturable=capturable, decoupled_weight_decay=decoupled_weight_decay,
                         differentiable=differentiable)
@@ -170,13 +170,13 @@ class _AdamaxRule(Rule):
 class Adamax(_Named):
     """Adamax: Adam with the infinity norm in place of the second moment (torch.optim.Adamax)."""
 
+    torch_twin = torch.optim.Adamax
     schema = ADAMAX_SCHEMA
 
     def __init__(self, params: Any, lr: Any = 2e-3, betas: tuple[float, float] = (0.9, 0.999),
                  eps: float = 1e-8, weight_decay: float = 0, foreach: bool | None = None, *,
                  maximize: bool = False, differentiable: bool = False, capturable: bool = False,
                  compile: CompileMode = "auto", compile_options: Mapping[str, Any] | None = None) -> None:
-        _compat(foreach, None, capturable, differentiable)
         defaults = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, foreach=foreach,
                         maximize=maximize, differentiable=differentiable, capturable=capturable)
         super().__init__(params, _AdamaxRule(), defaults, compile, compile_options)

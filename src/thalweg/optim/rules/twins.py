@@ -9,9 +9,13 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 import torch
+from torch.optim.adagrad import adagrad as _adagrad_fn  # torch's sparse paths
+from torch.optim.optimizer import _device_dtype_check_for_fused
+from torch.optim.sgd import sgd as _sgd_fn
 
 from thalweg.optim import registry
 from thalweg.optim.engine.core import CompileMode, FlatOptimizer, Rule
+from thalweg.optim.engine.memory import pending_memory_options
 from thalweg.optim.registry import Hyperparameter as H
 from thalweg.optim.transforms import (
     Chain,
@@ -27,6 +31,9 @@ from thalweg.optim.transforms import (
     scale_by_rms,
     trace,
 )
+from thalweg.optim.transforms.context import resolve, scalar_dtype
+
+from .torch_twin import DELEGATED, check_like_torch, delegate_step, delegated_method
 
 __all__ = ["SGD", "Adadelta", "Adagrad", "Adam", "AdamW", "RMSprop", "validate"]
 
@@ -95,20 +102,26 @@ def validate(values: Mapping[str, Any], schema: Iterable[H], where: str = "") ->
     registry.check_values(values, schema, where)
 
 
-def _compat(foreach: bool | None, fused: bool | None, capturable: bool, differentiable: bool) -> None:
-    """torch's implementation switches: accepted for drop-in use; the flat core is always
-    one fused pass, so `foreach`/`fused` change nothing."""
-    if differentiable:
-        raise NotImplementedError("differentiable=True is not supported by thalweg optimizers")
-    if capturable:
-        raise NotImplementedError("capturable=True (CUDA graphs) is not supported by thalweg optimizers yet")
-
-
 class _Named(FlatOptimizer):
+    #: the torch.optim class with this rule's signature and trajectories (None: no twin)
+    torch_twin: type[torch.optim.Optimizer] | None = None
+
     def __init__(self, params: Any, rule: Rule, defaults: dict[str, Any], compile: CompileMode,
                  compile_options: Mapping[str, Any] | None) -> None:
-        validate(defaults, self.schema)
-        self._check_combination(defaults)
+        def check() -> None:
+            validate(defaults, self.schema)
+            self._check_combination(defaults)
+
+        params = check_like_torch(self.torch_twin, params, defaults, check)
+        delegated = [k for k in DELEGATED if defaults.get(k)]
+        if delegated:
+            self._flat = False
+            memory = pending_memory_options()
+            if memory or compile is True:
+                given = ", ".join([*(f"{k}={v!r}" for k, v in memory.items()), *(["compile=True"] if compile is True else [])])
+                raise ValueError(
+                    f"{type(self).__name__}: {delegated[0]}=True runs torch.optim's own implementation, which has no "
+                    f"flat buffers, so {given} cannot apply; drop it, or use {delegated[0]}=False")
         super().__init__(params, rule, defaults, compile=compile, compile_options=compile_options)
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
@@ -118,6 +131,30 @@ class _Named(FlatOptimizer):
 
     def _check_combination(self, values: Mapping[str, Any]) -> None:
         """Cross-argument checks (e.g. Nesterov needs momentum)."""
+
+    # ---------------------------------------------------------------- torch's own implementation
+    def step(self, closure: Any = None) -> Any:  # type: ignore[override]
+        """One update of every parameter with a gradient (see :class:`FlatOptimizer`)."""
+        if self._flat:
+            for g in self.param_groups:
+                if g.get("fused"):  # torch's check: a fused kernel exists for these devices
+                    for p in g["params"]:
+                        if p.grad is not None:
+                            _device_dtype_check_for_fused(p)
+            return super().step(closure)
+        return delegate_step(self, self.torch_twin, closure)  # type: ignore[arg-type]
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        if self._flat:
+            super().zero_grad(set_to_none)
+        else:
+            torch.optim.Optimizer.zero_grad(self, set_to_none)
+
+    def __getattr__(self, name: str) -> Any:
+        # torch's step calls its class's private helpers (`_init_group`) on `self`
+        if self.__dict__.get("_flat") is False and name.startswith("_") and not name.startswith("__"):
+            return delegated_method(self, type(self).torch_twin, name)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
 
 def _prefix(group: Mapping[str, Any], coupled_decay: bool = True) -> list[Transform]:
@@ -130,7 +167,21 @@ def _prefix(group: Mapping[str, Any], coupled_decay: bool = True) -> list[Transf
 
 
 # ---------------------------------------------------------------------------- SGD
+def _torch_lr(g: Mapping[str, Any], t: int) -> Any:
+    """The lr torch's functional gets at step t: the group's tensor or number, a schedule's value."""
+    return g["lr"] if isinstance(g["lr"], torch.Tensor) else resolve(g["lr"], g, t - 1)
+
+
 class _SGDRule(Rule):
+    def sparse_step(self, g, p, grad, states, t):
+        """torch's sparse SGD (its for-loop function, on this parameter's flat views)."""
+        if g["momentum"] != 0:
+            raise RuntimeError("SGD: sparse gradients with momentum != 0 are not supported by thalweg (torch keeps "
+                               "a sparse momentum buffer); use momentum=0, or dense gradients")
+        _sgd_fn([p], [grad], [None], has_sparse_grad=True, foreach=False,
+                            weight_decay=g["weight_decay"], momentum=0.0, lr=_torch_lr(g, t),
+                            dampening=g["dampening"], nesterov=g["nesterov"], maximize=g["maximize"])
+
     def key(self, g):
         return (g["maximize"], g["weight_decay"] != 0, g["momentum"] != 0, g["nesterov"])
 
@@ -144,13 +195,13 @@ class _SGDRule(Rule):
 class SGD(_Named):
     """Stochastic gradient descent with optional heavy-ball or Nesterov momentum (torch.optim.SGD)."""
 
+    torch_twin = torch.optim.SGD
     schema = SGD_SCHEMA
 
     def __init__(self, params: Any, lr: Any = 1e-3, momentum: float = 0, dampening: float = 0,
                  weight_decay: float = 0, nesterov: bool = False, *, maximize: bool = False,
                  foreach: bool | None = None, differentiable: bool = False, fused: bool | None = None,
                  compile: CompileMode = "auto", compile_options: Mapping[str, Any] | None = None) -> None:
-        _compat(foreach, fused, False, differentiable)
         defaults = dict(lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay,
                         nesterov=nesterov, maximize=maximize, foreach=foreach,
                         differentiable=differentiable, fused=fused)
@@ -168,6 +219,13 @@ class SGD(_Named):
 class _AdagradRule(Rule):
     eager_state = True
 
+    def sparse_step(self, g, p, grad, states, t):
+        """torch's sparse Adagrad (its for-loop function, on this parameter's flat views)."""
+        step = torch.tensor(float(t - 1), dtype=scalar_dtype())  # torch counts it up itself
+        _adagrad_fn([p], [grad], [states["sum"]], [step], has_sparse_grad=True, foreach=False,
+                                    lr=_torch_lr(g, t), weight_decay=g["weight_decay"],
+                                    lr_decay=g["lr_decay"], eps=g["eps"], maximize=g["maximize"])
+
     def key(self, g):
         return (g["maximize"], g["weight_decay"] != 0)
 
@@ -179,13 +237,13 @@ class _AdagradRule(Rule):
 class Adagrad(_Named):
     """AdaGrad: per-coordinate steps shrink with the accumulated squared gradient (torch.optim.Adagrad)."""
 
+    torch_twin = torch.optim.Adagrad
     schema = ADAGRAD_SCHEMA
 
     def __init__(self, params: Any, lr: Any = 1e-2, lr_decay: float = 0, weight_decay: float = 0,
                  initial_accumulator_value: float = 0, eps: float = 1e-10, foreach: bool | None = None, *,
                  maximize: bool = False, differentiable: bool = False, fused: bool | None = None,
                  compile: CompileMode = "auto", compile_options: Mapping[str, Any] | None = None) -> None:
-        _compat(foreach, fused, False, differentiable)
         defaults = dict(lr=lr, lr_decay=lr_decay, eps=eps, weight_decay=weight_decay,
                         initial_accumulator_value=initial_accumulator_value, foreach=foreach,
                         maximize=maximize, differentiable=differentiable, fused=fused)
@@ -206,6 +264,7 @@ class _RMSpropRule(Rule):
 class RMSprop(_Named):
     """RMSProp: divide by a running RMS of gradients; optional centering and momentum (torch.optim.RMSprop)."""
 
+    torch_twin = torch.optim.RMSprop
     schema = RMSPROP_SCHEMA
 
     def __init__(self, params: Any, lr: Any = 1e-2, alpha: float = 0.99, eps: float = 1e-8,
@@ -213,7 +272,6 @@ class RMSprop(_Named):
                  capturable: bool = False, foreach: bool | None = None, maximize: bool = False,
                  differentiable: bool = False, *, compile: CompileMode = "auto",
                  compile_options: Mapping[str, Any] | None = None) -> None:
-        _compat(foreach, None, capturable, differentiable)
         defaults = dict(lr=lr, momentum=momentum, alpha=alpha, eps=eps, centered=centered,
                         weight_decay=weight_decay, capturable=capturable, foreach=foreach,
                         maximize=maximize, differentiable=differentiable)
@@ -232,13 +290,13 @@ class _AdadeltaRule(Rule):
 class Adadelta(_Named):
     """AdaDelta: unit-consistent steps from running RMS of updates over gradients (torch.optim.Adadelta)."""
 
+    torch_twin = torch.optim.Adadelta
     schema = ADADELTA_SCHEMA
 
     def __init__(self, params: Any, lr: Any = 1.0, rho: float = 0.9, eps: float = 1e-6,
                  weight_decay: float = 0, foreach: bool | None = None, *, capturable: bool = False,
                  maximize: bool = False, differentiable: bool = False, compile: CompileMode = "auto",
                  compile_options: Mapping[str, Any] | None = None) -> None:
-        _compat(foreach, None, capturable, differentiable)
         defaults = dict(lr=lr, rho=rho, eps=eps, weight_decay=weight_decay, maximize=maximize,
                         capturable=capturable, foreach=foreach, differentiable=differentiable)
         super().__init__(params, _AdadeltaRule(), defaults, compile, compile_options)
@@ -262,6 +320,7 @@ class Adam(_Named):
     """Adam: momentum plus RMSProp scaling with bias correction; AMSGrad and decoupled decay
     as options (torch.optim.Adam)."""
 
+    torch_twin = torch.optim.Adam
     schema = ADAM_SCHEMA
 
     def __init__(self, params: Any, lr: Any = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
@@ -270,7 +329,6 @@ class Adam(_Named):
                  differentiable: bool = False, fused: bool | None = None,
                  decoupled_weight_decay: bool = False, compile: CompileMode = "auto",
                  compile_options: Mapping[str, Any] | None = None) -> None:
-        _compat(foreach, fused, capturable, differentiable)
         defaults = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad,
                         maximize=maximize, foreach=foreach, capturable=capturable,
                         differentiable=differentiable, fused=fused,
@@ -281,6 +339,7 @@ class Adam(_Named):
 class AdamW(Adam):
     """Adam with decoupled weight decay p ← p(1 − lr·λ) (torch.optim.AdamW)."""
 
+    torch_twin = torch.optim.AdamW
     schema = ADAMW_SCHEMA
 
     def __init__(self, params: Any, lr: Any = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
@@ -312,6 +371,11 @@ _SPACES: dict[str, tuple[registry.SearchDim, ...]] = {
     "adam": (S("lr", 1e-5, 1e-1, log=True), _B1, _WD),
     "adamw": (S("lr", 1e-5, 1e-1, log=True), _B1, _WD),
 }
+
+
+# a run's starting lr where torch's constructor default is not one: SGD's 1e-3 barely moves a
+# network (0.1 is the classic start), RMSProp's 0.01 is 10× Hinton's/Keras' 1e-3
+_START_LR = {"sgd": 0.1, "rmsprop": 1e-3}
 
 
 def _signature(cls: type) -> set[str]:
@@ -348,5 +412,5 @@ for _name, _cls, _ref, _grid, _desc in (
         name=_name, factory=_cls, hyperparameters=_cls.schema, description=_desc,
         torch_reference=_ref, option_grid=_grid,
         options=("compile", "compile_options", *(k for k in _TORCH_SWITCHES if k in _signature(_cls))),
-        search_space=_SPACES[_name], aliases=_ALIASES.get(_name, {}),
+        search_space=_SPACES[_name], aliases=_ALIASES.get(_name, {}), default_lr=_START_LR.get(_name),
     ))

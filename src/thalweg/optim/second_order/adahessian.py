@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from thalweg.linalg import grad_graph, hvp_from_graph, rademacher, unflatten
+from thalweg.linalg import grad_graph_reached, hvp_from_graph, rademacher, unflatten
 from thalweg.optim import registry
 from thalweg.optim.second_order.newton import evaluate_closure
 
@@ -124,10 +124,11 @@ class AdaHessian(torch.optim.Optimizer):
         refresh = self._step % self.update_every == 0
         with torch.enable_grad():
             loss = evaluate_closure(closure, params, "AdaHessian")
-            grads = grad_graph(loss, params, create_graph=refresh)
+            grads, reached = grad_graph_reached(loss, params, create_graph=refresh)
             diags = (hutchinson_diagonal(grads, params, n_samples=self.n_samples,
                                          generator=self.generator) if refresh else None)
-        grad_of = {id(p): g.detach() for p, g in zip(params, grads, strict=True)}
+        # a parameter the loss does not reach is skipped, as torch.optim skips p.grad None
+        grad_of = {id(p): g.detach() for p, g, r in zip(params, grads, reached, strict=True) if r}
         diag_of = {id(p): d for p, d in zip(params, diags or [], strict=False)}
         del grads
         self._step += 1

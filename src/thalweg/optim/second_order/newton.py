@@ -18,7 +18,15 @@ import torch
 from torch import Tensor
 from torch.overrides import TorchFunctionMode
 
-from thalweg.linalg import GraphHessian, cg, dense_hessian, flatten, grad_graph, lanczos, unflatten
+from thalweg.linalg import (
+    GraphHessian,
+    cg,
+    dense_hessian,
+    flatten,
+    grad_graph_reached,
+    lanczos,
+    unflatten,
+)
 from thalweg.optim import registry
 
 __all__ = ["Newton"]
@@ -139,14 +147,21 @@ class Newton(torch.optim.Optimizer):
         params = self._params()
         with torch.enable_grad():
             loss = evaluate_closure(closure, params, "Newton")
-            grads = grad_graph(loss, params)
+            grads, reached = grad_graph_reached(loss, params)
+            # a parameter the loss does not reach takes no part (torch.optim's rule): not
+            # even a rounding-level move through the eigenvectors of the coupled system
+            params = [p for p, r in zip(params, reached, strict=True) if r]
+            grads = [g for g, r in zip(grads, reached, strict=True) if r]
+            state = self.state[self._params()[0]]  # the optimizer's state lives under its first parameter
+            if not params:
+                state["step"] = state.get("step", 0) + 1
+                return loss.detach()
             loss = loss.detach()
             g = flatten(grads).detach()
             n = g.numel()
             exact = group["solver"] == "exact" or (
                 group["solver"] == "auto" and n <= group["max_exact"]
             )
-            state = self.state[params[0]]
             if exact:
                 h = dense_hessian(grads, params)
                 d, evals = _solve_exact(h, g, group["damping"], group["mode"])

@@ -218,6 +218,7 @@ class CheckpointManager:
         self.keep = keep
         #: (path, reason) for every damaged checkpoint skipped by :meth:`load_latest`.
         self.skipped: list[tuple[Path, str]] = []
+        self.passed_over: list[tuple[Path, str]] = []  # sound, but refused by `load_latest(accept=)`
 
     def path_for(self, step: int) -> Path:
         return self.directory / f"step_{step:08d}.pt"
@@ -254,14 +255,22 @@ class CheckpointManager:
     def candidates(self) -> Iterator[Path]:
         yield from reversed(self.paths())
 
-    def load_latest(self, map_location: str | torch.device = "cpu") -> tuple[Path, dict[str, Any]] | None:
-        """The newest checkpoint that verifies; damaged ones are reported and skipped."""
+    def load_latest(self, map_location: str | torch.device = "cpu",
+                    accept: Callable[[dict[str, Any]], str | None] | None = None) -> tuple[Path, dict[str, Any]] | None:
+        """The newest checkpoint that verifies; damaged ones are reported and skipped. With
+        `accept` (state → why not, or None), one that verifies but is refused is passed over
+        (kept on disk: it is sound, only not wanted now, e.g. a rollback wants a finite model)."""
         for path in self.candidates():
             try:
-                return path, load_checkpoint(path, map_location)
+                state = load_checkpoint(path, map_location)
             except CheckpointError as e:
                 self.skipped.append((path, str(e)))
                 warnings.warn(f"{e}; falling back to the previous checkpoint", stacklevel=2)
+                continue
+            if accept is not None and (why := accept(state)) is not None:
+                self.passed_over.append((path, why))
+                continue
+            return path, state
         return None
 
 

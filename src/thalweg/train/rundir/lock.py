@@ -1,7 +1,9 @@
-"""Who owns a run directory: one process at a time, and a run is never replaced unasked.
+"""Who owns an output directory (a run of `train`/`meta`/`watch()`, a bench): one process at a
+time, and a run is never replaced unasked — the one lock every command that writes a
+directory over time takes (meta's run and the bench use it as the trainer does).
 
-`<run>/.lock` is held with `flock(2)` for as long as a process trains (or resumes) the run and
-records its pid, host and start time. A second process fails at once with
+`<dir>/.lock` is held with `flock(2)` for as long as a process trains (or resumes) the run, or
+runs the bench, and records its pid, host and start time. A second process fails at once with
 :class:`RunLockedError` naming the holder. The kernel drops the lock when its holder dies, so
 a lock left by a killed process is seen to be free and taken over (the file's inode is
 checked after locking, so two processes can never both believe they hold it).
@@ -26,21 +28,21 @@ from typing import Any
 from thalweg.outputs import numbered
 from thalweg.train.config import ConfigError
 
-__all__ = ["RunLock", "RunLockedError", "claim_run_dir", "clear_run", "holds_run"]
+__all__ = ["RunLock", "RunLockedError", "check_dirs", "claim_run_dir", "clear_run", "holds_run"]
 
 #: what makes a directory "hold a run" (a lock alone does not)
 _RUN_FILES = ("config.toml", "metrics.jsonl", "best.pt", "best.prev.pt", "summary.json")
 
 
 class RunLockedError(RuntimeError):
-    """Another live process owns the run directory."""
+    """Another live process owns the directory (`what`: "run", "bench")."""
 
-    def __init__(self, root: Path, holder: dict[str, Any]) -> None:
+    def __init__(self, root: Path, holder: dict[str, Any], what: str = "run") -> None:
         self.root, self.holder = root, holder
         who = (f"pid {holder.get('pid', '?')} on {holder.get('host', '?')}, started "
                f"{holder.get('started', '?')}") if holder else "a process that is starting up"
-        super().__init__(f"run {root} is in use by another thalweg process ({who}); wait for "
-                         "it to finish, or give this run another name (--name)")
+        super().__init__(f"{what} {root} is in use by another thalweg process ({who}); wait for "
+                         f"it to finish, or give this {what} another name (--name)")
 
 
 def _read(fd: int) -> dict[str, Any]:
@@ -52,10 +54,10 @@ def _read(fd: int) -> dict[str, Any]:
 
 
 class RunLock:
-    """An exclusive, crash-safe lock on one run directory (see the module docstring)."""
+    """An exclusive, crash-safe lock on one run (or bench) directory (see the module docstring)."""
 
-    def __init__(self, root: str | Path) -> None:
-        self.root = Path(root)
+    def __init__(self, root: str | Path, what: str = "run") -> None:
+        self.root, self.what = Path(root), what
         self.path = self.root / ".lock"
         self._fd: int | None = None
         self._created = False
@@ -82,7 +84,7 @@ class RunLock:
                     time.sleep(0.01)
                     holder = _read(fd)
                 os.close(fd)
-                raise RunLockedError(self.root, holder) from None
+                raise RunLockedError(self.root, holder, self.what) from None
             try:
                 current = os.stat(self.path).st_ino
             except FileNotFoundError:
@@ -151,7 +153,9 @@ def clear_run(root: Path) -> None:
             shutil.rmtree(root / name)
 
 
-def _check_dirs(root: Path) -> None:
+def check_dirs(root: Path) -> None:
+    """Refuse (a ConfigError naming the path) a directory to write that is a file, or lies
+    under one."""
     out = root.parent
     for p in (out, *out.parents):
         if p.exists():
@@ -169,7 +173,7 @@ def claim_run_dir(root: Path, *, overwrite: bool = False, resume: bool = False) 
     `root` itself is used. Otherwise, if `root` holds a run, the first free `root-2`,
     `root-3`, … is locked instead and `note` says so.
     """
-    _check_dirs(root)
+    check_dirs(root)
     lock = RunLock(root).acquire()
     if resume or overwrite or not holds_run(root):
         return lock, None
