@@ -68,13 +68,22 @@ def _timing(rec: Record, ctx: Context, command: str, key: str) -> None:
 
 
 # -- quick, twice -----------------------------------------------------------------------------
+def _part(rec: Record, ctx: Context, command: str, prefix: str) -> None:
+    """The record `command` wrote with `--json`: its figures under `prefix.`, its tables as they are."""
+    data = ctx.entry(command).get("json") or {}
+    for k, v in (data.get("figures") or {}).items():
+        rec.figures[f"{prefix}.{k}"] = v
+    rec.tables.update(data.get("tables") or {})
+
+
 def read_bench_quick(ctx: Context) -> Found:
     from thalweg.bench import scoring
 
     records = _records(ctx, "quick")
     rec = Record()
     score_table(rec, "scores", scoring.real(records), "quick")
-    score_table(rec, "toy", scoring.toy(records), "quick_toy")
+    if scoring.toy(records):
+        score_table(rec, "toy", scoring.toy(records), "quick_toy")
     score_table(rec, "scores_seed1", scoring.real(_records(ctx, "quick-seed1")), "quick_seed1")
     rec.figure("trials", len(records))
     rec.figure("optimizers", len({r["submission"] for r in records}))
@@ -82,13 +91,17 @@ def read_bench_quick(ctx: Context) -> Found:
     rec.figure("real_workloads", len({r["workload"] for r in scoring.real(records)}))
     _timing(rec, ctx, f"{TW} bench run quick", "run")
     _timing(rec, ctx, f"{TW} bench run quick --seed 1", "run_seed1")
-    return _with_record(rec, ctx, "stability")  # bench_stability.py's record
+    _part(rec, ctx, f"{PY} benchmarks/bench_stability.py", "stability")
+    _part(rec, ctx, f"{PY} benchmarks/bench_sweep.py", "sweep")
+    return rec.to_dict()
 
 
-add(Source("bench_quick", "make bench-quick twice (seeds 0 and 1): scores with intervals and their stability "
-           "(README, docs/bench.md)",
+add(Source("bench_quick", "make bench-quick twice (seeds 0 and 1): scores with intervals and their stability; "
+           "the hand-picked lr sweep against the first (README, docs/bench.md)",
            [f"{TW} bench run quick", f"{TW} bench run quick --seed 1 --name quick-seed1",
             f"{PY} benchmarks/bench_stability.py bench/quick bench/quick-seed1 --json {{json}}",
+            # exit 1: a pair reached by hand and in no study (the table says which); 2+: a crash
+            f"{PY} benchmarks/bench_sweep.py --suite quick --bench bench/quick --json {{json}} || [ $? -eq 1 ]",
             f"{TW} bench report bench/quick"],
            read_bench_quick,
            images={"bench/quick/figures/profile.png": "bench_profile.png",

@@ -118,5 +118,5 @@ def test_suites_keep_algoperfs_trials_and_the_standard_has_the_lm():
         assert set(BASELINES) <= set(cfg.optimizers)
     assert set(REAL) <= set(standard.workloads) and "char_lm" in REAL
     assert set(quick.optimizers) < set(standard.optimizers)
-    assert set(quick.workloads) & set(REAL) < set(standard.workloads) == set(REAL)  # toy problems: quick's
+    assert set(quick.workloads) < set(standard.workloads) == set(REAL)  # quick: real workloads only
     assert load_bench("quick", seed=3).seed == 3
