@@ -169,25 +169,39 @@ def _ttt_rows(records: Sequence[Mapping[str, Any]], rs: str) -> tuple[list[str],
     return ["submission", *wls], rows
 
 
-def _spread(values: Sequence[Any]) -> str:
-    """Median [min, max] of the finite values ("—" without any): never a negative interval
-    from two seeds."""
-    xs = sorted(float(v) for v in values
-                if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v))
-    return "—" if not xs else f"{_median(xs):.4g} [{xs[0]:.4g}, {xs[-1]:.4g}]"
+def _interval(c: tuple[float, float, float] | None, lo: float | None = None, hi: float | None = None,
+              n: int = 0) -> Markup:
+    """"mean [low, high]" of a Student-t interval, clipped to what the quantity can be (a step
+    count is ≥ 0, an accuracy in [0, 1]); with 2 values the interval is ±6.4 sd wide — said so."""
+    if c is None:
+        return Markup("—")
+    m, a, b = c
+    a = a if lo is None else max(a, lo)
+    b = b if hi is None else min(b, hi)
+    note = Markup(" <small>(2 seeds: t-interval ±6.4 sd)</small>") if n == 2 else Markup("")
+    return html("{} [{}, {}]{}", f"{m:.4g}", f"{a:.4g}", f"{b:.4g}", note)
 
 
-def _rerun_rows(records: Sequence[Mapping[str, Any]]) -> list[list[str]]:
+def _numbers(values: Sequence[Any]) -> list[float]:
+    """The finite numbers among `values` (a record read back may hold anything)."""
+    return [float(v) for v in values if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)]
+
+
+def _rerun_rows(records: Sequence[Mapping[str, Any]]) -> list[list[Any]]:
     groups: dict[tuple[str, str], list[Mapping[str, Any]]] = defaultdict(list)
     for r in records:
         if r.get("phase") in ("rerun", "confirm") and r.get("ruleset") == "external":
             groups[(r["workload"], r["submission"])].append(r)
     rows = []
     for (w, s), rs in sorted(groups.items()):
-        hit = [r["time_to_target"]["steps"] for r in rs if r.get("reached")]
-        test = [(r.get("test") or {}).get("test_accuracy") for r in rs]
-        rows.append([w, s, f"{len(hit)}/{len(rs)}", _spread(hit),
-                     _spread([(r.get("best") or {}).get("metric") for r in rs]), _spread(test)])  # fmt: skip
+        hit = _numbers([r["time_to_target"]["steps"] for r in rs if r.get("reached")])
+        finals = _numbers([r.get("final_metric") for r in rs])
+        tests = _numbers([(r.get("test") or {}).get("test_accuracy") for r in rs])
+        metric = str(rs[0].get("metric") or "")
+        bounds = (0, 1) if metric.endswith("accuracy") else (0, None) if "loss" in metric else (None, None)
+        rows.append([w, s, f"{len(hit)}/{len(rs)}", _interval(scoring.mean_ci(hit), lo=0, n=len(hit)),
+                     _interval(scoring.mean_ci(finals), *bounds, n=len(finals)),
+                     _interval(scoring.mean_ci(tests), 0, 1, n=len(tests))])  # fmt: skip
     return rows
 
 
@@ -276,10 +290,10 @@ def write_report(bench_dir: str | Path) -> Path:
     reruns = _rerun_rows(records)
     if reruns:
         parts.append(Markup("<h2>The chosen configurations on fresh seeds</h2><p>Each study's chosen "
-                            "configuration re-run on fresh seeds (and the overall choice's re-runs): median "
-                            "[min, max] over those seeds (never an interval outside what the quantity can "
-                            "be).</p>"))  # fmt: skip
-        parts.append(table(["workload", "submission", "reached", "steps to target", "best metric",
+                            "configuration re-run on fresh seeds (and the overall choice's re-runs): mean and "
+                            "95 % Student-t interval over those seeds, clipped to what the quantity can be "
+                            "(steps ≥ 0, losses ≥ 0, accuracies in [0, 1]).</p>"))  # fmt: skip
+        parts.append(table(["workload", "submission", "reached", "steps to target", "final metric",
                             "test accuracy"], reruns))  # fmt: skip
     gap = _gap_rows(records)
     if gap:
