@@ -2,10 +2,10 @@
 with a hand-picked learning-rate grid (half-decade steps around the values its users reach
 for; every other hyperparameter, the schedule and the bench's fixed values as the bench sets
 them by default), one seed, the workload's budget and target — then, given the bench's own
-results, every (optimizer, workload) the sweep reaches must be reached by the bench's tuning
-in at least one study.
+results (each `--bench` run of it), every (optimizer, workload) the sweep reaches must be
+reached by the bench's tuning in at least one study of every run.
 
-    .venv/bin/python benchmarks/bench_sweep.py [--suite standard] [--bench bench/standard]
+    .venv/bin/python benchmarks/bench_sweep.py [--suite standard] [--bench bench/standard ...]
                                                [--workers N] [-o bench] [--json PATH]
 
 The sweep is itself a bench (DIR/sweep-SUITE: study.db, results.jsonl), so it resumes.
@@ -58,29 +58,31 @@ def sweep(suite: str, out_dir: Path, workers: int | None) -> list[dict[str, Any]
     return runner.run()
 
 
-def compare(swept: list[dict[str, Any]], bench: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per (optimizer, workload): the lrs the sweep reached the target with, and the bench's
-    tuning studies that reached it; `artifact` when the sweep reaches and no study does."""
+def compare(swept: list[dict[str, Any]], benches: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """Per (optimizer, workload): the lrs the sweep reached the target with, and per bench run
+    the tuning studies that reached it; `artifact` when the sweep reaches and, in some run, no
+    study does."""
     from thalweg.bench import uncertainty
 
-    cells = uncertainty.cells(bench)
+    cells = [uncertainty.cells(b) for b in benches]
     out = []
     for key in sorted({(r["submission"], r["workload"]) for r in swept}):
         mine = sorted((r for r in swept if (r["submission"], r["workload"]) == key),
                       key=lambda r: r["config"]["optimizer"].get("lr", 0))  # fmt: skip
         hits = [(r["config"]["optimizer"]["lr"], r["time_to_target"]["steps"]) for r in mine if r.get("reached")]
-        cell = cells.get(key[0], {}).get(key[1])
-        studies = None if cell is None else (cell.studies_reached, len(cell.study_times))
+        runs = [c.get(key[0], {}).get(key[1]) for c in cells]
+        studies = [(c.studies_reached, len(c.study_times)) for c in runs if c is not None]
         out.append({"submission": key[0], "workload": key[1], "grid": [r["config"]["optimizer"]["lr"] for r in mine],
                     "reached": hits, "best": min(hits, key=lambda h: h[1]) if hits else None,
-                    "studies": studies, "artifact": bool(hits) and studies is not None and studies[0] == 0})  # fmt: skip
+                    "studies": studies, "artifact": bool(hits) and any(n == 0 for n, _ in studies)})  # fmt: skip
     return out
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--suite", default="standard")
-    ap.add_argument("--bench", type=Path, default=None, help="a bench directory of that suite to check")
+    ap.add_argument("--bench", type=Path, action="append", default=[],
+                    help="a bench directory of that suite to check (repeatable: every run of it)")
     ap.add_argument("--workers", type=int, default=None)
     ap.add_argument("-o", "--out", type=Path, default=Path("bench"))
     ap.add_argument("--json", default=None, help="write the table and figures here (thalweg.record)")
@@ -89,18 +91,17 @@ def main() -> int:
     from thalweg.record import Record
 
     swept = sweep(a.suite, a.out, a.workers)
-    bench = read_results(a.bench / "results.jsonl") if a.bench else []
-    rows, rec = compare(swept, bench), Record()
+    rows, rec = compare(swept, [read_results(b / "results.jsonl") for b in a.bench]), Record()
     table = []
     for r in rows:
         best = "—" if r["best"] is None else f"{r['best'][0]:g} ({r['best'][1]} steps)"
         hits = ", ".join(f"{lr:g}" for lr, _ in r["reached"]) or "none"
-        st = "—" if r["studies"] is None else f"{r['studies'][0]}/{r['studies'][1]}"
-        verdict = "ARTIFACT?" if r["artifact"] else ("ok" if r["reached"] or r["studies"] is None else "not reached by hand either")
+        st = ", ".join(f"{n}/{m}" for n, m in r["studies"]) or "—"
+        verdict = "ARTIFACT?" if r["artifact"] else ("ok" if r["reached"] or not r["studies"] else "not reached by hand either")
         table.append([r["submission"], r["workload"], hits, best, st, verdict])
         print(f"{r['submission']:<20} {r['workload']:<12} reached at lr {hits:<28} best {best:<22} bench studies {st:<5} {verdict}")
     rec.table("sweep", ["optimizer", "workload", "lrs that reach the target", "fastest (lr, steps)",
-                        "bench studies that reach", "verdict"], table, "llllll")  # fmt: skip
+                        "bench studies that reach (per run)", "verdict"], table, "llllll")  # fmt: skip
     rec.figure("pairs", len(rows))
     rec.figure("reached_by_hand", sum(bool(r["reached"]) for r in rows))
     rec.figure("artifacts", sum(r["artifact"] for r in rows))
