@@ -250,4 +250,5 @@ def read_bench_calibration(ctx: Context) -> Found:
 
 
 add(Source("bench_calibration", "the targets' calibration record, src/thalweg/bench/calibration.json (made by "
-           "`thalweg bench calibrate`; docs/bench.md)", [], read_bench_calibration))
+           "`thalweg bench calibrate`; docs/bench.md); `bench workloads` lists the targets it sets",
+           [f"{TW} bench workloads"], read_bench_calibration))
