@@ -61,46 +61,8 @@ def read_tests(ctx: Context) -> Found:
 add(Source("tests", "make test: the whole suite on this machine", ["make test"], read_tests))
 
 
-# -- the bench --------------------------------------------------------------------------------
-QUICK = ["rosenbrock", "quadratic", "linreg", "deep_linear", "digits_logreg", "mnist1d_mlp"]
-
-
-def read_bench_quick(ctx: Context) -> Found:
-    from thalweg.bench import scoring
-    from thalweg.bench.results import read_results
-
-    records = read_results(ctx.file("bench/quick/results.jsonl"))
-    sec, steps = scoring.scores(records, "seconds"), scoring.scores(records, "steps")
-    times = scoring.workload_times(records, "steps")
-    rec = Record()
-    rows = []
-    for sub in sorted(sec, key=lambda s: (-sec[s], -steps[s])):
-        cells = [("∞" if times[sub].get(w, float("inf")) == float("inf") else f"{times[sub][w]:.0f}") for w in QUICK]
-        rows.append([sub, f"{sec[sub]:.3f}", f"{steps[sub]:.3f}", *cells])
-        rec.figure(f"{sub}.score_seconds", sec[sub])
-        rec.figure(f"{sub}.score_steps", steps[sub])
-    head = ["optimizer", "score (seconds)", "score (steps)", f"steps to target: {QUICK[0]}",
-            *[w.replace("_logreg", "") for w in QUICK[1:]]]
-    rec.table("scores", head, rows, "lrr" + "r" * len(QUICK))
-    run = ctx.entry(f"{TW} bench run quick")
-    rec.figure("trials", len(records))
-    rec.figure("optimizers", len(sec))
-    rec.figure("workloads", len({r["workload"] for r in records}))
-    rec.figure("wall_minutes", run["seconds"] / 60)
-    rec.figure("cpu_seconds", run["cpu_seconds"])
-    rec.figure("cpu_minutes_on_2_cores", run["cpu_seconds"] / 120)
-    for sub in sec:  # the best digits loss its lr sweep reached (the tuning budget misses the target)
-        sweep = [r["best"]["metric"] for r in records if r.get("phase") == "sensitivity"
-                 and r["workload"] == "digits_logreg" and r["submission"] == sub and (r.get("best") or {}).get("metric")]
-        if sweep:
-            rec.figure(f"{sub}.digits_sweep_best", min(sweep))
-    return _found(rec)
-
-
-add(Source("bench_quick", "make bench-quick: every first-order optimizer on the quick suite (README, docs/bench.md)",
-           [f"{TW} bench run quick", f"{TW} bench report bench/quick"], read_bench_quick,
-           images={"bench/quick/figures/profile.png": "bench_profile.png",
-                   "bench/quick/figures/sensitivity.png": "bench_sensitivity.png"}, timeout=7200))
+# -- the bench: docs/bench_readers.py ---------------------------------------------------------
+import bench_readers  # noqa: E402, F401  (registers bench_quick, bench_standard, bench_calibration)
 
 
 # -- meta-learning ----------------------------------------------------------------------------

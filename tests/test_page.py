@@ -112,7 +112,7 @@ def bench(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     out = tmp_path_factory.mktemp("bench")
     cfg = BenchConfig.model_validate({"name": "b", "workloads": ["linreg"], "optimizers": ["sgd"], "trials": 2,
-                                      "studies": 1, "seeds": 0, "sensitivity_points": 0,
+                                      "studies": 1, "confirm_seeds": 0, "seeds": 0, "sensitivity_points": 0,
                                       "targets": {"linreg": 1e-2}, "budgets": {"linreg": {"steps": 50}}})
     run_bench(cfg, out_dir=out, workers=0, quiet=True, report=False)
     return out / "b"
@@ -138,6 +138,9 @@ def test_bench_report_escapes_what_results_jsonl_holds(bench, tmp_path):
         recs[1]["workload"] = HOSTILE
         recs[1]["submission"] = HOSTILE
         recs[1]["host"] = {"name": HOSTILE, "processor": HOSTILE}
+        recs[0]["params"] = {HOSTILE: HOSTILE}  # the chosen configurations' table
+        recs[0]["cpu"] = {"per_step": HOSTILE}  # CPU per step: not a number, left out
+        recs.append({**recs[0], "phase": "confirm", "test": {"test_accuracy": HOSTILE}})  # re-runs' spread
         return _dump(recs)
 
     root = _edit(bench, tmp_path, hostile)

@@ -21,7 +21,8 @@ def test_workloads_json_lists_targets_and_budgets():
     out = CliRunner().invoke(app, ["bench", "workloads", "--json"])
     assert out.exit_code == 0, out.output
     rows = {w["key"]: w for w in json.loads(out.output)}
-    assert rows["mnist1d_mlp"]["target"] is not None and rows["rosenbrock"]["step_budget"] > 0
+    assert rows["mnist1d_cnn"]["target"] is not None and rows["rosenbrock"]["step_budget"] > 0
+    assert rows["char_lm"]["group"] == "real" and rows["rosenbrock"]["group"] == "toy"
     assert "calibrate" in rows["rosenbrock"]["target_source"]
 
 
@@ -39,7 +40,7 @@ def test_recipe_is_the_chosen_configuration_as_a_train_config(tmp_path):
     from thalweg.train.config import load_config
 
     cfg = BenchConfig(name="rec", workloads=["digits_logreg"], optimizers=["adamw"], trials=2,
-                      studies=1, seeds=0, sensitivity_points=0, objective="metric",
+                      studies=1, seeds=0, confirm_seeds=0, sensitivity_points=0, objective="metric",
                       budgets={"digits_logreg": {"steps": 30, "eval_every": 10}},
                       config_space={"digits_logreg": [{"name": "regularization.label_smoothing",
                                                        "low": 0.0, "high": 0.2, "where": "config"}]})  # fmt: skip

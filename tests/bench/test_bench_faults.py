@@ -29,6 +29,7 @@ workloads = ["linreg"]
 optimizers = ["sgd"]
 trials = {trials}
 studies = 1
+confirm_seeds = 0
 seeds = 0
 sensitivity_points = 0
 [targets]
@@ -40,7 +41,7 @@ steps = {steps}
 
 def cfg(trials: int = 4, steps: int = 200) -> BenchConfig:
     return BenchConfig.model_validate({"name": "f", "workloads": ["linreg"], "optimizers": ["sgd"], "trials": trials,
-                                       "studies": 1, "seeds": 0, "sensitivity_points": 0,
+                                       "studies": 1, "confirm_seeds": 0, "seeds": 0, "sensitivity_points": 0,
                                        "targets": {"linreg": 1e-2}, "budgets": {"linreg": {"steps": steps}}})
 
 

@@ -22,7 +22,9 @@ optimizers = ["sgd"]
 trials = 4
 studies = 1
 seeds = 0
+confirm_seeds = 0
 sensitivity_points = 0
+stop_at_target = false
 [targets]
 linreg = 1e-3
 [budgets.linreg]
@@ -70,7 +72,7 @@ def test_sigkill_then_restart_reruns_nothing_and_loses_nothing(tmp_path):
 def test_ray_executor_gives_the_local_results_table(tmp_path):
     ray = pytest.importorskip("ray")
     cfg = BenchConfig(name="t", workloads=["linreg"], optimizers=["sgd"], trials=2, studies=1,
-                      seeds=1, sensitivity_points=0, targets={"linreg": 1e-2},
+                      seeds=1, confirm_seeds=0, sensitivity_points=0, targets={"linreg": 1e-2},
                       budgets={"linreg": {"steps": 300}})  # fmt: skip
     local = run_bench(cfg, out_dir=tmp_path / "local", workers=0, quiet=True, report=False)
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
@@ -99,7 +101,8 @@ def test_a_kill_between_asking_and_describing_a_trial_loses_nothing(tmp_path, mo
     from thalweg.bench import runner as R
 
     cfg = BenchConfig.model_validate({**BenchConfig(name="k", workloads=["linreg"], optimizers=["sgd"], trials=4,
-                                                    studies=1, seeds=0, sensitivity_points=0).model_dump(),
+                                                    studies=1, seeds=0, confirm_seeds=0,
+                                                    sensitivity_points=0).model_dump(),
                                       "targets": {"linreg": 1e-2}, "budgets": {"linreg": {"steps": 200}}})
     owner = R.Runner if where == "describe" else optuna.trial.Trial
     real, calls = getattr(owner, f"_{where}"), {"n": 0}

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -72,11 +73,12 @@ def test_failing_trials_are_recorded_and_the_bench_finishes(tmp_path, monkeypatc
     assert all(r["status"] == "timeout" for r in recs if r["workload"] == "linreg"
                and r["submission"] == "sgd")
     ok = [r for r in recs if r["workload"] == "rosenbrock" and r["submission"] == "sgd"]
-    assert {r["phase"] for r in ok} == {"tune", "defaults", "rerun", "sensitivity"}
+    assert {r["phase"] for r in ok} == {"tune", "defaults", "confirm", "rerun", "sensitivity"}
     assert all(r["status"] in ("ok", "diverged") for r in ok)
-    # per workload: sgd 1 tune + 1 defaults + 1 rerun + 2 sensitivity; blowup (lr is a choice,
-    # nothing to sweep) 1 + 1 + 1; broken (every trial crashes: no configuration to re-run) 1 + 1
-    assert len(recs) == 2 * (5 + 3 + 2)
+    # per workload: sgd 1 tune + 1 defaults + 2 confirmations + 1 rerun + 2 sensitivity; blowup
+    # (lr is a choice, nothing to sweep) 1 + 1 + 2 + 1; broken (every trial crashes: no
+    # configuration to confirm or re-run) 1 + 1
+    assert len(recs) == 2 * (7 + 5 + 2)
     for r in recs:
         assert {"config", "seed", "curve", "time_to_target", "final", "best", "host", "versions"} <= r.keys()
     # scores exist for everyone; a submission that never runs scores 0
@@ -91,8 +93,9 @@ def test_failing_trials_are_recorded_and_the_bench_finishes(tmp_path, monkeypatc
 
 @pytest.mark.slow
 def test_a_worker_that_dies_is_recorded_and_replaced(tmp_path):
-    cfg = BenchConfig(name="dies", workloads=["linreg", "bench_helpers:dies"],
-                      optimizers=["sgd"], trials=1, studies=1, seeds=0, sensitivity_points=0,
+    helpers = Path(__file__).with_name("bench_helpers.py")
+    cfg = BenchConfig(name="dies", workloads=["linreg"], code=[f"{helpers}:dies"],
+                      optimizers=["sgd"], trials=1, studies=1, seeds=0, confirm_seeds=0, sensitivity_points=0,
                       targets={"linreg": 1e-3}, budgets={"linreg": {"steps": 50}})  # fmt: skip
     res = run_bench(cfg, out_dir=tmp_path, workers=1, quiet=True, report=False)
     dead = [r for r in res.records if r["workload"] == "dies"]

@@ -86,3 +86,97 @@ def test_objective_orders_reached_by_steps_then_misses_by_shortfall():
     acc = {"status": "ok", "mode": "max", "target": 0.9, "reached": False, "best": {"metric": 0.8}}
     assert scoring.objective(acc) == pytest.approx(1.1)
     assert scoring.best_record([near, slow, fast, far]) is fast
+
+
+# ---------------------------------------------------------------- uncertainty
+def _study(sub: str, wl: str, k: int, tune: list[int | None], confirm: list[int | None]) -> list[dict]:
+    recs = [{**_rec(k, s, sub, wl)} for s in tune]
+    recs += [{**_rec(k, s, sub, wl), "phase": "confirm"} for s in confirm]
+    return recs
+
+
+def test_verdicts_and_reach_counts_per_study():
+    from thalweg.bench import uncertainty
+
+    recs = (_study("A", "w", 0, [100, None], [120, 110]) + _study("A", "w", 1, [90, 200], [95, None])
+            + _study("A", "w", 2, [None, None], [None, None])                       # A splits 2/3
+            + _study("B", "w", 0, [50], [60]) + _study("B", "w", 1, [40], [45]) + _study("B", "w", 2, [70], [65])
+            + _study("C", "w", 0, [None], [None]) + _study("C", "w", 1, [None], [None]) + _study("C", "w", 2, [None], [None])
+            + _study("D", "w", 0, [300], [310]) + _study("D", "w", 1, [260], [250]) + _study("D", "w", 2, [280], [None]))  # fmt: skip
+    s = uncertainty.summarize(recs, replicates=300)
+    cell = s.cells["A"]["w"]
+    assert cell.study_times == [100, 90, INF] and cell.time == 100  # AlgoPerf: median over studies
+    assert cell.reach == [(1, 2, 2, 2), (2, 2, 1, 2), (0, 2, 0, 2)]
+    assert s.verdicts["A"]["w"] == "inconclusive"  # studies split
+    assert s.verdicts["B"]["w"] == "reached" and s.ratios["B"]["w"] == 1.0
+    assert s.verdicts["C"]["w"] == "never reached"
+    assert s.ratios["D"]["w"] == INF and s.verdicts["D"]["w"] == "too slow"  # 280 / 50 > r_max = 4
+    assert s.score["B"] == 1.0 and s.score["C"] == 0.0 and s.rank["B"] == 1.0
+    for sub in s.score:  # the point estimate lies in its interval; intervals within [0, 1]
+        lo, hi = s.score_ci[sub]
+        assert 0.0 <= lo <= s.score[sub] <= hi <= 1.0
+        rlo, rhi = s.rank_ci[sub]
+        assert 1.0 <= rlo <= rhi <= 4.0
+    assert s.score_ci["C"] == (0.0, 0.0) and s.rank_ci["B"][0] == 1.0
+    again = uncertainty.summarize(recs, replicates=300)
+    assert again.score_ci == s.score_ci and again.rank_ci == s.rank_ci  # seeded: reproducible
+
+
+def test_identical_outcomes_give_zero_width_intervals_and_kendall_tau():
+    from scipy.stats import kendalltau
+
+    from thalweg.bench import uncertainty
+
+    recs = []
+    for k in range(3):
+        recs += _study("A", "w", k, [100], [100, 100]) + _study("B", "w", k, [200], [200, 200])
+    s = uncertainty.summarize(recs, replicates=100)
+    assert s.score == {"A": 1.0, "B": 2 / 3} and s.score_ci["B"] == (2 / 3, 2 / 3)
+    assert s.rank_ci == {"A": (1.0, 1.0), "B": (2.0, 2.0)}
+    a, b = {"x": 0.9, "y": 0.5, "z": 0.1, "u": 0.3}, {"x": 0.8, "y": 0.2, "z": 0.3, "u": 0.1}
+    assert uncertainty.kendall_tau(a, b) == pytest.approx(kendalltau([0.3, 0.9, 0.5, 0.1], [0.1, 0.8, 0.2, 0.3]).statistic)
+
+
+def test_cpu_unit_is_steps_times_cpu_per_step_and_toy_is_apart():
+    rec = {**_rec(0, 100), "cpu": {"per_step": 0.002}, "group": "toy"}
+    assert scoring.workload_times([rec], "cpu") == {"A": {"w1": pytest.approx(0.2)}}
+    assert scoring.real([rec, {**rec, "group": "real"}, {**rec, "group": None}]) != []
+    assert len(scoring.toy([rec, {**rec, "group": "real"}])) == 1
+
+
+def test_calibration_target_is_the_best_baselines_median_end_metric():
+    """Per baseline: the median over its re-run seeds of the end-of-budget metric (a diverged
+    seed counts as the worst value); the target: the best baseline's, never below a toy
+    problem's tolerance."""
+    from types import SimpleNamespace
+
+    from thalweg.bench.api import calibration_record
+    from thalweg.bench.problems import Workload
+
+    def runs(wl, sub, ends, mode):
+        return [{"workload": wl, "submission": sub, "phase": "rerun", "end_metric": e, "params": {"lr": 1},
+                 "config": {}, "mode": mode} for e in ends] + [{"workload": wl, "submission": sub, "phase": "tune"}]
+
+    acc = Workload("acc", lambda s: None, metric="val_accuracy", mode="max", step_budget=10, max_seconds=1)
+    toy = Workload("toy", lambda s: None, metric="excess_loss", mode="min", step_budget=10, max_seconds=1,
+                   tolerance=1e-6)
+    plans = [SimpleNamespace(workload=w, submission=SimpleNamespace(name=s)) for w in (acc, toy) for s in ("a", "b")]
+    recs = (runs("acc", "a", [0.90, 0.92, 0.91], "max") + runs("acc", "b", [0.95, None, 0.94, 0.93], "max")
+            + runs("toy", "a", [1e-9, 2e-9, 3e-9], "min") + runs("toy", "b", [1.0, 2.0, 3.0], "min"))
+    out = calibration_record(recs, plans, SimpleNamespace())
+    assert out["acc"]["baselines"]["a"]["median"] == pytest.approx(0.91)
+    assert out["acc"]["baselines"]["b"]["median"] == pytest.approx(0.935)  # (0.93 + 0.94) / 2, None lowest
+    assert out["acc"]["value"] == pytest.approx(0.935) and out["acc"]["baseline"] == "b"
+    assert out["toy"]["value"] == 1e-6 and out["toy"]["baseline"] == "a"  # floored at the tolerance
+    assert out["acc"]["baselines"]["b"]["seeds"][1] is None and out["acc"]["baselines"]["b"]["finite"] == 3
+
+
+def test_speedup_interval_brackets_the_point():
+    from thalweg.bench import uncertainty
+
+    a = uncertainty.Cell([200, 220, 180], [[200, 210], [220, 230], [180, 190]])
+    b = uncertainty.Cell([100, 120, 90], [[100, 105], [120, 110], [90, 95]])
+    p, lo, hi = uncertainty.speedup(a, b, replicates=300)
+    assert p == pytest.approx(2.0) and lo <= p <= hi and lo > 1.4 and hi < 2.6
+    never = uncertainty.Cell([INF, INF, INF], [[INF], [INF], [INF]])
+    assert uncertainty.speedup(never, b)[0] == INF and uncertainty.speedup(b, never)[0] == 0.0

@@ -12,8 +12,10 @@ from thalweg.bench.suites import BenchConfig, BenchConfigError, load_bench
 
 def test_registry_has_the_issue_workloads_and_keys_drop_defaults():
     for name in ("rosenbrock", "quadratic", "linreg", "deep_linear", "digits_logreg",
-                 "mnist1d_mlp", "mnist1d_cnn"):
+                 "mnist1d_mlp", "mnist1d_cnn", "mnist1d_gru", "digits_cnn", "char_lm"):
         assert name in workloads.names()
+    groups = {n: workloads.get(n).group for n in workloads.names()}
+    assert {n for n, g in groups.items() if g == "toy"} == {"rosenbrock", "quadratic", "linreg", "deep_linear"}
     assert workloads.get("quadratic").key == "quadratic"
     assert workloads.get("quadratic(condition_number=100.0)").key == "quadratic"
     w = workloads.get("quadratic", condition_number=1000.0)
@@ -52,14 +54,21 @@ def test_seed_problems_measure_the_excess_over_the_closed_form_optimum():
     assert min(widths) >= net[0].in_features and len(widths) >= 2
 
 
-def test_mnist1d_workloads_follow_the_paper_protocol():
-    w = workloads.get("mnist1d_mlp")
-    assert w.config.data.options == {"num_samples": 5000} and w.config.data.seed == 42
-    assert w.metric == "val_accuracy" and w.mode == "max"
+def test_real_workloads_validate_on_at_least_1000_examples():
+    """MNIST-1D: the paper's 4000 train / 1000 test and 2000 extra validation samples; digits:
+    1000 of the 1797 images validate."""
     from thalweg.train.components import prepare_data
 
-    sizes = prepare_data(w.config)[0].sizes()
-    assert sizes == {"train": 3600, "val": 400, "test": 1000}  # 4000 train (400 held out) / 1000
+    w = workloads.get("mnist1d_cnn")
+    assert w.config.data.options == {"num_samples": 5000, "val_samples": 2000} and w.config.data.seed == 42
+    assert w.metric == "val_accuracy" and w.mode == "max"
+    assert prepare_data(w.config)[0].sizes() == {"train": 4000, "val": 2000, "test": 1000}
+    assert workloads.get("mnist1d_gru").config.data == w.config.data
+    d = workloads.get("digits_cnn")
+    assert prepare_data(d.config)[0].sizes() == {"train": 617, "val": 1000, "test": 180}
+    assert d.metric == "val_loss" and d.config.model.name == "cnn2d"
+    lm = workloads.get("char_lm")  # 128 fixed windows of 64 characters: 8192 predictions
+    assert lm.metric == "val_loss" and lm.params == {}
 
 
 def test_default_space_is_the_registry_space_plus_the_bench_dims():
@@ -67,7 +76,8 @@ def test_default_space_is_the_registry_space_plus_the_bench_dims():
 
     sub = Submission("adam", "adam")
     params = [d.param for d in sub.dims()]
-    assert params[: len(registry.get("adam").search_space)] == ["lr", "1-betas[0]", "weight_decay"]
+    assert params[:3] == ["lr", "1-betas[0]", "weight_decay"]
+    assert sub.dims()[0].dim.high == 1.0 > registry.get("adam").search_space[0].high  # reviewed: wider
     assert "schedule.warmup_fraction" in params
     cfg = sub.configure({"lr": 0.01, "1-betas[0]": 0.1, "schedule.warmup_fraction": 0.0})
     assert cfg["optimizer"] == {"name": "adam", "lr": 0.01, "betas": pytest.approx((0.9, 0.999))}
@@ -90,7 +100,23 @@ def test_bench_config_errors_name_the_field(tmp_path):
     p.write_text('workloads = ["linreg"]\ntypo = 1\n')
     with pytest.raises(BenchConfigError, match=r"typo.*unknown key"):
         load_bench(p)
-    with pytest.raises(BenchConfigError, match="no stored target"):
+    with pytest.raises(BenchConfigError, match=r"has no target; compute it with `thalweg bench calibrate "
+                                                r"'quadratic\(condition_number=7.0\)'`"):
         BenchConfig(workloads=["quadratic(condition_number=7.0)"]).resolve_workloads()
     with pytest.raises(BenchConfigError, match="neither a suite"):
         load_bench("no-such-suite")
+
+
+def test_suites_keep_algoperfs_trials_and_the_standard_has_the_lm():
+    """AlgoPerf's 3 studies × 5 trials everywhere; quick has fewer optimizers and workloads,
+    not fewer trials; the standard suite runs every real workload, the character LM included."""
+    from thalweg.bench.suites import BASELINES, REAL
+
+    quick, standard = load_bench("quick"), load_bench("standard")
+    for cfg in (quick, standard):
+        assert (cfg.trials, cfg.studies, cfg.confirm_seeds) == (5, 3, 2)
+        assert set(BASELINES) <= set(cfg.optimizers)
+    assert set(REAL) <= set(standard.workloads) and "char_lm" in REAL
+    assert set(quick.optimizers) < set(standard.optimizers)
+    assert set(quick.workloads) < set(standard.workloads) == set(REAL)  # quick: real workloads only
+    assert load_bench("quick", seed=3).seed == 3

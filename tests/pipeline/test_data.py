@@ -72,6 +72,21 @@ def test_mnist1d_default_size(fresh_cache) -> None:
     assert torch.bincount(s.y_train, minlength=10).min() > 300  # every digit present
 
 
+@pytest.mark.slow
+def test_mnist1d_extra_validation_samples(fresh_cache) -> None:
+    """val_samples: the paper's 4000 train / 1000 test, and that many fresh samples from the
+    generator (another seed) validate — none of them a training sample."""
+    paper = load_dataset("mnist1d", seed=42)
+    s = load_dataset("mnist1d", seed=42, val_samples=1000)
+    assert s.sizes() == {"train": 4000, "val": 1000, "test": 1000}
+    torch.testing.assert_close(s.x_test, paper.x_test)
+    assert torch.bincount(s.y_val, minlength=10).tolist() == [100] * 10
+    train = {tuple(r) for r in s.x_train.round(decimals=4).tolist()}
+    assert not any(tuple(r) in train for r in s.x_val.round(decimals=4).tolist())
+    with pytest.raises(ValueError, match="val_samples"):
+        load_dataset("mnist1d", seed=42, val_samples=-1)
+
+
 def test_digits_split() -> None:
     s = load_dataset("digits", seed=1)
     assert sum(s.sizes().values()) == 1797

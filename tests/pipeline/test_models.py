@@ -95,6 +95,26 @@ def test_build_model_by_name() -> None:
     assert cnn2(torch.randn(3, 2, 40)).shape == (3, 5)
 
 
+def test_cnn2d_and_gru_by_name() -> None:
+    torch.manual_seed(0)
+    cnn = build_model("cnn2d", (64,), 10, channels=4)  # digits: 64 features are an 8×8 image
+    assert cnn.shape == (1, 8, 8) and cnn(torch.randn(3, 64)).shape == (3, 10)
+    conv = cnn.features[0]
+    assert isinstance(conv, torch.nn.Conv2d) and conv.stride == (2, 2)
+    assert build_model("cnn2d", (3, 6, 6), 2, channels=4)(torch.randn(2, 3, 6, 6)).shape == (2, 2)
+    gru = build_model("gru", (40,), 10)  # MNIST-1D's GRU: 6 units per direction, bidirectional
+    assert gru.gru.bidirectional and gru.gru.hidden_size == 6 and gru.head.in_features == 2 * 6 * 40
+    x = torch.randn(3, 40)
+    assert gru(x).shape == (3, 10)
+    # causal in the forward direction: the last input moves the last forward output, not the first
+    x2 = x.clone()
+    x2[:, -1] += 1.0
+    out, _ = gru.gru(x.unsqueeze(-1))
+    out2, _ = gru.gru(x2.unsqueeze(-1))
+    torch.testing.assert_close(out[:, 0, :6], out2[:, 0, :6])
+    assert not torch.allclose(out[:, -1, :6], out2[:, -1, :6])
+
+
 @pytest.mark.parametrize(
     ("call", "exc", "match"),
     [
@@ -108,6 +128,8 @@ def test_build_model_by_name() -> None:
         (lambda: build_model("resnet", (4,), 2), ValueError, "name.*'resnet'"),
         (lambda: build_model("linear", (4,), 2, width=3), TypeError, "width"),
         (lambda: build_model("cnn1d", (1, 2, 3), 2), ValueError, "in_shape"),
+        (lambda: build_model("cnn2d", (63,), 2), ValueError, "square"),
+        (lambda: build_model("gru", (40,), 2, kernel_size=3), TypeError, "kernel_size"),
     ],
 )
 def test_bad_arguments_are_named(call, exc, match) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -25,7 +26,11 @@ def register(app: typer.Typer) -> None:
 
     @bench.command("run")
     def run(
-        source: str = typer.Argument("quick", help="A suite (quick, seeds, mnist1d, full) or a bench TOML."),
+        source: str = typer.Argument("quick", help="A suite (quick, standard, full, seeds, mnist1d, recipes) or a bench TOML."),
+        workload: list[str] = typer.Option([], "--workload", "-w", help="Replace the suite's workloads: a registered "
+                                           "name or a `thalweg train` config (my.toml); repeatable."),
+        code: list[str] = typer.Option([], "--code", help="A workload of your own Python code, FILE.py:factory or "
+                                       "module:factory (this RUNS that code); repeatable."),
         ruleset: str | None = typer.Option(None, "--ruleset", help="external (tuned) or self (defaults, 1.5× budget)."),
         name: str | None = typer.Option(None, "--name", help="Bench name: results go to DIR/NAME (default: the suite's)."),
         out_dir: Path = typer.Option(Path("bench"), "--out", "-o", "--dir",
@@ -34,6 +39,7 @@ def register(app: typer.Typer) -> None:
         threads: int = typer.Option(1, "--threads", help="torch threads per trial."),
         trials: int | None = typer.Option(None, "--trials", help="Override N, trials per study."),
         studies: int | None = typer.Option(None, "--studies", help="Override M, studies per submission."),
+        seed: int | None = typer.Option(None, "--seed", help="Added to every seed: an independent run of the bench."),
         storage: str | None = typer.Option(None, "--storage", help="SQLAlchemy URL of the study database (default: DIR/NAME/study.db)."),
         executor: str = typer.Option("local", "--executor", help="local or ray."),
         ray_address: str | None = typer.Option(None, "--ray-address", help="Ray cluster to join (default: a local one)."),
@@ -53,18 +59,31 @@ def register(app: typer.Typer) -> None:
             raise typer.BadParameter("--ruleset must be external or self")
         if executor not in ("local", "ray"):
             raise typer.BadParameter("--executor must be local or ray")
+        own = {"workloads": list(workload), "code": list(code)} if workload or code else {}
         with exit_on_run_errors("run the same `thalweg bench run` again: it resumes the bench",
                                 also=(BenchConfigError, BenchError, RuntimeError)):
             res = run_bench(source, out_dir=out_dir, workers=workers, threads=threads, storage=storage,
                             executor=executor, ray_address=ray_address, quiet=quiet,
                             **{**overrides.parse(sets or []), "ruleset": ruleset, "name": name,
-                               "trials": trials, "studies": studies})  # fmt: skip
+                               "trials": trials, "studies": studies, "seed": seed, **own})  # fmt: skip
+        _print_scores(res, ruleset)
+
+    def _print_scores(res: Any, ruleset: str | None) -> None:
+        from thalweg.bench import scoring, uncertainty
+
         rs = ruleset or next((r["ruleset"] for r in res.records), "external")
         typer.echo(f"bench: {res.dir}  ({len(res.records)} trials, {res.recovered} resumed, "
                    f"{res.seconds:.0f} s); report: {res.report}")  # fmt: skip
-        for s in sorted(res.scores["seconds"], key=lambda s: -res.scores["seconds"][s]):
-            typer.echo(f"  {s:<16} score {res.scores['seconds'][s]:.3f} (seconds)  "
-                       f"{res.scores['steps'][s]:.3f} (steps)  [{rs}]")  # fmt: skip
+        for title, recs in (("real workloads", scoring.real(res.records)), ("toy problems", scoring.toy(res.records))):
+            if not recs:
+                continue
+            s = uncertainty.summarize(recs, rs, "steps", replicates=400)
+            typer.echo(f"  score in steps, {title} [{rs}]: score [95 % interval], rank [interval]")
+            for sub in sorted(s.score, key=lambda k: (-s.score[k], k)):
+                lo, hi = s.score_ci[sub]
+                rlo, rhi = s.rank_ci[sub]
+                typer.echo(f"    {sub:<20} {s.score[sub]:.3f} [{lo:.3f}, {hi:.3f}]   rank {s.rank[sub]:g} "
+                           f"[{rlo:g}, {rhi:g}]")  # fmt: skip
 
     @bench.command("report")
     def report(bench_dir: Path = typer.Argument(..., help="A bench directory, e.g. bench/quick.")) -> None:
@@ -129,34 +148,46 @@ def register(app: typer.Typer) -> None:
             typer.echo(json.dumps([w.describe() for w in infos], indent=1, default=str))
             return
         t = Table(title="thalweg bench workloads")
-        for col in ("name", "metric", "target", "steps", "wall s", "description"):
+        for col in ("name", "group", "metric", "target", "steps", "wall s", "description"):
             t.add_column(col)
         for w in infos:
             target = "—" if w.target is None else f"{'≤' if w.mode == 'min' else '≥'} {w.target:g}"
-            t.add_row(w.key, w.metric, target, str(w.step_budget), f"{w.max_seconds:g}", w.description)
+            t.add_row(w.key, w.group, w.metric, target, str(w.step_budget), f"{w.max_seconds:g}", w.description)
         Console().print(t)
 
     @bench.command("calibrate")
     def calibrate_cmd(
-        workload: list[str] = typer.Argument(..., help="Workloads to set targets for."),
-        trials: int = typer.Option(10, "--trials"),
-        studies: int = typer.Option(2, "--studies"),
-        seeds: int = typer.Option(5, "--seeds"),
+        workload: list[str] = typer.Argument(None, help="Workloads to set targets for: registered names or "
+                                             "`thalweg train` configs (my.toml)."),
+        code: list[str] = typer.Option([], "--code", help="A workload of your own Python code (this RUNS it)."),
+        trials: int | None = typer.Option(None, "--trials", help="Trials per study and baseline (default 20)."),
+        studies: int | None = typer.Option(None, "--studies", help="Studies per baseline (default 3)."),
+        seeds: int | None = typer.Option(None, "--seeds", help="Seeds the chosen configurations re-run (default 10)."),
+        fraction: float | None = typer.Option(None, "--fraction", help="Share of the step budget the baselines "
+                                              "train (default 0.25 = 1/r_max: submissions get 4× their steps)."),
         workers: int | None = typer.Option(None, "--workers"),
         out_dir: Path = typer.Option(Path("bench"), "--out", "-o", "--dir",
                                      help="Directory holding benches (the calibration is DIR/calibrate)."),
         quiet: bool = typer.Option(False, "--quiet", "-q"),
     ) -> None:
-        """Recompute targets as AlgoPerf does (tuned AdamW and Nesterov SGD; median over seeds)."""
+        """Set targets as AlgoPerf does: AdamW, NAdamW and Nesterov tuned (3 × 20 trials each) at
+        a quarter of the step budget, the best re-run over 10 seeds, the median end-of-budget metric of the
+        best baseline. `thalweg bench run` with the same -o then uses them."""
         from thalweg.bench.api import calibrate
         from thalweg.bench.runner import BenchError
         from thalweg.bench.suites import BenchConfigError
         from thalweg.train.commands import exit_on_run_errors
 
+        if not workload and not code:
+            raise typer.BadParameter("name at least one workload (or --code)")
+        opts = {k: v for k, v in (("trials", trials), ("studies", studies), ("seeds", seeds),
+                                  ("calibration_fraction", fraction)) if v is not None}  # fmt: skip
         with exit_on_run_errors("run the same `thalweg bench calibrate` again: it resumes",
                                 also=(BenchConfigError, BenchError, RuntimeError)):
-            targets = calibrate(workload, trials=trials, studies=studies, seeds=seeds, out_dir=out_dir,
-                                workers=workers, quiet=quiet)  # fmt: skip
-        typer.echo("# entries for thalweg/bench/targets.py (also in DIR/calibrate/targets.json)")
+            targets = calibrate(list(workload or []), code=list(code), out_dir=out_dir, workers=workers,
+                                quiet=quiet, **opts)  # fmt: skip
+        path = out_dir / "calibrate" / "targets.json"
+        typer.echo(f"targets (in {path}; `thalweg bench run ... -o {out_dir}` uses them):")
         for key, t in targets.items():
-            typer.echo(f"{key!r}: {{'value': {t['value']!r}, 'source': {t['source']!r}}},")
+            b = ", ".join(f"{s} {v['median']:.4g}" for s, v in t["baselines"].items() if v["median"] is not None)
+            typer.echo(f"  {key}: {t['metric']} {'≤' if t['mode'] == 'min' else '≥'} {t['value']:g}  ({b})")

@@ -27,10 +27,11 @@ GRACE = (1.5, 30.0)
 def failed_record(spec: dict[str, Any], status: str, error: str) -> dict[str, Any]:
     """The record of a trial that produced none itself (its worker died, or it hung)."""
     rec = {k: spec.get(k) for k in ("study", "trial", "phase", "ruleset", "workload", "submission",
-                                    "study_index", "seed", "params", "config", "target", "metric", "mode")}  # fmt: skip
+                                    "study_index", "seed", "params", "config", "target", "metric", "group", "mode")}  # fmt: skip
     rec.update(step_budget=spec.get("steps"), status=status, error=error, reached=False, steps=None,
                time_to_target={"steps": None, "seconds": None}, final={}, final_metric=None,
-               best={"metric": None, "step": None}, curve={"step": [], "seconds": [], "metric": []},
+               best={"metric": None, "step": None}, end_metric=None, cpu={},
+               curve={"step": [], "seconds": [], "metric": []},
                started_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"), pid=None, seconds={})  # fmt: skip
     rec.update(environment())
     return rec

@@ -34,12 +34,12 @@ def _styles(names: Sequence[str]) -> dict[str, dict[str, Any]]:
 
 def plot_profiles(records: Sequence[Mapping[str, Any]], rulesets: Sequence[str], path: Path,
                   r_max: float = scoring.R_MAX) -> Path | None:  # fmt: skip
-    """ρ(τ) per submission, one panel per (ruleset, unit): seconds and steps to the target.
+    """ρ(τ) per submission, one panel per (ruleset, unit): steps and CPU seconds to the target.
     One legend beside the panels (it covers no curve and no title) lists each submission with
     its score in every panel; submissions that never come within r_max× of the fastest (score
     0 everywhere, a flat line at ρ = 0) are named under it instead of drawn on top of each other."""
     plt = _plt()
-    panels = [(rs, u) for rs in rulesets for u in ("seconds", "steps")
+    panels = [(rs, u) for rs in rulesets for u in ("steps", "cpu")
               if scoring.workload_times(records, u, rs)]  # fmt: skip
     if not panels:
         return None

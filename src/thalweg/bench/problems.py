@@ -1,18 +1,16 @@
-"""What a workload is (:class:`Workload`: model + data + loss + target + budgets; a seeded
-:class:`Problem`), and the built-in workloads: the seeds' problems (Rosenbrock, the ill-conditioned quadratic,
-seed 004's linear regression, a deep linear network), logistic regression on digits, and
-MNIST-1D on the paper's protocol (MLP and 1-D CNN).
-
-The seeds' problems are full-batch and exactly solvable, so their metric is the excess
+"""What a workload is (:class:`Workload`: model + data + loss + target + budgets + group; a
+seeded :class:`Problem`), and the toy problems: the seeds' Rosenbrock, ill-conditioned
+quadratic, linear regression and deep linear network — full batch, exactly solvable, scored
+apart from the real workloads (they teach and make pictures). Their metric is the excess
 objective f − f* (f* in float64); their targets never go below the workload's `tolerance`.
-The others are `thalweg train` configs, so a tuned configuration is a runnable recipe.
+
+The real workloads are in :mod:`thalweg.bench.configs` (`thalweg train` configs: digits and
+MNIST-1D) and :mod:`thalweg.bench.charlm` (the character transformer).
 """
 
 from __future__ import annotations
 
-import copy
 import itertools
-import json
 import math
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
@@ -21,8 +19,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-__all__ = ["BUILTIN", "PointModel", "Problem", "Workload", "WorkloadError", "config_workload", "mnist1d_config",
-           "workload_key"]
+__all__ = ["BUILTIN", "PointModel", "Problem", "Workload", "WorkloadError", "builtin", "doc", "workload_key"]
 
 
 class WorkloadError(ValueError):
@@ -73,6 +70,9 @@ class Workload:
     weight_decay: bool = True
     #: what `get` resolves back to this workload (in worker processes and Ray tasks).
     ref: str = ""
+    #: "real" workloads make the headline score; "toy" ones (exactly solvable, full batch)
+    #: are scored apart.
+    group: Literal["real", "toy"] = "real"
 
     @property
     def key(self) -> str:
@@ -107,7 +107,7 @@ class Workload:
             "key": self.key, "name": self.name, "metric": self.metric, "mode": self.mode,
             "target": self.target, "tolerance": self.tolerance, "target_source": self.target_source,
             "step_budget": self.step_budget, "max_seconds": self.max_seconds,
-            "eval_every": self.eval_every, "params": dict(self.params),
+            "eval_every": self.eval_every, "params": dict(self.params), "group": self.group,
             "description": self.description,
         }  # fmt: skip
 
@@ -156,7 +156,7 @@ def _full_batch(model: nn.Module, loss: Callable[[Any], torch.Tensor], f_star: f
     return Problem(model=model, loss=loss, batches=itertools.repeat(None), evaluate=evaluate)
 
 
-def _doc(f: Callable[..., Any]) -> str:
+def doc(f: Callable[..., Any]) -> str:
     """The first paragraph of a docstring on one line (the workload's description)."""
     return " ".join((f.__doc__ or "").split("\n\n")[0].split())
 
@@ -183,7 +183,7 @@ def rosenbrock(start: tuple[float, float] = (-1.5, 2.0)) -> Workload:
 
     return Workload("rosenbrock", build, metric="excess_loss", mode="min", step_budget=1500,
                     max_seconds=60.0, eval_every=1, tolerance=1e-6, weight_decay=False,
-                    description=_doc(rosenbrock))  # fmt: skip
+                    group="toy", description=doc(rosenbrock))  # fmt: skip
 
 
 def _least_squares(x: torch.Tensor, y: torch.Tensor, bias: bool) -> float:
@@ -215,7 +215,7 @@ def quadratic(condition_number: float = 100.0, dim: int = 20) -> Workload:
         return _regression(splits, _seeded(lambda: nn.Linear(dim, 1), seed), bias=True)
 
     return Workload("quadratic", build, metric="excess_loss", mode="min", step_budget=800,
-                    max_seconds=60.0, tolerance=1e-6, weight_decay=False,
+                    max_seconds=60.0, tolerance=1e-6, weight_decay=False, group="toy",
                     description=f"least squares on 512 points in R^{dim}, Hessian condition {condition_number:g}")  # fmt: skip
 
 
@@ -230,7 +230,8 @@ def linreg() -> Workload:
         return _regression(splits, _seeded(lambda: nn.Linear(1, 1), seed), bias=True)
 
     return Workload("linreg", build, metric="excess_loss", mode="min", step_budget=1000,
-                    max_seconds=60.0, tolerance=1e-6, weight_decay=False, description=_doc(linreg))  # fmt: skip
+                    max_seconds=60.0, tolerance=1e-6, weight_decay=False, group="toy",
+                    description=doc(linreg))  # fmt: skip
 
 
 @builtin("deep_linear")
@@ -253,103 +254,5 @@ def deep_linear(depth: int = 3, width: int = 16, dim: int = 8) -> Workload:
         return _regression(splits, _seeded(net, seed), bias=False)
 
     return Workload("deep_linear", build, metric="excess_loss", mode="min", step_budget=1000,
-                    max_seconds=60.0, tolerance=1e-6, weight_decay=False,
+                    max_seconds=60.0, tolerance=1e-6, weight_decay=False, group="toy",
                     description=f"{depth}-layer linear net, width {width}, on least squares in R^{dim}")  # fmt: skip
-
-
-# ----------------------------------------------------------------- config-defined workloads
-_SPLITS: dict[str, Any] = {}
-
-
-def _run_parts(cfg: Any) -> Any:
-    """The trainer's own `build_run` parts of a `thalweg train` config (data standardized with
-    train statistics; the [init] rule applied), with one copy of the data per worker process."""
-    from thalweg.train import build_run
-    from thalweg.train.components import prepare_data
-
-    key = json.dumps(cfg.data.model_dump(mode="json"), sort_keys=True)
-    if key not in _SPLITS:
-        _SPLITS[key] = prepare_data(cfg)
-    return build_run(cfg, device="cpu", optimizer=False, check_budget=False, data=_SPLITS[key])
-
-
-def _config_problem(cfg: Any, seed: int) -> Problem:
-    from thalweg.data import Loader
-    from thalweg.train.components import evaluate
-
-    r = cfg.regularization
-    if r.mixup_alpha or r.l1 or r.l2:
-        raise ValueError("bench config workloads support label smoothing and clipping, not mixup/l1/l2")
-    parts = _run_parts(cfg.model_copy(update={"train": cfg.train.model_copy(update={"seed": seed})}))
-    model, splits, train_loss, eval_loss = parts.model, parts.splits, parts.loss_fn, parts.eval_loss_fn
-    classify = parts.classify
-    loader = Loader(splits.x_train, splits.y_train, cfg.train.batch_size, shuffle=True, seed=seed)
-
-    def batches() -> Iterator[Any]:
-        while True:
-            yield from loader
-
-    def loss(batch: Any) -> torch.Tensor:
-        xb, yb = batch
-        return train_loss(model(xb), yb)
-
-    def on(x: torch.Tensor, y: torch.Tensor, prefix: str) -> dict[str, float]:
-        m = evaluate(model, x, y, eval_loss.per_sample, classify, cfg.train.eval_batch_size)
-        return {f"{prefix}_{k}": v for k, v in m.items()}
-
-    return Problem(model=model, loss=loss, batches=batches(),
-                   evaluate=lambda: on(splits.x_val, splits.y_val, "val"),
-                   steps_per_epoch=len(loader), clip_norm=r.clip_norm, clip_value=r.clip_value,
-                   test=lambda: on(splits.x_test, splits.y_test, "test"))  # fmt: skip
-
-
-def config_workload(name: str, config: dict[str, Any], *, metric: str, mode: str, step_budget: int,
-                    max_seconds: float, eval_every: int, description: str = "") -> Workload:  # fmt: skip
-    """A workload defined by a `thalweg train` config (its optimizer/schedule are the bench's)."""
-    from thalweg.train import parse_config
-
-    cfg = parse_config(copy.deepcopy(config))
-    return Workload(name, lambda seed: _config_problem(cfg, seed), metric=metric, mode=mode,  # type: ignore[arg-type]
-                    step_budget=step_budget, max_seconds=max_seconds, eval_every=eval_every,
-                    description=description, config=cfg)  # fmt: skip
-
-
-@builtin("digits_logreg")
-def digits_logreg(batch_size: int = 128) -> Workload:
-    """Logistic (softmax) regression on scikit-learn's 8×8 digits; metric: validation loss."""
-    cfg = {"name": "digits-logreg", "data": {"name": "digits"}, "model": {"name": "linear"},
-           "regularization": {"early_stopping": {"enabled": False}},
-           "train": {"batch_size": batch_size, "num_threads": 1}}  # fmt: skip
-    return config_workload("digits_logreg", cfg, metric="val_loss", mode="min", step_budget=500,
-                           max_seconds=60.0, eval_every=20, description=_doc(digits_logreg))
-
-
-def mnist1d_config(model: dict[str, Any], name: str) -> dict[str, Any]:
-    """MNIST-1D on the paper's protocol: the generator's defaults (5000 samples, seed 42) →
-    4000 train (400 of them held out for validation) / 1000 test; batches of 100 as the paper."""
-    return {
-        "name": name,
-        "data": {"name": "mnist1d", "seed": 42, "options": {"num_samples": 5000}},
-        "model": model,
-        "init": {"rule": "kaiming_uniform"},
-        "regularization": {"early_stopping": {"enabled": False}},
-        "train": {"batch_size": 100, "num_threads": 1},
-    }
-
-
-@builtin("mnist1d_mlp")
-def mnist1d_mlp(width: int = 100, depth: int = 2) -> Workload:
-    """MNIST-1D (paper protocol), the paper's MLP (2 hidden layers of 100); metric: val accuracy."""
-    cfg = mnist1d_config({"name": "mlp", "width": width, "depth": depth}, "mnist1d-mlp")
-    return config_workload("mnist1d_mlp", cfg, metric="val_accuracy", mode="max", step_budget=2000,
-                           max_seconds=120.0, eval_every=40, description=_doc(mnist1d_mlp))
-
-
-@builtin("mnist1d_cnn")
-def mnist1d_cnn(channels: int = 25, depth: int = 3) -> Workload:
-    """MNIST-1D (paper protocol), the paper's CNN (3 stride-2 convolutions of 25 channels);
-    metric: validation accuracy."""
-    cfg = mnist1d_config({"name": "cnn1d", "channels": channels, "depth": depth, "kernel_size": 5},
-                         "mnist1d-cnn")
-    return config_workload("mnist1d_cnn", cfg, metric="val_accuracy", mode="max", step_budget=6000,
-                           max_seconds=600.0, eval_every=100, description=_doc(mnist1d_cnn))

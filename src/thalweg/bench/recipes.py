@@ -7,6 +7,7 @@ bench trained for the whole budget (the trainer still keeps the best weights).
 
 from __future__ import annotations
 
+import copy
 import math
 from pathlib import Path
 from typing import Any
@@ -52,6 +53,26 @@ def chosen_record(records: list[dict[str, Any]], workload: str, submission: str 
     return dict(best)
 
 
+def _definition(bench_dir: Path, workload: str) -> tuple[dict[str, Any] | None, str, str]:
+    """(train config, mode, metric) of `workload`: as the bench stored it in bench.json (so a
+    `thalweg train` config or code workload exports without its file), else the registry's."""
+    import json
+
+    try:
+        meta = json.loads((bench_dir / "bench.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        meta = {}
+    for part in meta.values() if isinstance(meta, dict) else ():
+        d = (part.get("workloads") or {}).get(workload) if isinstance(part, dict) else None
+        if isinstance(d, dict) and isinstance(d.get("config"), dict):
+            return d["config"], d.get("mode", "min"), d.get("metric", "val_loss")
+    try:
+        w = workloads.get(workload)
+    except workloads.WorkloadError:
+        return None, "min", ""
+    return (None if w.config is None else w.config.model_dump(mode="json")), w.mode, w.metric
+
+
 def recipe_toml(bench_dir: str | Path, workload: str, submission: str | None = None,
                 name: str | None = None) -> str:  # fmt: skip
     """The chosen configuration of `workload` in the bench at `bench_dir` as TOML."""
@@ -61,10 +82,11 @@ def recipe_toml(bench_dir: str | Path, workload: str, submission: str | None = N
 
     records = read_results(Path(bench_dir) / "results.jsonl")
     rec = chosen_record(records, workload, submission)
-    w = workloads.get(workload)
-    if w.config is None:
+    config, mode, metric = _definition(Path(bench_dir), workload)
+    if config is None:
         raise ValueError(f"workload {workload!r} is not defined by a `thalweg train` config")
-    data = w.config.model_dump(mode="json")
+    data = copy.deepcopy(config)
+    base_name = data.get("name", workload)
     for key, value in (rec["config"].get("overrides") or {}).items():
         value = _round(value)
         *parents, leaf = key.split(".")
@@ -80,16 +102,16 @@ def recipe_toml(bench_dir: str | Path, workload: str, submission: str | None = N
 
         spe = math.ceil(len(prepare_data(parse_config(data)).x_train) / data["train"]["batch_size"])
     data["train"]["epochs"] = math.ceil(rec["step_budget"] / spe)
-    data["train"]["best_metric"] = "val_accuracy" if w.mode == "max" and "accuracy" in w.metric else "val_loss"
+    data["train"]["best_metric"] = "val_accuracy" if mode == "max" and "accuracy" in metric else "val_loss"
     data["regularization"]["early_stopping"]["enabled"] = False
-    data["name"] = name or w.config.name
+    data["name"] = name or base_name
     cfg = parse_config(data)
     defaults = type(cfg)().model_dump(mode="json")
     short = _minimal(cfg.model_dump(mode="json"), defaults)
     assert parse_config(short) == cfg
     steps = rec["time_to_target"]["steps"]
-    head = (f"# A recipe for the bench workload {w.key}, tuned by `thalweg bench` "
+    head = (f"# A recipe for the bench workload {workload}, tuned by `thalweg bench` "
             f"({Path(bench_dir).name}): submission {rec['submission']}, trial {rec['study']}#{rec['trial']};\n"
-            f"# best {w.metric} {rec['best']['metric']:.4g}"
+            f"# best {metric} {rec['best']['metric']:.4g}"
             + (f", target reached at step {steps}" if steps else "") + ".\n")  # fmt: skip
     return head + tomli_w.dumps(short)

@@ -1,6 +1,9 @@
-"""`report.html` of a bench directory: score table, performance profiles, time-to-target,
-re-runs with confidence intervals, learning-rate sensitivity, default-vs-tuned gap, chosen
-configurations — one self-contained page (figures embedded), from `results.jsonl` alone."""
+"""`report.html` of a bench directory: the headline score over the real workloads in steps with
+bootstrap intervals on score and rank, per workload the time, verdict and reach counts of
+every study, the toy problems scored apart, CPU time per step, tuned values at the edge of
+their range, performance profiles, learning-rate sensitivity, default-vs-tuned gap, chosen
+configurations — one self-contained page (figures embedded), from `results.jsonl` and
+`bench.json`."""
 
 from __future__ import annotations
 
@@ -11,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from thalweg.bench import figures, scoring
+from thalweg.bench import figures, scoring, uncertainty
 from thalweg.bench.results import read_results
 from thalweg.page import Markup, document, html, png_data, table
 
@@ -65,29 +68,89 @@ def _chosen(records: Sequence[Mapping[str, Any]], ruleset: str) -> dict[tuple[st
 
 
 def summary(records: Sequence[Mapping[str, Any]], r_max: float = scoring.R_MAX) -> dict[str, Any]:
-    """Scores per ruleset and unit, time-to-target per workload and submission (JSON-able)."""
+    """Per ruleset: the real workloads' and the toy problems' scores in steps with bootstrap
+    intervals, verdicts and reach counts (`real`, `toy`); the headline's (the real workloads,
+    else the toy problems) scores in steps, CPU seconds and wall seconds (JSON-able; scores.json)."""
     out: dict[str, Any] = {}
     for rs in sorted({r.get("ruleset") for r in records if r.get("ruleset") in ("external", "self")}):
         out[rs] = {}
-        for unit in ("seconds", "steps"):
-            times = scoring.workload_times(records, unit, rs)
+        for group, recs in (("real", scoring.real(records)), ("toy", scoring.toy(records))):
+            if recs:
+                out[rs][group] = uncertainty.summarize(recs, rs, "steps", r_max).to_dict()
+        head = scoring.headline(records)
+        for unit in ("cpu", "seconds", "steps"):
+            times = scoring.workload_times(head, unit, rs)
             out[rs][unit] = {
-                "score": scoring.scores(records, unit, rs, r_max),
+                "score": scoring.scores(head, unit, rs, r_max),
                 "time_to_target": {s: {w: (t if math.isfinite(t) else None) for w, t in per.items()}
                                    for s, per in times.items()},
             }  # fmt: skip
     return out
 
 
-def _score_rows(records: Sequence[Mapping[str, Any]], rs: str, r_max: float) -> list[list[str]]:
-    sec, stp = scoring.scores(records, "seconds", rs, r_max), scoring.scores(records, "steps", rs, r_max)
-    ratios = scoring.performance_ratios(scoring.workload_times(records, "seconds", rs), r_max)
-    n = {s: sum(1 for r in records if r.get("ruleset") == rs and r["submission"] == s) for s in sec}
+VERDICT_MARK = {v: Markup(f" <i>{v}</i>") for v in ("too slow", "inconclusive", "never reached")}
+
+
+def _cell(c: uncertainty.Cell, verdict: str) -> Markup:
+    """Steps to the target (median over studies), the verdict, and per study: tuning trials
+    that reached / trials, confirmations that reached / confirmations."""
+    t = c.time
+    head = f"{t:.0f}" if math.isfinite(t) else "∞"
+    counts = " ".join(f"{a}/{b}" + (f"·{x}/{y}" if y else "") for a, b, x, y in c.reach)
+    return html("{}{}<br><small>{}</small>", head, VERDICT_MARK.get(verdict, Markup("")), counts)
+
+
+def _score_rows(records: Sequence[Mapping[str, Any]], rs: str, r_max: float) -> tuple[list[str], list[list[Any]]]:
+    s = uncertainty.summarize(records, rs, "steps", r_max)
+    wls = list(dict.fromkeys(r["workload"] for r in records if r.get("ruleset") == rs))
+    cpu = scoring.scores(records, "cpu", rs, r_max)
     rows = []
-    for s in sorted(sec, key=lambda s: (-sec[s], -stp[s], s)):
-        within = sum(math.isfinite(x) for x in ratios[s].values())
-        rows.append([html("<b>{}</b>", s), f"{sec[s]:.3f}", f"{stp[s]:.3f}",
-                     f"{within}/{len(ratios[s])}", str(n[s])])  # fmt: skip
+    for sub in sorted(s.score, key=lambda k: (-s.score[k], k)):
+        lo, hi = s.score_ci[sub]
+        rlo, rhi = s.rank_ci[sub]
+        cells = [_cell(s.cells[sub][w], s.verdicts[sub][w]) if w in s.cells[sub] else "—" for w in wls]
+        rows.append([html("<b>{}</b>", sub), html("{} <small>[{}, {}]</small>", f"{s.score[sub]:.3f}", f"{lo:.2f}", f"{hi:.2f}"),
+                     html("{} <small>[{}, {}]</small>", f"{s.rank[sub]:g}", f"{rlo:g}", f"{rhi:g}"),
+                     f"{cpu.get(sub, 0.0):.3f}", *cells])  # fmt: skip
+    head = ["submission", "score (steps) [95 %]", "rank [95 %]", "score (CPU s)", *wls]
+    return head, rows
+
+
+def _cpu_rows(records: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[list[str]]]:
+    """Median CPU milliseconds per training step (this thread's CPU time, not wall seconds)."""
+    per: dict[tuple[str, str], list[float]] = defaultdict(list)
+    for r in records:
+        v = (r.get("cpu") or {}).get("per_step")
+        if isinstance(v, int | float) and v:
+            per[(r["submission"], r["workload"])].append(float(v))
+    subs = sorted({s for s, _ in per})
+    wls = list(dict.fromkeys(w for _, w in per))
+    rows = [[s, *(f"{1e3 * _median(per[(s, w)]):.2f}" if per.get((s, w)) else "—" for w in wls)] for s in subs]
+    return ["submission", *wls], rows
+
+
+def _median(xs: Sequence[float]) -> float:
+    xs = sorted(xs)
+    n = len(xs)
+    return xs[n // 2] if n % 2 else (xs[n // 2 - 1] + xs[n // 2]) / 2
+
+
+def _edge_rows(records: Sequence[Mapping[str, Any]], meta: Mapping[str, Any]) -> list[list[str]]:
+    """Each study's chosen configuration whose tuned values sit at the edge of their range."""
+    from thalweg.bench.spaces import at_edge
+
+    spaces = {n: d.get("space", []) for m in meta.values() if isinstance(m, dict)
+              for n, d in (m.get("submissions") or {}).items()}  # fmt: skip
+    groups: dict[tuple[str, str, Any], list[Mapping[str, Any]]] = defaultdict(list)
+    for r in records:
+        if r.get("phase") == "tune" and r.get("ruleset") == "external":
+            groups[(r["workload"], r["submission"], r.get("study_index"))].append(r)
+    rows = []
+    for (w, s, k), recs in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1], str(kv[0][2] or 0))):
+        best = scoring.best_record(recs)
+        edge = at_edge(best.get("params") or {}, spaces.get(s, [])) if best is not None else []
+        if edge:
+            rows.append([w, s, str(k), ", ".join(edge)])
     return rows
 
 
@@ -119,22 +182,26 @@ def _interval(c: tuple[float, float, float] | None, lo: float | None = None, hi:
     return html("{} [{}, {}]{}", f"{m:.4g}", f"{a:.4g}", f"{b:.4g}", note)
 
 
-def _rerun_rows(records: Sequence[Mapping[str, Any]]) -> list[list[str]]:
+def _numbers(values: Sequence[Any]) -> list[float]:
+    """The finite numbers among `values` (a record read back may hold anything)."""
+    return [float(v) for v in values if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)]
+
+
+def _rerun_rows(records: Sequence[Mapping[str, Any]]) -> list[list[Any]]:
     groups: dict[tuple[str, str], list[Mapping[str, Any]]] = defaultdict(list)
     for r in records:
-        if r.get("phase") == "rerun" and r.get("ruleset") == "external":
+        if r.get("phase") in ("rerun", "confirm") and r.get("ruleset") == "external":
             groups[(r["workload"], r["submission"])].append(r)
     rows = []
     for (w, s), rs in sorted(groups.items()):
-        hit = [r["time_to_target"]["steps"] for r in rs if r.get("reached")]
-        finals = [r.get("final_metric") for r in rs]
-        tests = [(r.get("test") or {}).get("test_accuracy") for r in rs]
+        hit = _numbers([r["time_to_target"]["steps"] for r in rs if r.get("reached")])
+        finals = _numbers([r.get("final_metric") for r in rs])
+        tests = _numbers([(r.get("test") or {}).get("test_accuracy") for r in rs])
         metric = str(rs[0].get("metric") or "")
         bounds = (0, 1) if metric.endswith("accuracy") else (0, None) if "loss" in metric else (None, None)
-        rows.append([w, s, f"{len(hit)}/{len(rs)}",
-                     _interval(scoring.mean_ci(hit), lo=0, n=len(hit)),
-                     _interval(scoring.mean_ci(finals), *bounds, n=sum(v is not None for v in finals)),
-                     _interval(scoring.mean_ci(tests), 0, 1, n=sum(v is not None for v in tests))])
+        rows.append([w, s, f"{len(hit)}/{len(rs)}", _interval(scoring.mean_ci(hit), lo=0, n=len(hit)),
+                     _interval(scoring.mean_ci(finals), *bounds, n=len(finals)),
+                     _interval(scoring.mean_ci(tests), 0, 1, n=len(tests))])  # fmt: skip
     return rows
 
 
@@ -152,6 +219,17 @@ def _gap_rows(records: Sequence[Mapping[str, Any]]) -> list[list[str]]:
                      _num(best["best"].get("metric")), "∞" if d_t is None else str(d_t),
                      "∞" if t_t is None else str(t_t), r["status"]])  # fmt: skip
     return rows
+
+
+SCORE_NOTE = (
+    "<p>AlgoPerf score in steps: ∫₁<sup>r_max</sup> ρ(τ) dτ / (r_max − 1), r_max = {r_max:g}; 1 = "
+    "fastest on every workload, 0 = never within r_max× of the fastest. A workload's time is the "
+    "median over studies of each study's fastest trial to the target. Intervals: 95 % of a "
+    "bootstrap over studies and seeds (each study's tuning time and its chosen configuration's "
+    "confirmations on fresh seeds). Cells: steps, then per study <i>reached/trials</i>·"
+    "<i>confirmed/seeds</i>; <i>inconclusive</i>: the studies split; <i>too slow</i>: reached but "
+    "slower than r_max × the fastest; <i>never reached</i>: no study, no seed. The CPU-seconds "
+    "score uses steps × each trial's CPU seconds per step.</p>")
 
 
 def _params(p: Mapping[str, Any]) -> str:
@@ -172,7 +250,7 @@ def write_report(bench_dir: str | Path) -> Path:
     rulesets = [rs for rs in ("external", "self") if any(r.get("ruleset") == rs for r in records)]
     figs = root / "figures"
     figs.mkdir(exist_ok=True)
-    prof = figures.plot_profiles(records, rulesets, figs / "profile.png", r_max)
+    prof = figures.plot_profiles(scoring.headline(records), rulesets, figs / "profile.png", r_max)
     sens = figures.plot_sensitivity(records, figs / "sensitivity.png")
     curves = figures.plot_curves(_chosen(records, "external"), figs / "curves.png")
     status: dict[str, int] = defaultdict(int)
@@ -186,23 +264,35 @@ def write_report(bench_dir: str | Path) -> Path:
              ", ".join(f"{k} {v}" for k, v in sorted(status.items())), host.get("name", "?"),
              host.get("processor", ""), ", ".join(f"{k} {v}" for k, v in versions.items()))]  # fmt: skip
     for rs in rulesets:
-        parts.append(html("<h2>Scores — {} tuning</h2>", rs))
-        parts.append(html("<p>AlgoPerf score: ∫₁<sup>r_max</sup> ρ(τ) dτ / (r_max − 1), r_max = "
-                          "{}; 1 = fastest on every workload, 0 = never within r_max× of the "
-                          "fastest. Time per workload: median over studies of each study's fastest "
-                          "trial to the target.</p>", f"{r_max:g}"))  # fmt: skip
-        parts.append(table(["submission", "score (seconds)", "score (steps)", "workloads within r_max", "trials"],
-                           _score_rows(records, rs, r_max)))  # fmt: skip
-        head, rows = _ttt_rows(records, rs)
-        parts.append(html("<h3>Time to target — {}: steps of the median study's fastest trial (its training "
-                          "seconds)</h3>{}", rs, table(head, rows)))
+        for title, recs in (("real workloads (the headline)", scoring.real(records)),
+                            ("toy problems (scored apart)", scoring.toy(records))):  # fmt: skip
+            if not any(r.get("ruleset") == rs for r in recs):
+                continue
+            parts.append(html("<h2>Scores — {} tuning, {}</h2>", rs, title))
+            head, rows = _score_rows(recs, rs, r_max)
+            parts.append(table(head, rows))
+        parts.append(html(SCORE_NOTE, r_max=r_max))
+        head, rows = _ttt_rows(scoring.headline(records), rs)
+        parts.append(html("<h3>Time to target — {} (steps of the median study's fastest trial; its wall seconds "
+                          "on this machine)</h3>{}", rs, table(head, rows)))  # fmt: skip
+    head, rows = _cpu_rows(records)
+    if rows:
+        parts.append(html("<h2>CPU time per step (ms)</h2><p>Median over each submission's trials of the training "
+                          "steps' CPU time (the trial thread's, evaluation excluded): what a step costs, "
+                          "measured apart from the wall clock of a shared machine.</p>{}", table(head, rows)))  # fmt: skip
+    edges = _edge_rows(records, meta)
+    if edges:
+        parts.append(html("<h2>Tuned values at the edge of their range</h2><p>A study's chosen configuration "
+                          "within 5 % (log scale where log-uniform) of a range's end: the space may be too "
+                          "narrow there.</p>{}", table(["workload", "submission", "study", "values"], edges)))  # fmt: skip
     parts.append(html("<h2>Performance profiles</h2>{}", _img(prof, "performance profile")))
     parts.append(html("<h2>Learning-rate sensitivity</h2>{}", _img(sens, "learning-rate sensitivity")))
     reruns = _rerun_rows(records)
     if reruns:
-        parts.append(Markup("<h2>The chosen configuration over seeds</h2><p>Mean and 95 % Student-t "
-                            "interval over the re-run seeds, clipped to what the quantity can be (steps ≥ 0, "
-                            "losses ≥ 0, accuracies in [0, 1]).</p>"))  # fmt: skip
+        parts.append(Markup("<h2>The chosen configurations on fresh seeds</h2><p>Each study's chosen "
+                            "configuration re-run on fresh seeds (and the overall choice's re-runs): mean and "
+                            "95 % Student-t interval over those seeds, clipped to what the quantity can be "
+                            "(steps ≥ 0, losses ≥ 0, accuracies in [0, 1]).</p>"))  # fmt: skip
         parts.append(table(["workload", "submission", "reached", "steps to target", "final metric",
                             "test accuracy"], reruns))  # fmt: skip
     gap = _gap_rows(records)

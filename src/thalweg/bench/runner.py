@@ -1,7 +1,8 @@
 """Run a bench: studies in an Optuna database, trials on an executor, records to results.jsonl.
 
 Each (ruleset, phase, workload, submission, study index) is one Optuna study. External
-tuning: M `tune` studies of N quasi-random trials each, one `defaults` trial, then the best
+tuning: M `tune` studies of N quasi-random trials each, one `defaults` trial, each study's
+chosen configuration on fresh seeds (`confirm`, as soon as that study is done), then the best
 configuration re-run over seeds (`rerun`) and swept over its learning rate (`sensitivity`).
 Self-tuning: M `self` studies of one default trial with 1.5× the budget. Calibration: `tune`
 and `rerun` with no target (the AlgoPerf target-setting procedure).
@@ -56,6 +57,8 @@ class Plan:
     index: int
     n: int
     sampler: str = "random"
+    #: added to every trial's seed and the sampler's (an independent run of the same bench)
+    seed: int = 0
     #: (params, seed) per trial for fixed phases; None until the tuning it depends on is done.
     items: list[tuple[dict[str, Any], int]] | None = None
     study: Any = None
@@ -81,7 +84,17 @@ class Plan:
         for k in ("target_source", "description"):
             w.pop(k, None)
         return {"phase": self.phase, "ruleset": self.ruleset, "index": self.index, "n": self.n,
-                "sampler": self.sampler, "workload": w, "submission": self.submission.describe()}  # fmt: skip
+                "sampler": self.sampler, "seed": self.seed, "workload": w,
+                "submission": self.submission.describe()}  # fmt: skip
+
+    def trial_seed(self, number: int) -> int:
+        """The seed of tuning trial `number` of this study."""
+        return self.seed + self.index * 100_003 + number
+
+    @property
+    def sample_seed(self) -> int:
+        """The seed of this study's sampler (the study index in the bench's first run)."""
+        return self.seed * 1009 + self.index
 
 
 def _pid_alive(pid: int) -> bool:
@@ -134,7 +147,8 @@ class Runner:
             dists = plan.submission.distributions() if plan.phase == "tune" else {}
             plan.study = optuna.create_study(
                 storage=self.storage, study_name=plan.name, direction="minimize",
-                sampler=recovery.sampler(plan.sampler, plan.index, 0, dists, plan.n), load_if_exists=True)  # fmt: skip
+                sampler=recovery.sampler(plan.sampler, plan.sample_seed, 0, dists, plan.n),
+                load_if_exists=True)  # fmt: skip
             want = json.loads(json.dumps(jsonable(plan.spec_attr())))
             have = plan.study.user_attrs.get("bench")
             if have is None:
@@ -214,7 +228,7 @@ class Runner:
             plan.orphans.append((t.number, t._trial_id))
             return
         params = self._suggest(plan, study, optuna.Trial(study, t._trial_id))
-        seed = plan.index * 100_003 + t.number
+        seed = plan.trial_seed(t.number)
         self._describe(t._trial_id, seed, None, None)
         plan.queued.append((t.number, t._trial_id, params, seed, None))
         self.recovered += 1
@@ -234,6 +248,8 @@ class Runner:
             if self.follow_up is None:
                 return False
             deps = self._tuning[plan.pair]
+            if plan.phase == "confirm":  # a study's own chosen configuration: only that study
+                deps = [p for p in deps if p.index == plan.index]
             if not all(p.complete for p in deps):
                 return False
             plan.items = self.follow_up(plan, deps)
@@ -253,7 +269,7 @@ class Runner:
             study = self._open(plan)
             trial = study.ask()
             params = self._suggest(plan, study, trial)
-            seed = plan.index * 100_003 + trial.number
+            seed = plan.trial_seed(trial.number)
             self._describe(trial._trial_id, seed, None, None)
             return (trial.number, trial._trial_id, params, seed, None)
         if not self._unlock(plan):
@@ -278,7 +294,7 @@ class Runner:
         """A tuning trial's parameters, drawn for its number alone (`recovery.sampler`); those
         stored before a kill are kept as they are."""
         dists = plan.submission.distributions()
-        study.sampler = recovery.sampler(plan.sampler, plan.index, trial.number, dists, plan.n)
+        study.sampler = recovery.sampler(plan.sampler, plan.sample_seed, trial.number, dists, plan.n)
         return {name: trial._suggest(name, dist) for name, dist in dists.items()}
 
     def _describe(self, trial_id: int, seed: int, params: dict[str, Any] | None, index: int | None) -> None:
@@ -297,13 +313,14 @@ class Runner:
             prune = {"reference": refs, "startup": 3, "warmup": w.step_budget // 4}
         return {
             "study": plan.name, "trial": number, "phase": plan.phase, "ruleset": plan.ruleset,
-            "workload": w.key, "workload_ref": w.ref or w.key, "submission": sub.name,
+            "workload": w.key, "workload_ref": w.ref or w.key, "group": w.group, "submission": sub.name,
             "study_index": plan.index, "seed": seed, "params": params,
             "config": sub.configure(params),
             "target": None if plan.ruleset == "calibrate" else w.target,
             "metric": w.metric, "mode": w.mode, "steps": w.step_budget,
             "eval_every": w.eval_every, "max_seconds": w.max_seconds, "threads": self.threads,
-            "prune": prune, "stop_at_target": self.stop_at_target,
+            "prune": prune,
+            "stop_at_target": self.stop_at_target and plan.phase in ("tune", "confirm", "defaults", "self", "sweep"),
         }  # fmt: skip
 
     def _fill(self) -> None:

@@ -20,10 +20,12 @@ __all__ = [
     "objective",
     "performance_profile",
     "performance_ratios",
+    "real",
     "results_table",
     "score",
     "scores",
     "study_time",
+    "toy",
     "workload_times",
 ]
 
@@ -32,7 +34,27 @@ INF = math.inf
 TIMED_PHASES = ("tune", "self")
 
 
+def real(records: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """The records of real workloads (the headline score); older records without a group count."""
+    return [r for r in records if r.get("group", "real") != "toy"]
+
+
+def headline(records: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """What the headline score is over: the real workloads, or the toy problems in a bench
+    that has no real one."""
+    records = list(records)
+    return real(records) or list(records)
+
+
+def toy(records: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """The records of the toy problems (scored apart)."""
+    return [r for r in records if r.get("group") == "toy"]
+
+
 def _time(rec: Mapping[str, Any], unit: str) -> float:
+    if unit == "cpu":  # CPU seconds to the target: steps × the trial's CPU seconds per step
+        steps, per = (rec.get("time_to_target") or {}).get("steps"), (rec.get("cpu") or {}).get("per_step")
+        return float(steps) * float(per) if rec.get("reached") and steps is not None and per else INF
     t = (rec.get("time_to_target") or {}).get(unit)
     return float(t) if rec.get("reached") and t is not None else INF
 
@@ -105,11 +127,15 @@ def objective(rec: Mapping[str, Any], by: str = "time") -> float | None:
     """What the Optuna study minimizes. By time: the fraction of the step budget used to
     reach the target (≤ 1), else 1 + the shortfall of the best metric (log10 ratio for
     losses, the gap for accuracies). By metric (recipes), or without a target: the best
-    metric itself (negated when maximized). None for a crashed trial (recorded as FAIL)."""
+    metric itself; by final (calibration): the end-of-budget metric (both negated when
+    maximized). None for a crashed trial (recorded as FAIL)."""
     if rec.get("status") == "crashed":
         return None
     best = (rec.get("best") or {}).get("metric")
     target, mode = rec.get("target"), rec.get("mode", "min")
+    if by == "final":  # calibration: the end-of-budget metric (None: diverged or cut short)
+        end = rec.get("end_metric")
+        return 1e12 if end is None else (float(end) if mode == "min" else -float(end))
     if target is None or by == "metric":
         if best is None:
             return 1e12
@@ -129,13 +155,17 @@ def _rank_key(rec: Mapping[str, Any], by: str) -> tuple[float, float]:
     best = (rec.get("best") or {}).get("metric")
     sign = 1.0 if rec.get("mode", "min") == "min" else -1.0
     metric = sign * best if best is not None else INF
+    if by == "final":
+        end = rec.get("end_metric")
+        return (sign * end if end is not None else INF, metric)
     return (metric, _time(rec, "steps")) if by == "metric" else (_time(rec, "steps"), metric)
 
 
 def best_record(records: Iterable[Mapping[str, Any]], by: str = "time") -> Mapping[str, Any] | None:
     """The configuration a tuning phase chose: fewest steps to the target (steps, not seconds,
     so the choice is reproducible), ties and misses broken by the best metric; `by="metric"`
-    (recipes): the best metric, ties broken by steps."""
+    (recipes): the best metric, ties broken by steps; `by="final"` (calibration): the
+    end-of-budget metric."""
     ok = [r for r in records if r.get("status") != "crashed"]
     return min(ok, key=lambda r: _rank_key(r, by)) if ok else None
 

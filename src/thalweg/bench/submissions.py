@@ -1,8 +1,11 @@
 """Submissions: a registry optimizer + a schedule + a search space.
 
-The default space of an optimizer is its registry entry's `search_space` (so a new optimizer
-joins the bench by registering), plus the bench's own dimensions: the warm-up fraction of the
-schedule and, where the rule has one and its space does not, a log-uniform weight decay.
+The default space of an optimizer is the bench's reviewed one (:mod:`thalweg.bench.spaces`),
+else its registry entry's `search_space` (so a new optimizer joins the bench by registering),
+plus the bench's own dimensions: the warm-up fraction of the schedule and, where the rule has
+one and its space does not, a log-uniform weight decay. The schedule is the rule's own: linear
+warm-up + cosine decay for first-order rules, warm-up then constant for schedule-free ones
+(they average instead of decaying), constant for second-order ones.
 A space is turned into Optuna distributions; a sampled point back into optimizer
 hyperparameters, a schedule section and (for config workloads) config overrides.
 """
@@ -22,8 +25,10 @@ __all__ = [
     "Dim",
     "Submission",
     "SubmissionError",
+    "builtin",
     "default_schedule",
     "first_order",
+    "schedule_free",
     "second_order",
 ]
 
@@ -83,18 +88,30 @@ WARMUP = Dim(SearchDim("warmup_fraction", 0.0, 0.2), "schedule")
 WEIGHT_DECAY = SearchDim("weight_decay", 1e-6, 1e-1, log=True)
 
 
+def schedule_free(optimizer: str) -> bool:
+    """Whether the rule averages its iterates instead of needing a decay (it has train/eval modes)."""
+    from thalweg.optim import has_modes
+
+    return has_modes(registry.get(optimizer).factory)
+
+
 def default_schedule(optimizer: str) -> dict[str, Any]:
-    """Linear warm-up + cosine decay for first-order rules; constant for second-order ones
+    """Linear warm-up + cosine decay to 1 % for first-order rules; warm-up then constant for
+    schedule-free ones (a cosine to a final factor of 1); constant for second-order ones
     (their line searches and damping set the step)."""
     if registry.get(optimizer).order == "second":
         return {"name": "constant"}
-    return {"name": "warmup_cosine", "warmup_fraction": 0.05, "final_factor": 0.01}
+    final = 1.0 if schedule_free(optimizer) else 0.01
+    return {"name": "warmup_cosine", "warmup_fraction": 0.05, "final_factor": final}
 
 
 def _default_space(info: registry.OptimizerInfo, schedule: Mapping[str, Any]) -> tuple[Dim, ...]:
-    dims = [Dim(d) for d in info.search_space]
+    from thalweg.bench.spaces import SPACES
+
+    space = SPACES.get(info.name, info.search_space)
+    dims = [Dim(d) for d in space]
     has_wd = any(h.name == "weight_decay" for h in info.hyperparameters)
-    if has_wd and not any(d.name == "weight_decay" for d in info.search_space):
+    if has_wd and not any(d.name == "weight_decay" for d in space):
         dims.append(Dim(WEIGHT_DECAY))
     if schedule.get("name") == "warmup_cosine":
         dims.append(WARMUP)
@@ -112,10 +129,14 @@ class Submission:
     schedule: Mapping[str, Any] | None = None
 
     def __post_init__(self) -> None:
+        from thalweg.bench.spaces import FIXED
+
         try:
             info = registry.get(self.optimizer)
         except ValueError as e:
             raise SubmissionError(f"submission {self.name!r}: {e}") from None
+        # the values the bench always sets for this rule (its paper's), under the given ones
+        object.__setattr__(self, "fixed", {**FIXED.get(info.name, {}), **self.fixed})
         try:
             registry.validate_hparams(info.name, self.fixed)
         except ValueError as e:
@@ -200,3 +221,31 @@ def first_order() -> list[str]:
 def second_order() -> list[str]:
     """Every registered second-order optimizer."""
     return [i.name for i in registry.infos() if i.order == "second"]
+
+
+def _sgd_nesterov() -> Submission:
+    """SGD with Nesterov momentum (an AlgoPerf target-setting baseline), momentum searched."""
+    from thalweg.bench.spaces import SPACES
+
+    return Submission("sgd_nesterov", "sgd", {"nesterov": True, "momentum": 0.9},
+                      (*(Dim(d) for d in SPACES["sgd"]), WARMUP))  # fmt: skip
+
+
+def _nadamw() -> Submission:
+    """NAdam with decoupled weight decay: AlgoPerf's NAdamW baseline."""
+    return Submission("nadamw", "nadam", {"decoupled_weight_decay": True})
+
+
+def _adamw_constant() -> Submission:
+    """AdamW under warm-up then a constant lr: what gains look like against an undecayed baseline."""
+    return Submission("adamw_constant", "adamw", {},
+                      schedule={"name": "warmup_cosine", "warmup_fraction": 0.05, "final_factor": 1.0})
+
+
+BUILTIN: dict[str, Any] = {"sgd_nesterov": _sgd_nesterov, "nadamw": _nadamw, "adamw_constant": _adamw_constant}
+
+
+def builtin(name: str) -> Submission | None:
+    """A built-in named submission (`sgd_nesterov`, `nadamw`, `adamw_constant`), else None."""
+    make = BUILTIN.get(name)
+    return make() if make is not None else None

@@ -1,10 +1,13 @@
 """Bench configurations: the built-in suites and `bench.toml` files, validated by pydantic,
 and the plan of studies they make (see :mod:`thalweg.bench.runner`).
 
-A TOML bench names workloads (``"quadratic(condition_number=1000.0)"``), optimizers
-(registry names, or the groups ``first-order``, ``second-order``, ``all``), extra named
-submissions, the tuning budget (N trials × M studies, seeds for the re-runs, the
-learning-rate sweep), the sampler and pruner, and optional target/budget overrides.
+A TOML bench names workloads (registered ones, ``"quadratic(condition_number=1000.0)"``, and
+`thalweg train` configs, ``"my.toml"``), code of the user's own (`code`, which the bench runs),
+optimizers (registry names, the built-in submissions ``nadamw``, ``sgd_nesterov``,
+``adamw_constant``, or the groups ``first-order``, ``second-order``, ``all``), extra named
+submissions, the tuning budget (N trials × M studies as AlgoPerf: 5 × 3; per study its chosen
+configuration confirmed on fresh seeds; re-runs; the learning-rate sweep), the sampler and
+pruner, and optional target/budget overrides.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from thalweg.bench import scoring, submissions, workloads
+from thalweg.bench import scoring, submissions
 from thalweg.bench.runner import Plan
 from thalweg.bench.submissions import Dim, Submission, SubmissionError
 from thalweg.bench.workloads import Workload, WorkloadError
@@ -30,6 +33,13 @@ from thalweg.overrides import apply as apply_overrides
 __all__ = ["SUITES", "BenchConfig", "BenchConfigError", "build_plans", "follow_up_for", "load_bench"]
 
 SEED_PROBLEMS = ["rosenbrock", "quadratic", "linreg", "deep_linear"]
+REAL = ["char_lm", "mnist1d_cnn", "mnist1d_gru", "digits_cnn"]
+#: the target-setting baselines (AlgoPerf's AdamW, NAdamW and Nesterov)
+BASELINES = ["adamw", "nadamw", "sgd_nesterov"]
+#: the standard suite's optimizers: the baselines, RAdam (the Adam family), Lion, schedule-free
+#: AdamW, two matrix rules, and AdamW under a constant lr (what the decay is worth) — what the
+#: literature table needs, within an hour of two cores
+STANDARD = [*BASELINES, "radam", "lion", "schedulefree_adamw", "muon", "soap", "adamw_constant"]
 _COUNT = 10**9  # a cap on step and trial counts: finite, and far above any real bench (train's too)
 #: a trial's least cost beyond its steps (ask, describe, tell, record: ~0.3 s measured with
 #: `trials = 40`, `steps = 1` on 2 busy cores), a lower bound
@@ -83,37 +93,52 @@ class BenchConfig(_Strict):
 
     name: str = Field(default="bench", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
     ruleset: Literal["external", "self", "calibrate"] = "external"
-    workloads: list[str] = Field(min_length=1)
+    workloads: list[str] = Field(default_factory=list)
+    #: workloads of the user's own Python code ("my_bench.py:factory", "pkg.mod:factory"):
+    #: imported and run by the bench (and its workers), exactly as named
+    code: list[str] = Field(default_factory=list)
     optimizers: list[str] = Field(default_factory=lambda: ["first-order"])
     submissions: dict[str, SubmissionSpec] = Field(default_factory=dict)
-    trials: int = Field(default=5, ge=1, le=_COUNT, description="N: quasi-random trials per study")
-    studies: int = Field(default=2, ge=1, le=_COUNT, description="M: independent studies")
-    seeds: int = Field(default=3, ge=0, le=_COUNT, description="re-runs of the best configuration")
-    sensitivity_points: int = Field(default=5, ge=0, le=_COUNT)
-    sensitivity_seeds: int = Field(default=2, ge=1, le=_COUNT)
+    trials: int = Field(default=5, ge=1, le=_COUNT, description="N: quasi-random trials per study (AlgoPerf: 5)")
+    studies: int = Field(default=3, ge=1, le=_COUNT, description="M: independent studies (AlgoPerf: 3)")
+    confirm_seeds: int = Field(default=2, ge=0, le=_COUNT, description="fresh seeds per study's chosen configuration")
+    seeds: int = Field(default=0, ge=0, le=_COUNT, description="re-runs of the overall chosen configuration")
+    sensitivity_points: int = Field(default=0, ge=0, le=_COUNT)
+    sensitivity_seeds: int = Field(default=1, ge=1, le=_COUNT)
+    #: added to every seed (trials, samplers): an independent run of the same bench
+    seed: int = Field(default=0, ge=0, le=10**6)
     sampler: Literal["qmc", "tpe", "random"] = "qmc"
     pruner: Literal["none", "median"] = "none"
     budget_scale: float = Field(default=1.0, gt=0, le=1000.0)
     self_scale: float = Field(default=1.5, gt=0, le=1000.0, description="self-tuning budget factor")
     r_max: float = Field(default=scoring.R_MAX, gt=1)
-    stop_at_target: bool = False
+    #: a trial that reaches the target stops there (scoring needs nothing after it)
+    stop_at_target: bool = True
     #: what tuning optimizes and the chosen configuration is: time to the target (AlgoPerf),
-    #: or the best metric (recipes).
-    objective: Literal["time", "metric"] = "time"
+    #: the best metric (recipes), or the end-of-budget metric (calibration).
+    objective: Literal["time", "metric", "final"] = "time"
     targets: dict[str, float] = Field(default_factory=dict)
     budgets: dict[str, BudgetSpec] = Field(default_factory=dict)
     config_space: dict[str, list[DimSpec]] = Field(default_factory=dict)
-    #: calibrate: the target-setting baselines (AlgoPerf: AdamW, NadamW, Nesterov, heavy ball).
-    baselines: list[str] = Field(default_factory=lambda: ["adamw", "sgd_nesterov"])
+    #: calibrate: the target-setting baselines and the share of the step budget they train
+    baselines: list[str] = Field(default_factory=lambda: list(BASELINES))
+    calibration_fraction: float = Field(default=0.25, gt=0, le=1)
 
     # ----- resolution ----------------------------------------------------------------------
-    def resolve_workloads(self) -> list[Workload]:
+    def resolve_workloads(self, base: Path | None = None, calibrated: dict[str, Any] | None = None) -> list[Workload]:
+        """The workloads with budgets and targets; `calibrated`: targets from a calibration
+        record (`thalweg bench calibrate`) for workloads without a stored one."""
+        from thalweg.bench import loader
+
+        if not self.workloads and not self.code:
+            raise BenchConfigError(f"bench {self.name!r}: no workloads (set `workloads`, `code`, or --workload)")
         out = []
-        for ref in self.workloads:
+        refs = [(r, False) for r in self.workloads] + [(r, True) for r in self.code]
+        for ref, code in refs:
             try:
-                w = workloads.get(ref)
+                w = loader.load_code(ref, base) if code else loader.load(ref, base)
             except WorkloadError as e:
-                raise BenchConfigError(f"bench {self.name!r}: workloads: {e}") from None
+                raise BenchConfigError(f"bench {self.name!r}: {'code' if code else 'workloads'}: {e}") from None
             b = self.budgets.get(w.key) or self.budgets.get(w.name)
             if self.budget_scale != 1.0:
                 w = w.scaled(self.budget_scale)
@@ -127,10 +152,14 @@ class BenchConfig(_Strict):
             t = self.targets.get(w.key, self.targets.get(w.name))
             if t is not None:
                 w = w.with_target(float(t), f"bench config {self.name!r}")
-            if w.target is None and self.ruleset != "calibrate":
+            elif w.target is None and calibrated and w.key in calibrated:
+                w = w.with_target(float(calibrated[w.key]["value"]), calibrated[w.key].get("source", ""))
+            if w.target is None and self.ruleset != "calibrate" and self.objective == "time":
                 raise BenchConfigError(
-                    f"bench {self.name!r}: workload {w.key!r} has no stored target; set one under "
-                    f"[targets] or compute it with `thalweg bench calibrate {w.key!r}`")  # fmt: skip
+                    f"bench {self.name!r}: workload {w.key!r} has no target; compute it with "
+                    f"`thalweg bench calibrate {_quote(ref, code)}` (same -o), or set [targets] \"{w.key}\" = VALUE")  # fmt: skip
+            if self.ruleset == "calibrate":
+                w = w.scaled(self.calibration_fraction)
             out.append(w)
         return out
 
@@ -150,10 +179,8 @@ class BenchConfig(_Strict):
                     space = tuple(d.to_dim() for d in s.space) if s.space is not None else None
                     fixed = {k: tuple(v) if isinstance(v, list) else v for k, v in s.fixed.items()}
                     out.append(Submission(n, s.optimizer, fixed, space, s.schedule))
-                elif n in BUILTIN_SUBMISSIONS:
-                    out.append(BUILTIN_SUBMISSIONS[n]())
                 else:
-                    out.append(Submission(n, n))
+                    out.append(submissions.builtin(n) or Submission(n, n))
             except SubmissionError as e:
                 raise BenchConfigError(f"bench {self.name!r}: {e}") from None
         return out
@@ -169,7 +196,6 @@ class BenchConfig(_Strict):
         if not extra and dims == sub.dims():
             return sub
         return replace(sub, space=dims + extra)
-
 
     def _check_config_space(self, w: Workload, dims: tuple[Dim, ...]) -> None:
         """Every config dimension of `w` applied at its ends (each choice) makes a valid
@@ -188,37 +214,40 @@ class BenchConfig(_Strict):
                     raise BenchConfigError(f"bench {self.name!r}: config_space.{w.key}: {q.name} = {v!r}: {e}") from None
 
 
-def _sgd_nesterov() -> Submission:
-    from thalweg.bench.submissions import WARMUP, WEIGHT_DECAY
+def _quote(ref: str, code: bool) -> str:
+    import shlex
 
-    space = (Dim(SearchDim("lr", 1e-3, 3.0, log=True)),
-             Dim(SearchDim("momentum", 1e-3, 0.5, log=True, one_minus=True)),
-             Dim(WEIGHT_DECAY), WARMUP)  # fmt: skip
-    return Submission("sgd_nesterov", "sgd", {"nesterov": True, "momentum": 0.9}, space)
-
-
-BUILTIN_SUBMISSIONS = {"sgd_nesterov": _sgd_nesterov}
+    return f"--code {shlex.quote(ref)}" if code else shlex.quote(ref)
 
 
 def _cfg(name: str, low: float | None = None, high: float | None = None, **kw: Any) -> dict[str, Any]:
     return {"name": name, "low": low, "high": high, "where": "config", **kw}
 
 SUITES: dict[str, dict[str, Any]] = {
-    # every first-order optimizer on the seeds' problems, digits and the MNIST-1D MLP
-    "quick": {"name": "quick", "workloads": [*SEED_PROBLEMS, "digits_logreg", "mnist1d_mlp"],
-              "optimizers": ["first-order"], "trials": 6, "studies": 2, "seeds": 2,
-              "sensitivity_points": 4, "sensitivity_seeds": 1},
+    # the default: the target-setting baselines, Muon, Lion and schedule-free AdamW on the two
+    # CNNs (real: digits and MNIST-1D), AlgoPerf's 3 studies × 5 trials — fewer optimizers and
+    # workloads than `standard`, not fewer trials; the toy problems are `seeds`' (with them,
+    # 936 trials instead of 312: by the calibration's trial times, well past make bench-quick's
+    # 10 minutes)
+    "quick": {"name": "quick", "workloads": ["digits_cnn", "mnist1d_cnn"],
+              "optimizers": [*BASELINES, "muon", "lion", "schedulefree_adamw"],
+              "sensitivity_points": 4},
+    # the README's suite: every real workload (the character transformer included), nine
+    # optimizers (the toy problems are `seeds`')
+    "standard": {"name": "standard", "workloads": REAL, "optimizers": STANDARD},
+    # every first-order rule, the built-in submissions, every workload
+    "full": {"name": "full", "workloads": [*REAL, "digits_logreg", "mnist1d_mlp", *SEED_PROBLEMS],
+             "optimizers": [*BASELINES, "adamw_constant", "first-order"], "sensitivity_points": 5},
     # the seeds' problems with every optimizer, second order included
-    "seeds": {"name": "seeds", "workloads": SEED_PROBLEMS, "optimizers": ["all"], "trials": 8,
-              "studies": 3, "seeds": 3},
-    # MNIST-1D on the paper's protocol, MLP and CNN
-    "mnist1d": {"name": "mnist1d", "workloads": ["mnist1d_mlp", "mnist1d_cnn"],
-                "optimizers": ["first-order", "sgd_nesterov"], "trials": 10, "studies": 2, "seeds": 3},
+    "seeds": {"name": "seeds", "workloads": SEED_PROBLEMS, "optimizers": ["all"]},
+    # MNIST-1D on the paper's protocol: MLP, CNN and GRU
+    "mnist1d": {"name": "mnist1d", "workloads": ["mnist1d_mlp", "mnist1d_cnn", "mnist1d_gru"],
+                "optimizers": [*BASELINES, "first-order"]},
     # recipe search on MNIST-1D (paper protocol): the model's width/channels, dropout, label
     # smoothing and norm searched with the optimizer, by TPE with median pruning, for accuracy
     "recipes": {"name": "recipes", "workloads": ["mnist1d_mlp", "mnist1d_cnn"], "optimizers": ["adamw"],
-                "trials": 24, "studies": 1, "seeds": 3, "sensitivity_points": 0, "sampler": "tpe",
-                "pruner": "median", "objective": "metric",
+                "trials": 24, "studies": 1, "confirm_seeds": 0, "seeds": 3, "sampler": "tpe",
+                "pruner": "median", "objective": "metric", "stop_at_target": False,
                 "budgets": {"mnist1d_mlp": {"steps": 3600, "eval_every": 36},
                             "mnist1d_cnn": {"steps": 6120, "eval_every": 72}},
                 "config_space": {
@@ -229,9 +258,13 @@ SUITES: dict[str, dict[str, Any]] = {
                                     _cfg("model.dropout", 0.0, 0.3),
                                     _cfg("regularization.label_smoothing", 0.0, 0.15),
                                     _cfg("model.norm", kind="choice", choices=["none", "batch"])]}},
-    "full": {"name": "full", "workloads": [*SEED_PROBLEMS, "digits_logreg", "mnist1d_mlp", "mnist1d_cnn"],
-             "optimizers": ["all", "sgd_nesterov"], "trials": 10, "studies": 3, "seeds": 5},
 }  # fmt: skip
+
+#: `thalweg bench calibrate`: each baseline tuned with 3 studies × 20 trials (4× a submission's
+#: 15) at a quarter of the step budget (1 / r_max: a submission r_max times slower than the
+#: tuned baselines still reaches the target), its best configuration re-run over 10 seeds
+CALIBRATION = {"trials": 20, "studies": 3, "seeds": 10, "confirm_seeds": 0, "objective": "final",
+               "stop_at_target": False}
 
 
 def _error(where: str, err: ValidationError) -> BenchConfigError:
@@ -267,26 +300,29 @@ def load_bench(source: str | Path, **overrides: Any) -> BenchConfig:
         raise _error(where, e) from None
 
 
-def build_plans(cfg: BenchConfig) -> list[Plan]:
+def build_plans(cfg: BenchConfig, base: Path | None = None, calibrated: dict[str, Any] | None = None) -> list[Plan]:
     """Every study of the bench, pair by pair (so follow-ups unlock early)."""
     plans: list[Plan] = []
     rs = cfg.ruleset
-    for w in cfg.resolve_workloads():
-        for base in cfg.resolve_submissions():
-            sub = cfg.for_workload(base, w)
+    subs = cfg.resolve_submissions()
+    for w in cfg.resolve_workloads(base, calibrated):
+        for base_sub in subs:
+            sub = cfg.for_workload(base_sub, w)
 
             def plan(phase: str, index: int, n: int, wl: Workload = w, sub: Submission = sub,
                      **kw: Any) -> Plan:  # fmt: skip
                 name = f"{rs}/{phase}/{wl.key}/{sub.name}/{index}"
-                return Plan(name, phase, rs, wl, sub, index, n, **kw)
+                return Plan(name, phase, rs, wl, sub, index, n, seed=cfg.seed, **kw)
 
             if rs == "self":
                 scaled = w.scaled(cfg.self_scale)
-                plans += [plan("self", k, 1, scaled, items=[({}, k)]) for k in range(cfg.studies)]
+                plans += [plan("self", k, 1, scaled, items=[({}, cfg.seed + k)]) for k in range(cfg.studies)]
                 continue
             plans += [plan("tune", k, cfg.trials, sampler=cfg.sampler) for k in range(cfg.studies)]
             if rs == "external":
-                plans.append(plan("defaults", 0, 1, items=[({}, 0)]))
+                plans.append(plan("defaults", 0, 1, items=[({}, cfg.seed)]))
+                if cfg.confirm_seeds:
+                    plans += [plan("confirm", k, cfg.confirm_seeds) for k in range(cfg.studies)]
             if cfg.seeds:
                 plans.append(plan("rerun", 0, cfg.seeds))
             dim = sub.sensitivity_dim()
@@ -302,30 +338,36 @@ def _check_time(cfg: BenchConfig, plans: list[Plan]) -> None:
     by_phase: dict[str, float] = {}
     for p in plans:
         by_phase[p.phase] = by_phase.get(p.phase, 0.0) + p.n * (p.workload.step_budget * STEP_FLOOR_S + _TRIAL_FLOOR_S)
+    if not by_phase:
+        return
     phase = max(by_phase, key=by_phase.__getitem__)
-    field = {"rerun": "seeds", "sensitivity": "sensitivity_points", "self": "studies",
-             "defaults": "workloads"}.get(phase, "studies" if cfg.studies > cfg.trials else "trials")
+    field = {"rerun": "seeds", "sensitivity": "sensitivity_points", "self": "studies", "confirm": "confirm_seeds",
+             "defaults": "workloads"}.get(phase, "studies" if cfg.studies > cfg.trials else "trials")  # fmt: skip
     why = time_problem(sum(by_phase.values()), f"bench {cfg.name!r}", f"{field} = {getattr(cfg, field)!r}")
     if why is not None:
         raise BenchConfigError(f"bench {cfg.name!r}: {field}: {why}")
 
 
 def follow_up_for(cfg: BenchConfig) -> Any:
-    """The function that turns a pair's finished tuning into its re-runs and LR sweep."""
+    """The function that turns a pair's finished tuning into its confirmations (each study's
+    chosen configuration on fresh seeds), re-runs and LR sweep."""
 
     def follow_up(plan: Plan, tuned: list[Plan]) -> list[tuple[dict[str, Any], int]]:
+        if plan.phase == "confirm":
+            tuned = [p for p in tuned if p.index == plan.index]
         best = scoring.best_record([r for p in tuned for r in p.done.values()], cfg.objective)
         if best is None:
             return []
         params = dict(best.get("params") or {})
+        if plan.phase == "confirm":
+            return [(params, cfg.seed + 5000 + 100 * plan.index + j) for j in range(cfg.confirm_seeds)]
         if plan.phase == "rerun":
-            return [(params, 1000 + s) for s in range(cfg.seeds)]
+            return [(params, cfg.seed + 1000 + s) for s in range(cfg.seeds)]
         dim = plan.submission.sensitivity_dim()
         assert dim is not None
         lo, hi, k = dim.dim.low, dim.dim.high, cfg.sensitivity_points
         assert lo is not None and hi is not None
         grid = [math.exp(math.log(lo) + (math.log(hi) - math.log(lo)) * i / max(1, k - 1)) for i in range(k)]
-        return [({**params, dim.param: v}, 2000 + s) for v in grid for s in range(cfg.sensitivity_seeds)]
+        return [({**params, dim.param: v}, cfg.seed + 2000 + s) for v in grid for s in range(cfg.sensitivity_seeds)]
 
     return follow_up
-

@@ -1,7 +1,12 @@
 """One trial: train a workload with one configuration and seed, and measure when the
 validation metric first reaches the target (in steps and in training seconds, evaluation
-excluded, as AlgoPerf counts). A trial that diverges, raises, or runs out of wall-clock is
-recorded as such — `run_trial` never raises.
+excluded, as AlgoPerf counts), the CPU time of its training steps (this thread's, so a busy
+machine inflates it far less than wall seconds), and its end-of-budget metric (the median of
+the last three evaluations: what calibration sets targets from). The optimizer is built as
+`thalweg train` builds it (the model itself for rules that use parameter names, e.g. Muon);
+a rule with train/eval modes (schedule-free) is evaluated at its averaged weights. A trial
+that diverges, raises, or runs out of wall-clock is recorded as such — `run_trial` never
+raises.
 
 A trial is a plain dict in (the *spec*, built by the runner) and a plain, strict-JSON dict out
 (the *record*, one line of `results.jsonl`), so it runs the same in a worker process, a Ray
@@ -14,6 +19,7 @@ import math
 import os
 import platform
 import socket
+import statistics
 import time
 import traceback
 from typing import Any
@@ -60,11 +66,11 @@ def _clean(d: dict[str, float]) -> dict[str, float | None]:
 
 
 def _workload(spec: dict[str, Any]) -> Any:
-    from thalweg.bench import workloads
+    from thalweg.bench import loader
 
     ref = spec["workload_ref"]
     if ref not in _WORKLOADS:  # data is built once per worker process
-        _WORKLOADS[ref] = workloads.get(ref)
+        _WORKLOADS[ref] = loader.from_ref(ref)
     return _WORKLOADS[ref]
 
 
@@ -82,18 +88,20 @@ def with_overrides(w: Any, overrides: dict[str, Any]) -> Any:
 def _problem(w: Any, overrides: dict[str, Any], seed: int) -> Any:
     if not overrides:
         return w.build(seed)
-    from thalweg.bench.problems import _config_problem
+    from thalweg.bench.configs import _config_problem
 
     return _config_problem(with_overrides(w, overrides), seed)
 
 
-def _schedule(cfg: dict[str, Any], steps: int, steps_per_epoch: int) -> Any:
-    from thalweg.train.components import build_schedule
+def _optimizer_and_schedule(cfg: dict[str, Any], model: Any, steps: int, steps_per_epoch: int) -> tuple[Any, Any, Any]:
+    """(optimizer, its registry entry, lr schedule), built by `thalweg train`'s own functions."""
+    from thalweg.train.components import build_optimizer, build_schedule
     from thalweg.train.config import OptimizerConfig, RunConfig, ScheduleConfig
 
     run = RunConfig(optimizer=OptimizerConfig(**cfg["optimizer"]),
                     schedule=ScheduleConfig(**cfg["schedule"]))  # fmt: skip
-    return build_schedule(run, steps, steps_per_epoch)
+    opt, info = build_optimizer(run, model)
+    return opt, info, build_schedule(run, steps, steps_per_epoch)
 
 
 def _pruner(spec: dict[str, Any]) -> Any:
@@ -125,17 +133,13 @@ def _thin(n: int, keep: set[int]) -> list[int]:
 
 
 def _train(spec: dict[str, Any], w: Any, rec: dict[str, Any], t0: float) -> None:
-    from thalweg.optim import registry
+    from thalweg.optim import eval_mode
 
     cfg, seed, steps = spec["config"], int(spec["seed"]), int(spec["steps"])
     torch.manual_seed(seed)
     problem = _problem(w, cfg.get("overrides") or {}, seed)
     model = problem.model
-    name = cfg["optimizer"]["name"]
-    info = registry.get(name)
-    hp = {k: tuple(v) if isinstance(v, list) else v for k, v in cfg["optimizer"].items() if k != "name"}
-    opt = registry.create(name, model if info.needs_model else model.parameters(), **hp)
-    schedule = _schedule(cfg, steps, problem.steps_per_epoch)
+    opt, info, schedule = _optimizer_and_schedule(cfg, model, steps, problem.steps_per_epoch)
     params = [p for p in model.parameters() if p.requires_grad]
     target, mode, metric = spec.get("target"), spec["mode"], spec["metric"]
     eval_every, max_seconds = max(1, int(spec["eval_every"])), float(spec["max_seconds"])
@@ -149,14 +153,15 @@ def _train(spec: dict[str, Any], w: Any, rec: dict[str, Any], t0: float) -> None
     c_val: list[float] = []
     best: tuple[float, int] | None = None
     hit: int | None = None
-    train_s = eval_s = 0.0
+    train_s = eval_s = cpu_s = 0.0
     last: dict[str, float] = {}
     status = "ok"
 
     def measure(step: int) -> float:
         nonlocal last, best, hit, eval_s
         te = time.perf_counter()
-        last = problem.evaluate()
+        with eval_mode(opt):
+            last = problem.evaluate()
         model.train()
         eval_s += time.perf_counter() - te
         v = float(last[metric])
@@ -177,7 +182,7 @@ def _train(spec: dict[str, Any], w: Any, rec: dict[str, Any], t0: float) -> None
         for g in opt.param_groups:
             g["lr"] = lr
         batch = next(problem.batches)
-        ts = time.perf_counter()
+        ts, tc = time.perf_counter(), time.thread_time()
         if info.needs_closure:
 
             def closure(batch: Any = batch) -> torch.Tensor:
@@ -198,6 +203,7 @@ def _train(spec: dict[str, Any], w: Any, rec: dict[str, Any], t0: float) -> None
             opt.step()
         lv = float(loss.detach())
         train_s += time.perf_counter() - ts
+        cpu_s += time.thread_time() - tc
         step += 1
         if not math.isfinite(lv):
             status = "diverged"
@@ -219,6 +225,9 @@ def _train(spec: dict[str, Any], w: Any, rec: dict[str, Any], t0: float) -> None
             break
     keep = {hit} if hit is not None else set()
     idx = _thin(len(c_step), keep)
+    # the end-of-budget metric: the median of the last three evaluations after step 0 (fewer
+    # in a short run), none where the run diverged or stopped early
+    tail = [v for s_, v in zip(c_step, c_val, strict=True) if s_ > 0][-3:] if status == "ok" and step == steps else []
     rec.update(
         status=status, steps=step, steps_per_epoch=problem.steps_per_epoch,
         reached=hit is not None,
@@ -226,6 +235,8 @@ def _train(spec: dict[str, Any], w: Any, rec: dict[str, Any], t0: float) -> None
                         "seconds": c_sec[hit] if hit is not None else None},
         final=_clean(last), final_metric=finite_or_none(last.get(metric)),
         best={"metric": finite_or_none(best[0]) if best else None, "step": best[1] if best else None},
+        end_metric=float(statistics.median(tail)) if tail and all(math.isfinite(v) for v in tail) else None,
+        cpu={"train": cpu_s, "per_step": cpu_s / step if step else None},
         curve={"step": [c_step[i] for i in idx], "seconds": [round(c_sec[i], 6) for i in idx],
                "metric": [finite_or_none(c_val[i]) for i in idx]},
         seconds={"train": train_s, "eval": eval_s},
@@ -239,13 +250,14 @@ def run_trial(spec: dict[str, Any]) -> dict[str, Any]:
     t0 = time.perf_counter()
     rec: dict[str, Any] = {
         k: spec.get(k) for k in ("study", "trial", "phase", "ruleset", "workload", "submission",
-                                 "study_index", "seed", "params", "config", "target", "metric",
+                                 "study_index", "seed", "params", "config", "target", "metric", "group",
                                  "mode")
     }  # fmt: skip
     rec["step_budget"] = spec.get("steps")
     rec.update(status="crashed", error=None, reached=False, steps=0,
                time_to_target={"steps": None, "seconds": None}, final={}, final_metric=None,
-               best={"metric": None, "step": None}, curve={"step": [], "seconds": [], "metric": []},
+               best={"metric": None, "step": None}, end_metric=None, cpu={},
+               curve={"step": [], "seconds": [], "metric": []},
                started_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"), pid=os.getpid())  # fmt: skip
     threads = int(spec.get("threads") or 1)
     if torch.get_num_threads() != threads:

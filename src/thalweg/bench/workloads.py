@@ -4,19 +4,20 @@ what a workload is, and the built-in ones, are in :mod:`thalweg.bench.problems`)
 A workload is a model + data + loss (built per seed as a :class:`Problem`), a **target** (the
 validation metric to reach, set as AlgoPerf does from the best of tuned baselines, stored in
 :mod:`thalweg.bench.targets` with the command that recomputes it), a **step budget** and a
-**wall-clock budget**. A workload outside thalweg is named ``"package.module:attr"`` (a
-:class:`Workload` or a factory returning one); parameters go in ``name(key=value, ...)``
-or as keyword arguments to :func:`get`.
+**wall-clock budget**. Parameters go in ``name(key=value, ...)`` or as keyword arguments to
+:func:`get`. `get` knows registered workloads only and never imports anything; a
+`thalweg train` config or a workload of the user's own code is loaded by
+:mod:`thalweg.bench.loader`.
 """
 
 from __future__ import annotations
 
-import importlib
 import inspect
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
+from thalweg.bench import charlm, configs  # noqa: F401  (their workloads join BUILTIN)
 from thalweg.bench.problems import BUILTIN, Problem, Workload, WorkloadError, workload_key
 
 __all__ = [
@@ -76,34 +77,16 @@ def parse_key(text: str) -> tuple[str, dict[str, Any]]:
     return name, params
 
 
-def _external(name: str) -> Callable[..., Workload] | Workload:
-    mod, _, attr = name.partition(":")
-    try:
-        obj = getattr(importlib.import_module(mod), attr)
-    except (ImportError, AttributeError) as e:
-        raise WorkloadError(f"workload {name!r}: cannot import it ({e})") from None
-    if not (isinstance(obj, Workload) or callable(obj)):
-        raise WorkloadError(f"workload {name!r} is neither a Workload nor a factory")
-    return obj
-
-
 def get(name: str, **params: Any) -> Workload:
-    """The workload `name` (registered, or ``module:attr``) with `params`, and its stored target."""
+    """The registered workload `name` with `params`, and its stored target (nothing is
+    imported: a name that is not registered is an error)."""
     from thalweg.bench import targets
 
     base, parsed = parse_key(name)
     params = {k: tuple(v) if isinstance(v, list) else v for k, v in {**parsed, **params}.items()}
-    if ":" in base:
-        obj = _external(base)
-        if isinstance(obj, Workload):
-            if params:
-                raise WorkloadError(f"workload {base!r} takes no parameters")
-            return replace(obj, ref=base)
-        factory = obj
-    elif base in _FACTORIES:
-        factory = _FACTORIES[base]
-    else:
+    if base not in _FACTORIES:
         raise WorkloadError(f"unknown workload {base!r}; known: {', '.join(names())}")
+    factory = _FACTORIES[base]
     known = inspect.signature(factory).parameters
     for k in params:
         if k not in known:

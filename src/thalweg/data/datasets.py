@@ -100,26 +100,42 @@ def _mnist1d_arrays(seed: int, num_samples: int) -> dict[str, np.ndarray]:
     return arrays
 
 
+#: the generator seed of MNIST-1D's extra validation samples is the data seed plus this
+VAL_SEED_OFFSET = 1_000_003
+
+
 def mnist1d(
-    *, seed: int = 0, num_samples: int = 5000, val_fraction: float = 0.1
+    *, seed: int = 0, num_samples: int = 5000, val_fraction: float = 0.1, val_samples: int = 0
 ) -> Splits:
     """MNIST-1D (Greydanus 2020): 10-class, length-40 signals generated offline by the
     ``mnist1d`` package with ``seed``; 80 % train (of which ``val_fraction`` is held out), 20 % test.
 
+    ``val_samples > 0``: the whole 80 % trains (the paper's train/test protocol) and the
+    validation set is that many *extra* samples from the same generator with seed
+    ``seed + VAL_SEED_OFFSET`` (a large validation set without shrinking the training set).
     Generated once per (seed, num_samples), then memoized and cached under ``$THALWEG_CACHE``
     (default ``~/.cache/thalweg``)."""
     if num_samples < 50:
         raise ValueError(f"num_samples must be >= 50, got {num_samples}")
     if not 0.0 < val_fraction < 1.0:
         raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
+    if isinstance(val_samples, bool) or not isinstance(val_samples, int) or not 0 <= val_samples <= 10**6:
+        raise ValueError(f"val_samples must be an int in [0, 1000000], got {val_samples!r}")
     a = _mnist1d_arrays(seed, num_samples)
     x = torch.as_tensor(a["x"], dtype=torch.float32)
     y = torch.as_tensor(a["y"], dtype=torch.int64)
-    n_val = max(1, round(len(x) * val_fraction))
-    perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))
-    tr, va = perm[n_val:], perm[:n_val]
+    if val_samples:
+        extra = _mnist1d_arrays(seed + VAL_SEED_OFFSET, max(50, -(-val_samples // 10) * 10))
+        x_va = torch.as_tensor(np.concatenate([extra["x"], extra["x_test"]])[:val_samples], dtype=torch.float32)
+        y_va = torch.as_tensor(np.concatenate([extra["y"], extra["y_test"]])[:val_samples], dtype=torch.int64)
+        x_tr, y_tr = x, y
+    else:
+        n_val = max(1, round(len(x) * val_fraction))
+        perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))
+        tr, va = perm[n_val:], perm[:n_val]
+        x_tr, y_tr, x_va, y_va = x[tr], y[tr], x[va], y[va]
     return Splits(
-        x[tr], y[tr], x[va], y[va],
+        x_tr, y_tr, x_va, y_va,
         torch.as_tensor(a["x_test"], dtype=torch.float32),
         torch.as_tensor(a["y_test"], dtype=torch.int64),
         task="classification", num_classes=10, name="mnist1d",

@@ -84,15 +84,15 @@ class DataConfig(Section):
 class ModelConfig(Section):
     """A reference model from `thalweg.models`; unset fields keep the model's own defaults."""
 
-    name: Literal["linear", "mlp", "cnn1d"] = "mlp"
+    name: Literal["linear", "mlp", "cnn1d", "cnn2d", "gru"] = "mlp"
     # sizes are capped loosely here; what a size costs is estimated before a run starts
-    width: int | None = Field(default=None, ge=1, le=2**31, description="hidden units (mlp); unset: 128")
+    width: int | None = Field(default=None, ge=1, le=2**31, description="hidden units (mlp: unset 128; gru: per direction, unset 6)")
     depth: int | None = Field(default=None, ge=0, le=1000, description="hidden layers; unset: 2")
     activation: str | None = Field(default=None, description="relu | gelu | tanh | sigmoid; unset: relu")
     norm: str | None = Field(default=None, description="none | batch | layer | weight; unset: none")
     dropout: float | None = Field(default=None, ge=0.0, lt=1.0, description="unset: 0")
-    channels: int | None = Field(default=None, ge=1, le=2**31, description="cnn1d channels; unset: 32")
-    kernel_size: int | None = Field(default=None, ge=1, le=2**20, description="cnn1d kernel; unset: 5")
+    channels: int | None = Field(default=None, ge=1, le=2**31, description="cnn1d/cnn2d channels; unset: 32")
+    kernel_size: int | None = Field(default=None, ge=1, le=2**20, description="cnn kernel; unset: 5 (cnn1d), 3 (cnn2d)")
 
     def kwargs(self) -> dict[str, Any]:
         return {k: v for k, v in self.model_dump().items() if k != "name" and v is not None}

@@ -73,9 +73,12 @@ class ScaleByTrustRatio(Transform):
     reduces = "tensor"
     schema = (H("clamp_value", 10.0, low=0.0, allow_inf=True, **_S),)
 
-    def __init__(self, clamp_value: HyperValue = 10.0) -> None:
+    def __init__(self, clamp_value: HyperValue = 10.0, adapt: bool = True) -> None:
         self.check_args(clamp_value=clamp_value)
         self.clamp_value = clamp_value
+        #: False: a ratio of 1 (a group left out of the adaptation, e.g. LAMB's biases and
+        #: norm gains), with the same passes as the adapted groups of the optimizer
+        self.adapt = adapt
 
     def scalars(self, ctx: StepContext) -> TrustScalars:
         return TrustScalars(ctx.scale)
@@ -86,6 +89,8 @@ class ScaleByTrustRatio(Transform):
     def combine(self, sums: Tensor, ctx: StepContext, shapes: Sequence[torch.Size]) -> Tensor:
         w = sums[0].sqrt().clamp(0, ctx(self.clamp_value))
         a = sums[1].sqrt()
+        if not self.adapt:
+            return torch.ones_like(w).unsqueeze(0)
         return torch.where((w == 0) | (a == 0), torch.ones_like(w), w / a).unsqueeze(0)
 
     def apply(self, u, p, state, s: TrustScalars, norm):

@@ -1,0 +1,202 @@
+"""How sure the bench is: per (submission, workload) the reach counts of every study, a verdict
+(reached, too slow, inconclusive, never reached), and a bootstrap over studies and seeds that
+turns into an interval on each submission's score and rank.
+
+A study's time is its fastest tuning trial to the target (AlgoPerf); its chosen configuration
+is also run on fresh seeds (`confirm`), so each study has several *outcomes*: the tuning time
+and each confirmation's time (∞ where it missed). One bootstrap replicate resamples the M
+studies with replacement, draws one outcome of each, and takes their median as the
+workload time — the AlgoPerf statistic on a resampled bench; ratios, scores and ranks follow.
+The point estimates are AlgoPerf's own (median over studies of the tuning times).
+
+Everything here is a pure function of trial records (the lines of `results.jsonl`).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import statistics
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from thalweg.bench import scoring
+
+__all__ = ["Cell", "Summary", "cells", "kendall_tau", "speedup", "summarize", "verdict"]
+
+INF = math.inf
+
+
+@dataclass
+class Cell:
+    """One submission on one workload: per study, its time and outcomes, and reach counts."""
+
+    study_times: list[float] = field(default_factory=list)
+    outcomes: list[list[float]] = field(default_factory=list)
+    #: per study: (tuning trials that reached, tuning trials, confirmations reached, confirmations)
+    reach: list[tuple[int, int, int, int]] = field(default_factory=list)
+
+    @property
+    def time(self) -> float:
+        """AlgoPerf's workload time: the median over studies of each study's fastest trial."""
+        return statistics.median(self.study_times) if self.study_times else INF
+
+    @property
+    def studies_reached(self) -> int:
+        return sum(math.isfinite(t) for t in self.study_times)
+
+
+def cells(records: Iterable[Mapping[str, Any]], ruleset: str = "external",
+          unit: str = "steps") -> dict[str, dict[str, Cell]]:  # fmt: skip
+    """submission → workload → :class:`Cell` from the tuning (or self-tuning) and confirm trials."""
+    tuned: dict[tuple[str, str, Any], list[Mapping[str, Any]]] = defaultdict(list)
+    confirmed: dict[tuple[str, str, Any], list[Mapping[str, Any]]] = defaultdict(list)
+    for r in records:
+        if r.get("ruleset") != ruleset:
+            continue
+        key = (r["submission"], r["workload"], r.get("study_index"))
+        if r.get("phase") in scoring.TIMED_PHASES:
+            tuned[key].append(r)
+        elif r.get("phase") == "confirm":
+            confirmed[key].append(r)
+    out: dict[str, dict[str, Cell]] = defaultdict(dict)
+    for (sub, wl, _), recs in sorted(tuned.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2] or 0)):
+        cell = out[sub].setdefault(wl, Cell())
+        t = scoring.study_time(recs, unit)
+        conf = confirmed.get((sub, wl, recs[0].get("study_index")), [])
+        ct = [scoring.study_time([c], unit) for c in conf]
+        cell.study_times.append(t)
+        cell.outcomes.append([t, *ct])
+        cell.reach.append((sum(bool(r.get("reached")) for r in recs), len(recs),
+                           sum(math.isfinite(x) for x in ct), len(ct)))  # fmt: skip
+    return dict(out)
+
+
+def verdict(cell: Cell, ratio: float, r_max: float = scoring.R_MAX) -> str:
+    """"reached" (every study reached, within r_max of the fastest), "too slow" (the median
+    study reached, slower than r_max × the fastest), "inconclusive" (studies split: some
+    reached, some not), "never reached" (no study, no confirmation)."""
+    m, k = len(cell.study_times), cell.studies_reached
+    confirmed = any(c for *_, c, _ in cell.reach)
+    if math.isfinite(cell.time) and not ratio <= r_max:
+        return "too slow"
+    if k == 0 and not confirmed:
+        return "never reached"
+    if k < m:
+        return "inconclusive"
+    return "reached"
+
+
+def _ranks(scores: Mapping[str, float]) -> dict[str, float]:
+    """1 = best; ties share their average rank."""
+    order = sorted(scores, key=lambda s: -scores[s])
+    out: dict[str, float] = {}
+    i = 0
+    while i < len(order):
+        j = i
+        while j + 1 < len(order) and scores[order[j + 1]] == scores[order[i]]:
+            j += 1
+        for s in order[i : j + 1]:
+            out[s] = (i + j) / 2 + 1
+        i = j + 1
+    return out
+
+
+def _pct(xs: list[float], q: float) -> float:
+    xs = sorted(xs)
+    if not xs:
+        return math.nan
+    pos = q * (len(xs) - 1)
+    lo, hi = math.floor(pos), math.ceil(pos)
+    return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
+
+
+@dataclass
+class Summary:
+    """Scores and ranks with 95 % bootstrap intervals, and per-cell verdicts."""
+
+    score: dict[str, float]
+    score_ci: dict[str, tuple[float, float]]
+    rank: dict[str, float]
+    rank_ci: dict[str, tuple[float, float]]
+    cells: dict[str, dict[str, Cell]]
+    ratios: dict[str, dict[str, float]]
+    verdicts: dict[str, dict[str, str]]
+    replicates: int
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able (scores.json)."""
+        fin = (lambda x: x if math.isfinite(x) else None)  # noqa: E731
+        return {s: {"score": self.score[s], "score_ci": list(self.score_ci[s]), "rank": self.rank[s],
+                    "rank_ci": list(self.rank_ci[s]),
+                    "workloads": {w: {"steps": fin(c.time), "ratio": fin(self.ratios[s][w]),
+                                      "verdict": self.verdicts[s][w], "study_times": [fin(t) for t in c.study_times],
+                                      "reach": [list(x) for x in c.reach]}
+                                  for w, c in self.cells[s].items()}}
+                for s in self.score}  # fmt: skip
+
+
+def summarize(records: Iterable[Mapping[str, Any]], ruleset: str = "external", unit: str = "steps",
+              r_max: float = scoring.R_MAX, replicates: int = 1000, seed: int = 0) -> Summary:  # fmt: skip
+    """AlgoPerf's scores of `records` with bootstrap intervals (seeded: the same records give
+    the same intervals)."""
+    cs = cells(records, ruleset, unit)
+    subs = sorted(cs)
+    wls = sorted({w for per in cs.values() for w in per})
+    times = {s: {w: cs[s][w].time for w in cs[s]} for s in subs}
+    ratios = scoring.performance_ratios(times, r_max)
+    score = {s: scoring.score(ratios[s], r_max) for s in subs}
+    rank = _ranks(score)
+    rng = random.Random(seed)
+    boot_scores: dict[str, list[float]] = {s: [] for s in subs}
+    boot_ranks: dict[str, list[float]] = {s: [] for s in subs}
+    for _ in range(replicates if subs else 0):
+        t_b: dict[str, dict[str, float]] = {s: {} for s in subs}
+        for s in subs:
+            for w in wls:
+                c = cs[s].get(w)
+                if c is None or not c.outcomes:
+                    t_b[s][w] = INF
+                    continue
+                picks = [rng.choice(c.outcomes[rng.randrange(len(c.outcomes))]) for _ in c.outcomes]
+                t_b[s][w] = statistics.median(picks)
+        r_b = scoring.performance_ratios(t_b, r_max)
+        sc = {s: scoring.score(r_b[s], r_max) for s in subs}
+        for s, rk in _ranks(sc).items():
+            boot_scores[s].append(sc[s])
+            boot_ranks[s].append(rk)
+    ci = {s: (_pct(boot_scores[s], 0.025), _pct(boot_scores[s], 0.975)) for s in subs}
+    rci = {s: (_pct(boot_ranks[s], 0.025), _pct(boot_ranks[s], 0.975)) for s in subs}
+    verdicts = {s: {w: verdict(c, ratios[s].get(w, INF), r_max) for w, c in cs[s].items()} for s in subs}
+    return Summary(score, ci, rank, rci, cs, ratios, verdicts, replicates)
+
+
+def kendall_tau(a: Mapping[str, float], b: Mapping[str, float]) -> float:
+    """Kendall's τ-b between two score tables over their common submissions (scipy's)."""
+    from scipy.stats import kendalltau
+
+    common = sorted(set(a) & set(b))
+    if len(common) < 2:
+        return math.nan
+    return float(kendalltau([a[s] for s in common], [b[s] for s in common]).statistic)
+
+
+def speedup(a: Cell, b: Cell, replicates: int = 1000, seed: int = 0) -> tuple[float, float, float]:
+    """How many times fewer steps `b` needs than `a` (t_a / t_b): the point estimate from
+    AlgoPerf's times and a 95 % bootstrap interval over studies and seeds of both (∞ where
+    `b` reached and `a` did not, 0 the other way round, NaN where neither did)."""
+    def ratio(ta: float, tb: float) -> float:
+        if math.isinf(ta) and math.isinf(tb):
+            return math.nan
+        return INF if math.isinf(ta) else (0.0 if math.isinf(tb) else ta / tb)
+
+    rng = random.Random(seed)
+
+    def draw(c: Cell) -> float:
+        return statistics.median(rng.choice(c.outcomes[rng.randrange(len(c.outcomes))]) for _ in c.outcomes)
+
+    boots = [ratio(draw(a), draw(b)) for _ in range(replicates)] if a.outcomes and b.outcomes else []
+    boots = [x for x in boots if not math.isnan(x)]
+    return ratio(a.time, b.time), _pct(boots, 0.025), _pct(boots, 0.975)
