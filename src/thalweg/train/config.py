@@ -14,6 +14,7 @@ from typing import Any, Literal
 import tomli_w
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from thalweg.train.config_errors import from_validation_error, quoted_number
 from thalweg.train.config_text import (
     ConfigError,
     optimizer_lines,
@@ -295,41 +296,6 @@ def _check_hparam(hp: Any, value: Any) -> str | None:
         problem = e.problem + (f" ({e.note})" if e.note else "") if e.where == hp.name else str(e)
         return problem.replace("≥", ">=").replace("≤", "<=")
     return None
-
-
-def quoted_number(value: Any) -> bool:
-    """True for a string that spells a number ("64", "1e-3"): the config refuses those
-    everywhere rather than guessing whether the quotes were meant."""
-    if not isinstance(value, str):
-        return False
-    try:
-        float(value.strip())
-    except ValueError:
-        return False
-    return bool(value.strip())
-
-
-def from_validation_error(err: ValidationError) -> ConfigError:
-    """pydantic's first error as one ConfigError naming section, field and value (and how
-    many more errors there are)."""
-    first = err.errors()[0]
-    loc = [str(p) for p in first["loc"]]
-    section = ".".join(loc[:-1])
-    field = loc[-1] if loc else "?"
-    value = first.get("input")
-    problem = first["msg"]
-    if first["type"] == "extra_forbidden":
-        problem = "unknown key"
-    elif first["type"] == "missing":
-        value = None
-    elif quoted_number(value):
-        problem = f"a number in quotes; write a number: {field} = {value.strip()}"
-    elif isinstance(value, bool) and first["type"] in ("int_type", "float_type"):
-        problem = f"expected a number, not {str(value).lower()}"
-    more = len(err.errors()) - 1
-    if more:
-        problem += f" (and {more} more error{'s' if more > 1 else ''})"
-    return ConfigError(section, field, value, problem)
 
 
 def parse_config(data: dict[str, Any], *, check_optimizer: bool = True) -> RunConfig:

@@ -36,7 +36,7 @@ from thalweg.optim.transforms.chain import Chain
 from . import dtensor, kernel, plan, storage, stored
 from .backward import BackwardStepper
 from .dtensor import ShardSegment
-from .kernel import autocast_off, fresh_function, run_pass
+from .kernel import autocast_off
 from .lowprec import Layout
 from .memory import MEMORY_OPTIONS, accepts_memory_options, memory_options
 from .segment import Segment, clear_grad, real_dtype
@@ -161,13 +161,11 @@ class FlatOptimizer(torch.optim.Optimizer):
 
     def _build_segments(self, group_indices: Iterable[int]) -> None:
         for gi in group_indices:
-            _refuse_rounded_weights(self.param_groups[gi], self.rule.build(self.param_groups[gi]), gi)
+            storage.refuse_rounded_weights(self.param_groups[gi], self.rule.build(self.param_groups[gi]), gi)
             buckets: dict[tuple[Any, ...], list[Tensor]] = {}
             group = self.param_groups[gi]
             for p in group["params"]:
-                if p.is_complex() and group.get("state_dtype") in ("bf16", "int8"):
-                    raise ValueError(f"param group {gi}: state_dtype={group['state_dtype']!r} is not supported for "
-                                     "complex parameters; use state_dtype=None or 'fp32'")
+                storage.refuse_complex(group, p, gi)
                 if not p.requires_grad:
                     self._loose.append((gi, p))
                     continue
@@ -256,24 +254,15 @@ class FlatOptimizer(torch.optim.Optimizer):
         assert seg.layout is not None
         if seg.fn is None and not seg.layout.plain:
             seg.fn = self._stored_function(seg)
-        if seg.fn is None:
-            chain = seg.chain
-            eager = fresh_function(run_pass)
-            if self._want_compile(seg):
+        if seg.fn is None:  # a full-precision segment (see :func:`kernel.plain_runner`)
+            compiled = self._want_compile(seg)
+            if compiled:
                 log.info(
                     "thalweg: compiling the %s update for %d parameters on %s (first step only)",
                     type(self).__name__, seg.numel, seg.device,
                 )
-                options = {"fullgraph": True, "dynamic": False, **self.compile_options}
-                compiled = torch.compile(eager, **options)
-                seg.fn = lambda p, g, st, hp, n, k, o: compiled(chain, p, g, st, hp, n, k, o)
-                seg.compiled = True
-            else:
-                if chain.single_pass:  # already one pass; chunks would only add overhead
-                    seg.fn = lambda p, g, st, hp, n, k, o: eager(chain, p, g, st, hp, n, k, o)
-                else:
-                    seg.fn = lambda p, g, st, hp, n, k, o: kernel.chunked(eager, chain, p, g, st, hp, n, k, o)
-                seg.compiled = False
+            seg.fn = kernel.plain_runner(seg.chain, compiled, self.compile_options)
+            seg.compiled = compiled
         return seg.fn
 
     def _stored_function(self, seg: Segment) -> Callable[..., None]:
@@ -403,18 +392,7 @@ class FlatOptimizer(torch.optim.Optimizer):
         where = {id(p): (seg, i) for seg in self._segments for i, p in enumerate(seg.params)}
         return [where[id(p)][0].g_views[where[id(p)][1]] for p in params]
 
-
     @property
     def num_segments(self) -> int:
         """How many flat buffers (one per group × device × dtype) this optimizer runs over."""
         return len(self._segments)
-
-
-def _refuse_rounded_weights(group: Mapping[str, Any], chain: Chain, gi: int) -> None:
-    """A bf16/int8 `state_dtype` stores every buffer in that format; a buffer that is a copy
-    of the weights (schedule-free's z) would lose every update below its rounding step."""
-    sd = group.get("state_dtype")
-    weights = [t.name for t in chain.transforms if t.weight_state]
-    if sd in ("bf16", "int8") and weights:
-        raise ValueError(f"param group {gi}: state_dtype={sd!r} is not supported by {weights[0]} (its state "
-                         "is a copy of the weights, which this format would round); use state_dtype=None or 'fp32'")

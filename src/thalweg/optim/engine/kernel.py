@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import types
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +25,7 @@ __all__ = [
     "compute_dtype",
     "fresh_function",
     "pass_states",
+    "plain_runner",
     "run_pass",
     "run_stats",
     "run_stored_pass",
@@ -202,3 +203,18 @@ def chunked(kernel: Callable[..., None], chain: Chain, p: Tensor, g: Tensor, sta
         piece = (norm[0], norm[1][a:b]) if isinstance(norm, tuple) else norm  # per-tensor values, element index
         kernel(chain, p[a:b], g[a:b], [s[a:b] for s in state], hp, piece, part,
                None if out is None else out[a:b])
+
+
+def plain_runner(chain: Chain, compiled: bool, compile_options: Mapping[str, Any]) -> Callable[..., None]:
+    """`run(p, g, state, hp, norm, part, out)`: the update of a full-precision segment (the
+    low-precision one is :func:`.stored.runner`). Compiled: one fused kernel over the whole
+    buffer (`fullgraph`, static shapes, then `compile_options`); eager: a one-pass chain in one
+    call, any other in cache-sized chunks (:func:`chunked`)."""
+    eager = fresh_function(run_pass)
+    if compiled:
+        options = {"fullgraph": True, "dynamic": False, **compile_options}
+        fn = torch.compile(eager, **options)
+        return lambda p, g, st, hp, n, k, o: fn(chain, p, g, st, hp, n, k, o)
+    if chain.single_pass:  # already one pass; chunks would only add overhead
+        return lambda p, g, st, hp, n, k, o: eager(chain, p, g, st, hp, n, k, o)
+    return lambda p, g, st, hp, n, k, o: chunked(eager, chain, p, g, st, hp, n, k, o)

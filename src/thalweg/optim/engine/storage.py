@@ -1,6 +1,7 @@
 """A segment's state in its storage format (the parameter's dtype, float32, bf16, or int8
 codes with per-block scales): creating it chunk by chunk, the tensors a kernel call gets,
-torch's per-parameter view of it, reading and writing one parameter's values, its bytes.
+torch's per-parameter view of it, reading and writing one parameter's values, its bytes;
+and what bf16/int8 storage refuses (complex parameters, state that is a copy of the weights).
 
 int8 blocks run over the segment's flat buffer, so a block may hold the end of one
 parameter and the start of the next; a parameter's state entry carries the scales of the
@@ -22,7 +23,8 @@ from .lowprec import DEFAULT_BLOCK, Layout, dequantize, quantize
 from .segment import Segment
 
 __all__ = ["MEMORY_KEYS", "clear_padding", "init_state", "keeps_step", "kernel_state", "layout_for", "nbytes",
-           "param_cover", "param_entries", "read_param", "write_params"]
+           "param_cover", "param_entries", "read_param", "refuse_complex",
+           "refuse_rounded_weights", "write_params"]
 
 #: the param-group keys of the storage options (present only when not at their default)
 MEMORY_KEYS = ("state_dtype", "state_block_size", "param_rounding", "master_weights")
@@ -36,6 +38,23 @@ def keeps_step(chain: Chain, layout: Layout | None) -> bool:
     """Whether a parameter's state carries `step`: the rule counts steps (torch's), or the
     storage rounds stochastically (see `Layout.stochastic`)."""
     return chain.counts_steps or (layout is not None and layout.stochastic)
+
+
+def refuse_rounded_weights(group: Mapping[str, Any], chain: Chain, gi: int) -> None:
+    """A bf16/int8 `state_dtype` stores every buffer in that format; a buffer that is a copy
+    of the weights (schedule-free's z) would lose every update below its rounding step."""
+    sd = group.get("state_dtype")
+    weights = [t.name for t in chain.transforms if t.weight_state]
+    if sd in ("bf16", "int8") and weights:
+        raise ValueError(f"param group {gi}: state_dtype={sd!r} is not supported by {weights[0]} (its state "
+                         "is a copy of the weights, which this format would round); use state_dtype=None or 'fp32'")
+
+
+def refuse_complex(group: Mapping[str, Any], p: Tensor, gi: int) -> None:
+    """bf16/int8 state has no format for a complex parameter (kept as a real view (…, 2))."""
+    if p.is_complex() and group.get("state_dtype") in ("bf16", "int8"):
+        raise ValueError(f"param group {gi}: state_dtype={group['state_dtype']!r} is not supported for "
+                         "complex parameters; use state_dtype=None or 'fp32'")
 
 
 def layout_for(group: Mapping[str, Any], seg: Segment, chain: Chain) -> Layout:

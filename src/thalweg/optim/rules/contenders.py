@@ -37,7 +37,8 @@ from thalweg.optim.transforms.schedule_free import (
     schedule_free_lr,
 )
 
-from .twins import _BOOL, LR, _adam_schema, _lr, _Named, _prefix, validate
+from .named import _BOOL, LR, _lr, _Named, _prefix, validate
+from .twins import _adam_schema
 
 __all__ = ["Adamax", "Lion", "NAdam", "RAdam", "ScheduleFreeAdamW", "ScheduleFreeSGD"]
 

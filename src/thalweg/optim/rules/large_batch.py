@@ -20,7 +20,7 @@ from thalweg.optim.transforms import (
 )
 from thalweg.optim.transforms.trust import ScaleByLars, ScaleByMoments, ScaleByTrustRatio
 
-from .twins import _BOOL, LR, _lr, _Named
+from .named import _BOOL, LR, _lr, _Named
 
 __all__ = ["LAMB", "LARS"]
 
