@@ -34,9 +34,9 @@ def grid(optimizer: str) -> tuple[float, ...]:
 def sweep(suite: str, out_dir: Path, workers: int | None) -> list[dict[str, Any]]:
     """Run (or resume) the sweep of `suite`'s optimizers on its real workloads; the records."""
     from thalweg.bench.api import calibrated_targets
-    from thalweg.bench.executors import make_executor
+    from thalweg.bench.harness.executors import make_executor
+    from thalweg.bench.harness.runner import Plan, Runner, sqlite_url
     from thalweg.bench.results import ResultsFile
-    from thalweg.bench.runner import Plan, Runner, sqlite_url
     from thalweg.bench.suites import load_bench
 
     cfg = load_bench(suite)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from thalweg.bench.workloads import Workload
+from thalweg.bench.tasks.workloads import Workload
 
 
 def dies() -> Workload:

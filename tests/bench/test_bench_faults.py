@@ -217,7 +217,7 @@ class _Killed(BaseException):
 def test_a_bench_killed_while_asking_asks_what_an_uninterrupted_one_asks(finished, tmp_path, monkeypatch, where, kill_at):
     import optuna
 
-    from thalweg.bench import runner as R
+    from thalweg.bench.harness import runner as R
 
     owner, name = {"suggest": (optuna.trial.Trial, "_suggest"), "describe": (R.Runner, "_describe"),
                    "finish": (R.Runner, "_finish"), "append": (ResultsFile, "append")}[where]

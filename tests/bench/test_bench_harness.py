@@ -10,8 +10,10 @@ import math
 import pytest
 import torch
 
-from thalweg.bench import charlm, spaces, trial, workloads
+from thalweg.bench import spaces
+from thalweg.bench.harness import trial
 from thalweg.bench.submissions import Submission, builtin, default_schedule
+from thalweg.bench.tasks import charlm, workloads
 
 
 def _spec(sub: Submission, workload: str, params: dict, steps: int, **kw) -> dict:

@@ -102,8 +102,8 @@ def test_own_config_runs_calibrates_and_exports_a_recipe(tmp_path):
 
 
 CODE = '''
-from thalweg.bench.workloads import Workload
-from thalweg.bench.configs import config_workload
+from thalweg.bench.tasks.workloads import Workload
+from thalweg.bench.tasks.configs import config_workload
 
 def workload(epochs: int = 1):
     cfg = {"name": "coded", "data": {"name": "digits"}, "model": {"name": "linear"},

@@ -98,7 +98,7 @@ def test_a_kill_between_asking_and_describing_a_trial_loses_nothing(tmp_path, mo
     run twice."""
     import optuna
 
-    from thalweg.bench import runner as R
+    from thalweg.bench.harness import runner as R
 
     cfg = BenchConfig.model_validate({**BenchConfig(name="k", workloads=["linreg"], optimizers=["sgd"], trials=4,
                                                     studies=1, seeds=0, confirm_seeds=0,

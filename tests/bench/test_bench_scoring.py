@@ -151,7 +151,7 @@ def test_calibration_target_is_the_best_baselines_median_end_metric():
     from types import SimpleNamespace
 
     from thalweg.bench.api import calibration_record
-    from thalweg.bench.problems import Workload
+    from thalweg.bench.tasks.problems import Workload
 
     def runs(wl, sub, ends, mode):
         return [{"workload": wl, "submission": sub, "phase": "rerun", "end_metric": e, "params": {"lr": 1},

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from thalweg.bench import workloads
 from thalweg.bench.submissions import Submission, SubmissionError
 from thalweg.bench.suites import BenchConfig, BenchConfigError, load_bench
+from thalweg.bench.tasks import workloads
 
 
 def test_registry_has_the_issue_workloads_and_keys_drop_defaults():

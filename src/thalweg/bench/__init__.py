@@ -14,7 +14,7 @@ _EXPORTS = {
     "run_bench": "thalweg.bench.api", "calibrate": "thalweg.bench.api",
     "BenchResult": "thalweg.bench.api", "BenchConfig": "thalweg.bench.suites",
     "load_bench": "thalweg.bench.suites", "SUITES": "thalweg.bench.suites",
-    "Workload": "thalweg.bench.workloads", "Problem": "thalweg.bench.workloads",
+    "Workload": "thalweg.bench.tasks.workloads", "Problem": "thalweg.bench.tasks.workloads",
     "Submission": "thalweg.bench.submissions", "write_report": "thalweg.bench.report",
     "read_results": "thalweg.bench.results", "recipe_toml": "thalweg.bench.recipes",
 }  # fmt: skip

@@ -19,12 +19,12 @@ from pathlib import Path
 from typing import Any
 
 from thalweg.bench import scoring
-from thalweg.bench.executors import make_executor
-from thalweg.bench.progress import BenchProgress
+from thalweg.bench.harness.executors import make_executor
+from thalweg.bench.harness.progress import BenchProgress
+from thalweg.bench.harness.runner import Runner, sqlite_url
+from thalweg.bench.harness.trial import environment
 from thalweg.bench.results import ResultsFile
-from thalweg.bench.runner import Runner, sqlite_url
 from thalweg.bench.suites import CALIBRATION, BenchConfig, build_plans, follow_up_for, load_bench
-from thalweg.bench.trial import environment
 
 __all__ = ["BenchResult", "calibrate", "run_bench"]
 

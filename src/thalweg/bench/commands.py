@@ -51,7 +51,7 @@ def register(app: typer.Typer) -> None:
         """Run (or resume) a bench; writes DIR/NAME/{results.jsonl, report.html, study.db}."""
         from thalweg import overrides
         from thalweg.bench.api import run_bench
-        from thalweg.bench.runner import BenchError
+        from thalweg.bench.harness.runner import BenchError
         from thalweg.bench.suites import BenchConfigError
         from thalweg.train.commands import exit_on_run_errors
 
@@ -141,7 +141,7 @@ def register(app: typer.Typer) -> None:
         from rich.console import Console
         from rich.table import Table
 
-        from thalweg.bench import workloads
+        from thalweg.bench.tasks import workloads
 
         infos = workloads.infos()
         if as_json:
@@ -174,7 +174,7 @@ def register(app: typer.Typer) -> None:
         a quarter of the step budget, the best re-run over 10 seeds, the median end-of-budget metric of the
         best baseline. `thalweg bench run` with the same -o then uses them."""
         from thalweg.bench.api import calibrate
-        from thalweg.bench.runner import BenchError
+        from thalweg.bench.harness.runner import BenchError
         from thalweg.bench.suites import BenchConfigError
         from thalweg.train.commands import exit_on_run_errors
 

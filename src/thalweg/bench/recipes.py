@@ -12,8 +12,9 @@ import math
 from pathlib import Path
 from typing import Any
 
-from thalweg.bench import scoring, workloads
+from thalweg.bench import scoring
 from thalweg.bench.results import read_results
+from thalweg.bench.tasks import workloads
 
 __all__ = ["chosen_record", "recipe_toml"]
 

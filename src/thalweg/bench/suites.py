@@ -1,5 +1,5 @@
 """Bench configurations: the built-in suites and `bench.toml` files, validated by pydantic,
-and the plan of studies they make (see :mod:`thalweg.bench.runner`).
+and the plan of studies they make (see :mod:`thalweg.bench.harness.runner`).
 
 A TOML bench names workloads (registered ones, ``"quadratic(condition_number=1000.0)"``, and
 `thalweg train` configs, ``"my.toml"``), code of the user's own (`code`, which the bench runs),
@@ -22,9 +22,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from thalweg.bench import scoring, submissions
-from thalweg.bench.runner import Plan
+from thalweg.bench.harness.runner import Plan
 from thalweg.bench.submissions import Dim, Submission, SubmissionError
-from thalweg.bench.workloads import Workload, WorkloadError
+from thalweg.bench.tasks.workloads import Workload, WorkloadError
 from thalweg.budget import MAX_SECONDS, STEP_FLOOR_S, time_problem
 from thalweg.optim.registry import SearchDim
 from thalweg.overrides import OverrideError
@@ -128,7 +128,7 @@ class BenchConfig(_Strict):
     def resolve_workloads(self, base: Path | None = None, calibrated: dict[str, Any] | None = None) -> list[Workload]:
         """The workloads with budgets and targets; `calibrated`: targets from a calibration
         record (`thalweg bench calibrate`) for workloads without a stored one."""
-        from thalweg.bench import loader
+        from thalweg.bench.tasks import loader
 
         if not self.workloads and not self.code:
             raise BenchConfigError(f"bench {self.name!r}: no workloads (set `workloads`, `code`, or --workload)")
@@ -200,7 +200,7 @@ class BenchConfig(_Strict):
     def _check_config_space(self, w: Workload, dims: tuple[Dim, ...]) -> None:
         """Every config dimension of `w` applied at its ends (each choice) makes a valid
         `thalweg train` config — else every trial would crash: refused before any runs."""
-        from thalweg.bench.trial import with_overrides
+        from thalweg.bench.harness.trial import with_overrides
 
         for d in dims:
             if d.where != "config":

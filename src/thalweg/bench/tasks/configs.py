@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from thalweg.bench.problems import Problem, Workload, builtin, doc
+from thalweg.bench.tasks.problems import Problem, Workload, builtin, doc
 
 __all__ = ["DIGITS_SPLIT", "config_workload", "mnist1d_config", "unsupported"]
 

@@ -11,7 +11,7 @@ Only this process touches the database (the bench directory's lock, `thalweg.tra
 second `bench run` out). A trial's record is stored on the trial before it is told finished,
 and appended to results.jsonl after, so a bench killed at any moment (SIGKILL included) and
 started again re-runs no finished trial and loses none: finished trials are read back (those
-the database lost, from results.jsonl: :mod:`thalweg.bench.recovery`), trials left running by a
+the database lost, from results.jsonl: :mod:`thalweg.bench.harness.recovery`), trials left running by a
 dead process are run again with the same parameters and seed, and trial k of a study always
 draws the parameters of its number k.
 """
@@ -28,11 +28,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from thalweg.bench import recovery
-from thalweg.bench.recovery import BenchError
+from thalweg.bench.harness import recovery
+from thalweg.bench.harness.recovery import BenchError
 from thalweg.bench.results import ResultsFile, jsonable
 from thalweg.bench.submissions import Submission
-from thalweg.bench.workloads import Workload
+from thalweg.bench.tasks.workloads import Workload
 
 __all__ = ["BenchError", "Plan", "Runner", "sqlite_url"]
 
@@ -305,7 +305,7 @@ class Runner:
         self.storage.set_trial_user_attr(trial_id, "bench", info)
 
     def spec(self, plan: Plan, number: int, params: dict[str, Any], seed: int) -> dict[str, Any]:
-        """The trial spec a worker runs (see `thalweg.bench.trial`)."""
+        """The trial spec a worker runs (see `thalweg.bench.harness.trial`)."""
         w, sub = plan.workload, plan.submission
         prune = None
         if self.pruner == "median" and plan.phase == "tune":

@@ -25,8 +25,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from thalweg.bench import workloads
-from thalweg.bench.workloads import Workload, WorkloadError, parse_key, workload_key
+from thalweg.bench.tasks import workloads
+from thalweg.bench.tasks.workloads import Workload, WorkloadError, parse_key, workload_key
 
 __all__ = ["canonical", "from_ref", "load", "load_code", "toml_workload"]
 
@@ -59,7 +59,7 @@ def toml_workload(path: Path) -> Workload:
     """A `thalweg train` config as a workload: its data, model, loss, batch size and training
     length (epochs × steps per epoch); its best metric (`train.best_metric`) is the target's;
     evaluated every `train.eval_every` steps (else once per epoch). Key: the file's name."""
-    from thalweg.bench.configs import config_workload
+    from thalweg.bench.tasks.configs import config_workload
     from thalweg.train import ConfigError
     from thalweg.train.components import prepare_data
     from thalweg.train.config import load_config

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from thalweg.bench.problems import Problem, Workload, builtin, doc
+from thalweg.bench.tasks.problems import Problem, Workload, builtin, doc
 
 __all__ = ["CharTransformer", "char_lm", "text_splits"]
 

@@ -15,7 +15,7 @@ import time
 from multiprocessing.connection import Connection, wait
 from typing import Any, Protocol
 
-from thalweg.bench.trial import environment, run_trial
+from thalweg.bench.harness.trial import environment, run_trial
 
 __all__ = ["Executor", "InlineExecutor", "LocalExecutor", "RayExecutor", "failed_record", "make_executor"]
 

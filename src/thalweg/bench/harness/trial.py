@@ -66,7 +66,7 @@ def _clean(d: dict[str, float]) -> dict[str, float | None]:
 
 
 def _workload(spec: dict[str, Any]) -> Any:
-    from thalweg.bench import loader
+    from thalweg.bench.tasks import loader
 
     ref = spec["workload_ref"]
     if ref not in _WORKLOADS:  # data is built once per worker process
@@ -88,7 +88,7 @@ def with_overrides(w: Any, overrides: dict[str, Any]) -> Any:
 def _problem(w: Any, overrides: dict[str, Any], seed: int) -> Any:
     if not overrides:
         return w.build(seed)
-    from thalweg.bench.configs import _config_problem
+    from thalweg.bench.tasks.configs import _config_problem
 
     return _config_problem(with_overrides(w, overrides), seed)
 

@@ -1,13 +1,13 @@
 """The bench's workloads: a registry like the optimizers' (name → factory → :class:`Workload`;
-what a workload is, and the built-in ones, are in :mod:`thalweg.bench.problems`).
+what a workload is, and the built-in ones, are in :mod:`thalweg.bench.tasks.problems`).
 
 A workload is a model + data + loss (built per seed as a :class:`Problem`), a **target** (the
 validation metric to reach, set as AlgoPerf does from the best of tuned baselines, stored in
-:mod:`thalweg.bench.targets` with the command that recomputes it), a **step budget** and a
+:mod:`thalweg.bench.tasks.targets` with the command that recomputes it), a **step budget** and a
 **wall-clock budget**. Parameters go in ``name(key=value, ...)`` or as keyword arguments to
 :func:`get`. `get` knows registered workloads only and never imports anything; a
 `thalweg train` config or a workload of the user's own code is loaded by
-:mod:`thalweg.bench.loader`.
+:mod:`thalweg.bench.tasks.loader`.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
-from thalweg.bench import charlm, configs  # noqa: F401  (their workloads join BUILTIN)
-from thalweg.bench.problems import BUILTIN, Problem, Workload, WorkloadError, workload_key
+from thalweg.bench.tasks import charlm, configs  # noqa: F401  (their workloads join BUILTIN)
+from thalweg.bench.tasks.problems import BUILTIN, Problem, Workload, WorkloadError, workload_key
 
 __all__ = [
     "Problem",
@@ -80,7 +80,7 @@ def parse_key(text: str) -> tuple[str, dict[str, Any]]:
 def get(name: str, **params: Any) -> Workload:
     """The registered workload `name` with `params`, and its stored target (nothing is
     imported: a name that is not registered is an error)."""
-    from thalweg.bench import targets
+    from thalweg.bench.tasks import targets
 
     base, parsed = parse_key(name)
     params = {k: tuple(v) if isinstance(v, list) else v for k, v in {**parsed, **params}.items()}

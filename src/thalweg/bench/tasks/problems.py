@@ -4,8 +4,8 @@ quadratic, linear regression and deep linear network — full batch, exactly sol
 apart from the real workloads (they teach and make pictures). Their metric is the excess
 objective f − f* (f* in float64); their targets never go below the workload's `tolerance`.
 
-The real workloads are in :mod:`thalweg.bench.configs` (`thalweg train` configs: digits and
-MNIST-1D) and :mod:`thalweg.bench.charlm` (the character transformer).
+The real workloads are in :mod:`thalweg.bench.tasks.configs` (`thalweg train` configs: digits and
+MNIST-1D) and :mod:`thalweg.bench.tasks.charlm` (the character transformer).
 """
 
 from __future__ import annotations
@@ -119,7 +119,7 @@ def workload_key(name: str, params: Mapping[str, Any]) -> str:
     return f"{name}({', '.join(f'{k}={params[k]!r}' for k in sorted(params))})"
 
 
-#: the built-in workloads by name (:mod:`thalweg.bench.workloads` starts its registry with them)
+#: the built-in workloads by name (:mod:`thalweg.bench.tasks.workloads` starts its registry with them)
 BUILTIN: dict[str, Callable[..., Workload]] = {}
 
 
