@@ -13,6 +13,7 @@ import datetime
 import itertools
 import os
 import socket
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -43,10 +44,16 @@ def _entry(rank: int, fn: Callable[..., Any], world: int, port: int, args: tuple
     device = {"device_id": torch.device("cuda", rank)} if backend == "nccl" else {}
     dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world,
                             timeout=COLLECTIVE_TIMEOUT, **device)
-    try:
-        fn(rank, world, *args)
-    finally:
-        dist.destroy_process_group()
+    fn(rank, world, *args)
+    # Success: wait until every rank is done with its collectives, then leave without the
+    # interpreter's and the process group's C++ teardown. That teardown sometimes aborts
+    # ("terminate called without an active exception", SIGABRT) after all the test's work has
+    # passed, which torch.multiprocessing reports as a failed run. A failure above raises
+    # instead, so spawn writes the worker's traceback and the test fails with it.
+    dist.barrier()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def run(fn: Callable[..., Any], world: int, *args: Any, timeout: float = 180.0, backend: str = "gloo") -> None:
