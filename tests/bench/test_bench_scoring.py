@@ -122,6 +122,29 @@ def test_verdicts_and_reach_counts_per_study():
     assert again.score_ci == s.score_ci and again.rank_ci == s.rank_ci  # seeded: reproducible
 
 
+def test_a_missed_confirmation_costs_a_study_its_chosen_trial_not_the_study():
+    """The bootstrap re-draws a study as AlgoPerf makes it — its trials resampled, the chosen
+    configuration's time drawn among its seeds, the fastest kept: a confirmation that missed
+    hands the study to its next-fastest trial, it does not make the whole study "never
+    reached". A, faster than B in every trial of every study, keeps rank 1 in every replicate
+    (drawing one seed of the chosen configuration per study put A second in a quarter)."""
+    from thalweg.bench import uncertainty
+
+    recs = []
+    for k in range(3):
+        recs += _study("A", "w", k, [100, 120, 130, 150, 160], [None, 110])
+        recs += _study("B", "w", k, [200, 220, 230, 250, 260], [210, 205])
+    s = uncertainty.summarize(recs, replicates=400)
+    assert s.rank_ci["A"] == (1.0, 1.0) and s.rank_ci["B"] == (2.0, 2.0)
+    cell = s.cells["A"]["w"]
+    assert cell.trials[0] == [100, 120, 130, 150, 160] and cell.chosen == [0, 0, 0]
+    assert cell.outcomes[0] == [100, INF, 110]
+    import random
+
+    draws = [cell.draw(random.Random(i)) for i in range(300)]  # never slower than its slowest trial
+    assert all(100 <= d <= 160 for d in draws) and any(d > 100 for d in draws)
+
+
 def test_identical_outcomes_give_zero_width_intervals_and_kendall_tau():
     from scipy.stats import kendalltau
 
