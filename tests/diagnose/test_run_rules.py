@@ -127,6 +127,48 @@ def test_overfitting_warning_and_the_mild_kind() -> None:
     assert f.severity == "info"
 
 
+def test_an_overfitting_model_is_too_large_only_with_many_parameters_per_example() -> None:
+    """Validation loss 25 % above its best while training loss falls, accuracy held: with 60
+    parameters per training example the doctor names the capacity (a model memorizing
+    what 1000 rows cannot pin down); with 5 per example it does not — overfitting then has
+    other causes, and the mild rise stays a note."""
+    tr = [2.0 * math.exp(-i / 3) for i in range(30)]
+    val = [(0.4, 0.9), (0.2, 0.95), (0.21, 0.95), (0.23, 0.95), (0.25, 0.95)]
+    recs = _records(tr, val, acc=1.0)
+    big = _run(recs, parameters=60_000)
+    assert big[0].code == "MODEL_TOO_LARGE" and big[0].severity == "warning"
+    assert big[0].evidence["parameters_per_example"] == pytest.approx(60.0)
+    assert big[0].fix == {"optimizer.weight_decay": 0.01}  # SGD: coupled decay
+    small = _run(recs, parameters=5_000)
+    assert "MODEL_TOO_LARGE" not in _codes(small, warnings_only=False)
+    assert next(f for f in small if f.code == "OVERFITTING").severity == "info"
+
+
+def test_a_rate_beyond_the_range_test_that_drives_the_held_out_loss_up_is_too_high() -> None:
+    """A small model (2 parameters per example) whose validation loss climbs far above its best
+    at a peak rate 20× the range test's loss minimum: LR_TOO_HIGH leads, overfitting under it."""
+    tr = [2.0 * math.exp(-i / 3) for i in range(30)]
+    val = [(1.5, 0.5), (1.2, 0.55), (1.5, 0.55), (2.0, 0.55), (2.6, 0.55)]
+    cfg = {**SGD, "optimizer": {"name": "adam", "lr": 0.2}}
+    found = diagnose_run(RunEvidence(config=cfg, records=_records(tr, val, acc=1.0), data=_data(),
+                                     parameters=2_000, lr_suggestion=0.001))
+    assert found[0].code == "LR_TOO_HIGH" and "OVERFITTING" in [f.code for f in found[0].symptoms]
+    assert "MODEL_TOO_LARGE" not in _codes(flatten(found))
+
+
+def test_weak_label_signal_on_a_plateau_is_a_label_problem_with_enough_rows() -> None:
+    """Nearest neighbours that share a label hardly more than chance, and a run that generalizes
+    little (a fifth of the way from chance): the labels — unless there are too few rows per class
+    for the neighbour signal to mean anything."""
+    tr = [2.3 - 0.01 * i for i in range(30)]
+    val = [(2.25, 0.17), (2.2, 0.2), (2.19, 0.2), (2.19, 0.19)]
+    recs = _records(tr, val, acc=0.25)
+    found = _run(recs, data=_data(label_signal=0.08))
+    assert found[0].code == "LABEL_PROBLEMS"
+    few = _run(recs, data=_data(label_signal=0.08, num_train=200, class_counts=[20] * 10))
+    assert "LABEL_PROBLEMS" not in _codes(few, warnings_only=False)
+
+
 def test_underfitting_is_a_symptom_whose_cause_leads() -> None:
     tr = [2.3 * math.exp(-i / 3) * 0.5 + 1.05 for i in range(20)]
     cfg = {**SGD, "model": {"name": "mlp", "width": 2, "depth": 1}}

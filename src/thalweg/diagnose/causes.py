@@ -225,13 +225,17 @@ def _capacity(ev: Any, found: Mapping[str, Finding], t: Thresholds) -> list[Find
                            "memorizes it or stays unsure; more data is the cure — meanwhile regularize and stop "
                            "early (best.pt)", confidence=0.85, fix=overfit_fix(ev.config), figure="loss",
                            metric="final_val_loss" if over is not None else "best"))
-    elif over is not None and over.severity != "info":
+    elif over is not None and params and d.num_train and params / d.num_train >= t.many_parameters and (
+            over.severity != "info" or float(over.evidence.get("rise") or 0.0) >= t.overfit_rise_large):
+        # an overfitting model with many parameters per example; with few, overfitting has other
+        # causes (a rate too high makes a small model overconfident) and stays a symptom
         ev_ = {"parameters": params, "training_examples": d.num_train,
-               "parameters_per_example": params / d.num_train if params else None}
+               "parameters_per_example": params / d.num_train, "val_loss_rise": over.evidence.get("rise")}
         out.append(Finding("MODEL_TOO_LARGE", "Too much capacity for the data: the model memorizes it",
-                           "warning", ev_, "The model has room to fit the training set's noise; regularize "
-                           "(weight decay, dropout), use a smaller model or stop early (best.pt)",
-                           confidence=0.7, fix=over.fix, figure="loss", metric="final_val_loss"))
+                           "warning", ev_, f"{params / d.num_train:.0f} parameters per training example give the "
+                           "model room to fit the training set's noise; regularize (weight decay, dropout), use a "
+                           "smaller model or stop early (best.pt)", confidence=0.7,
+                           fix=over.fix or overfit_fix(ev.config), figure="loss", metric="final_val_loss"))
     return out
 
 
@@ -258,7 +262,12 @@ def _noisy_labels(ev: Any, found: Mapping[str, Finding], t: Thresholds) -> list[
         return []
     signal = getattr(d, "label_signal", None)
     fit = getattr(ev, "label_fit", None) or {}
-    if signal is not None and signal < t.label_signal_weak and ("NO_LEARNING" in found or "UNDERFITTING" in found):
+    skill = _val_skill(ev)
+    stuck = "NO_LEARNING" in found or "UNDERFITTING" in found or (
+        # a plateau, or little generalized, on enough rows per class that the neighbour signal holds
+        d.num_classes and d.num_train / d.num_classes >= t.little_data_per_class
+        and ("PLATEAU" in found or (skill is not None and skill < 0.5)))
+    if signal is not None and signal < t.label_signal_weak and stuck:
         return [Finding("LABEL_PROBLEMS", "The labels look unrelated to the inputs", "critical",
                         {"nearest_neighbour_label_signal": signal, "threshold": t.label_signal_weak},
                         "An example's nearest neighbour shares its label hardly more often than two random "
@@ -285,7 +294,8 @@ def _lr(ev: Any, found: Mapping[str, Finding], t: Thresholds, peak: float | None
     """LR_TOO_HIGH / LR_TOO_LOW from the range test, units killed during training and the probe."""
     out: list[Finding] = []
     trouble = _troubled(found)
-    poor = trouble or (["UNDERFITTING"] if "UNDERFITTING" in found else [])  # a run that cannot fit
+    # a run that cannot fit, or one whose held-out loss a too-large step drove up (overconfidence)
+    poor = trouble or (["UNDERFITTING"] if "UNDERFITTING" in found else []) or _troubled(found, "OVERFITTING")
     sugg = getattr(ev, "lr_suggestion", None)
     if peak and sugg and poor:
         edge = 10 * sugg  # the range test's loss minimum (the suggestion is a tenth of it)

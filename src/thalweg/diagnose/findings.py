@@ -167,6 +167,8 @@ class Thresholds:
     init_gain_low: float = 0.15  # a layer's RMS·√fan_in below this × the activation's Kaiming gain
     init_gain_high: float = 2.5  # or above this × it: the init is the cause
     little_data_per_class: float = 40.0  # training examples per class below this: too little data
+    many_parameters: float = 40.0  # parameters per training example from which an overfitting model is too large
+    overfit_rise_large: float = 0.2  # such a model's val loss this far above its best at the end is overfitting
     label_signal_weak: float = 0.15  # nearest-neighbour label agreement above chance below this: labels ≠ inputs
     outvoted: float = 0.15  # share of training labels the best weights and the neighbourhood both reject
     outvoted_lean: float = 0.1  # and the weights side with the neighbourhood this much more than the labels
