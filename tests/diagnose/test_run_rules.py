@@ -142,6 +142,13 @@ def test_an_overfitting_model_is_too_large_only_with_many_parameters_per_example
     small = _run(recs, parameters=5_000)
     assert "MODEL_TOO_LARGE" not in _codes(small, warnings_only=False)
     assert next(f for f in small if f.code == "OVERFITTING").severity == "info"
+    # memorized (train accuracy 1) with a rise of 8 %: below every overfitting rule, a note
+    slight = _records(tr, [(0.4, 0.9), (0.2, 0.95), (0.21, 0.95), (0.215, 0.95), (0.216, 0.95)], acc=1.0)
+    note = next(f for f in _run(slight, parameters=60_000) if f.code == "MODEL_TOO_LARGE")
+    assert note.severity == "info" and not note.fix
+    assert "MODEL_TOO_LARGE" not in _codes(_run(slight, parameters=5_000), warnings_only=False)
+    unfit = _records(tr, [(0.4, 0.9), (0.2, 0.95), (0.21, 0.95), (0.215, 0.95), (0.216, 0.95)], acc=0.9)
+    assert "MODEL_TOO_LARGE" not in _codes(_run(unfit, parameters=60_000), warnings_only=False)
 
 
 def test_a_rate_beyond_the_range_test_that_drives_the_held_out_loss_up_is_too_high() -> None:

@@ -236,7 +236,29 @@ def _capacity(ev: Any, found: Mapping[str, Finding], t: Thresholds) -> list[Find
                            "model room to fit the training set's noise; regularize (weight decay, dropout), use a "
                            "smaller model or stop early (best.pt)", confidence=0.7,
                            fix=over.fix or overfit_fix(ev.config), figure="loss", metric="final_val_loss"))
+    elif params and d.num_train and params / d.num_train >= t.many_parameters:
+        memorized, rise = _memorized(ev)
+        if memorized and rise >= t.overfit_rise_large / 4:
+            out.append(Finding("MODEL_TOO_LARGE", "More capacity than the data needs: the training set is "
+                               "memorized", "info", {"parameters_per_example": params / d.num_train,
+                                                     "val_loss_rise": rise},
+                               f"{params / d.num_train:.0f} parameters per training example, every training row "
+                               "fitted, and the validation loss has begun to rise from its best: a narrower or "
+                               "more regularized model may reach a lower held-out loss", confidence=0.4,
+                               figure="loss", metric="final_val_loss"))
     return out
+
+
+def _memorized(ev: Any) -> tuple[bool, float]:
+    """Whether the run ended fitting (nearly) every training row, and how far its validation
+    loss rose from its best by the end (0 without two validations after the best)."""
+    c = read_curves(ev.records)
+    best = c.best_val(1)
+    if best is None or not c.train_acc or c.train_acc[-1][1] < 0.99:
+        return False, 0.0
+    after = [s for s, *_ in c.val if s > best[0]]
+    rise = (c.val[-1][1] - best[1]) / max(best[1], 1e-12) if len(after) >= 2 else 0.0
+    return True, rise
 
 
 def _val_skill(ev: Any) -> float | None:
