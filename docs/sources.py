@@ -164,5 +164,5 @@ add(Source("zoo", "the doctor's sick-run zoo, treated and verified (docs/doctor.
            [f"{PY} examples/sick/zoo.py --json {{json}}"], timeout=7200))
 add(Source("doctor_zoo", "the doctor on generated sick runs it never saw: held-out top-1/top-3 before and after, the "
            "confusion matrix, false alarms, verified treatments (docs/doctor.md, README)",
-           [f"{PY} benchmarks/doctor_zoo.py --seeds 3000-3083 --before 4afde89 --verify 20 --json {{json}}"],
+           [f"{PY} benchmarks/doctor_zoo.py --seeds 4000-4083 --before 4afde89 --verify 20 --json {{json}}"],
            timeout=14400))
