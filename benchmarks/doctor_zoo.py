@@ -287,6 +287,25 @@ def _before(rev: str, seeds: str, out: Path, trainer: str) -> str:
     return tag
 
 
+def _old_doctor_reads_todays_configs() -> None:
+    """Under `--before`, the doctor of an older revision reads the configs today's trainer
+    wrote: the top-level sections it does not know (added since, e.g. [distributed], at their
+    defaults) are dropped for it."""
+    import thalweg.train.config as C
+
+    _examine()  # the doctor's modules, which import parse_config by name
+    orig, known = C.parse_config, set(C.RunConfig.model_fields)
+
+    def parse(data: Any, *args: Any, **kw: Any) -> Any:
+        if isinstance(data, dict):
+            data = {k: v for k, v in data.items() if k in known}
+        return orig(data, *args, **kw)
+
+    for m in list(sys.modules.values()):
+        if getattr(m, "parse_config", None) is orig:
+            m.parse_config = parse
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seeds", default="4000-4083", help="generator seeds, e.g. 0-139 or 1000-1083,2000")
@@ -302,6 +321,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="build and train the cases, ask no doctor (the trainings are cached for a later run)")
     a = ap.parse_args(argv)
     t0 = time.perf_counter()
+    if a.trainer:
+        _old_doctor_reads_todays_configs()
 
     def log(msg: str) -> None:
         print(f"[{time.perf_counter() - t0:6.0f} s] {msg}", flush=True)
