@@ -6,6 +6,7 @@ the pictures, and rewrite the docs' marked spans from what was kept.
     python docs/build.py --render              # only rewrite the docs from docs/record/
     python docs/build.py --check               # what tests/test_docs.py checks; changes nothing
     python docs/build.py --list                # the sources and their commands
+    python docs/build.py --sources S --reread DIR   # S's kept directory (--keep) read again
 
 A *source* (docs/sources.py) is a few shell commands, run one by one in a fresh shell
 (`env -i HOME=… PATH=/usr/bin:/bin bash -c …`) in a fresh directory that looks like a checkout
@@ -125,6 +126,27 @@ def build(source: S.Source, venv: Path, keep: bool) -> list[str]:
         if (entry["status"] != 0) != want_fail:
             problems.append(f"{source.name}: `{entry['command']}` exited {entry['status']}:\n"
                             + "\n".join(entry["output"].splitlines()[-15:]))
+    return problems + _collect(source, ws, venv, t0)
+
+
+def reread(source: S.Source, venv: Path, path: Path, record: Path) -> list[str]:
+    """Read a source's kept directory (`--keep`) again with today's reader: the figures of the
+    commands that ran then (their record, `record`, says which), recomputed — when the code that
+    reads them (scoring, intervals) changed and the commands need not run again."""
+    old = json.loads(record.read_text(encoding="utf-8"))
+    if old.get("source") != source.name:
+        return [f"{record}: a record of {old.get('source')!r}, not of {source.name!r}"]
+    ws = Workspace.__new__(Workspace)
+    ws.path, ws.keep, ws.ran, ws.load_average = path, True, [], old["machine"]["load_average_at_start"]
+    for i, entry in enumerate(old["commands"]):
+        js = path / f"record-{i}.json"
+        ws.ran.append({**entry, **({"json": json.loads(js.read_text(encoding="utf-8"))} if js.is_file() else {})})
+    return _collect(source, ws, venv, time.perf_counter() - old["seconds"], old)
+
+
+def _collect(source: S.Source, ws: Workspace, venv: Path, t0: float, old: dict[str, Any] | None = None) -> list[str]:
+    """Read what `source`'s commands wrote in `ws`; write its record and pictures."""
+    problems: list[str] = []
     try:
         found = source.collect(ws) if source.collect else {}
     except Exception as e:  # a collect that cannot read what the commands wrote: say which
@@ -137,13 +159,16 @@ def build(source: S.Source, venv: Path, keep: bool) -> list[str]:
                 shutil.copyfile(src, IMAGES / name)
             else:
                 problems.append(f"{source.name}: no picture {rel} to copy to docs/images/{name}")
-        record = {"source": source.name, "about": source.about,
-                  "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        now = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+        record = {"source": source.name, "about": source.about, "date": now,
                   "machine": {"host": socket.gethostname(), "cpus": os.cpu_count(), "platform": platform.platform(),
                               "load_average_at_start": round(ws.load_average, 2)},
                   "versions": _versions(venv), "seconds": round(time.perf_counter() - t0, 1),
                   "commands": [{k: v for k, v in e.items() if k != "json"} for e in ws.ran],
                   "figures": {}, "tables": {}, "blocks": {}}
+        if old is not None:  # re-read: the run's own date, machine and versions; the reader's now
+            record.update({k: old[k] for k in ("date", "machine", "versions", "seconds")})
+            record["reread"] = {"date": now, "versions": _versions(venv)}
         for part in ("figures", "tables", "blocks"):
             record[part].update(found.get(part, {}))
         RECORD.mkdir(parents=True, exist_ok=True)
@@ -176,8 +201,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--list", action="store_true", help="list the sources and their commands")
     ap.add_argument("--keep", action="store_true", help="keep each source's directory")
     ap.add_argument("--no-render", action="store_true", help="run the sources, leave the docs as they are")
+    ap.add_argument("--reread", type=Path, default=None, metavar="DIR",
+                    help="read the kept directory DIR of the one source named by --sources again (its commands "
+                         "do not run); --record: the record it wrote then (default: docs/record/SOURCE.json)")
+    ap.add_argument("--record", type=Path, default=None, help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
     registry = S.sources(ROOT)
+    if a.reread is not None:
+        names = [n for n in a.sources.split(",") if n]
+        if len(names) != 1 or names[0] not in registry or not a.reread.is_dir():
+            print("--reread DIR needs an existing DIR and one source in --sources", file=sys.stderr)
+            return 2
+        problems = reread(registry[names[0]], a.venv, a.reread, a.record or RECORD / f"{names[0]}.json")
+        problems += [] if a.no_render else render_docs()
+        print("\n".join(problems) if problems else "docs rendered from docs/record/")
+        return 1 if problems else 0
     if a.list:
         for s in registry.values():
             print(f"{s.name}: {s.about}")

@@ -106,6 +106,34 @@ def test_a_moved_figure_is_caught_and_rendered(tmp_path: Path) -> None:
     assert any("unmarked figure '3.5 s'" in p for p in marks.check(tmp_path))
 
 
+def test_a_kept_directory_is_read_again_with_todays_reader(tmp_path: Path, monkeypatch) -> None:
+    """`docs/build.py --reread DIR`: the commands do not run again; the reader of today reads what
+    they wrote then (and the `--json` record of each), the record keeps the run's own date."""
+    build = _load("build")
+    sources = sys.modules["sources"]
+    kept, rec_dir = tmp_path / "kept", tmp_path / "record"
+    kept.mkdir()
+    rec_dir.mkdir()
+    (kept / "out.txt").write_text("7\n")
+    (kept / "record-1.json").write_text(json.dumps({"figures": {"x": 2}, "tables": {}, "blocks": {}}))
+    old = {"source": "s", "date": "2026-01-01T00:00:00+00:00", "seconds": 5.0, "versions": {"thalweg": "old"},
+           "machine": {"host": "h", "cpus": 2, "platform": "p", "load_average_at_start": 0.5},
+           "commands": [{"command": "make a", "status": 0, "seconds": 1, "output": ""},
+                        {"command": "python b.py", "status": 0, "seconds": 1, "output": ""}]}
+    (rec_dir / "s.json").write_text(json.dumps(old))
+
+    def read(ctx):
+        return {"figures": {"n": int(ctx.load("out.txt")) * 10, **ctx.records()["figures"]}}
+
+    monkeypatch.setattr(build, "RECORD", rec_dir)
+    src = sources.Source("s", "a test source", ["make a", "python b.py --json {json}"], read)
+    assert build.reread(src, ROOT / ".venv", kept, rec_dir / "s.json") == []
+    new = json.loads((rec_dir / "s.json").read_text())
+    assert new["figures"] == {"n": 70, "x": 2} and new["date"] == old["date"] and "reread" in new
+    other = sources.Source("t", "another", [], read)
+    assert "not of 't'" in build.reread(other, ROOT / ".venv", kept, rec_dir / "s.json")[0]
+
+
 #: README commands cheap enough to run for real here (a few seconds each)
 CHEAP = ("thalweg train --print-config", "thalweg trajectories x2", "printf", "thalweg train bad.toml")
 
