@@ -27,8 +27,9 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from thalweg.diagnose.curves import overfit_fix, read_curves
+from thalweg.diagnose.curves import overfit_fix
 from thalweg.diagnose.findings import ROOT_CAUSES, Finding, Thresholds, reach
+from thalweg.diagnose.labels import label_findings, memorization, train_val_gap, val_skill
 
 __all__ = ["cause_findings", "differential", "kaiming_gains", "probes_wanted"]
 
@@ -212,8 +213,8 @@ def _capacity(ev: Any, found: Mapping[str, Finding], t: Thresholds) -> list[Find
         return out
     per_class = d.num_train / k
     params = getattr(ev, "parameters", None)
-    gap = _gap(ev)
-    skill = _val_skill(ev)
+    gap = train_val_gap(ev)
+    skill = val_skill(ev)
     if per_class < t.little_data_per_class and (over is not None or _troubled(found) or (gap or 0) > 0.1
                                                 or (skill is not None and skill < 0.8)):
         ev_ = {"training_examples": d.num_train, "num_classes": k, "examples_per_class": per_class,
@@ -237,7 +238,7 @@ def _capacity(ev: Any, found: Mapping[str, Finding], t: Thresholds) -> list[Find
                            "smaller model or stop early (best.pt)", confidence=0.7,
                            fix=over.fix or overfit_fix(ev.config), figure="loss", metric="final_val_loss"))
     elif params and d.num_train and params / d.num_train >= t.many_parameters:
-        memorized, rise = _memorized(ev)
+        memorized, rise = memorization(ev)
         if memorized and rise >= t.overfit_rise_large / 4:
             out.append(Finding("MODEL_TOO_LARGE", "More capacity than the data needs: the training set is "
                                "memorized", "info", {"parameters_per_example": params / d.num_train,
@@ -247,69 +248,6 @@ def _capacity(ev: Any, found: Mapping[str, Finding], t: Thresholds) -> list[Find
                                "more regularized model may reach a lower held-out loss", confidence=0.4,
                                figure="loss", metric="final_val_loss"))
     return out
-
-
-def _memorized(ev: Any) -> tuple[bool, float]:
-    """Whether the run ended fitting (nearly) every training row, and how far its validation
-    loss rose from its best by the end (0 without two validations after the best)."""
-    c = read_curves(ev.records)
-    best = c.best_val(1)
-    if best is None or not c.train_acc or c.train_acc[-1][1] < 0.99:
-        return False, 0.0
-    after = [s for s, *_ in c.val if s > best[0]]
-    rise = (c.val[-1][1] - best[1]) / max(best[1], 1e-12) if len(after) >= 2 else 0.0
-    return True, rise
-
-
-def _val_skill(ev: Any) -> float | None:
-    """Best validation accuracy as the share of the way from chance to perfect."""
-    acc = read_curves(ev.records).best_val(2, lower=False)
-    ch = ev.data.chance_accuracy if ev.data is not None else None
-    return None if acc is None or ch is None or ch >= 1 else (acc[1] - ch) / (1 - ch)
-
-
-def _gap(ev: Any) -> float | None:
-    """Training accuracy at the end minus the best validation accuracy."""
-    c = read_curves(ev.records)
-    acc = c.best_val(2, lower=False)
-    return c.train_acc[-1][1] - acc[1] if c.train_acc and acc is not None else None
-
-
-def _noisy_labels(ev: Any, found: Mapping[str, Finding], t: Thresholds) -> list[Finding]:
-    """Labels that do not follow the inputs: shuffled (nearest neighbours share a label no more
-    than chance, nothing generalizes) or noisy (the best weights side with the neighbourhood
-    against the label for many rows)."""
-    d = ev.data
-    if d is None or d.task != "classification":
-        return []
-    signal = getattr(d, "label_signal", None)
-    fit = getattr(ev, "label_fit", None) or {}
-    skill = _val_skill(ev)
-    stuck = "NO_LEARNING" in found or "UNDERFITTING" in found or (
-        # a plateau, or little generalized, on enough rows per class that the neighbour signal holds
-        d.num_classes and d.num_train / d.num_classes >= t.little_data_per_class
-        and ("PLATEAU" in found or (skill is not None and skill < 0.5)))
-    if signal is not None and signal < t.label_signal_weak and stuck:
-        return [Finding("LABEL_PROBLEMS", "The labels look unrelated to the inputs", "critical",
-                        {"nearest_neighbour_label_signal": signal, "threshold": t.label_signal_weak},
-                        "An example's nearest neighbour shares its label hardly more often than two random "
-                        "examples do, and the model learns nothing that generalizes: check that the labels belong "
-                        "to their rows (a shuffle, a join on the wrong key)",
-                        confidence=min(0.9, 0.6 + 2 * (t.label_signal_weak - signal)), figure="data")]
-    outvoted, sides = fit.get("outvoted"), fit.get("model_agrees_with_neighbours")
-    if outvoted is None or sides is None:
-        return []
-    lean = sides - fit["neighbours_agree"]  # the model follows the neighbourhood more than the labels do
-    if outvoted < t.outvoted or lean < t.outvoted_lean:
-        return []
-    return [Finding("LABEL_PROBLEMS", f"Noisy labels: {outvoted:.0%} of the training labels are outvoted",
-                    "warning", {"outvoted_training_labels": outvoted, "model_leans_to_neighbours": lean,
-                                "nearest_neighbour_label_signal": signal,
-                                "train_accuracy_of_best_weights": fit.get("train_accuracy")},
-                    "For that share of training rows the best weights predict another class and so do most of the "
-                    "row's nearest neighbours: the label is the odd one out — the pattern of wrong labels, which "
-                    "a model learns around before it memorizes them; clean or relabel the data (no config "
-                    "change fixes it)", confidence=min(0.9, 0.5 + lean + outvoted / 2), figure="data")]
 
 
 def _lr(ev: Any, found: Mapping[str, Finding], t: Thresholds, peak: float | None) -> list[Finding]:
@@ -361,7 +299,7 @@ def cause_findings(ev: Any, found: list[Finding], t: Thresholds, *, peak_lr: flo
     for f in found:
         if f.code not in by or f.severity != "info":
             by[f.code] = f
-    return (_bad_init(ev, by, t) + _saturating(ev, by, t) + _capacity(ev, by, t) + _noisy_labels(ev, by, t)
+    return (_bad_init(ev, by, t) + _saturating(ev, by, t) + _capacity(ev, by, t) + label_findings(ev, by, t)
             + _lr(ev, by, t, peak_lr))
 
 
