@@ -45,6 +45,31 @@ def test_a_bad_set_is_one_line_naming_the_field() -> None:
     assert "Traceback" not in _fails(["bench", "run", "quick", "--set", "seeds=[1"])
 
 
+def test_bench_set_is_not_undone_by_an_option_left_out(monkeypatch) -> None:
+    """`bench run quick --set studies=5` runs five studies: the `--studies` option, not given,
+    must not put the suite's default back; both given and disagreeing is refused."""
+    import thalweg.bench.api as api
+
+    got: dict = {}
+
+    class Stop(Exception):
+        pass
+
+    def fake(source, **kw):
+        got.update(kw)
+        raise Stop
+
+    monkeypatch.setattr(api, "run_bench", fake)
+    res = CliRunner().invoke(app, ["bench", "run", "quick", "--set", "studies=5", "--set", "trials=4"])
+    assert isinstance(res.exception, Stop) and got["studies"] == 5 and got["trials"] == 4
+    assert "ruleset" not in got and "seed" not in got  # left out: the suite's own
+    got.clear()
+    CliRunner().invoke(app, ["bench", "run", "quick", "--studies", "2", "--seed", "1"])
+    assert got["studies"] == 2 and got["seed"] == 1
+    assert "--set studies=5 and --studies 2 disagree" in _fails(
+        ["bench", "run", "quick", "--set", "studies=5", "--studies", "2"])
+
+
 def test_every_rule_has_a_usable_default_lr() -> None:
     for info in registry.infos():
         if any(h.name == "lr" for h in info.hyperparameters):

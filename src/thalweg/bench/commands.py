@@ -60,12 +60,18 @@ def register(app: typer.Typer) -> None:
         if executor not in ("local", "ray"):
             raise typer.BadParameter("--executor must be local or ray")
         own = {"workloads": list(workload), "code": list(code)} if workload or code else {}
+        # an option left out must not undo a --set of the same field (None would restore the default)
+        options = {k: v for k, v in {"ruleset": ruleset, "name": name, "trials": trials, "studies": studies,
+                                     "seed": seed, **own}.items() if v is not None}  # fmt: skip
         with exit_on_run_errors("run the same `thalweg bench run` again: it resumes the bench",
-                                also=(BenchConfigError, BenchError, RuntimeError)):
+                                also=(BenchConfigError, BenchError, RuntimeError, overrides.OverrideError)):
+            sets_ = overrides.parse(sets or [])
+            both = sorted(k for k in options if k in sets_ and sets_[k] != options[k])
+            if both:
+                raise BenchConfigError(f"--set {both[0]}={sets_[both[0]]!r} and --{both[0]} {options[both[0]]!r} "
+                                       "disagree: give one")  # fmt: skip
             res = run_bench(source, out_dir=out_dir, workers=workers, threads=threads, storage=storage,
-                            executor=executor, ray_address=ray_address, quiet=quiet,
-                            **{**overrides.parse(sets or []), "ruleset": ruleset, "name": name,
-                               "trials": trials, "studies": studies, "seed": seed, **own})  # fmt: skip
+                            executor=executor, ray_address=ray_address, quiet=quiet, **{**sets_, **options})
         _print_scores(res, ruleset)
 
     def _print_scores(res: Any, ruleset: str | None) -> None:
