@@ -203,3 +203,23 @@ def test_speedup_interval_brackets_the_point():
     assert p == pytest.approx(2.0) and lo <= p <= hi and lo > 1.4 and hi < 2.6
     never = uncertainty.Cell([INF, INF, INF], [[INF], [INF], [INF]])
     assert uncertainty.speedup(never, b)[0] == INF and uncertainty.speedup(b, never)[0] == 0.0
+
+
+def test_an_interval_that_reaches_infinity_says_so_and_geo_speedup():
+    """A speedup whose slower side sometimes never reaches has ∞ as its upper end (not NaN:
+    ∞ − ∞ in the interpolation); the geometric mean over workloads of the per-workload
+    speedups, with its interval."""
+    from thalweg.bench import uncertainty
+
+    a = uncertainty.Cell([200, INF, 180], [[200, INF], [INF, INF], [180, 190]], [[200, INF], [INF, INF], [180, 300]],
+                         [0, 0, 0])
+    b = uncertainty.Cell([100, 120, 90], [[100, 105], [120, 110], [90, 95]])
+    p, lo, hi = uncertainty.speedup(a, b, replicates=300)
+    assert p == pytest.approx(2.0) and hi == INF and 1.0 < lo <= p
+    fast = {"w1": uncertainty.Cell([100, 100, 100], [[100], [100], [100]]),
+            "w2": uncertainty.Cell([30, 30, 30], [[30], [30], [30]])}
+    slow = {"w1": uncertainty.Cell([400, 400, 400], [[400], [400], [400]]),
+            "w2": uncertainty.Cell([30, 30, 30], [[30], [30], [30]]), "w3": fast["w1"]}
+    g, glo, ghi = uncertainty.geo_speedup(slow, fast, replicates=50)
+    assert g == pytest.approx(2.0) and glo == pytest.approx(2.0) and ghi == pytest.approx(2.0)  # √(4 · 1)
+    assert math.isnan(uncertainty.geo_speedup({}, fast)[0])
