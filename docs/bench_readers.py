@@ -129,15 +129,11 @@ def _speed(s: Any, sub: str, wl: str) -> tuple[float, float, float] | None:
 
 
 def _geo_gain(s: Any, best: str, base: str) -> float:
+    """How many times fewer steps `best` needs than `base`: the geometric mean over the workloads
+    both reached (the point estimate alone)."""
     from thalweg.bench import uncertainty
 
-    gains = []
-    for wl, c in s.cells.get(best, {}).items():
-        if wl in s.cells.get(base, {}):
-            p, _, _ = uncertainty.speedup(s.cells[base][wl], c)
-            if math.isfinite(p) and p > 0:
-                gains.append(p)
-    return math.exp(sum(map(math.log, gains)) / len(gains)) if gains else math.nan
+    return uncertainty.geo_speedup(s.cells.get(base, {}), s.cells.get(best, {}), replicates=0)[0]
 
 
 def _literature(rec: Record, s: Any, self_s: Any) -> None:

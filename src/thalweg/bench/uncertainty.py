@@ -9,9 +9,8 @@ replacement, the chosen configuration's time drawn among its seeds (the tuning r
 confirmation, ∞ where one missed), and the fastest taken — the study's time as AlgoPerf
 defines it, re-drawn; the workload time is the median over studies, and ratios, scores and
 ranks follow. (Drawing one seed of the chosen configuration as a whole study's time, as this
-module did before, priced a missed confirmation as a study in which no trial reached: the
-intervals were far wider than two runs of the bench differ.) The point estimates are
-AlgoPerf's own (median over studies of the tuning times).
+module did before, priced a missed confirmation as a study in which no trial reached.) The
+point estimates are AlgoPerf's own (median over studies of the tuning times).
 
 Everything here is a pure function of trial records (the lines of `results.jsonl`).
 """
