@@ -59,6 +59,14 @@ class Curves:
             return None
         return (min if lower else max)(pts, key=lambda p: p[1])
 
+    def val_rise(self) -> tuple[float, int] | None:
+        """How far the last validation loss is above the best one (relative), and how many
+        validations came after the best; None without a finite one."""
+        best = self.best_val(1)
+        if best is None:
+            return None
+        return (self.val[-1][1] - best[1]) / max(best[1], 1e-12), sum(s > best[0] for s, *_ in self.val)
+
 
 def read_curves(records: Sequence[dict[str, Any]]) -> Curves:
     """Split metrics.jsonl records into the surviving series and the events."""
@@ -291,18 +299,17 @@ def _overfitting(x: _Ctx) -> list[Finding]:
     if best is None or len(c.val) < 3:
         return []
     end = c.val[-1][1]
-    after = [s for s, *_ in c.val if s > best[0]]
-    rise = (end - best[1]) / max(best[1], 1e-12)
+    rise, n_after = c.val_rise() or (0.0, 0)
     tr_at = [y for s, y in c.train if s <= best[0]]
     falling = bool(tr_at) and c.train[-1][1] < tr_at[-1]
     gap = None
     acc_best = c.best_val(2, lower=False)
     if c.train_acc and acc_best is not None:
         gap = c.train_acc[-1][1] - acc_best[1]
-    by_rise = rise > x.t.overfit_rise and len(after) >= 2 and falling
-    steep = rise > x.t.overfit_rise_alone and len(after) >= 2 and falling  # accuracy held, loss far up
+    by_rise = rise > x.t.overfit_rise and n_after >= 2 and falling
+    steep = rise > x.t.overfit_rise_alone and n_after >= 2 and falling  # accuracy held, loss far up
     by_gap = gap is not None and gap > x.t.overfit_gap and c.train_acc[-1][1] > 0.9 and rise > x.t.overfit_rise / 3
-    if not (by_rise or by_gap or (rise > x.t.overfit_rise / 3 and len(after) >= 2 and falling)):
+    if not (by_rise or by_gap or (rise > x.t.overfit_rise / 3 and n_after >= 2 and falling)):
         return []
     ev: dict[str, Any] = {"best_val_loss": best[1], "best_step": best[0], "end_val_loss": end, "rise": rise}
     if gap is not None:

@@ -17,12 +17,10 @@ def memorization(ev: Any) -> tuple[bool, float]:
     """Whether the run ended fitting (nearly) every training row, and how far its validation
     loss rose from its best by the end (0 without two validations after the best)."""
     c = read_curves(ev.records)
-    best = c.best_val(1)
-    if best is None or not c.train_acc or c.train_acc[-1][1] < 0.99:
+    rise = c.val_rise()
+    if rise is None or not c.train_acc or c.train_acc[-1][1] < 0.99:
         return False, 0.0
-    after = [s for s, *_ in c.val if s > best[0]]
-    rise = (c.val[-1][1] - best[1]) / max(best[1], 1e-12) if len(after) >= 2 else 0.0
-    return True, rise
+    return True, rise[0] if rise[1] >= 2 else 0.0
 
 
 def val_skill(ev: Any) -> float | None:
