@@ -22,16 +22,18 @@ def compare(a: Any, b: Any) -> dict[str, Any]:
     subs = sorted(set(a.score) & set(b.score))
     inside = {s: a.rank_ci[s][0] <= b.rank[s] <= a.rank_ci[s][1] and b.rank_ci[s][0] <= a.rank[s] <= b.rank_ci[s][1]
               for s in subs}  # fmt: skip
-    third = max(1, math.ceil(len(subs) / 3))
-
-    def separated(x: Any) -> bool:
-        order = sorted(subs, key=lambda s: x.rank[s])
-        best, worst = order[0], order[-third:]
-        return all(x.rank_ci[best][1] < x.rank_ci[w][0] for w in worst)
-
     return {"optimizers": len(subs), "kendall_tau": kendall_tau(a.score, b.score),
             "ranks_within_intervals": sum(inside.values()), "outside": [s for s in subs if not inside[s]],
-            "separated_a": separated(a), "separated_b": separated(b), "third": third}  # fmt: skip
+            "separated_a": separated(a, subs), "separated_b": separated(b, subs),
+            "third": max(1, math.ceil(len(subs) / 3))}  # fmt: skip
+
+
+def separated(x: Any, subs: list[str]) -> bool:
+    """Whether the 95 % rank interval of the best of `subs` in summary `x` lies wholly above
+    those of the worst third (its upper end below each of their lower ends)."""
+    order = sorted(subs, key=lambda s: x.rank[s])
+    best, worst = order[0], order[-max(1, math.ceil(len(subs) / 3)) :]
+    return all(x.rank_ci[best][1] < x.rank_ci[w][0] for w in worst)
 
 
 def main() -> int:

@@ -260,3 +260,25 @@ def read_bench_calibration(ctx: Context) -> Found:
 add(Source("bench_calibration", "the targets' calibration record, src/thalweg/bench/calibration.json (made by "
            "`thalweg bench calibrate`; docs/bench.md); `bench workloads` lists the targets it sets",
            [f"{TW} bench workloads"], read_bench_calibration))
+
+
+# -- replicates: how much one run of the quick suite tells ------------------------------------
+REPLICATES = f"{PY} benchmarks/bench_replicates.py bench/quick-x24"
+
+
+def read_bench_replicates(ctx: Context) -> Found:
+    rec = Record()
+    _timing(rec, ctx, f"{TW} bench run quick --set studies=24", "run")
+    _part(rec, ctx, f"{REPLICATES} --json", "runs3x5")
+    data = ctx.entry(f"{REPLICATES} --merge 2").get("json") or {}
+    for k, v in (data.get("figures") or {}).items():
+        rec.figures[f"runs3x10.{k}"] = v
+    rec.figure("trials", len(_records(ctx, "quick-x24")))
+    return rec.to_dict()
+
+
+add(Source("bench_replicates", "the quick suite with 24 studies, cut into 8 independent runs of 3: how far "
+           "its ranking moves from run to run, and whether the bootstrap's intervals hold (docs/bench.md)",
+           [f"{TW} bench run quick --set studies=24 --seed 100 --name quick-x24 --quiet",
+            f"{REPLICATES} --json {{json}}", f"{REPLICATES} --merge 2 --json {{json}}"],
+           read_bench_replicates, timeout=3 * 3600))
