@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import math
 import statistics
 import sys
 from collections import defaultdict
@@ -57,12 +58,27 @@ def compare_runs(summaries: Sequence[Any]) -> dict[str, Any]:
     taus = [kendall_tau(a.score, b.score) for a, b in itertools.combinations(summaries, 2)]
     held = [a.rank_ci[s][0] <= b.rank[s] <= a.rank_ci[s][1]
             for a, b in itertools.permutations(summaries, 2) for s in subs]  # fmt: skip
+    # pairwise: where one run puts a ahead of b in ≥ 95 % of its replicates, do the others agree?
+    said = [(a, b, o) for i, x in enumerate(summaries) for a, b, _ in x.holds(0.95)
+            for j, o in enumerate(summaries) if j != i and a in subs and b in subs]  # fmt: skip
+    agree = sum(1.0 if o.score[a] > o.score[b] else 0.5 if o.score[a] == o.score[b] else 0.0 for a, b, o in said)
     return {"runs": len(summaries), "optimizers": len(subs), "pairs": len(taus),
+            "ahead_pairs": sum(len(x.holds(0.95)) for x in summaries) / len(summaries),
+            "ahead_checks": len(said), "ahead_agree": agree / len(said) if said else math.nan,
+            "separated_pairwise": sum(_best_ahead(x, subs) for x in summaries),
             "tau_mean": statistics.mean(taus), "tau_min": min(taus), "tau_max": max(taus),
             "held": sum(held), "held_of": len(held), "coverage": sum(held) / len(held),
             "separated": sum(separated(s, subs) for s in summaries),
             "mean_width": statistics.mean(s.rank_ci[x][1] - s.rank_ci[x][0] for s in summaries for x in subs),
             "ranks": {x: [s.rank[x] for s in summaries] for x in subs}}  # fmt: skip
+
+
+def _best_ahead(x: Any, subs: list[str], level: float = 0.95) -> bool:
+    """Whether the best of `subs` in summary `x` is ahead of each of the worst third in at
+    least `level` of the replicates (the pairwise verdict; :func:`separated` asks the same of
+    the marginal rank intervals)."""
+    order = sorted(subs, key=lambda s: x.rank[s])
+    return all(x.ahead[order[0]][w] >= level for w in order[-max(1, math.ceil(len(subs) / 3)) :])
 
 
 def main() -> int:
@@ -98,7 +114,10 @@ def main() -> int:
     print(f"{c['runs']} runs of {args.studies} studies{f' (× {args.merge} trials)' if args.merge > 1 else ''}: "
           f"Kendall τ over {c['pairs']} pairs mean {c['tau_mean']:.2f} [min {c['tau_min']:.2f}, max "
           f"{c['tau_max']:.2f}]; a run's interval holds another run's rank {c['held']}/{c['held_of']} "
-          f"({c['coverage']:.1%}); best separated from the worst third in {c['separated']}/{c['runs']} runs")  # fmt: skip
+          f"({c['coverage']:.1%}); best separated from the worst third in {c['separated']}/{c['runs']} runs; "
+          f"pairwise (≥ 95 % of replicates): {c['ahead_pairs']:.1f} pairs per run, the other runs agree "
+          f"{c['ahead_agree']:.1%} of {c['ahead_checks']}, the best ahead of the worst third in "
+          f"{c['separated_pairwise']}/{c['runs']} runs")  # fmt: skip
     if args.json:
         rec.write(args.json)
     return 0

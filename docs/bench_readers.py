@@ -12,7 +12,7 @@ from sources import PY, TW, Context, Found, Source, add
 from thalweg.record import Record
 
 LABELS = {"char_lm": "char LM", "mnist1d_cnn": "MNIST-1D CNN", "mnist1d_gru": "MNIST-1D GRU",
-          "digits_cnn": "digits CNN", "rosenbrock": "Rosenbrock", "quadratic": "quadratic", "linreg": "linreg",
+          "mnist1d_mlp": "MNIST-1D MLP", "digits_cnn": "digits CNN", "digits_logreg": "digits logreg", "rosenbrock": "Rosenbrock", "quadratic": "quadratic", "linreg": "linreg",
           "deep_linear": "deep linear"}  # fmt: skip
 MARK = {"reached": "", "too slow": " (too slow)", "inconclusive": " (split)", "never reached": " (never)"}
 

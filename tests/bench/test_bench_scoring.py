@@ -223,3 +223,27 @@ def test_an_interval_that_reaches_infinity_says_so_and_geo_speedup():
     g, glo, ghi = uncertainty.geo_speedup(slow, fast, replicates=50)
     assert g == pytest.approx(2.0) and glo == pytest.approx(2.0) and ghi == pytest.approx(2.0)  # √(4 · 1)
     assert math.isnan(uncertainty.geo_speedup({}, fast)[0])
+
+
+def test_ahead_is_the_share_of_replicates_in_which_one_scores_above_another():
+    """The pairwise verdict: a clear winner is ahead in every replicate, identical outcomes
+    tie at one half, and a split winner lies between — from the same replicates as the
+    intervals (which it leaves as they were)."""
+    from thalweg.bench import uncertainty
+
+    recs = []
+    for k in range(3):
+        recs += _study("A", "w", k, [100, 120, 130], [110]) + _study("B", "w", k, [200], [200])
+        recs += _study("C", "w", k, [200], [200])  # B's twin: every replicate draws 200 for both
+        recs += _study("D", "w", k, [90] if k < 2 else [None], [95] if k < 2 else [None])  # fastest, once missed
+    s = uncertainty.summarize(recs, replicates=400)
+    assert s.ahead["A"]["B"] == 1.0 and s.ahead["B"]["A"] == 0.0
+    assert s.ahead["B"]["C"] == s.ahead["C"]["B"] == 0.5
+    assert 0.0 < s.ahead["D"]["A"] < 1.0 and s.ahead["D"]["A"] + s.ahead["A"]["D"] == pytest.approx(1.0)
+    held = s.holds(0.95)
+    assert ("A", "B", 1.0) in held and ("A", "C", 1.0) in held
+    assert not any(a == "B" and b == "C" for a, b, _ in held)
+    assert all(p >= 0.95 for *_, p in held)
+    assert s.to_dict()["A"]["ahead"]["B"] == 1.0
+    # the pairwise tally draws no random numbers: the intervals are those of a summary without it
+    assert uncertainty.summarize(recs, replicates=400).rank_ci == s.rank_ci

@@ -100,8 +100,8 @@ def _cell(c: uncertainty.Cell, verdict: str) -> Markup:
     return html("{}{}<br><small>{}</small>", head, VERDICT_MARK.get(verdict, Markup("")), counts)
 
 
-def _score_rows(records: Sequence[Mapping[str, Any]], rs: str, r_max: float) -> tuple[list[str], list[list[Any]]]:
-    s = uncertainty.summarize(records, rs, "steps", r_max)
+def _score_rows(records: Sequence[Mapping[str, Any]], rs: str, r_max: float,
+                s: uncertainty.Summary) -> tuple[list[str], list[list[Any]]]:  # fmt: skip
     wls = list(dict.fromkeys(r["workload"] for r in records if r.get("ruleset") == rs))
     cpu = scoring.scores(records, "cpu", rs, r_max)
     rows = []
@@ -114,6 +114,20 @@ def _score_rows(records: Sequence[Mapping[str, Any]], rs: str, r_max: float) -> 
                      f"{cpu.get(sub, 0.0):.3f}", *cells])  # fmt: skip
     head = ["submission", "score (steps) [95 %]", "rank [95 %]", "score (CPU s)", *wls]
     return head, rows
+
+
+def _ahead_rows(s: uncertainty.Summary, level: float = 0.95) -> tuple[list[str], list[list[Any]]]:
+    """The pairwise matrix: the share of bootstrap replicates in which the row's score is above
+    the column's, in rank order; bold where it reaches `level`."""
+    order = sorted(s.score, key=lambda k: (s.rank[k], k))
+    rows: list[list[Any]] = []
+    for a in order:
+        cells: list[Any] = []
+        for b in order:
+            p = s.ahead.get(a, {}).get(b)
+            cells.append("—" if p is None else html("<b>{}</b>", f"{p:.0%}") if p >= level else f"{p:.0%}")
+        rows.append([html("<b>{}</b>", a), *cells])
+    return ["ahead of →", *order], rows
 
 
 def _cpu_rows(records: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[list[str]]]:
@@ -232,6 +246,14 @@ SCORE_NOTE = (
     "score uses steps × each trial's CPU seconds per step.</p>")
 
 
+AHEAD_NOTE = (
+    "<h3>Who is ahead — {rs} (share of the bootstrap's replicates in which the row scores above the "
+    "column)</h3><p>A pairwise verdict: ≥ 95 % (bold) means a re-run is likely to put them in this "
+    "order (measured: where one of eight independent runs of the quick suite said ≥ 95 %, the "
+    "others agreed 97 % of the time, benchmarks/bench_replicates.py). Two rank intervals that "
+    "overlap do not mean the two are tied: this is the comparison to read.</p>")
+
+
 def _params(p: Mapping[str, Any]) -> str:
     return ", ".join(f"{k}={_num(v, 3)}" for k, v in sorted(p.items())) or "(defaults)"
 
@@ -269,8 +291,12 @@ def write_report(bench_dir: str | Path) -> Path:
             if not any(r.get("ruleset") == rs for r in recs):
                 continue
             parts.append(html("<h2>Scores — {} tuning, {}</h2>", rs, title))
-            head, rows = _score_rows(recs, rs, r_max)
+            s = uncertainty.summarize(recs, rs, "steps", r_max)
+            head, rows = _score_rows(recs, rs, r_max, s)
             parts.append(table(head, rows))
+            if len(s.score) > 1:
+                parts.append(html(AHEAD_NOTE, rs=rs))
+                parts.append(table(*_ahead_rows(s)))
         parts.append(html(SCORE_NOTE, r_max=r_max))
         head, rows = _ttt_rows(scoring.headline(records), rs)
         parts.append(html("<h3>Time to target — {} (steps of the median study's fastest trial; its wall seconds "

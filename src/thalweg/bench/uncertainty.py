@@ -1,6 +1,7 @@
 """How sure the bench is: per (submission, workload) the reach counts of every study, a verdict
 (reached, too slow, inconclusive, never reached), and a bootstrap over studies and seeds that
-turns into an interval on each submission's score and rank.
+turns into an interval on each submission's score and rank, and into a pairwise verdict: the
+share of replicates in which one submission scores above another (`Summary.ahead`, `holds`).
 
 A study's time is its fastest tuning trial to the target (AlgoPerf); its chosen configuration
 is also run on fresh seeds (`confirm`). One bootstrap replicate re-draws what made each time:
@@ -11,6 +12,11 @@ defines it, re-drawn; the workload time is the median over studies, and ratios, 
 ranks follow. (Drawing one seed of the chosen configuration as a whole study's time, as this
 module did before, priced a missed confirmation as a study in which no trial reached.) The
 point estimates are AlgoPerf's own (median over studies of the tuning times).
+
+Calibration, measured (`benchmarks/bench_replicates.py`, docs/bench.md): eight independent runs
+of the quick suite, one run's 95 % rank interval held another run's rank 98 % of the time, and
+where one run put a submission ahead of another in ≥ 95 % of its replicates the other runs'
+scores agreed 97 % of the time.
 
 Everything here is a pure function of trial records (the lines of `results.jsonl`).
 """
@@ -149,6 +155,16 @@ class Summary:
     ratios: dict[str, dict[str, float]]
     verdicts: dict[str, dict[str, str]]
     replicates: int
+    #: ahead[a][b]: the share of replicates in which a's score is above b's (a tie counts half)
+    ahead: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    def holds(self, level: float = 0.95) -> list[tuple[str, str, float]]:
+        """The pairs (a, b, share) with a ahead of b in at least `level` of the replicates, a's
+        best first: the comparisons a re-run is likely to repeat — a pairwise verdict, which two
+        overlapping rank intervals do not rule out (two marginal 95 % intervals can overlap
+        where the difference is clear)."""
+        pairs = [(a, b, p) for a, row in self.ahead.items() for b, p in row.items() if p >= level]
+        return sorted(pairs, key=lambda x: (self.rank[x[0]], self.rank[x[1]], x[0], x[1]))
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able (scores.json)."""
@@ -158,7 +174,8 @@ class Summary:
                     "workloads": {w: {"steps": fin(c.time), "ratio": fin(self.ratios[s][w]),
                                       "verdict": self.verdicts[s][w], "study_times": [fin(t) for t in c.study_times],
                                       "reach": [list(x) for x in c.reach]}
-                                  for w, c in self.cells[s].items()}}
+                                  for w, c in self.cells[s].items()},
+                    "ahead": dict(self.ahead.get(s, {}))}
                 for s in self.score}  # fmt: skip
 
 
@@ -176,6 +193,7 @@ def summarize(records: Iterable[Mapping[str, Any]], ruleset: str = "external", u
     rng = random.Random(seed)
     boot_scores: dict[str, list[float]] = {s: [] for s in subs}
     boot_ranks: dict[str, list[float]] = {s: [] for s in subs}
+    wins: dict[str, dict[str, float]] = {a: dict.fromkeys((b for b in subs if b != a), 0.0) for a in subs}
     for _ in range(replicates if subs else 0):
         t_b: dict[str, dict[str, float]] = {s: {} for s in subs}
         for s in subs:
@@ -187,10 +205,15 @@ def summarize(records: Iterable[Mapping[str, Any]], ruleset: str = "external", u
         for s, rk in _ranks(sc).items():
             boot_scores[s].append(sc[s])
             boot_ranks[s].append(rk)
+        for a, row in wins.items():
+            for b in row:
+                row[b] += 1.0 if sc[a] > sc[b] else 0.5 if sc[a] == sc[b] else 0.0
     ci = {s: (_pct(boot_scores[s], 0.025), _pct(boot_scores[s], 0.975)) for s in subs}
     rci = {s: (_pct(boot_ranks[s], 0.025), _pct(boot_ranks[s], 0.975)) for s in subs}
     verdicts = {s: {w: verdict(c, ratios[s].get(w, INF), r_max) for w, c in cs[s].items()} for s in subs}
-    return Summary(score, ci, rank, rci, cs, ratios, verdicts, replicates)
+    n = replicates if subs else 0
+    ahead = {a: {b: (w / n if n else math.nan) for b, w in row.items()} for a, row in wins.items()}
+    return Summary(score, ci, rank, rci, cs, ratios, verdicts, replicates, ahead)
 
 
 def kendall_tau(a: Mapping[str, float], b: Mapping[str, float]) -> float:

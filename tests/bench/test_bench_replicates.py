@@ -1,0 +1,69 @@
+"""benchmarks/bench_replicates.py, the measure of how far a suite's ranking moves between
+independent runs: a many-study run cut into runs of the suite's 3 studies, and the figures
+taken across them (τ between runs, how often one run's interval holds another's rank)."""
+
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+
+import bench_replicates as R
+
+from thalweg.bench import uncertainty
+
+
+def _rec(sub: str, k: int, steps: int | None, phase: str = "tune", wl: str = "w") -> dict:
+    return {"ruleset": "external", "phase": phase, "submission": sub, "workload": wl, "study_index": k,
+            "reached": steps is not None, "time_to_target": {"steps": steps, "seconds": None}}  # fmt: skip
+
+
+def _bench(times: dict[str, list[list[int | None]]]) -> list[dict]:
+    """submission → per study its tuning trials' steps (None: missed), plus a confirmation of
+    the first trial and a sensitivity record that belongs to no study."""
+    recs = []
+    for sub, studies in times.items():
+        for k, trials in enumerate(studies):
+            recs += [_rec(sub, k, t) for t in trials] + [_rec(sub, k, trials[0], "confirm")]
+        recs.append({**_rec(sub, 0, 1, "sensitivity"), "study_index": None})
+    return recs
+
+
+def test_split_gives_each_run_its_own_studies_renumbered():
+    a = [[100 + k, None] for k in range(7)]  # 7 studies: two runs of 3, the seventh left over
+    b = [[200 + k, 300] for k in range(7)]
+    runs = R.split(_bench({"A": a, "B": b}), studies=3)
+    assert len(runs) == 2
+    for i, run in enumerate(runs):
+        assert {r["study_index"] for r in run} == {0, 1, 2}
+        assert all(r["phase"] in ("tune", "confirm") for r in run)  # no sensitivity record
+        cell = uncertainty.cells(run)["A"]["w"]
+        assert cell.study_times == [100 + 3 * i + j for j in range(3)]  # studies 3i … 3i+2
+        assert cell.reach == [(1, 2, 1, 1)] * 3
+
+
+def test_merge_pools_the_trials_of_consecutive_studies_and_drops_their_confirmations():
+    a = [[None, None], [150, None], [None, 120], [None, None], [90, 95], [None, None]]
+    runs = R.split(_bench({"A": a}), studies=3, merge=2)
+    assert len(runs) == 1
+    cell = uncertainty.cells(runs[0])["A"]["w"]
+    assert cell.study_times == [150, 120, 90]  # the fastest of each pair's four trials
+    assert all(r["phase"] == "tune" for r in runs[0]) and len(runs[0]) == 12
+
+
+def test_compare_runs_counts_what_holds_across_runs():
+    # run 1: A fastest everywhere; run 2: B fastest everywhere — the ranking reverses
+    first = {"A": [[100]] * 3, "B": [[300]] * 3, "C": [[None]] * 3}
+    second = {"A": [[300]] * 3, "B": [[100]] * 3, "C": [[None]] * 3}
+    recs = _bench({s: first[s] + second[s] for s in first})
+    summaries = [uncertainty.summarize(r, replicates=50) for r in R.split(recs, 3)]
+    c = R.compare_runs(summaries)
+    assert c["runs"] == 2 and c["pairs"] == 1 and c["optimizers"] == 3
+    assert c["ranks"] == {"A": [1.0, 2.0], "B": [2.0, 1.0], "C": [3.0, 3.0]}
+    assert math.isclose(c["tau_mean"], uncertainty.kendall_tau(summaries[0].score, summaries[1].score))
+    assert c["tau_mean"] < 1
+    # identical studies give zero-width intervals: only C's rank is held by the other run's interval
+    assert c["held"] == 2 and c["held_of"] == 6
+    assert c["separated"] == 2  # the best of each run is above C, the worst third, in both
