@@ -112,6 +112,10 @@ def test_bench_report_figures_and_tables(tmp_path: Path) -> None:
     assert not re.search(r"\[-\d", page)  # "390 [-2583, 3363]" was a step count's interval
     assert "2 seeds: t-interval" in page
     assert "display:block;overflow-x:auto" in page  # a wide table scrolls inside the page
+    # the pairwise verdict: a matrix per score table, 19 × 19 (the diagonal "—")
+    assert "Who is ahead — external" in page
+    block = page.split("Who is ahead — external", 1)[1].split("</table>", 1)[0]
+    assert block.count("<tr") == 20 and block.count("—") >= 19 and "%" in block
 
 
 def test_curves_axis_is_not_stretched_by_a_diverged_run() -> None:

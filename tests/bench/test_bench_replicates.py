@@ -67,3 +67,23 @@ def test_compare_runs_counts_what_holds_across_runs():
     # identical studies give zero-width intervals: only C's rank is held by the other run's interval
     assert c["held"] == 2 and c["held_of"] == 6
     assert c["separated"] == 2  # the best of each run is above C, the worst third, in both
+
+
+def test_bench_run_prints_the_pairs_that_hold(monkeypatch) -> None:
+    """`thalweg bench run` ends with the pairwise verdict: who is ahead of whom in ≥ 95 % of
+    the replicates (A always fastest, C never reaching; A and B too close to call)."""
+    from types import SimpleNamespace
+
+    from typer.testing import CliRunner
+
+    import thalweg.bench.api as api
+    from thalweg.cli import app
+
+    recs = _bench({"A": [[100]] * 3, "B": [[100, 400], [110, None], [105]], "C": [[None]] * 3})
+    recs = [{**r, "group": "real"} for r in recs]
+    res = SimpleNamespace(dir=Path("b"), records=recs, recovered=0, seconds=1.0, report=Path("b/report.html"))
+    monkeypatch.setattr(api, "run_bench", lambda source, **kw: res)
+    out = CliRunner().invoke(app, ["bench", "run", "quick"])
+    assert out.exit_code == 0, out.output
+    assert "ahead in ≥ 95 % of the bootstrap's replicates" in out.output
+    assert "A > C" in out.output and "B > C" in out.output and "A > B" not in out.output

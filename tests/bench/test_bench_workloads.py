@@ -108,9 +108,8 @@ def test_bench_config_errors_name_the_field(tmp_path):
 
 
 def test_suites_keep_algoperfs_trials_and_the_standard_has_the_lm():
-    """AlgoPerf's 3 studies × 5 trials everywhere; quick has fewer optimizers and cheaper
-    workloads, not fewer trials; the standard suite runs every real workload of REAL, the
-    character LM included."""
+    """AlgoPerf's 3 studies × 5 trials everywhere; quick has fewer optimizers and workloads,
+    not fewer trials; the standard suite runs every real workload, the character LM included."""
     from thalweg.bench.suites import BASELINES, REAL
 
     quick, standard = load_bench("quick"), load_bench("standard")
@@ -119,7 +118,6 @@ def test_suites_keep_algoperfs_trials_and_the_standard_has_the_lm():
         assert set(BASELINES) <= set(cfg.optimizers)
     assert set(REAL) <= set(standard.workloads) and "char_lm" in REAL
     assert set(quick.optimizers) < set(standard.optimizers)
-    assert set(standard.workloads) == set(REAL)
+    assert set(quick.workloads) < set(standard.workloads) == set(REAL)
     assert all(workloads.get(w).group == "real" for w in quick.workloads)  # quick: real workloads only
-    assert len(quick.workloads) >= 4  # with two, a missed study cost half a score (bench_replicates)
     assert load_bench("quick", seed=3).seed == 3

@@ -249,9 +249,9 @@ SCORE_NOTE = (
 AHEAD_NOTE = (
     "<h3>Who is ahead — {rs} (share of the bootstrap's replicates in which the row scores above the "
     "column)</h3><p>A pairwise verdict: ≥ 95 % (bold) means a re-run is likely to put them in this "
-    "order (measured: where one of eight independent runs of the quick suite said ≥ 95 %, the "
-    "others agreed 97 % of the time, benchmarks/bench_replicates.py). Two rank intervals that "
-    "overlap do not mean the two are tied: this is the comparison to read.</p>")
+    "order (how often independent runs agree is measured by benchmarks/bench_replicates.py; "
+    "docs/bench.md has the figures). Two rank intervals that overlap do not mean the two are "
+    "tied: this is the comparison to read.</p>")
 
 
 def _params(p: Mapping[str, Any]) -> str:
