@@ -48,6 +48,15 @@ def score_table(rec: Record, name: str, records: list[dict[str, Any]], prefix: s
             rec.figure(f"{prefix}.{sub}.{k}", v)
     rec.table(name, ["optimizer", "score [95 %]", "rank [95 %]", *(LABELS[w] for w in wls)], rows,
               "lrr" + "r" * len(wls))  # fmt: skip
+    ahead: dict[str, list[str]] = {}
+    for a, b, _ in s.holds(0.95):
+        ahead.setdefault(a, []).append(b)
+    rec.figure(f"{prefix}.ahead", "; ".join(f"{a} ahead of {', '.join(bs)}" for a, bs in ahead.items()) or "none")
+    order = sorted(s.score, key=lambda k: (s.rank[k], k))
+    worst = order[-max(1, math.ceil(len(order) / 3)) :]
+    held = all(w in ahead.get(order[0], []) for w in worst)
+    rec.figure(f"{prefix}.best_vs_worst", f"the first, {order[0]}, {'is' if held else 'is not'} ahead of each of "
+                                          f"the worst {len(worst)}")  # fmt: skip
     return s
 
 
@@ -269,7 +278,7 @@ REPLICATES = f"{PY} benchmarks/bench_replicates.py bench/quick-x24"
 def read_bench_replicates(ctx: Context) -> Found:
     rec = Record()
     _timing(rec, ctx, f"{TW} bench run quick --set studies=24", "run")
-    _part(rec, ctx, f"{REPLICATES} --json", "runs3x5")
+    _part(rec, ctx, REPLICATES, "runs3x5")  # the first command that starts so: the one without --merge
     data = ctx.entry(f"{REPLICATES} --merge 2").get("json") or {}
     for k, v in (data.get("figures") or {}).items():
         rec.figures[f"runs3x10.{k}"] = v
