@@ -48,9 +48,7 @@ def score_table(rec: Record, name: str, records: list[dict[str, Any]], prefix: s
             rec.figure(f"{prefix}.{sub}.{k}", v)
     rec.table(name, ["optimizer", "score [95 %]", "rank [95 %]", *(LABELS[w] for w in wls)], rows,
               "lrr" + "r" * len(wls))  # fmt: skip
-    ahead: dict[str, list[str]] = {}
-    for a, b, _ in s.holds(0.95):
-        ahead.setdefault(a, []).append(b)
+    ahead = s.ahead_of(0.95)
     rec.figure(f"{prefix}.ahead", "; ".join(f"{a} ahead of {', '.join(bs)}" for a, bs in ahead.items()) or "none")
     order = sorted(s.score, key=lambda k: (s.rank[k], k))
     worst = order[-max(1, math.ceil(len(order) / 3)) :]

@@ -244,6 +244,7 @@ def test_ahead_is_the_share_of_replicates_in_which_one_scores_above_another():
     assert ("A", "B", 1.0) in held and ("A", "C", 1.0) in held
     assert not any(a == "B" and b == "C" for a, b, _ in held)
     assert all(p >= 0.95 for *_, p in held)
+    assert s.ahead_of(0.95)["A"] == [b for a, b, _ in held if a == "A"]
     assert s.to_dict()["A"]["ahead"]["B"] == 1.0
     # the pairwise tally draws no random numbers: the intervals are those of a summary without it
     assert uncertainty.summarize(recs, replicates=400).rank_ci == s.rank_ci

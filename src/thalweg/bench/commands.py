@@ -90,9 +90,7 @@ def register(app: typer.Typer) -> None:
                 rlo, rhi = s.rank_ci[sub]
                 typer.echo(f"    {sub:<20} {s.score[sub]:.3f} [{lo:.3f}, {hi:.3f}]   rank {s.rank[sub]:g} "
                            f"[{rlo:g}, {rhi:g}]")  # fmt: skip
-            ahead: dict[str, list[str]] = {}
-            for a, b, _ in s.holds(0.95):
-                ahead.setdefault(a, []).append(b)
+            ahead = s.ahead_of(0.95)
             if ahead:
                 typer.echo("  ahead in ≥ 95 % of the bootstrap's replicates (the order a re-run is likely to repeat):")
                 for a, bs in ahead.items():

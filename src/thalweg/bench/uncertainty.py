@@ -166,6 +166,13 @@ class Summary:
         pairs = [(a, b, p) for a, row in self.ahead.items() for b, p in row.items() if p >= level]
         return sorted(pairs, key=lambda x: (self.rank[x[0]], self.rank[x[1]], x[0], x[1]))
 
+    def ahead_of(self, level: float = 0.95) -> dict[str, list[str]]:
+        """:meth:`holds` grouped: each submission (best first) → those it is ahead of."""
+        out: dict[str, list[str]] = {}
+        for a, b, _ in self.holds(level):
+            out.setdefault(a, []).append(b)
+        return out
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-able (scores.json)."""
         fin = (lambda x: x if math.isfinite(x) else None)  # noqa: E731
