@@ -123,7 +123,7 @@ def test_verdicts_and_reach_counts_per_study():
 
 
 def test_a_missed_confirmation_costs_a_study_its_chosen_trial_not_the_study():
-    """The bootstrap re-draws a study as AlgoPerf makes it — its trials resampled, the chosen
+    """The bootstrap re-makes a study as AlgoPerf makes it — its trials drawn, the chosen
     configuration's time drawn among its seeds, the fastest kept: a confirmation that missed
     hands the study to its next-fastest trial, it does not make the whole study "never
     reached". A, faster than B in every trial of every study, keeps rank 1 in every replicate
@@ -248,3 +248,28 @@ def test_ahead_is_the_share_of_replicates_in_which_one_scores_above_another():
     assert s.to_dict()["A"]["ahead"]["B"] == 1.0
     # the pairwise tally draws no random numbers: the intervals are those of a summary without it
     assert uncertainty.summarize(recs, replicates=400).rank_ci == s.rank_ci
+
+
+def test_a_replicate_remakes_each_study_from_the_cells_trials_wherever_they_fell():
+    """Quasi-random search draws every study's trials from one space, so a replicate re-makes a
+    study as N draws from all the cell's trials: how the same trials fell among the studies
+    does not change the replicates (resampling each study's own trials — a bootstrap of a
+    minimum — made a cell with its hits in one study miss far more often than one with them
+    spread)."""
+    import random
+
+    from thalweg.bench import uncertainty
+
+    def cell(studies: list[list[int | None]]) -> uncertainty.Cell:
+        recs = []
+        for k, tr in enumerate(studies):
+            recs += _study("A", "w", k, tr, [])
+        return uncertainty.cells(recs)["A"]["w"]
+
+    spread = cell([[100, None, None], [None, None, None], [120, None, None]])
+    bunched = cell([[100, 120, None], [None, None, None], [None, None, None]])
+    assert spread.time == 120 and bunched.time == INF  # AlgoPerf's point estimates differ ...
+    rng = random.Random(0)
+    finite = [sum(math.isfinite(c.draw(rng)) for _ in range(4000)) / 4000 for c in (spread, bunched)]
+    assert abs(finite[0] - finite[1]) < 0.03  # ... the re-made studies do not
+    assert 0.3 < finite[0] < 0.6  # a re-made study reaches with 1 − (7/9)³ ≈ 0.53; two of three: ≈ 0.54
