@@ -22,8 +22,6 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from bench_stability import separated
-
 Record = Mapping[str, Any]
 
 
@@ -59,26 +57,19 @@ def compare_runs(summaries: Sequence[Any]) -> dict[str, Any]:
     held = [a.rank_ci[s][0] <= b.rank[s] <= a.rank_ci[s][1]
             for a, b in itertools.permutations(summaries, 2) for s in subs]  # fmt: skip
     # pairwise: where one run puts a ahead of b in ≥ 95 % of its replicates, do the others agree?
-    said = [(a, b, o) for i, x in enumerate(summaries) for a, b, _ in x.holds(0.95)
+    holds = [x.holds(0.95) for x in summaries]
+    said = [(a, b, o) for i, pairs in enumerate(holds) for a, b, _ in pairs
             for j, o in enumerate(summaries) if j != i and a in subs and b in subs]  # fmt: skip
     agree = sum(1.0 if o.score[a] > o.score[b] else 0.5 if o.score[a] == o.score[b] else 0.0 for a, b, o in said)
     return {"runs": len(summaries), "optimizers": len(subs), "pairs": len(taus),
-            "ahead_pairs": sum(len(x.holds(0.95)) for x in summaries) / len(summaries),
+            "ahead_pairs": sum(map(len, holds)) / len(summaries),
             "ahead_checks": len(said), "ahead_agree": agree / len(said) if said else math.nan,
-            "separated_pairwise": sum(_best_ahead(x, subs) for x in summaries),
+            "separated_pairwise": sum(x.best_ahead(0.95, subs) for x in summaries),
             "tau_mean": statistics.mean(taus), "tau_min": min(taus), "tau_max": max(taus),
             "held": sum(held), "held_of": len(held), "coverage": sum(held) / len(held),
-            "separated": sum(separated(s, subs) for s in summaries),
+            "separated": sum(s.separated(subs) for s in summaries),
             "mean_width": statistics.mean(s.rank_ci[x][1] - s.rank_ci[x][0] for s in summaries for x in subs),
             "ranks": {x: [s.rank[x] for s in summaries] for x in subs}}  # fmt: skip
-
-
-def _best_ahead(x: Any, subs: list[str], level: float = 0.95) -> bool:
-    """Whether the best of `subs` in summary `x` is ahead of each of the worst third in at
-    least `level` of the replicates (the pairwise verdict; :func:`separated` asks the same of
-    the marginal rank intervals)."""
-    order = sorted(subs, key=lambda s: x.rank[s])
-    return all(x.ahead[order[0]][w] >= level for w in order[-max(1, math.ceil(len(subs) / 3)) :])
 
 
 def main() -> int:

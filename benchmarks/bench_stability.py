@@ -24,16 +24,8 @@ def compare(a: Any, b: Any) -> dict[str, Any]:
               for s in subs}  # fmt: skip
     return {"optimizers": len(subs), "kendall_tau": kendall_tau(a.score, b.score),
             "ranks_within_intervals": sum(inside.values()), "outside": [s for s in subs if not inside[s]],
-            "separated_a": separated(a, subs), "separated_b": separated(b, subs),
+            "separated_a": a.separated(subs), "separated_b": b.separated(subs),
             "third": max(1, math.ceil(len(subs) / 3))}  # fmt: skip
-
-
-def separated(x: Any, subs: list[str]) -> bool:
-    """Whether the 95 % rank interval of the best of `subs` in summary `x` lies wholly above
-    those of the worst third (its upper end below each of their lower ends)."""
-    order = sorted(subs, key=lambda s: x.rank[s])
-    best, worst = order[0], order[-max(1, math.ceil(len(subs) / 3)) :]
-    return all(x.rank_ci[best][1] < x.rank_ci[w][0] for w in worst)
 
 
 def main() -> int:

@@ -12,8 +12,8 @@ from sources import PY, TW, Context, Found, Source, add
 from thalweg.record import Record
 
 LABELS = {"char_lm": "char LM", "mnist1d_cnn": "MNIST-1D CNN", "mnist1d_gru": "MNIST-1D GRU",
-          "mnist1d_mlp": "MNIST-1D MLP", "digits_cnn": "digits CNN", "digits_logreg": "digits logreg", "rosenbrock": "Rosenbrock", "quadratic": "quadratic", "linreg": "linreg",
-          "deep_linear": "deep linear"}  # fmt: skip
+          "mnist1d_mlp": "MNIST-1D MLP", "digits_cnn": "digits CNN", "digits_logreg": "digits logreg",
+          "rosenbrock": "Rosenbrock", "quadratic": "quadratic", "linreg": "linreg", "deep_linear": "deep linear"}  # fmt: skip
 MARK = {"reached": "", "too slow": " (too slow)", "inconclusive": " (split)", "never reached": " (never)"}
 
 
@@ -50,11 +50,9 @@ def score_table(rec: Record, name: str, records: list[dict[str, Any]], prefix: s
               "lrr" + "r" * len(wls))  # fmt: skip
     ahead = s.ahead_of(0.95)
     rec.figure(f"{prefix}.ahead", "; ".join(f"{a} ahead of {', '.join(bs)}" for a, bs in ahead.items()) or "none")
-    order = sorted(s.score, key=lambda k: (s.rank[k], k))
-    worst = order[-max(1, math.ceil(len(order) / 3)) :]
-    held = all(w in ahead.get(order[0], []) for w in worst)
-    rec.figure(f"{prefix}.best_vs_worst", f"the first, {order[0]}, {'is' if held else 'is not'} ahead of each of "
-                                          f"the worst {len(worst)}")  # fmt: skip
+    best, worst = s.best_and_worst_third()
+    rec.figure(f"{prefix}.best_vs_worst", f"the first, {best}, {'is' if s.best_ahead(0.95) else 'is not'} ahead of "
+                                          f"each of the worst {len(worst)}")  # fmt: skip
     return s
 
 
@@ -274,21 +272,19 @@ REPLICATES = f"{PY} benchmarks/bench_replicates.py bench/quick-x24"
 
 
 def read_bench_replicates(ctx: Context) -> Found:
+    from thalweg.bench import scoring
+
     rec = Record()
     _timing(rec, ctx, f"{TW} bench run quick --set studies=24", "run")
     _part(rec, ctx, REPLICATES, "runs3x5")  # the first command that starts so: the one without --merge
     data = ctx.entry(f"{REPLICATES} --merge 2").get("json") or {}
     for k, v in (data.get("figures") or {}).items():
         rec.figures[f"runs3x10.{k}"] = v
-    from thalweg.bench import scoring
-
     records = _records(ctx, "quick-x24")
     rec.figure("trials", len(records))
     # the 24 studies as one run: what a user who runs `--set studies=24` gets
     s = score_table(rec, "whole", scoring.real(records), "whole")
-    order = sorted(s.score, key=lambda k: (s.rank[k], k))
-    worst = order[-max(1, math.ceil(len(order) / 3)) :]
-    rec.figure("whole.separated", all(s.rank_ci[order[0]][1] < s.rank_ci[w][0] for w in worst))
+    rec.figure("whole.separated", s.separated())
     return rec.to_dict()
 
 

@@ -245,6 +245,11 @@ def test_ahead_is_the_share_of_replicates_in_which_one_scores_above_another():
     assert not any(a == "B" and b == "C" for a, b, _ in held)
     assert all(p >= 0.95 for *_, p in held)
     assert s.ahead_of(0.95)["A"] == [b for a, b, _ in held if a == "A"]
+    best, worst = s.best_and_worst_third()
+    assert best == min(s.rank, key=s.rank.get) and len(worst) == 2  # four submissions: a third is two
+    assert s.best_ahead(0.95) == all(s.ahead[best][w] >= 0.95 for w in worst)
+    assert s.separated() == all(s.rank_ci[best][1] < s.rank_ci[w][0] for w in worst)
+    assert s.best_and_worst_third(["B", "C"]) == ("B", ["C"]) or s.best_and_worst_third(["B", "C"]) == ("C", ["B"])
     assert s.to_dict()["A"]["ahead"]["B"] == 1.0
     # the pairwise tally draws no random numbers: the intervals are those of a summary without it
     assert uncertainty.summarize(recs, replicates=400).rank_ci == s.rank_ci

@@ -175,6 +175,24 @@ class Summary:
             out.setdefault(a, []).append(b)
         return out
 
+    def best_and_worst_third(self, among: Iterable[str] | None = None) -> tuple[str, list[str]]:
+        """The best-ranked of `among` (default: every submission) and the worst third of them (at
+        least one): what "separating the best from the worst third" compares."""
+        order = sorted(self.score if among is None else among, key=lambda k: (self.rank[k], k))
+        return order[0], order[-max(1, math.ceil(len(order) / 3)) :]
+
+    def separated(self, among: Iterable[str] | None = None) -> bool:
+        """Whether the best's 95 % rank interval lies wholly above each of the worst third's
+        (its upper end below their lower ends)."""
+        best, worst = self.best_and_worst_third(among)
+        return all(self.rank_ci[best][1] < self.rank_ci[w][0] for w in worst)
+
+    def best_ahead(self, level: float = 0.95, among: Iterable[str] | None = None) -> bool:
+        """The pairwise form of :meth:`separated`: the best ahead of each of the worst third in
+        at least `level` of the replicates."""
+        best, worst = self.best_and_worst_third(among)
+        return all(self.ahead.get(best, {}).get(w, 0.0) >= level for w in worst)
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-able (scores.json)."""
         fin = (lambda x: x if math.isfinite(x) else None)  # noqa: E731
