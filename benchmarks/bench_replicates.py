@@ -1,13 +1,13 @@
 """How much one run of a bench tells, measured: one run with many studies (`thalweg bench run
 quick --set studies=24 --seed 100 --name quick-x24`) cut into independent runs of 3 studies
-each — the suite's own protocol, repeated. Per run: AlgoPerf's ranks and the bootstrap's 95 %
+each — AlgoPerf's protocol, repeated — or of `--studies 8`, the quick suite's. Per run: AlgoPerf's ranks and the bootstrap's 95 %
 rank intervals (`thalweg.bench.uncertainty`); across runs: Kendall's τ between every pair,
 each optimizer's ranks, how often one run's interval holds another run's rank (the
 bootstrap's calibration: about 95 % when its intervals are honest), and in how many runs the
 intervals separate the best from the worst third. `--merge 2` joins each two studies into one
 of twice the trials first (what 3 studies × 10 trials would give).
 
-    .venv/bin/python benchmarks/bench_replicates.py bench/quick-x24 [--studies 3] [--merge K] [--json PATH]
+    .venv/bin/python benchmarks/bench_replicates.py bench/quick-x24 [--studies 3|8] [--merge K] [--json PATH]
 """
 
 from __future__ import annotations
@@ -25,16 +25,40 @@ from typing import Any
 Record = Mapping[str, Any]
 
 
+def _studies(records: Sequence[Record]) -> dict[tuple[str, str, str], dict[int, list[Record]]]:
+    """(submission, workload, ruleset) → study index → its tuning and confirmation records."""
+    per: dict[tuple[str, str, str], dict[int, list[Record]]] = defaultdict(lambda: defaultdict(list))
+    for r in records:
+        if r.get("phase") in ("tune", "self", "confirm") and r.get("study_index") is not None:
+            per[(r["submission"], r["workload"], r.get("ruleset", "external"))][int(r["study_index"])].append(r)
+    return per
+
+
+def drawn(records: Sequence[Record], studies: int, n: int, seed: int = 0) -> list[list[dict[str, Any]]]:
+    """`n` runs of `studies` studies each, every cell's drawn at random (without replacement
+    within a run) from all its studies: more runs than :func:`split` gives, not independent of
+    one another — for the share of runs whose verdict separates, not for τ between runs."""
+    import random
+
+    rng = random.Random(seed)
+    per = _studies(records)
+    runs = []
+    for _ in range(n):
+        run: list[dict[str, Any]] = []
+        for by_index in per.values():
+            for j, i in enumerate(rng.sample(sorted(by_index), studies)):
+                run += [{**r, "study_index": j} for r in by_index[i]]
+        runs.append(run)
+    return runs
+
+
 def split(records: Sequence[Record], studies: int = 3, merge: int = 1) -> list[list[dict[str, Any]]]:
     """Independent runs of `studies` studies each: per (submission, workload), the k-th run
     takes the k-th `studies` of its studies in index order, renumbered from 0 (tuning and
     confirmation records; the re-runs and sweeps belong to no study). With `merge` > 1 each
     `merge` consecutive studies first become one (their tuning trials pooled; confirmations,
     which belong to one study's choice, dropped)."""
-    per: dict[tuple[str, str, str], dict[int, list[Record]]] = defaultdict(lambda: defaultdict(list))
-    for r in records:
-        if r.get("phase") in ("tune", "self", "confirm") and r.get("study_index") is not None:
-            per[(r["submission"], r["workload"], r.get("ruleset", "external"))][int(r["study_index"])].append(r)
+    per = _studies(records)
     if not per:
         return []
     n = min(len(v) for v in per.values()) // merge // studies
@@ -72,18 +96,49 @@ def compare_runs(summaries: Sequence[Any]) -> dict[str, Any]:
             "ranks": {x: [s.rank[x] for s in summaries] for x in subs}}  # fmt: skip
 
 
+def _draws(records: Sequence[Record], studies: int, n: int, json_path: str | None) -> int:
+    """`--draws`: the share of drawn runs whose best is separated from their worst third."""
+    from thalweg.bench import uncertainty
+    from thalweg.record import Record as Rec
+
+    if min((len(v) for v in _studies(records).values()), default=0) < studies:
+        print(f"error: fewer than {studies} studies in some cell", file=sys.stderr)
+        return 2
+    summaries = [uncertainty.summarize(r) for r in drawn(records, studies, n)]
+    best: dict[str, int] = defaultdict(int)
+    for x in summaries:
+        best[x.best_and_worst_third()[0]] += 1
+    figs = {"draws": n, "studies": studies, "separated": sum(x.separated() for x in summaries) / n,
+            "separated_pairwise": sum(x.best_ahead(0.95) for x in summaries) / n,
+            "best": ", ".join(f"{k} {v}" for k, v in sorted(best.items(), key=lambda kv: -kv[1]))}  # fmt: skip
+    print(f"{n} runs of {studies} studies drawn from all: best separated from the worst third by the rank "
+          f"intervals in {figs['separated']:.0%}, pairwise (≥ 95 % of replicates) in {figs['separated_pairwise']:.0%}; "
+          f"the best: {figs['best']}")  # fmt: skip
+    if json_path:
+        rec = Rec()
+        for k, v in figs.items():
+            rec.figure(k, v)
+        rec.write(json_path)
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("bench", type=Path, help="a bench directory run with many studies")
-    ap.add_argument("--studies", type=int, default=3, help="studies per run (the suite's: 3)")
+    ap.add_argument("--studies", type=int, default=3, help="studies per run (AlgoPerf's: 3; quick's: 8)")
     ap.add_argument("--merge", type=int, default=1, help="join each K studies into one of K times the trials")
+    ap.add_argument("--draws", type=int, default=0,
+                    help="instead: N runs of --studies drawn at random from all the studies; how often each separates")
     ap.add_argument("--json", default=None, help="write the table and figures here (thalweg.record)")
     args = ap.parse_args()
     from thalweg.bench import scoring, uncertainty
     from thalweg.bench.results import read_results
     from thalweg.record import Record as Rec
 
-    runs = split(scoring.real(read_results(args.bench / "results.jsonl")), args.studies, args.merge)
+    records = scoring.real(read_results(args.bench / "results.jsonl"))
+    if args.draws:
+        return _draws(records, args.studies, args.draws, args.json)
+    runs = split(records, args.studies, args.merge)
     if len(runs) < 2:
         print(f"error: {args.bench}: fewer than two runs of {args.studies} studies", file=sys.stderr)
         return 2

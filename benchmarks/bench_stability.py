@@ -1,7 +1,10 @@
 """Do the bench's verdicts hold? Two independent runs of one suite (different seeds: `thalweg
 bench run SUITE --seed 1 --name SUITE-seed1`) compared on the real workloads: Kendall's τ
 between their scores, whether each optimizer's rank in one run lies in the other's 95 % rank
-interval, and whether the intervals separate the best from the worst third.
+interval, and whether each run separates its best from its worst third — by the rank intervals
+(the best's wholly above each of theirs) and pairwise (the best ahead of each of them in ≥ 95 %
+of the bootstrap's replicates: the lower end of the score difference's one-sided 95 % interval
+above zero).
 
     .venv/bin/python benchmarks/bench_stability.py bench/quick bench/quick-seed1 [--json PATH]
 """
@@ -25,6 +28,7 @@ def compare(a: Any, b: Any) -> dict[str, Any]:
     return {"optimizers": len(subs), "kendall_tau": kendall_tau(a.score, b.score),
             "ranks_within_intervals": sum(inside.values()), "outside": [s for s in subs if not inside[s]],
             "separated_a": a.separated(subs), "separated_b": b.separated(subs),
+            "ahead_a": a.best_ahead(0.95, subs), "ahead_b": b.best_ahead(0.95, subs),
             "third": max(1, math.ceil(len(subs) / 3))}  # fmt: skip
 
 
@@ -55,11 +59,12 @@ def main() -> int:
         print(f"{s:<20} " + "   ".join(cells) + f"   {'within' if s not in c['outside'] else 'OUTSIDE'}")
     rec.table("runs", ["optimizer", "score, run 1", "rank, run 1", "score, run 2", "rank, run 2",
                        "each rank in the other's interval"], rows, "lrrrrc")  # fmt: skip
-    for k in ("optimizers", "kendall_tau", "ranks_within_intervals", "separated_a", "separated_b", "third"):
+    for k in ("optimizers", "kendall_tau", "ranks_within_intervals", "separated_a", "separated_b", "ahead_a",
+              "ahead_b", "third"):
         rec.figure(k, c[k])
     print(f"Kendall τ = {c['kendall_tau']:.3f}; {c['ranks_within_intervals']}/{c['optimizers']} ranks within the "
           f"other run's interval; best separated from the worst {c['third']}: run 1 {c['separated_a']}, "
-          f"run 2 {c['separated_b']}")  # fmt: skip
+          f"run 2 {c['separated_b']}; pairwise (≥ 95 % of replicates): run 1 {c['ahead_a']}, run 2 {c['ahead_b']}")  # fmt: skip
     if args.json:
         rec.write(args.json)
     return 0

@@ -1,6 +1,7 @@
 """benchmarks/bench_replicates.py, the measure of how far a suite's ranking moves between
-independent runs: a many-study run cut into runs of the suite's 3 studies, and the figures
-taken across them (τ between runs, how often one run's interval holds another's rank)."""
+independent runs: a many-study run cut into runs of a few studies, and the figures taken
+across them (τ between runs, how often one run's interval holds another's rank); and
+benchmarks/bench_stability.py, which compares two runs."""
 
 from __future__ import annotations
 
@@ -44,6 +45,20 @@ def test_split_gives_each_run_its_own_studies_renumbered():
         assert cell.reach == [(1, 2, 1, 1)] * 3
 
 
+def test_drawn_runs_take_distinct_studies_of_each_cell():
+    a = [[100 + k] for k in range(6)]
+    runs = R.drawn(_bench({"A": a, "B": [[200 + k] for k in range(6)]}), studies=4, n=20, seed=3)
+    assert len(runs) == 20
+    seen = set()
+    for run in runs:
+        for sub in ("A", "B"):
+            times = uncertainty.cells(run)[sub]["w"].study_times
+            assert len(times) == len(set(times)) == 4  # four different studies, renumbered 0…3
+            assert set(times) <= {(100 if sub == "A" else 200) + k for k in range(6)}
+            seen.add(tuple(sorted(times)))
+    assert len(seen) > 2  # drawn, not the same four each time
+
+
 def test_merge_pools_the_trials_of_consecutive_studies_and_drops_their_confirmations():
     a = [[None, None], [150, None], [None, 120], [None, None], [90, 95], [None, None]]
     runs = R.split(_bench({"A": a}), studies=3, merge=2)
@@ -67,6 +82,27 @@ def test_compare_runs_counts_what_holds_across_runs():
     # identical studies give zero-width intervals: only C's rank is held by the other run's interval
     assert c["held"] == 2 and c["held_of"] == 6
     assert c["separated"] == 2  # the best of each run is above C, the worst third, in both
+
+
+def test_stability_compares_two_runs_by_intervals_and_pairwise():
+    """benchmarks/bench_stability.py (two independent runs of a suite): τ, each rank in the
+    other run's interval, and separation both ways — by rank intervals and pairwise. A's lead
+    on B is real but noisy: B is not separated from A by the intervals, yet A is ahead of C in
+    every replicate, which is what the pairwise form asks of the best against the worst third."""
+    import bench_stability as S
+
+    a = {"A": [[100], [110], [120]], "B": [[115], [105], [200]], "C": [[None]] * 3}
+    b = {"A": [[100], [105], [130]], "B": [[120], [110], [190]], "C": [[None]] * 3}
+    x, y = (uncertainty.summarize(R.split(_bench(t), 3)[0], replicates=200) for t in (a, b))
+    c = S.compare(x, y)
+    assert c["optimizers"] == 3 and c["third"] == 1 and c["kendall_tau"] == 1.0
+    assert c["ranks_within_intervals"] == 3 and c["outside"] == []
+    assert c["ahead_a"] and c["ahead_b"]  # A ahead of C in ≥ 95 % of each run's replicates
+    assert c["separated_a"] == (x.rank_ci["A"][1] < x.rank_ci["C"][0])
+    # C reaches nowhere, but so does A in the other run: nobody is ahead of anybody there
+    d = {"A": [[None]] * 3, "B": [[None]] * 3, "C": [[None]] * 3}
+    z = uncertainty.summarize(R.split(_bench(d), 3)[0], replicates=50)
+    assert not S.compare(x, z)["ahead_b"]
 
 
 def test_bench_run_prints_the_pairs_that_hold(monkeypatch) -> None:

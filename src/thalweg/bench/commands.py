@@ -83,7 +83,7 @@ def register(app: typer.Typer) -> None:
         for title, recs in (("real workloads", scoring.real(res.records)), ("toy problems", scoring.toy(res.records))):
             if not recs:
                 continue
-            s = uncertainty.summarize(recs, rs, "steps", replicates=400)
+            s = uncertainty.summarize(recs, rs, "steps")  # the report's replicates: the same intervals
             typer.echo(f"  score in steps, {title} [{rs}]: score [95 % interval], rank [interval]")
             for sub in sorted(s.score, key=lambda k: (-s.score[k], k)):
                 lo, hi = s.score_ci[sub]

@@ -225,13 +225,15 @@ def _cfg(name: str, low: float | None = None, high: float | None = None, **kw: A
 
 SUITES: dict[str, dict[str, Any]] = {
     # the default: the target-setting baselines, Muon, Lion and schedule-free AdamW on the two
-    # CNNs (real: digits and MNIST-1D), AlgoPerf's 3 studies × 5 trials — fewer optimizers and
-    # workloads than `standard`, not fewer trials; the toy problems are `seeds`'. Four cheap
-    # workloads (the MNIST-1D MLP and digits logistic regression added) were measured and not
-    # kept: eight independent runs agreed less (Kendall τ 0.34 on average, 0.63 with these two;
-    # benchmarks/bench_replicates.py) — tuned, the optimizers are closer still on those two.
+    # CNNs (real: digits and MNIST-1D) — fewer optimizers and workloads than `standard`, not
+    # fewer trials; the toy problems are `seeds`'. AlgoPerf's studies of 5 trials, but 8 of them
+    # (7.4 min on 2 cores): at AlgoPerf's 3 a run's best is ahead of each of its worst third in
+    # about 4 runs of 10, at 8 in about 8 (benchmarks/bench_replicates.py, docs/bench.md) — the
+    # same quantity (what 5 tuning trials reach) measured more precisely. Four cheap workloads
+    # (the MNIST-1D MLP and digits logistic regression added) were measured and not kept: runs
+    # agreed less (Kendall τ 0.34 on average, 0.63 with these two).
     "quick": {"name": "quick", "workloads": ["digits_cnn", "mnist1d_cnn"],
-              "optimizers": [*BASELINES, "muon", "lion", "schedulefree_adamw"],
+              "optimizers": [*BASELINES, "muon", "lion", "schedulefree_adamw"], "studies": 8,
               "sensitivity_points": 4},
     # the README's suite: every real workload (the character transformer included), nine
     # optimizers (the toy problems are `seeds`')
