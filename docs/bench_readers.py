@@ -50,9 +50,7 @@ def score_table(rec: Record, name: str, records: list[dict[str, Any]], prefix: s
               "lrr" + "r" * len(wls))  # fmt: skip
     ahead = s.ahead_of(0.95)
     rec.figure(f"{prefix}.ahead", "; ".join(f"{a} ahead of {', '.join(bs)}" for a, bs in ahead.items()) or "none")
-    best, worst = s.best_and_worst_third()
-    rec.figure(f"{prefix}.best_vs_worst", f"the first, {best}, {'is' if s.best_ahead(0.95) else 'is not'} ahead of "
-                                          f"each of the worst {len(worst)}")  # fmt: skip
+    rec.figure(f"{prefix}.best_vs_worst", s.verdict())
     return s
 
 
@@ -277,7 +275,8 @@ def read_bench_replicates(ctx: Context) -> Found:
     rec = Record()
     _timing(rec, ctx, f"{TW} bench run quick --set studies=24", "run")
     _part(rec, ctx, REPLICATES, "runs3x5")  # the first command that starts so: the one without --merge
-    for command, key in ((f"{REPLICATES} --merge 2", "runs3x10"), (f"{REPLICATES} --studies 8", "runs8x5")):
+    for command, key in ((f"{REPLICATES} --merge 2", "runs3x10"), (f"{REPLICATES} --studies 8 --draws", "drawn8"),
+                         (f"{REPLICATES} --studies 8", "runs8x5"), (f"{REPLICATES} --draws", "drawn3")):
         data = ctx.entry(command).get("json") or {}
         for k, v in (data.get("figures") or {}).items():
             rec.figures[f"{key}.{k}"] = v
@@ -294,5 +293,6 @@ add(Source("bench_replicates", "the quick suite with 24 studies, cut into 8 inde
            "intervals hold (docs/bench.md)",
            [f"{TW} bench run quick --set studies=24 --seed 100 --name quick-x24 --quiet",
             f"{REPLICATES} --json {{json}}", f"{REPLICATES} --merge 2 --json {{json}}",
-            f"{REPLICATES} --studies 8 --json {{json}}"],
+            f"{REPLICATES} --studies 8 --json {{json}}", f"{REPLICATES} --draws 200 --json {{json}}",
+            f"{REPLICATES} --studies 8 --draws 200 --json {{json}}"],
            read_bench_replicates, timeout=3 * 3600))

@@ -116,6 +116,7 @@ def test_bench_report_figures_and_tables(tmp_path: Path) -> None:
     assert "Who is ahead — external" in page
     block = page.split("Who is ahead — external", 1)[1].split("</table>", 1)[0]
     assert block.count("<tr") == 20 and block.count("—") >= 19 and "%" in block
+    assert "<b>Verdict:</b> the first, " in page and "of the worst 7 (" in page  # 19 submissions: a third is 7
 
 
 def test_curves_axis_is_not_stretched_by_a_diverged_run() -> None:

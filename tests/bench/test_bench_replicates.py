@@ -98,11 +98,13 @@ def test_stability_compares_two_runs_by_intervals_and_pairwise():
     assert c["optimizers"] == 3 and c["third"] == 1 and c["kendall_tau"] == 1.0
     assert c["ranks_within_intervals"] == 3 and c["outside"] == []
     assert c["ahead_a"] and c["ahead_b"]  # A ahead of C in ≥ 95 % of each run's replicates
+    assert x.verdict().startswith("the first, A, is ahead of each of the worst 1 (C)")
     assert c["separated_a"] == (x.rank_ci["A"][1] < x.rank_ci["C"][0])
     # C reaches nowhere, but so does A in the other run: nobody is ahead of anybody there
     d = {"A": [[None]] * 3, "B": [[None]] * 3, "C": [[None]] * 3}
     z = uncertainty.summarize(R.split(_bench(d), 3)[0], replicates=50)
     assert not S.compare(x, z)["ahead_b"]
+    assert " is not ahead of each of the worst 1 " in z.verdict() and z.verdict().endswith("do not part them")
 
 
 def test_bench_run_prints_the_pairs_that_hold(monkeypatch) -> None:
@@ -123,3 +125,5 @@ def test_bench_run_prints_the_pairs_that_hold(monkeypatch) -> None:
     assert out.exit_code == 0, out.output
     assert "ahead in ≥ 95 % of the bootstrap's replicates" in out.output
     assert "A > C" in out.output and "B > C" in out.output and "A > B" not in out.output
+    # the headline verdict: A first, C the worst third, ahead in every replicate
+    assert "verdict: the first, A, is ahead of each of the worst 1 (C) in ≥ 95% of the replicates" in out.output

@@ -95,6 +95,8 @@ def register(app: typer.Typer) -> None:
                 typer.echo("  ahead in ≥ 95 % of the bootstrap's replicates (the order a re-run is likely to repeat):")
                 for a, bs in ahead.items():
                     typer.echo(f"    {a} > {', '.join(bs)}")
+            if len(s.score) > 1:
+                typer.echo(f"  verdict: {s.verdict()}")
 
     @bench.command("report")
     def report(bench_dir: Path = typer.Argument(..., help="A bench directory, e.g. bench/quick.")) -> None:

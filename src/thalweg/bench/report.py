@@ -297,6 +297,7 @@ def write_report(bench_dir: str | Path) -> Path:
             if len(s.score) > 1:
                 parts.append(html(AHEAD_NOTE, rs=rs))
                 parts.append(table(*_ahead_rows(s)))
+                parts.append(html("<p><b>Verdict:</b> {}.</p>", s.verdict()))
         parts.append(html(SCORE_NOTE, r_max=r_max))
         head, rows = _ttt_rows(scoring.headline(records), rs)
         parts.append(html("<h3>Time to target — {} (steps of the median study's fastest trial; its wall seconds "

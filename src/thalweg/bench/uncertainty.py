@@ -193,6 +193,15 @@ class Summary:
         best, worst = self.best_and_worst_third(among)
         return all(self.ahead.get(best, {}).get(w, 0.0) >= level for w in worst)
 
+    def verdict(self, level: float = 0.95) -> str:
+        """The run's headline verdict in a sentence: is the first ahead of each of the worst third
+        (pairwise, in ≥ `level` of the replicates), and do the rank intervals part them too."""
+        best, worst = self.best_and_worst_third()
+        ahead = self.best_ahead(level)
+        return (f"the first, {best}, {'is' if ahead else 'is not'} ahead of each of the worst {len(worst)} "
+                f"({', '.join(worst)}) in ≥ {level:.0%} of the replicates; the rank intervals "
+                f"{'part' if self.separated() else 'do not part'} them")  # fmt: skip
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-able (scores.json)."""
         fin = (lambda x: x if math.isfinite(x) else None)  # noqa: E731
