@@ -1,13 +1,15 @@
 """How much one run of a bench tells, measured: one run with many studies (`thalweg bench run
 quick --set studies=24 --seed 100 --name quick-x24`) cut into independent runs of 3 studies
-each — AlgoPerf's protocol, repeated — or of `--studies 8`, the quick suite's. Per run: AlgoPerf's ranks and the bootstrap's 95 %
-rank intervals (`thalweg.bench.uncertainty`); across runs: Kendall's τ between every pair,
-each optimizer's ranks, how often one run's interval holds another run's rank (the
-bootstrap's calibration: about 95 % when its intervals are honest), and in how many runs the
-intervals separate the best from the worst third. `--merge 2` joins each two studies into one
-of twice the trials first (what 3 studies × 10 trials would give).
+each (AlgoPerf's protocol, repeated) or of `--studies 8` (the quick suite's). Per run:
+AlgoPerf's ranks and the bootstrap's 95 % rank intervals (`thalweg.bench.uncertainty`);
+across runs: Kendall's τ between every pair, each optimizer's ranks, how often one run's
+interval holds another run's rank (the bootstrap's calibration: about 95 % when its intervals
+are honest), and in how many runs the intervals separate the best from the worst third. `--merge 2` joins each two studies into one
+of twice the trials first (what 3 studies × 10 trials would give). `--draws N` instead draws
+N runs of `--studies` at random from all the studies and counts how often each separates.
 
-    .venv/bin/python benchmarks/bench_replicates.py bench/quick-x24 [--studies 3|8] [--merge K] [--json PATH]
+    .venv/bin/python benchmarks/bench_replicates.py bench/quick-x24 [--studies 3|8]
+        [--merge K | --draws N] [--json PATH]
 """
 
 from __future__ import annotations
@@ -128,7 +130,7 @@ def main() -> int:
     ap.add_argument("--studies", type=int, default=3, help="studies per run (AlgoPerf's: 3; quick's: 8)")
     ap.add_argument("--merge", type=int, default=1, help="join each K studies into one of K times the trials")
     ap.add_argument("--draws", type=int, default=0,
-                    help="instead: N runs of --studies drawn at random from all the studies; how often each separates")
+                    help="instead: N runs of --studies drawn at random from all studies; how often each separates")
     ap.add_argument("--json", default=None, help="write the table and figures here (thalweg.record)")
     args = ap.parse_args()
     from thalweg.bench import scoring, uncertainty

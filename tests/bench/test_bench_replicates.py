@@ -86,9 +86,8 @@ def test_compare_runs_counts_what_holds_across_runs():
 
 def test_stability_compares_two_runs_by_intervals_and_pairwise():
     """benchmarks/bench_stability.py (two independent runs of a suite): τ, each rank in the
-    other run's interval, and separation both ways — by rank intervals and pairwise. A's lead
-    on B is real but noisy: B is not separated from A by the intervals, yet A is ahead of C in
-    every replicate, which is what the pairwise form asks of the best against the worst third."""
+    other run's interval, and separation both ways — by rank intervals and pairwise (A, first,
+    ahead of C, the worst third, in every replicate)."""
     import bench_stability as S
 
     a = {"A": [[100], [110], [120]], "B": [[115], [105], [200]], "C": [[None]] * 3}
@@ -126,4 +125,4 @@ def test_bench_run_prints_the_pairs_that_hold(monkeypatch) -> None:
     assert "ahead in ≥ 95 % of the bootstrap's replicates" in out.output
     assert "A > C" in out.output and "B > C" in out.output and "A > B" not in out.output
     # the headline verdict: A first, C the worst third, ahead in every replicate
-    assert "verdict: the first, A, is ahead of each of the worst 1 (C) in ≥ 95% of the replicates" in out.output
+    assert "verdict: the first, A, is ahead of each of the worst 1 (C) in ≥ 95 % of the replicates" in out.output

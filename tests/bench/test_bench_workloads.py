@@ -108,9 +108,9 @@ def test_bench_config_errors_name_the_field(tmp_path):
 
 
 def test_suites_keep_algoperfs_trials_and_the_standard_has_the_lm():
-    """AlgoPerf's studies of 5 trials everywhere, 3 of them but in quick: fewer optimizers and
-    workloads, not fewer trials, and 8 studies (its verdicts hold more often, docs/bench.md);
-    the standard suite runs every real workload, the character LM included."""
+    """AlgoPerf's 5 trials per study everywhere; its 3 studies everywhere but in quick, which
+    has fewer optimizers and workloads, not fewer trials, and 8 studies (its verdict holds more
+    often: docs/bench.md); the standard suite runs every real workload, the character LM too."""
     from thalweg.bench.suites import BASELINES, REAL
 
     quick, standard = load_bench("quick"), load_bench("standard")

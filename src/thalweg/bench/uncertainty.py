@@ -199,7 +199,7 @@ class Summary:
         best, worst = self.best_and_worst_third()
         ahead = self.best_ahead(level)
         return (f"the first, {best}, {'is' if ahead else 'is not'} ahead of each of the worst {len(worst)} "
-                f"({', '.join(worst)}) in ≥ {level:.0%} of the replicates; the rank intervals "
+                f"({', '.join(worst)}) in ≥ {level * 100:g} % of the replicates; the rank intervals "
                 f"{'part' if self.separated() else 'do not part'} them")  # fmt: skip
 
     def to_dict(self) -> dict[str, Any]:
