@@ -39,11 +39,15 @@ def _studies(records: Sequence[Record]) -> dict[tuple[str, str, str], dict[int, 
 def drawn(records: Sequence[Record], studies: int, n: int, seed: int = 0) -> list[list[dict[str, Any]]]:
     """`n` runs of `studies` studies each, every cell's drawn at random (without replacement
     within a run) from all its studies: more runs than :func:`split` gives, not independent of
-    one another — for the share of runs whose verdict separates, not for τ between runs."""
+    one another — for the share of runs whose verdict separates, not for τ between runs.
+    ValueError names a cell with fewer than `studies` studies."""
     import random
 
     rng = random.Random(seed)
     per = _studies(records)
+    for (sub, wl, _), by_index in per.items():
+        if len(by_index) < studies:
+            raise ValueError(f"{sub} on {wl} has {len(by_index)} studies, fewer than {studies}")
     runs = []
     for _ in range(n):
         run: list[dict[str, Any]] = []
@@ -103,10 +107,12 @@ def _draws(records: Sequence[Record], studies: int, n: int, json_path: str | Non
     from thalweg.bench import uncertainty
     from thalweg.record import Record as Rec
 
-    if min((len(v) for v in _studies(records).values()), default=0) < studies:
-        print(f"error: fewer than {studies} studies in some cell", file=sys.stderr)
+    try:
+        runs = drawn(records, studies, n)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
         return 2
-    summaries = [uncertainty.summarize(r) for r in drawn(records, studies, n)]
+    summaries = [uncertainty.summarize(r) for r in runs]
     best: dict[str, int] = defaultdict(int)
     for x in summaries:
         best[x.best_and_worst_third()[0]] += 1

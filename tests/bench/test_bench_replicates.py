@@ -9,6 +9,8 @@ import math
 import sys
 from pathlib import Path
 
+import pytest
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 
 import bench_replicates as R
@@ -57,6 +59,8 @@ def test_drawn_runs_take_distinct_studies_of_each_cell():
             assert set(times) <= {(100 if sub == "A" else 200) + k for k in range(6)}
             seen.add(tuple(sorted(times)))
     assert len(seen) > 2  # drawn, not the same four each time
+    with pytest.raises(ValueError, match="A on w has 6 studies, fewer than 7"):
+        R.drawn(_bench({"A": a}), studies=7, n=1)
 
 
 def test_merge_pools_the_trials_of_consecutive_studies_and_drops_their_confirmations():
